@@ -1,0 +1,445 @@
+"""A content-addressed store of finished builds, shared by every repro process.
+
+Builds cost minutes and a bisection asks for the same ones again and again, so an
+entry is named by everything that changes its result and nothing else. Entries
+appear atomically (a killed build never leaves something that looks finished), and
+failures are remembered so that a bisection skips a commit that cannot build
+instead of paying for the failure twice.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from filelock import FileLock, Timeout
+
+from repro.errors import ReproError
+from repro.paths import cache_dir
+
+# Bump when a builder changes how it builds: old entries then stop matching.
+BUILD_RECIPE_VERSION = 1
+
+META_FILE = "repro-build.json"
+LOG_FILE = "build.log"
+
+
+class BuildError(ReproError):
+    """A build that failed; ``log`` and ``tail`` say why, ``key`` which one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        log: Path | None = None,
+        tail: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.log = log
+        self.tail = tail or []
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def cache_key(parts: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of the inputs (order of dict keys never matters)."""
+    return hashlib.sha256(
+        canonical_json({**parts, "_recipe": BUILD_RECIPE_VERSION}).encode()
+    ).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tail_lines(path: Path | None, n: int = 30) -> list[str]:
+    if path is None or not path.exists():
+        return []
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 64 * 1024))
+        data = f.read().decode("utf-8", "replace")
+    return data.splitlines()[-n:]
+
+
+@dataclass
+class BuildContext:
+    """What a build function gets: where to put the result and where to log.
+
+    ``dest`` is the final path (builds that embed their prefix, like CPython, need
+    it); ``staging`` is where the result goes for now and is renamed to ``dest``
+    once the function returns. For in-place builds the two are the same.
+    """
+
+    key: str
+    dest: Path
+    staging: Path
+    log_path: Path
+    log: IO[str]
+    scratch: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def note(self, text: str) -> None:
+        self.log.write(f"[repro {time.strftime('%H:%M:%S')}] {text}\n")
+        self.log.flush()
+
+    def run(
+        self,
+        cmd: list[str] | str,
+        *,
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+        step: str,
+        on_line: Callable[[str], None] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Run a command, its output appended to the log; failure is a BuildError."""
+        shown = cmd if isinstance(cmd, str) else " ".join(cmd)
+        self.note(f"$ {shown}  (in {cwd})")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                errors="replace",
+                bufsize=1,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise BuildError(
+                f"{step}: cannot run {shown!r}: {exc.strerror}: {exc.filename}",
+                key=self.key,
+                log=self.log_path,
+            ) from None
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                self.log.write(line)
+                if on_line is not None:
+                    on_line(line)
+                if deadline is not None and time.monotonic() > deadline:
+                    _kill_group(proc)
+                    raise BuildError(
+                        f"{step} timed out after {timeout:.0f} s", key=self.key, log=self.log_path
+                    )
+            rc = proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            self.log.flush()
+        if rc != 0:
+            self.note(f"exit status {rc}")
+            raise BuildError(
+                f"{step} failed (exit status {rc})",
+                key=self.key,
+                log=self.log_path,
+                tail=tail_lines(self.log_path),
+            )
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, 9)
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=10)
+
+
+BuildFn = Callable[[BuildContext], Mapping[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class BuildEntry:
+    key: str
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def what(self) -> str:
+        return str(self.meta.get("what") or self.meta.get("kind") or "?")
+
+    @property
+    def finished(self) -> float:
+        return float(self.meta.get("finished", 0.0))
+
+    @property
+    def last_used(self) -> float:
+        try:
+            return (self.path / META_FILE).stat().st_mtime
+        except OSError:
+            return self.finished
+
+    def size(self) -> int:
+        return _tree_size(self.path)
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    key: str
+    meta: dict[str, Any]
+    error: str
+    log: Path | None
+    when: float
+
+
+class BuildCache:
+    """Builds under ``<base>/builds/<key>`` (base defaults to :func:`cache_dir`).
+
+    ``retry_failed`` makes known failures build again instead of failing fast; it
+    lives on the cache so a CLI flag reaches every builder without plumbing.
+    """
+
+    def __init__(self, base: Path | None = None, *, retry_failed: bool = False) -> None:
+        self.base = (base if base is not None else cache_dir()).absolute()
+        self.root = self.base / "builds"
+        self.retry_failed = retry_failed
+        for sub in (self.root, self.root / "failed", self.root / ".locks"):
+            sub.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def lock(self, key: str) -> FileLock:
+        return FileLock(str(self.root / ".locks" / f"{key}.lock"))
+
+    def lookup(self, key: str) -> BuildEntry | None:
+        """The finished entry, or None; cheap (one small file), so hits are instant."""
+        meta_path = self.path(key) / META_FILE
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(meta_path)  # last use, for prune
+        return BuildEntry(key, self.path(key), meta)
+
+    def failure(self, key: str) -> FailureRecord | None:
+        p = self.root / "failed" / f"{key}.json"
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError):
+            return None
+        log = self.root / "failed" / f"{key}.log"
+        return FailureRecord(
+            key=key,
+            meta=dict(data.get("meta", {})),
+            error=str(data.get("error", "")),
+            log=log if log.exists() else None,
+            when=float(data.get("when", 0.0)),
+        )
+
+    def forget_failure(self, key: str) -> None:
+        for suffix in (".json", ".log"):
+            (self.root / "failed" / f"{key}{suffix}").unlink(missing_ok=True)
+
+    def ensure(
+        self,
+        key: str,
+        meta: Mapping[str, Any],
+        build_fn: BuildFn,
+        *,
+        in_place: bool = False,
+        retry_failed: bool | None = None,
+        on_wait: Callable[[], None] | None = None,
+    ) -> Path:
+        """The entry for ``key``, building it with ``build_fn`` if needed (once per key).
+
+        ``in_place`` builds straight into the final directory, for results that cannot
+        move after the fact (git worktrees, virtualenvs); such an entry counts as
+        finished only once its metadata file is written, which is atomic too.
+        """
+        if self.lookup(key) is not None:
+            return self.path(key)
+        retry = self.retry_failed if retry_failed is None else retry_failed
+        lock = self.lock(key)
+        try:
+            lock.acquire(timeout=0.05)
+        except Timeout:
+            if on_wait is not None:
+                on_wait()
+            lock.acquire()
+        try:
+            if self.lookup(key) is not None:
+                return self.path(key)
+            known = self.failure(key)
+            if known is not None and not retry:
+                raise BuildError(
+                    f"this build failed before ({known.error}); log: {known.log}; "
+                    "pass --retry-failed to try again",
+                    key=key,
+                    log=known.log,
+                    tail=tail_lines(known.log),
+                )
+            self.forget_failure(key)
+            return self._build(key, meta, build_fn, in_place)
+        finally:
+            lock.release()
+
+    def _build(self, key: str, meta: Mapping[str, Any], build_fn: BuildFn, in_place: bool) -> Path:
+        dest = self.path(key)
+        if dest.exists():  # a killed in-place build, or a leftover: never half an entry
+            _rmtree(dest)
+        staging = (
+            dest if in_place else Path(tempfile.mkdtemp(prefix=f".tmp-{key[:16]}-", dir=self.root))
+        )
+        staging.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".scratch-{key[:16]}-", dir=self.root))
+        log_path = staging / LOG_FILE
+        started = time.time()
+        with log_path.open("w", encoding="utf-8", errors="replace") as log:
+            ctx = BuildContext(key, dest, staging, log_path, log, scratch)
+            ctx.note(f"building {meta.get('what', key)} (key {key})")
+            try:
+                extra = build_fn(ctx) or {}
+            except BaseException as exc:
+                recordable = isinstance(exc, ReproError)
+                ctx.note(f"FAILED: {exc}")
+                log.flush()
+                if recordable:
+                    self._record_failure(key, meta, str(exc), log_path, started)
+                _rmtree(staging)
+                _rmtree(scratch)
+                if isinstance(exc, BuildError):
+                    failed_log = self.root / "failed" / f"{key}.log"
+                    exc.key = key
+                    exc.log = failed_log if failed_log.exists() else None
+                    if not exc.tail:
+                        exc.tail = tail_lines(exc.log)
+                raise
+            ctx.note(f"finished in {time.time() - started:.1f} s")
+        _rmtree(scratch)
+        record = {
+            **meta,
+            **extra,
+            "key": key,
+            "started": started,
+            "finished": time.time(),
+            "seconds": round(time.time() - started, 1),
+            "log": str(dest / LOG_FILE),
+            "recipe_version": BUILD_RECIPE_VERSION,
+        }
+        tmp_meta = staging / f".{META_FILE}.tmp"
+        tmp_meta.write_text(json.dumps(record, indent=2, sort_keys=True))
+        if in_place:
+            os.replace(tmp_meta, dest / META_FILE)
+        else:
+            os.replace(tmp_meta, staging / META_FILE)
+            os.replace(staging, dest)
+        return dest
+
+    def _record_failure(
+        self, key: str, meta: Mapping[str, Any], error: str, log_path: Path, started: float
+    ) -> None:
+        failed = self.root / "failed"
+        if log_path.exists():
+            shutil.copyfile(log_path, failed / f"{key}.log")
+        data = {
+            "key": key,
+            "meta": dict(meta),
+            "error": error,
+            "when": time.time(),
+            "seconds": round(time.time() - started, 1),
+        }
+        tmp = failed / f".{key}.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        os.replace(tmp, failed / f"{key}.json")
+
+    def list(self) -> list[BuildEntry]:
+        entries = []
+        for p in sorted(self.root.iterdir()):
+            if p.name.startswith(".") or p.name == "failed" or not p.is_dir():
+                continue
+            entry = self._peek(p.name)
+            if entry is not None:
+                entries.append(entry)
+        return entries
+
+    def failures(self) -> builtins.list[FailureRecord]:
+        out = []
+        for p in sorted((self.root / "failed").glob("*.json")):
+            rec = self.failure(p.stem)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    def _peek(self, key: str) -> BuildEntry | None:
+        try:
+            meta = json.loads((self.path(key) / META_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return BuildEntry(key, self.path(key), meta)
+
+    def prune(self, older_than: timedelta) -> builtins.list[BuildEntry]:
+        """Remove entries unused for ``older_than`` (and stale failures and leftovers).
+
+        An entry being built or waited for holds its lock and is left alone.
+        """
+        cutoff = time.time() - older_than.total_seconds()
+        removed = []
+        for entry in self.list():
+            if entry.last_used >= cutoff:
+                continue
+            lock = self.lock(entry.key)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            try:
+                _rmtree(entry.path)
+                removed.append(entry)
+            finally:
+                lock.release()
+        for rec in self.failures():
+            if rec.when < cutoff:
+                self.forget_failure(rec.key)
+        for p in self.root.iterdir():
+            if p.name.startswith((".tmp-", ".scratch-")) and p.stat().st_mtime < cutoff:
+                _rmtree(p)
+        return removed
+
+
+def _rmtree(path: Path) -> None:
+    if not path.exists():
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():  # read-only bits (e.g. Go/cargo caches): make writable and retry
+        for root, dirs, _files in os.walk(path):
+            for d in dirs:
+                with contextlib.suppress(OSError):
+                    os.chmod(os.path.join(root, d), 0o755)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, f)).st_size
+    return total

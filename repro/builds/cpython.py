@@ -1,0 +1,853 @@
+"""Building (or inspecting) the CPython that a race is reproduced with.
+
+A TSAN free-threaded CPython takes minutes to build, so builds are cached by
+content, and each source keeps one persistent build tree that is moved between
+commits (or patch sets) so that make recompiles only what changed: a bisection
+pays for one clean build and then for the few files each step touches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from repro.builds.cache import (
+    BuildCache,
+    BuildContext,
+    BuildError,
+    cache_key,
+    canonical_json,
+    sha256_file,
+    tail_lines,
+)
+from repro.builds.progress import BuildProgress, NullProgress
+from repro.gitrepo import GitRepo, is_url
+from repro.recipe import PythonSpec
+
+DEFAULT_MIRROR = "https://www.python.org/ftp/python/{v}/Python-{v}.tar.xz"
+TARBALL_NAMES = ("Python-{v}.tar.xz", "Python-{v}.tgz", "Python-{v}.tar.gz")
+
+_GIT_ID = ["-c", "user.name=repro", "-c", "user.email=repro@localhost", "-c", "gc.auto=0"]
+
+
+# --- the result ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PythonBuild:
+    """A usable interpreter and what it is; ``key`` names its cache entry."""
+
+    python: Path
+    prefix: Path
+    key: str
+    version: str
+    gil_disabled: bool
+    tsan: bool
+    compiler: str
+    compiler_version: str
+    source: str
+    source_id: str
+    configure_args: tuple[str, ...] = ()
+    patches: tuple[str, ...] = ()
+    log: Path | None = None
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.python.parent
+
+    @property
+    def lib_dir(self) -> Path:
+        return self.prefix / "lib"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("python", "prefix", "log"):
+            d[k] = None if d[k] is None else str(d[k])
+        d["configure_args"] = list(self.configure_args)
+        d["patches"] = list(self.patches)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PythonBuild:
+        return cls(
+            python=Path(d["python"]),
+            prefix=Path(d["prefix"]),
+            key=str(d["key"]),
+            version=str(d["version"]),
+            gil_disabled=bool(d["gil_disabled"]),
+            tsan=bool(d["tsan"]),
+            compiler=str(d["compiler"]),
+            compiler_version=str(d["compiler_version"]),
+            source=str(d["source"]),
+            source_id=str(d["source_id"]),
+            configure_args=tuple(d.get("configure_args", ())),
+            patches=tuple(d.get("patches", ())),
+            log=Path(d["log"]) if d.get("log") else None,
+        )
+
+
+# --- compilers ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Compiler:
+    """A C compiler as found on this machine; its version is part of every cache key."""
+
+    requested: str
+    command: str  # what CC gets, e.g. "clang-19"
+    path: str  # resolved real path (for the key)
+    version: str  # first line of --version
+    version_output: str
+    family: str  # "gcc" or "clang"
+
+    @property
+    def cxx(self) -> str:
+        if self.family == "clang":
+            return self.command.replace("clang", "clang++", 1)
+        return re.sub(r"gcc", "g++", self.command, count=1)
+
+
+def _install_hint(name: str) -> str:
+    if "clang" in name:
+        return "install it: apt-get install clang-19 (or give --compiler gcc)"
+    return "install it: apt-get install gcc (or give --compiler clang)"
+
+
+def resolve_compiler(name: str) -> Compiler:
+    """Find ``name`` ("gcc", "clang", "clang-19", a path); plain clang falls back to clang-N."""
+    candidates = [name]
+    if name == "clang":
+        found = []
+        for d in os.environ.get("PATH", "").split(os.pathsep):
+            try:
+                for p in Path(d).glob("clang-[0-9]*"):
+                    if re.fullmatch(r"clang-\d+", p.name) and os.access(p, os.X_OK):
+                        found.append(p.name)
+            except OSError:
+                continue
+        candidates += sorted(set(found), key=lambda n: int(n.split("-")[1]), reverse=True)
+    for cand in candidates:
+        exe = shutil.which(cand)
+        if exe is None:
+            continue
+        try:
+            out = subprocess.run(
+                [exe, "--version"], capture_output=True, text=True, timeout=30, check=False
+            ).stdout
+        except OSError:
+            continue
+        first = out.splitlines()[0] if out else cand
+        family = "clang" if "clang" in out.lower() else "gcc"
+        return Compiler(
+            requested=name,
+            command=cand if "/" not in cand else exe,
+            path=os.path.realpath(exe),
+            version=first.strip(),
+            version_output=out.strip(),
+            family=family,
+        )
+    raise BuildError(f"compiler {name!r} not found on PATH; {_install_hint(name)}")
+
+
+def _ccache_setup(compiler: Compiler) -> tuple[str, str | None]:
+    """(CC value, directory to put first on PATH) with ccache when it is installed.
+
+    The masquerade directory keeps ``CC=gcc`` in the installed sysconfig, so
+    extensions built later do not depend on ccache being there.
+    """
+    if os.environ.get("REPRO_CCACHE", "1").lower() in ("0", "no", "false", "off"):
+        return compiler.command, None
+    if shutil.which("ccache") is None:
+        return compiler.command, None
+    name = Path(compiler.command).name
+    for d in ("/usr/lib/ccache", "/usr/lib64/ccache", "/usr/local/lib/ccache"):
+        if (Path(d) / name).exists() and "/" not in compiler.command:
+            return compiler.command, d
+    return f"ccache {compiler.command}", None
+
+
+# --- sources ------------------------------------------------------------------------
+
+
+def _strip_file_scheme(s: str) -> str:
+    if s.startswith("file://"):
+        return s[len("file://") :]
+    if s.startswith("file:"):
+        return s[len("file:") :]
+    return s
+
+
+def tarball_origin(version: str, source: str | None, base_dir: Path) -> str:
+    """Where the tarball for ``version`` comes from: a local path or a URL (not fetched).
+
+    ``source`` (from the recipe or --source) wins, then REPRO_CPYTHON_MIRROR, then
+    python.org. Each may be a file, a ``file:`` path, a directory holding
+    Python-X.Y.Z.tar.xz (flat or python.org layout), or a URL; ``{v}`` expands.
+    """
+    origin = source or os.environ.get("REPRO_CPYTHON_MIRROR") or DEFAULT_MIRROR
+    origin = origin.replace("{v}", version).replace("{version}", version)
+    if is_url(origin) and not origin.startswith("file:"):
+        if re.search(r"\.(tar\.xz|tgz|tar\.gz)$", origin):
+            return origin
+        return f"{origin.rstrip('/')}/{version}/Python-{version}.tar.xz"
+    p = Path(_strip_file_scheme(origin)).expanduser()
+    if not p.is_absolute():
+        p = (base_dir / p).resolve()
+    if p.is_dir():
+        for sub in (p, p / version):
+            for pattern in TARBALL_NAMES:
+                cand = sub / pattern.format(v=version)
+                if cand.is_file():
+                    return str(cand)
+        have = sorted(x.name for x in p.glob("Python-*.t*z"))
+        listing = ", ".join(have) if have else "no Python-*.tar.xz at all"
+        raise BuildError(
+            f"no tarball for CPython {version} in mirror directory {p} (it has: {listing})"
+        )
+    if p.is_file():
+        return str(p)
+    raise BuildError(f"CPython source tarball not found: {p}")
+
+
+def fetch_tarball(origin: str, downloads: Path, notify: Callable[[str], None]) -> Path:
+    """A local path for the tarball, downloading a URL once into the cache."""
+    if not is_url(origin):
+        return Path(origin)
+    downloads.mkdir(parents=True, exist_ok=True)
+    name = origin.rstrip("/").rsplit("/", 1)[-1]
+    dest = downloads / name
+    with FileLock(str(dest) + ".lock"):
+        if dest.exists():
+            return dest
+        notify(f"downloading {origin}")
+        tmp = dest.with_name(f".{name}.{os.getpid()}.part")
+        try:
+            with urllib.request.urlopen(origin, timeout=60) as resp, tmp.open("wb") as out:
+                shutil.copyfileobj(resp, out)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise BuildError(
+                f"cannot download {origin}: {getattr(exc, 'reason', exc)}. Without network, "
+                "give a local tarball with --source PATH (or `source:` in the recipe), or set "
+                "REPRO_CPYTHON_MIRROR to a directory holding Python-X.Y.Z.tar.xz"
+            ) from None
+        os.replace(tmp, dest)
+    return dest
+
+
+# --- patches ------------------------------------------------------------------------
+
+
+def patch_targets(patch: Path) -> list[str]:
+    """Files a patch writes (``+++ b/path``), so a persistent tree can be cleaned of them."""
+    out = []
+    for line in patch.read_text(errors="replace").splitlines():
+        if line.startswith("+++ "):
+            target = line[4:].split("\t", 1)[0].strip()
+            if target != "/dev/null":
+                out.append(target.split("/", 1)[1] if "/" in target else target)
+    return out
+
+
+def apply_patch(tree: Path, patch: Path, *, log: Callable[[str], None] | None = None) -> None:
+    """Apply with ``patch -p1`` after a dry run, so a failure leaves the tree untouched."""
+    if shutil.which("patch") is None:
+        _git_apply(tree, patch, log)
+        return
+    base = ["patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", str(patch)]
+    dry = subprocess.run(
+        [*base, "--dry-run"], cwd=tree, capture_output=True, text=True, check=False
+    )
+    if log is not None:
+        log(f"$ {' '.join(base)} --dry-run\n{dry.stdout}{dry.stderr}")
+    if dry.returncode != 0:
+        raise BuildError(
+            f"patch {patch} does not apply to {tree}:\n{_failing_hunks(dry.stdout + dry.stderr)}"
+        )
+    real = subprocess.run(base, cwd=tree, capture_output=True, text=True, check=False)
+    if log is not None:
+        log(f"$ {' '.join(base)}\n{real.stdout}{real.stderr}")
+    if real.returncode != 0:
+        raise BuildError(
+            f"patch {patch} failed on {tree}:\n{_failing_hunks(real.stdout + real.stderr)}"
+        )
+
+
+def _git_apply(tree: Path, patch: Path, log: Callable[[str], None] | None) -> None:
+    proc = subprocess.run(
+        ["git", "apply", "-v", "--check", str(patch)],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if log is not None:
+        log(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise BuildError(f"patch {patch} does not apply to {tree}:\n{proc.stderr.strip()}")
+    subprocess.run(["git", "apply", str(patch)], cwd=tree, check=True)
+
+
+def _failing_hunks(output: str) -> str:
+    """The lines of patch's output that say which file and hunk failed."""
+    keep = []
+    current = None
+    for line in output.splitlines():
+        if line.startswith(("patching file", "checking file")):
+            current = line
+            continue
+        if re.search(
+            r"FAILED|can't find file|Reversed|malformed|garbage|No such file|not found|"
+            r"doesn't contain|unexpected",
+            line,
+        ):
+            if current is not None and current not in keep:
+                keep.append(current)
+            keep.append(line)
+    return "\n".join(keep) if keep else output.strip()[-2000:]
+
+
+# --- configure ----------------------------------------------------------------------
+
+
+def configure_command(
+    spec: PythonSpec, prefix: Path, cc: str, *, cache_file: Path | None = None
+) -> list[str]:
+    """The ./configure command line; the options here are exactly those in the key."""
+    args = ["./configure", f"--prefix={prefix}"]
+    if cache_file is not None:
+        args.append(f"--cache-file={cache_file}")
+    if spec.free_threading:
+        args.append("--disable-gil")
+    if spec.tsan:
+        args.append("--with-thread-sanitizer")
+    if spec.debug:
+        args.append("--with-pydebug")
+    args.append(f"CC={cc}")
+    user = list(spec.configure_args)
+    if "--enable-shared" in user and not any(a.startswith("LDFLAGS=") for a in user):
+        args.append(f"LDFLAGS=-Wl,-rpath,{prefix}/lib")  # so bin/python finds its libpython
+    return args + user
+
+
+def _options(spec: PythonSpec) -> dict[str, Any]:
+    return {
+        "free_threading": spec.free_threading,
+        "tsan": spec.tsan,
+        "debug": spec.debug,
+        "configure_args": list(spec.configure_args),
+    }
+
+
+def cpython_key(
+    source_id: Mapping[str, str], spec: PythonSpec, compiler: Compiler, patch_digests: Sequence[str]
+) -> str:
+    return cache_key(
+        {
+            "kind": "cpython",
+            "source": dict(source_id),
+            "patches": list(patch_digests),
+            "options": _options(spec),
+            "compiler": {"path": compiler.path, "version": compiler.version_output},
+        }
+    )
+
+
+def describe(spec: PythonSpec, compiler: str | None = None, git_ref: str | None = None) -> str:
+    if spec.executable:
+        return f"CPython at {spec.executable}"
+    what = f"CPython {spec.version}" if spec.version else f"CPython {git_ref or spec.ref or 'HEAD'}"
+    flags = []
+    if spec.free_threading:
+        flags.append("free-threaded")
+    if spec.tsan:
+        flags.append("TSAN")
+    if spec.debug:
+        flags.append("debug")
+    flags.append(compiler or spec.compiler)
+    if spec.patches:
+        flags.append(f"{len(spec.patches)} patch{'es' if len(spec.patches) > 1 else ''}")
+    return f"{what} ({', '.join(flags)})"
+
+
+# --- inspecting an interpreter ------------------------------------------------------
+
+_PROBE = (
+    "import json, platform, sys, sysconfig; print(json.dumps({"
+    "'version': platform.python_version(), "
+    "'gil_disabled': sysconfig.get_config_var('Py_GIL_DISABLED'), "
+    "'executable': sys.executable, 'prefix': sys.prefix, "
+    "'cc': sysconfig.get_config_var('CC'), "
+    "'config_args': sysconfig.get_config_var('CONFIG_ARGS'), "
+    "'libdir': sysconfig.get_config_var('LIBDIR'), "
+    "'ldlibrary': sysconfig.get_config_var('LDLIBRARY')}))"
+)
+
+
+def setarch_prefix() -> list[str]:
+    from repro.doctor import needs_setarch
+
+    if needs_setarch():
+        return ["setarch", os.uname().machine, "-R"]
+    return []
+
+
+def probe_python(python: Path) -> dict[str, Any]:
+    """Ask an interpreter what it is; a TSAN start-up failure is explained, not dumped."""
+    env = dict(os.environ)
+    env["TSAN_OPTIONS"] = "report_bugs=0"
+    try:
+        proc = subprocess.run(
+            [*setarch_prefix(), str(python), "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BuildError(f"cannot run {python}: {exc}") from None
+    if "FATAL: ThreadSanitizer" in proc.stderr or "ThreadSanitizer: CHECK failed" in proc.stderr:
+        raise BuildError(
+            f"{python} cannot start under TSAN on this machine "
+            f"({proc.stderr.strip().splitlines()[0]}); fix: `sysctl vm.mmap_rnd_bits=28` "
+            "(as root) or run under `setarch $(uname -m) -R`; see `repro doctor`"
+        )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        err = proc.stderr.strip()[-1500:]
+        raise BuildError(f"{python} does not run (exit {proc.returncode}): {err}")
+    data: dict[str, Any] = json.loads(lines[-1])
+    return data
+
+
+def tsan_linked(binary: Path, extra_libs: Sequence[Path] = ()) -> bool:
+    """Whether the TSAN runtime is in the process image.
+
+    gcc links libtsan.so dynamically (ldd shows it); clang links its runtime into the
+    executable (a defined ``__tsan_init`` symbol). An instrumented shared libpython
+    counts too: the binary then gets the runtime through it.
+    """
+    for obj in (binary, *extra_libs):
+        if not obj.exists():
+            continue
+        ldd = subprocess.run(["ldd", str(obj)], capture_output=True, text=True, check=False)
+        if "libtsan" in ldd.stdout:
+            return True
+        for flags in (["-D", "--defined-only"], ["--defined-only"]):
+            nm = subprocess.run(
+                ["nm", *flags, str(obj)], capture_output=True, text=True, check=False
+            )
+            if re.search(r"\s[TtWw]\s+__tsan_init$", nm.stdout, re.M):
+                return True
+    return False
+
+
+def inspect_executable(spec: PythonSpec, base_dir: Path) -> PythonBuild:
+    assert spec.executable is not None
+    exe = spec.executable
+    if "/" in exe:
+        p = Path(exe).expanduser()
+        path = p if p.is_absolute() else (base_dir / p)
+    else:
+        found = shutil.which(exe)
+        if found is None:
+            raise BuildError(f"python executable {exe!r} not found on PATH")
+        path = Path(found)
+    if not path.exists():
+        raise BuildError(f"python executable not found: {path}")
+    info = probe_python(path)
+    libs = []
+    if info.get("libdir") and info.get("ldlibrary"):
+        libs.append(Path(info["libdir"]) / str(info["ldlibrary"]))
+    tsan = tsan_linked(path.resolve(), libs)
+    ident = cache_key(
+        {"kind": "executable", "path": str(path.resolve()), "sha256": sha256_file(path.resolve())}
+    )
+    cc = str(info.get("cc") or "")
+    return PythonBuild(
+        python=path,
+        prefix=Path(info["prefix"]),
+        key=f"exe-{ident[:16]}",
+        version=str(info["version"]),
+        gil_disabled=info.get("gil_disabled") == 1,
+        tsan=tsan,
+        compiler=cc.split()[-1] if cc else "",
+        compiler_version="",
+        source=str(path),
+        source_id=ident,
+        configure_args=tuple(str(info.get("config_args") or "").split()),
+    )
+
+
+# --- the persistent build tree ------------------------------------------------------
+
+
+@dataclass
+class _TreeState:
+    """What a persistent tree holds now, so the next build knows what to redo."""
+
+    source: str = ""
+    commit: str | None = None
+    patches: list[str] = field(default_factory=list)
+    patch_targets: list[str] = field(default_factory=list)
+    configured: bool = False
+    full_compiles: int | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> _TreeState:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return cls()
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+
+
+class _Counter:
+    """Counts compiler invocations in make's output for the progress display."""
+
+    def __init__(self, cc: str, progress: BuildProgress, total: int | None) -> None:
+        self.pattern = re.compile(
+            r"^\s*(?:ccache\s+)?(?:\S*/)?(?:"
+            + re.escape(Path(cc.split()[-1]).name)
+            + r")\s(?:.*\s)?-c\s"
+        )
+        self.count = 0
+        self.progress = progress
+        self.total = total
+        self._last = 0.0
+
+    def __call__(self, line: str) -> None:
+        if self.pattern.match(line):
+            self.count += 1
+            now = time.monotonic()
+            if now - self._last > 0.2:
+                self._last = now
+                self.progress.compiled(self.count, self.total)
+
+
+def _git(tree: Path, *args: str) -> list[str]:
+    return ["git", "-C", str(tree), *_GIT_ID, *args]
+
+
+def _trees_dir(cache: BuildCache) -> Path:
+    d = cache.base / "trees"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+# --- the entry point ----------------------------------------------------------------
+
+
+def ensure_cpython(
+    spec: PythonSpec,
+    *,
+    base_dir: Path,
+    cache: BuildCache,
+    git_ref: str | None = None,
+    progress: BuildProgress | None = None,
+) -> PythonBuild:
+    """The interpreter ``spec`` asks for: inspected, found in the cache, or built."""
+    prog: BuildProgress = progress or NullProgress()
+    if spec.executable:
+        return inspect_executable(spec, base_dir)
+    compiler = resolve_compiler(spec.compiler)
+    patches = [_resolve_path(p, base_dir) for p in spec.patches]
+    for p in patches:
+        if not p.is_file():
+            raise BuildError(f"patch file not found: {p}")
+    digests = [sha256_file(p) for p in patches]
+
+    repo: GitRepo | None = None
+    tarball: Path | None = None
+    if spec.git:
+        location = spec.git if is_url(spec.git) else str(_resolve_path(spec.git, base_dir))
+        repo = GitRepo.open_cached(location, cache.base)
+        sha = repo.resolve(git_ref or spec.ref or "HEAD")
+        source_id = {"git_sha": sha}
+        source, ident = repo.source, sha
+        tree_identity: dict[str, Any] = {"git": repo.source}
+    else:
+        assert spec.version is not None
+        origin = tarball_origin(spec.version, spec.source, base_dir)
+        tarball = fetch_tarball(origin, cache.base / "downloads", prog.waiting)
+        ident = sha256_file(tarball)
+        source_id = {"tarball_sha256": ident}
+        source = origin
+        tree_identity = {"tarball_sha256": ident}
+
+    key = cpython_key(source_id, spec, compiler, digests)
+    hit = cache.lookup(key)
+    if hit is not None:
+        return PythonBuild.from_json(hit.meta["python_build"])
+
+    what = describe(spec, compiler.command, git_ref)
+    tree_key = cache_key(
+        {
+            "kind": "cpython-tree",
+            **tree_identity,
+            "options": _options(spec),
+            "compiler": {"path": compiler.path, "version": compiler.version_output},
+        }
+    )
+    tree_root = _trees_dir(cache) / f"cpython-{tree_key[:20]}"
+
+    def build(ctx: BuildContext) -> dict[str, Any]:
+        prog.begin(what, key)
+        tree_lock = FileLock(str(tree_root) + ".lock")
+        try:
+            tree_lock.acquire(timeout=0.05)
+        except Timeout:
+            prog.waiting(f"waiting for another build using the tree {tree_root}")
+            tree_lock.acquire()
+        try:
+            pb = _build_in_tree(
+                ctx,
+                spec=spec,
+                compiler=compiler,
+                tree_root=tree_root,
+                tarball=tarball,
+                repo=repo,
+                sha=source_id.get("git_sha"),
+                patches=patches,
+                prog=prog,
+                key=key,
+                source=source,
+                source_id=ident,
+            )
+        finally:
+            tree_lock.release()
+        return {"python_build": pb.to_json()}
+
+    meta = {
+        "kind": "cpython",
+        "what": what,
+        "spec": spec.model_dump(mode="json"),
+        "source": source,
+        "source_id": source_id,
+        "patches": [str(p) for p in patches],
+        "patch_sha256": digests,
+        "compiler": {
+            "command": compiler.command,
+            "path": compiler.path,
+            "version": compiler.version,
+        },
+        "tree": str(tree_root),
+    }
+    try:
+        cache.ensure(
+            key,
+            meta,
+            build,
+            on_wait=lambda: prog.waiting(f"another repro process is building {what}; waiting"),
+        )
+    except BuildError as exc:
+        prog.finish(ok=False, message=str(exc), log=exc.log, tail=exc.tail or tail_lines(exc.log))
+        raise
+    except BaseException:
+        prog.finish(ok=False, message="interrupted", log=None, tail=[])
+        raise
+    entry = cache.lookup(key)
+    if entry is None:  # pragma: no cover - ensure() returned, so the entry exists
+        raise BuildError(f"build {key} vanished from the cache")
+    prog.finish(ok=True, message="", log=entry.path / "build.log", tail=[])
+    return PythonBuild.from_json(entry.meta["python_build"])
+
+
+def _resolve_path(p: str, base_dir: Path) -> Path:
+    q = Path(_strip_file_scheme(p)).expanduser()
+    return q if q.is_absolute() else (base_dir / q).resolve()
+
+
+def _build_in_tree(
+    ctx: BuildContext,
+    *,
+    spec: PythonSpec,
+    compiler: Compiler,
+    tree_root: Path,
+    tarball: Path | None,
+    repo: GitRepo | None,
+    sha: str | None,
+    patches: list[Path],
+    prog: BuildProgress,
+    key: str,
+    source: str,
+    source_id: str,
+) -> PythonBuild:
+    src = tree_root / "src"
+    state_path = tree_root / "tree.json"
+    state = _TreeState.load(state_path)
+    tree_root.mkdir(parents=True, exist_ok=True)
+    cc, ccache_dir = _ccache_setup(compiler)
+    env = dict(os.environ)
+    if ccache_dir:
+        env["PATH"] = f"{ccache_dir}{os.pathsep}{env.get('PATH', '')}"
+    # The freshly built python runs during the build; its races are not ours to report.
+    env["TSAN_OPTIONS"] = "report_bugs=0 exitcode=0"
+    env.pop("PYTHONPATH", None)
+    env.pop("PYTHONHOME", None)
+    env["LC_ALL"] = "C"
+    setarch = setarch_prefix()
+    ctx.note(f"tree {src}; compiler {compiler.command} ({compiler.version}); CC={cc}")
+
+    # 1. sources into the tree, back to a pristine state
+    if tarball is not None:
+        sig = f"tarball:{sha256_file(tarball)}"
+        if state.source != sig or not (src / ".git").exists():
+            prog.phase("extract", tarball.name)
+            shutil.rmtree(src, ignore_errors=True)
+            state = _TreeState(source=sig)
+            state.save(state_path)
+            src.mkdir(parents=True)
+            ctx.run(
+                ["tar", "-xf", str(tarball), "-C", str(src), "--strip-components=1"],
+                cwd=tree_root,
+                step="extracting the tarball",
+            )
+            ctx.run(_git(src, "init", "-q"), cwd=src, step="git init")
+            ctx.run(_git(src, "add", "-A", "-f"), cwd=src, step="git add")
+            ctx.run(
+                _git(src, "commit", "-q", "--no-verify", "-m", "pristine " + tarball.name),
+                cwd=src,
+                step="git commit",
+            )
+        else:
+            prog.phase("extract", "reusing the build tree")
+            ctx.run(_git(src, "reset", "-q", "--hard"), cwd=src, step="resetting the tree")
+    else:
+        assert repo is not None and sha is not None
+        prog.phase("fetch", sha[:12])
+        sig = f"git:{repo.source}"
+        if state.source != sig:
+            state = _TreeState(source=sig)
+        if state.commit and state.commit != sha and (src / "configure").exists():
+            changed = repo.changed_files(state.commit, sha)
+            if "configure" in changed or "configure.ac" in changed:
+                (tree_root / "config.cache").unlink(missing_ok=True)
+        repo.worktree(sha, src)
+        state.commit = sha
+    _remove_untracked(src, state.patch_targets, ctx)
+    state.patches, state.patch_targets = [], []
+    state.save(state_path)
+
+    # 2. patches
+    if patches:
+        prog.phase("patch", f"{len(patches)} file(s)")
+        for p in patches:
+            state.patch_targets += patch_targets(p)
+            state.save(state_path)
+            apply_patch(src, p, log=ctx.note)
+            state.patches.append(str(p))
+        state.save(state_path)
+
+    # 3. configure (with a cache file, so re-running it for a new prefix is quick)
+    prog.phase("configure")
+    cmd = configure_command(spec, ctx.dest, cc, cache_file=tree_root / "config.cache")
+    try:
+        ctx.run([*setarch, *cmd], cwd=src, env=env, step="configure")
+    except BuildError:
+        (tree_root / "config.cache").unlink(missing_ok=True)
+        raise
+    state.configured = True
+    state.save(state_path)
+
+    # 4. compile
+    prog.phase("compile")
+    counter = _Counter(cc, prog, state.full_compiles)
+    jobs = str(os.cpu_count() or 2)
+    ctx.run([*setarch, "make", f"-j{jobs}"], cwd=src, env=env, step="make", on_line=counter)
+    prog.compiled(counter.count, counter.count)
+    if state.full_compiles is None or counter.count > state.full_compiles:
+        state.full_compiles = counter.count
+    state.save(state_path)
+    ctx.note(f"compiled {counter.count} files")
+
+    # 5. install (DESTDIR: paths inside the install already name the final prefix)
+    prog.phase("install")
+    destdir = ctx.scratch / "root"
+    ctx.run(
+        [*setarch, "make", "install", f"DESTDIR={destdir}"], cwd=src, env=env, step="make install"
+    )
+    installed = destdir / str(ctx.dest).lstrip("/")
+    for child in installed.iterdir():
+        os.replace(child, ctx.staging / child.name)
+    bin_dir = ctx.staging / "bin"
+    if not (bin_dir / "python3").exists():
+        cands = sorted(bin_dir.glob("python3.[0-9]*"), key=lambda p: len(p.name))
+        cands = [c for c in cands if not c.name.endswith("-config")]
+        if not cands:
+            raise BuildError("make install produced no bin/python3*", log=ctx.log_path)
+        (bin_dir / "python3").symlink_to(cands[0].name)
+
+    # 6. verify: the interpreter must be what was asked for
+    prog.phase("verify")
+    python = bin_dir / "python3"
+    info = probe_python(python)
+    ctx.note(f"probe: {canonical_json(info)}")
+    problems = []
+    if spec.version and info["version"] != spec.version:
+        problems.append(f"version is {info['version']}, expected {spec.version}")
+    gil_disabled = info.get("gil_disabled") == 1
+    if gil_disabled != spec.free_threading:
+        problems.append(
+            f"Py_GIL_DISABLED is {info.get('gil_disabled')}, expected "
+            f"{1 if spec.free_threading else 0}"
+        )
+    libs = [ctx.staging / "lib" / str(info["ldlibrary"])] if info.get("ldlibrary") else []
+    tsan = tsan_linked(python.resolve(), libs)
+    if tsan != spec.tsan:
+        problems.append(
+            "the TSAN runtime is " + ("linked in but was not asked for" if tsan else "missing")
+        )
+    if problems:
+        raise BuildError("the built interpreter is wrong: " + "; ".join(problems), log=ctx.log_path)
+    final_python = ctx.dest / "bin" / "python3"
+    return PythonBuild(
+        python=final_python,
+        prefix=ctx.dest,
+        key=key,
+        version=str(info["version"]),
+        gil_disabled=gil_disabled,
+        tsan=tsan,
+        compiler=compiler.command,
+        compiler_version=compiler.version,
+        source=source,
+        source_id=source_id,
+        configure_args=tuple(cmd[1:]),
+        patches=tuple(str(p) for p in patches),
+        log=ctx.dest / "build.log",
+    )
+
+
+def _remove_untracked(src: Path, paths: Sequence[str], ctx: BuildContext) -> None:
+    """Files that an earlier patch created are not undone by a reset; remove them."""
+    for rel in paths:
+        p = src / rel
+        if not p.exists():
+            continue
+        tracked = subprocess.run(
+            ["git", "-C", str(src), "ls-files", "--error-unmatch", rel],
+            capture_output=True,
+            check=False,
+        )
+        if tracked.returncode != 0:
+            ctx.note(f"removing {rel} (created by an earlier patch)")
+            p.unlink()

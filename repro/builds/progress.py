@@ -1,0 +1,130 @@
+"""Telling the user what a build of several minutes is doing.
+
+A silent five-minute build looks hung, and a failed one is useless without the end
+of its log, so builders report phases and compile counts through this protocol;
+library callers that want silence pass nothing and get :class:`NullProgress`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Protocol
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+PHASES = ("fetch", "extract", "patch", "configure", "compile", "install", "verify")
+
+
+class BuildProgress(Protocol):
+    def begin(self, what: str, key: str) -> None: ...
+
+    def phase(self, name: str, detail: str = "") -> None: ...
+
+    def compiled(self, count: int, total: int | None) -> None: ...
+
+    def waiting(self, why: str) -> None: ...
+
+    def finish(self, *, ok: bool, message: str, log: Path | None, tail: list[str]) -> None: ...
+
+
+class NullProgress:
+    def begin(self, what: str, key: str) -> None:
+        pass
+
+    def phase(self, name: str, detail: str = "") -> None:
+        pass
+
+    def compiled(self, count: int, total: int | None) -> None:
+        pass
+
+    def waiting(self, why: str) -> None:
+        pass
+
+    def finish(self, *, ok: bool, message: str, log: Path | None, tail: list[str]) -> None:
+        pass
+
+
+class RichBuildProgress:
+    """A spinner (or a bar while compiling) plus one line per finished phase."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._what = ""
+        self._phase: str | None = None
+        self._phase_started = 0.0
+        self._started = 0.0
+        self._begun = False
+
+    def begin(self, what: str, key: str) -> None:
+        self._what = what
+        self._begun = True
+        self._started = time.monotonic()
+        self.console.print(f"[bold]building[/] {escape(what)} [dim](key {key[:16]})[/]")
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("starting", total=None)
+
+    def _close_phase(self) -> None:
+        if self._phase is not None:
+            took = time.monotonic() - self._phase_started
+            self.console.print(f"  [green]✓[/] {self._phase} [dim]{took:.1f} s[/]")
+        self._phase = None
+
+    def phase(self, name: str, detail: str = "") -> None:
+        self._close_phase()
+        self._phase = name
+        self._phase_started = time.monotonic()
+        if self._progress is not None and self._task is not None:
+            label = f"{name} {escape(detail)}".strip()
+            self._progress.update(self._task, description=label, total=None, completed=0)
+
+    def compiled(self, count: int, total: int | None) -> None:
+        if self._progress is not None and self._task is not None:
+            shown_total = max(total, count) if total else None
+            self._progress.update(self._task, completed=count, total=shown_total)
+
+    def waiting(self, why: str) -> None:
+        self.console.print(f"  [yellow]…[/] {escape(why)}")
+
+    def finish(self, *, ok: bool, message: str, log: Path | None, tail: list[str]) -> None:
+        if ok:
+            self._close_phase()
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        took = time.monotonic() - self._started
+        if ok:
+            if self._begun:
+                self.console.print(f"[green]done[/] {escape(self._what)} in {took:.0f} s")
+            return
+        where = f" during {self._phase}" if self._phase else ""
+        after = f" after {took:.0f} s" if self._begun else ""
+        self.console.print(f"[red]failed[/]{where}{after}: {escape(message)}")
+        if tail:
+            self.console.rule(f"last {len(tail)} lines of the log", style="dim")
+            for line in tail:
+                self.console.print(line, highlight=False, markup=False)
+            self.console.rule(style="dim")
+        if log is not None:
+            self.console.print(f"log: {log}")

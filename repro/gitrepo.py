@@ -1,0 +1,307 @@
+"""Git repositories that repro reads from, always through a private bare mirror.
+
+Bisecting moves worktrees around and fetches refs; doing that in the user's own
+checkout would disturb their work (and their uncommitted changes), so every
+repository is mirrored once into the cache and only the mirror is touched. The
+mirror also outlives the user's checkout, which keeps cached builds explainable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+from filelock import FileLock
+
+from repro.errors import ReproError
+
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+class GitError(ReproError):
+    """A repository or ref that cannot be used; the message names both."""
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    short: str
+    subject: str
+    author: str
+    date: str  # ISO 8601, author date
+    url: str | None
+
+
+def is_url(location: str) -> bool:
+    """Remote locations are left alone; everything else is a path on this machine."""
+    return "://" in location or bool(re.match(r"^[\w.-]+@[\w.-]+:", location))
+
+
+def web_url_for(remote: str | None) -> str | None:
+    """The browsable project page of a GitHub/GitLab remote, so reports can link commits."""
+    if not remote:
+        return None
+    m = re.match(
+        r"^(?:https?://|ssh://)?(?:[\w.-]+@)?(github\.com|gitlab\.com)[:/](.+?)(?:\.git)?/?$",
+        remote.strip(),
+    )
+    if not m:
+        return None
+    return f"https://{m.group(1)}/{m.group(2)}"
+
+
+def _commit_url(web_url: str | None, sha: str) -> str | None:
+    if not web_url:
+        return None
+    if "gitlab.com" in web_url:
+        return f"{web_url}/-/commit/{sha}"
+    return f"{web_url}/commit/{sha}"
+
+
+def _slug(location: str) -> str:
+    name = location.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    if name.endswith(".git"):
+        name = name[:-4]
+    if name in ("repo", ""):  # e.g. /work/.mirror/Owner+name/repo: the parent says more
+        parent = location.rstrip("/").rsplit("/", 2)
+        name = parent[-2] if len(parent) >= 2 else "repo"
+    name = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+    return name[:40] or "repo"
+
+
+def _normalise(location: str) -> str:
+    if location.startswith("file://"):
+        location = location[len("file://") :]
+    elif location.startswith("file:"):
+        location = location[len("file:") :]
+    if is_url(location):
+        return location.rstrip("/")
+    return str(Path(location).expanduser().resolve())
+
+
+class GitRepo:
+    """A bare mirror in the cache standing for one source repository."""
+
+    def __init__(self, mirror: Path, source: str, web_url: str | None = None) -> None:
+        self.mirror = mirror
+        self.source = source
+        self._repo = git.Repo(mirror)
+        self._lock = FileLock(str(mirror) + ".lock")
+        self._refreshed = False
+        self.web_url = web_url or self._config("repro.weburl")
+
+    # --- opening -------------------------------------------------------------------
+
+    @classmethod
+    def open_cached(cls, location: str, cache_root: Path, *, web_url: str | None = None) -> GitRepo:
+        """Mirror ``location`` under ``cache_root/git`` once; later calls reuse the mirror."""
+        source = _normalise(location)
+        if not is_url(source):
+            src = Path(source)
+            if not src.exists():
+                raise GitError(f"git repository not found: {source}")
+            try:
+                git.Repo(src)
+            except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+                raise GitError(f"not a git repository: {source}") from None
+        digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+        root = cache_root / "git"
+        root.mkdir(parents=True, exist_ok=True)
+        mirror = root / f"{_slug(source)}-{digest}"
+        with FileLock(str(mirror) + ".lock"):
+            if not (mirror / "HEAD").exists():
+                cls._clone(source, mirror, web_url)
+        repo = cls(mirror, source, web_url)
+        if web_url and repo._config("repro.weburl") != web_url:
+            repo._set_config("repro.weburl", web_url)
+        return repo
+
+    @staticmethod
+    def _clone(source: str, mirror: Path, web_url: str | None) -> None:
+        tmp = mirror.with_name(mirror.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            git.Repo.clone_from(source, tmp, mirror=True)
+        except git.GitCommandError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise GitError(f"cannot clone {source}: {_stderr(exc)}") from None
+        cw = git.Repo(tmp).config_writer()
+        try:
+            cw.set_value("repro", "source", source)
+            remote = _upstream_url(source)
+            found = web_url or web_url_for(remote)
+            if remote:
+                cw.set_value("repro", "upstream", remote)
+            if found:
+                cw.set_value("repro", "weburl", found)
+        finally:
+            cw.release()
+        os.replace(tmp, mirror)
+
+    def _config(self, key: str) -> str | None:
+        try:
+            value = self._repo.git.config("--get", key)
+        except git.GitCommandError:
+            return None
+        return str(value) or None
+
+    def _set_config(self, key: str, value: str) -> None:
+        with self._lock:
+            self._repo.git.config(key, value)
+
+    def __repr__(self) -> str:
+        return f"GitRepo({self.source!r}, mirror={str(self.mirror)!r})"
+
+    # --- refs ----------------------------------------------------------------------
+
+    def fetch(self) -> None:
+        """Bring the mirror up to date with its source (all refs, as a mirror does)."""
+        with self._lock:
+            try:
+                self._repo.git.fetch("--prune", "--force", "origin", "+refs/*:refs/*")
+            except git.GitCommandError as exc:
+                raise GitError(f"cannot fetch {self.source}: {_stderr(exc)}") from None
+        self._refreshed = True
+
+    def _try_resolve(self, ref: str) -> str | None:
+        try:
+            out = self._repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
+        except git.GitCommandError:
+            return None
+        return str(out).strip() or None
+
+    def resolve(self, ref: str) -> str:
+        """Full sha of ``ref``; names are refreshed once from a local source.
+
+        A local source is cheap to fetch, and a branch name there should mean what the
+        user's checkout means now, not what it meant when the mirror was made.
+        """
+        if not ref or ref.startswith("-"):
+            raise GitError(f"invalid ref {ref!r} in {self.source}")
+        full_sha = bool(_FULL_SHA.match(ref))
+        if not full_sha and not self._refreshed and not is_url(self.source):
+            self._refresh_quietly()
+        sha = self._try_resolve(ref)
+        if sha is None and not self._refreshed:
+            self._refresh_quietly()
+            sha = self._try_resolve(ref)
+        if sha is None:
+            raise GitError(f"unknown ref {ref!r} in {self.source} (mirror {self.mirror})")
+        return sha
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self.fetch()
+        except GitError:
+            self._refreshed = True  # unreachable source: answer from the mirror as it is
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        """Whether ``b`` contains ``a`` (a commit is its own ancestor)."""
+        sa, sb = self.resolve(a), self.resolve(b)
+        try:
+            self._repo.git.merge_base("--is-ancestor", sa, sb)
+        except git.GitCommandError as exc:
+            if exc.status == 1:
+                return False
+            raise GitError(f"git merge-base failed in {self.source}: {_stderr(exc)}") from None
+        return True
+
+    def first_parent_range(self, old: str, new: str) -> list[str]:
+        """Commits from ``old`` to ``new`` inclusive, oldest first, along first parents.
+
+        First parents are the mainline history a bisection walks: side branches of a
+        merge were never the state of the project, so they are not candidates.
+        """
+        so, sn = self.resolve(old), self.resolve(new)
+        if so == sn:
+            return [so]
+        out = self._repo.git.rev_list("--first-parent", "--reverse", f"{so}..{sn}")
+        shas = [s for s in str(out).split() if s]
+        if shas:
+            parents = str(self._repo.git.rev_parse(f"{shas[0]}^@")).split()
+            if parents and parents[0] == so:
+                return [so, *shas]
+        raise GitError(
+            f"{old} is not a first-parent ancestor of {new} in {self.source}: "
+            "give the older commit first, on the same line of history"
+        )
+
+    def info(self, sha: str) -> CommitInfo:
+        full = self.resolve(sha)
+        out = str(self._repo.git.show("-s", "--format=%H%x00%h%x00%s%x00%an%x00%aI", full))
+        h, short, subject, author, date = out.split("\x00", 4)
+        return CommitInfo(h, short, subject, author, date.strip(), _commit_url(self.web_url, h))
+
+    def changed_files(self, a: str, b: str) -> list[str]:
+        out = str(self._repo.git.diff("--name-only", self.resolve(a), self.resolve(b)))
+        return [line for line in out.splitlines() if line]
+
+    # --- worktrees -----------------------------------------------------------------
+
+    def worktree(self, sha: str, path: Path) -> Path:
+        """A detached worktree at ``sha``, reusing (and moving) one that exists.
+
+        Moving an existing tree with ``checkout`` rewrites only the files that differ,
+        so build products next to unchanged sources stay newer and make skips them.
+        """
+        full = self.resolve(sha)
+        path = path.absolute()
+        with self._lock:
+            if (path / ".git").is_file() and self._owns(path):
+                wt = git.Repo(path)
+                if wt.head.commit.hexsha != full or wt.is_dirty(untracked_files=False):
+                    try:
+                        wt.git.checkout("--detach", "--force", full)
+                    except git.GitCommandError as exc:
+                        raise GitError(
+                            f"cannot move worktree {path} to {full}: {_stderr(exc)}"
+                        ) from None
+                return path
+            if path.exists():
+                shutil.rmtree(path)
+            self._repo.git.worktree("prune")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._repo.git.worktree("add", "--detach", "--force", str(path), full)
+            except git.GitCommandError as exc:
+                raise GitError(f"cannot create worktree {path}: {_stderr(exc)}") from None
+        return path
+
+    def remove_worktree(self, path: Path) -> None:
+        with self._lock:
+            shutil.rmtree(path, ignore_errors=True)
+            self._repo.git.worktree("prune")
+
+    def _owns(self, path: Path) -> bool:
+        try:
+            common = git.Repo(path).git.rev_parse("--git-common-dir")
+        except (git.GitCommandError, git.InvalidGitRepositoryError):
+            return False
+        return Path(path, str(common)).resolve() == self.mirror.resolve()
+
+
+def _upstream_url(source: str) -> str | None:
+    """The URL a local clone came from (read only), so a mirror of it can link commits."""
+    if is_url(source):
+        return source
+    try:
+        repo = git.Repo(source)
+        for section in ("repro", 'remote "origin"', 'remote "upstream"'):
+            key = "upstream" if section == "repro" else "url"
+            reader = repo.config_reader()
+            if reader.has_option(section, key):
+                return str(reader.get_value(section, key))
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+    return None
+
+
+def _stderr(exc: git.GitCommandError) -> str:
+    text = str(exc.stderr or exc).strip()
+    text = re.sub(r"^stderr: '?|'$", "", text, flags=re.M).strip()
+    return text.splitlines()[-1] if text else str(exc)
