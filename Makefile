@@ -1,0 +1,66 @@
+# `make demo` and `make test` work on a fresh Debian machine: they install what is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# What builds need (compilers with TSAN runtimes, CPython's build dependencies) and what
+# the tests use (chromium renders the HTML report).
+APT_BASE := gcc g++ make git patch xz-utils ca-certificates pkg-config ccache \
+	libffi-dev zlib1g-dev libssl-dev libbz2-dev liblzma-dev libsqlite3-dev
+APT_CLANG := clang-19 libclang-rt-19-dev
+APT_TEST := chromium
+DEMO_REPO := demo-work/ticketq
+PYTEST_ARGS ?=
+
+.PHONY: all setup apt venv demo demo-repo test test-fast lint format bench clean
+
+all: setup
+
+apt:
+	@scripts/ensure-apt.sh $(APT_BASE) $(APT_CLANG)
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+setup: apt venv
+
+demo-repo: setup
+	$(BIN)/python demo/make_repo.py $(DEMO_REPO)
+
+# The main job on the bundled race: stress it, bisect the fix, write the report.
+demo: demo-repo
+	$(BIN)/repro recipe validate recipes/demo.yaml
+	$(BIN)/repro stress recipes/demo.yaml --runs 200 --jobs 2 --runs-dir demo-work/runs \
+		--json-out demo-work/stress.json || test $$? -eq 1
+	$(BIN)/repro bisect recipes/demo.yaml --runs-dir demo-work/runs \
+		--json-out demo-work/bisect.json --report demo-work/report.md
+	@echo
+	@echo "report: demo-work/report.md (also: repro report demo-work/runs/<dir> --format html)"
+
+test: setup
+	@scripts/ensure-apt.sh $(APT_TEST)
+	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -ra -m "not slow" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check repro tests bench demo
+	$(BIN)/ruff format --check repro tests bench demo
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff format repro tests bench demo
+	$(BIN)/ruff check --fix repro tests bench demo
+
+bench: venv
+	$(BIN)/python bench/bench_stress.py
+	$(BIN)/python bench/bench_bisect.py
+	$(BIN)/python bench/bench_builds.py
+
+clean:
+	rm -rf demo-work repro-runs .pytest_cache .mypy_cache .ruff_cache

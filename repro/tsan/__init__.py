@@ -1,0 +1,1 @@
+"""Pure ThreadSanitizer report handling: parsing, signatures, matching. No I/O here."""
