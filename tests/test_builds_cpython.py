@@ -1,0 +1,290 @@
+"""CPython builds: source lookup, patches, compilers (fast), and real builds (slow)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from builds_fixtures import (  # noqa: F401  (fixtures used by name)
+    PATCHES,
+    build_cache,
+    cpython_tarballs,
+    cpython_tsan_build,
+    cpython_tsan_racy_build,
+    run_tsan,
+)
+
+from repro.builds.cache import BuildCache, BuildError
+from repro.builds.cpython import (
+    PythonBuild,
+    apply_patch,
+    configure_command,
+    ensure_cpython,
+    fetch_tarball,
+    patch_targets,
+    resolve_compiler,
+    tarball_origin,
+)
+from repro.recipe import PythonSpec
+
+# --- where tarballs come from -----------------------------------------------------
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Path:
+    d = tmp_path / "mirror"
+    d.mkdir()
+    (d / "Python-3.13.5.tar.xz").write_bytes(b"flat")
+    (d / "3.12.1").mkdir()
+    (d / "3.12.1" / "Python-3.12.1.tar.xz").write_bytes(b"python.org layout")
+    return d
+
+
+def test_tarball_from_file_path_file_url_and_relative(mirror: Path, tmp_path: Path) -> None:
+    f = mirror / "Python-3.13.5.tar.xz"
+    assert tarball_origin("3.13.5", str(f), tmp_path) == str(f)
+    assert tarball_origin("3.13.5", f"file:{f}", tmp_path) == str(f)
+    assert tarball_origin("3.13.5", f"file://{f}", tmp_path) == str(f)
+    assert tarball_origin("3.13.5", "mirror/Python-3.13.5.tar.xz", tmp_path) == str(f)
+
+
+def test_tarball_from_mirror_directory(mirror: Path, tmp_path: Path) -> None:
+    assert tarball_origin("3.13.5", str(mirror), tmp_path) == str(mirror / "Python-3.13.5.tar.xz")
+    assert tarball_origin("3.12.1", "mirror", tmp_path) == str(
+        mirror / "3.12.1" / "Python-3.12.1.tar.xz"
+    )
+    with pytest.raises(BuildError, match=r"no tarball for CPython 3\.9\.1 .*Python-3\.13\.5"):
+        tarball_origin("3.9.1", str(mirror), tmp_path)
+    with pytest.raises(BuildError, match="not found"):
+        tarball_origin("3.13.5", str(tmp_path / "nowhere.tar.xz"), tmp_path)
+
+
+def test_tarball_env_mirror_overrides_default_but_not_source(
+    mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPRO_CPYTHON_MIRROR", raising=False)
+    assert (
+        tarball_origin("3.13.5", None, tmp_path)
+        == "https://www.python.org/ftp/python/3.13.5/Python-3.13.5.tar.xz"
+    )
+    monkeypatch.setenv("REPRO_CPYTHON_MIRROR", str(mirror))
+    assert tarball_origin("3.13.5", None, tmp_path) == str(mirror / "Python-3.13.5.tar.xz")
+    monkeypatch.setenv("REPRO_CPYTHON_MIRROR", "https://mirror.example/cpython/")
+    assert (
+        tarball_origin("3.13.5", None, tmp_path)
+        == "https://mirror.example/cpython/3.13.5/Python-3.13.5.tar.xz"
+    )
+    monkeypatch.setenv("REPRO_CPYTHON_MIRROR", "https://m.example/src/Python-{v}.tgz")
+    assert tarball_origin("3.13.5", None, tmp_path) == "https://m.example/src/Python-3.13.5.tgz"
+    other = tmp_path / "own.tar.xz"
+    other.write_bytes(b"x")
+    assert tarball_origin("3.13.5", str(other), tmp_path) == str(other)
+
+
+def test_download_failure_says_how_to_work_offline(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="REPRO_CPYTHON_MIRROR"):
+        fetch_tarball("http://127.0.0.1:9/Python-3.13.5.tar.xz", tmp_path, lambda _m: None)
+    assert not list(tmp_path.glob("*.tar.xz"))
+    local = tmp_path / "x.tar.xz"
+    assert fetch_tarball(str(local), tmp_path, lambda _m: None) == local
+
+
+# --- patches ----------------------------------------------------------------------
+
+
+def _tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "tree"
+    (tree / "Objects").mkdir(parents=True)
+    lines = [f"line {i}" for i in range(1, 40)]
+    (tree / "Objects" / "thing.c").write_text("\n".join(lines) + "\n")
+    return tree
+
+
+def _patch(tmp_path: Path, old: str, new: str, name: str = "fix.patch") -> Path:
+    p = tmp_path / name
+    p.write_text(
+        "Some description.\n\n"
+        "--- a/Objects/thing.c\n+++ b/Objects/thing.c\n"
+        f"@@ -19,3 +19,3 @@\n line 19\n-{old}\n+{new}\n line 21\n"
+    )
+    return p
+
+
+def test_patch_applies(tmp_path: Path) -> None:
+    tree = _tree(tmp_path)
+    apply_patch(tree, _patch(tmp_path, "line 20", "line twenty"))
+    assert "line twenty" in (tree / "Objects" / "thing.c").read_text()
+    assert patch_targets(tmp_path / "fix.patch") == ["Objects/thing.c"]
+
+
+def test_patch_error_names_file_and_hunk_and_leaves_tree_untouched(tmp_path: Path) -> None:
+    tree = _tree(tmp_path)
+    before = (tree / "Objects" / "thing.c").read_text()
+    bad = _patch(tmp_path, "something else entirely", "x", name="revert-bad.patch")
+    with pytest.raises(BuildError) as err:
+        apply_patch(tree, bad)
+    msg = str(err.value)
+    assert str(bad) in msg
+    assert "Objects/thing.c" in msg
+    assert "Hunk #1 FAILED" in msg
+    assert (tree / "Objects" / "thing.c").read_text() == before
+    assert not list(tree.rglob("*.rej")) and not list(tree.rglob("*.orig"))
+
+
+def test_shipped_revert_patch_targets_bytesobject() -> None:
+    p = PATCHES / "revert-bytes-hash-fix.patch"
+    assert patch_targets(p) == ["Objects/bytesobject.c"]
+    text = p.read_text()
+    assert "-    _Py_atomic_store_ssize_relaxed(&a->ob_shash, hash);" in text
+    assert "-    return _Py_atomic_load_ssize_relaxed(&a->ob_shash);" in text
+
+
+# --- compilers and configure --------------------------------------------------------
+
+
+def test_resolve_compiler_gcc_and_clang_fallback() -> None:
+    if not shutil_which("gcc"):
+        pytest.skip("no gcc")
+    gcc = resolve_compiler("gcc")
+    assert gcc.family == "gcc" and gcc.version and Path(gcc.path).is_absolute()
+    assert gcc.cxx == "g++"
+    clangs = [f"clang-{n}" for n in range(30, 13, -1) if shutil_which(f"clang-{n}")]
+    if shutil_which("clang") or clangs:
+        clang = resolve_compiler("clang")
+        assert clang.family == "clang"
+        if not shutil_which("clang"):
+            assert clang.command == clangs[0]
+        assert clang.cxx.startswith("clang++")
+
+
+def test_missing_compiler_says_what_to_install() -> None:
+    with pytest.raises(BuildError, match="apt-get install clang-19"):
+        resolve_compiler("clang-99")
+    with pytest.raises(BuildError, match="apt-get install gcc"):
+        resolve_compiler("gcc-99")
+
+
+def test_configure_command(tmp_path: Path) -> None:
+    spec = PythonSpec(version="3.13.5", debug=True, configure_args=("--with-lto",))
+    cmd = configure_command(spec, tmp_path / "prefix", "clang-19")
+    assert cmd[0] == "./configure" and f"--prefix={tmp_path / 'prefix'}" in cmd
+    for flag in ("--disable-gil", "--with-thread-sanitizer", "--with-pydebug", "CC=clang-19"):
+        assert flag in cmd
+    assert cmd[-1] == "--with-lto"
+    plain = configure_command(
+        PythonSpec(version="3.13.5", free_threading=False, tsan=False), tmp_path, "gcc"
+    )
+    assert "--disable-gil" not in plain and "--with-thread-sanitizer" not in plain
+    assert "--with-pydebug" not in plain
+    shared = configure_command(
+        PythonSpec(version="3.13.5", configure_args=("--enable-shared",)), tmp_path, "gcc"
+    )
+    assert f"LDFLAGS=-Wl,-rpath,{tmp_path}/lib" in shared
+
+
+def test_executable_spec_is_inspected_not_built(tmp_path: Path) -> None:
+    cache = BuildCache(tmp_path)
+    pb = ensure_cpython(PythonSpec(executable=sys.executable), base_dir=tmp_path, cache=cache)
+    assert pb.version == ".".join(map(str, sys.version_info[:3]))
+    assert pb.tsan is False
+    assert pb.gil_disabled is False
+    assert cache.list() == []
+    assert PythonBuild.from_json(pb.to_json()) == pb
+    with pytest.raises(BuildError, match="not found"):
+        ensure_cpython(PythonSpec(executable="./nope/python"), base_dir=tmp_path, cache=cache)
+
+
+def shutil_which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name)
+
+
+# --- real builds (slow) -------------------------------------------------------------
+
+RACY_CTYPES = """
+import ctypes, threading
+buf = ctypes.c_int(0)
+barrier = threading.Barrier(4)
+def work():
+    barrier.wait()
+    for i in range(2000):
+        buf.value = i
+ts = [threading.Thread(target=work) for _ in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("done")
+"""
+
+BYTES_HASH = """
+import threading
+for _ in range(5):
+    x = b"hi" * 100000
+    barrier = threading.Barrier(8)
+    def work():
+        barrier.wait()
+        x.__hash__()
+    ts = [threading.Thread(target=work) for _ in range(8)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+print("done")
+"""
+
+
+@pytest.mark.slow
+def test_tsan_build_is_free_threaded_and_reports_races(
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+) -> None:
+    pb = cpython_tsan_build
+    assert pb.gil_disabled and pb.tsan and pb.version == "3.13.5"
+    out = subprocess.run(
+        [
+            str(pb.python),
+            "-c",
+            "import sysconfig; print(sysconfig.get_config_var('Py_GIL_DISABLED'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "1"
+    rc, output = run_tsan(pb, RACY_CTYPES)
+    assert rc == 66, output[-3000:]  # TSAN's exit status when it reported races
+    assert "WARNING: ThreadSanitizer: data race" in output, output[-3000:]
+    assert "done" in output
+
+
+@pytest.mark.slow
+def test_tsan_build_second_ask_is_a_fast_hit(
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+    build_cache: BuildCache,  # noqa: F811
+    cpython_tarballs: Path,  # noqa: F811
+) -> None:
+    spec = PythonSpec(version="3.13.5", source=str(cpython_tarballs))
+    t = time.perf_counter()
+    again = ensure_cpython(spec, base_dir=Path.cwd(), cache=build_cache)
+    took = time.perf_counter() - t
+    assert again == cpython_tsan_build
+    assert took < 2.0, f"cache hit took {took:.2f} s"
+
+
+@pytest.mark.slow
+def test_reverted_bytes_hash_fix_races_and_pristine_does_not(
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+    cpython_tsan_racy_build: PythonBuild,  # noqa: F811
+) -> None:
+    assert cpython_tsan_racy_build.key != cpython_tsan_build.key
+    assert cpython_tsan_racy_build.patches
+    racy_hits = 0
+    for _ in range(3):
+        _rc, out = run_tsan(cpython_tsan_racy_build, BYTES_HASH)
+        if "SUMMARY: ThreadSanitizer: data race" in out and "in set_ob_shash" in out:
+            racy_hits += 1
+    assert racy_hits >= 1
+    for _ in range(3):
+        _rc, out = run_tsan(cpython_tsan_build, BYTES_HASH)
+        assert "set_ob_shash" not in out and "get_ob_shash" not in out, out[-3000:]
+        assert "done" in out

@@ -1,0 +1,199 @@
+"""GitRepo on real repositories made by the tests (no network, no mocks)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from repro.errors import ReproError
+from repro.gitrepo import GitError, GitRepo, web_url_for
+
+ENV = {
+    "GIT_AUTHOR_NAME": "Ada",
+    "GIT_AUTHOR_EMAIL": "ada@example.org",
+    "GIT_COMMITTER_NAME": "Ada",
+    "GIT_COMMITTER_EMAIL": "ada@example.org",
+    "GIT_AUTHOR_DATE": "2024-10-05T12:00:00+00:00",
+    "GIT_COMMITTER_DATE": "2024-10-05T12:00:00+00:00",
+    "HOME": "/nonexistent",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    import os
+
+    out = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV},
+    )
+    return out.stdout.strip()
+
+
+def commit(repo: Path, name: str, content: str | None = None) -> str:
+    (repo / name).write_text(content if content is not None else name)
+    git(repo, "add", name)
+    git(repo, "commit", "-q", "-m", f"add {name}")
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """main: a - b - M(b, s1..s2) - c, with a side branch s1 - s2 merged at M."""
+    repo = tmp_path / "upstream"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    shas = {"a": commit(repo, "a"), "b": commit(repo, "b")}
+    git(repo, "checkout", "-q", "-b", "side", shas["a"])
+    shas["s1"] = commit(repo, "s1")
+    shas["s2"] = commit(repo, "s2")
+    git(repo, "checkout", "-q", "main")
+    git(repo, "merge", "-q", "--no-ff", "-m", "merge side", "side")
+    shas["m"] = git(repo, "rev-parse", "HEAD")
+    shas["c"] = commit(repo, "c")
+    git(repo, "remote", "add", "origin", "git@github.com:Owner/project.git")
+    return repo, shas
+
+
+def test_open_cached_mirrors_once_and_leaves_the_checkout_alone(
+    history: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    repo_path, shas = history
+    cache = tmp_path / "cache"
+    status_before = git(repo_path, "status", "--porcelain")
+    r1 = GitRepo.open_cached(str(repo_path), cache)
+    assert r1.mirror.parent == cache / "git"
+    assert r1.mirror.name.startswith("upstream-")
+    assert (r1.mirror / "HEAD").exists() and not (r1.mirror / ".git").exists()  # bare
+    marker = r1.mirror / "marker"
+    marker.write_text("same mirror")
+    r2 = GitRepo.open_cached(str(repo_path) + "/", cache)
+    assert r2.mirror == r1.mirror and marker.exists()
+    assert r2.resolve("main") == shas["c"]
+    assert git(repo_path, "status", "--porcelain") == status_before
+    assert git(repo_path, "worktree", "list").count("\n") == 0
+
+
+def test_resolve_refetches_a_local_source_for_new_refs(
+    history: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    repo_path, _shas = history
+    r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    new = commit(repo_path, "d")
+    fresh = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    assert fresh.resolve(new) == new  # full sha unknown to the mirror: fetched
+    assert fresh.resolve("main") == new
+    assert r.resolve(new[:10]) == new
+
+
+def test_resolve_unknown_ref_names_ref_and_repo(
+    history: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    repo_path, _ = history
+    r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    with pytest.raises(GitError) as err:
+        r.resolve("no-such-branch")
+    assert "no-such-branch" in str(err.value)
+    assert str(repo_path) in str(err.value)
+    assert isinstance(err.value, ReproError)
+
+
+def test_open_cached_missing_repository(tmp_path: Path) -> None:
+    with pytest.raises(GitError, match="not found"):
+        GitRepo.open_cached(str(tmp_path / "nope"), tmp_path / "cache")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(GitError, match="not a git repository"):
+        GitRepo.open_cached(str(tmp_path / "plain"), tmp_path / "cache")
+
+
+def test_first_parent_range_follows_the_mainline(
+    history: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    repo_path, s = history
+    r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    assert r.first_parent_range(s["a"], s["c"]) == [s["a"], s["b"], s["m"], s["c"]]
+    assert r.first_parent_range(s["b"], s["m"]) == [s["b"], s["m"]]
+    assert r.first_parent_range(s["c"], s["c"]) == [s["c"]]
+    assert r.first_parent_range(s["a"][:8], "main") == [s["a"], s["b"], s["m"], s["c"]]
+
+
+def test_first_parent_range_rejects_side_branch_and_reversed_ends(
+    history: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    repo_path, s = history
+    r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    assert r.is_ancestor(s["s1"], s["c"])  # an ancestor, but only through the merge
+    with pytest.raises(GitError, match="first-parent"):
+        r.first_parent_range(s["s1"], s["c"])
+    with pytest.raises(GitError, match="first-parent"):
+        r.first_parent_range(s["c"], s["a"])
+
+
+def test_is_ancestor(history: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    repo_path, s = history
+    r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    assert r.is_ancestor(s["a"], s["c"])
+    assert r.is_ancestor(s["c"], s["c"])
+    assert not r.is_ancestor(s["c"], s["a"])
+    assert not r.is_ancestor(s["b"], s["s2"])
+
+
+def test_info_and_links(history: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    repo_path, s = history
+    r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    info = r.info(s["b"])
+    assert info.sha == s["b"] and s["b"].startswith(info.short)
+    assert info.subject == "add b"
+    assert info.author == "Ada"
+    assert info.date.startswith("2024-10-05T12:00:00")
+    # the checkout's origin is on GitHub: links work from the mirror too
+    assert info.url == f"https://github.com/Owner/project/commit/{s['b']}"
+    # a mirror of the mirror has no remote of its own: web_url override
+    bare = GitRepo.open_cached(str(r.mirror), tmp_path / "cache2")
+    assert bare.info(s["b"]).url == info.url  # recorded upstream carries over
+    other = GitRepo.open_cached(
+        str(r.mirror), tmp_path / "cache3", web_url="https://gitlab.com/g/p"
+    )
+    assert other.info(s["a"]).url == f"https://gitlab.com/g/p/-/commit/{s['a']}"
+
+
+def test_web_url_for() -> None:
+    assert web_url_for("https://github.com/PyO3/pyo3.git") == "https://github.com/PyO3/pyo3"
+    assert web_url_for("git@github.com:PyO3/pyo3.git") == "https://github.com/PyO3/pyo3"
+    assert web_url_for("ssh://git@gitlab.com/a/b") == "https://gitlab.com/a/b"
+    assert web_url_for("https://example.org/x.git") is None
+    assert web_url_for(None) is None
+
+
+def test_worktree_reuse_and_move(history: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    repo_path, s = history
+    r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    wt = tmp_path / "wt"
+    assert r.worktree(s["b"], wt) == wt.absolute()
+    assert (wt / "b").exists() and not (wt / "c").exists()
+    assert git(wt, "rev-parse", "HEAD") == s["b"]
+    # reuse at the same sha keeps untracked files (build products)
+    (wt / "build.o").write_text("object")
+    a_mtime = (wt / "a").stat().st_mtime_ns
+    r.worktree(s["b"], wt)
+    assert (wt / "build.o").exists()
+    # moving rewrites only what differs, keeps untracked products, drops local edits
+    (wt / "b").write_text("local edit")
+    r.worktree(s["c"], wt)
+    assert git(wt, "rev-parse", "HEAD") == s["c"]
+    assert (wt / "c").exists() and (wt / "b").read_text() == "b"
+    assert (wt / "build.o").exists()
+    assert (wt / "a").stat().st_mtime_ns == a_mtime
+    # a directory that is not a worktree of this mirror is replaced
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "junk").write_text("x")
+    r.worktree(s["a"], stray)
+    assert git(stray, "rev-parse", "HEAD") == s["a"] and not (stray / "junk").exists()
+    # the user's checkout never gained a worktree
+    assert git(repo_path, "worktree", "list").count("\n") == 0
