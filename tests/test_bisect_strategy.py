@@ -1,0 +1,493 @@
+"""Tests for the flaky-aware bisect strategy: unit behaviour, exact maths, and its guarantee.
+
+The guarantee test draws histories the way real ones vary (range length and rate log-uniform,
+5% unusable commits, boundary uniform) and checks that the answer is wrong in at most a
+``1 - confidence`` fraction of them, with a 3-sigma binomial margin stated in the assertion.
+Run with ``-s`` to see the error rates and mean costs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import time
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from repro.bisect_strategy import (
+    Bisector,
+    Done,
+    Probe,
+    RateBelief,
+    SimResult,
+    baseline_git_bisect,
+    simulate,
+)
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def drive(
+    bis: Bisector,
+    racy: Callable[[int], bool],
+    p: float,
+    rng: random.Random,
+    skips: frozenset[int] = frozenset(),
+    log: list[tuple[str, int, bool]] | None = None,
+    max_probes: int = 10_000,
+) -> tuple[Done, list[Probe]]:
+    """Answer probes from a simulated history; optionally log every call for replay."""
+    probes: list[Probe] = []
+    for _ in range(max_probes):
+        step = bis.next_step()
+        if isinstance(step, Done):
+            return step, probes
+        probes.append(step)
+        if step.index in skips:
+            bis.record_unusable(step.index)
+            if log is not None:
+                log.append(("unusable", step.index, False))
+            continue
+        for _ in range(step.runs):
+            hit = racy(step.index) and rng.random() < p
+            bis.record_run(step.index, hit)
+            if log is not None:
+                log.append(("run", step.index, hit))
+            if hit:
+                break
+    raise AssertionError("no answer after max_probes probes")
+
+
+def brute_posterior(
+    n: int, hits: dict[int, int], misses: dict[int, int], ch: int, cr: int
+) -> list[float]:
+    """Posterior of b by numerical integration over p on a fine grid (no closed forms)."""
+    grid = 20_000
+    ps = [(k + 0.5) / grid for k in range(grid)]
+    # Beta(ch, cr - ch + 1) prior density, unnormalised, in log space.
+    log_prior = [(ch - 1) * math.log(p) + (cr - ch) * math.log1p(-p) for p in ps]
+    floor = max([0, *hits])
+    total_hits = sum(hits.values())
+    out = [0.0] * n
+    logs: list[float] = []
+    for b in range(1, n):
+        if b <= floor:
+            logs.append(-math.inf)
+            continue
+        m = sum(c for i, c in misses.items() if i < b)
+        terms = [
+            lp + total_hits * math.log(p) + m * math.log1p(-p)
+            for lp, p in zip(log_prior, ps, strict=True)
+        ]
+        top = max(terms)
+        logs.append(top + math.log(math.fsum(math.exp(t - top) for t in terms)))
+    top = max(logs)
+    weights = [math.exp(x - top) for x in logs]
+    z = math.fsum(weights)
+    for b in range(1, n):
+        out[b] = weights[b - 1] / z
+    return out
+
+
+# ------------------------------------------------------------------------- unit tests
+
+
+def test_two_commits_answer_immediately() -> None:
+    bis = Bisector(2, calib_hits=3, calib_runs=30)
+    assert bis.next_step() == Done(1, 1, 1.0)
+
+
+def test_first_probe_is_inside_and_batched() -> None:
+    bis = Bisector(100, calib_hits=5, calib_runs=50, batch=4)
+    step = bis.next_step()
+    assert isinstance(step, Probe)
+    assert 0 < step.index < 99
+    assert step.runs % 4 == 0 and step.runs >= 4
+
+
+def test_hit_rules_out_the_clean_side() -> None:
+    bis = Bisector(50, calib_hits=5, calib_runs=20)
+    bis.record_run(30, True)
+    post = bis.posterior_b()
+    assert all(post[b] == 0.0 for b in range(31))
+    assert math.isclose(sum(post), 1.0)
+    for _ in range(20):
+        step = bis.next_step()
+        if isinstance(step, Done):
+            assert step.lo > 30
+            break
+        assert step.index > 30
+        bis.record_run(step.index, False)
+
+
+def test_misses_shift_mass_towards_the_racy_end_but_never_exclude() -> None:
+    bis = Bisector(20, calib_hits=5, calib_runs=20)
+    before = bis.posterior_b()
+    for _ in range(10):
+        bis.record_run(10, False)
+    after = bis.posterior_b()
+    assert sum(after[:11]) > sum(before[:11])
+    assert all(after[b] > 0 for b in range(11, 20))
+
+
+def test_unusable_neighbours_give_a_range() -> None:
+    bis = Bisector(4, calib_hits=3, calib_runs=3)
+    bis.record_unusable(1)
+    bis.record_unusable(2)
+    assert bis.next_step() == Done(1, 3, 1.0)
+
+
+def test_unusable_boundary_is_reported_as_range() -> None:
+    # b = 5, and 5 cannot be built: the answer must be the pair {5, 6}.
+    rng = random.Random(3)
+    for _ in range(20):
+        bis = Bisector(12, calib_hits=10, calib_runs=10)
+        done, probes = drive(bis, lambda i: i < 5, 1.0, rng, skips=frozenset({5}))
+        assert (done.lo, done.hi) == (5, 6)
+        assert done.confidence >= 0.99
+        assert all(p.index not in (0, 11) for p in probes)
+
+
+def test_done_when_every_candidate_is_unusable() -> None:
+    n = 9
+    bis = Bisector(n, calib_hits=3, calib_runs=30)
+    asked = set()
+    while True:
+        step = bis.next_step()
+        if isinstance(step, Done):
+            break
+        assert step.index not in asked, "asked again for an unusable position"
+        asked.add(step.index)
+        bis.record_unusable(step.index)
+    assert step == Done(1, n - 1, 1.0)
+    # It stops as soon as one range is left; it need not try every position.
+    assert asked <= set(range(1, n - 1))
+
+
+def test_never_asks_for_ends_unusable_or_known_racy() -> None:
+    rng = random.Random(11)
+    for trial in range(30):
+        n = rng.randint(3, 300)
+        b = rng.randint(1, n - 1)
+        p = rng.choice([0.05, 0.3, 1.0])
+        skips = frozenset(i for i in range(1, n - 1) if rng.random() < 0.2)
+        bis = Bisector(n, calib_hits=5, calib_runs=round(5 / p), batch=1 + trial % 3)
+        highest_hit = 0
+        seen_unusable: set[int] = set()
+        for _ in range(5000):
+            step = bis.next_step()
+            if isinstance(step, Done):
+                break
+            assert 0 < step.index < n - 1
+            assert step.index not in seen_unusable
+            assert step.index > highest_hit
+            assert step.runs >= 1 and step.runs % (1 + trial % 3) == 0
+            if step.index in skips:
+                bis.record_unusable(step.index)
+                seen_unusable.add(step.index)
+                continue
+            for _ in range(step.runs):
+                hit = step.index < b and rng.random() < p
+                bis.record_run(step.index, hit)
+                if hit:
+                    highest_hit = step.index
+                    break
+        else:
+            raise AssertionError("did not finish")
+
+
+def test_prior_point_mass_is_respected() -> None:
+    prior = [0.0] * 30
+    prior[17] = 1.0
+    bis = Bisector(30, calib_hits=3, calib_runs=30, prior=prior)
+    assert bis.next_step() == Done(17, 17, 1.0)
+
+
+def test_prior_confines_probes_to_its_support() -> None:
+    n = 200
+    prior = [0.0] * n
+    for b in range(120, 141):
+        prior[b] = 1.0
+    bis = Bisector(n, calib_hits=5, calib_runs=5, prior=prior)
+    rng = random.Random(2)
+    done, probes = drive(bis, lambda i: i < 130, 1.0, rng)
+    assert (done.lo, done.hi) == (130, 130)
+    # Probing outside [119, 140] could not split any prior mass.
+    assert all(119 <= p.index <= 140 for p in probes)
+    assert len({p.index for p in probes}) <= 7  # about log2(21) + slack, not log2(200) + ...
+
+
+def test_prior_shifts_the_first_probe() -> None:
+    n = 1000
+    skewed = [0.0] + [1.0 if b < 100 else 0.01 for b in range(1, n)]
+    plain = Bisector(n, calib_hits=5, calib_runs=5).next_step()
+    early = Bisector(n, calib_hits=5, calib_runs=5, prior=skewed).next_step()
+    assert isinstance(plain, Probe) and isinstance(early, Probe)
+    assert early.index < 150 < plain.index
+
+
+def test_prior_validation() -> None:
+    with pytest.raises(ValueError):
+        Bisector(5, calib_hits=1, calib_runs=1, prior=[1.0, 1.0])
+    with pytest.raises(ValueError):
+        Bisector(5, calib_hits=1, calib_runs=1, prior=[1.0, 0.0, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError):
+        Bisector(5, calib_hits=1, calib_runs=1, prior=[0.0, -1.0, 1.0, 1.0, 1.0])
+
+
+def test_argument_validation() -> None:
+    with pytest.raises(ValueError):
+        Bisector(1, calib_hits=1, calib_runs=1)
+    with pytest.raises(ValueError):
+        Bisector(5, calib_hits=0, calib_runs=10)
+    with pytest.raises(ValueError):
+        Bisector(5, calib_hits=3, calib_runs=2)
+    with pytest.raises(ValueError):
+        Bisector(5, calib_hits=3, calib_runs=3, confidence=1.0)
+    with pytest.raises(ValueError):
+        Bisector(5, calib_hits=3, calib_runs=3, batch=0)
+    bis = Bisector(5, calib_hits=3, calib_runs=3)
+    with pytest.raises(ValueError):
+        bis.record_run(4, True)  # the verified-clean end cannot hit
+    with pytest.raises(ValueError):
+        bis.record_unusable(0)
+    with pytest.raises(IndexError):
+        bis.record_run(5, False)
+
+
+def test_unusable_after_runs_keeps_evidence_and_is_never_asked() -> None:
+    bis = Bisector(3, calib_hits=5, calib_runs=5)
+    bis.record_run(1, False)
+    before = bis.posterior_b()
+    bis.record_unusable(1)
+    assert bis.posterior_b() == before
+    # 1 is now untestable, so b in {1, 2} is one answer range.
+    assert bis.next_step() == Done(1, 2, 1.0)
+    # A later run shows it usable after all: it is a candidate again.
+    bis.record_run(1, False)
+    step = bis.next_step()
+    assert isinstance(step, Probe) and step.index == 1
+
+
+def test_built_commit_is_reused() -> None:
+    fresh = Bisector(1001, calib_hits=5, calib_runs=50).next_step()
+    assert isinstance(fresh, Probe)
+    bis = Bisector(1001, calib_hits=5, calib_runs=50)
+    bis.mark_built(fresh.index - 20)
+    step = bis.next_step()
+    assert isinstance(step, Probe) and step.index == fresh.index - 20
+
+
+def test_stabilised_midpoints_shared_across_overlapping_ranges() -> None:
+    # Two bisections of the same history, one over commits 0..1024 and one over 300..1024
+    # (positions renumbered, anchors absolute), ask for mostly the same commits.
+    def probes(first: int, last: int, b_abs: int) -> set[int]:
+        n = last - first + 1
+        bis = Bisector(n, calib_hits=10, calib_runs=10, anchors=range(first, last + 1))
+        _, ps = drive(bis, lambda i: i + first < b_abs, 1.0, random.Random(0))
+        return {p.index + first for p in ps}
+
+    shared = 0
+    total = 0
+    for b_abs in (333, 517, 700, 901):
+        wide, narrow = probes(0, 1024, b_abs), probes(300, 1024, b_abs)
+        shared += len(narrow & wide)
+        total += len(narrow)
+    assert shared >= 0.6 * total, (shared, total)
+
+
+def test_first_probe_is_a_shallow_tree_node() -> None:
+    step = Bisector(1025, calib_hits=10, calib_runs=10).next_step()
+    assert isinstance(step, Probe)
+    assert step.index % 128 == 0
+
+
+def test_next_step_is_fast_at_5000() -> None:
+    rng = random.Random(5)
+    n, b, p = 5000, 2345, 0.05
+    bis = Bisector(n, calib_hits=5, calib_runs=100)
+    times: list[float] = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        step = bis.next_step()
+        times.append(time.perf_counter() - t0)
+        if isinstance(step, Done):
+            break
+        if rng.random() < 0.05:
+            bis.record_unusable(step.index)
+            continue
+        for _ in range(step.runs):
+            hit = step.index < b and rng.random() < p
+            bis.record_run(step.index, hit)
+            if hit:
+                break
+    print(
+        f"\nnext_step at n=5000: median {1e3 * statistics.median(times):.1f} ms, "
+        f"max {1e3 * max(times):.1f} ms over {len(times)} calls"
+    )
+    assert statistics.median(times) < 0.05
+    assert max(times) < 0.25  # generous: shared CI machines stall
+
+
+# ------------------------------------------------------------------- exact maths
+
+
+def test_posterior_matches_brute_force_integration() -> None:
+    rng = random.Random(8)
+    for _ in range(6):
+        n = rng.randint(3, 12)
+        ch = rng.randint(1, 4)
+        cr = ch + rng.randint(0, 20)
+        bis = Bisector(n, calib_hits=ch, calib_runs=cr)
+        hits: dict[int, int] = {}
+        misses: dict[int, int] = {}
+        for _ in range(rng.randint(0, 25)):
+            i = rng.randint(0, n - 2)
+            hit = rng.random() < 0.2 and i < n - 1
+            bis.record_run(i, hit)
+            book = hits if hit else misses
+            book[i] = book.get(i, 0) + 1
+        got = bis.posterior_b()
+        want = brute_posterior(n, hits, misses, ch, cr)
+        for g, w in zip(got, want, strict=True):
+            assert abs(g - w) < 2e-4, (got, want)
+
+
+def test_rate_belief() -> None:
+    belief = RateBelief.from_calibration(5, 50)
+    assert belief.alpha == 5 and belief.beta == 46
+    assert math.isclose(belief.mean(), 5 / 51)
+    k = belief.runs_to_rule_out(0.99)
+    assert belief.miss_probability(k) <= 0.01 < belief.miss_probability(k - 1)
+    # Knowing p only roughly costs more runs than knowing it exactly.
+    assert k > math.log(100) / (5 / 50)
+    assert RateBelief.from_calibration(50, 500).runs_to_rule_out(0.99) < k
+
+
+# --------------------------------------------------------------------- replay
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(min_value=2, max_value=400),
+    p=st.floats(min_value=0.02, max_value=1.0),
+    batch=st.integers(min_value=1, max_value=4),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_replay_gives_identical_steps(n: int, p: float, batch: int, seed: int) -> None:
+    rng = random.Random(seed)
+    b = rng.randint(1, n - 1)
+    skips = frozenset(i for i in range(1, n - 1) if rng.random() < 0.1)
+    kwargs = {"confidence": 0.95, "calib_hits": 3, "calib_runs": max(3, round(3 / p))}
+    log: list[tuple[str, int, bool]] = []
+    live = Bisector(n, batch=batch, **kwargs)  # type: ignore[arg-type]
+    done, _ = drive(live, lambda i: i < b, p, rng, skips, log)
+    # Replay the log in a fresh instance, checking next_step at every prefix boundary too.
+    again = Bisector(n, batch=batch, **kwargs)  # type: ignore[arg-type]
+    checkpoints = {len(log) // 3, len(log) // 2, len(log)}
+    for k, (kind, i, hit) in enumerate(log, start=1):
+        if kind == "run":
+            again.record_run(i, hit)
+        else:
+            again.record_unusable(i)
+        if k in checkpoints:
+            assert again.next_step() == again.next_step()
+    assert again.next_step() == done
+    assert again.posterior_b() == live.posterior_b()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(min_value=2, max_value=60),
+    p=st.floats(min_value=0.05, max_value=1.0),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_simulation_answers_are_well_formed(n: int, p: float, seed: int) -> None:
+    rng = random.Random(seed)
+    b = rng.randint(1, n - 1)
+    skips = frozenset(i for i in range(1, n - 1) if rng.random() < 0.2)
+    res = simulate(n, b, p, rng, confidence=0.9, skips=skips)
+    assert 1 <= res.found_lo <= res.found_hi <= n - 1
+    assert res.correct == (res.found_lo <= b <= res.found_hi)
+    assert res.confidence >= 0.9
+    assert res.runs >= res.calib_runs > 0 and res.builds >= 2
+    # A range only ever spans unusable positions (plus the usable one that closes it).
+    assert all(i in skips for i in range(res.found_lo, res.found_hi))
+
+
+# -------------------------------------------------------------------- baseline
+
+
+def test_baseline_git_bisect() -> None:
+    rng = random.Random(1)
+    for _ in range(50):
+        n = rng.randint(2, 500)
+        b = rng.randint(1, n - 1)
+        res = baseline_git_bisect(n, b, 1.0, rng, repeats=1)
+        assert res.correct and res.found_lo == res.found_hi == b
+        assert res.builds <= math.ceil(math.log2(max(n - 1, 1))) + 1
+    # With a low rate and one run, it mostly blames a commit that is still racy.
+    wrong = sum(
+        not baseline_git_bisect(1000, 500, 0.05, rng, repeats=1).correct for _ in range(100)
+    )
+    assert wrong > 90
+    res = baseline_git_bisect(10, 5, 1.0, rng, repeats=1, skips=frozenset(range(1, 9)))
+    assert (res.found_lo, res.found_hi) == (1, 9) and res.correct
+
+
+def test_simulate_reports_calibration_failure() -> None:
+    res = simulate(10, 5, 1e-9, random.Random(0), calib_runs_max=50)
+    assert res.failed and not res.correct and res.runs == 50
+
+
+# ------------------------------------------------------------------ the guarantee
+
+
+def random_case(rng: random.Random) -> tuple[int, int, float, frozenset[int]]:
+    n = round(math.exp(rng.uniform(math.log(2), math.log(5000))))
+    p = math.exp(rng.uniform(math.log(0.01), 0.0))
+    b = rng.randint(1, n - 1)
+    skips = frozenset(i for i in range(1, n - 1) if rng.random() < 0.05)
+    return n, b, p, skips
+
+
+def error_rate_check(confidence: float, trials: int, seed: int) -> None:
+    rng = random.Random(seed)
+    results: list[SimResult] = []
+    for _ in range(trials):
+        n, b, p, skips = random_case(rng)
+        results.append(
+            simulate(
+                n, b, p, random.Random(rng.getrandbits(64)), confidence=confidence, skips=skips
+            )
+        )
+    errors = sum(not r.correct for r in results)
+    failed = sum(r.failed for r in results)
+    allowed = 1.0 - confidence
+    # One-sided binomial bound: if the true error rate were exactly 1 - confidence, the error
+    # count would exceed mean + 3 sigma with probability about 0.1%.
+    bound = trials * allowed + 3.0 * math.sqrt(trials * allowed * confidence)
+    mean_runs = statistics.fmean(r.runs for r in results)
+    mean_bisect = statistics.fmean(r.runs - r.calib_runs for r in results)
+    mean_builds = statistics.fmean(r.builds for r in results)
+    print(
+        f"\nconfidence {confidence}: {errors}/{trials} wrong ({100 * errors / trials:.2f}%, "
+        f"allowed {100 * allowed:.0f}%, bound {bound:.1f}), {failed} failed calibrations; "
+        f"mean runs {mean_runs:.0f} (bisect {mean_bisect:.0f}), mean builds {mean_builds:.1f}"
+    )
+    assert errors <= bound
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.99])
+def test_error_rate_within_confidence(confidence: float) -> None:
+    error_rate_check(confidence, trials=1500, seed=20250101)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("confidence", [0.9, 0.99, 0.999])
+def test_error_rate_within_confidence_large(confidence: float) -> None:
+    error_rate_check(confidence, trials=10_000, seed=7)
