@@ -1,0 +1,451 @@
+"""Turn ThreadSanitizer output into Report objects.
+
+The text we get is rarely a clean TSAN log: it is the stderr of many processes
+(pytest workers, subprocesses), CI logs with a timestamp on every line, logs cut
+off by a timeout, with program output in between. So the parser is a forgiving
+line-by-line state machine: it recognises the lines TSAN prints and ignores the
+rest, and it never raises on any input.
+
+Runtime failures of TSAN itself (it could not map its shadow memory, a CHECK
+failed, ...) exit with the same status as "races found", so they are reported
+separately in ``ParsedLog.fatal`` and must never be mistaken for races.
+
+The format is that of the sanitizer runtime shared by gcc (libtsan) and LLVM
+(clang, Rust): the report layout of tsan_report.cpp and the default stack frame
+format ``    #%n %f %S %M``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from repro.tsan.model import Access, Frame, ParsedLog, Report
+
+__all__ = ["clean_line", "normalise_kind", "parse_frame", "parse_log"]
+
+# --- line prefixes added by whatever captured the output --------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# GitHub Actions ("2024-12-20T10:11:12.1234567Z "), other CI systems and log collectors
+# ("[2024-12-20 10:11:12,123] ", "2024-12-20T10:11:12+01:00 ").
+_TIMESTAMP = re.compile(
+    r"^\[?\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?\]? ?"
+)
+_PID_PREFIX = re.compile(r"^==\d+==")
+
+# --- report structure --------------------------------------------------------------------------
+
+_WARNING = re.compile(r"WARNING: ThreadSanitizer: (?P<kind>.*?)(?: \(pid=(?P<pid>\d+)\))?\s*$")
+_SUMMARY = re.compile(r"SUMMARY: ThreadSanitizer: (?P<text>.*?)\s*$")
+_REPORTED = re.compile(r"ThreadSanitizer: reported (?P<n>\d+) warnings?")
+_SEPARATOR = re.compile(r"^={10,}$")
+_FRAME = re.compile(r"^#(?P<index>\d+)\s+(?P<rest>.*)$")
+_ACCESS = re.compile(
+    r"^(?P<prev>previous )?(?P<atomic>atomic )?(?P<op>read|write) of size (?P<size>\d+)"
+    r" at \S+ by (?P<thread>.+?)(?: \(mutexes: (?P<mutexes>[^)]*)\))?:$",
+    re.IGNORECASE,
+)
+# Races on "external" objects (annotated via __tsan_external_*): no size.
+_EXTERNAL_ACCESS = re.compile(
+    r"^(?P<prev>previous )?(?P<mode>modifying|read-only) access of .+? at \S+"
+    r" by (?P<thread>.+?)(?: \(mutexes: (?P<mutexes>[^)]*)\))?:$",
+    re.IGNORECASE,
+)
+_LOCATION = re.compile(r"^Location is (?P<rest>.*)$")
+_FAILED_STACK = "[failed to restore the stack]"
+
+# --- addresses and other per-run noise in headers ----------------------------------------------
+
+_ADDR_NOISE = (
+    re.compile(r" \((?:tid=\d+, )?(?:running|finished)\)"),  # "(tid=123, running)"
+    re.compile(r" \(tid=\d+\)"),
+    re.compile(r" \([^()\s]*\+0x[0-9a-fA-F]+\)"),  # "(binary+0x4010)"
+    re.compile(r" \(0x[0-9a-fA-F]+\)"),  # "(0x7f...)"
+    re.compile(r" at 0x[0-9a-fA-F]+"),
+)
+
+# --- frames ------------------------------------------------------------------------------------
+
+_FRAME_BUILD_ID = re.compile(r"\s*\(BuildId: [0-9a-fA-F]*\)\s*$")
+_FRAME_MODULE = re.compile(r"\s*\((?P<module>[^()]+?)\+(?P<offset>0x[0-9a-fA-F]+)\)\s*$")
+_FRAME_PC = re.compile(r"\s*\((?P<pc>0x[0-9a-fA-F]+)\)\s*$")
+_FRAME_UNKNOWN_MODULE = re.compile(r"\s*\(<unknown module>\)\s*$")
+_FRAME_ASAN_STYLE = re.compile(r"^0x[0-9a-fA-F]+ in ")  # "#0 0x4a1b2c in func file:1"
+_HEX = re.compile(r"^0x[0-9a-fA-F]+$")
+_SOURCE = re.compile(r"^(?P<file>.+?):(?P<line>\d+)(?::(?P<col>\d+))?$")
+
+# --- TSAN failures, crashes and notices --------------------------------------------------------
+
+_SIGNAL_CRASH = r"(?:\S+ on unknown address|stack-overflow|(?:SEGV|BUS|FPE|ILL|ABRT|TRAP)\b)"
+# The runtime could not do its job: no report can be trusted, and the exit status
+# (often 66, the "races found" status) means nothing.
+_FATAL = re.compile(
+    r"FATAL: ThreadSanitizer"
+    r"|(?:Thread)?Sanitizer:? CHECK failed"
+    r"|ThreadSanitizer:? failed to "
+    r"|ThreadSanitizer\b.*\bout of memory"
+    rf"|ERROR: ThreadSanitizer(?!: {_SIGNAL_CRASH})"
+    r"|ThreadSanitizer: .*finished with ignores enabled"
+    r"|ThreadSanitizer: nested bug"
+    r"|ThreadSanitizer: .*\bDying\b"
+    r"|ThreadSanitizer: can't "
+    r"|ThreadSanitizer: memory layout is incompatible, even though"
+)
+# The program crashed; TSAN only printed it (handle_segv=1 and friends).
+_CRASH = re.compile(
+    rf"ERROR: ThreadSanitizer: {_SIGNAL_CRASH}"
+    r"|ThreadSanitizer:DEADLYSIGNAL"
+)
+_NOTICE = re.compile(r"ThreadSanitizer|Re-execing with|Program is run with")
+
+# --- kinds -------------------------------------------------------------------------------------
+
+_KINDS = {
+    "data race": "data race",
+    "heap-use-after-free": "heap-use-after-free",
+    "lock-order-inversion (potential deadlock)": "lock-order-inversion",
+    "lock-order-inversion": "lock-order-inversion",
+    "thread leak": "thread leak",
+    "signal-unsafe call inside of a signal": "signal-unsafe call",
+    "signal-unsafe call": "signal-unsafe call",
+    "signal handler spoils errno": "signal handler spoils errno",
+    "destroy of a locked mutex": "destroy of a locked mutex",
+    "unlock of an unlocked mutex (or by a wrong thread)": "unlock of an unlocked mutex",
+    "unlock of an unlocked mutex": "unlock of an unlocked mutex",
+    "double lock of a mutex": "double lock",
+    "double lock": "double lock",
+    "use of an invalid mutex (e.g. uninitialized or destroyed)": "use of an invalid mutex",
+    "use of an invalid mutex": "use of an invalid mutex",
+}
+
+
+def normalise_kind(text: str) -> str:
+    """Short stable names for the kinds we know; TSAN's own words for the others.
+
+    The vptr variants ("data race on vptr (ctor/dtor vs virtual call)",
+    "heap-use-after-free (virtual call vs free)") are kept verbatim: they are
+    different bugs from the plain kinds and a target for one must not match the other.
+    """
+    text = " ".join(text.split())
+    return _KINDS.get(text, text)
+
+
+def clean_line(line: str) -> str:
+    """Remove what log collectors add in front of TSAN's text (and colours, and CR).
+
+    Indentation is kept, because it is part of what TSAN printed.
+    """
+    line = _ANSI.sub("", line).rstrip("\r\n")
+    line = line.replace("\r", "")
+    stripped = line.lstrip()
+    changed = True
+    while changed:
+        changed = False
+        m = _TIMESTAMP.match(stripped)
+        if m and m.end() > 0:
+            line = stripped[m.end() :]
+            stripped = line.lstrip()
+            changed = True
+        m = _PID_PREFIX.match(stripped)
+        if m:
+            line = stripped[m.end() :]
+            stripped = line.lstrip()
+            changed = True
+    return line
+
+
+def parse_frame(index: int, rest: str) -> Frame:
+    """One frame, from the text after ``#N``.
+
+    Function names can contain spaces (C++ signatures, Rust ``<T as Trait>``), so
+    the line is taken apart from the right: the BuildId suffix, the
+    ``(module+0xoff)`` part, then the source location, which is one token
+    (``file:line:col``, ``file`` or ``<null>``); what is left is the function.
+    """
+    text = _FRAME_BUILD_ID.sub("", rest.strip())
+    module: str | None = None
+    offset: str | None = None
+    m = _FRAME_MODULE.search(text)
+    if m:
+        module, offset = m.group("module").strip(), m.group("offset")
+        text = text[: m.start()]
+    else:
+        m = _FRAME_PC.search(text)
+        if m:
+            offset = m.group("pc")
+            text = text[: m.start()]
+        else:
+            m = _FRAME_UNKNOWN_MODULE.search(text)
+            if m:
+                text = text[: m.start()]
+    text = _FRAME_ASAN_STYLE.sub("", text.strip())
+
+    function, sep, location = text.rpartition(" ")
+    if not sep:
+        function, location = text, ""
+    function = function.strip()
+    if not function:
+        function = "<null>"
+    if _HEX.match(function):  # an unsymbolised PC
+        function = "<null>"
+
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    if location and location != "<null>":
+        src = _SOURCE.match(location)
+        if src:
+            file = src.group("file")
+            line = int(src.group("line"))
+            column = int(src.group("col")) if src.group("col") else None
+        else:
+            file = location
+    return Frame(
+        index=index,
+        function=function,
+        file=file,
+        line=line,
+        column=column,
+        module=module,
+        offset=offset,
+    )
+
+
+def _clean_header(text: str) -> str:
+    for pattern in _ADDR_NOISE:
+        text = pattern.sub("", text)
+    return text.rstrip(":. ").strip()
+
+
+def _thread(text: str) -> str:
+    text = text.strip()
+    if text.startswith("thread "):
+        return text[len("thread ") :]
+    return text
+
+
+def _mutexes(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    return tuple(" ".join(m.split()) for m in text.split(",") if m.strip())
+
+
+@dataclass
+class _Section:
+    """A header line and the stack printed under it."""
+
+    label: str
+    frames: list[Frame] = field(default_factory=list)
+    access: dict[str, Any] | None = None  # set for memory-access headers
+
+
+@dataclass
+class _Builder:
+    kind: str
+    pid: int | None
+    lines: list[str]
+    sections: list[_Section] = field(default_factory=list)
+    location: str | None = None
+    summary: str | None = None
+
+    def add_line(self, line: str) -> None:
+        self.lines.append(line)
+        s = line.strip()
+        if not s:
+            return
+        m = _FRAME.match(s)
+        if m:
+            self._add_frame(int(m.group("index")), m.group("rest"))
+            return
+        if s == _FAILED_STACK:
+            return
+        m = _ACCESS.match(s)
+        if m:
+            self.sections.append(
+                _Section(
+                    label=_clean_header(s),
+                    access={
+                        "previous": bool(m.group("prev")),
+                        "atomic": bool(m.group("atomic")),
+                        "op": m.group("op").lower(),
+                        "size": int(m.group("size")),
+                        "thread": _thread(m.group("thread")),
+                        "mutexes": _mutexes(m.group("mutexes")),
+                    },
+                )
+            )
+            return
+        m = _EXTERNAL_ACCESS.match(s)
+        if m:
+            self.sections.append(
+                _Section(
+                    label=_clean_header(s),
+                    access={
+                        "previous": bool(m.group("prev")),
+                        "atomic": False,
+                        "op": "write" if m.group("mode").lower() == "modifying" else "read",
+                        "size": None,
+                        "thread": _thread(m.group("thread")),
+                        "mutexes": _mutexes(m.group("mutexes")),
+                    },
+                )
+            )
+            return
+        m = _LOCATION.match(s)
+        if m:
+            if self.location is None:
+                self.location = _clean_header(m.group("rest"))
+            if s.endswith(":"):
+                self.sections.append(_Section(label=_clean_header(s)))
+            return
+        if s == "and:":
+            self.sections.append(_Section(label="stack"))
+            return
+        if s.endswith(":"):
+            self.sections.append(_Section(label=_clean_header(s)))
+            return
+        # Anything else ("Cycle in lock order graph", hints, program output) is ignored.
+
+    def _add_frame(self, index: int, rest: str) -> None:
+        current = self.sections[-1] if self.sections else None
+        if current is None or (current.frames and index <= current.frames[-1].index):
+            # Frames right after the WARNING line (signal-unsafe call, mutex misuse), or a
+            # restart at #0 without a header: a new unnamed stack.
+            current = _Section(label="stack")
+            self.sections.append(current)
+        current.frames.append(parse_frame(index, rest))
+
+    def build(self) -> Report:
+        current: Access | None = None
+        previous: Access | None = None
+        others: list[tuple[str, tuple[Frame, ...]]] = []
+        use_after_free = self.kind.startswith("heap-use-after-free")
+        for section in self.sections:
+            info = section.access
+            if info is None:
+                others.append((section.label, tuple(section.frames)))
+                continue
+            is_previous = bool(info["previous"])
+            op = str(info["op"])
+            if is_previous and use_after_free:
+                # TSAN models free() as a write; the "previous write" of a use-after-free
+                # is the free.
+                op = "free"
+            access = Access(
+                op=op,
+                atomic=bool(info["atomic"]),
+                size=info["size"],
+                thread=info["thread"],
+                mutexes=info["mutexes"],
+                stack=tuple(section.frames),
+                previous=is_previous,
+            )
+            if is_previous and previous is None:
+                previous = access
+            elif not is_previous and current is None:
+                current = access
+            else:
+                others.append((section.label, access.stack))
+        return Report(
+            kind=self.kind,
+            pid=self.pid,
+            current=current,
+            previous=previous,
+            location=self.location,
+            summary=self.summary,
+            other_stacks=tuple(others),
+            raw="\n".join(self.lines).strip("\n"),
+        )
+
+
+def parse_log(text: str) -> ParsedLog:
+    """Every TSAN report, failure and warning count in ``text``.
+
+    Reports end at their SUMMARY line, at a ``=====`` separator, at the next
+    WARNING or at the end of the text; a report cut short (a killed process) is
+    kept with what it has, and its ``summary`` is None. ``Report.raw`` holds the
+    block's lines with collector prefixes (timestamps, ``==pid==``, colours)
+    removed.
+
+    ``extra`` gets, only when there are any: ``"crashes"`` (the program died of a
+    signal that TSAN printed, e.g. ``ERROR: ThreadSanitizer: SEGV on unknown
+    address``: not a TSAN failure, not a race) and ``"notices"`` (other
+    ThreadSanitizer lines, e.g. the re-exec for high-entropy ASLR), as tuples of
+    lines.
+    """
+    reports: list[Report] = []
+    fatal: list[str] = []
+    crashes: list[str] = []
+    notices: list[str] = []
+    warnings_total: int | None = None
+    builder: _Builder | None = None
+
+    def close() -> None:
+        nonlocal builder
+        if builder is not None:
+            reports.append(builder.build())
+            builder = None
+
+    for raw_line in text.splitlines():
+        line = clean_line(raw_line)
+        s = line.strip()
+        if not s:
+            if builder is not None:
+                builder.add_line(line)
+            continue
+
+        m = _WARNING.search(s)
+        if m:
+            close()
+            pid = m.group("pid")
+            builder = _Builder(
+                kind=normalise_kind(m.group("kind")),
+                pid=int(pid) if pid else None,
+                lines=[s[m.start() :]],
+            )
+            continue
+
+        m = _SUMMARY.search(s)
+        if m:
+            if builder is not None:
+                builder.lines.append(line)
+                builder.summary = m.group("text")
+                close()
+            continue
+
+        if _SEPARATOR.match(s):
+            close()
+            continue
+
+        m = _REPORTED.search(s)
+        if m:
+            close()
+            warnings_total = (warnings_total or 0) + int(m.group("n"))
+            continue
+
+        if _FATAL.search(s):
+            fatal.append(s)
+            continue
+        if _CRASH.search(s):
+            crashes.append(s)
+            continue
+
+        if builder is not None:
+            builder.add_line(line)
+        elif _NOTICE.search(s):
+            notices.append(s)
+
+    close()
+    extra: dict[str, Any] = {}
+    if crashes:
+        extra["crashes"] = tuple(crashes)
+    if notices:
+        extra["notices"] = tuple(notices)
+    return ParsedLog(
+        reports=tuple(reports),
+        fatal=tuple(fatal),
+        reported_warnings=warnings_total,
+        extra=extra,
+    )

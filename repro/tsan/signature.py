@@ -1,0 +1,411 @@
+"""Race signatures and target matching.
+
+A bisection must count only *its* race: a TSAN build of a large project reports
+other races too (the Rust standard library is not instrumented, CPython has
+known races), and these come and go between commits. So each report is reduced
+to a signature that is stable across builds, runs and machines: its kind and the
+top few meaningful frames of both racing accesses.
+
+"Meaningful" drops the TSAN runtime, libc thread start-up and Rust's thread and
+panic plumbing (ClusterFuzz's crash state does the same), because those frames
+differ between compilers and runtime versions while the race does not. Both
+accesses are used, not only the current one, because different races that share
+the same top frames on one side were merged by one-stack signatures in practice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from fnmatch import translate
+from functools import lru_cache
+from typing import Any
+
+from repro.tsan.model import Frame, Report
+from repro.tsan.parse import normalise_kind
+
+__all__ = [
+    "DEFAULT_DROP",
+    "Signature",
+    "TargetRule",
+    "group_by_signature",
+    "matches",
+    "normalise_function",
+    "signature_of",
+    "signature_stacks",
+    "significant_frames",
+]
+
+_RUNTIME_DROP: tuple[str, ...] = (
+    # The TSAN runtime and the other sanitizers: by function name ...
+    "__tsan_*",
+    "__tsan::*",
+    "__interceptor_*",
+    "___interceptor_*",
+    "__sanitizer*",
+    "__asan*",
+    "__ubsan*",
+    # ... and by module or source file (gcc's libtsan.so, LLVM's runtime sources).
+    "libtsan.so*",
+    "*/libsanitizer/*",
+    "*compiler-rt/lib/*",
+    "*tsan_interceptors*",
+    "*sanitizer_common_interceptors*",
+)
+
+DEFAULT_DROP: tuple[str, ...] = (
+    *_RUNTIME_DROP,
+    # Process and thread start-up.
+    "_start",
+    "__libc_start*",
+    "start_thread",
+    "clone",
+    "clone3",
+    "__clone*",
+    "pthread_*",
+    # libc functions the runtime intercepts. clang and rustc link the runtime into the
+    # binary, where these frames have no file and no separate module to recognise them
+    # by, so they go by name; this keeps gcc and clang signatures equal.
+    "malloc",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "free",
+    "cfree",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "operator new*",
+    "operator delete*",
+    "memcpy",
+    "memmove",
+    "memset",
+    "memcmp",
+    "bcmp",
+    "memchr",
+    "strlen",
+    "strnlen",
+    "strcmp",
+    "strncmp",
+    "strcpy",
+    "strncpy",
+    "strchr",
+    "strrchr",
+    "strdup",
+    "strndup",
+    # Rust std/core plumbing between a thread's start and the user's closure.
+    "std::sys::*",
+    "std::thread::*",
+    "std::rt::*",
+    "std::panicking::*",
+    "std::panic::*",
+    "core::ops::function::*",
+    "<core::panic::unwind_safe::*",
+    "<alloc::boxed::Box<*",
+    "<* as core::ops::function::Fn*>::call*",
+    "__rust_try*",
+    "*__rust_begin_short_backtrace*",
+    "<std::thread::*",
+    "<std::sys::*",
+)
+"""Frames that say nothing about which race it is.
+
+A frame is dropped when a pattern matches its normalised function name, its
+module or its source file (fnmatch, case-sensitive, with ``*`` and ``?`` as the
+only wildcards), or when its function is ``<null>``. Callers add their own with
+``(*DEFAULT_DROP, "my_wrapper_*")``.
+"""
+
+# --- function-name normalisation ----------------------------------------------------------------
+
+_BUILD_ID = re.compile(r"\s*\(BuildId:[^)]*\)")
+_RUST_HASH = re.compile(r"::h[0-9a-f]{16}(?![0-9A-Za-z_])")
+_RUST_CRATE_DISAMBIGUATOR = re.compile(r"(?<=\w)\[[0-9a-f]{1,16}\](?=::)")
+_LEGACY_BRACES = re.compile(r"\{\{([A-Za-z_][\w:]*)\}\}")  # {{closure}}
+_V0_BRACES = re.compile(r"\{([A-Za-z_][\w:]*)#\d+\}")  # {closure#0}, {shim:vtable#0}
+_GCC_CLONE = re.compile(r"\s*\[clone [^\]]*\]")
+_DOT_SUFFIX = re.compile(
+    r"(?:\.(?:constprop|isra|part|cold|lto_priv|llvm|localalias|specialized|__uniq)(?:\.\d+)*)+$"
+)
+_TEMPLATE_CLOSE = re.compile(r">\s+>")
+_SPACE = re.compile(r"\s+")
+
+
+def normalise_function(name: str) -> str:
+    """The name of a function as it should compare across builds.
+
+    Removed: Rust symbol hashes (``::h0123456789abcdef``) and crate disambiguators,
+    ``(BuildId: ...)``, and the suffixes compilers give to cloned or split copies of
+    a function (``.constprop.0``, ``.isra.0``, ``.part.0``, ``.cold``, ``.llvm.123``,
+    ``[clone .constprop.0]``): which copy raced is an optimiser's decision.
+
+    Rust closures are written ``{closure}``: the legacy mangling prints
+    ``{{closure}}`` for every closure and v0 prints ``{closure#N}``, so the index
+    cannot be kept without making the two disagree. Generic arguments are kept
+    (they tell instantiations apart) with whitespace collapsed and ``> >`` written
+    ``>>`` (gcc's and LLVM's demanglers differ there).
+    """
+    name = _BUILD_ID.sub("", name)
+    name = _SPACE.sub(" ", name).strip()
+    name = _GCC_CLONE.sub("", name)
+    name = _RUST_HASH.sub("", name)
+    name = _RUST_CRATE_DISAMBIGUATOR.sub("", name)
+    name = _LEGACY_BRACES.sub(r"{\1}", name)
+    name = _V0_BRACES.sub(r"{\1}", name)
+    name = _DOT_SUFFIX.sub("", name)
+    while True:
+        collapsed = _TEMPLATE_CLOSE.sub(">>", name)
+        if collapsed == name:
+            break
+        name = collapsed
+    return name.strip()
+
+
+# --- pattern matching ---------------------------------------------------------------------------
+
+
+def _glob_regex(pattern: str) -> str:
+    # "[" is literal: C++ and Rust names are full of brackets ("operator[]", "[u8]").
+    return translate(pattern.replace("[", "[[]"))
+
+
+@lru_cache(maxsize=256)
+def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{_glob_regex(p)})" for p in patterns))
+
+
+def _is_dropped(frame: Frame, regex: re.Pattern[str] | None) -> bool:
+    function = normalise_function(frame.function)
+    if function in ("<null>", ""):
+        return True
+    if regex is None:
+        return False
+    return any(
+        value is not None and regex.match(value) is not None
+        for value in (function, frame.module, frame.file)
+    )
+
+
+def significant_frames(
+    stack: Sequence[Frame], drop: Sequence[str] = DEFAULT_DROP
+) -> tuple[Frame, ...]:
+    """The frames of ``stack`` that are not runtime or plumbing, in order.
+
+    The frames are returned unchanged (not normalised), so callers can still show
+    the file and line TSAN printed.
+    """
+    regex = _compiled(tuple(drop))
+    return tuple(f for f in stack if not _is_dropped(f, regex))
+
+
+# --- which stacks describe a report -------------------------------------------------------------
+
+
+def _primary_other_stacks(report: Report) -> list[tuple[Frame, ...]]:
+    labelled = report.other_stacks
+    if report.kind == "lock-order-inversion":
+        # One stack per edge of the cycle. The "previously acquired by the same thread"
+        # stacks only exist with second_deadlock_stack=1, so they are left out to keep
+        # the signature independent of that option.
+        chosen = [frames for label, frames in labelled if " acquired here while holding " in label]
+    elif report.kind == "thread leak":
+        chosen = [frames for label, frames in labelled if label.startswith("Thread ")]
+    else:
+        chosen = [
+            frames
+            for label, frames in labelled
+            if label == "stack" or (label.startswith("Signal ") and "handler" in label)
+        ]
+    if not chosen and labelled:
+        chosen = [labelled[0][1]]
+    return chosen
+
+
+def signature_stacks(report: Report) -> list[tuple[Frame, ...]]:
+    """The stacks that identify a report: both accesses if it has any, else its own.
+
+    Reports without memory accesses use: lock-order-inversion, the stack of each
+    edge of the cycle; thread leak, the creation stack of the leaked thread;
+    signal-unsafe call and mutex misuse, the unnamed stack(s) printed right after
+    the WARNING line (and the signal handler stack for errno spoiling).
+    """
+    accesses = [a.stack for a in (report.current, report.previous) if a is not None]
+    if accesses:
+        return accesses
+    return _primary_other_stacks(report)
+
+
+def _top_functions(stack: Sequence[Frame], depth: int, drop: Sequence[str]) -> tuple[str, ...]:
+    frames = significant_frames(stack, drop)
+    if not frames:
+        # Everything was dropped (a race inside Rust's std, or in an interceptor called
+        # from an uninstrumented library): keep all but the sanitizer runtime rather
+        # than return an empty signature that every such race would share.
+        frames = significant_frames(stack, _RUNTIME_DROP) or tuple(
+            f for f in stack if normalise_function(f.function) not in ("<null>", "")
+        )
+    return tuple(normalise_function(f.function) for f in frames[:depth])
+
+
+# --- signatures ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A race, as it compares across runs and builds.
+
+    ``accesses`` holds the top frames (normalised function names) of each stack,
+    sorted, because which of the two threads TSAN calls "current" depends on
+    which one touched the memory second, and that varies from run to run.
+
+    The access operations (read/write, atomic) are deliberately *not* part of the
+    signature: for the same pair of functions TSAN reports "Read ... Previous
+    write" in one run and "Write ... Previous read" (or write/write) in the next,
+    depending on the interleaving. A race is the pair of code locations; the ops
+    are shown in reports, not used to tell races apart.
+    """
+
+    kind: str
+    accesses: tuple[tuple[str, ...], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        canonical = tuple(sorted(tuple(a) for a in self.accesses))
+        object.__setattr__(self, "accesses", canonical)
+
+    def canonical_json(self) -> str:
+        """The text the id is a hash of: key order, spacing and escaping fixed."""
+        return json.dumps(
+            {"kind": self.kind, "accesses": [list(a) for a in self.accesses]},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=True,
+        )
+
+    @property
+    def id(self) -> str:
+        """12 hex characters, equal for equal signatures on any machine."""
+        return hashlib.sha256(self.canonical_json().encode("ascii")).hexdigest()[:12]
+
+    def describe(self) -> str:
+        """One line for humans: ``kind: f0 <- f1 <- f2 | g0 <- g1``."""
+        sides = " | ".join(" <- ".join(a) if a else "?" for a in self.accesses)
+        return f"{self.kind}: {sides}" if sides else self.kind
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "accesses": [list(a) for a in self.accesses],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Signature:
+        """Inverse of to_json (the stored id is ignored: it is recomputed)."""
+        return cls(
+            kind=str(data["kind"]),
+            accesses=tuple(tuple(str(f) for f in a) for a in data.get("accesses", ())),
+        )
+
+
+def signature_of(report: Report, depth: int = 3, drop: Sequence[str] = DEFAULT_DROP) -> Signature:
+    """The signature of one report: its kind and the top ``depth`` significant
+    frames of each stack that identifies it (see ``signature_stacks``)."""
+    drop = tuple(drop)
+    return Signature(
+        kind=report.kind,
+        accesses=tuple(_top_functions(s, depth, drop) for s in signature_stacks(report)),
+    )
+
+
+def group_by_signature(
+    reports: Iterable[Report], depth: int = 3, drop: Sequence[str] = DEFAULT_DROP
+) -> list[tuple[Signature, int, Report]]:
+    """Distinct signatures with their count and first report, most frequent first
+    (ties in order of first appearance)."""
+    counts: dict[Signature, int] = {}
+    first: dict[Signature, Report] = {}
+    drop = tuple(drop)
+    for report in reports:
+        sig = signature_of(report, depth=depth, drop=drop)
+        counts[sig] = counts.get(sig, 0) + 1
+        first.setdefault(sig, report)
+    order = {sig: i for i, sig in enumerate(counts)}
+    ranked = sorted(counts, key=lambda s: (-counts[s], order[s]))
+    return [(sig, counts[sig], first[sig]) for sig in ranked]
+
+
+# --- target matching ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetRule:
+    """Which reports are the race under study.
+
+    ``functions``: every pattern must match a function among the top ``depth``
+    significant frames of either access. ``files``: every pattern must match the
+    source file of such a frame. A pattern with ``*`` or ``?`` is a glob
+    (fnmatch, case-sensitive, ``[`` literal); a function pattern without them
+    matches as a substring, a file pattern without them as a path suffix
+    (``bytesobject.c``, ``Objects/bytesobject.c``). Function patterns are
+    normalised like the frames, so a name copied from a report
+    (``...::{closure#1}``) matches. ``kind=None`` accepts any kind.
+    """
+
+    kind: str | None = "data race"
+    functions: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    depth: int = 10
+
+
+def _has_glob(pattern: str) -> bool:
+    return "*" in pattern or "?" in pattern
+
+
+@lru_cache(maxsize=1024)
+def _single(pattern: str) -> re.Pattern[str]:
+    return re.compile(_glob_regex(pattern))
+
+
+def _function_matches(pattern: str, functions: Sequence[str]) -> bool:
+    pattern = normalise_function(pattern)
+    if not _has_glob(pattern):
+        return any(pattern in f for f in functions)
+    regex = _single(pattern)
+    return any(regex.match(f) is not None for f in functions)
+
+
+def _file_matches(pattern: str, files: Sequence[str]) -> bool:
+    pattern = pattern.strip()
+    if not _has_glob(pattern):
+        suffix = pattern.lstrip("/")
+        return any(f in (pattern, suffix) or f.endswith("/" + suffix) for f in files)
+    regex = _single(pattern)
+    anywhere = _single("*/" + pattern.lstrip("/"))
+    return any(regex.match(f) is not None or anywhere.match(f) is not None for f in files)
+
+
+def matches(report: Report, rule: TargetRule, drop: Sequence[str] = DEFAULT_DROP) -> bool:
+    """Whether ``report`` is the target race of ``rule``.
+
+    Reports without memory accesses (lock-order-inversion, thread leak, ...) are
+    matched against all their stacks.
+    """
+    if rule.kind is not None and report.kind != normalise_kind(rule.kind):
+        return False
+    stacks = [a.stack for a in (report.current, report.previous) if a is not None]
+    if not stacks:
+        stacks = [frames for _, frames in report.other_stacks]
+    drop = tuple(drop)
+    frames = [f for s in stacks for f in significant_frames(s, drop)[: rule.depth]]
+    functions = [normalise_function(f.function) for f in frames]
+    files = [f.file for f in frames if f.file]
+    return all(_function_matches(p, functions) for p in rule.functions) and all(
+        _file_matches(p, files) for p in rule.files
+    )
