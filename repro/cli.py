@@ -1,0 +1,271 @@
+"""The `repro` command line.
+
+Thin: each command parses its options, calls the modules that do the work, and turns
+ReproError into a one-line message and exit status 2. Exit status 0 means "the race
+was reproduced" (stress) or "the bisect found its answer", 1 means it did not.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from repro import __version__
+from repro.errors import ReproError
+
+app = typer.Typer(
+    name="repro",
+    help="Reproduce, measure and bisect free-threading data races found by ThreadSanitizer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+recipe_app = typer.Typer(help="Work with recipe files.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `5m`, `1h30m`, `2d`: a run budget in seconds."""
+    m = re.fullmatch(
+        r"\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*"
+        r"(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*",
+        text,
+    )
+    if not m or not any(m.groups()):
+        raise ReproError(f"cannot read the duration {text!r} (examples: 90, 90s, 5m, 1h30m)")
+    d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return d * 86400 + h * 3600 + mi * 60 + s
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        console.print(f"repro {__version__}")
+        raise typer.Exit(0)
+
+
+# --- recipe ---------------------------------------------------------------------------
+
+
+@recipe_app.command("validate")
+def recipe_validate(
+    recipes: Annotated[list[Path], typer.Argument(help="Recipe files to check.")],
+) -> None:
+    """Check recipes against the schema; every problem names its file, line and field."""
+    from repro.recipe import RecipeError, load_recipe
+
+    bad = 0
+    for path in recipes:
+        try:
+            loaded = load_recipe(path)
+        except RecipeError as exc:
+            bad += 1
+            err_console.print(f"[red]{exc}[/]", highlight=False)
+            continue
+        console.print(f"[green]ok[/] {path}: {loaded.recipe.name}", highlight=False)
+    if bad:
+        raise typer.Exit(2)
+
+
+# --- stress ---------------------------------------------------------------------------
+
+
+@app.command()
+def stress(
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe file.")] = None,
+    runs: Annotated[
+        int | None, typer.Option("--runs", "-n", min=1, help="Stop after N runs.")
+    ] = None,
+    time_: Annotated[
+        str | None, typer.Option("--time", "-t", help="Stop after this long (90s, 5m, 1h).")
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", min=1, help="Runs at once (default: cores).")
+    ] = None,
+    until_first: Annotated[
+        bool, typer.Option("--until-first", help="Stop at the first target hit.")
+    ] = False,
+    ref: Annotated[
+        str | None, typer.Option("--ref", help="Extension commit to test (default: recipe's).")
+    ] = None,
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="Use this clone of the extension repository.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Threads for the reproducer.")] = None,
+    switch_interval: Annotated[
+        float | None, typer.Option(help="sys.setswitchinterval value (REPRO_SWITCH_INTERVAL).")
+    ] = None,
+    taskset: Annotated[
+        str | None, typer.Option(help="Pin runs to these CPUs (taskset -c).")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Per-run timeout in seconds.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Write the summary here.")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write a Markdown report.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue an earlier stress run directory.")
+    ] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Where run directories go.")] = None,
+) -> None:
+    """Run the reproducer again and again; count the target race apart from all others."""
+    from repro.stress_cmd import StressOptions, run_stress
+
+    opts = StressOptions(
+        recipe=recipe,
+        runs=runs,
+        seconds=parse_duration(time_) if time_ else None,
+        jobs=jobs or os.cpu_count() or 1,
+        until_first=until_first,
+        ref=ref,
+        repo=repo,
+        threads=threads,
+        switch_interval=switch_interval,
+        taskset=taskset,
+        timeout=timeout,
+        json_out=json_out,
+        report=report,
+        resume=resume,
+        runs_dir=runs_dir,
+    )
+    code = run_stress(opts, console, err_console, Live)
+    raise typer.Exit(code)
+
+
+# --- parse ----------------------------------------------------------------------------
+
+
+@app.command()
+def parse(
+    log: Annotated[Path, typer.Argument(help="A TSAN log (a CI log pasted into a file works).")],
+    recipe_skeleton: Annotated[
+        int | None,
+        typer.Option(
+            "--recipe-skeleton",
+            help="Print a recipe targeting race number N of the list (1 = most frequent).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    depth: Annotated[int, typer.Option(help="Frames per access in a signature.")] = 3,
+) -> None:
+    """List the distinct races in a log, grouped by signature, with counts."""
+    from repro.parse_cmd import run_parse
+
+    if not log.is_file():
+        raise fail(f"{log}: no such file")
+    raise typer.Exit(run_parse(log, recipe_skeleton, as_json, depth, console))
+
+
+# --- bisect ---------------------------------------------------------------------------
+
+
+@app.command()
+def bisect(
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe file.")] = None,
+    racy: Annotated[str | None, typer.Option(help="A ref where the race shows.")] = None,
+    fixed: Annotated[
+        str | None, typer.Option(help="A later ref where it is gone (finding a fix).")
+    ] = None,
+    clean: Annotated[
+        str | None, typer.Option(help="An earlier ref without it (finding a regression).")
+    ] = None,
+    find: Annotated[str | None, typer.Option(help="`fix` (default) or `regression`.")] = None,
+    confidence: Annotated[
+        float | None, typer.Option(help="Probability the answer is right (default 0.99).")
+    ] = None,
+    versions: Annotated[
+        str | None,
+        typer.Option(help="Bisect CPython releases instead of commits: 3.13.0..3.13.5."),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", min=1, help="Runs at once (default: cores).")
+    ] = None,
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="Use this clone of the extension repository.")
+    ] = None,
+    calibration_runs: Annotated[
+        int | None, typer.Option(help="Most runs spent measuring the rate at the racy end.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Threads for the reproducer.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Per-run timeout in seconds.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Write the result here.")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write a Markdown report.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue an interrupted bisect.")
+    ] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Where run directories go.")] = None,
+) -> None:
+    """Find the commit that fixed (or caused) an intermittent race, with a stated confidence."""
+    from repro.bisect_cmd import BisectOptions, run_bisect
+
+    opts = BisectOptions(
+        recipe=recipe,
+        racy=racy,
+        fixed=fixed,
+        clean=clean,
+        find=find,
+        confidence=confidence,
+        versions=versions,
+        jobs=jobs or os.cpu_count() or 1,
+        repo=repo,
+        runs_dir=runs_dir,
+        json_out=json_out,
+        report=report,
+        resume=resume,
+        calibration_runs=calibration_runs,
+        threads=threads,
+        timeout=timeout,
+    )
+    raise typer.Exit(run_bisect(opts, console))
+
+
+from repro import cli_builds  # noqa: E402  (registers `build`, `builds`, `doctor`)
+
+cli_builds.register(app)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return app(argv if argv is not None else sys.argv[1:], standalone_mode=True)
+    except ReproError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug in repro: say so in one line, keep the details
+        import traceback
+
+        from repro.paths import cache_dir
+
+        where = cache_dir() / "last-error.txt"
+        where.write_text(traceback.format_exc(), encoding="utf-8")
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+            f"This is a bug in repro; the details are in {where}",
+            highlight=False,
+        )
+        sys.exit(3)

@@ -1,0 +1,300 @@
+"""From a recipe to a runnable reproducer: build what it names, then the run spec.
+
+This is the one place that knows how the recipe's parts (CPython, extension,
+reproducer, amplifiers, TSAN options) combine into the environment of a run, so
+stress, bisect and the report's "how to reproduce" all agree.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repro.errors import ReproError
+from repro.recipe import LoadedRecipe
+from repro.runner import Matcher, RunSpec
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line knobs that change a run without editing the recipe."""
+
+    threads: int | None = None
+    switch_interval: float | None = None
+    taskset: str | None = None
+    timeout: float | None = None
+    extension_repo: str | None = None
+    setarch: bool | None = None  # None: ask doctor whether it is needed
+
+
+@dataclass
+class Prepared:
+    spec: RunSpec
+    matcher: Matcher
+    python: Any = None  # repro.builds.cpython.PythonBuild
+    extension: Any = None  # repro.builds.extension.ExtensionBuild
+    ext_sha: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def matcher_for(loaded: LoadedRecipe) -> Matcher:
+    r = loaded.recipe
+    return Matcher(
+        rule=r.target.rule(), depth=r.signature.depth, drop=tuple(r.signature.drop_frames)
+    )
+
+
+def extension_location(loaded: LoadedRecipe, overrides: Overrides) -> str:
+    ext = loaded.recipe.extension
+    if ext is None:
+        raise ReproError(f"{loaded.path}: the recipe has no `extension` section")
+    if overrides.extension_repo:
+        return str(Path(overrides.extension_repo).expanduser().resolve())
+    return loaded.resolve_repo(ext.repo)
+
+
+def expand(template: str, values: Mapping[str, str]) -> str:
+    """`{name}` placeholders; unknown ones are an error, `{{` stays a brace."""
+    out = []
+    i = 0
+    while i < len(template):
+        c = template[i]
+        if c == "{" and template.startswith("{{", i):
+            out.append("{")
+            i += 2
+        elif c == "}" and template.startswith("}}", i):
+            out.append("}")
+            i += 2
+        elif c == "{":
+            j = template.find("}", i)
+            if j < 0:
+                raise ReproError(f"unclosed `{{` in command: {template}")
+            key = template[i + 1 : j]
+            if key not in values:
+                known = ", ".join("{" + k + "}" for k in sorted(values))
+                raise ReproError(f"unknown placeholder {{{key}}} in command (known: {known})")
+            out.append(values[key])
+            i = j + 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # A user's own TSAN_OPTIONS are merged by the runner; a stray log_path would
+    # send reports where repro never looks.
+    return env
+
+
+def run_setup(
+    loaded: LoadedRecipe,
+    values: dict[str, str],
+    env: Mapping[str, str],
+    info: dict[str, Any],
+    progress: Any,
+) -> Path:
+    """Run the recipe's setup commands once per (recipe, Python build) in a scratch dir.
+
+    A setup that already succeeded for the same inputs is not run again: a bisect
+    prepares the same context many times.
+    """
+    import hashlib
+    import json
+    import subprocess
+
+    from repro.paths import cache_dir
+
+    r = loaded.recipe
+    ident = json.dumps(
+        [
+            str(loaded.path),
+            r.reproducer.setup,
+            info.get("python", {}).get("key"),
+            info.get("extension", {}).get("key"),
+        ],
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    work = cache_dir() / "work" / f"{r.name}-{digest}"
+    done = work / ".repro-setup-done"
+    if done.exists():
+        return work
+    work.mkdir(parents=True, exist_ok=True)
+    values = {**values, "work": str(work)}
+    log = work / "setup.log"
+    with log.open("w") as out:
+        for i, template in enumerate(r.reproducer.setup):
+            cmd = expand(template, values)
+            out.write(f"$ {cmd}\n")
+            out.flush()
+            res = subprocess.run(
+                ["bash", "-c", cmd], cwd=work, env=dict(env), stdout=out, stderr=subprocess.STDOUT
+            )
+            if res.returncode != 0:
+                tail = log.read_text(errors="replace").splitlines()[-20:]
+                raise ReproError(
+                    f"{loaded.path}: reproducer.setup.{i} failed (exit {res.returncode}): {cmd}\n"
+                    + "\n".join(tail)
+                    + f"\nlog: {log}"
+                )
+    done.write_text("ok\n")
+    return work
+
+
+def check_command(command: str, cwd: Path, env: Mapping[str, str], loaded: LoadedRecipe) -> None:
+    """A reproducer that cannot start is an error now, not a thousand "crash" outcomes."""
+    from repro.runner import command_argv
+
+    argv = command_argv(command)
+    if argv[:2] == ["/bin/sh", "-c"]:
+        return  # shell syntax: only the shell can tell
+    exe = argv[0]
+    if "/" in exe:
+        path = Path(exe) if Path(exe).is_absolute() else cwd / exe
+        if not path.exists():
+            raise ReproError(
+                f"{loaded.path}: reproducer.command: `{exe}` does not exist (looked in {cwd})"
+            )
+        if not os.access(path, os.X_OK):
+            raise ReproError(f"{loaded.path}: reproducer.command: `{exe}` is not executable")
+    elif shutil.which(exe, path=env.get("PATH")) is None:
+        raise ReproError(f"{loaded.path}: reproducer.command: `{exe}` is not on PATH")
+
+
+def run_prefix(loaded: LoadedRecipe, overrides: Overrides) -> tuple[str, ...]:
+    prefix: list[str] = []
+    use_setarch = overrides.setarch
+    if use_setarch is None:
+        use_setarch = _doctor_needs_setarch()
+    if use_setarch:
+        prefix += ["setarch", platform.machine(), "-R"]
+    cpus = overrides.taskset or loaded.recipe.amplify.taskset
+    if cpus:
+        prefix += ["taskset", "-c", cpus]
+    return tuple(prefix)
+
+
+def _doctor_needs_setarch() -> bool:
+    try:
+        from repro.doctor import needs_setarch
+    except ImportError:
+        return False
+    return bool(needs_setarch())
+
+
+def prepare(
+    loaded: LoadedRecipe,
+    overrides: Overrides = Overrides(),
+    *,
+    ext_ref: str | None = None,
+    python_ref: str | None = None,
+    python_version: str | None = None,
+    progress: Any = None,
+) -> Prepared:
+    """Build (or find in the cache) what the recipe needs and describe one run."""
+    r = loaded.recipe
+    env = base_env()
+    values: dict[str, str] = {"recipe_dir": str(loaded.base_dir)}
+    info: dict[str, Any] = {"recipe": r.name}
+    python = None
+    extension = None
+    ext_sha = None
+    cwd = loaded.base_dir
+
+    if r.python is not None:
+        from repro.builds.cache import BuildCache
+        from repro.builds.cpython import ensure_cpython
+
+        py_spec = r.python
+        if python_version is not None:
+            py_spec = py_spec.model_copy(update={"version": python_version})
+        python = ensure_cpython(
+            py_spec,
+            base_dir=loaded.base_dir,
+            cache=BuildCache(),
+            git_ref=python_ref,
+            progress=progress,
+        )
+        values["python"] = str(python.python)
+        info["python"] = python.to_json()
+        env["PATH"] = f"{Path(python.python).parent}{os.pathsep}{env.get('PATH', '')}"
+    else:
+        values["python"] = "python3"
+
+    if r.extension is not None:
+        from repro.builds.cache import BuildCache
+        from repro.builds.extension import ensure_extension
+        from repro.gitrepo import GitRepo
+
+        cache = BuildCache()
+        repo = GitRepo.open_cached(
+            extension_location(loaded, overrides), cache.base, web_url=r.extension.web_url
+        )
+        ext_sha = repo.resolve(ext_ref or r.extension.ref)
+        extension = ensure_extension(
+            r.extension,
+            repo,
+            ext_sha,
+            python=python,
+            base_dir=loaded.base_dir,
+            cache=cache,
+            progress=progress,
+        )
+        env.update(extension.env)
+        values["worktree"] = str(extension.worktree)
+        cwd = Path(extension.worktree)
+        info["extension"] = {"repo": r.extension.repo, "sha": ext_sha, "key": extension.key}
+
+    threads = overrides.threads or r.reproducer.threads
+    values["threads"] = str(threads)
+    env["REPRO_THREADS"] = str(threads)
+    switch = (
+        overrides.switch_interval
+        if overrides.switch_interval is not None
+        else r.amplify.switch_interval
+    )
+    if switch is not None:
+        env["REPRO_SWITCH_INTERVAL"] = repr(switch)
+    env.update(r.reproducer.env)
+    if r.reproducer.cwd:
+        cwd = Path(expand(r.reproducer.cwd, values))
+        if not cwd.is_absolute():
+            cwd = (loaded.base_dir / cwd).resolve()
+    if not cwd.is_dir():
+        raise ReproError(f"{loaded.path}: reproducer.cwd: no such directory: {cwd}")
+    if r.reproducer.setup:
+        values["work"] = str(run_setup(loaded, values, env, info, progress))
+    command = expand(r.reproducer.command, values)
+    check_command(command, cwd, env, loaded)
+    tsan_options: dict[str, Any] = dict(r.tsan.options)
+    if r.tsan.suppressions:
+        tsan_options["suppressions"] = str(loaded.resolve(r.tsan.suppressions))
+    spec = RunSpec(
+        command=command,
+        cwd=cwd,
+        env=env,
+        timeout=overrides.timeout or r.reproducer.timeout,
+        tsan_options=tsan_options,
+        prefix=run_prefix(loaded, overrides),
+    )
+    info["command"] = command
+    info["cwd"] = str(cwd)
+    info["threads"] = threads
+    info["switch_interval"] = switch
+    info["prefix"] = list(spec.prefix)
+    info["tsan_options"] = {k: str(v) for k, v in tsan_options.items()}
+    return Prepared(
+        spec=spec,
+        matcher=matcher_for(loaded),
+        python=python,
+        extension=extension,
+        ext_sha=ext_sha,
+        info=info,
+    )

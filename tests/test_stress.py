@@ -1,0 +1,181 @@
+"""The stress loop on real TSAN programs, through the real command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+
+from conftest import repro
+
+
+def recipe(tmp_path: Path, command: str, functions: list[str], timeout: float = 30) -> Path:
+    p = tmp_path / "recipe.yaml"
+    p.write_text(
+        "name: t\n"
+        f"reproducer:\n  command: {json.dumps(command)}\n  timeout: {timeout}\n"
+        f"target:\n  functions: {json.dumps(functions)}\n"
+    )
+    return p
+
+
+def stress(tmp_path: Path, r: Path, *args: str) -> tuple[int, dict, str]:
+    out = tmp_path / "summary.json"
+    res = repro(
+        "stress", str(r), "--runs-dir", str(tmp_path / "runs"), "--json-out", str(out), *args
+    )
+    assert "Traceback" not in res.stderr, res.stderr
+    data = json.loads(out.read_text()) if out.exists() else {}
+    return res.returncode, data, res.stdout + res.stderr
+
+
+def test_flaky_race_is_reproduced_and_named(tmp_path: Path, tsan_bin: Path) -> None:
+    r = recipe(tmp_path, str(tsan_bin / "flaky_race"), ["publish", "poll_result"])
+    code, data, out = stress(tmp_path, r, "--runs", "60", "--jobs", "2")
+    assert code == 0, out
+    assert data["runs"] == 60
+    assert 0 < data["hits"] <= 60
+    assert data["rate"] == data["hits"] / 60
+    lo, hi = data["rate_ci95"]
+    assert lo <= data["rate"] <= hi
+    targets = [s for s in data["signatures"] if s["target"]]
+    assert targets, data["signatures"]
+    frames = [f for side in targets[0]["top_frames"] for f in side]
+    assert "publish" in frames and "poll_result" in frames
+    assert data["outcomes"]["target"] == data["hits"]
+    assert sum(data["outcomes"].values()) == 60
+    # Logs of the runs that hit are kept.
+    run_dir = Path(out.split("run directory: ")[1].split()[0])
+    assert any((run_dir / "logs").glob("run-*/tsan*"))
+
+
+def test_race_free_program_gives_no_hit_in_100_runs(tmp_path: Path, tsan_bin: Path) -> None:
+    r = recipe(tmp_path, str(tsan_bin / "race_free_counter"), ["worker"])
+    code, data, out = stress(tmp_path, r, "--runs", "100", "--jobs", "2")
+    assert code == 1, out
+    assert data["hits"] == 0
+    assert data["outcomes"]["clean"] == 100
+    assert data["signatures"] == []
+
+
+def test_other_races_are_counted_apart(tmp_path: Path, tsan_bin: Path) -> None:
+    r = recipe(tmp_path, str(tsan_bin / "noise_only"), ["target_writer"])
+    code, data, _ = stress(tmp_path, r, "--runs", "10")
+    assert code == 1
+    assert data["hits"] == 0
+    assert data["outcomes"]["other"] == 10
+    (sig,) = data["signatures"]
+    assert not sig["target"]
+    assert "noise_writer" in sig["top_frames"][0]
+
+    r = recipe(tmp_path, str(tsan_bin / "two_races"), ["target_writer"])
+    code, data, _ = stress(tmp_path, r, "--runs", "10")
+    assert code == 0
+    assert data["hits"] == 10
+    kinds = {s["target"]: s for s in data["signatures"]}
+    assert set(kinds) == {True, False}
+    assert "noise_writer" in kinds[False]["top_frames"][0]
+
+
+def test_until_first_stops_at_the_first_hit(tmp_path: Path, tsan_bin: Path) -> None:
+    r = recipe(tmp_path, str(tsan_bin / "flaky_race"), ["publish"])
+    code, data, _ = stress(tmp_path, r, "--until-first", "--jobs", "1", "--time", "2m")
+    assert code == 0
+    assert data["hits"] == 1
+    assert data["first_hit_run"] == data["runs"]
+    assert data["time_to_first_hit"] is not None
+
+
+def test_hang_is_a_timeout_and_is_killed(tmp_path: Path) -> None:
+    r = recipe(tmp_path, "sleep 30; echo never", ["x"], timeout=0.5)
+    t0 = time.monotonic()
+    code, data, _ = stress(tmp_path, r, "--runs", "2", "--jobs", "2")
+    assert time.monotonic() - t0 < 20
+    assert code == 1
+    assert data["outcomes"]["timeout"] == 2
+
+
+def test_crash_is_its_own_outcome(tmp_path: Path) -> None:
+    r = recipe(tmp_path, "kill -SEGV $$", ["x"])
+    code, data, _ = stress(tmp_path, r, "--runs", "3")
+    assert code == 1
+    assert data["outcomes"]["crash"] == 3
+
+
+def test_tsan_startup_failure_is_not_a_race(tmp_path: Path) -> None:
+    # What an old TSAN runtime prints on a kernel with too many mmap random bits; it
+    # also exits 66, the "races found" code.
+    script = tmp_path / "fake_fatal.sh"
+    script.write_text(
+        "#!/bin/sh\necho 'FATAL: ThreadSanitizer: unexpected memory mapping "
+        "0x7f0000000000-0x7f0000001000' >&2\nexit 66\n"
+    )
+    script.chmod(0o755)
+    r = recipe(tmp_path, str(script), ["x"])
+    code, data, out = stress(tmp_path, r, "--runs", "3")
+    assert code == 1
+    assert data["outcomes"]["tsan-failure"] == 3
+    assert data["hits"] == 0
+    assert "mmap_rnd_bits" in out
+
+
+def test_missing_reproducer_is_a_clear_error(tmp_path: Path) -> None:
+    r = recipe(tmp_path, "./does-not-exist --flag", ["x"])
+    code, _, out = stress(tmp_path, r, "--runs", "3")
+    assert code == 2
+    assert "does-not-exist" in out
+    assert "Traceback" not in out
+
+
+def test_time_limit(tmp_path: Path) -> None:
+    r = recipe(tmp_path, "sleep 0.2", ["x"])
+    t0 = time.monotonic()
+    code, data, _ = stress(tmp_path, r, "--time", "2s", "--jobs", "2")
+    took = time.monotonic() - t0
+    assert code == 1
+    assert 4 <= data["runs"] <= 20
+    assert took < 15
+
+
+def test_ctrl_c_keeps_results_and_resume_continues(tmp_path: Path) -> None:
+    r = recipe(tmp_path, "sleep 0.1", ["x"])
+    runs_dir = tmp_path / "runs"
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "repro", "stress", str(r), "--runs", "100000", "--runs-dir", str(runs_dir)],
+        env={**os.environ, "COLUMNS": "160"},
+        encoding="utf-8",
+        timeout=60,
+    )
+    child.expect("stress t")  # the live display is up
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        logs = list(runs_dir.glob("*/events.jsonl"))
+        if logs and len(logs[0].read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.1)
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    out = child.before or ""
+    assert "interrupted" in out
+    (run_dir,) = runs_dir.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    first = summary["runs"]
+    assert first >= 5
+    events = (run_dir / "events.jsonl").read_text().splitlines()
+    assert len(events) == first
+
+    res = repro("stress", "--resume", str(run_dir), "--runs", str(first + 5))
+    assert res.returncode == 1, res.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["runs"] == first + 5
+    assert summary["interrupted"] is False
+    indexes = [json.loads(e)["index"] for e in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert len(indexes) == len(set(indexes)) == first + 5
