@@ -1,0 +1,164 @@
+"""`repro bisect` end to end on git repositories the tests create (the demo's history)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, repro
+
+sys.path.insert(0, str(ROOT / "demo"))
+from make_repo import make_repo  # noqa: E402
+
+FIX_SUBJECT = "Publish the result before unlocking"
+RACE_SUBJECT = "Publish results outside the lock"
+
+
+@pytest.fixture()
+def demo(tmp_path: Path) -> tuple[Path, Path]:
+    repo = make_repo(tmp_path / "ticketq")
+    text = (ROOT / "recipes" / "demo.yaml").read_text()
+    text = text.replace("../demo-work/ticketq", str(repo))
+    recipe = tmp_path / "demo.yaml"
+    recipe.write_text(text)
+    return repo, recipe
+
+
+def subject_of(repo: Path, sha: str) -> str:
+    return subprocess.run(
+        ["git", "log", "-1", "--format=%s", sha],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def test_bisect_finds_the_fix(demo: tuple[Path, Path], tmp_path: Path) -> None:
+    repo, recipe = demo
+    out = tmp_path / "bisect.json"
+    res = repro("bisect", str(recipe), "--runs-dir", str(tmp_path / "runs"), "--json-out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["direction"] == "fix"
+    assert data["culprit"]["subject"] == FIX_SUBJECT
+    assert subject_of(repo, data["culprit"]["sha"]) == FIX_SUBJECT
+    assert data["confidence"] >= 0.99
+    # The commits that do not build were skipped, not blamed.
+    skipped = [s for s in data["steps"] if s["verdict"] == "skipped"]
+    assert all("build" in s["subject"].lower() or s["built"] is False for s in skipped)
+    assert data["builds"] >= 3 and data["runs"] > 0
+    assert FIX_SUBJECT in res.stdout
+
+
+def test_bisect_finds_the_regression(demo: tuple[Path, Path], tmp_path: Path) -> None:
+    repo, recipe = demo
+    out = tmp_path / "bisect.json"
+    res = repro(
+        "bisect",
+        str(recipe),
+        "--find",
+        "regression",
+        "--clean",
+        "v1.0",
+        "--racy",
+        "v1.1",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json-out",
+        str(out),
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["direction"] == "regression"
+    assert data["culprit"]["subject"] == RACE_SUBJECT
+
+
+def test_bisect_refuses_a_clean_end_that_races(demo: tuple[Path, Path], tmp_path: Path) -> None:
+    _, recipe = demo
+    # v1.2~2 is the commit just before the fix: still racy, so it is no clean end.
+    res = repro(
+        "bisect",
+        str(recipe),
+        "--racy",
+        "v1.1",
+        "--fixed",
+        "v1.2~2",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "not a clean end" in res.stdout
+
+
+def test_bisect_refuses_a_racy_end_that_does_not_reproduce(
+    demo: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, recipe = demo
+    res = repro(
+        "bisect",
+        str(recipe),
+        "--racy",
+        "v1.0",
+        "--fixed",
+        "main",
+        "--calibration-runs",
+        "30",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    )
+    assert res.returncode == 1
+    assert "did not reproduce the target race in 30 runs" in res.stdout
+
+
+def test_resume_after_kill(demo: tuple[Path, Path], tmp_path: Path) -> None:
+    repo, recipe = demo
+    runs_dir = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repro", "bisect", str(recipe), "--runs-dir", str(runs_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "160"},
+        start_new_session=True,
+    )
+    events: list[dict[str, object]] = []
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            dirs = list(runs_dir.glob("*")) if runs_dir.exists() else []
+            if dirs and (dirs[0] / "events.jsonl").exists():
+                lines = (dirs[0] / "events.jsonl").read_text().splitlines()
+                events = [json.loads(x) for x in lines if x.endswith("}")]
+                if sum(1 for e in events if e.get("phase") == "bisect") >= 3:
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the bisect never reached its third bisect run")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    (run_dir,) = runs_dir.iterdir()
+    before = (run_dir / "events.jsonl").read_text().splitlines()
+    out = tmp_path / "bisect.json"
+    res = repro("bisect", "--resume", str(run_dir), "--json-out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "resuming" in res.stdout
+    after = (run_dir / "events.jsonl").read_text().splitlines()
+    # Nothing measured before the kill is lost or measured again.
+    assert after[: len(before)] == before
+    runs = [json.loads(x) for x in after if json.loads(x).get("event") == "run"]
+    indexes = [r["index"] for r in runs]
+    assert len(indexes) == len(set(indexes))
+    calib_before = sum(1 for x in before if json.loads(x).get("phase") == "calibrate")
+    calib_after = sum(1 for r in runs if r.get("phase") == "calibrate")
+    assert calib_after == calib_before
+    data = json.loads(out.read_text())
+    assert data["culprit"]["subject"] == FIX_SUBJECT
+    assert subject_of(repo, data["culprit"]["sha"]) == FIX_SUBJECT
