@@ -12,6 +12,7 @@ do, not what it does.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 import time
@@ -22,7 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from repro.bisect_strategy import SimResult, baseline_git_bisect, simulate
 
-__all__ = ["baseline_accuracy", "calibrate", "racy_steps", "tuned_repeats"]
+__all__ = [
+    "baseline_accuracy",
+    "calibrate",
+    "racy_steps",
+    "tuned_repeats",
+    "tuned_repeats_for_belief",
+]
 
 BUILD_COST = 60.0
 RUN_COST = 1.0
@@ -69,6 +76,38 @@ def tuned_repeats(steps: list[int], p: float, target: float = 0.99) -> int:
     return hi
 
 
+def tuned_repeats_for_belief(
+    steps: list[int], hits: int, runs: int, target: float = 0.99, grid: int = 300
+) -> int:
+    """Smallest repeat count whose accuracy, averaged over the calibrated belief, hits ``target``.
+
+    The belief is the same ``Beta(hits, runs - hits + 1)`` that repro starts from, so this
+    baseline gets exactly repro's information: the fairest "tuned" git bisect.
+    """
+    lo_p = math.log(1e-5)
+    ps = [math.exp(lo_p * (1 - (k + 0.5) / grid)) for k in range(grid)]
+    # Density on log p: Beta density times p (the Jacobian), unnormalised, in log space.
+    logs = [hits * math.log(p) + (runs - hits) * math.log1p(-p) if p < 1 else -math.inf for p in ps]
+    top = max(logs)
+    ws = [math.exp(x - top) for x in logs]
+    z = math.fsum(ws)
+    ws = [w / z for w in ws]
+
+    def acc(r: int) -> float:
+        return math.fsum(w * baseline_accuracy(steps, p, r) for w, p in zip(ws, ps, strict=True))
+
+    lo, hi = 0, 1
+    while acc(hi) < target and hi < 1 << 24:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if acc(mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def calibrate(rng: random.Random, p: float, hits_target: int = CALIB_HITS) -> tuple[int, int]:
     """The same calibration as repro's simulation: run the racy end until ``hits_target`` hits."""
     hits = runs = 0
@@ -83,15 +122,15 @@ class Row:
     label: str
     results: list[SimResult]
 
-    def line(self, n: int, p: float) -> str:
+    def line(self, n: int, p: float, build_cost: float) -> str:
         k = len(self.results)
         acc = sum(r.correct for r in self.results) / k
         runs = sum(r.runs for r in self.results) / k
         bisect_runs = sum(r.runs - r.calib_runs for r in self.results) / k
         builds = sum(r.builds for r in self.results) / k
-        cost = builds * BUILD_COST + runs * RUN_COST
+        cost = builds * build_cost + runs * RUN_COST
         return (
-            f"| {n:>5} | {p:>4} | {self.label:<16} | {100 * acc:6.1f}% | {runs:8.1f} "
+            f"| {n:>5} | {p:>4} | {self.label:<18} | {100 * acc:6.1f}% | {runs:8.1f} "
             f"| {bisect_runs:8.1f} | {builds:6.1f} | {cost / 60:7.1f} |"
         )
 
@@ -102,19 +141,23 @@ def main() -> None:
     ap.add_argument("--skips", type=float, default=0.0, help="fraction of unusable commits")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--batch", type=int, default=1, help="runs per parallel batch (repro)")
+    ap.add_argument(
+        "--build-cost", type=float, default=BUILD_COST, help="seconds per build (run = 1 s)"
+    )
     ap.add_argument("--n", type=int, nargs="*", default=[50, 150, 1000])
     ap.add_argument("--p", type=float, nargs="*", default=[0.02, 0.1, 0.5, 1.0])
     args = ap.parse_args()
+    build_cost = args.build_cost
 
     print(
-        f"trials per cell: {args.trials}; build = {BUILD_COST:g} s, run = {RUN_COST:g} s; "
+        f"trials per cell: {args.trials}; build = {build_cost:g} s, run = {RUN_COST:g} s; "
         f"unusable commits: {100 * args.skips:g}%; repro confidence 0.99, batch {args.batch}\n"
     )
     print(
-        "|     n |    p | method           | accuracy |     runs | (bisect) | builds | cost min |"
+        "|     n |    p | method             | accuracy |     runs | (bisect) | builds | cost min |"
     )
     print(
-        "|------:|-----:|:-----------------|---------:|---------:|---------:|-------:|---------:|"
+        "|------:|-----:|:-------------------|---------:|---------:|---------:|-------:|---------:|"
     )
     start = time.perf_counter()
     for n in args.n:
@@ -130,7 +173,8 @@ def main() -> None:
             fixed = sorted({1, 10, 50, tuned})
             ours = Row("repro @0.99", [])
             rows = {r: Row(f"git N={r}" + (" (oracle)" if r == tuned else ""), []) for r in fixed}
-            calibrated = Row("git N=tuned(p^)", [])
+            plug_in = Row("git N(p^)", [])
+            believer = Row("git N(belief)", [])
             for b, skips, seed in cases:
                 ours.results.append(
                     simulate(
@@ -141,7 +185,7 @@ def main() -> None:
                         confidence=0.99,
                         skips=skips,
                         calib_hits_target=CALIB_HITS,
-                        build_cost=BUILD_COST,
+                        build_cost=build_cost,
                         run_cost=RUN_COST,
                         batch=args.batch,
                     )
@@ -149,29 +193,36 @@ def main() -> None:
                 for r, row in rows.items():
                     res = baseline_git_bisect(n, b, p, random.Random(seed), repeats=r, skips=skips)
                     row.results.append(res)
-                # A careful user: same calibration, then N tuned to the measured rate.
+                # Careful users: the same calibration, then N tuned to the measured rate (plug-in)
+                # or to the whole belief about it.  Their cost includes the calibration.
                 crng = random.Random(seed)
                 h, r_cal = calibrate(crng, p)
-                n_hat = tuned_repeats(steps, h / r_cal)
-                res = baseline_git_bisect(n, b, p, crng, repeats=n_hat, skips=skips)
-                calibrated.results.append(
-                    SimResult(
-                        res.found_lo,
-                        res.found_hi,
-                        res.correct,
-                        res.runs + r_cal,
-                        res.builds + 1,
-                        r_cal,
+                state = crng.getstate()
+                for row, n_rep in (
+                    (plug_in, tuned_repeats(steps, h / r_cal)),
+                    (believer, tuned_repeats_for_belief(steps, h, r_cal)),
+                ):
+                    crng.setstate(state)
+                    res = baseline_git_bisect(n, b, p, crng, repeats=n_rep, skips=skips)
+                    row.results.append(
+                        SimResult(
+                            res.found_lo,
+                            res.found_hi,
+                            res.correct,
+                            res.runs + r_cal,
+                            res.builds + 1,
+                            r_cal,
+                        )
                     )
-                )
-            for row in [ours, *rows.values(), calibrated]:
-                print(row.line(n, p))
+            for row in [ours, *rows.values(), plug_in, believer]:
+                print(row.line(n, p, build_cost))
             sys.stdout.flush()
     print(
-        "\nruns: all runs, including calibration (repro and git N=tuned(p^): until "
+        "\nruns: all runs, including calibration (repro and the git N(...) rows: until "
         f"{CALIB_HITS} hits at the racy end) and repro's clean-end check; (bisect): runs after "
         "those; builds include the ends where they were built; cost: builds x build + runs x run, "
-        "in minutes. git N=k (oracle): k tuned to the true rate."
+        "in minutes. git N=k (oracle): k tuned to the true rate; N(p^): tuned to the measured "
+        "rate; N(belief): tuned to the rate's posterior (repro's information)."
     )
     print(f"elapsed {time.perf_counter() - start:.0f} s", file=sys.stderr)
 

@@ -13,13 +13,13 @@ Why a joint posterior over (b, p), integrated exactly
 -----------------------------------------------------
 Three families of answers exist in the prior art:
 
-* plain ``git bisect`` with a loop (``bad`` if any of N runs hits): each step must be right,
-  so N must be tuned to ``p`` *and* to the number of steps, and a wrong guess of ``p`` silently
-  gives a wrong commit (robust-git-bisect measured plain git bisect at 31.8% accuracy in 16.2
-  runs on a flaky test);
-* robust noisy binary search (repeated votes, backtracking): 99.5% accuracy in 29.7 runs in the
-  same measurement, but its repetition counts come from a worst-case ``p`` and it does not pool
-  evidence across commits;
+* plain ``git bisect`` with a loop (``bad`` if any of N runs hits): every step must be right,
+  so N must be tuned to ``p`` *and* to the number of steps, and a rate lower than assumed
+  silently blames the wrong commit (the prior-art measurement: plain git bisect 31.8% accurate
+  in 16.2 runs);
+* robust noisy binary search (robust-git-bisect: repeated votes, 99.5% accurate in 29.7 runs in
+  the same comparison): much better, but the votes are sized for an assumed error rate, and
+  the runs behind a vote are not pooled with the rest of the evidence when deciding to stop;
 * BBChop-style Bayesian search with a *fixed* ``p``: it pools evidence and stops on a stated
   posterior probability, but a point estimate of ``p`` that is too high makes misses look more
   conclusive than they are, which is exactly how its error guarantee breaks.
@@ -76,7 +76,12 @@ same tolerance wins over any unbuilt one for the same reason.
 
 A probe asks for as many runs as the one-batch-at-a-time policy would spend at that position if
 every run missed (found by a doubling search on the hypothetical posterior).  The caller stops at
-the first hit, so this is the same policy with fewer round trips.
+the first hit, so this is (nearly: the rival rate is re-evaluated only twice) the same policy
+with fewer round trips.
+
+``next_step`` answers ``Done`` when one range holds the requested probability, or when no probe
+can change the posterior any more; the latter only happens when a single range is left (every
+position that could split it is unusable), so its probability is then 1 within the model.
 
 Everything here is pure and deterministic: the state is the sequence of ``record_*`` and
 ``mark_built`` calls, and replaying them gives the same ``next_step``.
@@ -299,7 +304,7 @@ class Bisector:
         total = math.fsum(weights)
         if total <= 0:
             raise ValueError("prior gives no weight to any boundary 1..n-1")
-        # _pcum[i] = prior mass of b <= i; _pcum[-1]-style access avoided by _pcum[lo - 1], lo >= 1.
+        # _pcum[i] = prior mass of b <= i; stretches start at b >= 1, so _pcum[lo - 1] exists.
         self._pcum: list[float] = []
         acc = 0.0
         for w in weights:
