@@ -37,7 +37,7 @@ _PID_PREFIX = re.compile(r"^==\d+==")
 
 # --- report structure --------------------------------------------------------------------------
 
-_WARNING = re.compile(r"WARNING: ThreadSanitizer: (?P<kind>.*?)(?: \(pid=(?P<pid>\d+)\))?\s*$")
+_WARNING = re.compile(r"WARNING: ThreadSanitizer:\s*(?P<kind>.*?)(?: \(pid=(?P<pid>\d+)\))?\s*$")
 _SUMMARY = re.compile(r"SUMMARY: ThreadSanitizer: (?P<text>.*?)\s*$")
 _REPORTED = re.compile(r"ThreadSanitizer: reported (?P<n>\d+) warnings?")
 _SEPARATOR = re.compile(r"^={10,}$")
@@ -68,10 +68,12 @@ _ADDR_NOISE = (
 
 # --- frames ------------------------------------------------------------------------------------
 
-_FRAME_BUILD_ID = re.compile(r"\s*\(BuildId: [0-9a-fA-F]*\)\s*$")
-_FRAME_MODULE = re.compile(r"\s*\((?P<module>[^()]+?)\+(?P<offset>0x[0-9a-fA-F]+)\)\s*$")
-_FRAME_PC = re.compile(r"\s*\((?P<pc>0x[0-9a-fA-F]+)\)\s*$")
-_FRAME_UNKNOWN_MODULE = re.compile(r"\s*\(<unknown module>\)\s*$")
+# Matched against the last parenthesised group of a frame line only (found with rfind:
+# searching whole lines of long Rust names with regexes is slow).
+_FRAME_BUILD_ID = re.compile(r"\(BuildId: [0-9a-fA-F]*\)")
+_FRAME_MODULE = re.compile(r"\((?P<module>[^()]+?)\+(?P<offset>0x[0-9a-fA-F]+)\)")
+_FRAME_PC = re.compile(r"\((?P<pc>0x[0-9a-fA-F]+)\)")
+_FRAME_UNKNOWN_MODULE = "(<unknown module>)"
 _FRAME_ASAN_STYLE = re.compile(r"^0x[0-9a-fA-F]+ in ")  # "#0 0x4a1b2c in func file:1"
 _HEX = re.compile(r"^0x[0-9a-fA-F]+$")
 _SOURCE = re.compile(r"^(?P<file>.+?):(?P<line>\d+)(?::(?P<col>\d+))?$")
@@ -156,6 +158,14 @@ def clean_line(line: str) -> str:
     return line
 
 
+def _last_group(text: str) -> tuple[str | None, str]:
+    """The text from the last "(" to the end, and what is before it (stripped)."""
+    i = text.rfind("(")
+    if i == -1:
+        return None, text
+    return text[i:].rstrip(), text[:i].rstrip()
+
+
 def parse_frame(index: int, rest: str) -> Frame:
     """One frame, from the text after ``#N``.
 
@@ -164,22 +174,29 @@ def parse_frame(index: int, rest: str) -> Frame:
     ``(module+0xoff)`` part, then the source location, which is one token
     (``file:line:col``, ``file`` or ``<null>``); what is left is the function.
     """
-    text = _FRAME_BUILD_ID.sub("", rest.strip())
+    text = rest.strip()
     module: str | None = None
     offset: str | None = None
-    m = _FRAME_MODULE.search(text)
-    if m:
-        module, offset = m.group("module").strip(), m.group("offset")
-        text = text[: m.start()]
-    else:
-        m = _FRAME_PC.search(text)
+    tail, head = _last_group(text)
+    if tail is not None and ")" not in tail:
+        # "(module+0x12" at the end of a truncated log
+        text = head
+        tail, head = _last_group(text)
+    if tail is not None and _FRAME_BUILD_ID.fullmatch(tail):
+        text = head
+        tail, head = _last_group(text)
+    if tail is not None:
+        m = _FRAME_MODULE.fullmatch(tail)
         if m:
-            offset = m.group("pc")
-            text = text[: m.start()]
+            module, offset = m.group("module").strip(), m.group("offset")
+            text = head
         else:
-            m = _FRAME_UNKNOWN_MODULE.search(text)
+            m = _FRAME_PC.fullmatch(tail)
             if m:
-                text = text[: m.start()]
+                offset = m.group("pc")
+                text = head
+            elif tail == _FRAME_UNKNOWN_MODULE:
+                text = head
     text = _FRAME_ASAN_STYLE.sub("", text.strip())
 
     function, sep, location = text.rpartition(" ")
@@ -396,12 +413,21 @@ def parse_log(text: str) -> ParsedLog:
                 builder.add_line(line)
             continue
 
+        if "Sanitizer" not in s:
+            # Most lines: frames, headers, program output. Only TSAN's own lines need the
+            # searches below.
+            if builder is not None:
+                builder.add_line(line)
+            elif _NOTICE.search(s):
+                notices.append(s)
+            continue
+
         m = _WARNING.search(s)
         if m:
             close()
             pid = m.group("pid")
             builder = _Builder(
-                kind=normalise_kind(m.group("kind")),
+                kind=normalise_kind(m.group("kind")) or "unknown",
                 pid=int(pid) if pid else None,
                 lines=[s[m.start() :]],
             )

@@ -136,6 +136,7 @@ _TEMPLATE_CLOSE = re.compile(r">\s+>")
 _SPACE = re.compile(r"\s+")
 
 
+@lru_cache(maxsize=65536)
 def normalise_function(name: str) -> str:
     """The name of a function as it should compare across builds.
 
