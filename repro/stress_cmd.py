@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from repro.context import Overrides, prepare
+from repro.environment import collect_environment
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import load_recipe
@@ -106,6 +107,7 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
             "jobs": opts.jobs,
             "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
             "context": prepared.info,
+            "environment": collect_environment(prepared.info),
             "interrupted": False,
             "finished": False,
             "elapsed": tally.elapsed_before,

@@ -1,0 +1,431 @@
+"""The machine a race was measured on, written down when a run starts.
+
+A data race that shows on one machine and not on another is usually explained by
+something in this snapshot (a different TSAN runtime, a kernel with more mmap
+randomisation, fewer cores, other TSAN_OPTIONS). It is taken at the start of a run
+and stored in the run directory, because by the time someone reads the report the
+compiler may have been upgraded. Everything here may end up pasted into a public
+issue, so values are passed through :func:`redact` before they are stored.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REDACTED = "<redacted>"
+SCHEMA = 1
+
+# Names containing one of these are secret wherever they appear (GITHUB_TOKEN,
+# CARGO_REGISTRY_TOKEN, AWS_SECRET_ACCESS_KEY, PGPASSWORD, ...).
+_SECRET_SUBSTRINGS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+# These only as a whole word of the name, so that PWD, AUTHOR or KEYBOARD are not
+# caught, while API_KEY, SSH_KEY, DB_PASS and AUTH are.
+_SECRET_PARTS = ("KEY", "PASS", "AUTH", "COOKIE", "SESSION", "PRIVATE")
+
+# The variables that change how a race is built or shows, by exact name or prefix.
+_ENV_EXACT = (
+    "PATH",
+    "LD_LIBRARY_PATH",
+    "LD_PRELOAD",
+    "CC",
+    "CXX",
+    "CFLAGS",
+    "CXXFLAGS",
+    "CPPFLAGS",
+    "LDFLAGS",
+    "TSAN_OPTIONS",
+    "TSAN_SYMBOLIZER_PATH",
+    "UNSAFE_PYO3_BUILD_FREE_THREADED",
+    "UNSAFE_PYO3_SKIP_VERSION_CHECK",
+)
+_ENV_PREFIXES = ("PYTHON", "CARGO", "RUST", "PYO3", "REPRO_")
+
+_MAX_PATCH_CHARS = 64_000
+
+
+# --- redaction --------------------------------------------------------------------------
+
+
+def looks_secret(name: str) -> bool:
+    """Whether a variable or field name suggests its value is a credential."""
+    upper = name.upper()
+    if any(s in upper for s in _SECRET_SUBSTRINGS):
+        return True
+    parts = [p for p in re.split(r"[^A-Z0-9]+", upper) if p]
+    return any(p in _SECRET_PARTS or (p.endswith("KEY") and len(p) > 3) for p in parts)
+
+
+def _home_dirs() -> list[str]:
+    homes = []
+    for h in (os.environ.get("HOME"), str(Path.home())):
+        if h and h != "/" and len(h) > 1:
+            homes.append(h.rstrip("/"))
+            real = os.path.realpath(h).rstrip("/")
+            if real != h:
+                homes.append(real)
+    # Longest first, so /home/ada/link is not half-replaced by /home/ada.
+    return sorted(set(homes), key=len, reverse=True)
+
+
+def _secret_values() -> list[str]:
+    """Values of secret-looking variables of this process, to scrub them from any text."""
+    vals = {v for k, v in os.environ.items() if looks_secret(k) and len(v) >= 6}
+    return sorted(vals, key=len, reverse=True)
+
+
+_ASSIGN = re.compile(r"(?<![A-Za-z0-9_])([A-Za-z_][A-Za-z0-9_]*)(=|: )(\"[^\"]*\"|'[^']*'|\S+)")
+_URL_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+
+
+def _redact_text(text: str, homes: Sequence[str], secrets: Sequence[str]) -> str:
+    for value in secrets:
+        text = text.replace(value, REDACTED)
+
+    def assign(m: re.Match[str]) -> str:
+        name, sep, value = m.group(1), m.group(2), m.group(3)
+        if sep == ": " and not name.isupper():
+            return m.group(0)
+        if looks_secret(name) and value != REDACTED:
+            return f"{name}{sep}{REDACTED}"
+        return m.group(0)
+
+    text = _ASSIGN.sub(assign, text)
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    for home in homes:
+        text = re.sub(re.escape(home) + r"(?=/|$|[\s\"'`:;,)\]}])", "~", text)
+    return text
+
+
+def redact(value: Any) -> Any:
+    """A copy safe to publish: secrets replaced, the home directory shown as ``~``.
+
+    Strings are scrubbed of the values of this process's secret-looking variables,
+    of ``NAME=value`` assignments to secret-looking names and of credentials in URLs;
+    mappings also lose the values of secret-looking keys. Applied to everything a
+    report prints, since a run directory may hold text from anywhere (logs, recipes).
+    """
+    return _redact(value, _home_dirs(), _secret_values())
+
+
+def _redact(value: Any, homes: Sequence[str], secrets: Sequence[str]) -> Any:
+    if isinstance(value, str):
+        return _redact_text(value, homes, secrets)
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            key = _redact_text(k, homes, secrets) if isinstance(k, str) else k
+            if isinstance(k, str) and looks_secret(k) and not isinstance(v, Mapping | list):
+                out[key] = REDACTED if v not in (None, "") else v
+            else:
+                out[key] = _redact(v, homes, secrets)
+        return out
+    if isinstance(value, list | tuple):
+        return [_redact(v, homes, secrets) for v in value]
+    return value
+
+
+def relevant_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables that matter for a TSAN build or run, redacted, sorted by name."""
+    env = os.environ if environ is None else environ
+    keep = {
+        k: v
+        for k, v in env.items()
+        if k in _ENV_EXACT or k.startswith(_ENV_PREFIXES) or k.endswith("SAN_OPTIONS")
+    }
+    redacted: dict[str, str] = redact(keep)
+    return dict(sorted(redacted.items()))
+
+
+# --- probing the machine -----------------------------------------------------------------
+
+
+def _run(argv: Sequence[str], timeout: float = 15.0) -> str | None:
+    """stdout of a quick tool query, or None when the tool is missing or fails."""
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        proc = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip()
+
+
+def _first_line(text: str | None) -> str | None:
+    if not text:
+        return None
+    return text.splitlines()[0].strip() or None
+
+
+def _os_release() -> str | None:
+    try:
+        text = Path("/etc/os-release").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    fields = dict(
+        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#")
+    )
+    name = fields.get("PRETTY_NAME") or fields.get("NAME")
+    return name.strip().strip('"') if name else None
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _mmap_rnd_bits() -> int | None:
+    try:
+        return int(Path("/proc/sys/vm/mmap_rnd_bits").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _package_of(path: str) -> str | None:
+    """The distribution package (and version) that installed a file, if dpkg knows it."""
+    out = _run(["dpkg", "-S", path])
+    if not out:
+        return None
+    pkg = out.splitlines()[0].split(":", 1)[0].strip()
+    if not pkg:
+        return None
+    version = _run(["dpkg-query", "-W", "-f=${Version}", pkg])
+    return f"{pkg} {version}" if version else pkg
+
+
+def _find_clang(preferred: str | None = None) -> str | None:
+    if preferred and "clang" in Path(preferred).name and shutil.which(preferred):
+        return preferred
+    if shutil.which("clang"):
+        return "clang"
+    found: list[tuple[int, str]] = []
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        try:
+            for p in Path(d).glob("clang-[0-9]*"):
+                m = re.fullmatch(r"clang-(\d+)", p.name)
+                if m and os.access(p, os.X_OK):
+                    found.append((int(m.group(1)), p.name))
+        except OSError:
+            continue
+    return max(found)[1] if found else None
+
+
+def _gcc_tsan(gcc: str) -> dict[str, Any] | None:
+    name = _run([gcc, "-print-file-name=libtsan.so"])
+    if not name or "/" not in name:
+        return None
+    real = os.path.realpath(name)
+    if not os.path.exists(real):
+        return None
+    return {"runtime": "libtsan (gcc)", "path": real, "package": _package_of(real)}
+
+
+def _clang_tsan(clang: str) -> dict[str, Any] | None:
+    machine = platform.machine()
+    for name in (f"libclang_rt.tsan-{machine}.a", "libclang_rt.tsan.a"):
+        path = _run([clang, f"-print-file-name={name}"])
+        if path and "/" in path and os.path.exists(path):
+            break
+    else:
+        rt = _run([clang, "--print-runtime-dir"])
+        path = None
+        if rt:
+            cand = Path(rt) / "libclang_rt.tsan.a"
+            path = str(cand) if cand.exists() else None
+    version = _first_line(_run([clang, "--version"]))
+    m = re.search(r"version (\d+\.\d+\.\d+)", version or "")
+    return {
+        "runtime": "compiler-rt (clang)",
+        "llvm": m.group(1) if m else None,
+        "path": os.path.realpath(path) if path else None,
+        "package": _package_of(os.path.realpath(path)) if path else None,
+    }
+
+
+def _rust() -> dict[str, Any] | None:
+    out = _run(["rustc", "-vV"])
+    if not out:
+        return None
+    fields = {}
+    for line in out.splitlines()[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            fields[k.strip()] = v.strip()
+    toolchain = _first_line(_run(["rustup", "show", "active-toolchain"]))
+    return {
+        "rustc": _first_line(out),
+        "release": fields.get("release"),
+        "commit": fields.get("commit-hash"),
+        "host": fields.get("host"),
+        "llvm": fields.get("LLVM version"),
+        "cargo": _first_line(_run(["cargo", "--version"])),
+        "toolchain": toolchain,
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def _host(clang_hint: str | None) -> dict[str, Any]:
+    """What does not change between runs of one process: asked once, it takes a second."""
+    uname = platform.uname()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 0
+    gcc = "gcc" if shutil.which("gcc") else None
+    clang = _find_clang(clang_hint)
+    compilers: dict[str, str | None] = {
+        "cc": _first_line(_run(["cc", "--version"])),
+        "gcc": _first_line(_run(["gcc", "--version"])) if gcc else None,
+        "clang": _first_line(_run([clang, "--version"])) if clang else None,
+    }
+    runtimes: dict[str, Any] = {}
+    if gcc:
+        runtimes["gcc"] = _gcc_tsan(gcc)
+    if clang:
+        runtimes["clang"] = _clang_tsan(clang)
+    rust = _rust()
+    if rust and rust.get("llvm"):
+        runtimes["rust"] = {
+            "runtime": "compiler-rt (linked into Rust binaries)",
+            "llvm": rust["llvm"],
+        }
+    return {
+        "os": {
+            "system": uname.system,
+            "distribution": _os_release(),
+            "kernel": uname.release,
+            "kernel_version": uname.version,
+            "machine": uname.machine,
+        },
+        "cpu": {"count": os.cpu_count(), "usable": usable, "model": _cpu_model()},
+        "compilers": {k: v for k, v in compilers.items() if v},
+        "tsan_runtime": {k: v for k, v in runtimes.items() if v},
+        "rust": rust,
+        "git": _first_line(_run(["git", "--version"])),
+        "host_python": platform.python_version(),
+    }
+
+
+# --- what the context tells -------------------------------------------------------------
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _patches(paths: Sequence[str]) -> list[dict[str, Any]]:
+    """Patch files with their text, so the report carries what was applied, not a path."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        entry: dict[str, Any] = {"name": path.name, "path": str(path), "sha256": None, "text": None}
+        try:
+            data = path.read_bytes()
+        except OSError:
+            out.append(entry)
+            continue
+        entry["sha256"] = hashlib.sha256(data).hexdigest()
+        text = data.decode("utf-8", errors="replace")
+        entry["text"] = text if len(text) <= _MAX_PATCH_CHARS else None
+        out.append(entry)
+    return out
+
+
+def _python_section(py: Mapping[str, Any]) -> dict[str, Any]:
+    source_id = str(py.get("source_id") or "")
+    source = str(py.get("source") or "")
+    if re.fullmatch(r"[0-9a-f]{40}", source_id):
+        origin = "git"
+    elif re.search(r"\.(tar\.xz|tgz|tar\.gz)$", source):
+        origin = "tarball"
+    else:
+        origin = "executable"
+    return {
+        "version": py.get("version"),
+        "origin": origin,
+        "source": source or None,
+        "commit": source_id if origin == "git" else None,
+        "tarball_sha256": source_id if origin == "tarball" else None,
+        "executable": str(py.get("python")) if origin == "executable" else None,
+        "gil_disabled": py.get("gil_disabled"),
+        "tsan": py.get("tsan"),
+        "compiler": py.get("compiler"),
+        "compiler_version": py.get("compiler_version"),
+        "configure_args": list(py.get("configure_args") or []),
+        "patches": _patches([str(p) for p in py.get("patches") or []]),
+        "prefix": str(py.get("prefix")) if py.get("prefix") else None,
+    }
+
+
+def _extension_build_env(key: str | None) -> dict[str, str] | None:
+    """The environment the extension was built with, as the build cache recorded it."""
+    if not key:
+        return None
+    try:
+        from repro.builds.cache import META_FILE
+        from repro.paths import cache_dir
+
+        meta = json.loads((cache_dir() / "builds" / key / META_FILE).read_text())
+    except (OSError, ValueError, ImportError):
+        return None
+    env = meta.get("env")
+    return {str(k): str(v) for k, v in env.items()} if isinstance(env, Mapping) else None
+
+
+def collect_environment(context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Snapshot of the machine, plus what the prepared run (``Prepared.info``) built.
+
+    Called at the start of a stress run or a bisect; ``context`` is None when nothing
+    has been built yet (a bisect builds per commit and records each build itself).
+    The result is redacted already: it is meant to be stored and published as is.
+    """
+    ctx = dict(context or {})
+    py = ctx.get("python") if isinstance(ctx.get("python"), Mapping) else None
+    clang_hint = str(py.get("compiler")) if py and py.get("compiler") else None
+    snap: dict[str, Any] = {"schema": SCHEMA, **json.loads(json.dumps(_host(clang_hint)))}
+    snap["vm_mmap_rnd_bits"] = _mmap_rnd_bits()
+    snap["tsan_options"] = os.environ.get("TSAN_OPTIONS")
+    snap["env"] = relevant_env()
+    if py is not None:
+        snap["cpython"] = _python_section(py)
+    ext = ctx.get("extension")
+    if isinstance(ext, Mapping):
+        snap["extension"] = {
+            "repo": ext.get("repo"),
+            "sha": ext.get("sha"),
+            "build_env": _extension_build_env(ext.get("key")),
+        }
+    run: dict[str, Any] = {}
+    for k in ("command", "cwd", "threads", "switch_interval", "prefix", "tsan_options"):
+        if k in ctx:
+            run[k] = ctx[k]
+    if run:
+        snap["run"] = run
+    result: dict[str, Any] = redact(snap)
+    return result
