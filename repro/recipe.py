@@ -127,6 +127,11 @@ class TargetSpec(_Strict):
     functions: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
     depth: int = Field(default=10, ge=1)
+    accesses: Literal["each", "any"] = Field(
+        default="each",
+        description="each: both accesses of a race must match (a race is a pair); "
+        "any: the patterns may all match one side",
+    )
 
     @model_validator(mode="after")
     def _something(self) -> TargetSpec:
@@ -138,7 +143,11 @@ class TargetSpec(_Strict):
         from repro.tsan.signature import TargetRule
 
         return TargetRule(
-            kind=self.kind, functions=self.functions, files=self.files, depth=self.depth
+            kind=self.kind,
+            functions=self.functions,
+            files=self.files,
+            depth=self.depth,
+            accesses=self.accesses,
         )
 
 

@@ -64,7 +64,8 @@ class ParsedLog:
     """Everything found in one log text (possibly several processes interleaved)."""
 
     reports: tuple[Report, ...] = ()
-    fatal: tuple[str, ...] = ()  # TSAN start-up / runtime failures ("FATAL: ThreadSanitizer", "CHECK failed")
+    # TSAN start-up / runtime failures ("FATAL: ThreadSanitizer", "CHECK failed")
+    fatal: tuple[str, ...] = ()
     reported_warnings: int | None = None  # "ThreadSanitizer: reported N warnings", summed
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -357,12 +357,20 @@ class TargetRule:
     (``bytesobject.c``, ``Objects/bytesobject.c``). Function patterns are
     normalised like the frames, so a name copied from a report
     (``...::{closure#1}``) matches. ``kind=None`` accepts any kind.
+
+    ``accesses="each"`` (the default) also demands that, for a report with two
+    accesses, *each* access matches at least one function and one file pattern.
+    A race is a pair: with a test harness whose std is not instrumented, TSAN
+    pairs the test's own access with some unrelated write inside std, and that
+    report must not count as the test's race. ``accesses="any"`` drops the
+    per-access demand (the patterns may all sit on one side).
     """
 
     kind: str | None = "data race"
     functions: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
     depth: int = 10
+    accesses: str = "each"
 
 
 def _has_glob(pattern: str) -> bool:
@@ -404,7 +412,16 @@ def matches(report: Report, rule: TargetRule, drop: Sequence[str] = DEFAULT_DROP
     if not stacks:
         stacks = [frames for _, frames in report.other_stacks]
     drop = tuple(drop)
-    frames = [f for s in stacks for f in significant_frames(s, drop)[: rule.depth]]
+    per_stack = [significant_frames(s, drop)[: rule.depth] for s in stacks]
+    if rule.accesses == "each" and report.current is not None and report.previous is not None:
+        for frames_ in per_stack:
+            fns = [normalise_function(f.function) for f in frames_]
+            fls = [f.file for f in frames_ if f.file]
+            if rule.functions and not any(_function_matches(p, fns) for p in rule.functions):
+                return False
+            if rule.files and not any(_file_matches(p, fls) for p in rule.files):
+                return False
+    frames = [f for fs in per_stack for f in fs]
     functions = [normalise_function(f.function) for f in frames]
     files = [f.file for f in frames if f.file]
     return all(_function_matches(p, functions) for p in rule.functions) and all(
