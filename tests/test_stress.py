@@ -179,3 +179,21 @@ def test_ctrl_c_keeps_results_and_resume_continues(tmp_path: Path) -> None:
     assert summary["interrupted"] is False
     indexes = [json.loads(e)["index"] for e in (run_dir / "events.jsonl").read_text().splitlines()]
     assert len(indexes) == len(set(indexes)) == first + 5
+
+
+def test_rust_race_under_stress(tmp_path: Path) -> None:
+    """Rust TSAN on the stable toolchain: std is not instrumented, so match by signature."""
+    from tsan_helpers import PROGRAMS, compile_rust, have
+
+    if not have("rustc"):
+        import pytest
+
+        pytest.skip("rustc is not installed")
+    binary = compile_rust(PROGRAMS / "racy.rs", tmp_path / "racy_rs")
+    r = recipe(tmp_path, str(binary), ["racy::store_value", "racy::load_value"])
+    code, data, out = stress(tmp_path, r, "--runs", "5", "--jobs", "2")
+    assert code == 0, out
+    assert data["hits"] == 5
+    targets = [s for s in data["signatures"] if s["target"]]
+    frames = {f for side in targets[0]["top_frames"] for f in side}
+    assert {"racy::store_value", "racy::load_value"} <= frames
