@@ -175,6 +175,32 @@ def parse(
     raise typer.Exit(run_parse(log, recipe_skeleton, as_json, depth, console))
 
 
+# --- amplify --------------------------------------------------------------------------
+
+
+@app.command()
+def amplify(
+    recipe: Annotated[Path, typer.Argument(help="Recipe file.")],
+    runs: Annotated[int, typer.Option("--runs", "-n", min=1, help="Runs per setting.")] = 50,
+    threads: Annotated[str | None, typer.Option(help="Thread counts to try, e.g. 2,8,16.")] = None,
+    switch_interval: Annotated[
+        str | None, typer.Option(help="sys.setswitchinterval values to try, e.g. 1e-6.")
+    ] = None,
+    taskset: Annotated[str | None, typer.Option(help="CPU lists to try, e.g. 0 or 0,1.")] = None,
+    jobs: Annotated[str | None, typer.Option(help="Parallel job counts to try, e.g. 1,2.")] = None,
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="Use this clone of the extension repository.")
+    ] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Where run directories go.")] = None,
+) -> None:
+    """Measure each amplifier's effect on the rate and on hits per minute."""
+    from repro.amplify_cmd import run_amplify, settings_from
+
+    settings = settings_from(os.cpu_count() or 1, threads, switch_interval, taskset, jobs)
+    code, _ = run_amplify(recipe, settings, runs, runs_dir, console, repo=repo)
+    raise typer.Exit(code)
+
+
 # --- bisect ---------------------------------------------------------------------------
 
 
@@ -245,6 +271,10 @@ def bisect(
 from repro import cli_builds  # noqa: E402  (registers `build`, `builds`, `doctor`)
 
 cli_builds.register(app)
+
+from repro import cli_report  # noqa: E402  (registers `report`)
+
+cli_report.register(app)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -197,3 +197,29 @@ def test_rust_race_under_stress(tmp_path: Path) -> None:
     targets = [s for s in data["signatures"] if s["target"]]
     frames = {f for side in targets[0]["top_frames"] for f in side}
     assert {"racy::store_value", "racy::load_value"} <= frames
+
+
+def test_amplify_measures_each_knob(tmp_path: Path, tsan_bin: Path) -> None:
+    r = recipe(tmp_path, str(tsan_bin / "flaky_race"), ["publish", "poll_result"])
+    res = repro(
+        "amplify",
+        str(r),
+        "--runs",
+        "12",
+        "--jobs",
+        "1,2",
+        "--taskset",
+        "0",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+    )
+    assert res.returncode in (0, 1), res.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    rows = json.loads((run_dir / "summary.json").read_text())["settings"]
+    assert [row["setting"] for row in rows] == ["recipe as is", "jobs=1", "jobs=2", "taskset=0"]
+    assert all(row["runs"] == 12 for row in rows)
+    assert all(0 <= row["hits"] <= 12 for row in rows)
+    assert "hits/min" in res.stdout
+    bad = repro("amplify", str(r))
+    assert bad.returncode == 2
+    assert "give at least one knob" in bad.stderr

@@ -1,0 +1,142 @@
+"""`repro amplify`: measure what each knob does to the reproduction rate.
+
+A knob (more threads, a tiny switch interval, pinning to one CPU, more parallel jobs)
+is worth turning on only if it raises hits per minute, not just hits per run: a
+reproducer twice as slow must hit more than twice as often. So each setting gets the
+same number of runs, one knob changed at a time from the recipe's own settings, and
+the table shows both rates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from repro.context import Overrides, prepare
+from repro.errors import ReproError
+from repro.paths import runs_dir as default_runs_dir
+from repro.recipe import load_recipe
+from repro.rundir import RunDir
+from repro.stress import Limits, StressState, Tally, stress_loop
+from repro.stress_view import StressView
+
+
+@dataclass(frozen=True)
+class Setting:
+    label: str
+    overrides: Overrides
+    jobs: int
+
+
+def parse_values(text: str | None) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()] if text else []
+
+
+def settings_from(
+    base_jobs: int,
+    threads: str | None,
+    switch_interval: str | None,
+    taskset: str | None,
+    jobs: str | None,
+) -> list[Setting]:
+    """The baseline, then one setting per value of each knob asked for."""
+    out = [Setting("recipe as is", Overrides(), base_jobs)]
+    try:
+        for v in parse_values(threads):
+            out.append(Setting(f"threads={v}", Overrides(threads=int(v)), base_jobs))
+        for v in parse_values(switch_interval):
+            out.append(
+                Setting(f"switch_interval={v}", Overrides(switch_interval=float(v)), base_jobs)
+            )
+        for v in parse_values(jobs):
+            out.append(Setting(f"jobs={v}", Overrides(), int(v)))
+    except ValueError as exc:
+        raise ReproError(f"cannot read a knob value: {exc}") from None
+    for v in parse_values(taskset):
+        out.append(Setting(f"taskset={v}", Overrides(taskset=v), base_jobs))
+    if len(out) == 1:
+        raise ReproError(
+            "give at least one knob to compare: --threads 2,8 --switch-interval 1e-6 "
+            "--taskset 0 --jobs 1,2"
+        )
+    return out
+
+
+def run_amplify(
+    recipe: Path,
+    settings: list[Setting],
+    runs: int,
+    runs_dir: Path | None,
+    console: Console,
+    repo: str | None = None,
+) -> tuple[int, list[dict[str, Any]]]:
+    loaded = load_recipe(recipe)
+    rundir = RunDir.create(runs_dir or default_runs_dir(), loaded.recipe.name, "amplify")
+    shutil.copyfile(loaded.path, rundir.path / "recipe.yaml")
+    rundir.write_meta(
+        {"kind": "amplify", "recipe": loaded.recipe.name, "recipe_path": str(loaded.path)}
+    )
+    rows: list[dict[str, Any]] = []
+    next_index = 0
+    for setting in settings:
+        overrides = dataclasses.replace(setting.overrides, extension_repo=repo)
+        prepared = prepare(loaded, overrides)
+        tally = Tally()
+        holder: dict[str, StressState] = {}
+        view = StressView(holder, f"amplify: {setting.label}", str(rundir.path))
+
+        def on_change(state: StressState, h: dict[str, StressState] = holder) -> None:
+            h["state"] = state
+
+        with Live(view, console=console, refresh_per_second=4, transient=True):
+            state, interrupted = stress_loop(
+                prepared.spec,
+                prepared.matcher,
+                Limits(runs=runs, jobs=setting.jobs),
+                rundir,
+                tally=tally,
+                first_index=next_index,
+                on_change=on_change,
+                extra_event={"setting": setting.label},
+            )
+        next_index += tally.runs + setting.jobs
+        elapsed = max(state.elapsed(), 1e-9)
+        lo, hi = tally.ci95
+        rows.append(
+            {
+                "setting": setting.label,
+                "runs": tally.runs,
+                "hits": tally.hits,
+                "rate": tally.rate,
+                "rate_ci95": [lo, hi],
+                "seconds": elapsed,
+                "hits_per_minute": 60.0 * tally.hits / elapsed,
+            }
+        )
+        if interrupted:
+            break
+    rundir.write("summary.json", {"kind": "amplify", "settings": rows})
+    table = Table(title=f"Amplifiers for {loaded.recipe.name} ({runs} runs each)")
+    for col in ("setting", "hits/runs", "rate (95% CI)", "runs/s", "hits/min"):
+        table.add_column(col, justify="left" if col == "setting" else "right")
+    best = max(rows, key=lambda r: r["hits_per_minute"])
+    for r in rows:
+        lo, hi = r["rate_ci95"]
+        table.add_row(
+            r["setting"],
+            f"{r['hits']}/{r['runs']}",
+            f"{r['rate']:.1%} ({lo:.1%}-{hi:.1%})",
+            f"{r['runs'] / r['seconds']:.2f}",
+            f"{r['hits_per_minute']:.1f}",
+            style="bold green" if r is best and r["hits"] else None,
+        )
+    console.print(table)
+    console.print(f"run directory: {rundir.path}", highlight=False)
+    return (0 if any(r["hits"] for r in rows) else 1), rows
