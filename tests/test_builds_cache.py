@@ -243,3 +243,15 @@ def test_prune_and_path(tmp_path: Path) -> None:
     assert [e.key for e in removed] == ["old"]
     assert not old.exists() and new.exists()
     assert cache.prune(timedelta(days=30)) == []
+
+
+def test_step_killed_by_a_signal_is_not_a_known_failure(tmp_path: Path) -> None:
+    cache = BuildCache(tmp_path)
+
+    def killed(ctx: BuildContext) -> None:
+        ctx.run(["bash", "-c", "kill -TERM $$"], cwd=tmp_path, step="make")
+
+    with pytest.raises(BuildError, match="killed by signal 15") as err:
+        cache.ensure("sig", {}, killed)
+    assert err.value.record is False
+    assert cache.failure("sig") is None and not cache.path("sig").exists()

@@ -46,11 +46,15 @@ class BuildError(ReproError):
         key: str | None = None,
         log: Path | None = None,
         tail: list[str] | None = None,
+        record: bool = True,
     ) -> None:
         super().__init__(message)
         self.key = key
         self.log = log
         self.tail = tail or []
+        # False when the build was killed from outside: that says nothing about the
+        # source, so it must not mark the commit as unbuildable.
+        self.record = record
 
 
 def canonical_json(value: Any) -> str:
@@ -156,11 +160,15 @@ class BuildContext:
             self.log.flush()
         if rc != 0:
             self.note(f"exit status {rc}")
+            killed = rc < 0
             raise BuildError(
-                f"{step} failed (exit status {rc})",
+                f"{step} was killed by signal {-rc}"
+                if killed
+                else f"{step} failed (exit status {rc})",
                 key=self.key,
                 log=self.log_path,
                 tail=tail_lines(self.log_path),
+                record=not killed,
             )
 
 
@@ -318,7 +326,7 @@ class BuildCache:
             try:
                 extra = build_fn(ctx) or {}
             except BaseException as exc:
-                recordable = isinstance(exc, ReproError)
+                recordable = isinstance(exc, ReproError) and getattr(exc, "record", True)
                 ctx.note(f"FAILED: {exc}")
                 log.flush()
                 if recordable:

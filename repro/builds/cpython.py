@@ -8,6 +8,7 @@ pays for one clean build and then for the few files each step touches.
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -504,6 +506,7 @@ class _TreeState:
     patches: list[str] = field(default_factory=list)
     patch_targets: list[str] = field(default_factory=list)
     configured: bool = False
+    prefix: str | None = None
     full_compiles: int | None = None
 
     @classmethod
@@ -544,8 +547,9 @@ class _Counter:
                 self.progress.compiled(self.count, self.total)
 
 
-def _git(tree: Path, *args: str) -> list[str]:
-    return ["git", "-C", str(tree), *_GIT_ID, *args]
+def _git(tree: Path, *args: str, git_dir: Path | None = None) -> list[str]:
+    where = ["--git-dir", str(git_dir), "--work-tree", str(tree)] if git_dir else []
+    return ["git", "-C", str(tree), *where, *_GIT_ID, *args]
 
 
 def _trees_dir(cache: BuildCache) -> Path:
@@ -709,11 +713,17 @@ def _build_in_tree(
     ctx.note(f"tree {src}; compiler {compiler.command} ({compiler.version}); CC={cc}")
 
     # 1. sources into the tree, back to a pristine state
-    if tarball is not None:
+    # A tarball tree is tracked by a git directory kept *outside* the sources: with a
+    # src/.git, CPython would put that repository's commit into sys.version.
+    git_dir = tree_root / "pristine.git" if tarball is not None else None
+    if tarball is not None and git_dir is not None:
         sig = f"tarball:{sha256_file(tarball)}"
-        if state.source != sig or not (src / ".git").exists():
+        if (src / ".git").is_dir() and not git_dir.exists():  # older layout
+            os.replace(src / ".git", git_dir)
+        if state.source != sig or not git_dir.exists():
             prog.phase("extract", tarball.name)
             shutil.rmtree(src, ignore_errors=True)
+            shutil.rmtree(git_dir, ignore_errors=True)
             state = _TreeState(source=sig)
             state.save(state_path)
             src.mkdir(parents=True)
@@ -722,16 +732,28 @@ def _build_in_tree(
                 cwd=tree_root,
                 step="extracting the tarball",
             )
-            ctx.run(_git(src, "init", "-q"), cwd=src, step="git init")
-            ctx.run(_git(src, "add", "-A", "-f"), cwd=src, step="git add")
+            ctx.run(_git(src, "init", "-q", git_dir=git_dir), cwd=src, step="git init")
+            ctx.run(_git(src, "add", "-A", "-f", git_dir=git_dir), cwd=src, step="git add")
             ctx.run(
-                _git(src, "commit", "-q", "--no-verify", "-m", "pristine " + tarball.name),
+                _git(
+                    src,
+                    "commit",
+                    "-q",
+                    "--no-verify",
+                    "-m",
+                    "pristine " + tarball.name,
+                    git_dir=git_dir,
+                ),
                 cwd=src,
                 step="git commit",
             )
         else:
             prog.phase("extract", "reusing the build tree")
-            ctx.run(_git(src, "reset", "-q", "--hard"), cwd=src, step="resetting the tree")
+            ctx.run(
+                _git(src, "reset", "-q", "--hard", git_dir=git_dir),
+                cwd=src,
+                step="resetting the tree",
+            )
     else:
         assert repo is not None and sha is not None
         prog.phase("fetch", sha[:12])
@@ -744,7 +766,7 @@ def _build_in_tree(
                 (tree_root / "config.cache").unlink(missing_ok=True)
         repo.worktree(sha, src)
         state.commit = sha
-    _remove_untracked(src, state.patch_targets, ctx)
+    _remove_untracked(src, state.patch_targets, ctx, git_dir)
     state.patches, state.patch_targets = [], []
     state.save(state_path)
 
@@ -761,12 +783,19 @@ def _build_in_tree(
     # 3. configure (with a cache file, so re-running it for a new prefix is quick)
     prog.phase("configure")
     cmd = configure_command(spec, ctx.dest, cc, cache_file=tree_root / "config.cache")
+    before = _snapshot(src)
+    state.configured = False
+    state.save(state_path)
     try:
         ctx.run([*setarch, *cmd], cwd=src, env=env, step="configure")
     except BuildError:
         (tree_root / "config.cache").unlink(missing_ok=True)
         raise
+    kept = _keep_mtimes(src, before, state.prefix, str(ctx.dest))
+    if kept:
+        ctx.note(f"unchanged but for the prefix, mtimes kept: {', '.join(kept)}")
     state.configured = True
+    state.prefix = str(ctx.dest)
     state.save(state_path)
 
     # 4. compile
@@ -780,11 +809,17 @@ def _build_in_tree(
     state.save(state_path)
     ctx.note(f"compiled {counter.count} files")
 
-    # 5. install (DESTDIR: paths inside the install already name the final prefix)
+    # 5. install (DESTDIR: paths inside the install already name the final prefix).
+    # Byte-compiling the whole stdlib three times under TSAN takes minutes per build;
+    # only the top level is compiled now, the rest on first import. pip (ensurepip)
+    # is installed without compiling for the same reason.
     prog.phase("install")
     destdir = ctx.scratch / "root"
     ctx.run(
-        [*setarch, "make", "install", f"DESTDIR={destdir}"], cwd=src, env=env, step="make install"
+        [*setarch, "make", "install", f"DESTDIR={destdir}", "PYTHON_FOR_BUILD=:"],
+        cwd=src,
+        env=env,
+        step="make install",
     )
     installed = destdir / str(ctx.dest).lstrip("/")
     for child in installed.iterdir():
@@ -796,6 +831,9 @@ def _build_in_tree(
         if not cands:
             raise BuildError("make install produced no bin/python3*", log=ctx.log_path)
         (bin_dir / "python3").symlink_to(cands[0].name)
+    if not any(a in spec.configure_args for a in ("--without-ensurepip", "--with-ensurepip=no")):
+        pip = install_bundled_pip(src / "Lib", ctx.staging, ctx.dest / "bin" / "python3")
+        ctx.note(f"pip: {pip or 'no bundled wheel'}")
 
     # 6. verify: the interpreter must be what was asked for
     prog.phase("verify")
@@ -831,20 +869,107 @@ def _build_in_tree(
         compiler_version=compiler.version,
         source=source,
         source_id=source_id,
-        configure_args=tuple(cmd[1:]),
+        configure_args=tuple(a for a in cmd[1:] if not a.startswith("--cache-file=")),
         patches=tuple(str(p) for p in patches),
         log=ctx.dest / "build.log",
     )
 
 
-def _remove_untracked(src: Path, paths: Sequence[str], ctx: BuildContext) -> None:
+def install_bundled_pip(stdlib_src: Path, prefix: Path, final_python: Path) -> str | None:
+    """Unpack the pip wheel that CPython bundles for ensurepip, without running pip.
+
+    ``make install`` would run ensurepip with the new interpreter, which under TSAN
+    takes minutes per build (a bisection pays it at every step); a wheel is a zip
+    of pure Python, so unpacking it and writing the console scripts is equivalent.
+    """
+    wheels = sorted((stdlib_src / "ensurepip" / "_bundled").glob("pip-*.whl"))
+    site = sorted(prefix.glob("lib/python3*/site-packages"))
+    if not wheels or not site:
+        return None
+    wheel = wheels[-1]
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site[0])
+        names = zf.namelist()
+    dist_info = next((n.split("/", 1)[0] for n in names if ".dist-info/" in n), None)
+    scripts: dict[str, str] = {}
+    if dist_info is not None:
+        (site[0] / dist_info / "INSTALLER").write_text("repro\n")
+        entry_points = site[0] / dist_info / "entry_points.txt"
+        parser = configparser.ConfigParser(delimiters=("=",))
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        if entry_points.exists():
+            parser.read(entry_points)
+        if parser.has_section("console_scripts"):
+            scripts = dict(parser.items("console_scripts"))
+    bin_dir = prefix / "bin"
+    for name, target in scripts.items():
+        module, _, func = target.strip().partition(":")
+        path = bin_dir / name
+        path.write_text(
+            f"#!{final_python}\n"
+            "import sys\n"
+            f"from {module} import {func.split('.')[0]}\n"
+            "if __name__ == '__main__':\n"
+            f"    sys.exit({func}())\n"
+        )
+        path.chmod(0o755)
+    return wheel.name
+
+
+# Files ./configure writes that make treats as inputs of big rebuilds (Modules/config.c
+# alone is a prerequisite of every built-in module). Only the prefix differs between
+# two builds of one tree, so when that is all that changed their mtimes are put back.
+# Makefile itself is left new: the few objects that embed the prefix depend on it.
+_CONFIGURE_OUTPUTS = (
+    "config.status",
+    "Makefile.pre",
+    "pyconfig.h",
+    "Modules/config.c",
+    "Modules/Setup.bootstrap",
+    "Modules/Setup.stdlib",
+    "Modules/Setup.local",
+)
+
+
+def _snapshot(src: Path) -> dict[str, tuple[int, bytes]]:
+    out = {}
+    for rel in _CONFIGURE_OUTPUTS:
+        p = src / rel
+        try:
+            out[rel] = (p.stat().st_mtime_ns, p.read_bytes())
+        except OSError:
+            continue
+    return out
+
+
+def _keep_mtimes(
+    src: Path, before: Mapping[str, tuple[int, bytes]], old_prefix: str | None, new_prefix: str
+) -> list[str]:
+    kept = []
+    for rel, (mtime, old) in before.items():
+        p = src / rel
+        try:
+            new = p.read_bytes()
+        except OSError:
+            continue
+        if old_prefix:
+            new = new.replace(new_prefix.encode(), old_prefix.encode())
+        if new == old:
+            os.utime(p, ns=(mtime, mtime))
+            kept.append(rel)
+    return kept
+
+
+def _remove_untracked(
+    src: Path, paths: Sequence[str], ctx: BuildContext, git_dir: Path | None
+) -> None:
     """Files that an earlier patch created are not undone by a reset; remove them."""
     for rel in paths:
         p = src / rel
         if not p.exists():
             continue
         tracked = subprocess.run(
-            ["git", "-C", str(src), "ls-files", "--error-unmatch", rel],
+            _git(src, "ls-files", "--error-unmatch", rel, git_dir=git_dir),
             capture_output=True,
             check=False,
         )
