@@ -95,6 +95,8 @@ def _redact_text(text: str, homes: Sequence[str], secrets: Sequence[str]) -> str
         name, sep, value = m.group(1), m.group(2), m.group(3)
         if sep == ": " and not name.isupper():
             return m.group(0)
+        if value.strip("\"'").startswith("$"):
+            return m.group(0)  # a reference to a variable (a shell script's), not a value
         if looks_secret(name) and value != REDACTED:
             return f"{name}{sep}{REDACTED}"
         return m.group(0)

@@ -1,0 +1,63 @@
+"""`repro report`: turn a run directory into a bug report, with no rerun.
+
+Kept apart from cli.py so that the report's options live next to the code that
+uses them; cli.py only registers it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from repro.errors import ReproError
+
+_err = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    _err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(2)
+
+
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A stress or bisect run directory.")],
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="markdown (default), json or html; from -o's suffix when not given.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Write a bug report (rate, TSAN report, culprit, environment, how to reproduce)."""
+    from repro.report import build_document, format_for, render
+
+    try:
+        name = format_for(output, fmt)
+        if not run_dir.is_dir():
+            raise ReproError(f"{run_dir}: no such run directory")
+        text = render(build_document(run_dir), name)
+        if output is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text, encoding="utf-8")
+            _err.print(f"report: {output}", highlight=False, markup=False)
+    except ReproError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"{exc.filename or run_dir}: {exc.strerror or exc}") from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)

@@ -1,0 +1,76 @@
+"""Bug reports from run directories: Markdown for issues, JSON for tools, HTML with charts.
+
+A maintainer who found a race has to convince someone else; the report carries
+the evidence (rate and interval, the TSAN report, the culprit commit), the
+machine it was measured on, and commands that reproduce it with or without repro.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from repro.environment import redact
+from repro.errors import ReproError
+
+FORMATS = ("markdown", "json", "html")
+_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".json": "json", ".html": "html"}
+_SUFFIXES[".htm"] = "html"
+
+__all__ = ["FORMATS", "build_document", "format_for", "render", "write_report"]
+
+
+def build_document(run_dir: Path) -> dict[str, Any]:
+    """The report document (what ``--format json`` prints)."""
+    from repro.report.data import build_document as build
+
+    return build(Path(run_dir))
+
+
+def format_for(path: Path | None, fmt: str | None = None) -> str:
+    """The format asked for, else the one the file name suggests, else Markdown."""
+    if fmt is not None:
+        name = fmt.lower()
+        if name == "md":
+            name = "markdown"
+        if name not in FORMATS:
+            raise ReproError(f"unknown report format {fmt!r} (use {', '.join(FORMATS)})")
+        return name
+    if path is not None:
+        return _SUFFIXES.get(path.suffix.lower(), "markdown")
+    return "markdown"
+
+
+def render(doc: Mapping[str, Any], fmt: str) -> str:
+    """One rendering of a document, redacted once more as a last guard.
+
+    JSON and HTML are redacted as data, before serialising: a pass over their text
+    would see escaped quotes instead of values, and would write ``<redacted>`` into
+    HTML as if it were a tag. Markdown is plain text and gets a final text pass too.
+    """
+    safe: dict[str, Any] = redact(dict(doc))
+    if fmt == "json":
+        return json.dumps(safe, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    if fmt == "html":
+        from repro.report.html import render_html
+
+        return render_html(safe)
+    if fmt == "markdown":
+        from repro.report.markdown import render_markdown
+
+        result: str = redact(render_markdown(safe))
+        return result
+    raise ReproError(f"unknown report format {fmt!r} (use {', '.join(FORMATS)})")
+
+
+def write_report(run_dir: Path, path: Path, fmt: str | None = None) -> Path:
+    """Write the report of ``run_dir`` to ``path`` (format from ``fmt`` or the suffix)."""
+    name = format_for(Path(path), fmt)
+    text = render(build_document(Path(run_dir)), name)
+    out = Path(path)
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return out

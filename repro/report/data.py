@@ -1,0 +1,784 @@
+"""The report as data: one document built from a run directory, rendered three ways.
+
+Every number comes from what the run stored (the event log first, because it is
+complete even when a run was killed and its summary never written), so a report
+needs no rerun and describes interrupted runs as faithfully as finished ones.
+Markdown, HTML and JSON are all renderings of this one document, which keeps them
+in agreement; the document is redacted before any rendering sees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repro import __version__
+from repro.environment import redact
+from repro.errors import ReproError
+from repro.recipe import Recipe, RecipeError, parse_recipe
+from repro.report import shell
+from repro.report.tsantext import race_site, shorten_paths, suppression_lines, trim_report
+from repro.rundir import RunDir
+from repro.stats import wilson_interval
+
+SCHEMA_VERSION = 1
+INFORMATIVE = ("target", "other", "clean")
+OUTCOME_ORDER = ("target", "other", "clean", "crash", "timeout", "tsan-failure")
+MAX_OTHER_RACES = 25
+TIMELINE_BUCKETS = 48
+
+
+@dataclass
+class RunFiles:
+    """What a run directory holds, read once."""
+
+    path: Path
+    meta: dict[str, Any]
+    summary: dict[str, Any] | None
+    catalogue: dict[str, dict[str, Any]]
+    events: list[dict[str, Any]]
+    recipe_text: str | None
+    recipe: Recipe | None
+
+    @property
+    def kind(self) -> str:
+        return str(self.meta.get("kind") or "stress")
+
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("event") == "run"]
+
+
+def load_run(path: Path) -> RunFiles:
+    rd = RunDir.open(path)
+    try:
+        meta = rd.meta()
+    except (OSError, ValueError) as exc:
+        raise ReproError(f"{path}: unreadable meta.json: {exc}") from None
+    if meta.get("kind") not in ("stress", "bisect"):
+        raise ReproError(f"{path}: not a stress or bisect run directory")
+    summary = None
+    with contextlib.suppress(OSError, ValueError):
+        summary = rd.read("summary.json")
+    catalogue: dict[str, dict[str, Any]] = {}
+    with contextlib.suppress(OSError, ValueError):
+        for entry in rd.read("signatures.json") or []:
+            catalogue[str(entry["id"])] = dict(entry)
+    # The summary's entries are newer (counts, examples) for finished runs.
+    for entry in (summary or {}).get("signatures") or []:
+        catalogue.setdefault(str(entry["id"]), {}).update(entry)
+    recipe_text = None
+    recipe = None
+    recipe_path = path / "recipe.yaml"
+    if recipe_path.is_file():
+        recipe_text = recipe_path.read_text(encoding="utf-8")
+        # Not load_recipe: the files a recipe names may be gone by the time a report
+        # is written, and the report does not need them.
+        with contextlib.suppress(RecipeError):
+            recipe = parse_recipe(recipe_text, recipe_path)
+    events = _ordered_events(list(rd.events()))
+    return RunFiles(path, meta, summary, catalogue, events, recipe_text, recipe)
+
+
+def _ordered_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events as logged, except that runs (finished out of order by parallel jobs)
+    are put back in index order among themselves."""
+    run_slots = [i for i, e in enumerate(events) if e.get("event") == "run"]
+    runs = sorted((events[i] for i in run_slots), key=lambda e: int(e.get("index", 0)))
+    out = list(events)
+    for slot, ev in zip(run_slots, runs, strict=True):
+        out[slot] = ev
+    return out
+
+
+# --- counting --------------------------------------------------------------------------
+
+
+@dataclass
+class Counts:
+    runs: int = 0  # informative runs (target, other, clean)
+    hits: int = 0
+    other: int = 0
+    failed: int = 0  # crashes, timeouts, TSAN start-up failures
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    def add(self, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+        if outcome in INFORMATIVE:
+            self.runs += 1
+            self.hits += outcome == "target"
+            self.other += outcome == "other"
+        else:
+            self.failed += 1
+
+    def rate_json(self) -> dict[str, Any]:
+        lo, hi = wilson_interval(self.hits, self.runs)
+        return {
+            "runs": self.runs,
+            "hits": self.hits,
+            "rate": self.hits / self.runs if self.runs else None,
+            "rate_ci95": [lo, hi] if self.runs else None,
+            "outcomes": {k: self.outcomes.get(k, 0) for k in OUTCOME_ORDER},
+            "failed_runs": self.failed,
+        }
+
+
+def _signature_counts(runs: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Per signature id: (reports, runs with it)."""
+    reports: Counter[str] = Counter()
+    in_runs: Counter[str] = Counter()
+    for ev in runs:
+        ids = [str(s) for s in ev.get("signatures") or []]
+        reports.update(ids)
+        in_runs.update(set(ids))
+    return {k: (reports[k], in_runs[k]) for k in reports}
+
+
+# --- races -----------------------------------------------------------------------------
+
+
+def _roots(files: RunFiles) -> list[str]:
+    ctx = files.meta.get("context") or {}
+    roots = [str(ctx.get("cwd") or "")]
+    py = ctx.get("python") or {}
+    if py.get("prefix"):
+        roots.append(str(py["prefix"]))
+    return [r for r in roots if r]
+
+
+def _example_report(files: RunFiles, sig_id: str, example: str | None) -> Any:
+    """The parsed TSAN report of one signature from a kept log (None if none is kept)."""
+    from repro.tsan.parse import parse_log
+    from repro.tsan.signature import DEFAULT_DROP, signature_of
+
+    depth, drop = 3, tuple(DEFAULT_DROP)
+    if files.recipe is not None:
+        depth = files.recipe.signature.depth
+        drop = (*DEFAULT_DROP, *files.recipe.signature.drop_frames)
+    candidates = [example] if example else []
+    candidates += [
+        str(ev["log_dir"])
+        for ev in files.runs
+        if ev.get("log_dir") and sig_id in (ev.get("signatures") or [])
+    ]
+    for rel in candidates:
+        log_dir = files.path / rel
+        if not log_dir.is_dir():
+            continue
+        texts = [
+            p.read_text(encoding="utf-8", errors="replace") for p in sorted(log_dir.glob("tsan*"))
+        ]
+        out = log_dir / "output.txt"
+        if out.is_file():
+            texts.append(out.read_text(encoding="utf-8", errors="replace"))
+        for report in parse_log("\n".join(texts)).reports:
+            if signature_of(report, depth=depth, drop=drop).id == sig_id:
+                return report, rel
+    return None, None
+
+
+def _race_entry(
+    files: RunFiles, entry: Mapping[str, Any], counts: tuple[int, int]
+) -> dict[str, Any]:
+    sig_id = str(entry["id"])
+    report, log = _example_report(files, sig_id, entry.get("example"))
+    function, file = race_site(report) if report is not None else (None, None)
+    if function is None:
+        tops = [f[0] for f in entry.get("top_frames") or [] if f]
+        function = tops[0] if tops else None
+    return {
+        "signature": sig_id,
+        "kind": entry.get("kind") or (report.kind if report is not None else "race"),
+        "description": entry.get("description"),
+        "top_frames": [list(f) for f in entry.get("top_frames") or []],
+        "target": bool(entry.get("target")),
+        "function": function,
+        "file": file,
+        "location": report.location if report is not None else None,
+        "reports": counts[0],
+        "runs": counts[1],
+        "example_log": log,
+        "report": trim_report(report.raw, _roots(files)) if report is not None else None,
+    }
+
+
+def _races(files: RunFiles) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    counts = _signature_counts(files.runs)
+    ids = set(counts) | set(files.catalogue)
+    entries = []
+    for sid in ids:
+        entry = files.catalogue.get(sid) or {"id": sid, "kind": "race", "target": False}
+        entries.append(_race_entry(files, entry, counts.get(sid, (0, 0))))
+    entries.sort(key=lambda e: (not e["target"], -e["runs"], -e["reports"], e["signature"]))
+    target = entries[0] if entries and entries[0]["target"] else None
+    others = [e for e in entries if e is not target]
+    return target, others
+
+
+def _recipe_target(files: RunFiles) -> dict[str, Any] | None:
+    """The race as the recipe describes it, for runs that never saw it."""
+    if files.recipe is None:
+        return None
+    t = files.recipe.target
+    return {
+        "signature": None,
+        "kind": t.kind or "race",
+        "description": None,
+        "top_frames": [],
+        "target": True,
+        "function": t.functions[0] if t.functions else None,
+        "file": t.files[0].rsplit("/", 1)[-1] if t.files else None,
+        "location": None,
+        "reports": 0,
+        "runs": 0,
+        "example_log": None,
+        "report": None,
+    }
+
+
+def race_name(race: Mapping[str, Any] | None) -> str:
+    if race is None:
+        return "race"
+    name = str(race.get("kind") or "race")
+    if race.get("function"):
+        name += f" in {race['function']}"
+    if race.get("file"):
+        name += f" ({race['file']})"
+    return name
+
+
+# --- status ----------------------------------------------------------------------------
+
+
+def _status(files: RunFiles) -> dict[str, Any]:
+    meta = files.meta
+    if files.kind == "stress":
+        if meta.get("finished"):
+            return {"state": "finished", "partial": False, "message": None}
+        if meta.get("interrupted"):
+            return {
+                "state": "interrupted",
+                "partial": True,
+                "message": "The run was interrupted: these are partial results "
+                "(everything measured before the interruption). Resume with "
+                "`repro stress --resume RUN_DIR`.",
+            }
+        return {
+            "state": "incomplete",
+            "partial": True,
+            "message": "The run did not finish (it was killed, or is still running): "
+            "these are partial results from its event log.",
+        }
+    status = str((files.summary or {}).get("status") or meta.get("status") or "started")
+    if status == "done":
+        return {"state": "finished", "partial": False, "message": None}
+    if status == "failed":
+        return {
+            "state": "failed",
+            "partial": False,
+            "message": "The bisect stopped without an answer: "
+            + str(meta.get("failure") or (files.summary or {}).get("failure") or "see the log"),
+        }
+    if status == "interrupted":
+        msg = "The bisect was interrupted: these are partial results. "
+    else:
+        msg = "The bisect did not finish (it was killed, or is still running): partial results. "
+    return {
+        "state": "interrupted" if status == "interrupted" else "incomplete",
+        "partial": True,
+        "message": msg + "Resume with `repro bisect --resume RUN_DIR`.",
+    }
+
+
+# --- stress ----------------------------------------------------------------------------
+
+
+def _time_to_first_hit(files: RunFiles, runs: list[dict[str, Any]]) -> float | None:
+    if files.kind == "stress" and files.meta.get("time_to_first_hit") is not None:
+        return float(files.meta["time_to_first_hit"])
+    if not runs:
+        return None
+    t0 = min(float(e.get("started", 0.0)) for e in runs)
+    for ev in runs:
+        if ev.get("outcome") == "target":
+            return round(float(ev.get("started", 0.0)) + float(ev.get("duration", 0.0)) - t0, 3)
+    return None
+
+
+def _summary(files: RunFiles, runs: list[dict[str, Any]], scope: str) -> dict[str, Any]:
+    c = Counts()
+    first_hit_run = None
+    for ev in runs:
+        c.add(str(ev.get("outcome")))
+        if first_hit_run is None and ev.get("outcome") == "target":
+            first_hit_run = c.runs + c.failed
+    out = c.rate_json()
+    durations = [float(e.get("duration", 0.0)) for e in runs]
+    elapsed = files.meta.get("elapsed") if files.kind == "stress" else None
+    if files.kind == "bisect" and files.summary:
+        elapsed = files.summary.get("run_seconds")
+    out.update(
+        {
+            "scope": scope,
+            "time_to_first_hit": _time_to_first_hit(files, runs),
+            "first_hit_run": first_hit_run,
+            "mean_run_seconds": round(sum(durations) / len(durations), 4) if durations else None,
+            "elapsed_seconds": round(float(elapsed), 3) if elapsed is not None else None,
+            "jobs": files.meta.get("jobs"),
+        }
+    )
+    return out
+
+
+def timeline(runs: list[dict[str, Any]], buckets: int = TIMELINE_BUCKETS) -> list[dict[str, Any]]:
+    """Outcomes in run order, in at most ``buckets`` groups, with the rate so far."""
+    if not runs:
+        return []
+    size = max(1, -(-len(runs) // buckets))
+    out = []
+    hits = informative = 0
+    for start in range(0, len(runs), size):
+        chunk = runs[start : start + size]
+        counts = Counter(str(e.get("outcome")) for e in chunk)
+        hits += counts.get("target", 0)
+        informative += sum(counts.get(k, 0) for k in INFORMATIVE)
+        out.append(
+            {
+                "first": start + 1,
+                "last": start + len(chunk),
+                "outcomes": {k: counts.get(k, 0) for k in OUTCOME_ORDER},
+                "rate_so_far": hits / informative if informative else None,
+                "positions": sorted(
+                    {int(e["pos"]) for e in chunk if isinstance(e.get("pos"), int)}
+                ),
+            }
+        )
+    return out
+
+
+# --- bisect ----------------------------------------------------------------------------
+
+
+def _bisect(files: RunFiles) -> dict[str, Any]:
+    meta = files.meta
+    summary = files.summary or {}
+    positions = list(meta.get("positions") or [])
+    n = len(positions)
+    find = str(meta.get("find") or "fix")
+    per = [Counts() for _ in positions]
+    built: list[bool | None] = [None] * n
+    build_seconds = [0.0] * n
+    build_error: list[str | None] = [None] * n
+    unusable: list[str | None] = [None] * n
+    phases: list[set[str]] = [set() for _ in positions]
+    for ev in files.events:
+        pos = ev.get("pos")
+        if not isinstance(pos, int) or not 0 <= pos < n:
+            continue
+        kind = ev.get("event")
+        if kind == "run":
+            per[pos].add(str(ev.get("outcome")))
+            if ev.get("phase"):
+                phases[pos].add(str(ev["phase"]))
+        elif kind == "build":
+            built[pos] = bool(ev.get("ok"))
+            build_seconds[pos] += float(ev.get("seconds", 0.0))
+            if not ev.get("ok"):
+                build_error[pos] = ev.get("error")
+        elif kind == "unusable":
+            unusable[pos] = str(ev.get("reason") or "unusable")
+    stored = {int(s["pos"]): s for s in summary.get("steps") or [] if "pos" in s}
+    culprit = summary.get("culprit")
+    culprit_ids = {str(c["id"]) for c in summary.get("culprit_range") or []}
+    if culprit:
+        culprit_ids.add(str(culprit.get("id") or culprit.get("sha")))
+    # Chronological order (oldest first), whatever the search direction.
+    chrono = list(range(n)) if find == "fix" else list(reversed(range(n)))
+    commits = []
+    for order, pos in enumerate(chrono):
+        p = positions[pos]
+        info = p.get("info") or {}
+        c = per[pos]
+        tested = built[pos] is not None or c.runs > 0 or c.failed > 0
+        if pos in stored:
+            verdict = str(stored[pos].get("verdict"))
+        elif unusable[pos]:
+            verdict = "skipped"
+        elif c.hits:
+            verdict = "racy"
+        elif c.runs:
+            verdict = f"no hit in {c.runs} runs"
+        else:
+            verdict = "untested" if tested else ""
+        end = "racy end" if pos == 0 else ("clean end" if pos == n - 1 else None)
+        commits.append(
+            {
+                "order": order,
+                "pos": pos,
+                "id": p.get("id"),
+                "label": p.get("label"),
+                "subject": info.get("subject"),
+                "author": info.get("author"),
+                "date": info.get("date"),
+                "url": info.get("url"),
+                "tested": tested,
+                "built": built[pos],
+                "build_seconds": round(build_seconds[pos], 1),
+                "build_error": build_error[pos],
+                "unusable": unusable[pos],
+                "runs": c.runs,
+                "hits": c.hits,
+                "other_races": c.other,
+                "failed_runs": c.failed,
+                "phases": sorted(phases[pos]),
+                "verdict": verdict,
+                "end": end,
+                "culprit": str(p.get("id")) in culprit_ids,
+            }
+        )
+    calib = per[0] if n else Counts()
+    clean_end = per[n - 1] if n else Counts()
+    return {
+        "direction": find,
+        "side": meta.get("side"),
+        "racy": meta.get("racy"),
+        "clean": meta.get("clean"),
+        "repo": meta.get("repo"),
+        "requested_confidence": meta.get("confidence"),
+        "confidence": summary.get("confidence"),
+        "culprit": culprit,
+        "culprit_range": summary.get("culprit_range"),
+        "failure": meta.get("failure") or summary.get("failure"),
+        "positions": n,
+        "builds": sum(1 for b in built if b is not None),
+        "runs": sum(c.runs + c.failed for c in per),
+        "build_seconds": round(sum(build_seconds), 1),
+        "run_seconds": summary.get("run_seconds"),
+        "calibration": calib.rate_json(),
+        "clean_end": clean_end.rate_json(),
+        "commits": commits,
+        "steps": [c for c in commits if c["tested"]],
+    }
+
+
+# --- environment -----------------------------------------------------------------------
+
+
+def _env_rows(env: Mapping[str, Any], files: RunFiles) -> list[list[str]]:
+    """Label/value rows for the environment table, the same in Markdown and HTML."""
+    rows: list[list[str]] = []
+
+    def add(label: str, value: Any) -> None:
+        if value not in (None, "", [], {}):
+            rows.append([label, str(value)])
+
+    os_ = env.get("os") or {}
+    add(
+        "OS / kernel",
+        ", ".join(
+            x
+            for x in (
+                os_.get("distribution"),
+                f"{os_.get('system', '')} {os_.get('kernel', '')}".strip(),
+                os_.get("machine"),
+            )
+            if x
+        ),
+    )
+    cpu = env.get("cpu") or {}
+    if cpu:
+        usable = cpu.get("usable")
+        text = f"{cpu.get('count')}"
+        if usable and usable != cpu.get("count"):
+            text += f" ({usable} usable)"
+        if cpu.get("model"):
+            text += f", {cpu['model']}"
+        add("CPUs", text)
+    comp = env.get("compilers") or {}
+    add("Compilers", "; ".join(str(v) for k, v in sorted(comp.items()) if k != "cc"))
+    rts = []
+    for name, rt in sorted((env.get("tsan_runtime") or {}).items()):
+        parts = [str(rt.get("runtime") or name)]
+        if rt.get("package"):
+            parts.append(str(rt["package"]))
+        elif rt.get("llvm"):
+            parts.append(f"LLVM {rt['llvm']}")
+        if rt.get("path"):
+            parts.append(str(rt["path"]))
+        rts.append(": ".join(parts[:1]) + (" " + ", ".join(parts[1:]) if parts[1:] else ""))
+    add("TSAN runtime", "; ".join(rts))
+    py = env.get("cpython")
+    if py:
+        text = f"{py.get('version')}"
+        if py.get("origin") == "tarball":
+            text += f", tarball sha256 {py.get('tarball_sha256')}"
+        elif py.get("origin") == "git":
+            text += f", commit {py.get('commit')}"
+        elif py.get("executable"):
+            text += f", existing interpreter {py.get('executable')}"
+        flags = []
+        if py.get("gil_disabled"):
+            flags.append("free-threaded")
+        if py.get("tsan"):
+            flags.append("TSAN")
+        if flags:
+            text += f" ({', '.join(flags)})"
+        add("CPython", text)
+        if py.get("compiler_version"):
+            add("CPython compiler", py.get("compiler_version"))
+        add("configure", " ".join(py.get("configure_args") or []))
+        add(
+            "Patches",
+            ", ".join(
+                f"{p.get('name')} (sha256 {p.get('sha256')})" for p in py.get("patches") or []
+            ),
+        )
+    elif files.recipe is not None and files.recipe.python is not None:
+        spec = files.recipe.python
+        add(
+            "CPython",
+            f"built per step from the recipe ({spec.version or spec.git or spec.executable})",
+        )
+        add("Patches", ", ".join(spec.patches))
+    ext = env.get("extension") or {}
+    if ext:
+        add("Extension", f"{ext.get('repo')} at {ext.get('sha')}")
+    elif files.kind == "bisect" and files.meta.get("repo"):
+        add("Extension", f"{files.meta.get('repo')} (bisected)")
+    rust = env.get("rust") or {}
+    if rust:
+        add(
+            "Rust toolchain",
+            "; ".join(
+                x for x in (rust.get("rustc"), rust.get("cargo"), rust.get("toolchain")) if x
+            ),
+        )
+    run = env.get("run") or {}
+    recipe_opts = run.get("tsan_options") or {}
+    if not recipe_opts and files.recipe is not None:
+        recipe_opts = {k: str(v) for k, v in files.recipe.tsan.options.items()}
+    tsan = env.get("tsan_options") or "(not set)"
+    if recipe_opts:
+        tsan += "; recipe: " + " ".join(f"{k}={v}" for k, v in recipe_opts.items())
+    add("TSAN_OPTIONS", tsan)
+    bits = env.get("vm_mmap_rnd_bits")
+    add("vm.mmap_rnd_bits", bits if bits is not None else "unknown")
+    if run.get("prefix"):
+        add("Run prefix", " ".join(run["prefix"]))
+    add("git", env.get("git"))
+    return rows
+
+
+def _environment(files: RunFiles) -> dict[str, Any]:
+    env = files.meta.get("environment")
+    if not isinstance(env, Mapping):
+        return {
+            "recorded": False,
+            "rows": _env_rows({}, files),
+            "variables": {},
+            "snapshot": None,
+        }
+    return {
+        "recorded": True,
+        "rows": _env_rows(env, files),
+        "variables": dict(env.get("env") or {}),
+        "snapshot": dict(env),
+    }
+
+
+# --- reproduce -------------------------------------------------------------------------
+
+
+def _reproduce(
+    files: RunFiles, title: str, summary: Mapping[str, Any], bisect: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    meta = files.meta
+    hits, runs = int(summary.get("hits") or 0), int(summary.get("runs") or 0)
+    rate_lo = float((summary.get("rate_ci95") or [0.0, 0.0])[0])
+    n = shell.loop_runs(hits, runs, rate_lo)
+    limit_runs = (meta.get("limits") or {}).get("runs") if files.kind == "stress" else None
+    commands = shell.repro_commands(files.kind, meta, int(limit_runs or max(runs, 100)))
+    script = None
+    if files.recipe is not None:
+        script = shell.plain_script(_plain_inputs(files, title, n, bisect))
+    return {
+        "repro": [{"what": w, "command": c} for w, c in commands],
+        "shell": script,
+        "loop_runs": n,
+        "recipe": files.recipe_text,
+    }
+
+
+def _plain_inputs(
+    files: RunFiles, title: str, n: int, bisect: Mapping[str, Any] | None
+) -> shell.PlainInputs:
+    assert files.recipe is not None
+    meta = files.meta
+    env = meta.get("environment") or {}
+    ctx = meta.get("context") or {}
+    recipe_path = meta.get("recipe_path")
+    recipe_dir = Path(recipe_path).parent if recipe_path else None
+    inp = shell.PlainInputs(
+        recipe=files.recipe,
+        recipe_dir=recipe_dir,
+        title=title,
+        user_tsan_options=env.get("tsan_options"),
+        tsan_options=dict(files.recipe.tsan.options),
+        runs=n,
+        rust_host=(env.get("rust") or {}).get("host"),
+    )
+    overrides = meta.get("overrides") or {}
+    inp.threads = overrides.get("threads")
+    inp.switch_interval = overrides.get("switch_interval", files.recipe.amplify.switch_interval)
+    inp.timeout = overrides.get("timeout")
+    if ctx.get("prefix"):
+        inp.prefix = [str(p) for p in ctx["prefix"]]
+    elif files.recipe.amplify.taskset or overrides.get("taskset"):
+        inp.prefix = [
+            "taskset",
+            "-c",
+            str(overrides.get("taskset") or files.recipe.amplify.taskset),
+        ]
+    ext = files.recipe.extension
+    if ext is not None:
+        repo = overrides.get("extension_repo") or ext.repo
+        if "://" not in repo and not repo.startswith("git@") and recipe_dir is not None:
+            repo = str((recipe_dir / repo.removeprefix("file:")).resolve())
+        inp.ext_repo = str(repo)
+    py_env = env.get("cpython") or {}
+    inp.patches = list(py_env.get("patches") or [])
+    if not inp.patches and files.recipe.python is not None:
+        from repro.environment import _patches
+
+        base = recipe_dir or files.path
+        inp.patches = _patches([str((base / p).resolve()) for p in files.recipe.python.patches])
+    inp.tarball_sha256 = py_env.get("tarball_sha256")
+    inp.python_version = py_env.get("version") if py_env.get("origin") == "tarball" else None
+    inp.python_commit = py_env.get("commit")
+    ext_env = env.get("extension") or {}
+    inp.build_env = ext_env.get("build_env")
+    if files.kind == "stress":
+        inp.ext_sha = (ctx.get("extension") or {}).get("sha")
+    elif bisect is not None and bisect.get("commits"):
+        racy = next(c for c in bisect["commits"] if c.get("end") == "racy end")
+        side = bisect.get("side")
+        if side == "extension":
+            inp.ext_sha, inp.ext_label = racy["id"], f"{racy['label']} (the racy end)"
+        elif side == "python":
+            inp.python_commit = racy["id"]
+        elif side == "versions":
+            inp.python_version = racy["id"]
+            inp.tarball_sha256 = None
+    return inp
+
+
+# --- title -----------------------------------------------------------------------------
+
+
+def _title(
+    files: RunFiles,
+    race: Mapping[str, Any] | None,
+    summary: Mapping[str, Any],
+    bisect: Mapping[str, Any] | None,
+    status: Mapping[str, Any],
+) -> str:
+    name = race_name(race)
+    if bisect is not None:
+        culprit = bisect.get("culprit")
+        if culprit:
+            verb = "fixed by" if bisect["direction"] == "fix" else "introduced by"
+            rng = bisect.get("culprit_range") or []
+            if len(rng) > 1:
+                who = "one of " + ", ".join(str(c.get("label")) for c in rng)
+            else:
+                who = str(culprit.get("label") or culprit.get("id"))
+            return f"{name}, {verb} {who}"
+        if status["state"] == "failed":
+            return f"{name}: bisect failed"
+        return f"{name}: bisect {status['state']} (partial results)"
+    runs, hits = int(summary.get("runs") or 0), int(summary.get("hits") or 0)
+    if hits:
+        text = f"{name}: reproduced in {hits} of {runs} runs ({hits / runs:.0%})"
+    else:
+        text = f"{name}: not reproduced in {runs} runs"
+    if status["partial"]:
+        text += f" ({status['state']}, partial results)"
+    return text
+
+
+# --- suppressions ----------------------------------------------------------------------
+
+
+def _suppressions(race: Mapping[str, Any] | None, title: str) -> dict[str, Any] | None:
+    if race is None or not race.get("top_frames"):
+        return None
+    comment = [
+        f"Stop-gap, not a fix: hides the {race_name(race)}",
+        f"(repro signature {race.get('signature')}) until the code is fixed.",
+    ]
+    lines = suppression_lines(race["top_frames"], comment)
+    return {
+        "lines": lines,
+        "text": "\n".join(lines) + "\n",
+        "note": "Add these lines to a TSAN suppressions file (CPython keeps them in "
+        "Tools/tsan/suppressions_free_threading.txt) and run with "
+        "TSAN_OPTIONS=suppressions=FILE. They hide the report; the race stays.",
+    }
+
+
+# --- the document ----------------------------------------------------------------------
+
+
+def build_document(run_dir: Path) -> dict[str, Any]:
+    """The redacted report document of a run directory (the JSON format, as is)."""
+    files = load_run(run_dir)
+    status = _status(files)
+    bisect = _bisect(files) if files.kind == "bisect" else None
+    if bisect is not None:
+        racy_runs = [e for e in files.runs if e.get("pos") == 0]
+        summary = _summary(files, racy_runs, "racy end")
+        summary["all_runs"] = len(files.runs)
+    else:
+        summary = _summary(files, files.runs, "all runs")
+    target, others = _races(files)
+    race = target or _recipe_target(files)
+    title = _title(files, race, summary, bisect, status)
+    ctx = files.meta.get("context") or {}
+    tested = None
+    if files.kind == "stress" and ctx.get("extension"):
+        sha = str(ctx["extension"].get("sha") or "")
+        tested = {"what": "extension", "sha": sha, "label": sha[:12]}
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "generator": f"repro {__version__}",
+        "kind": files.kind,
+        "title": title,
+        "status": status,
+        "run": {
+            "directory": str(files.path.resolve()),
+            "name": files.path.name,
+            "recipe": files.meta.get("recipe"),
+            "description": files.recipe.description if files.recipe else None,
+            "tested": tested,
+            "limits": files.meta.get("limits"),
+        },
+        "summary": summary,
+        "bisect": bisect,
+        "target": race,
+        "target_seen": target is not None,
+        "other_races": others[:MAX_OTHER_RACES],
+        "other_races_total": len(others),
+        "environment": _environment(files),
+        "reproduce": _reproduce(files, title, summary, bisect),
+        "suppressions": _suppressions(target, title),
+        "timeline": timeline(files.runs),
+    }
+    if doc["target"] and doc["target"].get("location"):
+        doc["target"]["location"] = shorten_paths(doc["target"]["location"], _roots(files))
+    redacted: dict[str, Any] = redact(json.loads(json.dumps(doc)))
+    return redacted

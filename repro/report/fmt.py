@@ -1,0 +1,103 @@
+"""Number and text formatting shared by the Markdown and HTML renderings.
+
+Both formats must say the same thing in the same words; keeping the phrasing in
+one place is what makes that true.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x * 100:.{digits}f}%"
+
+
+def plural(n: Any, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 60:
+        return f"{s:.1f} s"
+    m, sec = divmod(round(s), 60)
+    if m < 60:
+        return f"{m} min {sec:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def rate(summary: Mapping[str, Any]) -> str:
+    """``48.3% (95% CI 36.2% to 60.7%), 29 of 60 runs``."""
+    runs = int(summary.get("runs") or 0)
+    hits = int(summary.get("hits") or 0)
+    if not runs:
+        return "no informative runs"
+    ci = summary.get("rate_ci95") or [0.0, 1.0]
+    return (
+        f"{pct(summary.get('rate'))} (95% CI {pct(ci[0])} to {pct(ci[1])}), {hits} of {runs} runs"
+    )
+
+
+def outcomes(counts: Mapping[str, int]) -> str:
+    names = {
+        "target": "target race",
+        "other": "other races only",
+        "clean": "clean",
+        "crash": "crashed",
+        "timeout": "timed out",
+        "tsan-failure": "TSAN failed to start",
+    }
+    parts = [f"{names.get(k, k)} {v}" for k, v in counts.items() if v]
+    return ", ".join(parts) or "none"
+
+
+def first_hit(summary: Mapping[str, Any]) -> str:
+    t = summary.get("time_to_first_hit")
+    run = summary.get("first_hit_run")
+    if t is None and run is None:
+        return "never hit"
+    text = seconds(t) if t is not None else "?"
+    if run is not None:
+        text += f" (run {run})"
+    return text
+
+
+def build_cell(step: Mapping[str, Any]) -> str:
+    if step.get("built") is False:
+        return "fails"
+    if step.get("built"):
+        return seconds(step.get("build_seconds"))
+    return "-"
+
+
+def confidence(bisect: Mapping[str, Any]) -> str:
+    conf = bisect.get("confidence")
+    asked = bisect.get("requested_confidence")
+    if conf is None:
+        return f"not reached (asked {asked})"
+    text = f"{conf * 100:.2f}%"
+    if asked is not None:
+        text += f" (asked {asked * 100:g}%)"
+    return text
+
+
+def top_frames(frames: list[list[str]]) -> str:
+    return " | ".join(" <- ".join(side) for side in frames if side) or "?"
+
+
+def cost(bisect: Mapping[str, Any]) -> str:
+    builds = plural(bisect.get("builds"), "build")
+    return f"{builds} ({seconds(bisect.get('build_seconds'))}), {plural(bisect.get('runs'), 'run')}"
+
+
+def commit_word(bisect: Mapping[str, Any]) -> str:
+    return "release" if bisect.get("side") == "versions" else "commit"
+
+
+def culprit_label(bisect: Mapping[str, Any]) -> str:
+    what = "fixed" if bisect.get("direction") == "fix" else "introduced"
+    return f"Race {what} by"

@@ -1,0 +1,283 @@
+"""The report as GitHub-flavoured Markdown, to paste into an issue.
+
+Long material (TSAN reports, the recipe, environment variables) goes into
+``<details>`` blocks so that the issue opens on the answer: what races, how
+often, where, and which commit changed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from repro.report import fmt
+
+PLAIN_MARKER = "<!-- repro:plain-shell -->"
+
+
+def cell(text: Any) -> str:
+    """A value safe inside a Markdown table cell."""
+    s = "-" if text is None or text == "" else str(text)
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def code(text: str, lang: str = "") -> str:
+    """A fenced block whose fence cannot be closed by the content."""
+    fence = "```"
+    while fence in text:
+        fence += "`"
+    return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
+
+
+def inline(text: Any) -> str:
+    s = str(text)
+    tick = "``" if "`" in s else "`"
+    pad = " " if tick == "``" else ""
+    return f"{tick}{pad}{s}{pad}{tick}"
+
+
+def details(summary: str, body: str) -> str:
+    return f"<details>\n<summary>{summary}</summary>\n\n{body}\n\n</details>"
+
+
+def table(header: list[str], rows: list[list[Any]], align: str = "") -> str:
+    aligns = align or "l" * len(header)
+    sep = ["---:" if a == "r" else "---" for a in aligns]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _html_escape(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _commit_link(c: Mapping[str, Any]) -> str:
+    label = inline(c.get("label") or c.get("id"))
+    return f"[{label}]({c['url']})" if c.get("url") else label
+
+
+def _summary(doc: Mapping[str, Any]) -> list[str]:
+    s = doc["summary"]
+    b = doc.get("bisect")
+    rows: list[list[str]] = []
+    if b is not None:
+        c = b.get("culprit")
+        if c:
+            rows.append(
+                [
+                    f"**{fmt.culprit_label(b)}**",
+                    f"{_commit_link(c)} {cell(c.get('subject') or '')}".strip(),
+                ]
+            )
+            rng = b.get("culprit_range") or []
+            if len(rng) > 1:
+                rows.append(
+                    [
+                        "Candidates",
+                        ", ".join(inline(x.get("label")) for x in rng)
+                        + " (the commits between could not be tested)",
+                    ]
+                )
+            rows.append(["Author", cell(c.get("author"))])
+            rows.append(["Date", cell(c.get("date"))])
+            if c.get("url"):
+                rows.append(["Link", str(c["url"])])
+            rows.append(["Confidence", fmt.confidence(b)])
+        elif b.get("failure"):
+            rows.append(["**Bisect failed**", cell(b["failure"])])
+        else:
+            rows.append(["Culprit", "not found yet"])
+        rows.append(["Rate at the racy end", fmt.rate(s)])
+        ce = b.get("clean_end") or {}
+        rows.append(
+            [
+                f"{'Fixed' if b.get('direction') == 'fix' else 'Clean'} end",
+                f"{ce.get('hits', 0)} hits in {ce.get('runs', 0)} runs",
+            ]
+        )
+        rows.append(["Time to first hit", fmt.first_hit(s)])
+        rows.append(
+            [
+                "Range",
+                f"{inline(b.get('racy'))} (racy) .. {inline(b.get('clean'))} "
+                f"({'fixed' if b.get('direction') == 'fix' else 'clean'}), "
+                f"{b.get('positions')} {fmt.commit_word(b)}s",
+            ]
+        )
+        rows.append(
+            [
+                "Cost",
+                fmt.cost(b),
+            ]
+        )
+    else:
+        rows.append(["**Reproduction rate**", fmt.rate(s)])
+        rows.append(["Outcomes", fmt.outcomes(s.get("outcomes") or {})])
+        rows.append(["Time to first hit", fmt.first_hit(s)])
+        tested = (doc.get("run") or {}).get("tested")
+        if tested:
+            rows.append(["Tested commit", inline(tested.get("sha"))])
+        rows.append(
+            [
+                "Run time",
+                f"{fmt.seconds(s.get('elapsed_seconds'))} with {s.get('jobs') or 1} jobs, "
+                f"{fmt.seconds(s.get('mean_run_seconds'))} per run",
+            ]
+        )
+    out = ["## Summary", "", table(["", ""], rows)]
+    if b is not None and b.get("steps"):
+        out += ["", f"### Bisection steps (oldest first, {len(b['steps'])} tested)", ""]
+        step_rows = []
+        for st in b["steps"]:
+            mark = " **culprit**" if st.get("culprit") else ""
+            end = f" ({st['end']})" if st.get("end") else ""
+            step_rows.append(
+                [
+                    _commit_link(st) + end,
+                    cell(st.get("subject")),
+                    fmt.build_cell(st),
+                    st.get("runs"),
+                    st.get("hits"),
+                    st.get("other_races"),
+                    cell(st.get("verdict")) + mark,
+                ]
+            )
+        out.append(
+            table(
+                ["commit", "subject", "build", "runs", "hits", "other races", "verdict"],
+                step_rows,
+                "lllrrrl",
+            )
+        )
+    return out
+
+
+def _race(doc: Mapping[str, Any]) -> list[str]:
+    t = doc.get("target")
+    out = ["## The race", ""]
+    if t is None:
+        return [*out, "No target race is known for this run."]
+    if not doc.get("target_seen"):
+        out.append(
+            f"The target ({cell(t.get('kind'))} in {inline(t.get('function'))}, as the recipe "
+            "describes it) was not seen in this run."
+        )
+        return out
+    rows = [
+        ["Kind", t.get("kind")],
+        [
+            "Where",
+            f"{inline(t.get('function'))}" + (f" in {inline(t['file'])}" if t.get("file") else ""),
+        ],
+        ["Signature", f"{inline(t.get('signature'))}: {fmt.top_frames(t.get('top_frames') or [])}"],
+        ["Location", t.get("location")],
+        ["Seen", f"{t.get('reports')} reports in {t.get('runs')} runs"],
+    ]
+    out.append(table(["", ""], rows))
+    if t.get("report"):
+        out += [
+            "",
+            details(
+                "TSAN report (runtime frames hidden, paths shortened)",
+                code(str(t["report"])),
+            ),
+        ]
+    return out
+
+
+def _others(doc: Mapping[str, Any]) -> list[str]:
+    others = doc.get("other_races") or []
+    total = doc.get("other_races_total", len(others))
+    out = [f"## Other races ({total})", ""]
+    if not others:
+        return [*out, "No other race was reported."]
+    rows = [
+        [
+            inline(o["signature"]),
+            o.get("kind"),
+            fmt.top_frames(o.get("top_frames") or []),
+            o.get("reports"),
+            o.get("runs"),
+        ]
+        for o in others
+    ]
+    out.append(table(["signature", "kind", "top frames", "reports", "runs"], rows, "lllrr"))
+    for o in others:
+        if o.get("report"):
+            label = _html_escape(f"{o['signature']}: {fmt.top_frames(o.get('top_frames') or [])}")
+            out += ["", details(f"{label} ({o.get('runs')} runs)", code(str(o["report"])))]
+    if total > len(others):
+        out += ["", f"... and {total - len(others)} more (see the run directory)."]
+    return out
+
+
+def _environment(doc: Mapping[str, Any]) -> list[str]:
+    env = doc["environment"]
+    out = ["## Environment", ""]
+    if not env.get("recorded"):
+        out += ["_The run did not record its environment; what the recipe says:_", ""]
+    out.append(table(["", ""], [[r[0], r[1]] for r in env.get("rows") or []]))
+    variables = env.get("variables") or {}
+    if variables:
+        rows = [[inline(k), inline(v)] for k, v in variables.items()]
+        out += [
+            "",
+            details("Environment variables (secrets redacted)", table(["name", "value"], rows)),
+        ]
+    return out
+
+
+def _reproduce(doc: Mapping[str, Any]) -> list[str]:
+    r = doc["reproduce"]
+    out = ["## How to reproduce", ""]
+    if r.get("repro"):
+        out += ["With repro, and the recipe below saved as `recipe.yaml`:", ""]
+        out.append(code("\n".join(f"{c['command']}    # {c['what']}" for c in r["repro"]), "sh"))
+    if r.get("shell"):
+        out += [
+            "",
+            "Without repro: build everything with TSAN and run the reproducer in a loop "
+            f"(up to {r.get('loop_runs')} runs, enough to see the race with 99.9% "
+            "probability at the measured rate):",
+            "",
+            PLAIN_MARKER,
+            code(str(r["shell"]), "sh"),
+        ]
+    if r.get("recipe"):
+        out += ["", details("recipe.yaml", code(str(r["recipe"]), "yaml"))]
+    return out
+
+
+def _suppressions(doc: Mapping[str, Any]) -> list[str]:
+    sup = doc.get("suppressions")
+    if not sup:
+        return []
+    return [
+        "## Suggested TSAN suppression (stop-gap only)",
+        "",
+        f"> {sup['note']}",
+        "",
+        code(str(sup["text"])),
+    ]
+
+
+def render_markdown(doc: Mapping[str, Any]) -> str:
+    out = [f"# {doc['title']}", ""]
+    status = doc["status"]
+    if status.get("message"):
+        label = "Partial results." if status.get("partial") else "No answer."
+        out += [f"> **{label}** {status['message']}", ""]
+    run = doc.get("run") or {}
+    if run.get("description"):
+        out += [f"_{run['description']}_", ""]
+    for section in (_summary, _race, _others, _environment, _reproduce, _suppressions):
+        lines = section(doc)
+        if lines:
+            out += [*lines, ""]
+    out += [
+        "---",
+        f"<sub>Generated by {doc['generator']} from the {doc['kind']} run directory "
+        f"`{run.get('name')}` (report schema {doc['schema_version']}).</sub>",
+    ]
+    return "\n".join(out) + "\n"

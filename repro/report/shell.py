@@ -1,0 +1,415 @@
+"""How to reproduce, with repro and without it.
+
+The plain shell script is the part of a report that must work for someone who
+will never install repro: a CPython or PyO3 maintainer reading an issue. It is
+derived from the same recipe and the same constants the builders use, so it
+builds what repro built (TSAN flags, configure options, patches) and runs what
+repro ran (command, directory, environment, TSAN options), then loops until the
+race shows. Paths under the reporter's home become ``$HOME`` (they must stay
+usable in a shell, where a quoted ``~`` is not expanded).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repro.environment import _home_dirs, looks_secret
+from repro.recipe import Recipe
+from repro.stats import clean_runs_needed
+
+PLAIN_OK = "race reproduced in run"
+PLAIN_NOT = "race not reproduced in"
+_SAFE = re.compile(r"[A-Za-z0-9_./:=@%+,-]+")
+_MAX_EMBED = 64_000
+
+
+def shq(value: str) -> str:
+    """Quote for sh; the home directory becomes ``$HOME`` so the value stays valid."""
+    homes = _home_dirs()
+    if _SAFE.fullmatch(value) and not any(value.startswith(h) for h in homes):
+        return value
+    esc = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
+    for home in homes:
+        esc = re.sub(re.escape(home) + r"(?=/|$)", "$HOME", esc)
+    return f'"{esc}"'
+
+
+def shq_var(value: str) -> str:
+    """Quote a value that deliberately refers to shell variables (``$WORK/x``)."""
+    esc = value.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`")
+    return f'"{esc}"'
+
+
+def loop_runs(hits: int, runs: int, rate_lo: float) -> int:
+    """Runs the plain loop allows: enough to see the race with 99.9% at the low rate."""
+    if hits <= 0 or rate_lo <= 0.0:
+        return max(100, runs)
+    return max(10, min(100_000, clean_runs_needed(min(rate_lo, 1.0), 0.999)))
+
+
+def _glob_to_ere(pattern: str) -> str:
+    out = []
+    for c in pattern:
+        if c == "*":
+            out.append("[^ ]*")
+        elif c == "?":
+            out.append("[^ ]")
+        else:
+            out.append(re.escape(c) if c in ".^$+()[]{}|\\" else c)
+    return "".join(out)
+
+
+def target_greps(recipe: Recipe, log: str) -> list[str]:
+    """grep conditions that, together, recognise the target race in a log.
+
+    This approximates repro's matcher (every function and file pattern must occur
+    in a frame of the race) closely enough for a loop: a frame line is
+    ``#N function file:line``.
+    """
+    t = recipe.target
+    conds = []
+    if t.kind:
+        conds.append(f"grep -qF {shq('WARNING: ThreadSanitizer: ' + t.kind)} {log}")
+    for fn in t.functions:
+        conds.append(f"grep -qE {shq('#[0-9]+ [^ ]*' + _glob_to_ere(fn))} {log}")
+    for f in t.files:
+        conds.append(f"grep -qE {shq('#[0-9]+ .*' + _glob_to_ere(f.lstrip('/')) + ':[0-9]')} {log}")
+    return conds
+
+
+@dataclass
+class PlainInputs:
+    """What the script needs, gathered by the report from the run directory."""
+
+    recipe: Recipe
+    recipe_dir: Path | None
+    title: str
+    ext_repo: str | None = None
+    ext_sha: str | None = None
+    ext_label: str | None = None
+    python_version: str | None = None  # a release (tarball)
+    python_commit: str | None = None  # a git commit (python.git)
+    tarball_sha256: str | None = None
+    patches: list[dict[str, Any]] = field(default_factory=list)
+    build_env: Mapping[str, str] | None = None  # as recorded, to resolve env_ranges
+    user_tsan_options: str | None = None
+    tsan_options: Mapping[str, Any] = field(default_factory=dict)
+    prefix: Sequence[str] = ()
+    threads: int | None = None
+    switch_interval: float | None = None
+    timeout: float | None = None
+    runs: int = 100
+    rust_host: str | None = None
+
+
+def _export(name: str, value: str, refs: frozenset[str] = frozenset()) -> str:
+    """One export line; secrets are left for the reader to provide.
+
+    Values are literal (the runner does not expand them) except for the names in
+    ``refs``, whose values are the script's own ``$VARIABLES``.
+    """
+    if looks_secret(name):
+        return f'export {name}="${{{name}:-}}"  # redacted from the report: set it yourself'
+    return f"export {name}={shq_var(value) if name in refs else shq(value)}"
+
+
+def _merge_tsan_options(user: str | None, recipe: Mapping[str, Any]) -> str:
+    opts: dict[str, str] = {}
+    for item in (user or "").replace(":", " ").split():
+        if "=" in item:
+            k, v = item.split("=", 1)
+            opts[k] = v
+    for k, v in recipe.items():
+        opts[k] = "1" if v is True else "0" if v is False else str(v)
+    opts.pop("log_path", None)  # reports must go to the log the loop greps
+    return " ".join(f"{k}={v}" for k, v in opts.items())
+
+
+def _heredoc(path: str, text: str) -> list[str]:
+    marker = "REPRO_EOF"
+    while marker in text:
+        marker += "_"
+    body = text if text.endswith("\n") else text + "\n"
+    return [f"cat > {path} <<'{marker}'", *body.rstrip("\n").split("\n"), marker]
+
+
+def _read_small(path: Path) -> str | None:
+    try:
+        if not path.is_file() or path.stat().st_size > _MAX_EMBED:
+            return None
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _cpython_lines(inp: PlainInputs, out: list[str]) -> str | None:
+    """Lines that build CPython; returns the python the rest of the script uses."""
+    spec = inp.recipe.python
+    if spec is None:
+        return None
+    if spec.executable:
+        out += [
+            "",
+            "# CPython: the reporter used an existing interpreter; use a free-threaded build",
+            "# with TSAN (./configure --disable-gil --with-thread-sanitizer) here.",
+            f"PYTHON={shq(spec.executable)}",
+        ]
+        return "$PYTHON"
+    from repro.builds.cpython import configure_command
+
+    placeholder = "/REPRO-PREFIX"
+    cmd = configure_command(spec, Path(placeholder), spec.compiler)
+    configure = " ".join(
+        shq_var(a.replace(placeholder, "$WORK/cpython")) if placeholder in a else shq(a)
+        for a in cmd
+    )
+    out.append("")
+    if spec.git and inp.python_commit:
+        what = f"CPython at commit {inp.python_commit[:12]}"
+        src_dir = "cpython-src"
+        fetch = [
+            f"[ -d {src_dir} ] || git clone {shq(spec.git)} {src_dir}",
+            f"cd {src_dir}",
+            f"git checkout -q --detach {inp.python_commit}",
+            "git clean -qfdx && git checkout -q .",
+        ]
+    else:
+        version = inp.python_version or spec.version or "3.13.5"
+        tarball = f"Python-{version}.tar.xz"
+        what = f"CPython {version} from the release tarball"
+        fetch = [
+            f"[ -f {tarball} ] || curl -fLO https://www.python.org/ftp/python/{version}/{tarball}",
+        ]
+        if inp.tarball_sha256:
+            fetch.append(f'echo "{inp.tarball_sha256}  {tarball}" | sha256sum -c -')
+        src_dir = f"Python-{version}"
+        fetch += [f"rm -rf {src_dir} && tar xf {tarball}", f"cd {src_dir}"]
+    flags = ["free-threaded" if spec.free_threading else "with the GIL"]
+    if spec.tsan:
+        flags.append("TSAN")
+    if spec.debug:
+        flags.append("debug")
+    out.append(f"# 1. {what} ({', '.join(flags)}), built with {spec.compiler}")
+    for patch in inp.patches:
+        if patch.get("text"):
+            out.append(f"# the patch applied to CPython (sha256 {patch.get('sha256')})")
+            out += _heredoc(shq_var(f"$WORK/{patch['name']}"), str(patch["text"]))
+    out += fetch
+    for patch in inp.patches:
+        if patch.get("text"):
+            out.append(f"patch -p1 < {shq_var('$WORK/' + str(patch['name']))}")
+        else:
+            out.append(f"# apply {patch.get('name')} (sha256 {patch.get('sha256')}) with patch -p1")
+    out += [
+        configure,
+        'make -j"$(nproc)"',
+        "make install",
+        'cd "$WORK"',
+        'export PATH="$WORK/cpython/bin:$PATH" PYTHON="$WORK/cpython/bin/python3"',
+        'export LD_LIBRARY_PATH="$WORK/cpython/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"',
+    ]
+    return "$PYTHON"
+
+
+def _extension_lines(inp: PlainInputs, out: list[str], python: str | None, step: int) -> str:
+    """Lines that fetch and build the extension; returns its directory."""
+    ext = inp.recipe.extension
+    assert ext is not None
+    from repro.builds.extension import TSAN_CFLAGS, TSAN_LDFLAGS, TSAN_RUSTFLAGS
+
+    repo = inp.ext_repo or ext.repo
+    name = re.sub(r"\.git$", "", repo.rstrip("/").rsplit("/", 1)[-1]) or "extension"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", name)
+    sha = inp.ext_sha or ext.ref
+    out += [
+        "",
+        f"# {step}. {name} at {inp.ext_label or sha[:12]}, built with TSAN",
+    ]
+    if "://" not in repo and not repo.startswith("git@"):
+        out.append("#    (the reporter's local clone: use the project's public URL instead)")
+    out += [
+        f"[ -d {name} ] || git clone -q {shq(repo)} {name}",
+        f"cd {name}",
+        f"git checkout -q --detach {sha}",
+    ]
+    env: dict[str, str] = {}
+    if python is not None:
+        env["PYO3_PYTHON"] = "$PYTHON"
+    compiler = inp.recipe.python.compiler if inp.recipe.python else None
+    if ext.sanitize == "c":
+        env.update(CFLAGS=TSAN_CFLAGS, CXXFLAGS=TSAN_CFLAGS, LDFLAGS=TSAN_LDFLAGS)
+        if compiler:
+            env["CC"] = compiler
+    elif ext.sanitize == "rust":
+        env.update(
+            RUSTC_BOOTSTRAP="1",
+            RUSTFLAGS=TSAN_RUSTFLAGS,
+            RUSTDOCFLAGS=TSAN_RUSTFLAGS,
+            CARGO_BUILD_TARGET=inp.rust_host or "x86_64-unknown-linux-gnu",
+        )
+        if compiler:
+            env["CC"] = compiler
+    env.update(ext.env)
+    conditional: list[str] = []
+    for rng in ext.env_ranges:
+        recorded = inp.build_env
+        if recorded is not None:
+            if all(recorded.get(k) == v for k, v in rng.env.items()):
+                env.update(rng.env)
+            continue
+        when = f"before {rng.before}" if rng.before else f"since {rng.since}"
+        assigns = " ".join(f"{k}={shq(v)}" for k, v in rng.env.items())
+        conditional.append(f"# for commits {when} also: export {assigns}")
+    refs = frozenset({"PYO3_PYTHON"} - set(ext.env))
+    out += [_export(k, env[k], refs) for k in sorted(env)]
+    out += conditional
+    out += list(ext.build)
+    out.append('cd "$WORK"')
+    return f"$WORK/{name}"
+
+
+def plain_script(inp: PlainInputs) -> str:
+    """A bash script that builds everything with TSAN and runs the reproducer in a loop."""
+    r = inp.recipe
+    out = [
+        f"# Reproduce without repro: {inp.title}",
+        "# Needs git, make, a C compiler with TSAN (gcc or clang)"
+        + (", cargo" if r.extension and r.extension.sanitize == "rust" else "")
+        + ". Save as reproduce.sh, run: bash reproduce.sh",
+        "set -e",
+        'WORK="$PWD/repro-work"',
+        'mkdir -p "$WORK" && cd "$WORK"',
+    ]
+    python = _cpython_lines(inp, out)
+    step = 2 if python is not None and r.python and not r.python.executable else 1
+    worktree = _extension_lines(inp, out, python, step) if r.extension else None
+
+    values: dict[str, str] = {
+        "python": python or "python3",
+        "threads": str(inp.threads or r.reproducer.threads),
+        "recipe_dir": "$RECIPE_DIR",
+    }
+    if worktree:
+        values["worktree"] = worktree
+    from repro.context import expand
+
+    command = expand(r.reproducer.command, values)
+    embeds = _embedded_files(inp, command)
+    if embeds or "$RECIPE_DIR" in command:
+        out += ["", "# Files from the recipe's directory", 'RECIPE_DIR="$WORK/recipe"']
+        out.append('mkdir -p "$RECIPE_DIR"')
+        for name, text in embeds:
+            out += _heredoc(shq_var(f"$RECIPE_DIR/{name}"), text)
+    if r.reproducer.cwd:
+        cwd = expand(r.reproducer.cwd, values)
+        if not cwd.startswith(("/", "$")):
+            cwd = f"$RECIPE_DIR/{cwd}"
+    elif worktree:
+        cwd = worktree
+    else:
+        cwd = "$RECIPE_DIR"
+        if not embeds:
+            out += ['RECIPE_DIR="$WORK"']
+    run_env: dict[str, str] = {"REPRO_THREADS": values["threads"]}
+    if inp.switch_interval is not None:
+        run_env["REPRO_SWITCH_INTERVAL"] = repr(inp.switch_interval)
+    run_env.update(r.reproducer.env)
+    tsan = _merge_tsan_options(inp.user_tsan_options, inp.tsan_options)
+    if tsan:
+        run_env["TSAN_OPTIONS"] = tsan
+    n = inp.runs
+    timeout = inp.timeout or r.reproducer.timeout
+    prefix = " ".join(shq(p) for p in inp.prefix)
+    run = f"timeout {math.ceil(timeout)} {prefix + ' ' if prefix else ''}{command}"
+    log = '"$WORK/run.log"'
+    conds = " && ".join(target_greps(r, log))
+    out += ["", "# Run the reproducer until TSAN reports the race"]
+    out += [_export(k, v) for k, v in run_env.items()]
+    out += [
+        f"cd {shq_var(cwd)}",
+        "found=",
+        f"for i in $(seq 1 {n}); do",
+        f"  {run} > {log} 2>&1 || true",
+        f"  if {conds}; then found=$i; break; fi",
+        "done",
+        'if [ -n "$found" ]; then',
+        f'  echo "{PLAIN_OK} $found (TSAN report: $WORK/run.log)"',
+        "else",
+        f'  echo "{PLAIN_NOT} {n} runs"',
+        "fi",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _embedded_files(inp: PlainInputs, command: str) -> list[tuple[str, str]]:
+    """Small files of the recipe's directory that the command names (a reproducer script)."""
+    if inp.recipe_dir is None:
+        return []
+    try:
+        tokens = shlex.split(command)
+    except ValueError:
+        tokens = command.split()
+    found: list[tuple[str, str]] = []
+    for tok in tokens:
+        rel = tok[len("$RECIPE_DIR/") :] if tok.startswith("$RECIPE_DIR/") else tok
+        if not rel or rel.startswith(("/", "$", "-")) or ".." in rel:
+            continue
+        text = _read_small(inp.recipe_dir / rel)
+        if text is not None and all(rel != f for f, _ in found):
+            found.append((rel, text))
+    return found
+
+
+def repro_commands(kind: str, meta: Mapping[str, Any], runs: int) -> list[tuple[str, str]]:
+    """(what it does, command) with repro, for a recipe saved as recipe.yaml."""
+    overrides = meta.get("overrides") or {}
+    flags = []
+    for key, flag in (
+        ("threads", "--threads"),
+        ("switch_interval", "--switch-interval"),
+        ("taskset", "--taskset"),
+        ("timeout", "--timeout"),
+        ("extension_repo", "--repo"),
+    ):
+        if overrides.get(key) is not None:
+            flags.append(f"{flag} {shq(str(overrides[key]))}")
+    extra = (" " + " ".join(flags)) if flags else ""
+    cmds: list[tuple[str, str]] = []
+    if kind == "stress":
+        ctx = meta.get("context") or {}
+        sha = (ctx.get("extension") or {}).get("sha")
+        ref = f" --ref {sha}" if sha else ""
+        cmds.append(("measure the rate", f"repro stress recipe.yaml{ref} --runs {runs}{extra}"))
+        return cmds
+    positions = meta.get("positions") or []
+    if meta.get("side") == "versions":
+        versions = meta.get("versions") or [p.get("id") for p in positions]
+        rng = f"--versions {','.join(str(v) for v in versions)}"
+    else:
+        other = "--fixed" if meta.get("find", "fix") == "fix" else "--clean"
+        rng = f"--racy {shq(str(meta.get('racy')))} {other} {shq(str(meta.get('clean')))}"
+    conf = meta.get("confidence")
+    cmds.append(
+        (
+            "bisect again",
+            f"repro bisect recipe.yaml {rng}"
+            + (f" --find {meta.get('find')}" if meta.get("find") == "regression" else "")
+            + (f" --confidence {conf:g}" if isinstance(conf, float | int) else "")
+            + extra,
+        )
+    )
+    if positions and meta.get("side") == "extension":
+        racy = positions[0].get("id")
+        cmds.append(
+            (
+                "measure the rate at the racy end",
+                f"repro stress recipe.yaml --ref {racy} --runs {runs}{extra}",
+            )
+        )
+    return cmds

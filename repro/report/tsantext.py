@@ -1,0 +1,167 @@
+"""TSAN reports made readable for someone who did not run them.
+
+A raw report is mostly noise to a reader: interceptor and thread start-up frames,
+and paths into repro's build cache that are 120 characters long and meaningless on
+any other machine. What stays is what a maintainer needs to recognise the race:
+the two accesses, their stacks in the project's own files, the location, the
+summary. Frame numbers are kept as TSAN printed them, so a gap shows where frames
+were hidden.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from repro.tsan.model import Frame, Report
+from repro.tsan.parse import parse_frame
+from repro.tsan.signature import normalise_function, significant_frames
+
+# What is hidden from a displayed report: the sanitizer runtime and the plumbing that
+# starts threads. Unlike signatures, libc functions (memcpy, malloc) stay: in a
+# displayed stack they say what the code was doing.
+HIDDEN_FRAMES: tuple[str, ...] = (
+    "__tsan_*",
+    "__tsan::*",
+    "__interceptor_*",
+    "___interceptor_*",
+    "__sanitizer*",
+    "libtsan.so*",
+    "*/libsanitizer/*",
+    "*compiler-rt/lib/*",
+    "*tsan_interceptors*",
+    "*sanitizer_common_interceptors*",
+    "_start",
+    "__libc_start*",
+    "start_thread",
+    "clone",
+    "clone3",
+    "__clone*",
+    "std::sys::*",
+    "std::rt::*",
+    "std::panicking::*",
+    "std::panic::*",
+    "core::ops::function::*",
+    "<core::panic::unwind_safe::*",
+    "__rust_try*",
+    "*__rust_begin_short_backtrace*",
+    "<std::thread::*",
+    "<std::sys::*",
+)
+
+_FRAME_LINE = re.compile(r"^(?P<indent>\s*)#(?P<index>\d+)\s+(?P<rest>.*)$")
+# Paths into repro's cache (an extension worktree is <cache>/builds/<sha256>/src, a
+# CPython tree <cache>/trees/cpython-<hex>/src): the reader wants the path inside the
+# project, which is what follows.
+_CACHE_TREE = re.compile(r"(?:/[^\s:()'\"]*)?/(?:[0-9a-f]{32,}|cpython-[0-9a-f]{8,})/src/")
+_CARGO_REGISTRY = re.compile(r"(?:/[^\s:()'\"]*)?/\.cargo/registry/src/[^/\s]+/")
+_RUSTC_SRC = re.compile(r"/rustc/([0-9a-f]{9})[0-9a-f]{31}/")
+_SANITIZER_SRC = re.compile(r"(?:\.\./)+src/libsanitizer/")
+_ABS_PATH = re.compile(r"(?<![\w.~])/(?:[^\s:()'\"/]+/){4,}[^\s:()'\"/]+")
+
+MAX_LINES = 160
+
+
+def shorten_paths(text: str, roots: Iterable[str] = ()) -> str:
+    """Paths shown relative to the project where possible, else cut to their tail.
+
+    ``roots`` are directories (e.g. the worktree the reproducer ran in) whose
+    prefix is removed outright; cache trees are recognised by their shape.
+    """
+    for root in sorted({r.rstrip("/") for r in roots if r and len(r) > 1}, key=len, reverse=True):
+        text = text.replace(root + "/", "")
+    text = _CACHE_TREE.sub("", text)
+    text = _CARGO_REGISTRY.sub("", text)
+    text = _RUSTC_SRC.sub(r"/rustc/\1/", text)
+    text = _SANITIZER_SRC.sub("libsanitizer/", text)
+
+    def tail(m: re.Match[str]) -> str:
+        path = m.group(0)
+        if len(path) <= 60:
+            return path
+        return ".../" + "/".join(path.split("/")[-3:])
+
+    return _ABS_PATH.sub(tail, text)
+
+
+def is_hidden(frame: Frame, extra: Sequence[str] = ()) -> bool:
+    return not significant_frames((frame,), (*HIDDEN_FRAMES, *extra))
+
+
+def trim_report(raw: str, roots: Iterable[str] = (), extra_hidden: Sequence[str] = ()) -> str:
+    """The report text without runtime frames, with short paths, at most MAX_LINES."""
+    out: list[str] = []
+    for line in raw.splitlines():
+        m = _FRAME_LINE.match(line)
+        if m and is_hidden(parse_frame(int(m.group("index")), m.group("rest")), extra_hidden):
+            continue
+        out.append(line.rstrip())
+    # Blank runs left behind by hidden sections collapse to one line.
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n")
+    lines = shorten_paths(text, roots).splitlines()
+    if len(lines) > MAX_LINES:
+        hidden = len(lines) - MAX_LINES
+        lines = [*lines[:MAX_LINES], f"    ... ({hidden} more lines in the run directory's log)"]
+    return "\n".join(lines)
+
+
+def _top(stack: Sequence[Frame]) -> Frame | None:
+    frames = significant_frames(stack, HIDDEN_FRAMES)
+    return frames[0] if frames else (stack[0] if stack else None)
+
+
+def race_site(report: Report) -> tuple[str | None, str | None]:
+    """(function, file name) that names a race in a title.
+
+    Which access TSAN calls "current" changes from run to run, so naming the race
+    after it would give the same race different titles. The writer is stable (a
+    read/write race always has the same writer), so it wins; between equals, the
+    alphabetically first function does.
+    """
+    accesses = [a for a in (report.current, report.previous) if a is not None and a.stack]
+    candidates: list[tuple[int, str, Frame]] = []
+    for a in accesses:
+        top = _top(a.stack)
+        if top is None:
+            continue
+        rank = 0 if a.op in ("write", "free") and not a.atomic else 1
+        candidates.append((rank, normalise_function(top.function), top))
+    if not candidates:
+        stacks = [frames for _, frames in report.other_stacks if frames]
+        top = _top(stacks[0]) if stacks else None
+        if top is None:
+            return None, None
+        candidates.append((0, normalise_function(top.function), top))
+    _, name, frame = min(candidates, key=lambda c: (c[0], c[1]))
+    file = frame.file.rsplit("/", 1)[-1] if frame.file else None
+    return name, file
+
+
+def suppression_pattern(function: str) -> str:
+    """A function name as a TSAN suppression template matches it on any build.
+
+    TSAN matches templates as substrings, with ``*`` as a wildcard; Rust closures
+    print as ``{{closure}}`` or ``{closure#N}`` depending on the mangling, so they
+    become ``*``.
+    """
+    name = normalise_function(function)
+    name = re.sub(r"\{closure\}|\{[A-Za-z_:]+#\d+\}", "*", name)
+    return re.sub(r"\*{2,}", "*", name)
+
+
+def suppression_lines(top_frames: Sequence[Sequence[str]], comment: Sequence[str]) -> list[str]:
+    """``race_top:`` lines for the top frame of each access, CPython's file format.
+
+    ``race_top`` is the narrowest entry TSAN has: it only hides reports whose top
+    frame is that function, so unrelated races deeper in the same code still show.
+    Both accesses get a line because either may be the one TSAN reports first.
+    """
+    lines = [f"# {c}" if c else "#" for c in comment]
+    seen: list[str] = []
+    for frames in top_frames:
+        if frames:
+            pat = suppression_pattern(frames[0])
+            if pat and pat not in seen:
+                seen.append(pat)
+    lines += [f"race_top:{p}" for p in sorted(seen)]
+    return lines
