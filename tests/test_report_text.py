@@ -1,0 +1,225 @@
+"""The report's pure pieces: trimming TSAN text, suppression lines, shell quoting, charts."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from repro.report import format_for
+from repro.report.markdown import cell, code
+from repro.report.shell import loop_runs, shq
+from repro.report.svg import bisect_chart, stress_chart
+from repro.report.tsantext import (
+    race_site,
+    shorten_paths,
+    suppression_lines,
+    suppression_pattern,
+    trim_report,
+)
+from repro.tsan.parse import parse_log
+
+CACHE = "/home/ada/.cache/repro/builds/" + "4f" * 32 + "/src"
+REPORT = f"""\
+==================
+WARNING: ThreadSanitizer: data race (pid=14006)
+  Read of size 8 at 0x55590c26e0c8 by thread T2 (mutexes: write M0):
+    #0 tq_poll {CACHE}/queue.c:28 (stress_test+0x160a)
+    #1 consumer {CACHE}/stress_test.c:25 (stress_test+0x1297)
+
+  Previous write of size 8 at 0x55590c26e0c8 by thread T1:
+    #0 tq_publish {CACHE}/queue.c:21 (stress_test+0x15b6)
+    #1 producer {CACHE}/stress_test.c:12 (stress_test+0x1329)
+
+  Location is global 'tq_result' of size 8 at 0x55590c26e0c8 (stress_test+0x40c8)
+
+  Thread T2 (tid=14013, running) created by main thread at:
+    #0 pthread_create ../../../../src/libsanitizer/tsan/tsan_interceptors_posix.cpp:1001 \
+(libtsan.so.2+0x5e686)
+    #1 main {CACHE}/stress_test.c:43 (stress_test+0x1403)
+
+SUMMARY: ThreadSanitizer: data race {CACHE}/queue.c:28 in tq_poll
+==================
+"""
+
+
+def test_trim_hides_runtime_frames_and_cache_paths() -> None:
+    (report,) = parse_log(REPORT).reports
+    text = trim_report(report.raw)
+    assert "pthread_create" not in text and "libtsan" not in text
+    assert "#0 tq_poll queue.c:28 (stress_test+0x160a)" in text
+    assert "#1 main stress_test.c:43" in text
+    assert "SUMMARY: ThreadSanitizer: data race queue.c:28 in tq_poll" in text
+    assert "/.cache/" not in text
+
+
+def test_shorten_paths() -> None:
+    assert shorten_paths("at /w/tree/src/x.c:3", ["/w/tree"]) == "at src/x.c:3"
+    cargo = "/home/ada/.cargo/registry/src/index.crates.io-6f17d22bba15001f/pyo3-0.23.1/src/a.rs"
+    assert shorten_paths(cargo + ":9") == "pyo3-0.23.1/src/a.rs:9"
+    rustc = "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/std/src/thread/mod.rs"
+    assert shorten_paths(rustc) == "/rustc/59807616e/library/std/src/thread/mod.rs"
+    long = "/opt/some/very/long/directory/structure/that/goes/on/and/on/include/header.h:4"
+    assert shorten_paths(long) == ".../on/include/header.h:4"
+    assert shorten_paths("/usr/include/stdio.h:1") == "/usr/include/stdio.h:1"
+
+
+def test_race_is_named_after_the_writer() -> None:
+    (report,) = parse_log(REPORT).reports
+    assert race_site(report) == ("tq_publish", "queue.c")
+
+
+def test_suppression_lines() -> None:
+    lines = suppression_lines([["tq_poll", "consumer"], ["tq_publish", "producer"]], ["why"])
+    assert lines == ["# why", "race_top:tq_poll", "race_top:tq_publish"]
+    rust = "pyo3::pycell::impl_::BorrowFlag::increment::h0123456789abcdef"
+    assert suppression_pattern(rust) == "pyo3::pycell::impl_::BorrowFlag::increment"
+    assert suppression_pattern("impl_::tests::test_thread_safety_2::{{closure}}") == (
+        "impl_::tests::test_thread_safety_2::*"
+    )
+    assert suppression_pattern("set_ob_shash.constprop.0") == "set_ob_shash"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["plain", "with space", 'quo"te', "dollar $HOME `tick` \\ back", "", "-flag=x"],
+)
+def test_shq_round_trips_through_sh(value: str) -> None:
+    out = subprocess.run(
+        ["sh", "-c", f"printf %s {shq(value)}"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out == value
+
+
+def test_shq_writes_home_as_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert shq(f"{tmp_path}/src/x y") == '"$HOME/src/x y"'
+    out = subprocess.run(
+        ["sh", "-c", f"printf %s {shq(str(tmp_path / 'a'))}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"HOME": str(tmp_path)},
+    ).stdout
+    assert out == str(tmp_path / "a")
+
+
+def test_loop_runs() -> None:
+    assert loop_runs(0, 40, 0.0) == 100
+    assert loop_runs(30, 60, 0.36) == 16  # (1 - 0.36)^16 < 0.001
+    assert loop_runs(60, 60, 0.94) == 10
+    assert loop_runs(1, 10000, 0.00001) == 100_000
+
+
+def test_markdown_helpers() -> None:
+    assert cell("a | b\nc") == "a \\| b c"
+    assert code("x ``` y").startswith("````\n")
+
+
+def test_format_for() -> None:
+    assert format_for(Path("r.html")) == "html"
+    assert format_for(Path("r.json")) == "json"
+    assert format_for(Path("r.txt")) == "markdown"
+    assert format_for(None, "md") == "markdown"
+
+
+def test_charts_are_stable_svg() -> None:
+    commits = [
+        {"label": f"c{i}", "runs": r, "hits": h, "failed_runs": 0, "verdict": v, "tested": bool(r)}
+        for i, (r, h, v) in enumerate(
+            [(7, 3, "racy"), (0, 0, ""), (5, 0, "skipped"), (30, 0, "clean (99%)"), (22, 0, "")]
+        )
+    ]
+    commits[3]["culprit"] = True
+    b = {"commits": commits, "culprit": {"label": "c3"}, "direction": "fix"}
+    svg = bisect_chart(b)
+    assert svg == bisect_chart(b)
+    assert svg.startswith("<svg") and "fixed by c3" in svg and "3/7" in svg
+    assert not re.search(r"\d\.\d{2,}", svg)  # coordinates are rounded
+    buckets = [
+        {"first": 1, "last": 2, "outcomes": {"target": 1, "clean": 1}, "rate_so_far": 0.5},
+        {"first": 3, "last": 4, "outcomes": {"clean": 2}, "rate_so_far": 0.25},
+    ]
+    s = stress_chart(buckets)
+    assert "<path" in s and "rate so far" in s
+    assert "rate so far" not in stress_chart(buckets, rate_line=False)
+
+
+CPYTHON_RECIPE = """\
+name: bytes-hash
+python:
+  version: 3.13.5
+  source: /srv/mirror
+  compiler: clang-19
+  configure_args: [--enable-shared]
+  patches: [revert.patch]
+extension:
+  repo: https://github.com/PyO3/pyo3
+  ref: v0.23.0
+  sanitize: rust
+  env: {UNSAFE_PYO3_SKIP_VERSION_CHECK: "1"}
+  env_ranges:
+    - before: 76f4503ae
+      env: {UNSAFE_PYO3_BUILD_FREE_THREADED: "1"}
+  build: [cargo build --lib]
+reproducer:
+  command: "{python} {recipe_dir}/hash_race.py --threads {threads}"
+  cwd: "{worktree}"
+  env: {PYTHON_GIL: "0"}
+tsan:
+  options: {halt_on_error: true, second_deadlock_stack: 1}
+target:
+  functions: [set_ob_shash]
+"""
+
+
+def test_plain_script_for_cpython_and_rust(tmp_path: Path) -> None:
+    """The CPython and Rust parts (the demo exercises only C): text and shell syntax."""
+    from repro.recipe import parse_recipe
+    from repro.report.shell import PlainInputs, plain_script
+
+    (tmp_path / "hash_race.py").write_text("import sys\nprint('race')\n")
+    recipe = parse_recipe(CPYTHON_RECIPE, tmp_path / "r.yaml")
+    patch = {"name": "revert.patch", "sha256": "ab" * 32, "text": "--- a/x\n+++ b/x\n"}
+    script = plain_script(
+        PlainInputs(
+            recipe=recipe,
+            recipe_dir=tmp_path,
+            title="data race in set_ob_shash (bytesobject.c)",
+            ext_sha="c" * 40,
+            tarball_sha256="ef" * 32,
+            patches=[patch],
+            tsan_options=dict(recipe.tsan.options),
+            user_tsan_options="history_size=7 log_path=/tmp/x",
+            rust_host="x86_64-unknown-linux-gnu",
+            runs=50,
+        )
+    )
+    lines = script.splitlines()
+    assert "https://www.python.org/ftp/python/3.13.5/Python-3.13.5.tar.xz" in script
+    assert f'echo "{"ef" * 32}  Python-3.13.5.tar.xz" | sha256sum -c -' in lines
+    assert 'patch -p1 < "$WORK/revert.patch"' in lines
+    configure = next(x for x in lines if x.startswith("./configure"))
+    assert '"--prefix=$WORK/cpython"' in configure and "CC=clang-19" in configure
+    assert "--disable-gil --with-thread-sanitizer" in configure
+    assert '"LDFLAGS=-Wl,-rpath,$WORK/cpython/lib"' in configure
+    assert "git clone -q https://github.com/PyO3/pyo3 pyo3" in script
+    assert 'export RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer"' in lines
+    assert "export CARGO_BUILD_TARGET=x86_64-unknown-linux-gnu" in lines
+    assert 'export PYO3_PYTHON="$PYTHON"' in lines
+    assert "export UNSAFE_PYO3_SKIP_VERSION_CHECK=1" in lines
+    assert "# for commits before 76f4503ae also: export UNSAFE_PYO3_BUILD_FREE_THREADED=1" in lines
+    assert 'export TSAN_OPTIONS="history_size=7 halt_on_error=1 second_deadlock_stack=1"' in lines
+    assert "export PYTHON_GIL=0" in lines
+    # The reproducer script beside the recipe travels inside the commands.
+    assert "cat > \"$RECIPE_DIR/hash_race.py\" <<'REPRO_EOF'" in lines
+    assert "print('race')" in lines
+    assert (
+        '  timeout 60 $PYTHON $RECIPE_DIR/hash_race.py --threads 8 > "$WORK/run.log" 2>&1 || true'
+        in lines
+    )
+    assert 'cd "$WORK/pyo3"' in lines
+    assert "for i in $(seq 1 50); do" in lines
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
