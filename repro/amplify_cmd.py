@@ -76,8 +76,9 @@ def run_amplify(
     runs_dir: Path | None,
     console: Console,
     repo: str | None = None,
+    sets: tuple[str, ...] = (),
 ) -> tuple[int, list[dict[str, Any]]]:
-    loaded = load_recipe(recipe)
+    loaded = load_recipe(recipe, sets)
     rundir = RunDir.create(runs_dir or default_runs_dir(), loaded.recipe.name, "amplify")
     shutil.copyfile(loaded.path, rundir.path / "recipe.yaml")
     rundir.write_meta(

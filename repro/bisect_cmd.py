@@ -59,6 +59,7 @@ class BisectOptions:
     calibration_runs: int | None = None
     threads: int | None = None
     timeout: float | None = None
+    sets: tuple[str, ...] = ()
 
 
 @dataclass
@@ -480,7 +481,11 @@ def run_bisect(opts: BisectOptions, console: Console) -> int:
         meta = rundir.meta()
         if meta.get("kind") != "bisect":
             raise ReproError(f"{opts.resume}: not a bisect run directory")
-        loaded = load_recipe(rundir.path / "recipe.yaml")
+        loaded = load_recipe(
+            rundir.path / "recipe.yaml",
+            meta.get("set", []),
+            located_at=meta.get("recipe_path"),
+        )
         overrides = Overrides(**meta.get("overrides", {}))
         run = BisectRun(rundir, loaded, meta, console, opts.jobs, overrides)
         run.replay()
@@ -491,7 +496,7 @@ def run_bisect(opts: BisectOptions, console: Console) -> int:
     else:
         if opts.recipe is None:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
-        loaded = load_recipe(opts.recipe)
+        loaded = load_recipe(opts.recipe, opts.sets)
         run = _new_run(loaded, opts, console)
     return _drive(run, opts)
 
@@ -543,6 +548,7 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         "kind": "bisect",
         "recipe": r.name,
         "recipe_path": str(loaded.path),
+        "set": list(loaded.sets),
         "find": find,
         "direction": find,
         "side": side,

@@ -67,6 +67,10 @@ def _root(
 @recipe_app.command("validate")
 def recipe_validate(
     recipes: Annotated[list[Path], typer.Argument(help="Recipe files to check.")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe field: KEY.PATH=YAML (repeatable)."),
+    ] = None,
 ) -> None:
     """Check recipes against the schema; every problem names its file, line and field."""
     from repro.recipe import RecipeError, load_recipe
@@ -74,7 +78,7 @@ def recipe_validate(
     bad = 0
     for path in recipes:
         try:
-            loaded = load_recipe(path)
+            loaded = load_recipe(path, tuple(set_ or ()))
         except RecipeError as exc:
             bad += 1
             err_console.print(f"[red]{exc}[/]", highlight=False)
@@ -126,6 +130,10 @@ def stress(
         Path | None, typer.Option("--resume", help="Continue an earlier stress run directory.")
     ] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where run directories go.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe field: KEY.PATH=YAML (repeatable)."),
+    ] = None,
 ) -> None:
     """Run the reproducer again and again; count the target race apart from all others."""
     from repro.stress_cmd import StressOptions, run_stress
@@ -146,6 +154,7 @@ def stress(
         report=report,
         resume=resume,
         runs_dir=runs_dir,
+        sets=tuple(set_ or ()),
     )
     code = run_stress(opts, console, err_console, Live)
     raise typer.Exit(code)
@@ -192,12 +201,18 @@ def amplify(
         str | None, typer.Option("--repo", help="Use this clone of the extension repository.")
     ] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where run directories go.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe field: KEY.PATH=YAML (repeatable)."),
+    ] = None,
 ) -> None:
     """Measure each amplifier's effect on the rate and on hits per minute."""
     from repro.amplify_cmd import run_amplify, settings_from
 
     settings = settings_from(os.cpu_count() or 1, threads, switch_interval, taskset, jobs)
-    code, _ = run_amplify(recipe, settings, runs, runs_dir, console, repo=repo)
+    code, _ = run_amplify(
+        recipe, settings, runs, runs_dir, console, repo=repo, sets=tuple(set_ or ())
+    )
     raise typer.Exit(code)
 
 
@@ -243,6 +258,10 @@ def bisect(
         Path | None, typer.Option("--resume", help="Continue an interrupted bisect.")
     ] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where run directories go.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe field: KEY.PATH=YAML (repeatable)."),
+    ] = None,
 ) -> None:
     """Find the commit that fixed (or caused) an intermittent race, with a stated confidence."""
     from repro.bisect_cmd import BisectOptions, run_bisect
@@ -264,6 +283,7 @@ def bisect(
         calibration_runs=calibration_runs,
         threads=threads,
         timeout=timeout,
+        sets=tuple(set_ or ()),
     )
     raise typer.Exit(run_bisect(opts, console))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -196,6 +196,7 @@ class LoadedRecipe:
     recipe: Recipe
     path: Path
     text: str
+    sets: tuple[str, ...] = ()
 
     @property
     def base_dir(self) -> Path:
@@ -281,7 +282,40 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if p not in ("function-after", "function-before"))
 
 
-def parse_recipe(text: str, path: Path) -> Recipe:
+def apply_sets(data: Any, sets: Sequence[str]) -> tuple[Any, set[tuple[str, ...]]]:
+    """`--set a.b=VALUE` overrides, VALUE read as YAML (`[]`, `0.9`, `"text"`).
+
+    A variant of a recipe (the same race without its patch, another thread count) is
+    then one flag, not a copied file that drifts from the original.
+    """
+    if not sets:
+        return data, set()
+    if not isinstance(data, dict):
+        raise RecipeError("--set needs a recipe that is a mapping")
+    touched: set[tuple[str, ...]] = set()
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        parts = tuple(k for k in key.strip().split(".") if k)
+        if not sep or not parts:
+            raise RecipeError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. python.patches=[]")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"--set {item!r}: the value is not valid YAML: {exc}") from None
+        node = data
+        for k in parts[:-1]:
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise RecipeError(f"--set {item!r}: `{k}` is not a section")
+            node = nxt
+        node[parts[-1]] = value
+        touched.add(parts)
+    return data, touched
+
+
+def parse_recipe(text: str, path: Path, sets: Sequence[str] = ()) -> Recipe:
     """Validate recipe text; every problem is reported, each with its line."""
     try:
         node = yaml.compose(text)
@@ -296,7 +330,7 @@ def parse_recipe(text: str, path: Path) -> Recipe:
         raise RecipeError(f"{path}:1: a recipe is a mapping of keys (name, reproducer, target...)")
     lines: dict[tuple[Any, ...], int] = {}
     _line_map(node, (), lines)
-    data = yaml.safe_load(text)
+    data, touched = apply_sets(yaml.safe_load(text), sets)
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
@@ -309,12 +343,22 @@ def parse_recipe(text: str, path: Path) -> Recipe:
                 line = lines.get(probe)
                 probe = probe[:-1]
             where = f"{path}:{line}" if line else str(path)
+            if any(loc[: len(t)] == t for t in touched):
+                where = f"{path} (--set)"
             field = _field_name(loc) or "(top level)"
             problems.append(f"{where}: {field}: {_describe(err)}")
         raise RecipeError("\n".join(problems)) from None
 
 
-def load_recipe(path: Path | str) -> LoadedRecipe:
+def load_recipe(
+    path: Path | str, sets: Sequence[str] = (), *, located_at: Path | str | None = None
+) -> LoadedRecipe:
+    """Load and check a recipe.
+
+    `located_at` is where the recipe's relative paths are relative to, when the text
+    comes from elsewhere: a run directory keeps a copy of the recipe as run, but its
+    `../demo-work/...` paths still mean what they meant beside the original.
+    """
     p = Path(path)
     if not p.exists():
         raise RecipeError(f"{p}: no such recipe file")
@@ -324,8 +368,9 @@ def load_recipe(path: Path | str) -> LoadedRecipe:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{p}: cannot read: {exc}") from None
-    recipe = parse_recipe(text, p)
-    loaded = LoadedRecipe(recipe=recipe, path=p.resolve(), text=text)
+    recipe = parse_recipe(text, p, sets)
+    where = Path(located_at).resolve() if located_at is not None else p.resolve()
+    loaded = LoadedRecipe(recipe=recipe, path=where, text=text, sets=tuple(sets))
     _check_files(loaded)
     return loaded
 

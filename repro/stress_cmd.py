@@ -37,6 +37,7 @@ class StressOptions:
     report: Path | None = None
     resume: Path | None = None
     runs_dir: Path | None = None
+    sets: tuple[str, ...] = ()
 
 
 def build_summary(tally: Tally, meta: dict[str, Any]) -> dict[str, Any]:
@@ -63,8 +64,11 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
         meta = rundir.meta()
         if meta.get("kind") != "stress":
             raise ReproError(f"{opts.resume}: not a stress run directory")
-        recipe_path = rundir.path / "recipe.yaml"
-        loaded = load_recipe(recipe_path)
+        loaded = load_recipe(
+            rundir.path / "recipe.yaml",
+            meta.get("set", []),
+            located_at=meta.get("recipe_path"),
+        )
         limits_meta = meta.get("limits", {})
         # Resumed runs keep their original limits unless new ones are given.
         runs = opts.runs if opts.runs is not None else limits_meta.get("runs")
@@ -76,7 +80,7 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
     else:
         if opts.recipe is None:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
-        loaded = load_recipe(opts.recipe)
+        loaded = load_recipe(opts.recipe, opts.sets)
         runs, seconds, until_first = opts.runs, opts.seconds, opts.until_first
         if runs is None and seconds is None and not until_first:
             runs = 100
@@ -103,6 +107,7 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
             "kind": "stress",
             "recipe": loaded.recipe.name,
             "recipe_path": str(loaded.path),
+            "set": list(loaded.sets),
             "limits": {"runs": runs, "seconds": seconds, "until_first": until_first},
             "jobs": opts.jobs,
             "overrides": {k: v for k, v in vars(overrides).items() if v is not None},

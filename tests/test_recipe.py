@@ -137,3 +137,32 @@ def test_cli_validate_exit_codes(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "bad.yaml:7: bogus: unknown key" in res.stderr
     assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_set_overrides_fields(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD)
+    loaded = load_recipe(p, ["reproducer.timeout=9", "target.functions=[a, b]"])
+    assert loaded.recipe.reproducer.timeout == 9
+    assert loaded.recipe.target.functions == ("a", "b")
+    assert loaded.sets == ("reproducer.timeout=9", "target.functions=[a, b]")
+    with pytest.raises(RecipeError, match=r"\(--set\): reproducer.timeout"):
+        load_recipe(p, ["reproducer.timeout=soon"])
+    with pytest.raises(RecipeError, match="did you mean `confidence`"):
+        load_recipe(p, ["bisect.confidense=0.9"])
+    with pytest.raises(RecipeError, match="expected KEY.PATH=VALUE"):
+        load_recipe(p, ["reproducer.timeout"])
+
+
+def test_relative_paths_resolve_beside_the_original(tmp_path: Path) -> None:
+    """A run directory's copy of a recipe keeps meaning what the original meant."""
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "work").mkdir()
+    original = write(tmp_path / "recipes", GOOD + "tsan:\n  suppressions: ../work/supp.txt\n")
+    (tmp_path / "work" / "supp.txt").write_text("race:foo\n")
+    copy = tmp_path / "runs" / "run-1" / "recipe.yaml"
+    copy.parent.mkdir(parents=True)
+    copy.write_text(original.read_text())
+    with pytest.raises(RecipeError, match="file not found"):
+        load_recipe(copy)
+    loaded = load_recipe(copy, located_at=original)
+    assert loaded.resolve("../work/supp.txt") == (tmp_path / "work" / "supp.txt").resolve()
