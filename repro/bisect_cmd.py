@@ -462,17 +462,10 @@ def _commit_positions(
             )
         )
     ordered = _ordered(positions, find)
-    depth0 = _depth(repo, shas[0])
+    depth0 = repo.depth(shas[0])
     anchors_chrono = [depth0 + k for k in range(len(shas))]
     anchors = anchors_chrono if find == "fix" else list(reversed(anchors_chrono))
     return ordered, anchors, {"repo": location}
-
-
-def _depth(repo: Any, sha: str) -> int:
-    try:
-        return int(repo.repo.git.rev_list("--count", "--first-parent", sha))
-    except Exception:
-        return 0
 
 
 def run_bisect(opts: BisectOptions, console: Console) -> int:

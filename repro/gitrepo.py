@@ -231,6 +231,10 @@ class GitRepo:
             "give the older commit first, on the same line of history"
         )
 
+    def depth(self, sha: str) -> int:
+        """First-parent distance from the root: a stable id for the same commit in any range."""
+        return int(str(self._repo.git.rev_list("--count", "--first-parent", self.resolve(sha))))
+
     def info(self, sha: str) -> CommitInfo:
         full = self.resolve(sha)
         out = str(self._repo.git.show("-s", "--format=%H%x00%h%x00%s%x00%an%x00%aI", full))

@@ -197,3 +197,16 @@ def test_worktree_reuse_and_move(history: tuple[Path, dict[str, str]], tmp_path:
     assert git(stray, "rev-parse", "HEAD") == s["a"] and not (stray / "junk").exists()
     # the user's checkout never gained a worktree
     assert git(repo_path, "worktree", "list").count("\n") == 0
+
+
+def test_depth_is_the_first_parent_distance(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demo"))
+    from make_repo import make_repo
+
+    src = make_repo(tmp_path / "demo")
+    repo = GitRepo.open_cached(str(src), tmp_path / "cache")
+    assert repo.depth("v1.0") == 1
+    assert repo.depth("v1.1") == 4
+    assert repo.depth("main") == len(repo.first_parent_range("v1.0", "main"))
