@@ -192,10 +192,13 @@ def check_mmap(workdir: Path) -> Check:
         return Check("vm.mmap_rnd_bits", True, "unknown (not Linux?)", None, False)
     if bits <= 28:
         return Check("vm.mmap_rnd_bits", True, f"{bits} (<= 28: TSAN starts)", None, False)
-    works = needs_setarch(refresh=True)
+    needed = needs_setarch(refresh=True)
+    plain_ok, setarch_ok = _probe_tsan_start()
     detail = f"{bits} (> 28: older TSAN runtimes die at start-up)"
-    if works:
-        detail += "; TSAN works under setarch -R, which repro will use"
+    if plain_ok:
+        return Check("vm.mmap_rnd_bits", True, detail + "; TSAN starts anyway here", None, False)
+    if setarch_ok:
+        detail += "; TSAN works under setarch -R" + (", which repro will use" if needed else "")
         return Check(
             "vm.mmap_rnd_bits",
             True,
@@ -203,7 +206,13 @@ def check_mmap(workdir: Path) -> Check:
             "sysctl vm.mmap_rnd_bits=28 (as root) makes setarch unnecessary",
             False,
         )
-    return Check("vm.mmap_rnd_bits", True, detail + "; TSAN starts anyway here", None, False)
+    return Check(
+        "vm.mmap_rnd_bits",
+        False,
+        detail + "; TSAN fails with and without setarch -R",
+        "sysctl -w vm.mmap_rnd_bits=28 (as root)",
+        True,
+    )
 
 
 def check_rust(workdir: Path) -> Check:
@@ -360,15 +369,21 @@ def needs_setarch(*, refresh: bool = False) -> bool:
     return answer
 
 
-def _probe_setarch() -> bool:
+def _probe_tsan_start() -> tuple[bool, bool]:
+    """(a TSAN program works as is, it works under setarch -R); (False, True) if untestable."""
     cc = "gcc" if shutil.which("gcc") else _find_clang()
     if cc is None:
-        return True  # cannot try; with many random bits, setarch is the safe side
+        return False, True  # cannot try; with many random bits, setarch is the safe side
     with tempfile.TemporaryDirectory(prefix="repro-setarch-") as tmp:
         exe, _err = compile_racy_c(cc, Path(tmp))
         if exe is None:
-            return True
+            return False, True
         plain = _run_tsan_binary(exe)
         if plain.raced and not plain.fatal:
-            return False
-        return _run_tsan_binary(exe, _setarch()).raced
+            return True, True
+        return False, _run_tsan_binary(exe, _setarch()).raced
+
+
+def _probe_setarch() -> bool:
+    plain_ok, setarch_ok = _probe_tsan_start()
+    return not plain_ok and setarch_ok

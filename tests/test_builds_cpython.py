@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -288,3 +289,30 @@ def test_reverted_bytes_hash_fix_races_and_pristine_does_not(
         _rc, out = run_tsan(cpython_tsan_build, BYTES_HASH)
         assert "set_ob_shash" not in out and "get_ob_shash" not in out, out[-3000:]
         assert "done" in out
+
+
+def test_reconfigure_for_a_new_prefix_keeps_mtimes(tmp_path: Path) -> None:
+    from repro.builds.cpython import _keep_mtimes, _snapshot
+
+    src = tmp_path / "src"
+    (src / "Modules").mkdir(parents=True)
+    old_p, new_p = "/cache/builds/aaaa", "/cache/builds/bbbb"
+    (src / "Makefile").write_text(f"prefix= {old_p}\nCC= gcc\n")
+    (src / "Modules" / "config.c").write_text("/* modules */\n")
+    (src / "pyconfig.h").write_text("#define X 1\n")
+    (src / "Modules" / "getpath.o").write_bytes(b"obj")
+    for f in ("Makefile", "Modules/config.c", "pyconfig.h"):
+        os.utime(src / f, ns=(1_000_000_000, 1_000_000_000))
+    before = _snapshot(src)
+    # what configure does: rewrite everything, the prefix changed, one real change
+    (src / "Makefile").write_text(f"prefix= {new_p}\nCC= gcc\n")
+    (src / "Modules" / "config.c").write_text("/* modules */\n")
+    (src / "pyconfig.h").write_text("#define X 2\n")
+    kept = _keep_mtimes(src, before, old_p, new_p)
+    assert set(kept) == {"Makefile", "Modules/config.c"}
+    assert (src / "Makefile").stat().st_mtime_ns == 1_000_000_000
+    assert (src / "Makefile").read_text() == f"prefix= {new_p}\nCC= gcc\n"  # content is new
+    assert (src / "pyconfig.h").stat().st_mtime_ns != 1_000_000_000
+    assert not (src / "Modules" / "getpath.o").exists()  # embeds the prefix: rebuilt
+    # a first configure (no previous prefix) keeps nothing
+    assert _keep_mtimes(src, _snapshot(src), None, new_p) == []

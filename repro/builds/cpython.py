@@ -917,18 +917,22 @@ def install_bundled_pip(stdlib_src: Path, prefix: Path, final_python: Path) -> s
 
 
 # Files ./configure writes that make treats as inputs of big rebuilds (Modules/config.c
-# alone is a prerequisite of every built-in module). Only the prefix differs between
-# two builds of one tree, so when that is all that changed their mtimes are put back.
-# Makefile itself is left new: the few objects that embed the prefix depend on it.
+# alone is a prerequisite of every built-in module, Makefile of the frozen modules).
+# Only the prefix differs between two builds of one tree, so when that is all that
+# changed their mtimes are put back, and the one object that embeds the prefix
+# (getpath.o, whose -DPREFIX comes from the Makefile) is removed so it is rebuilt;
+# the sysconfig data is regenerated from the new Makefile because python relinks.
 _CONFIGURE_OUTPUTS = (
     "config.status",
     "Makefile.pre",
+    "Makefile",
     "pyconfig.h",
     "Modules/config.c",
     "Modules/Setup.bootstrap",
     "Modules/Setup.stdlib",
     "Modules/Setup.local",
 )
+_PREFIX_OBJECTS = ("Modules/getpath.o",)
 
 
 def _snapshot(src: Path) -> dict[str, tuple[int, bytes]]:
@@ -945,18 +949,22 @@ def _snapshot(src: Path) -> dict[str, tuple[int, bytes]]:
 def _keep_mtimes(
     src: Path, before: Mapping[str, tuple[int, bytes]], old_prefix: str | None, new_prefix: str
 ) -> list[str]:
-    kept = []
+    """Put back the mtimes of outputs that differ at most by the prefix; say which."""
+    kept: list[str] = []
+    if "Makefile" not in before or not old_prefix:
+        return kept
     for rel, (mtime, old) in before.items():
         p = src / rel
         try:
-            new = p.read_bytes()
+            raw = p.read_bytes()
         except OSError:
             continue
-        if old_prefix:
-            new = new.replace(new_prefix.encode(), old_prefix.encode())
-        if new == old:
+        if raw.replace(new_prefix.encode(), old_prefix.encode()) == old:
             os.utime(p, ns=(mtime, mtime))
             kept.append(rel)
+    if "Makefile" in kept:
+        for rel in _PREFIX_OBJECTS:
+            (src / rel).unlink(missing_ok=True)
     return kept
 
 

@@ -117,6 +117,7 @@ class RichBuildProgress:
         if ok:
             if self._begun:
                 self.console.print(f"[green]done[/] {escape(self._what)} in {took:.0f} s")
+            self._reset()
             return
         where = f" during {self._phase}" if self._phase else ""
         after = f" after {took:.0f} s" if self._begun else ""
@@ -128,3 +129,10 @@ class RichBuildProgress:
             self.console.rule(style="dim")
         if log is not None:
             self.console.print(f"log: {log}")
+        self._reset()
+
+    def _reset(self) -> None:
+        """One progress object serves a whole bisection: each build starts afresh."""
+        self._begun = False
+        self._phase = None
+        self._what = ""
