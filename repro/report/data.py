@@ -79,8 +79,14 @@ def load_run(path: Path) -> RunFiles:
         recipe_text = recipe_path.read_text(encoding="utf-8")
         # Not load_recipe: the files a recipe names may be gone by the time a report
         # is written, and the report does not need them.
+        # `--set` overrides given on the command line change the recipe as run.
+        sets = [str(x) for x in meta.get("set") or []]
         with contextlib.suppress(RecipeError):
-            recipe = parse_recipe(recipe_text, recipe_path)
+            recipe = (
+                parse_recipe(recipe_text, recipe_path, sets)
+                if sets
+                else parse_recipe(recipe_text, recipe_path)
+            )
     events = _ordered_events(list(rd.events()))
     return RunFiles(path, meta, summary, catalogue, events, recipe_text, recipe)
 
@@ -185,26 +191,36 @@ def _example_report(files: RunFiles, sig_id: str, example: str | None) -> Any:
 def _race_entry(
     files: RunFiles, entry: Mapping[str, Any], counts: tuple[int, int]
 ) -> dict[str, Any]:
-    sig_id = str(entry["id"])
-    report, log = _example_report(files, sig_id, entry.get("example"))
-    function, file = race_site(report) if report is not None else (None, None)
-    if function is None:
-        tops = [f[0] for f in entry.get("top_frames") or [] if f]
-        function = tops[0] if tops else None
     return {
-        "signature": sig_id,
-        "kind": entry.get("kind") or (report.kind if report is not None else "race"),
+        "signature": str(entry["id"]),
+        "kind": entry.get("kind") or "race",
         "description": entry.get("description"),
         "top_frames": [list(f) for f in entry.get("top_frames") or []],
         "target": bool(entry.get("target")),
-        "function": function,
-        "file": file,
-        "location": report.location if report is not None else None,
+        "function": None,
+        "file": None,
+        "location": None,
         "reports": counts[0],
         "runs": counts[1],
-        "example_log": log,
-        "report": trim_report(report.raw, _roots(files)) if report is not None else None,
+        "example_log": entry.get("example"),
+        "report": None,
     }
+
+
+def _add_report(files: RunFiles, race: dict[str, Any]) -> None:
+    """Fill in what only the kept TSAN log tells: the site, location and trimmed text."""
+    report, log = _example_report(files, race["signature"], race.get("example_log"))
+    function, file = race_site(report) if report is not None else (None, None)
+    if function is None:
+        tops = [f[0] for f in race["top_frames"] if f]
+        function = tops[0] if tops else None
+    race.update(function=function, file=file, example_log=log)
+    if report is not None:
+        race["kind"] = race["kind"] if race["kind"] != "race" else report.kind
+        race["location"] = (
+            shorten_paths(report.location, _roots(files)) if report.location else None
+        )
+        race["report"] = trim_report(report.raw, _roots(files))
 
 
 def _races(files: RunFiles) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -217,6 +233,9 @@ def _races(files: RunFiles) -> tuple[dict[str, Any] | None, list[dict[str, Any]]
     entries.sort(key=lambda e: (not e["target"], -e["runs"], -e["reports"], e["signature"]))
     target = entries[0] if entries and entries[0]["target"] else None
     others = [e for e in entries if e is not target]
+    # Logs are parsed only for the races the report shows in full.
+    for race in ([target] if target else []) + others[:MAX_OTHER_RACES]:
+        _add_report(files, race)
     return target, others
 
 
@@ -778,7 +797,5 @@ def build_document(run_dir: Path) -> dict[str, Any]:
         "suppressions": _suppressions(target, title),
         "timeline": timeline(files.runs),
     }
-    if doc["target"] and doc["target"].get("location"):
-        doc["target"]["location"] = shorten_paths(doc["target"]["location"], _roots(files))
     redacted: dict[str, Any] = redact(json.loads(json.dumps(doc)))
     return redacted

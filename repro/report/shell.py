@@ -379,6 +379,7 @@ def repro_commands(kind: str, meta: Mapping[str, Any], runs: int) -> list[tuple[
     ):
         if overrides.get(key) is not None:
             flags.append(f"{flag} {shq(str(overrides[key]))}")
+    flags += [f"--set {shq(str(item))}" for item in meta.get("set") or []]
     extra = (" " + " ".join(flags)) if flags else ""
     cmds: list[tuple[str, str]] = []
     if kind == "stress":

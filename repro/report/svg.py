@@ -52,7 +52,7 @@ def _legend(x: float, y: float, items: Sequence[tuple[str, str]]) -> list[str]:
     for label, color in items:
         out.append(_rect(x, y - 9, 10, 10, color))
         out.append(_text(x + 14, y, label, 11))
-        x += 24 + 6.5 * len(label)
+        x += 24 + 6.0 * len(label)
     return out
 
 
@@ -92,6 +92,18 @@ def bisect_chart(bisect: Mapping[str, Any]) -> str:
             ("culprit", "#e3b600"),
         ],
     )
+    # The verdict markers drawn under the axis, explained at the right of the legend.
+    mx = width - right - 250
+    body += [
+        f'<circle cx="{mx}" cy="30" r="5" fill="{COLORS["target"]}"/>',
+        _text(mx + 9, 34, "racy", 11),
+        f'<circle cx="{mx + 52}" cy="30" r="5" fill="none" stroke="{COLORS["clean"]}" '
+        'stroke-width="2"/>',
+        _text(mx + 61, 34, "no hit", 11),
+        f'<path d="M{mx + 110} 26L{mx + 118} 34M{mx + 118} 26L{mx + 110} 34" '
+        f'stroke="{COLORS["failed"]}" stroke-width="2"/>',
+        _text(mx + 123, 34, "skipped (untestable)", 11),
+    ]
     for i, c in enumerate(commits):
         cx = left + slot * (i + 0.5)
         label = str(c.get("label") or "")
