@@ -110,12 +110,12 @@ def build_cpython(
         )
     except ReproError as exc:
         raise _fail(str(exc)) from None
-    _out.print(f"python: {pb.python}", highlight=False)
-    _out.print(f"key:    {pb.key}", highlight=False)
-    _out.print(
+    # plain lines, never wrapped: scripts read the python path from here
+    typer.echo(f"python: {pb.python}")
+    typer.echo(f"key:    {pb.key}")
+    typer.echo(
         f"        CPython {pb.version}, GIL disabled: {pb.gil_disabled}, TSAN: {pb.tsan}, "
-        f"{pb.compiler}",
-        highlight=False,
+        f"{pb.compiler}"
     )
 
 

@@ -40,18 +40,31 @@ def shared_dir() -> Path:
 test_cache_base.__test__ = False  # type: ignore[attr-defined]  # not a test, despite the name
 
 
-@pytest.fixture(scope="session")
-def build_cache() -> BuildCache:
-    """The persistent test cache (not cache_dir(): tests must not fill the user's)."""
+def _cache() -> BuildCache:
     return BuildCache(test_cache_base())
 
 
-@pytest.fixture(scope="session")
-def cpython_tarballs() -> Path:
+def _tarballs() -> Path:
     d = shared_dir() / "cpython"
     if not (d / f"Python-{CPYTHON_VERSION}.tar.xz").is_file():
         pytest.skip(f"no Python-{CPYTHON_VERSION}.tar.xz in {d} (set REPRO_SHARED)")
     return d
+
+
+# Each fixture stands alone (no fixture arguments), so a test module can import just
+# the one it uses.
+
+
+@pytest.fixture(scope="session")
+def build_cache() -> BuildCache:
+    """The persistent test cache (not cache_dir(): tests must not fill the user's)."""
+    return _cache()
+
+
+@pytest.fixture(scope="session")
+def cpython_tarballs() -> Path:
+    """The directory holding the CPython tarballs (skips the test without them)."""
+    return _tarballs()
 
 
 def tsan_spec(tarballs: Path, *patches: Path, compiler: str = "gcc") -> PythonSpec:
@@ -64,16 +77,16 @@ def tsan_spec(tarballs: Path, *patches: Path, compiler: str = "gcc") -> PythonSp
 
 
 @pytest.fixture(scope="session")
-def cpython_tsan_build(build_cache: BuildCache, cpython_tarballs: Path) -> PythonBuild:
+def cpython_tsan_build() -> PythonBuild:
     """CPython 3.13.5, free-threaded, TSAN, gcc, pristine (contains the bytes_hash fix)."""
-    return ensure_cpython(tsan_spec(cpython_tarballs), base_dir=REPO_ROOT, cache=build_cache)
+    return ensure_cpython(tsan_spec(_tarballs()), base_dir=REPO_ROOT, cache=_cache())
 
 
 @pytest.fixture(scope="session")
-def cpython_tsan_racy_build(build_cache: BuildCache, cpython_tarballs: Path) -> PythonBuild:
+def cpython_tsan_racy_build() -> PythonBuild:
     """The same with the gh-128133 fix reverted: bytes.__hash__ races in set_ob_shash."""
-    spec = tsan_spec(cpython_tarballs, PATCHES / "revert-bytes-hash-fix.patch")
-    return ensure_cpython(spec, base_dir=REPO_ROOT, cache=build_cache)
+    spec = tsan_spec(_tarballs(), PATCHES / "revert-bytes-hash-fix.patch")
+    return ensure_cpython(spec, base_dir=REPO_ROOT, cache=_cache())
 
 
 def run_tsan(

@@ -8,10 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from builds_fixtures import cpython_tsan_build  # noqa: F401
 from test_gitrepo import commit, git
 
 from repro.builds.cache import BuildCache, BuildError
-from repro.builds.cpython import PythonBuild
+from repro.builds.cpython import PythonBuild, setarch_prefix
 from repro.builds.extension import (
     TSAN_RUSTFLAGS,
     build_env,
@@ -214,3 +215,75 @@ def test_build_runs_with_the_exported_env(
         ["python3"], env={**os.environ, **b.env}, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "fake-python"
+
+
+RACY_EXT = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+static long counter;
+static PyObject *bump(PyObject *self, PyObject *args) {
+    for (int i = 0; i < 1000; i++) counter++;
+    return PyLong_FromLong(counter);
+}
+static PyMethodDef methods[] = {{"bump", bump, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL}};
+static PyModuleDef_Slot slots[] = {{Py_mod_gil, Py_MOD_GIL_NOT_USED}, {0, NULL}};
+static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "racy", NULL, 0, methods, slots};
+PyMODINIT_FUNC PyInit_racy(void) { return PyModuleDef_Init(&mod); }
+"""
+
+USE_RACY_EXT = """
+import threading, racy
+barrier = threading.Barrier(4)
+def work():
+    barrier.wait()
+    for _ in range(2000):
+        racy.bump()
+ts = [threading.Thread(target=work) for _ in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("done")
+"""
+
+
+@pytest.mark.slow
+def test_c_extension_built_with_tsan_against_the_tsan_python(
+    tmp_path: Path,
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+) -> None:
+    """The env handed back builds a C extension with TSAN, and runs it, as the runner will."""
+    repo = tmp_path / "racyext"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    sha = commit(repo, "racy.c", RACY_EXT)
+    spec = ExtensionSpec(
+        repo=str(repo),
+        sanitize="c",
+        build=(
+            'test "$(command -v python3)" = "$PYTHON"',
+            '"$CC" $CFLAGS -shared -fPIC $(python3-config --includes) racy.c '
+            "-o racy$(python3-config --extension-suffix) $LDFLAGS",
+        ),
+    )
+    cache = BuildCache(tmp_path / "cache")  # the python comes from the shared test cache
+    gitrepo = GitRepo.open_cached(str(repo), cache.base)
+    ext = ensure_extension(
+        spec, gitrepo, sha, python=cpython_tsan_build, base_dir=tmp_path, cache=cache
+    )
+    assert list(ext.worktree.glob("racy*.so"))
+    texts = []
+    for _ in range(5):  # a race between two threads is likely, not certain, in one run
+        out = subprocess.run(
+            [*setarch_prefix(), "python3", "-c", USE_RACY_EXT],
+            cwd=ext.worktree,
+            env={**os.environ, **ext.env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        texts.append(out.stdout + out.stderr)
+        assert "done" in texts[-1], texts[-1][-3000:]
+        if "WARNING: ThreadSanitizer: data race" in texts[-1]:
+            break
+    assert "WARNING: ThreadSanitizer: data race" in texts[-1], texts[-1][-3000:]
+    assert "racy.c:6 in bump" in texts[-1]

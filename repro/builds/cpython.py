@@ -370,7 +370,10 @@ def cpython_key(
 def describe(spec: PythonSpec, compiler: str | None = None, git_ref: str | None = None) -> str:
     if spec.executable:
         return f"CPython at {spec.executable}"
-    what = f"CPython {spec.version}" if spec.version else f"CPython {git_ref or spec.ref or 'HEAD'}"
+    ref = git_ref or spec.ref or "HEAD"
+    if re.fullmatch(r"[0-9a-f]{13,40}", ref):
+        ref = ref[:12]
+    what = f"CPython {spec.version}" if spec.version else f"CPython {ref}"
     flags = []
     if spec.free_threading:
         flags.append("free-threaded")
