@@ -316,3 +316,11 @@ def test_reconfigure_for_a_new_prefix_keeps_mtimes(tmp_path: Path) -> None:
     assert not (src / "Modules" / "getpath.o").exists()  # embeds the prefix: rebuilt
     # a first configure (no previous prefix) keeps nothing
     assert _keep_mtimes(src, _snapshot(src), None, new_p) == []
+
+
+def test_tarball_of_another_version_is_refused_before_building(tmp_path: Path) -> None:
+    wrong = tmp_path / "Python-3.13.4.tar.xz"
+    wrong.write_bytes(b"not really")
+    spec = PythonSpec(version="3.13.5", source=str(wrong))
+    with pytest.raises(BuildError, match=r"is CPython 3\.13\.4, not 3\.13\.5"):
+        ensure_cpython(spec, base_dir=tmp_path, cache=BuildCache(tmp_path / "c"))

@@ -596,6 +596,9 @@ def ensure_cpython(
         assert spec.version is not None
         origin = tarball_origin(spec.version, spec.source, base_dir)
         tarball = fetch_tarball(origin, cache.base / "downloads", prog.waiting)
+        named = re.match(r"Python-(\d+\.\d+\.\d+\w*)\.t", tarball.name)
+        if named and named.group(1) != spec.version:  # fail now, not after a build
+            raise BuildError(f"{tarball} is CPython {named.group(1)}, not {spec.version}")
         ident = sha256_file(tarball)
         source_id = {"tarball_sha256": ident}
         source = origin

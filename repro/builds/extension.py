@@ -213,6 +213,12 @@ def ensure_extension(
 
     info = repo.info(full)
     what = f"{Path(repo.source).name} {info.short} ({info.subject[:60]})"
+    gcc_tsan_python = python is not None and python.tsan and "gcc" in python.compiler
+    if spec.sanitize == "rust" and gcc_tsan_python:
+        prog.waiting(
+            "warning: this python has gcc's TSAN runtime and Rust links LLVM's; the two "
+            "must not meet in one process: build the python with --compiler clang"
+        )
 
     def build(ctx: BuildContext) -> dict[str, Any]:
         prog.begin(what, key)
