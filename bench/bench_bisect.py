@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from repro.bisect_strategy import SimResult, baseline_git_bisect, simulate
+from repro.bisect_strategy import RateBelief, SimResult, baseline_git_bisect, simulate
 
 __all__ = [
     "baseline_accuracy",
@@ -194,13 +194,16 @@ def main() -> None:
                     res = baseline_git_bisect(n, b, p, random.Random(seed), repeats=r, skips=skips)
                     row.results.append(res)
                 # Careful users: the same calibration, then N tuned to the measured rate (plug-in)
-                # or to the whole belief about it.  Their cost includes the calibration.
+                # or to the whole belief about it.  Their cost includes the calibration...
                 crng = random.Random(seed)
-                h, r_cal = calibrate(crng, p)
+                h, r_hits = calibrate(crng, p)
+                r_cal = r_hits
+                # ... and the same clean-end check as repro (it cannot hit: only its cost counts).
+                r_cal += RateBelief.from_calibration(h, r_hits).runs_to_rule_out(0.99)
                 state = crng.getstate()
                 for row, n_rep in (
-                    (plug_in, tuned_repeats(steps, h / r_cal)),
-                    (believer, tuned_repeats_for_belief(steps, h, r_cal)),
+                    (plug_in, tuned_repeats(steps, h / r_hits)),
+                    (believer, tuned_repeats_for_belief(steps, h, r_hits)),
                 ):
                     crng.setstate(state)
                     res = baseline_git_bisect(n, b, p, crng, repeats=n_rep, skips=skips)
@@ -210,7 +213,7 @@ def main() -> None:
                             res.found_hi,
                             res.correct,
                             res.runs + r_cal,
-                            res.builds + 1,
+                            res.builds + 2,
                             r_cal,
                         )
                     )
@@ -218,9 +221,10 @@ def main() -> None:
                 print(row.line(n, p, build_cost))
             sys.stdout.flush()
     print(
-        "\nruns: all runs, including calibration (repro and the git N(...) rows: until "
-        f"{CALIB_HITS} hits at the racy end) and repro's clean-end check; (bisect): runs after "
-        "those; builds include the ends where they were built; cost: builds x build + runs x run, "
+        "\nruns: all runs, including calibration (until "
+        f"{CALIB_HITS} hits at the racy end) and clean-end check for repro and the git N(...) "
+        "rows; (bisect): runs after those; builds include the ends where they were built; "
+        "cost: builds x build + runs x run, "
         "in minutes. git N=k (oracle): k tuned to the true rate; N(p^): tuned to the measured "
         "rate; N(belief): tuned to the rate's posterior (repro's information)."
     )
