@@ -298,10 +298,7 @@ def apply_sets(data: Any, sets: Sequence[str]) -> tuple[Any, set[tuple[str, ...]
         parts = tuple(k for k in key.strip().split(".") if k)
         if not sep or not parts:
             raise RecipeError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. python.patches=[]")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise RecipeError(f"--set {item!r}: the value is not valid YAML: {exc}") from None
+        value = _set_value(raw)
         node = data
         for k in parts[:-1]:
             nxt = node.get(k)
@@ -313,6 +310,22 @@ def apply_sets(data: Any, sets: Sequence[str]) -> tuple[Any, set[tuple[str, ...]
         node[parts[-1]] = value
         touched.add(parts)
     return data, touched
+
+
+def _set_value(raw: str) -> Any:
+    """YAML where it is YAML (`[]`, `0.9`, `{a: 1}`), else the text itself.
+
+    Commands are full of braces (`{work}/prog`) that YAML would read as a mapping.
+    """
+    if not raw.strip():
+        return ""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, dict) and ":" not in raw:
+        return raw
+    return value
 
 
 def parse_recipe(text: str, path: Path, sets: Sequence[str] = ()) -> Recipe:

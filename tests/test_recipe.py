@@ -145,6 +145,8 @@ def test_set_overrides_fields(tmp_path: Path) -> None:
     assert loaded.recipe.reproducer.timeout == 9
     assert loaded.recipe.target.functions == ("a", "b")
     assert loaded.sets == ("reproducer.timeout=9", "target.functions=[a, b]")
+    cmd = load_recipe(p, ["reproducer.command={work}/prog --flag"]).recipe.reproducer.command
+    assert cmd == "{work}/prog --flag"
     with pytest.raises(RecipeError, match=r"\(--set\): reproducer.timeout"):
         load_recipe(p, ["reproducer.timeout=soon"])
     with pytest.raises(RecipeError, match="did you mean `confidence`"):
