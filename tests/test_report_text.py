@@ -165,7 +165,8 @@ extension:
       env: {UNSAFE_PYO3_BUILD_FREE_THREADED: "1"}
   build: [cargo build --lib]
 reproducer:
-  command: "{python} {recipe_dir}/hash_race.py --threads {threads}"
+  setup: ["cc -o tool {recipe_dir}/c/tool.c $({python}-config --cflags)"]
+  command: "{python} {recipe_dir}/hash_race.py --threads {threads} --tool {work}/tool"
   cwd: "{worktree}"
   env: {PYTHON_GIL: "0"}
 tsan:
@@ -181,6 +182,8 @@ def test_plain_script_for_cpython_and_rust(tmp_path: Path) -> None:
     from repro.report.shell import PlainInputs, plain_script
 
     (tmp_path / "hash_race.py").write_text("import sys\nprint('race')\n")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "tool.c").write_text("int main(void) { return 0; }\n")
     recipe = parse_recipe(CPYTHON_RECIPE, tmp_path / "r.yaml")
     patch = {"name": "revert.patch", "sha256": "ab" * 32, "text": "--- a/x\n+++ b/x\n"}
     script = plain_script(
@@ -216,10 +219,23 @@ def test_plain_script_for_cpython_and_rust(tmp_path: Path) -> None:
     # The reproducer script beside the recipe travels inside the commands.
     assert "cat > \"$RECIPE_DIR/hash_race.py\" <<'REPRO_EOF'" in lines
     assert "print('race')" in lines
+    assert "int main(void) { return 0; }" in lines
+    assert 'mkdir -p "$RECIPE_DIR" "$RECIPE_DIR/c"' in lines
+    setup = lines.index('mkdir -p "$WORK/setup" && cd "$WORK/setup"')
+    assert lines[setup + 1] == "cc -o tool $RECIPE_DIR/c/tool.c $($PYTHON-config --cflags)"
     assert (
-        '  timeout 60 $PYTHON $RECIPE_DIR/hash_race.py --threads 8 > "$WORK/run.log" 2>&1 || true'
-        in lines
-    )
+        "  timeout 60 $PYTHON $RECIPE_DIR/hash_race.py --threads 8 --tool $WORK/setup/tool"
+        ' > "$WORK/run.log" 2>&1 || true'
+    ) in lines
     assert 'cd "$WORK/pyo3"' in lines
     assert "for i in $(seq 1 50); do" in lines
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+def test_long_stacks_are_cut() -> None:
+    frames = "\n".join(f"    #{i} f{i} Objects/x.c:{i} (python3.13+0x{i:x})" for i in range(30))
+    head = "WARNING: ThreadSanitizer: data race (pid=1)\n  Write of size 8 at 0x1 by thread T1:"
+    raw = f"{head}\n{frames}\n"
+    text = trim_report(raw, max_frames=5)
+    assert "#4 f4 " in text and "#5 f5 " not in text
+    assert "    ... (25 more frames)" in text

@@ -623,11 +623,18 @@ def _reproduce(
     limit_runs = (meta.get("limits") or {}).get("runs") if files.kind == "stress" else None
     commands = shell.repro_commands(files.kind, meta, int(limit_runs or max(runs, 100)))
     script = None
-    if files.recipe is not None:
-        script = shell.plain_script(_plain_inputs(files, title, n, bisect))
+    problem = None
+    if files.recipe is None:
+        problem = "the run directory has no readable recipe.yaml"
+    else:
+        try:
+            script = shell.plain_script(_plain_inputs(files, title, n, bisect))
+        except ReproError as exc:  # a recipe feature the script cannot express
+            problem = str(exc)
     return {
         "repro": [{"what": w, "command": c} for w, c in commands],
         "shell": script,
+        "shell_problem": problem,
         "loop_runs": n,
         "recipe": files.recipe_text,
     }

@@ -182,7 +182,7 @@ def _race(doc: Mapping[str, Any]) -> str:
                     "Signature",
                     f"{_code(t.get('signature'))}: {_e(fmt.top_frames(t.get('top_frames') or []))}",
                 ),
-                ("Location", _e(t.get("location"))),
+                *([("Location", _e(t["location"]))] if t.get("location") else []),
                 ("Seen", _e(f"{t.get('reports')} reports in {t.get('runs')} runs")),
             ]
         )
@@ -256,6 +256,8 @@ def _reproduce(doc: Mapping[str, Any]) -> str:
             "probability at the measured rate):</p>"
         )
         out.append(_pre(str(r["shell"])))
+    elif r.get("shell_problem"):
+        out.append(f"<p class=muted>No plain shell commands: {_e(r['shell_problem'])}.</p>")
     if r.get("recipe"):
         out.append(f"<details><summary>recipe.yaml</summary>{_pre(str(r['recipe']))}</details>")
     return "\n".join(out)

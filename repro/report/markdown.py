@@ -171,7 +171,7 @@ def _race(doc: Mapping[str, Any]) -> list[str]:
             f"{inline(t.get('function'))}" + (f" in {inline(t['file'])}" if t.get("file") else ""),
         ],
         ["Signature", f"{inline(t.get('signature'))}: {fmt.top_frames(t.get('top_frames') or [])}"],
-        ["Location", t.get("location")],
+        *([["Location", t["location"]]] if t.get("location") else []),
         ["Seen", f"{t.get('reports')} reports in {t.get('runs')} runs"],
     ]
     out.append(table(["", ""], rows))
@@ -244,6 +244,8 @@ def _reproduce(doc: Mapping[str, Any]) -> list[str]:
             PLAIN_MARKER,
             code(str(r["shell"]), "sh"),
         ]
+    elif r.get("shell_problem"):
+        out += ["", f"_No plain shell commands: {r['shell_problem']}._"]
     if r.get("recipe"):
         out += ["", details("recipe.yaml", code(str(r["recipe"]), "yaml"))]
     return out

@@ -11,6 +11,7 @@ usable in a shell, where a quoted ``~`` is not expanded).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import shlex
@@ -294,18 +295,16 @@ def plain_script(inp: PlainInputs) -> str:
         "python": python or "python3",
         "threads": str(inp.threads or r.reproducer.threads),
         "recipe_dir": "$RECIPE_DIR",
+        "work": "$WORK/setup",
     }
     if worktree:
         values["worktree"] = worktree
     from repro.context import expand
 
     command = expand(r.reproducer.command, values)
-    embeds = _embedded_files(inp, command)
-    if embeds or "$RECIPE_DIR" in command:
-        out += ["", "# Files from the recipe's directory", 'RECIPE_DIR="$WORK/recipe"']
-        out.append('mkdir -p "$RECIPE_DIR"')
-        for name, text in embeds:
-            out += _heredoc(shq_var(f"$RECIPE_DIR/{name}"), text)
+    setup = [expand(c, values) for c in r.reproducer.setup]
+    embeds = _embedded_files(inp, [command, *setup])
+    uses_recipe_dir = any("$RECIPE_DIR" in c for c in [command, *setup])
     if r.reproducer.cwd:
         cwd = expand(r.reproducer.cwd, values)
         if not cwd.startswith(("/", "$")):
@@ -314,8 +313,16 @@ def plain_script(inp: PlainInputs) -> str:
         cwd = worktree
     else:
         cwd = "$RECIPE_DIR"
-        if not embeds:
-            out += ['RECIPE_DIR="$WORK"']
+        uses_recipe_dir = True
+    if embeds or uses_recipe_dir:
+        out += ["", "# Files from the recipe's directory", 'RECIPE_DIR="$WORK/recipe"']
+        dirs = sorted({str(Path(name).parent) for name, _ in embeds} - {"."})
+        out.append(
+            "mkdir -p "
+            + " ".join(shq_var(d) for d in ["$RECIPE_DIR", *(f"$RECIPE_DIR/{d}" for d in dirs)])
+        )
+        for name, text in embeds:
+            out += _heredoc(shq_var(f"$RECIPE_DIR/{name}"), text)
     run_env: dict[str, str] = {"REPRO_THREADS": values["threads"]}
     if inp.switch_interval is not None:
         run_env["REPRO_SWITCH_INTERVAL"] = repr(inp.switch_interval)
@@ -323,15 +330,20 @@ def plain_script(inp: PlainInputs) -> str:
     tsan = _merge_tsan_options(inp.user_tsan_options, inp.tsan_options)
     if tsan:
         run_env["TSAN_OPTIONS"] = tsan
+    out += ["", "# The reproducer's environment"]
+    out += [_export(k, v) for k, v in run_env.items()]
+    if setup:
+        out += ["", "# Set up the reproducer (once)", 'mkdir -p "$WORK/setup" && cd "$WORK/setup"']
+        out += setup
     n = inp.runs
     timeout = inp.timeout or r.reproducer.timeout
     prefix = " ".join(shq(p) for p in inp.prefix)
     run = f"timeout {math.ceil(timeout)} {prefix + ' ' if prefix else ''}{command}"
     log = '"$WORK/run.log"'
     conds = " && ".join(target_greps(r, log))
-    out += ["", "# Run the reproducer until TSAN reports the race"]
-    out += [_export(k, v) for k, v in run_env.items()]
     out += [
+        "",
+        "# Run the reproducer until TSAN reports the race",
         f"cd {shq_var(cwd)}",
         "found=",
         f"for i in $(seq 1 {n}); do",
@@ -347,18 +359,24 @@ def plain_script(inp: PlainInputs) -> str:
     return "\n".join(out) + "\n"
 
 
-def _embedded_files(inp: PlainInputs, command: str) -> list[tuple[str, str]]:
-    """Small files of the recipe's directory that the command names (a reproducer script)."""
+_RECIPE_REF = re.compile(r"\$RECIPE_DIR/([^\s'\"`;|&()<>$]+)")
+
+
+def _embedded_files(inp: PlainInputs, commands: Sequence[str]) -> list[tuple[str, str]]:
+    """Small files of the recipe's directory that the commands name (a reproducer script).
+
+    They travel inside the script, so a stranger gets the reproducer with the commands.
+    """
     if inp.recipe_dir is None:
         return []
-    try:
-        tokens = shlex.split(command)
-    except ValueError:
-        tokens = command.split()
+    names: list[str] = []
+    for command in commands:
+        names += _RECIPE_REF.findall(command)
+    with contextlib.suppress(ValueError):
+        names += shlex.split(commands[0]) if commands else []  # relative to the recipe dir
     found: list[tuple[str, str]] = []
-    for tok in tokens:
-        rel = tok[len("$RECIPE_DIR/") :] if tok.startswith("$RECIPE_DIR/") else tok
-        if not rel or rel.startswith(("/", "$", "-")) or ".." in rel:
+    for rel in names:
+        if not rel or rel.startswith(("/", "$", "-", "~")) or ".." in rel.split("/"):
             continue
         text = _read_small(inp.recipe_dir / rel)
         if text is not None and all(rel != f for f, _ in found):

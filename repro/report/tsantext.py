@@ -60,6 +60,7 @@ _SANITIZER_SRC = re.compile(r"(?:\.\./)+src/libsanitizer/")
 _ABS_PATH = re.compile(r"(?<![\w.~])/(?:[^\s:()'\"/]+/){4,}[^\s:()'\"/]+")
 
 MAX_LINES = 160
+MAX_FRAMES = 12
 
 
 def shorten_paths(text: str, roots: Iterable[str] = ()) -> str:
@@ -88,14 +89,44 @@ def is_hidden(frame: Frame, extra: Sequence[str] = ()) -> bool:
     return not significant_frames((frame,), (*HIDDEN_FRAMES, *extra))
 
 
-def trim_report(raw: str, roots: Iterable[str] = (), extra_hidden: Sequence[str] = ()) -> str:
-    """The report text without runtime frames, with short paths, at most MAX_LINES."""
+def trim_report(
+    raw: str,
+    roots: Iterable[str] = (),
+    extra_hidden: Sequence[str] = (),
+    max_frames: int = MAX_FRAMES,
+) -> str:
+    """The report text without runtime frames, with short paths, at most MAX_LINES.
+
+    Each stack keeps its first ``max_frames`` shown frames: the top of a stack says
+    where the race is; the bottom of an interpreter's stack (the eval loop, thread
+    start-up) is the same for every race and would bury it.
+    """
     out: list[str] = []
+    shown = cut = 0
+    indent = ""
+
+    def flush_cut() -> None:
+        nonlocal cut
+        if cut:
+            out.append(f"{indent}... ({cut} more frames)")
+            cut = 0
+
     for line in raw.splitlines():
         m = _FRAME_LINE.match(line)
-        if m and is_hidden(parse_frame(int(m.group("index")), m.group("rest")), extra_hidden):
+        if not m:
+            flush_cut()
+            shown = 0
+            out.append(line.rstrip())
             continue
+        if is_hidden(parse_frame(int(m.group("index")), m.group("rest")), extra_hidden):
+            continue
+        if shown >= max_frames:
+            cut += 1
+            indent = m.group("indent")
+            continue
+        shown += 1
         out.append(line.rstrip())
+    flush_cut()
     # Blank runs left behind by hidden sections collapse to one line.
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip("\n")
     lines = shorten_paths(text, roots).splitlines()
