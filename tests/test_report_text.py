@@ -239,3 +239,34 @@ def test_long_stacks_are_cut() -> None:
     text = trim_report(raw, max_frames=5)
     assert "#4 f4 " in text and "#5 f5 " not in text
     assert "    ... (25 more frames)" in text
+
+
+def test_markdown_fits_a_github_issue() -> None:
+    from repro.report.markdown import GITHUB_LIMIT, render_markdown
+
+    other = {
+        "signature": "abc",
+        "kind": "data race",
+        "top_frames": [["f"], ["g"]],
+        "reports": 1,
+        "runs": 1,
+        "report": "x" * 4000,
+    }
+    doc = {
+        "title": "t",
+        "status": {"state": "finished", "partial": False, "message": None},
+        "summary": {"runs": 1, "hits": 1, "rate": 1.0, "rate_ci95": [0.2, 1.0]},
+        "bisect": None,
+        "target": None,
+        "other_races": [dict(other, signature=f"s{i}") for i in range(25)],
+        "other_races_total": 25,
+        "environment": {"recorded": False, "rows": [], "variables": {}},
+        "reproduce": {"repro": [], "shell": None},
+        "suppressions": None,
+        "generator": "repro",
+        "kind": "stress",
+        "schema_version": 1,
+    }
+    text = render_markdown(doc)
+    assert len(text) <= GITHUB_LIMIT
+    assert "`s24`" in text and "left out to fit a GitHub issue" in text

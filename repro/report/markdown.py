@@ -209,6 +209,8 @@ def _others(doc: Mapping[str, Any]) -> list[str]:
             out += ["", details(f"{label} ({o.get('runs')} runs)", code(str(o["report"])))]
     if total > len(others):
         out += ["", f"... and {total - len(others)} more (see the run directory)."]
+    if doc.get("size_note"):
+        out += ["", f"_Note: {doc['size_note']} (see the run directory's logs)._"]
     return out
 
 
@@ -264,7 +266,21 @@ def _suppressions(doc: Mapping[str, Any]) -> list[str]:
     ]
 
 
+# GitHub refuses issue bodies over 65536 characters.
+GITHUB_LIMIT = 65_000
+
+
 def render_markdown(doc: Mapping[str, Any]) -> str:
+    """The Markdown report; too long for an issue, the other races lose their reports."""
+    text = _render(doc)
+    if len(text) <= GITHUB_LIMIT or not doc.get("other_races"):
+        return text
+    others = [{**o, "report": None} for o in doc["other_races"]]
+    note = "the other races' TSAN reports were left out to fit a GitHub issue"
+    return _render({**doc, "other_races": others, "size_note": note})
+
+
+def _render(doc: Mapping[str, Any]) -> str:
     out = [f"# {doc['title']}", ""]
     status = doc["status"]
     if status.get("message"):
