@@ -32,7 +32,7 @@ from repro.recipe import LoadedRecipe, load_recipe
 from repro.rundir import RunDir
 from repro.runner import Outcome
 from repro.stress import Limits, SignatureEntry, StressState, Tally, stress_loop
-from repro.stress_view import StressView, fmt_seconds
+from repro.stress_view import PlainTicker, StressView, fmt_seconds
 
 # A commit whose runs keep failing for other reasons (crash before the reproducer,
 # TSAN start-up failure, timeout) tells nothing about the race: skip it like git
@@ -280,8 +280,11 @@ class BisectRun:
         holder: dict[str, StressState] = {}
         view = StressView(holder, f"{phase} at {self.describe(pos)[:60]}", str(self.rundir.path))
 
+        ticker = PlainTicker(self.console)
+
         def on_change(state: StressState) -> None:
             holder["state"] = state
+            ticker(state)
 
         first = self._next_index()
         with Live(view, console=self.console, refresh_per_second=4, transient=True):

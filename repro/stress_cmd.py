@@ -17,7 +17,7 @@ from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import load_recipe
 from repro.rundir import RunDir
 from repro.stress import Limits, StressState, Tally, load_tally, stress_loop
-from repro.stress_view import StressView, print_summary
+from repro.stress_view import PlainTicker, StressView, print_summary
 
 
 @dataclass
@@ -125,8 +125,11 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
     holder: dict[str, StressState] = {}
     view = StressView(holder, f"stress {loaded.recipe.name}", str(rundir.path))
 
+    ticker = PlainTicker(console)
+
     def on_change(state: StressState) -> None:
         holder["state"] = state
+        ticker(state)
 
     if tally.runs:
         console.print(f"resuming: {tally.runs} runs, {tally.hits} hits already measured")

@@ -36,6 +36,37 @@ def rate_text(tally: Tally) -> str:
     return f"{tally.rate:.1%}  (95% CI {lo:.1%} to {hi:.1%})"
 
 
+def status_line(state: StressState) -> str:
+    """One line of progress for logs, where a live panel would be invisible."""
+    t = state.tally
+    total = f"/{state.limits.runs}" if state.limits.runs is not None else ""
+    eta = state.eta()
+    return (
+        f"runs {t.runs}{total}  hits {t.hits}  rate {rate_text(t)}  "
+        f"elapsed {fmt_seconds(state.elapsed() + t.elapsed_before)}  ETA {fmt_seconds(eta)}"
+    )
+
+
+class PlainTicker:
+    """Prints status_line every `every` seconds when the console is not a terminal."""
+
+    def __init__(self, console: Console, every: float = 15.0) -> None:
+        import time
+
+        self._console = console
+        self._every = every
+        self._last = time.monotonic()
+        self._clock = time.monotonic
+
+    def __call__(self, state: StressState) -> None:
+        if self._console.is_terminal:
+            return
+        now = self._clock()
+        if now - self._last >= self._every:
+            self._last = now
+            self._console.print(status_line(state), highlight=False)
+
+
 class StressView:
     """A rich renderable over the loop's live state."""
 
