@@ -245,6 +245,18 @@ def test_prune_and_path(tmp_path: Path) -> None:
     assert cache.prune(timedelta(days=30)) == []
 
 
+def test_prune_removes_unused_build_trees(tmp_path: Path) -> None:
+    cache = BuildCache(tmp_path)
+    stale, fresh = tmp_path / "trees" / "cpython-stale", tmp_path / "trees" / "cpython-fresh"
+    for t in (stale, fresh):
+        (t / "src").mkdir(parents=True)
+        (t / "tree.json").write_text("{}")
+    long_ago = time.time() - 40 * 86400
+    os.utime(stale / "tree.json", (long_ago, long_ago))
+    cache.prune(timedelta(days=30))
+    assert not stale.exists() and fresh.exists()
+
+
 def test_step_killed_by_a_signal_is_not_a_known_failure(tmp_path: Path) -> None:
     cache = BuildCache(tmp_path)
 

@@ -429,7 +429,39 @@ class BuildCache:
         for p in self.root.iterdir():
             if p.name.startswith((".tmp-", ".scratch-")) and p.stat().st_mtime < cutoff:
                 _rmtree(p)
+        self._prune_work_dirs(cutoff)
         return removed
+
+    def _prune_work_dirs(self, cutoff: float) -> None:
+        """Build trees and cargo target dirs (GBs each) not used since ``cutoff``.
+
+        A build tree's tree.json is rewritten by every build that uses the tree, and
+        its lock is held meanwhile; a cargo target dir's mtime changes when cargo
+        writes into it.
+        """
+        trees = self.base / "trees"
+        if trees.is_dir():
+            for t in trees.iterdir():
+                if not t.is_dir():
+                    continue
+                stamp = t / "tree.json"
+                used = stamp.stat().st_mtime if stamp.exists() else t.stat().st_mtime
+                if used >= cutoff:
+                    continue
+                lock = FileLock(str(t) + ".lock")
+                try:
+                    lock.acquire(timeout=0)
+                except Timeout:
+                    continue
+                try:
+                    _rmtree(t)
+                finally:
+                    lock.release()
+        targets = self.base / "cargo-target"
+        if targets.is_dir():
+            for t in targets.iterdir():
+                if t.is_dir() and t.stat().st_mtime < cutoff:
+                    _rmtree(t)
 
 
 def _rmtree(path: Path) -> None:
