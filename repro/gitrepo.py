@@ -154,6 +154,11 @@ class GitRepo:
         with self._lock:
             self._repo.git.config(key, value)
 
+    @property
+    def name(self) -> str:
+        """A short human name (``pyo3``, ``PyO3+pyo3`` for a fetched ``.../repo``)."""
+        return _slug(self.source)
+
     def __repr__(self) -> str:
         return f"GitRepo({self.source!r}, mirror={str(self.mirror)!r})"
 

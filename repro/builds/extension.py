@@ -212,7 +212,7 @@ def ensure_extension(
         return ExtensionBuild(worktree, env, key, dest / "build.log", full)
 
     info = repo.info(full)
-    what = f"{Path(repo.source).name} {info.short} ({info.subject[:60]})"
+    what = f"{repo.name} {info.short} ({info.subject[:60]})"
     gcc_tsan_python = python is not None and python.tsan and "gcc" in python.compiler
     if spec.sanitize == "rust" and gcc_tsan_python:
         prog.waiting(
