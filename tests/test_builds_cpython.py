@@ -324,3 +324,27 @@ def test_tarball_of_another_version_is_refused_before_building(tmp_path: Path) -
     spec = PythonSpec(version="3.13.5", source=str(wrong))
     with pytest.raises(BuildError, match=r"is CPython 3\.13\.4, not 3\.13\.5"):
         ensure_cpython(spec, base_dir=tmp_path, cache=BuildCache(tmp_path / "c"))
+
+
+def test_relocate_rewrites_text_and_reports_binaries(tmp_path: Path) -> None:
+    from repro.builds.cpython import relocate
+
+    old, new = "/cache/trees/cpython-x/prefix", "/cache/builds/abcdef"
+    root = tmp_path / "inst"
+    (root / "bin").mkdir(parents=True)
+    (root / "lib").mkdir()
+    script = root / "bin" / "idle3"
+    script.write_text(f"#!{old}/bin/python3.13t\nimport idlelib\n")
+    script.chmod(0o755)
+    (root / "lib" / "_sysconfigdata.py").write_text(
+        f"build_time_vars = {{'LIBDIR': '{old}/lib'}}\n"
+    )
+    (root / "bin" / "python3.13t").write_bytes(b"\x7fELF\0\0" + old.encode() + b"\0")
+    (root / "lib" / "other.py").write_text("nothing to see\n")
+    (root / "bin" / "python3").symlink_to("python3.13t")
+    texts, binaries = relocate(root, old, new)
+    assert sorted(texts) == ["bin/idle3", "lib/_sysconfigdata.py"]
+    assert binaries == ["bin/python3.13t"]
+    assert script.read_text().startswith(f"#!{new}/bin/python3.13t\n")
+    assert os.access(script, os.X_OK)
+    assert f"'{new}/lib'" in (root / "lib" / "_sysconfigdata.py").read_text()

@@ -324,13 +324,9 @@ def _failing_hunks(output: str) -> str:
 # --- configure ----------------------------------------------------------------------
 
 
-def configure_command(
-    spec: PythonSpec, prefix: Path, cc: str, *, cache_file: Path | None = None
-) -> list[str]:
+def configure_command(spec: PythonSpec, prefix: Path, cc: str) -> list[str]:
     """The ./configure command line; the options here are exactly those in the key."""
     args = ["./configure", f"--prefix={prefix}"]
-    if cache_file is not None:
-        args.append(f"--cache-file={cache_file}")
     if spec.free_threading:
         args.append("--disable-gil")
     if spec.tsan:
@@ -768,10 +764,12 @@ def _build_in_tree(
             state = _TreeState(source=sig)
         if state.commit and state.commit != sha and (src / "configure").exists():
             changed = repo.changed_files(state.commit, sha)
-            if "configure" in changed or "configure.ac" in changed:
-                (tree_root / "config.cache").unlink(missing_ok=True)
+            if any(_is_configure_input(f) for f in changed):
+                ctx.note("configure inputs changed between the commits: reconfiguring")
+                state.configured = False
         repo.worktree(sha, src)
         state.commit = sha
+    touched = list(state.patch_targets)
     _remove_untracked(src, state.patch_targets, ctx, git_dir)
     state.patches, state.patch_targets = [], []
     state.save(state_path)
@@ -786,23 +784,33 @@ def _build_in_tree(
             state.patches.append(str(p))
         state.save(state_path)
 
-    # 3. configure (with a cache file, so re-running it for a new prefix is quick)
-    prog.phase("configure")
-    cmd = configure_command(spec, ctx.dest, cc, cache_file=tree_root / "config.cache")
-    before = _snapshot(src)
-    state.configured = False
-    state.save(state_path)
-    try:
+    # 3. configure, only when the tree needs it. Every build of a tree shares one
+    # configured prefix (inside the tree); ``make install`` goes to a DESTDIR and the
+    # result is relocated to the cache entry. A configure per entry (for its prefix)
+    # would make every object that depends on the Makefile rebuild; and configure
+    # with a cache file is not equivalent to a fresh one (CPython's configure sets
+    # some variables only when a check really runs), so it is never used.
+    shared = "--enable-shared" in spec.configure_args
+    build_prefix = ctx.dest if shared else tree_root / "prefix"  # shared: rpath/soname
+    for p in patches:
+        touched += patch_targets(p)
+    if any(_is_configure_input(f) for f in touched):
+        state.configured = False
+    cmd = configure_command(spec, build_prefix, cc)
+    if not state.configured or state.prefix != str(build_prefix) or not (src / "Makefile").exists():
+        prog.phase("configure")
+        before = _snapshot(src)
+        state.configured = False
+        state.save(state_path)
         ctx.run([*setarch, *cmd], cwd=src, env=env, step="configure")
-    except BuildError:
-        (tree_root / "config.cache").unlink(missing_ok=True)
-        raise
-    kept = _keep_mtimes(src, before, state.prefix, str(ctx.dest))
-    if kept:
-        ctx.note(f"unchanged but for the prefix, mtimes kept: {', '.join(kept)}")
-    state.configured = True
-    state.prefix = str(ctx.dest)
-    state.save(state_path)
+        kept = _keep_mtimes(src, before, state.prefix, str(build_prefix))
+        if kept:
+            ctx.note(f"configure left these unchanged (mtimes kept): {', '.join(kept)}")
+        state.configured = True
+        state.prefix = str(build_prefix)
+        state.save(state_path)
+    else:
+        ctx.note(f"tree already configured for {build_prefix}")
 
     # 4. compile
     prog.phase("compile")
@@ -827,9 +835,14 @@ def _build_in_tree(
         env=env,
         step="make install",
     )
-    installed = destdir / str(ctx.dest).lstrip("/")
+    installed = destdir / str(build_prefix).lstrip("/")
     for child in installed.iterdir():
         os.replace(child, ctx.staging / child.name)
+    if build_prefix != ctx.dest:
+        texts, binaries = relocate(ctx.staging, str(build_prefix), str(ctx.dest))
+        ctx.note(f"relocated {build_prefix} -> {ctx.dest} in {len(texts)} text files")
+        if binaries:
+            ctx.note(f"binaries that keep the build prefix (fallback only): {binaries[:10]}")
     bin_dir = ctx.staging / "bin"
     if not (bin_dir / "python3").exists():
         cands = sorted(bin_dir.glob("python3.[0-9]*"), key=lambda p: len(p.name))
@@ -861,6 +874,8 @@ def _build_in_tree(
         problems.append(
             "the TSAN runtime is " + ("linked in but was not asked for" if tsan else "missing")
         )
+    if info.get("libdir") != str(ctx.dest / "lib"):
+        problems.append(f"sysconfig LIBDIR is {info.get('libdir')}, not {ctx.dest / 'lib'}")
     if problems:
         raise BuildError("the built interpreter is wrong: " + "; ".join(problems), log=ctx.log_path)
     final_python = ctx.dest / "bin" / "python3"
@@ -875,7 +890,7 @@ def _build_in_tree(
         compiler_version=compiler.version,
         source=source,
         source_id=source_id,
-        configure_args=tuple(a for a in cmd[1:] if not a.startswith("--cache-file=")),
+        configure_args=tuple(cmd[1:]),
         patches=tuple(str(p) for p in patches),
         log=ctx.dest / "build.log",
     )
@@ -941,6 +956,46 @@ _CONFIGURE_OUTPUTS = (
 _PREFIX_OBJECTS = ("Modules/getpath.o",)
 
 
+_CONFIGURE_INPUTS = re.compile(
+    r"^(configure|configure\.ac|aclocal\.m4|Makefile\.pre\.in|pyconfig\.h\.in|"
+    r"Modules/Setup.*|Modules/makesetup|Misc/python.*\.in)$"
+)
+
+
+def _is_configure_input(path: str) -> bool:
+    return bool(_CONFIGURE_INPUTS.match(path))
+
+
+def relocate(root: Path, old: str, new: str) -> tuple[list[str], list[str]]:
+    """Replace the build prefix by the real one in every text file under ``root``.
+
+    sysconfig data, the installed Makefile, pkg-config files, python-config and
+    script shebangs name the prefix; they are text. A binary may hold it too (the
+    interpreter keeps it as a fallback for when it cannot find its own lib
+    directory, which in this layout it always can), so binaries are listed, not
+    edited. Returns (text files changed, binaries that mention the old prefix).
+    """
+    old_b, new_b = old.encode(), new.encode()
+    texts, binaries = [], []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath, name)
+            if p.is_symlink() or not p.is_file():
+                continue
+            data = p.read_bytes()
+            if old_b not in data:
+                continue
+            rel = str(p.relative_to(root))
+            if b"\0" in data:
+                binaries.append(rel)
+                continue
+            mode = p.stat().st_mode
+            p.write_bytes(data.replace(old_b, new_b))
+            os.chmod(p, mode)
+            texts.append(rel)
+    return texts, binaries
+
+
 def _snapshot(src: Path) -> dict[str, tuple[int, bytes]]:
     out = {}
     for rel in _CONFIGURE_OUTPUTS:
@@ -968,7 +1023,7 @@ def _keep_mtimes(
         if raw.replace(new_prefix.encode(), old_prefix.encode()) == old:
             os.utime(p, ns=(mtime, mtime))
             kept.append(rel)
-    if "Makefile" in kept:
+    if "Makefile" in kept and old_prefix != new_prefix:
         for rel in _PREFIX_OBJECTS:
             (src / rel).unlink(missing_ok=True)
     return kept
