@@ -326,10 +326,10 @@ def test_tarball_of_another_version_is_refused_before_building(tmp_path: Path) -
         ensure_cpython(spec, base_dir=tmp_path, cache=BuildCache(tmp_path / "c"))
 
 
-def test_relocate_rewrites_text_and_reports_binaries(tmp_path: Path) -> None:
+def test_relocate_rewrites_text_and_binaries(tmp_path: Path) -> None:
     from repro.builds.cpython import relocate
 
-    old, new = "/cache/trees/cpython-x/prefix", "/cache/builds/abcdef"
+    old, new = "/cache/trees/cpython-x/prefix-xxxxxxxxxxxx", "/cache/builds/abcdef"
     root = tmp_path / "inst"
     (root / "bin").mkdir(parents=True)
     (root / "lib").mkdir()
@@ -339,7 +339,8 @@ def test_relocate_rewrites_text_and_reports_binaries(tmp_path: Path) -> None:
     (root / "lib" / "_sysconfigdata.py").write_text(
         f"build_time_vars = {{'LIBDIR': '{old}/lib'}}\n"
     )
-    (root / "bin" / "python3.13t").write_bytes(b"\x7fELF\0\0" + old.encode() + b"\0")
+    binary = b"\x7fELF\0-L" + old.encode() + b"/lib\0tail\0" + old.encode() + b"\0end"
+    (root / "bin" / "python3.13t").write_bytes(binary)
     (root / "lib" / "other.py").write_text("nothing to see\n")
     (root / "bin" / "python3").symlink_to("python3.13t")
     texts, binaries = relocate(root, old, new)
@@ -348,3 +349,10 @@ def test_relocate_rewrites_text_and_reports_binaries(tmp_path: Path) -> None:
     assert script.read_text().startswith(f"#!{new}/bin/python3.13t\n")
     assert os.access(script, os.X_OK)
     assert f"'{new}/lib'" in (root / "lib" / "_sysconfigdata.py").read_text()
+    fixed = (root / "bin" / "python3.13t").read_bytes()
+    assert len(fixed) == len(binary)
+    strings = fixed.split(b"\0")
+    assert b"-L" + new.encode() + b"/lib" in strings and new.encode() in strings
+    assert b"tail" in strings and fixed.endswith(b"\0end") and old.encode() not in fixed
+    with pytest.raises(BuildError, match="longer"):
+        relocate(root, new, new + "/much/longer/than/before")

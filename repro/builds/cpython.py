@@ -791,7 +791,7 @@ def _build_in_tree(
     # with a cache file is not equivalent to a fresh one (CPython's configure sets
     # some variables only when a check really runs), so it is never used.
     shared = "--enable-shared" in spec.configure_args
-    build_prefix = ctx.dest if shared else tree_root / "prefix"  # shared: rpath/soname
+    build_prefix = ctx.dest if shared else _build_prefix(tree_root, ctx.dest)
     for p in patches:
         touched += patch_targets(p)
     if any(_is_configure_input(f) for f in touched):
@@ -966,14 +966,22 @@ def _is_configure_input(path: str) -> bool:
     return bool(_CONFIGURE_INPUTS.match(path))
 
 
-def relocate(root: Path, old: str, new: str) -> tuple[list[str], list[str]]:
-    """Replace the build prefix by the real one in every text file under ``root``.
+def _build_prefix(tree_root: Path, dest: Path) -> Path:
+    """The tree's configured prefix, longer than any entry's path (see relocate)."""
+    base = tree_root / "prefix-"
+    pad = max(0, len(str(dest)) - len(str(base))) + 16
+    return Path(str(base) + "x" * pad)
 
-    sysconfig data, the installed Makefile, pkg-config files, python-config and
-    script shebangs name the prefix; they are text. A binary may hold it too (the
-    interpreter keeps it as a fallback for when it cannot find its own lib
-    directory, which in this layout it always can), so binaries are listed, not
-    edited. Returns (text files changed, binaries that mention the old prefix).
+
+def relocate(root: Path, old: str, new: str) -> tuple[list[str], list[str]]:
+    """Replace the build prefix by the real one in every file under ``root``.
+
+    Text files (sysconfig data, the installed Makefile, pkg-config files,
+    python-config, script shebangs) are rewritten. Binaries hold the prefix in
+    NUL-terminated strings (getpath's PREFIX, which an embedding program such as a
+    PyO3 test binary falls back on to find the stdlib): there the string is rewritten
+    in place and padded with NULs, which is why the build prefix is longer than any
+    entry's path. Returns (text files changed, binaries changed).
     """
     old_b, new_b = old.encode(), new.encode()
     texts, binaries = [], []
@@ -987,13 +995,32 @@ def relocate(root: Path, old: str, new: str) -> tuple[list[str], list[str]]:
                 continue
             rel = str(p.relative_to(root))
             if b"\0" in data:
+                if len(new_b) > len(old_b):
+                    raise BuildError(f"cannot relocate {rel}: the new prefix is longer")
+                fixed = _replace_in_c_strings(data, old_b, new_b)
                 binaries.append(rel)
-                continue
+            else:
+                fixed = data.replace(old_b, new_b)
+                texts.append(rel)
             mode = p.stat().st_mode
-            p.write_bytes(data.replace(old_b, new_b))
+            p.write_bytes(fixed)
             os.chmod(p, mode)
-            texts.append(rel)
     return texts, binaries
+
+
+def _replace_in_c_strings(data: bytes, old: bytes, new: bytes) -> bytes:
+    """Replace inside each NUL-terminated string, padding it back to its length."""
+    out = bytearray(data)
+    i = data.find(old)
+    while i != -1:
+        end = data.find(b"\0", i)
+        if end == -1:
+            end = len(data)
+        segment = data[i:end]
+        replaced = segment.replace(old, new)
+        out[i:end] = replaced + b"\0" * (len(segment) - len(replaced))
+        i = data.find(old, end)
+    return bytes(out)
 
 
 def _snapshot(src: Path) -> dict[str, tuple[int, bytes]]:
