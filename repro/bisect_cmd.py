@@ -60,6 +60,7 @@ class BisectOptions:
     threads: int | None = None
     timeout: float | None = None
     sets: tuple[str, ...] = ()
+    then_git: str | None = None  # after --versions: bisect the commits between the releases
 
 
 @dataclass
@@ -735,7 +736,50 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
             "learnt (untestable commits).[/]"
         )
     console.print(f"run directory: {run.rundir.path}", highlight=False)
+    if opts.then_git and run.meta["side"] == "versions" and not result.get("culprit_range"):
+        return _continue_over_commits(run, opts, done)
     return 0
+
+
+def release_tags(run: BisectRun, done: Done) -> tuple[str, str]:
+    """The git tags of the last racy and the first clean release around the answer."""
+    racy = run.positions[done.lo - 1].id
+    clean = run.positions[done.lo].id
+    return f"v{racy}", f"v{clean}"
+
+
+def _continue_over_commits(run: BisectRun, opts: BisectOptions, done: Done) -> int:
+    """Second stage: bisect CPython's commits between the two releases just found."""
+    racy_tag, clean_tag = release_tags(run, done)
+    racy, other = racy_tag, clean_tag
+    run.console.print(
+        f"\n[bold]continuing[/] over the commits between {racy_tag} and {clean_tag} "
+        f"in {opts.then_git}"
+    )
+    sets = (
+        *run.loaded.sets,
+        f"python.git={opts.then_git}",
+        "python.version=",
+        "python.source=",
+        f"python.ref={racy}",
+        "bisect.side=python",
+    )
+    follow = BisectOptions(
+        recipe=run.loaded.path,
+        racy=racy,
+        fixed=other if run.meta["find"] == "fix" else None,
+        clean=other if run.meta["find"] == "regression" else None,
+        find=run.meta["find"],
+        confidence=float(run.meta["confidence"]),
+        jobs=opts.jobs,
+        runs_dir=opts.runs_dir,
+        json_out=opts.json_out,
+        report=opts.report,
+        threads=opts.threads,
+        timeout=opts.timeout,
+        sets=sets,
+    )
+    return run_bisect(follow, run.console)
 
 
 def _write_outputs(

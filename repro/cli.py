@@ -237,6 +237,13 @@ def bisect(
         str | None,
         typer.Option(help="Bisect CPython releases instead of commits: 3.13.0..3.13.5."),
     ] = None,
+    then_git: Annotated[
+        str | None,
+        typer.Option(
+            help="After --versions, bisect the CPython commits between the two releases "
+            "found, in this git repository (URL or local clone with release tags)."
+        ),
+    ] = None,
     jobs: Annotated[
         int | None, typer.Option("--jobs", "-j", min=1, help="Runs at once (default: cores).")
     ] = None,
@@ -284,6 +291,7 @@ def bisect(
         threads=threads,
         timeout=timeout,
         sets=tuple(set_ or ()),
+        then_git=then_git,
     )
     raise typer.Exit(run_bisect(opts, console))
 

@@ -40,3 +40,17 @@ def test_blame_matches_a_brute_force_reading(n: int) -> None:
         b = next(i for i, c in enumerate(order) if c < change)
         lo, _ = culprit_positions("regression", b, b)
         assert order[lo] == change
+
+
+def test_release_tags_around_the_answer() -> None:
+    from types import SimpleNamespace
+
+    from repro.bisect_cmd import release_tags
+    from repro.bisect_strategy import Done
+
+    versions = ["3.13.0", "3.13.1", "3.13.2", "3.13.3", "3.13.4"]
+    fix = SimpleNamespace(positions=[Position(id=v, label=v) for v in versions])
+    assert release_tags(fix, Done(3, 3, 0.99)) == ("v3.13.2", "v3.13.3")  # type: ignore[arg-type]
+    # a regression search runs newest first: position 0 is the newest (racy) release
+    reg = SimpleNamespace(positions=[Position(id=v, label=v) for v in reversed(versions)])
+    assert release_tags(reg, Done(2, 2, 0.99)) == ("v3.13.3", "v3.13.2")  # type: ignore[arg-type]
