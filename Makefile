@@ -49,8 +49,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -ra -m "not slow" $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check repro tests bench demo
-	$(BIN)/ruff format --check repro tests bench demo
+	$(BIN)/ruff check repro tests bench demo scripts
+	$(BIN)/ruff format --check repro tests bench demo scripts
 	$(BIN)/mypy
 
 format: venv

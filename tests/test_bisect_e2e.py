@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, repro
 
 sys.path.insert(0, str(ROOT / "demo"))
-from make_repo import make_repo  # noqa: E402
+from make_repo import make_repo
 
 FIX_SUBJECT = "Publish the result before unlocking"
 RACE_SUBJECT = "Publish results outside the lock"
@@ -59,7 +58,7 @@ def test_bisect_finds_the_fix(demo: tuple[Path, Path], tmp_path: Path) -> None:
 
 
 def test_bisect_finds_the_regression(demo: tuple[Path, Path], tmp_path: Path) -> None:
-    repo, recipe = demo
+    _repo, recipe = demo
     out = tmp_path / "bisect.json"
     res = repro(
         "bisect",

@@ -27,6 +27,7 @@ from repro.builds.cpython import (
     fetch_tarball,
     patch_targets,
     resolve_compiler,
+    setarch_prefix,
     tarball_origin,
 )
 from repro.recipe import PythonSpec
@@ -356,3 +357,50 @@ def test_relocate_rewrites_text_and_binaries(tmp_path: Path) -> None:
     assert b"tail" in strings and fixed.endswith(b"\0end") and old.encode() not in fixed
     with pytest.raises(BuildError, match="longer"):
         relocate(root, new, new + "/much/longer/than/before")
+
+
+EMBED_C = r"""
+#include <Python.h>
+int main(void) {
+    Py_Initialize();
+    int rc = PyRun_SimpleString(
+        "import sys, json; print('prefix', sys.prefix); print(json.dumps([1, 2]))");
+    Py_Finalize();
+    return rc;
+}
+"""
+
+
+def embed_and_run(build: PythonBuild, workdir: Path) -> str:
+    """Link a program against the build's libpython (as PyO3 tests do) and run it."""
+    src = workdir / "embed.c"
+    src.write_text(EMBED_C)
+    config = build.python.parent / "python3-config"
+    flags = subprocess.run(
+        [str(config), "--cflags", "--ldflags", "--embed"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    exe = workdir / "embed"
+    subprocess.run(
+        ["gcc", "-fsanitize=thread", str(src), "-o", str(exe), *flags, "-fsanitize=thread"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    out = subprocess.run(
+        [*setarch_prefix(), str(exe)], capture_output=True, text=True, env=env, timeout=120
+    )
+    return out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_embedding_program_finds_the_stdlib(
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    out = embed_and_run(cpython_tsan_build, tmp_path)
+    assert f"prefix {cpython_tsan_build.prefix}" in out, out[-2000:]
+    assert "[1, 2]" in out

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from builds_fixtures import (  # noqa: F401  (fixtures)
     build_cache,
     cpython_tarballs,
@@ -20,6 +19,7 @@ from builds_fixtures import (  # noqa: F401  (fixtures)
     test_cache_base,
 )
 from conftest import ROOT, repro
+
 from repro.bisect_strategy import RateBelief
 
 pytestmark = pytest.mark.slow

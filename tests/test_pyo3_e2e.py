@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, repro
 
 FIX = "1e2aae30811a585bc5edb8e80f22d2b2ef59e51f"

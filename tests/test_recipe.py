@@ -151,7 +151,7 @@ def test_set_overrides_fields(tmp_path: Path) -> None:
         load_recipe(p, ["reproducer.timeout=soon"])
     with pytest.raises(RecipeError, match="did you mean `confidence`"):
         load_recipe(p, ["bisect.confidense=0.9"])
-    with pytest.raises(RecipeError, match="expected KEY.PATH=VALUE"):
+    with pytest.raises(RecipeError, match=r"expected KEY\.PATH=VALUE"):
         load_recipe(p, ["reproducer.timeout"])
 
 

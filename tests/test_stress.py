@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pexpect
-
 from conftest import repro
 
 
