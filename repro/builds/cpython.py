@@ -839,10 +839,12 @@ def _build_in_tree(
     for child in installed.iterdir():
         os.replace(child, ctx.staging / child.name)
     if build_prefix != ctx.dest:
-        texts, binaries = relocate(ctx.staging, str(build_prefix), str(ctx.dest))
+        texts, binaries = relocate(
+            ctx.staging, str(build_prefix), str(ctx.dest), skip=[ctx.log_path]
+        )
         ctx.note(f"relocated {build_prefix} -> {ctx.dest} in {len(texts)} text files")
         if binaries:
-            ctx.note(f"binaries that keep the build prefix (fallback only): {binaries[:10]}")
+            ctx.note(f"relocated in binaries (NUL-padded strings): {binaries[:10]}")
     bin_dir = ctx.staging / "bin"
     if not (bin_dir / "python3").exists():
         cands = sorted(bin_dir.glob("python3.[0-9]*"), key=lambda p: len(p.name))
@@ -973,7 +975,9 @@ def _build_prefix(tree_root: Path, dest: Path) -> Path:
     return Path(str(base) + "x" * pad)
 
 
-def relocate(root: Path, old: str, new: str) -> tuple[list[str], list[str]]:
+def relocate(
+    root: Path, old: str, new: str, *, skip: Sequence[Path] = ()
+) -> tuple[list[str], list[str]]:
     """Replace the build prefix by the real one in every file under ``root``.
 
     Text files (sysconfig data, the installed Makefile, pkg-config files,
@@ -988,7 +992,7 @@ def relocate(root: Path, old: str, new: str) -> tuple[list[str], list[str]]:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             p = Path(dirpath, name)
-            if p.is_symlink() or not p.is_file():
+            if p.is_symlink() or not p.is_file() or p in skip:
                 continue
             data = p.read_bytes()
             if old_b not in data:
