@@ -305,7 +305,15 @@ from repro import cli_report  # noqa: E402  (registers `report`)
 cli_report.register(app)
 
 
+def _sigterm(signum: int, frame: object) -> None:
+    # Treated like Ctrl-C: stop the runs and builds in flight, keep what was measured.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> Any:
+    import signal
+
+    signal.signal(signal.SIGTERM, _sigterm)
     try:
         return app(argv if argv is not None else sys.argv[1:], standalone_mode=True)
     except ReproError as exc:

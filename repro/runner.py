@@ -10,6 +10,7 @@ some start-up failures, so the outcome comes from parsing the logs.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import shlex
 import shutil
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -211,6 +212,60 @@ class InFlight:
             _kill_group(proc, grace=0.0)
 
 
+class Watchdog:
+    """One thread that fires the timeouts of every run in flight.
+
+    A timer thread per run costs a thread start and join each time, which shows on a
+    reproducer that runs in milliseconds; deadlines in a heap cost almost nothing.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._actions: dict[int, Callable[[], None]] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: float, action: Callable[[], None]) -> int:
+        with self._cond:
+            self._next += 1
+            ticket = self._next
+            self._actions[ticket] = action
+            heapq.heappush(self._heap, (deadline, ticket))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="repro-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return ticket
+
+    def forget(self, ticket: int) -> None:
+        with self._cond:
+            self._actions.pop(ticket, None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][1] not in self._actions:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, ticket = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(timeout=delay)
+                    continue
+                heapq.heappop(self._heap)
+                action = self._actions.pop(ticket, None)
+            if action is not None:
+                action()
+
+
+WATCHDOG = Watchdog()
+
+
 _SHELL_CHARS = set("|&;<>()$`\\\"'*?[]#~=%{}\n")
 
 
@@ -263,13 +318,11 @@ def run_once(
             timed_out.set()
             _kill_group(proc)
 
-        timer = threading.Timer(spec.timeout, on_timeout)
-        timer.daemon = True
-        timer.start()
+        ticket = WATCHDOG.watch(t0 + spec.timeout, on_timeout)
         try:
             proc.wait()
         finally:
-            timer.cancel()
+            WATCHDOG.forget(ticket)
             if inflight is not None:
                 inflight.remove(proc)
         # A reproducer's children may outlive it; they must not leak into the next run.

@@ -265,10 +265,15 @@ def stress_loop(
     next_index = first_index
     interrupted = False
 
+    counted_at_start = tally.runs
+    launched = 0
+
     def should_launch() -> bool:
         if state.stopping:
             return False
-        if limits.runs is not None and tally.runs + state.in_flight >= limits.runs:
+        # Counted by launches, not results: the next run starts before the previous
+        # one is recorded, so that bookkeeping never sits between two runs.
+        if limits.runs is not None and counted_at_start + launched >= limits.runs:
             return False
         if limits.seconds is not None and state.elapsed() >= limits.seconds:
             return False
@@ -287,12 +292,17 @@ def stress_loop(
 
     pool = cf.ThreadPoolExecutor(max_workers=limits.jobs, thread_name_prefix="repro-run")
     futures: set[cf.Future[tuple[RunResult, ParsedLog]]] = set()
+    def top_up() -> None:
+        nonlocal next_index, launched
+        while len(futures) < limits.jobs and should_launch():
+            futures.add(pool.submit(run_once, spec, next_index, rundir.logs, matcher, inflight))
+            next_index += 1
+            launched += 1
+        state.in_flight = len(futures)
+
     try:
         while True:
-            while len(futures) < limits.jobs and should_launch():
-                futures.add(pool.submit(run_once, spec, next_index, rundir.logs, matcher, inflight))
-                next_index += 1
-                state.in_flight = len(futures)
+            top_up()
             if not futures:
                 break
             timeout = None
@@ -305,6 +315,8 @@ def stress_loop(
                 state.stopping = "time limit"
                 inflight.cancel()
                 continue
+            if limits.hit_goal is None:
+                top_up()  # a hit cannot stop the loop: start the next run at once
             for fut in done:
                 try:
                     result, parsed = fut.result()

@@ -133,7 +133,13 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
 
     if tally.runs:
         console.print(f"resuming: {tally.runs} runs, {tally.hits} hits already measured")
-    with live_cls(view, console=console, refresh_per_second=4, transient=False):
+    with live_cls(
+        view,
+        console=console,
+        refresh_per_second=4,
+        transient=False,
+        auto_refresh=console.is_terminal,
+    ):
         state, interrupted = stress_loop(
             prepared.spec,
             prepared.matcher,

@@ -81,7 +81,7 @@ def test_other_races_are_counted_apart(tmp_path: Path, tsan_bin: Path) -> None:
 
 
 def test_until_first_stops_at_the_first_hit(tmp_path: Path, tsan_bin: Path) -> None:
-    r = recipe(tmp_path, str(tsan_bin / "flaky_race"), ["publish"])
+    r = recipe(tmp_path, str(tsan_bin / "flaky_race"), ["publish", "poll_result"])
     code, data, _ = stress(tmp_path, r, "--until-first", "--jobs", "1", "--time", "2m")
     assert code == 0
     assert data["hits"] == 1
