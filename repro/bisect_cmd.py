@@ -28,7 +28,7 @@ from repro.context import Overrides, Prepared, extension_location, prepare
 from repro.environment import collect_environment
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
-from repro.recipe import LoadedRecipe, load_recipe
+from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
 from repro.rundir import RunDir
 from repro.runner import Outcome
 from repro.stress import Limits, SignatureEntry, StressState, Tally, stress_loop
@@ -475,14 +475,7 @@ def _commit_positions(
 def run_bisect(opts: BisectOptions, console: Console) -> int:
     if opts.resume is not None:
         rundir = RunDir.open(opts.resume)
-        meta = rundir.meta()
-        if meta.get("kind") != "bisect":
-            raise ReproError(f"{opts.resume}: not a bisect run directory")
-        loaded = load_recipe(
-            rundir.path / "recipe.yaml",
-            meta.get("set", []),
-            located_at=meta.get("recipe_path"),
-        )
+        loaded, meta = load_run_recipe(rundir.path, "bisect")
         overrides = Overrides(**meta.get("overrides", {}))
         run = BisectRun(rundir, loaded, meta, console, opts.jobs, overrides)
         run.replay()

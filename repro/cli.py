@@ -30,6 +30,24 @@ app = typer.Typer(
 recipe_app = typer.Typer(help="Work with recipe files.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
 
+
+# Options shared by stress, amplify and bisect.
+JobsOpt = Annotated[
+    int | None, typer.Option("--jobs", "-j", min=1, help="Runs at once (default: cores).")
+]
+RepoOpt = Annotated[
+    str | None, typer.Option("--repo", help="Use this clone of the extension repository.")
+]
+ThreadsOpt = Annotated[int | None, typer.Option(help="Threads for the reproducer.")]
+TimeoutOpt = Annotated[float | None, typer.Option(help="Per-run timeout in seconds.")]
+RunsDirOpt = Annotated[Path | None, typer.Option(help="Where run directories go.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe field: KEY.PATH=YAML (repeatable)."),
+]
+JsonOutOpt = Annotated[Path | None, typer.Option("--json-out", help="Write the summary here.")]
+ReportOpt = Annotated[Path | None, typer.Option("--report", help="Write a Markdown report.")]
+
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -67,10 +85,7 @@ def _root(
 @recipe_app.command("validate")
 def recipe_validate(
     recipes: Annotated[list[Path], typer.Argument(help="Recipe files to check.")],
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a recipe field: KEY.PATH=YAML (repeatable)."),
-    ] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Check recipes against the schema; every problem names its file, line and field."""
     from repro.recipe import RecipeError, load_recipe
@@ -100,26 +115,22 @@ def stress(
     time_: Annotated[
         str | None, typer.Option("--time", "-t", help="Stop after this long (90s, 5m, 1h).")
     ] = None,
-    jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", min=1, help="Runs at once (default: cores).")
-    ] = None,
+    jobs: JobsOpt = None,
     until_first: Annotated[
         bool, typer.Option("--until-first", help="Stop at the first target hit.")
     ] = False,
     ref: Annotated[
         str | None, typer.Option("--ref", help="Extension commit to test (default: recipe's).")
     ] = None,
-    repo: Annotated[
-        str | None, typer.Option("--repo", help="Use this clone of the extension repository.")
-    ] = None,
-    threads: Annotated[int | None, typer.Option(help="Threads for the reproducer.")] = None,
+    repo: RepoOpt = None,
+    threads: ThreadsOpt = None,
     switch_interval: Annotated[
         float | None, typer.Option(help="sys.setswitchinterval value (REPRO_SWITCH_INTERVAL).")
     ] = None,
     taskset: Annotated[
         str | None, typer.Option(help="Pin runs to these CPUs (taskset -c).")
     ] = None,
-    timeout: Annotated[float | None, typer.Option(help="Per-run timeout in seconds.")] = None,
+    timeout: TimeoutOpt = None,
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Write the summary here.")
     ] = None,
@@ -129,11 +140,8 @@ def stress(
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue an earlier stress run directory.")
     ] = None,
-    runs_dir: Annotated[Path | None, typer.Option(help="Where run directories go.")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a recipe field: KEY.PATH=YAML (repeatable)."),
-    ] = None,
+    runs_dir: RunsDirOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Run the reproducer again and again; count the target race apart from all others."""
     from repro.stress_cmd import StressOptions, run_stress
@@ -197,14 +205,9 @@ def amplify(
     ] = None,
     taskset: Annotated[str | None, typer.Option(help="CPU lists to try, e.g. 0 or 0,1.")] = None,
     jobs: Annotated[str | None, typer.Option(help="Parallel job counts to try, e.g. 1,2.")] = None,
-    repo: Annotated[
-        str | None, typer.Option("--repo", help="Use this clone of the extension repository.")
-    ] = None,
-    runs_dir: Annotated[Path | None, typer.Option(help="Where run directories go.")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a recipe field: KEY.PATH=YAML (repeatable)."),
-    ] = None,
+    repo: RepoOpt = None,
+    runs_dir: RunsDirOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Measure each amplifier's effect on the rate and on hits per minute."""
     from repro.amplify_cmd import run_amplify, settings_from
@@ -244,17 +247,13 @@ def bisect(
             "found, in this git repository (URL or local clone with release tags)."
         ),
     ] = None,
-    jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", min=1, help="Runs at once (default: cores).")
-    ] = None,
-    repo: Annotated[
-        str | None, typer.Option("--repo", help="Use this clone of the extension repository.")
-    ] = None,
+    jobs: JobsOpt = None,
+    repo: RepoOpt = None,
     calibration_runs: Annotated[
         int | None, typer.Option(help="Most runs spent measuring the rate at the racy end.")
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="Threads for the reproducer.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Per-run timeout in seconds.")] = None,
+    threads: ThreadsOpt = None,
+    timeout: TimeoutOpt = None,
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Write the result here.")
     ] = None,
@@ -264,11 +263,8 @@ def bisect(
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue an interrupted bisect.")
     ] = None,
-    runs_dir: Annotated[Path | None, typer.Option(help="Where run directories go.")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a recipe field: KEY.PATH=YAML (repeatable)."),
-    ] = None,
+    runs_dir: RunsDirOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Find the commit that fixed (or caused) an intermittent race, with a stated confidence."""
     from repro.bisect_cmd import BisectOptions, run_bisect

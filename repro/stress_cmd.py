@@ -14,7 +14,7 @@ from repro.context import Overrides, prepare
 from repro.environment import collect_environment
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
-from repro.recipe import load_recipe
+from repro.recipe import load_recipe, load_run_recipe
 from repro.rundir import RunDir
 from repro.stress import Limits, StressState, Tally, load_tally, stress_loop
 from repro.stress_view import PlainTicker, StressView, print_summary
@@ -61,14 +61,7 @@ def build_summary(tally: Tally, meta: dict[str, Any]) -> dict[str, Any]:
 def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: Any) -> int:
     if opts.resume is not None:
         rundir = RunDir.open(opts.resume)
-        meta = rundir.meta()
-        if meta.get("kind") != "stress":
-            raise ReproError(f"{opts.resume}: not a stress run directory")
-        loaded = load_recipe(
-            rundir.path / "recipe.yaml",
-            meta.get("set", []),
-            located_at=meta.get("recipe_path"),
-        )
+        loaded, meta = load_run_recipe(rundir.path, "stress")
         limits_meta = meta.get("limits", {})
         # Resumed runs keep their original limits unless new ones are given.
         runs = opts.runs if opts.runs is not None else limits_meta.get("runs")

@@ -13,20 +13,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from repro.report.fmt import seconds
 from repro.runner import Outcome
 from repro.stress import StressState, Tally
 
 
 def fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s < 60:
-        return f"{s:.1f}s"
-    m, sec = divmod(int(s), 60)
-    if m < 60:
-        return f"{m}m{sec:02d}s"
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m"
+    return seconds(s)
 
 
 def rate_text(tally: Tally) -> str:
