@@ -11,7 +11,7 @@ APT_TEST := chromium
 DEMO_REPO := demo-work/ticketq
 PYTEST_ARGS ?=
 
-.PHONY: all setup apt venv demo demo-repo test test-fast lint format bench clean
+.PHONY: all setup apt venv demo demo-repo test test-fast test-stats lint format bench clean
 
 all: setup
 
@@ -41,12 +41,17 @@ demo: demo-repo
 	@echo
 	@echo "report: demo-work/report.md (also: repro report demo-work/runs/<dir> --format html)"
 
+# Everything but the long statistical simulations; the slow tests build CPython with TSAN
+# (minutes the first time on a machine, cached afterwards in ~/.cache/repro-tests).
 test: setup
 	@scripts/ensure-apt.sh $(APT_TEST)
-	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -m "not stats" $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -ra -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -m "not slow and not stats" $(PYTEST_ARGS)
+
+test-stats: setup
+	$(BIN)/python -m pytest -ra -s -m stats $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check repro tests bench demo scripts

@@ -487,7 +487,7 @@ def test_error_rate_within_confidence(confidence: float) -> None:
     error_rate_check(confidence, trials=1500, seed=20250101)
 
 
-@pytest.mark.slow
+@pytest.mark.stats
 @pytest.mark.parametrize("confidence", [0.9, 0.99, 0.999])
 def test_error_rate_within_confidence_large(confidence: float) -> None:
     error_rate_check(confidence, trials=10_000, seed=7)
