@@ -292,6 +292,7 @@ def stress_loop(
 
     pool = cf.ThreadPoolExecutor(max_workers=limits.jobs, thread_name_prefix="repro-run")
     futures: set[cf.Future[tuple[RunResult, ParsedLog]]] = set()
+
     def top_up() -> None:
         nonlocal next_index, launched
         while len(futures) < limits.jobs and should_launch():
