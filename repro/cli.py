@@ -310,6 +310,9 @@ def main(argv: list[str] | None = None) -> Any:
     import signal
 
     signal.signal(signal.SIGTERM, _sigterm)
+    # A shell starts background jobs with SIGINT ignored, and children inherit that;
+    # `kill -INT` must still stop a run cleanly wherever repro was started from.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return app(argv if argv is not None else sys.argv[1:], standalone_mode=True)
     except ReproError as exc:
