@@ -29,7 +29,7 @@ from repro.builds.cpython import apply_patch, ensure_cpython  # noqa: E402
 from repro.builds.progress import RichBuildProgress  # noqa: E402
 from repro.recipe import PythonSpec  # noqa: E402
 
-PATCH = REPO_ROOT / "tests" / "data" / "patches" / "revert-bytes-hash-fix.patch"
+PATCH = REPO_ROOT / "recipes" / "patches" / "revert-gh-128133-fix.patch"
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
 
 

@@ -23,7 +23,7 @@ from repro.builds.cpython import PythonBuild, ensure_cpython, setarch_prefix
 from repro.recipe import PythonSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PATCHES = REPO_ROOT / "tests" / "data" / "patches"
+PATCHES = REPO_ROOT / "recipes" / "patches"  # the recipes' own: builds are shared
 CPYTHON_VERSION = "3.13.5"
 
 
@@ -85,7 +85,7 @@ def cpython_tsan_build() -> PythonBuild:
 @pytest.fixture(scope="session")
 def cpython_tsan_racy_build() -> PythonBuild:
     """The same with the gh-128133 fix reverted: bytes.__hash__ races in set_ob_shash."""
-    spec = tsan_spec(_tarballs(), PATCHES / "revert-bytes-hash-fix.patch")
+    spec = tsan_spec(_tarballs(), PATCHES / "revert-gh-128133-fix.patch")
     return ensure_cpython(spec, base_dir=REPO_ROOT, cache=_cache())
 
 

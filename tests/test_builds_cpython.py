@@ -137,7 +137,7 @@ def test_patch_error_names_file_and_hunk_and_leaves_tree_untouched(tmp_path: Pat
 
 
 def test_shipped_revert_patch_targets_bytesobject() -> None:
-    p = PATCHES / "revert-bytes-hash-fix.patch"
+    p = PATCHES / "revert-gh-128133-fix.patch"
     assert patch_targets(p) == ["Objects/bytesobject.c"]
     text = p.read_text()
     assert "-    _Py_atomic_store_ssize_relaxed(&a->ob_shash, hash);" in text
