@@ -667,7 +667,9 @@ def _calibrate(run: BisectRun) -> bool:
             failure=(
                 f"The target race reproduces at the {'fixed' if meta['find'] == 'fix' else 'clean'}"
                 f" end {run.positions[last].label} ({stl.hits} of {stl.runs} runs): "
-                "it is not a clean end. Pick a later fixed commit (or an earlier clean one)."
+                "it is not a clean end. Pick a later fixed "
+                f"{'release' if meta['side'] == 'versions' else 'commit'} "
+                "(or an earlier clean one)."
             ),
         )
         run.rundir.write_meta(meta)
