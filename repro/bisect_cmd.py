@@ -606,6 +606,17 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
         return 130
 
 
+def _stop(run: BisectRun, failure: str, heading: str | None = None) -> bool:
+    """Record why the bisect cannot go on, say it, and tell the caller to stop."""
+    run.meta.update(status="failed", failure=failure)
+    run.rundir.write_meta(run.meta)
+    if heading:
+        run.console.print(f"[red]{heading}[/] {escape(failure)}")
+    else:
+        run.console.print(f"[red]{escape(failure)}[/]")
+    return False
+
+
 def _calibrate(run: BisectRun) -> bool:
     """Measure the rate at the racy end and check the clean end; False stops the bisect."""
     console = run.console
@@ -623,28 +634,21 @@ def _calibrate(run: BisectRun) -> bool:
         )
     st0 = run.stats[0]
     if st0.built is False or st0.unusable:
-        meta.update(
-            status="failed",
-            failure=f"the racy end does not build or run: {st0.build_error or st0.unusable}",
+        return _stop(
+            run,
+            f"the racy end does not build or run: {st0.build_error or st0.unusable}",
+            "The racy end cannot be tested:",
         )
-        run.rundir.write_meta(meta)
-        console.print(f"[red]The racy end cannot be tested:[/] {meta['failure']}")
-        return False
     from repro.stats import format_rate, upper_rate_if_clean
 
     console.print(f"  racy end: {format_rate(st0.hits, st0.runs)}")
     if st0.hits == 0:
-        meta.update(
-            status="failed",
-            failure=(
-                f"The racy end {run.positions[0].label} did not reproduce the target race in "
-                f"{st0.runs} runs (rate below {upper_rate_if_clean(st0.runs):.2%} at 95%). "
-                "Check the recipe's target and reproducer, or raise --calibration-runs."
-            ),
+        return _stop(
+            run,
+            f"The racy end {run.positions[0].label} did not reproduce the target race in "
+            f"{st0.runs} runs (rate below {upper_rate_if_clean(st0.runs):.2%} at 95%). "
+            "Check the recipe's target and reproducer, or raise --calibration-runs.",
         )
-        run.rundir.write_meta(meta)
-        console.print(f"[red]{escape(meta['failure'])}[/]")
-        return False
     belief = RateBelief.from_calibration(st0.hits, st0.runs)
     need = belief.runs_to_rule_out(float(meta["confidence"]))
     last = n - 1
@@ -654,27 +658,20 @@ def _calibrate(run: BisectRun) -> bool:
         run.run(last, Limits(runs=need - stl.runs, until_hits=1, jobs=run.jobs), "verify")
     stl = run.stats[last]
     if stl.built is False or stl.unusable:
-        meta.update(
-            status="failed",
-            failure=f"the clean end does not build or run: {stl.build_error or stl.unusable}",
+        return _stop(
+            run,
+            f"the clean end does not build or run: {stl.build_error or stl.unusable}",
+            "The clean end cannot be tested:",
         )
-        run.rundir.write_meta(meta)
-        console.print(f"[red]The clean end cannot be tested:[/] {escape(meta['failure'])}")
-        return False
     if stl.hits:
-        meta.update(
-            status="failed",
-            failure=(
-                f"The target race reproduces at the {'fixed' if meta['find'] == 'fix' else 'clean'}"
-                f" end {run.positions[last].label} ({stl.hits} of {stl.runs} runs): "
-                "it is not a clean end. Pick a later fixed "
-                f"{'release' if meta['side'] == 'versions' else 'commit'} "
-                "(or an earlier clean one)."
-            ),
+        return _stop(
+            run,
+            f"The target race reproduces at the {'fixed' if meta['find'] == 'fix' else 'clean'}"
+            f" end {run.positions[last].label} ({stl.hits} of {stl.runs} runs): "
+            "it is not a clean end. Pick a later fixed "
+            f"{'release' if meta['side'] == 'versions' else 'commit'} "
+            "(or an earlier clean one).",
         )
-        run.rundir.write_meta(meta)
-        console.print(f"[red]{escape(meta['failure'])}[/]")
-        return False
     console.print(f"  clean end: 0 hits in {stl.runs} runs")
     build_times = [s.build_seconds for s in (run.stats[0], run.stats[last]) if s.built]
     mean_run = run.run_seconds / max(1, sum(s.runs + s.noninformative for s in run.stats))

@@ -199,7 +199,7 @@ class StressState:
             candidates.append(max(0.0, self.limits.seconds - self.elapsed()))
         if self.limits.runs is not None and t.runs:
             left = max(0, self.limits.runs - t.runs)
-            per_run = self.elapsed() / max(1, t.runs - 0)
+            per_run = self.elapsed() / max(1, t.runs)
             candidates.append(left * per_run)
         return min(candidates) if candidates else None
 
