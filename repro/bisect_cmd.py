@@ -156,6 +156,7 @@ class BisectRun:
         self.build_seconds = 0.0
         self.run_seconds = 0.0
         self._prepared: dict[int, Prepared] = {}
+        self.next_index = 0  # the run index after every run applied so far
 
     # -- events -------------------------------------------------------------------
 
@@ -187,6 +188,7 @@ class BisectRun:
             if self.bisector is not None and 0 < pos < len(self.positions) - 1:
                 self.bisector.record_unusable(pos)
         elif kind == "run":
+            self.next_index = max(self.next_index, int(ev["index"]) + 1)
             outcome = Outcome(ev["outcome"])
             st.outcomes[outcome.value] = st.outcomes.get(outcome.value, 0) + 1
             st.run_seconds += float(ev.get("duration", 0.0))
@@ -287,7 +289,7 @@ class BisectRun:
             holder["state"] = state
             ticker(state)
 
-        first = self._next_index()
+        first = self.next_index
         with Live(view, console=self.console, refresh_per_second=4, transient=True):
             _state, interrupted = stress_loop(
                 prepared.spec,
@@ -322,13 +324,6 @@ class BisectRun:
                 }
             )
         return tally
-
-    def _next_index(self) -> int:
-        last = -1
-        for ev in self.rundir.events():
-            if ev.get("event") == "run":
-                last = max(last, int(ev["index"]))
-        return last + 1
 
     def _absorb_runs(self, first_index: int) -> None:
         for ev in self.rundir.events():
