@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # the tests use (chromium renders the HTML report).
 APT_BASE := gcc g++ make git patch xz-utils ca-certificates pkg-config ccache \
 	libffi-dev zlib1g-dev libssl-dev libbz2-dev liblzma-dev libsqlite3-dev
-APT_CLANG := clang-19 libclang-rt-19-dev
+APT_CLANG := clang-19 libclang-rt-19-dev llvm-19
 APT_TEST := chromium
 DEMO_REPO := demo-work/ticketq
 PYTEST_ARGS ?=

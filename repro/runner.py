@@ -51,6 +51,9 @@ class RunSpec:
     timeout: float
     tsan_options: Mapping[str, str] = field(default_factory=dict)
     prefix: Sequence[str] = ()  # e.g. ("setarch", "x86_64", "-R") or ("taskset", "-c", "0")
+    # Options repro picks for this machine (e.g. external_symbolizer_path); the user's
+    # TSAN_OPTIONS and the recipe's options both win over them.
+    tsan_defaults: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,10 +115,14 @@ def tsan_options_string(options: Mapping[str, Any]) -> str:
 
 
 def merge_tsan_options(
-    base_env: Mapping[str, str], recipe_options: Mapping[str, Any], log_prefix: Path
+    base_env: Mapping[str, str],
+    recipe_options: Mapping[str, Any],
+    log_prefix: Path,
+    defaults: Mapping[str, str] | None = None,
 ) -> str:
-    """Recipe options win over the user's TSAN_OPTIONS, but log_path is always ours."""
-    opts: dict[str, str] = {}
+    """Recipe options win over the user's TSAN_OPTIONS, which win over repro's defaults;
+    log_path is always ours."""
+    opts: dict[str, str] = dict(defaults or {})
     for item in base_env.get("TSAN_OPTIONS", "").replace(":", " ").split():
         if "=" in item:
             k, v = item.split("=", 1)
@@ -291,7 +298,9 @@ def run_once(
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     env = dict(spec.env)
-    env["TSAN_OPTIONS"] = merge_tsan_options(spec.env, spec.tsan_options, run_dir / "tsan")
+    env["TSAN_OPTIONS"] = merge_tsan_options(
+        spec.env, spec.tsan_options, run_dir / "tsan", spec.tsan_defaults
+    )
     out_path = run_dir / "output.txt"
     argv = [*spec.prefix, *command_argv(spec.command)]
     started = time.time()
