@@ -23,8 +23,8 @@ from repro.context import Overrides, prepare
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import load_recipe
-from repro.rundir import RunDir
-from repro.stress import Limits, StressState, Tally, stress_loop
+from repro.runlog import Counts, RunDir, RunLog
+from repro.stress import Limits, StressState, Tags, stress_loop
 from repro.stress_view import StressView
 
 
@@ -85,11 +85,12 @@ def run_amplify(
         {"kind": "amplify", "recipe": loaded.recipe.name, "recipe_path": str(loaded.path)}
     )
     rows: list[dict[str, Any]] = []
-    next_index = 0
+    runlog = RunLog(rundir)
+    was_interrupted = False
     for setting in settings:
         overrides = dataclasses.replace(setting.overrides, extension_repo=repo)
         prepared = prepare(loaded, overrides)
-        tally = Tally()
+        counts = runlog.record.settings.setdefault(setting.label, Counts())
         holder: dict[str, StressState] = {}
         view = StressView(holder, f"amplify: {setting.label}", str(rundir.path))
 
@@ -101,27 +102,27 @@ def run_amplify(
                 prepared.spec,
                 prepared.matcher,
                 Limits(runs=runs, jobs=setting.jobs),
-                rundir,
-                tally=tally,
-                first_index=next_index,
+                runlog,
+                total=counts,
                 on_change=on_change,
-                extra_event={"setting": setting.label},
+                tags=Tags(setting=setting.label),
             )
-        next_index += tally.runs + setting.jobs
         elapsed = max(state.elapsed(), 1e-9)
-        lo, hi = tally.ci95
+        lo, hi = counts.ci95
         rows.append(
             {
                 "setting": setting.label,
-                "runs": tally.runs,
-                "hits": tally.hits,
-                "rate": tally.rate,
+                "runs": counts.runs,
+                "evidence_runs": counts.evidence,
+                "hits": counts.hits,
+                "rate": counts.rate,
                 "rate_ci95": [lo, hi],
                 "seconds": elapsed,
-                "hits_per_minute": 60.0 * tally.hits / elapsed,
+                "hits_per_minute": 60.0 * counts.hits / elapsed,
             }
         )
         if interrupted:
+            was_interrupted = True
             break
     rundir.write("summary.json", {"kind": "amplify", "settings": rows})
     table = Table(title=f"Amplifiers for {loaded.recipe.name} ({runs} runs each)")
@@ -140,4 +141,7 @@ def run_amplify(
         )
     console.print(table)
     console.print(f"run directory: {rundir.path}", highlight=False)
+    if was_interrupted:
+        console.print("interrupted: the settings measured so far are above")
+        return 130, rows
     return (0 if any(r["hits"] for r in rows) else 1), rows

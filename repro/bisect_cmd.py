@@ -1,9 +1,9 @@
 """`repro bisect`: calibrate, verify both ends, then let the strategy pick commits.
 
 The strategy (repro.bisect_strategy) is pure; this module does the I/O around it:
-building commits, running the reproducer, and writing every event to the run
-directory before acting on it, so that `--resume` replays the same events into a
-fresh strategy and continues exactly where the last process stopped.
+building commits, running the reproducer, and logging every event to the run
+directory (repro.runlog) before acting on it, so that `--resume` replays the same
+events into a fresh strategy and continues exactly where the last process stopped.
 """
 
 from __future__ import annotations
@@ -29,16 +29,36 @@ from repro.environment import collect_environment
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
-from repro.rundir import RunDir
-from repro.runner import Outcome
-from repro.stress import Limits, SignatureEntry, StressState, Tally, stress_loop
-from repro.stress_view import PlainTicker, StressView, fmt_seconds
+from repro.runlog import (
+    BuildEvent,
+    Event,
+    PositionRecord,
+    RunDir,
+    RunEvent,
+    RunLog,
+    StrategyEvent,
+    UnusableEvent,
+)
+from repro.runlog.bisect_view import position_rows
+from repro.runner import reap_orphans
+from repro.stress import Limits, StressState, Tags, stress_loop
+from repro.stress_view import INVALID_HINTS, PlainTicker, StressView, fmt_seconds
+from repro.terms import Find, Side, Terms
+from repro.tsan.outcome import Outcome
 
-# A commit whose runs keep failing for other reasons (crash before the reproducer,
-# TSAN start-up failure, timeout) tells nothing about the race: skip it like git
-# bisect's exit 125 once this many such runs outnumber the informative ones.
+# A commit whose runs keep failing or being invalid (crash before the reproducer,
+# TSAN start-up failure, timeout, unreadable reports) tells nothing about the race:
+# skip it like git bisect's exit 125 once this many such runs outnumber the others.
 UNUSABLE_AFTER = 3
-INFORMATIVE = (Outcome.TARGET, Outcome.OTHER, Outcome.CLEAN)
+EXIT_INVALID = 2
+
+
+class StopBisect(Exception):
+    """A run showed that no run here can count (e.g. unsymbolized reports)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome
 
 
 @dataclass
@@ -61,6 +81,8 @@ class BisectOptions:
     timeout: float | None = None
     sets: tuple[str, ...] = ()
     then_git: str | None = None  # after --versions: bisect the commits between the releases
+    keep_going: bool = False  # count unsymbolized runs apart instead of stopping
+    plan: bool = False  # stop after calibration, having said what the bisect will cost
 
 
 @dataclass
@@ -70,20 +92,6 @@ class Position:
     id: str
     label: str
     info: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class PositionStats:
-    runs: int = 0
-    hits: int = 0
-    other: int = 0
-    noninformative: int = 0
-    built: bool | None = None
-    build_seconds: float = 0.0
-    build_error: str | None = None
-    run_seconds: float = 0.0
-    unusable: str | None = None
-    outcomes: dict[str, int] = field(default_factory=dict)
 
 
 # --- the range ------------------------------------------------------------------------
@@ -111,124 +119,87 @@ def expand_versions(spec: str) -> list[str]:
     return items
 
 
-def _ordered(old_to_new: list[Position], find: str) -> list[Position]:
-    """Search order: the racy end first (position 0), the clean end last."""
-    return list(old_to_new) if find == "fix" else list(reversed(old_to_new))
-
-
-def culprit_positions(find: str, lo: int, hi: int) -> tuple[int, int]:
-    """Positions of the commits to blame, given the first clean position range.
-
-    Finding a fix, the first clean commit is the fix. Finding a regression the search
-    runs newest to oldest, so the culprit is the last racy one, just before.
-    """
-    if find == "fix":
-        return lo, hi
-    return lo - 1, hi - 1
-
-
 # --- the command ----------------------------------------------------------------------
 
 
 class BisectRun:
-    """One bisection: its run directory, its positions, and the strategy's replay."""
+    """One bisection: its run log, its positions, and the strategy fed from the log."""
 
     def __init__(
         self,
-        rundir: RunDir,
+        runlog: RunLog,
         loaded: LoadedRecipe,
         meta: dict[str, Any],
         console: Console,
         jobs: int,
         overrides: Overrides,
+        keep_going: bool = False,
     ) -> None:
-        self.rundir = rundir
+        self.runlog = runlog
+        self.rundir = runlog.dir
         self.loaded = loaded
         self.meta = meta
+        self.terms = Terms.from_meta(meta)
         self.console = console
         self.jobs = jobs
         self.overrides = overrides
+        self.keep_going = keep_going
         self.positions = [Position(**p) for p in meta["positions"]]
-        self.stats = [PositionStats() for _ in self.positions]
-        self.signatures: dict[str, SignatureEntry] = {}
         self.bisector: Bisector | None = None
         self.started = time.monotonic()
-        self.build_seconds = 0.0
-        self.run_seconds = 0.0
         self._prepared: dict[int, Prepared] = {}
-        self.next_index = 0  # the run index after every run applied so far
+        runlog.listeners.append(self._feed)
 
-    # -- events -------------------------------------------------------------------
+    @property
+    def record(self) -> Any:
+        return self.runlog.record
 
-    def log(self, event: dict[str, Any]) -> None:
-        self.rundir.append(event)
-        self.apply(event)
+    def stats(self, pos: int) -> PositionRecord:
+        return self.runlog.record.position(pos)
 
-    def apply(self, ev: dict[str, Any]) -> None:
-        """Update the in-memory state from one event (live or replayed)."""
-        kind = ev.get("event")
-        if kind == "strategy":
-            self.make_bisector(ev)
+    def _interior(self, pos: int) -> bool:
+        return 0 < pos < len(self.positions) - 1
+
+    # -- the strategy follows the log --------------------------------------------------
+
+    def _feed(self, ev: Event) -> None:
+        """Give the strategy what one event tells it (live or replayed)."""
+        if isinstance(ev, StrategyEvent):
+            self._make_bisector(ev)
             return
-        pos = ev.get("pos")
-        if not isinstance(pos, int):
+        b = self.bisector
+        if b is None:
             return
-        st = self.stats[pos]
-        if kind == "build":
-            st.built = bool(ev["ok"])
-            st.build_seconds += float(ev.get("seconds", 0.0))
-            self.build_seconds += float(ev.get("seconds", 0.0))
-            if ev["ok"]:
-                if self.bisector is not None:
-                    self.bisector.mark_built(pos)
-            else:
-                st.build_error = ev.get("error")
-        elif kind == "unusable":
-            st.unusable = ev.get("reason", "unusable")
-            if self.bisector is not None and 0 < pos < len(self.positions) - 1:
-                self.bisector.record_unusable(pos)
-        elif kind == "run":
-            self.next_index = max(self.next_index, int(ev["index"]) + 1)
-            outcome = Outcome(ev["outcome"])
-            st.outcomes[outcome.value] = st.outcomes.get(outcome.value, 0) + 1
-            st.run_seconds += float(ev.get("duration", 0.0))
-            self.run_seconds += float(ev.get("duration", 0.0))
-            if outcome not in INFORMATIVE:
-                st.noninformative += 1
-                return
-            st.runs += 1
-            hit = outcome is Outcome.TARGET
-            st.hits += int(hit)
-            st.other += int(outcome is Outcome.OTHER)
-            if self.bisector is not None and ev.get("phase") == "bisect":
-                self.bisector.record_run(pos, hit)
+        if isinstance(ev, BuildEvent) and ev.ok:
+            b.mark_built(ev.pos)
+        elif isinstance(ev, UnusableEvent) and self._interior(ev.pos):
+            b.record_unusable(ev.pos)
+        elif (
+            isinstance(ev, RunEvent)
+            and ev.phase == "bisect"
+            and ev.pos is not None
+            and ev.outcome.is_evidence
+        ):
+            b.record_run(ev.pos, ev.outcome is Outcome.TARGET)
 
-    def make_bisector(self, ev: dict[str, Any]) -> None:
+    def _make_bisector(self, ev: StrategyEvent) -> None:
         n = len(self.positions)
         self.bisector = Bisector(
             n,
-            confidence=float(ev["confidence"]),
-            calib_hits=int(ev["calib_hits"]),
-            calib_runs=int(ev["calib_runs"]),
-            build_cost=float(ev["build_cost"]),
-            run_cost=float(ev["run_cost"]),
-            batch=int(ev["batch"]),
-            anchors=ev.get("anchors"),
+            confidence=ev.confidence,
+            calib_hits=ev.calib_hits,
+            calib_runs=ev.calib_runs,
+            build_cost=ev.build_cost,
+            run_cost=ev.run_cost,
+            batch=ev.batch,
+            anchors=list(ev.anchors) if ev.anchors is not None else None,
         )
         # Everything measured before the strategy existed counts too.
-        for pos, st in enumerate(self.stats):
-            if st.built and 0 < pos < n - 1:
+        for pos, st in self.record.positions.items():
+            if st.built and self._interior(pos):
                 self.bisector.mark_built(pos)
-            if st.unusable and 0 < pos < n - 1:
+            if st.unusable and self._interior(pos):
                 self.bisector.record_unusable(pos)
-
-    def replay(self) -> None:
-        for ev in self.rundir.events():
-            self.apply(ev)
-        known = self.rundir.read("signatures.json") or []
-        for e in known:
-            entry = SignatureEntry.from_json(e)
-            self.signatures[entry.id] = entry
 
     # -- actions ------------------------------------------------------------------
 
@@ -241,14 +212,14 @@ class BisectRun:
         """Build (or reuse) one position; None, logged as unusable, when it cannot build."""
         if pos in self._prepared:
             return self._prepared[pos]
-        side = self.meta["side"]
+        side = self.terms.side
         p = self.positions[pos]
         t0 = time.monotonic()
         try:
             progress = RichBuildProgress(self.console)
-            if side == "extension":
+            if side is Side.EXTENSION:
                 prepared = prepare(self.loaded, self.overrides, ext_ref=p.id, progress=progress)
-            elif side == "python":
+            elif side is Side.PYTHON:
                 prepared = prepare(self.loaded, self.overrides, python_ref=p.id, progress=progress)
             else:
                 prepared = prepare(
@@ -257,149 +228,116 @@ class BisectRun:
         except BuildError as exc:
             seconds = time.monotonic() - t0
             first = str(exc).splitlines()[0] if str(exc) else "build failed"
-            self.log(
-                {
-                    "event": "build",
-                    "pos": pos,
-                    "id": p.id,
-                    "ok": False,
-                    "seconds": seconds,
-                    "error": first,
-                }
+            log = getattr(exc, "log_path", None)
+            self.runlog.log(BuildEvent(pos, p.id, False, seconds, first, str(log) if log else None))
+            self.runlog.log(UnusableEvent(pos, p.id, "does not build"))
+            where = f" (log: {log})" if log else ""
+            self.console.print(
+                f"  [yellow]skip[/] {escape(self.describe(pos))}: does not build: "
+                f"{escape(first)}{escape(where)}",
+                highlight=False,
             )
-            self.log({"event": "unusable", "pos": pos, "id": p.id, "reason": "does not build"})
-            self.console.print(f"  [yellow]skip[/] {escape(self.describe(pos))}: does not build")
             return None
         seconds = time.monotonic() - t0
-        self.log({"event": "build", "pos": pos, "id": p.id, "ok": True, "seconds": seconds})
+        self.runlog.log(BuildEvent(pos, p.id, True, seconds))
         self._prepared[pos] = prepared
         return prepared
 
-    def run(self, pos: int, limits: Limits, phase: str) -> Tally:
+    def run(self, pos: int, limits: Limits, phase: str) -> StressState | None:
+        """Runs at one position; None when it cannot be built."""
         prepared = self.build(pos)
         if prepared is None:
-            return Tally()
-        tally = Tally(signatures=self.signatures)
+            return None
+        if not self.keep_going:
+            limits = Limits(
+                runs=limits.runs,
+                seconds=limits.seconds,
+                until_first=limits.until_first,
+                jobs=limits.jobs,
+                until_hits=limits.until_hits,
+                stop_on=frozenset({Outcome.UNSYMBOLIZED}),
+            )
         holder: dict[str, StressState] = {}
         view = StressView(holder, f"{phase} at {self.describe(pos)[:60]}", str(self.rundir.path))
-
         ticker = PlainTicker(self.console)
 
         def on_change(state: StressState) -> None:
             holder["state"] = state
             ticker(state)
 
-        first = self.next_index
+        st = self.stats(pos)
         with Live(view, console=self.console, refresh_per_second=4, transient=True):
-            _state, interrupted = stress_loop(
+            state, interrupted = stress_loop(
                 prepared.spec,
                 prepared.matcher,
                 limits,
-                self.rundir,
-                tally=tally,
-                first_index=first,
+                self.runlog,
+                total=st.counts,
                 on_change=on_change,
-                extra_event={"pos": pos, "id": self.positions[pos].id, "phase": phase},
+                tags=Tags(pos=pos, id=self.positions[pos].id, phase=phase),
+                other_races=lambda: (st.runs_with_other, len(st.other_signatures)),
             )
-        # The loop wrote the run events; replay them into our state in order.
-        self._absorb_runs(first)
         if interrupted:
             raise KeyboardInterrupt
-        st = self.stats[pos]
+        if state.stopped_by is not None:
+            raise StopBisect(state.stopped_by)
+        c = st.counts
         if (
-            st.noninformative >= UNUSABLE_AFTER
-            and st.noninformative > st.runs
-            and not st.hits
+            c.not_evidence >= UNUSABLE_AFTER
+            and c.not_evidence > c.evidence
+            and not c.hits
             and not st.unusable
         ):
             reasons = ", ".join(
-                f"{k} {v}" for k, v in st.outcomes.items() if Outcome(k) not in INFORMATIVE
+                f"{o.value} {k}" for o, k in c.outcomes.items() if k and not o.is_evidence
             )
-            self.log(
-                {
-                    "event": "unusable",
-                    "pos": pos,
-                    "id": self.positions[pos].id,
-                    "reason": f"runs fail for other reasons ({reasons})",
-                }
+            self.runlog.log(
+                UnusableEvent(pos, self.positions[pos].id, f"runs cannot show the race ({reasons})")
             )
-        return tally
-
-    def _absorb_runs(self, first_index: int) -> None:
-        for ev in self.rundir.events():
-            if ev.get("event") == "run" and int(ev["index"]) >= first_index:
-                self.apply(ev)
+        return state
 
     # -- reporting ----------------------------------------------------------------
 
     def posterior_line(self) -> str:
+        """The strategy's current belief, once it names a likely culprit."""
         if self.bisector is None:
             return ""
         post = self.bisector.posterior_b()
         best = max(range(len(post)), key=lambda b: post[b])
         lo = min((b for b, w in enumerate(post) if w > 1e-4), default=best)
         hi = max((b for b, w in enumerate(post) if w > 1e-4), default=best)
-        c_lo, _ = culprit_positions(self.meta["find"], best, best)
-        return (
-            f"likely culprit {self.positions[c_lo].label} ({post[best]:.0%}); "
-            f"plausible range {hi - lo + 1} positions"
-        )
+        span = f"plausible range {hi - lo + 1} {self.terms.units}"
+        c_lo, _ = self.terms.culprit_positions(best, best)
+        if post[best] < 0.25 or not 0 <= c_lo < len(self.positions):
+            return span
+        return f"likely culprit {self.positions[c_lo].label} ({post[best]:.0%}); {span}"
 
-    def steps(self) -> list[dict[str, Any]]:
-        out = []
+    def rows(self, culprit_ids: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
         post = self.bisector.posterior_b() if self.bisector else None
-        n = len(self.positions)
-        for pos, st in enumerate(self.stats):
-            if st.built is None and not st.runs and not st.noninformative:
-                continue
-            if st.unusable:
-                verdict = "skipped"
-            elif st.hits:
-                verdict = "racy"
-            elif pos == n - 1:
-                verdict = "clean (verified end)"
-            elif post is not None:
-                p_clean = sum(post[1 : pos + 1])
-                verdict = f"clean ({p_clean:.1%})" if st.runs else "untested"
-            else:
-                verdict = "clean?" if st.runs else "untested"
-            p = self.positions[pos]
-            out.append(
-                {
-                    "pos": pos,
-                    "id": p.id,
-                    "label": p.label,
-                    "subject": p.info.get("subject"),
-                    "built": st.built,
-                    "build_seconds": round(st.build_seconds, 1),
-                    "build_error": st.build_error,
-                    "runs": st.runs,
-                    "hits": st.hits,
-                    "other_races": st.other,
-                    "failed_runs": st.noninformative,
-                    "outcomes": st.outcomes,
-                    "verdict": verdict,
-                }
-            )
-        return out
-
-    def order_for_display(self, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Chronological order, oldest first, whatever the search direction."""
-        return steps if self.meta["find"] == "fix" else list(reversed(steps))
+        return position_rows(
+            self.record,
+            [vars(p) for p in self.positions],
+            self.terms,
+            post,
+            culprit_ids,
+        )
 
     def steps_table(self) -> Table:
         table = Table(title="Bisection steps (oldest first)")
         for col, just in (
-            ("commit", "left"),
+            (self.terms.unit, "left"),
             ("subject", "left"),
             ("build", "left"),
             ("runs", "right"),
             ("hits", "right"),
             ("other races", "right"),
+            ("not counted", "right"),
             ("verdict", "left"),
         ):
             table.add_column(col, justify=just)  # type: ignore[arg-type]
-        for s in self.order_for_display(self.steps()):
+        for s in self.rows():
+            if not s["tested"]:
+                continue
             build = (
                 "skipped"
                 if s["built"] is False
@@ -407,29 +345,51 @@ class BisectRun:
                 if s["built"]
                 else "-"
             )
+            other = (
+                f"{s['other_races']} in {s['runs_with_other_races']} runs"
+                if s["other_races"]
+                else "0"
+            )
+            verdict = s["verdict"]
+            if s["unusable"]:
+                verdict = f"skipped: {s['unusable']}"
             style = "red" if s["verdict"] == "racy" else None
             table.add_row(
                 s["label"],
-                escape((s["subject"] or "")[:50]),
+                escape(shorten(s["subject"] or "", 50)),
                 build,
                 str(s["runs"]),
                 str(s["hits"]),
-                str(s["other_races"]),
-                s["verdict"],
+                other,
+                str(s["failed_runs"] + s["invalid_runs"]),
+                escape(verdict),
                 style=style,
             )
         return table
 
 
+def shorten(text: str, width: int) -> str:
+    """Cut at a word boundary, with an ellipsis, so that `(#4` never ends a subject."""
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    if " " in cut:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip() + "…"
+
+
 def _commit_positions(
-    loaded: LoadedRecipe, overrides: Overrides, side: str, old: str, new: str, find: str
+    loaded: LoadedRecipe, overrides: Overrides, terms: Terms, old: str, new: str
 ) -> tuple[list[Position], list[int], dict[str, Any]]:
     from repro.builds.cache import BuildCache
     from repro.gitrepo import GitRepo
 
     cache = BuildCache()
-    if side == "extension":
+    web_url = None
+    if terms.side is Side.EXTENSION:
         location = extension_location(loaded, overrides)
+        ext = loaded.recipe.extension
+        web_url = ext.web_url if ext is not None else None
     else:
         py = loaded.recipe.python
         if py is None or not py.git:
@@ -438,7 +398,8 @@ def _commit_positions(
                 "(or use --versions to bisect over releases)"
             )
         location = loaded.resolve_repo(py.git)
-    repo = GitRepo.open_cached(location, cache.base)
+    # The recipe's web_url from the first bisect on, so links are there from the start.
+    repo = GitRepo.open_cached(location, cache.base, web_url=web_url)
     old_sha, new_sha = repo.resolve(old), repo.resolve(new)
     shas = repo.first_parent_range(old_sha, new_sha)
     if len(shas) < 2:
@@ -460,23 +421,27 @@ def _commit_positions(
                 },
             )
         )
-    ordered = _ordered(positions, find)
     depth0 = repo.depth(shas[0])
-    anchors_chrono = [depth0 + k for k in range(len(shas))]
-    anchors = anchors_chrono if find == "fix" else list(reversed(anchors_chrono))
-    return ordered, anchors, {"repo": location}
+    anchors = terms.search_order([depth0 + k for k in range(len(shas))])
+    return terms.search_order(positions), anchors, {"repo": location, "web_url": repo.web_url}
 
 
 def run_bisect(opts: BisectOptions, console: Console) -> int:
     if opts.resume is not None:
-        rundir = RunDir.open(opts.resume)
-        loaded, meta = load_run_recipe(rundir.path, "bisect")
+        runlog = RunLog(RunDir.open(opts.resume))
+        runlog.dir.lock()
+        ended = reap_orphans(runlog.dir.logs)
+        loaded, meta = load_run_recipe(runlog.dir.path, "bisect")
         overrides = Overrides(**meta.get("overrides", {}))
-        run = BisectRun(rundir, loaded, meta, console, opts.jobs, overrides)
-        run.replay()
+        run = BisectRun(runlog, loaded, meta, console, opts.jobs, overrides, opts.keep_going)
+        runlog.replay()
+        for problem in runlog.dir.problems:
+            console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
+        if ended:
+            console.print(f"ended {len(ended)} reproducer(s) left running by the killed repro")
         console.print(
-            f"[bold]resuming[/] bisect of {loaded.recipe.name}: "
-            f"{sum(s.runs + s.noninformative for s in run.stats)} runs already measured"
+            f"[bold]resuming[/] bisect of {escape(loaded.recipe.name)}: "
+            f"{run.record.counts.runs} runs already measured"
         )
     else:
         if opts.recipe is None:
@@ -486,19 +451,52 @@ def run_bisect(opts: BisectOptions, console: Console) -> int:
     return _drive(run, opts)
 
 
+def check_versions(loaded: LoadedRecipe, versions: list[str]) -> None:
+    """Every release of the range must be obtainable before the first run.
+
+    A release whose source cannot be had is not a release that does not build:
+    skipping it would let the bisect name a neighbour as the culprit.
+    """
+    from repro.builds.cpython import tarball_origin
+    from repro.gitrepo import is_url
+
+    py = loaded.recipe.python
+    assert py is not None
+    missing = []
+    for v in versions:
+        try:
+            origin = tarball_origin(v, py.source, loaded.base_dir)
+        except BuildError as exc:
+            missing.append(f"{v} ({exc})")
+            continue
+        if not is_url(origin):
+            named = re.match(r"Python-(\d+\.\d+\.\d+\w*)\.t", Path(origin).name)
+            if named and named.group(1) != v:
+                missing.append(f"{v} ({origin} is CPython {named.group(1)})")
+    if missing:
+        raise ReproError(
+            f"{loaded.path}: the source of {len(missing)} of {len(versions)} releases cannot "
+            "be had, so they could not be tested: "
+            + "; ".join(missing)
+            + ". Point python.source (or REPRO_CPYTHON_MIRROR) at a directory that holds "
+            "them all, or list only releases you have: --versions A,B,C"
+        )
+
+
 def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> BisectRun:
     r = loaded.recipe
     spec = r.bisect
-    find = opts.find or (spec.find if spec else "fix")
-    if find not in ("fix", "regression"):
-        raise ReproError(f"--find takes `fix` or `regression`, not {find!r}")
+    find_text = opts.find or (spec.find if spec else "fix")
+    if find_text not in ("fix", "regression"):
+        raise ReproError(f"--find takes `fix` or `regression`, not {find_text!r}")
+    find = Find(find_text)
     confidence = opts.confidence or (spec.confidence if spec else 0.99)
     if not 0.5 < confidence < 1.0:
         raise ReproError("--confidence must be between 0.5 and 1 (e.g. 0.99)")
     racy = opts.racy or (spec.racy if spec else None)
     other = (
         (opts.fixed or (spec.fixed if spec else None))
-        if find == "fix"
+        if find is Find.FIX
         else (opts.clean or (spec.clean if spec else None))
     )
     overrides = Overrides(extension_repo=opts.repo, threads=opts.threads, timeout=opts.timeout)
@@ -508,24 +506,26 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
                 f"{loaded.path}: --versions needs a `python:` section with `version:` "
                 "(the releases replace it)"
             )
+        terms = Terms(find, Side.VERSIONS)
         versions = expand_versions(opts.versions)
+        check_versions(loaded, versions)
         chrono = [Position(id=v, label=v, info={"version": v}) for v in versions]
-        positions = _ordered(chrono, find)
-        side = "versions"
+        positions = terms.search_order(chrono)
         anchors = list(range(len(positions)))
         extra: dict[str, Any] = {"versions": versions}
         racy_ref = positions[0].id
         clean_ref = positions[-1].id
     else:
-        side = spec.side if spec else "extension"
+        terms = Terms(find, Side(spec.side if spec else "extension"))
         if racy is None or other is None:
-            need = "--fixed" if find == "fix" else "--clean"
             raise ReproError(
-                f"{loaded.path}: the range is not known: give --racy and {need} "
+                f"{loaded.path}: the range is not known: give --racy and {terms.clean_option} "
                 "(or `bisect.racy` and `bisect.fixed`/`bisect.clean` in the recipe)"
             )
-        old, new = (racy, other) if find == "fix" else (other, racy)
-        positions, anchors, extra = _commit_positions(loaded, overrides, side, old, new, find)
+        if r.python is not None and r.python.version and terms.side is Side.EXTENSION:
+            check_versions(loaded, [r.python.version])
+        old, new = (racy, other) if find is Find.FIX else (other, racy)
+        positions, anchors, extra = _commit_positions(loaded, overrides, terms, old, new)
         racy_ref, clean_ref = racy, other
     rundir = RunDir.create(opts.runs_dir or default_runs_dir(), r.name, "bisect")
     shutil.copyfile(loaded.path, rundir.path / "recipe.yaml")
@@ -534,9 +534,8 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         "recipe": r.name,
         "recipe_path": str(loaded.path),
         "set": list(loaded.sets),
-        "find": find,
-        "direction": find,
-        "side": side,
+        "find": terms.find.value,
+        "side": terms.side.value,
         "racy": racy_ref,
         "clean": clean_ref,
         "confidence": confidence,
@@ -552,19 +551,19 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
     }
     rundir.write_meta(meta)
     console.print(
-        f"[bold]repro bisect[/] {escape(r.name)}: find the {find} in {len(positions)} "
-        f"{'releases' if side == 'versions' else 'commits'} "
-        f"({escape(str(racy_ref))} racy .. {escape(str(clean_ref))} "
-        f"{'fixed' if find == 'fix' else 'clean'}), confidence {confidence:g}"
+        f"[bold]repro bisect[/] {escape(r.name)}: find the {terms.find.value} in "
+        f"{len(positions)} {terms.units} "
+        f"({escape(str(racy_ref))} racy .. {escape(str(clean_ref))} {terms.clean_word}), "
+        f"confidence {confidence:g}"
     )
     console.print(f"run directory: {rundir.path}", highlight=False)
-    return BisectRun(rundir, loaded, meta, console, opts.jobs, overrides)
+    return BisectRun(RunLog(rundir), loaded, meta, console, opts.jobs, overrides, opts.keep_going)
 
 
 def _drive(run: BisectRun, opts: BisectOptions) -> int:
     console = run.console
     try:
-        if run.bisector is None and not _calibrate(run):
+        if run.bisector is None and not _calibrate(run, opts):
             return _finish(run, opts, None)
         assert run.bisector is not None
         while True:
@@ -573,23 +572,23 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
                 return _finish(run, opts, step)
             assert isinstance(step, Probe)
             pos = step.index
-            st = run.stats[pos]
+            c = run.stats(pos).counts
             console.print(
                 f"[bold]step[/] {escape(run.describe(pos))}: up to {step.runs} runs "
-                f"(so far {st.runs} runs, {st.hits} hits)",
+                f"(so far {c.evidence} runs, {c.hits} hits)",
                 highlight=False,
             )
-            tally = run.run(
-                pos,
-                Limits(runs=step.runs, until_hits=1, jobs=run.jobs),
-                "bisect",
-            )
-            if run.stats[pos].unusable:
-                console.print(f"  [yellow]skip[/] {run.stats[pos].unusable}")
-            elif tally.runs or tally.hits:
-                verdict = "[red]racy[/]" if tally.hits else "no hit"
+            state = run.run(pos, Limits(runs=step.runs, until_hits=1, jobs=run.jobs), "bisect")
+            st = run.stats(pos)
+            if st.unusable:
+                if state is not None:  # a build failure has said so already
+                    console.print(f"  [yellow]skip[/] {escape(st.unusable)}")
+            elif state is not None and state.session.runs:
+                s = state.session
+                verdict = "[red]racy[/]" if s.hits else "no hit"
+                not_counted = f" ({s.not_evidence} not counted)" if s.not_evidence else ""
                 console.print(
-                    f"  {verdict}: {tally.hits}/{tally.runs} runs; {run.posterior_line()}"
+                    f"  {verdict}: {s.hits}/{s.evidence} runs{not_counted}; {run.posterior_line()}"
                 )
     except KeyboardInterrupt:
         run.rundir.update_meta(status="interrupted")
@@ -599,6 +598,15 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
         )
         _write_outputs(run, opts, None, interrupted=True)
         return 130
+    except StopBisect as stop:
+        _stop(
+            run,
+            f"a run was {stop.outcome.value} and cannot count: {INVALID_HINTS[stop.outcome]}. "
+            "Pass --keep-going to count such runs apart and go on.",
+            "Stopped:",
+        )
+        _write_outputs(run, opts, None, interrupted=False)
+        return EXIT_INVALID
 
 
 def _stop(run: BisectRun, failure: str, heading: str | None = None) -> bool:
@@ -612,118 +620,141 @@ def _stop(run: BisectRun, failure: str, heading: str | None = None) -> bool:
     return False
 
 
-def _calibrate(run: BisectRun) -> bool:
+def _calibrate(run: BisectRun, opts: BisectOptions) -> bool:
     """Measure the rate at the racy end and check the clean end; False stops the bisect."""
+    from repro.stats import format_rate, upper_rate_if_clean
+
     console = run.console
     meta = run.meta
+    terms = run.terms
     n = len(run.positions)
     goal = int(meta["calibration_hits"])
     budget = int(meta["calibration_runs"])
-    st0 = run.stats[0]
-    if st0.hits < goal and st0.runs < budget:
+    c0 = run.stats(0).counts
+    if c0.hits < goal and c0.evidence < budget:
         console.print(f"[bold]calibrating[/] at the racy end {escape(run.describe(0))}")
         run.run(
             0,
-            Limits(runs=budget - st0.runs, until_hits=goal - st0.hits, jobs=run.jobs),
+            Limits(runs=budget - c0.evidence, until_hits=goal - c0.hits, jobs=run.jobs),
             "calibrate",
         )
-    st0 = run.stats[0]
+    st0 = run.stats(0)
+    c0 = st0.counts
     if st0.built is False or st0.unusable:
         return _stop(
             run,
             f"the racy end does not build or run: {st0.build_error or st0.unusable}",
             "The racy end cannot be tested:",
         )
-    from repro.stats import format_rate, upper_rate_if_clean
-
-    console.print(f"  racy end: {format_rate(st0.hits, st0.runs)}")
-    if st0.hits == 0:
+    console.print(f"  racy end: {format_rate(c0.hits, c0.evidence)}")
+    if c0.hits == 0:
         return _stop(
             run,
             f"The racy end {run.positions[0].label} did not reproduce the target race in "
-            f"{st0.runs} runs (rate below {upper_rate_if_clean(st0.runs):.2%} at 95%). "
+            f"{c0.evidence} runs (rate below {upper_rate_if_clean(c0.evidence):.2%} at 95%). "
             "Check the recipe's target and reproducer, or raise --calibration-runs.",
         )
-    belief = RateBelief.from_calibration(st0.hits, st0.runs)
+    belief = RateBelief.from_calibration(c0.hits, c0.evidence)
     need = belief.runs_to_rule_out(float(meta["confidence"]))
     last = n - 1
-    stl = run.stats[last]
-    if stl.runs < need and not stl.hits:
-        console.print(f"[bold]verifying[/] the clean end {escape(run.describe(last))}: {need} runs")
-        run.run(last, Limits(runs=need - stl.runs, until_hits=1, jobs=run.jobs), "verify")
-    stl = run.stats[last]
+    cl = run.stats(last).counts
+    if cl.evidence < need and not cl.hits:
+        console.print(
+            f"[bold]verifying[/] the {terms.clean_word} end {escape(run.describe(last))}: "
+            f"{need} runs"
+        )
+        run.run(last, Limits(runs=need - cl.evidence, until_hits=1, jobs=run.jobs), "verify")
+    stl = run.stats(last)
+    cl = stl.counts
     if stl.built is False or stl.unusable:
         return _stop(
             run,
-            f"the clean end does not build or run: {stl.build_error or stl.unusable}",
-            "The clean end cannot be tested:",
+            f"the {terms.clean_word} end does not build or run: "
+            f"{stl.build_error or stl.unusable}. Pick another {terms.clean_word} "
+            f"{terms.unit} ({terms.clean_option}): for a fix, a later one that builds "
+            "(it must still contain the fix); for a regression, an earlier one.",
+            f"The {terms.clean_word} end cannot be tested:",
         )
-    if stl.hits:
+    if cl.hits:
         return _stop(
             run,
-            f"The target race reproduces at the {'fixed' if meta['find'] == 'fix' else 'clean'}"
-            f" end {run.positions[last].label} ({stl.hits} of {stl.runs} runs): "
-            "it is not a clean end. Pick a later fixed "
-            f"{'release' if meta['side'] == 'versions' else 'commit'} "
+            f"The target race reproduces at the {terms.clean_word} end "
+            f"{run.positions[last].label} ({cl.hits} of {cl.evidence} runs): "
+            f"it is not a clean end. Pick a later fixed {terms.unit} "
             "(or an earlier clean one).",
         )
-    console.print(f"  clean end: 0 hits in {stl.runs} runs")
-    build_times = [s.build_seconds for s in (run.stats[0], run.stats[last]) if s.built]
-    mean_run = run.run_seconds / max(1, sum(s.runs + s.noninformative for s in run.stats))
-    build_cost = max(max(build_times, default=0.0), 30.0 * max(mean_run, 0.01), 1.0)
-    run.log(
-        {
-            "event": "strategy",
-            "confidence": meta["confidence"],
-            "calib_hits": st0.hits,
-            "calib_runs": st0.runs,
-            "build_cost": round(build_cost, 3),
-            "run_cost": round(max(mean_run, 0.001), 4),
-            "batch": run.jobs,
-            "anchors": meta.get("anchors"),
-        }
+    if cl.evidence < need:
+        return _stop(
+            run,
+            f"the {terms.clean_word} end {run.positions[last].label} gave only "
+            f"{cl.evidence} runs that could show the race ({cl.not_evidence} could not)",
+            f"The {terms.clean_word} end cannot be verified:",
+        )
+    console.print(f"  {terms.clean_word} end: 0 hits in {cl.evidence} runs")
+    built = [s.build_seconds for s in (st0, stl) if s.built]
+    mean_run = run.record.mean_run_seconds()
+    build_cost = max(max(built, default=0.0), 30.0 * max(mean_run, 0.01), 1.0)
+    run.runlog.log(
+        StrategyEvent(
+            confidence=float(meta["confidence"]),
+            calib_hits=c0.hits,
+            calib_runs=c0.evidence,
+            build_cost=build_cost,
+            run_cost=max(mean_run, 0.001),
+            batch=run.jobs,
+            anchors=tuple(meta["anchors"]) if meta.get("anchors") is not None else None,
+        )
     )
-    # The verification runs at the clean end are evidence too (they cannot hit there).
     run.rundir.update_meta(status="bisecting")
+    run.meta["status"] = "bisecting"
     return True
 
 
 def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
     console = run.console
-    console.print(run.steps_table())
+    terms = run.terms
     result = _write_outputs(run, opts, done, interrupted=False)
+    console.print(run.steps_table())
     if done is None:
         return 1
-    c = result["culprit"]
     conf = result["confidence"]
-    word = "first fixed" if run.meta["find"] == "fix" else "first bad"
-    if result.get("culprit_range"):
-        rng = result["culprit_range"]
+    figures = (
+        f"{result['builds']} builds, {result['runs']} runs, "
+        f"build time {fmt_seconds(result['build_seconds'])}, "
+        f"run time {fmt_seconds(result['run_seconds'])}"
+    )
+    rng = result.get("culprit_range")
+    if rng:
         console.print(
-            f"[bold]The {word} commit is one of {len(rng)}[/] (the ones between could not "
-            f"be tested): " + ", ".join(x["label"] for x in rng)
+            f"[bold yellow]The {terms.culprit_word} {terms.unit} is one of {len(rng)}[/] "
+            f"({terms.units} between could not be tested), with probability {conf:.4f}:"
         )
+        for x in rng:
+            why = f"  [{x['unusable']}]" if x.get("unusable") else ""
+            console.print(
+                f"  {escape(x['label'])} {escape(x.get('subject') or '')}{escape(why)}",
+                highlight=False,
+            )
+        console.print(f"  no single {terms.unit} can be named; {figures}")
+        console.print(f"run directory: {run.rundir.path}", highlight=False)
+        return 1
+    c = result["culprit"]
     console.print(
-        f"[bold green]{word} {'release' if run.meta['side'] == 'versions' else 'commit'}:"
-        f"[/] {escape(c['label'])} {escape(c.get('subject') or '')}",
+        f"[bold green]{terms.culprit_word} {terms.unit}:[/] {escape(c['label'])} "
+        f"{escape(c.get('subject') or '')}",
         highlight=False,
     )
     for key in ("author", "date", "url"):
         if c.get(key):
             console.print(f"  {key}: {c[key]}", highlight=False)
-    console.print(
-        f"  confidence {conf:.4f} (asked {run.meta['confidence']:g}); "
-        f"{result['builds']} builds, {result['runs']} runs, "
-        f"build time {fmt_seconds(result['build_seconds'])}, "
-        f"run time {fmt_seconds(result['run_seconds'])}"
-    )
+    console.print(f"  confidence {conf:.4f} (asked {run.meta['confidence']:g}); {figures}")
     if conf < float(run.meta["confidence"]):
         console.print(
             "[yellow]The requested confidence was not reached: nothing more could be "
             "learnt (untestable commits).[/]"
         )
     console.print(f"run directory: {run.rundir.path}", highlight=False)
-    if opts.then_git and run.meta["side"] == "versions" and not result.get("culprit_range"):
+    if opts.then_git and terms.side is Side.VERSIONS:
         return _continue_over_commits(run, opts, done)
     return 0
 
@@ -738,7 +769,6 @@ def release_tags(run: BisectRun, done: Done) -> tuple[str, str]:
 def _continue_over_commits(run: BisectRun, opts: BisectOptions, done: Done) -> int:
     """Second stage: bisect CPython's commits between the two releases just found."""
     racy_tag, clean_tag = release_tags(run, done)
-    racy, other = racy_tag, clean_tag
     run.console.print(
         f"\n[bold]continuing[/] over the commits between {racy_tag} and {clean_tag} "
         f"in {opts.then_git}"
@@ -748,15 +778,16 @@ def _continue_over_commits(run: BisectRun, opts: BisectOptions, done: Done) -> i
         f"python.git={opts.then_git}",
         "python.version=",
         "python.source=",
-        f"python.ref={racy}",
+        f"python.ref={racy_tag}",
         "bisect.side=python",
     )
+    fix = run.terms.find is Find.FIX
     follow = BisectOptions(
         recipe=run.loaded.path,
-        racy=racy,
-        fixed=other if run.meta["find"] == "fix" else None,
-        clean=other if run.meta["find"] == "regression" else None,
-        find=run.meta["find"],
+        racy=racy_tag,
+        fixed=clean_tag if fix else None,
+        clean=None if fix else clean_tag,
+        find=run.terms.find.value,
         confidence=float(run.meta["confidence"]),
         jobs=opts.jobs,
         runs_dir=opts.runs_dir,
@@ -765,7 +796,9 @@ def _continue_over_commits(run: BisectRun, opts: BisectOptions, done: Done) -> i
         threads=opts.threads,
         timeout=opts.timeout,
         sets=sets,
+        keep_going=opts.keep_going,
     )
+    run.rundir.unlock()
     return run_bisect(follow, run.console)
 
 
@@ -773,47 +806,65 @@ def _write_outputs(
     run: BisectRun, opts: BisectOptions, done: Done | None, interrupted: bool
 ) -> dict[str, Any]:
     meta = run.meta
-    steps = run.order_for_display(run.steps())
+    record = run.record
+    culprit_ids: frozenset[str] = frozenset()
     result: dict[str, Any] = {
         "kind": "bisect",
         "recipe": meta["recipe"],
-        "direction": meta["find"],
-        "side": meta["side"],
+        "direction": run.terms.find.value,
+        "side": run.terms.side.value,
         "racy": meta["racy"],
         "clean": meta["clean"],
         "requested_confidence": meta["confidence"],
-        "steps": steps,
-        "builds": sum(1 for s in run.stats if s.built is not None),
-        "runs": sum(s.runs + s.noninformative for s in run.stats),
-        "build_seconds": round(run.build_seconds, 1),
-        "run_seconds": round(run.run_seconds, 1),
+        "builds": sum(1 for s in record.positions.values() if s.built is not None),
+        "runs": record.counts.runs,
+        "evidence_runs": record.counts.evidence,
+        "outcomes": record.counts.to_json()["outcomes"],
+        "build_seconds": round(record.build_seconds, 1),
+        "run_seconds": round(record.run_seconds, 1),
         "positions": len(run.positions),
         "interrupted": interrupted,
-        "status": "interrupted" if interrupted else ("done" if done else "failed"),
+        "status": "interrupted"
+        if interrupted
+        else ("done" if done else str(meta.get("status") or "failed")),
         "failure": meta.get("failure"),
         "culprit": None,
+        "culprit_range": None,
         "confidence": None,
-        "signatures": [e.to_json() for e in run.signatures.values()],
+        "signatures": record.signatures_json(),
     }
-    calib = run.stats[0]
-    result["calibration"] = {"hits": calib.hits, "runs": calib.runs}
+    calib = run.stats(0).counts
+    result["calibration"] = {"hits": calib.hits, "runs": calib.evidence}
     if done is not None:
-        lo, hi = culprit_positions(meta["find"], done.lo, done.hi)
+        lo, hi = run.terms.culprit_positions(done.lo, done.hi)
         blamed = [run.positions[k] for k in range(min(lo, hi), max(lo, hi) + 1)]
-        first = run.positions[lo]
-        result["culprit"] = {
-            "sha": first.info.get("sha"),
-            "id": first.id,
-            "label": first.label,
-            **{k: first.info.get(k) for k in ("subject", "author", "date", "url", "version")},
-        }
+        culprit_ids = frozenset(p.id for p in blamed)
         if len(blamed) > 1:
             result["culprit_range"] = [
-                {"id": p.id, "label": p.label, "subject": p.info.get("subject")} for p in blamed
+                {
+                    "id": p.id,
+                    "label": p.label,
+                    "subject": p.info.get("subject"),
+                    "unusable": run.stats(run.positions.index(p)).unusable,
+                }
+                for p in blamed
             ]
+        else:
+            first = blamed[0]
+            result["culprit"] = {
+                "sha": first.info.get("sha"),
+                "id": first.id,
+                "label": first.label,
+                **{k: first.info.get(k) for k in ("subject", "author", "date", "url", "version")},
+            }
         result["confidence"] = done.confidence
-    meta.update(status=result["status"], result={k: result[k] for k in ("culprit", "confidence")})
+    result["steps"] = [r for r in run.rows(culprit_ids) if r["tested"]]
+    meta.update(
+        status=result["status"],
+        result={k: result[k] for k in ("culprit", "culprit_range", "confidence")},
+    )
     run.rundir.write_meta(meta)
+    run.runlog.write_signatures()
     run.rundir.write("summary.json", result)
     if opts.json_out:
         opts.json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -46,6 +46,13 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override a recipe field: KEY.PATH=YAML (repeatable)."),
 ]
 JsonOutOpt = Annotated[Path | None, typer.Option("--json-out", help="Write the summary here.")]
+KeepGoingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-going",
+        help="Count runs whose reports are unsymbolized apart and go on (default: stop).",
+    ),
+]
 ReportOpt = Annotated[Path | None, typer.Option("--report", help="Write a Markdown report.")]
 
 console = Console()
@@ -142,6 +149,7 @@ def stress(
     ] = None,
     runs_dir: RunsDirOpt = None,
     set_: SetOpt = None,
+    keep_going: KeepGoingOpt = False,
 ) -> None:
     """Run the reproducer again and again; count the target race apart from all others."""
     from repro.stress_cmd import StressOptions, run_stress
@@ -163,6 +171,7 @@ def stress(
         resume=resume,
         runs_dir=runs_dir,
         sets=tuple(set_ or ()),
+        keep_going=keep_going,
     )
     code = run_stress(opts, console, err_console, Live)
     raise typer.Exit(code)
@@ -265,6 +274,10 @@ def bisect(
     ] = None,
     runs_dir: RunsDirOpt = None,
     set_: SetOpt = None,
+    keep_going: KeepGoingOpt = False,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Calibrate, say what the bisect will cost, stop.")
+    ] = False,
 ) -> None:
     """Find the commit that fixed (or caused) an intermittent race, with a stated confidence."""
     from repro.bisect_cmd import BisectOptions, run_bisect
@@ -288,6 +301,8 @@ def bisect(
         timeout=timeout,
         sets=tuple(set_ or ()),
         then_git=then_git,
+        keep_going=keep_going,
+        plan=plan,
     )
     raise typer.Exit(run_bisect(opts, console))
 

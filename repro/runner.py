@@ -16,29 +16,26 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from repro.errors import ReproError
-from repro.tsan.model import ParsedLog, Report
+from repro.tsan.model import ParsedLog
+from repro.tsan.outcome import Matcher, Outcome, classify, is_target
 from repro.tsan.parse import parse_log
-from repro.tsan.signature import TargetRule, matches, signature_of
 
 OUTPUT_TAIL = 4000
+# A reproducer may print without bound; what is kept and parsed of one output or log
+# file is its head and its tail (TSAN's reports and the exit reason are at the ends).
+KEEP_OUTPUT_BYTES = 8 * 1024 * 1024
+PGID_PREFIX = ".pgid-"
 
-
-class Outcome(StrEnum):
-    TARGET = "target"
-    OTHER = "other"
-    CLEAN = "clean"
-    CRASH = "crash"
-    TIMEOUT = "timeout"
-    TSAN_FAILURE = "tsan-failure"
+__all__ = ["Matcher", "Outcome", "classify", "is_target"]
 
 
 @dataclass(frozen=True)
@@ -56,13 +53,6 @@ class RunSpec:
     tsan_defaults: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Matcher:
-    rule: TargetRule
-    depth: int = 3
-    drop: tuple[str, ...] = ()
-
-
 @dataclass
 class RunResult:
     index: int
@@ -75,34 +65,7 @@ class RunResult:
     output_tail: str
     log_dir: str | None = None
     started: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "outcome": self.outcome.value,
-            "exit_code": self.exit_code,
-            "duration": round(self.duration, 4),
-            "target_reports": self.target_reports,
-            "signatures": self.signatures,
-            "fatal": self.fatal,
-            "log_dir": self.log_dir,
-            "started": round(self.started, 3),
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> RunResult:
-        return cls(
-            index=int(d["index"]),
-            outcome=Outcome(d["outcome"]),
-            exit_code=d.get("exit_code"),
-            duration=float(d.get("duration", 0.0)),
-            target_reports=int(d.get("target_reports", 0)),
-            signatures=list(d.get("signatures", [])),
-            fatal=list(d.get("fatal", [])),
-            output_tail="",
-            log_dir=d.get("log_dir"),
-            started=float(d.get("started", 0.0)),
-        )
+    detail: str | None = None
 
 
 def tsan_options_string(options: Mapping[str, Any]) -> str:
@@ -131,41 +94,6 @@ def merge_tsan_options(
         opts[k] = tsan_options_string({k: v}).split("=", 1)[1]
     opts["log_path"] = str(log_prefix)
     return tsan_options_string(opts)
-
-
-def classify(
-    parsed: ParsedLog, exit_code: int | None, timed_out: bool, matcher: Matcher
-) -> tuple[Outcome, int, list[str]]:
-    """Pure: the outcome of one run from what it printed and how it ended."""
-    sigs: list[str] = []
-    target = 0
-    for report in parsed.reports:
-        sigs.append(signature_of(report, depth=matcher.depth, drop=_drop(matcher)).id)
-        if is_target(report, matcher):
-            target += 1
-    if target:
-        outcome = Outcome.TARGET
-    elif parsed.fatal:
-        outcome = Outcome.TSAN_FAILURE
-    elif timed_out:
-        outcome = Outcome.TIMEOUT
-    elif parsed.reports:
-        outcome = Outcome.OTHER
-    elif exit_code not in (0, None):
-        outcome = Outcome.CRASH
-    else:
-        outcome = Outcome.CLEAN
-    return outcome, target, sigs
-
-
-def _drop(matcher: Matcher) -> tuple[str, ...]:
-    from repro.tsan.signature import DEFAULT_DROP
-
-    return tuple(DEFAULT_DROP) + tuple(matcher.drop)
-
-
-def is_target(report: Report, matcher: Matcher) -> bool:
-    return matches(report, matcher.rule, drop=_drop(matcher))
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float = 2.0) -> None:
@@ -284,6 +212,76 @@ def command_argv(command: str) -> list[str]:
     return parts if parts else ["/bin/sh", "-c", command]
 
 
+def _read_bounded(path: Path, limit: int = KEEP_OUTPUT_BYTES) -> str:
+    """The text of ``path``; past ``limit`` bytes, its head and tail and a note of the cut.
+
+    The file itself is cut the same way, so a reproducer that printed 200 MB leaves
+    a bounded log in the run directory and a bounded string in memory.
+    """
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return ""
+    if size <= limit:
+        return path.read_text(encoding="utf-8", errors="replace")
+    half = limit // 2
+    with path.open("rb") as f:
+        head = f.read(half)
+        f.seek(size - half)
+        tail = f.read(half)
+    note = f"\n[repro: {size - 2 * half} bytes cut from the middle of this file]\n".encode()
+    with contextlib.suppress(OSError):
+        path.write_bytes(head + note + tail)
+    return (head + note + tail).decode("utf-8", errors="replace")
+
+
+def _register(work_dir: Path, pgid: int) -> Path:
+    """Note a process group before waiting on it, so that a later repro can end it
+    if this one is killed (SIGKILL leaves the reproducer running, reparented to init)."""
+    marker = work_dir / f"{PGID_PREFIX}{pgid}"
+    with contextlib.suppress(OSError):
+        marker.write_text(str(work_dir), encoding="utf-8")
+    return marker
+
+
+def reap_orphans(work_dir: Path) -> list[int]:
+    """End the process groups that an earlier, killed repro left running here.
+
+    A group is ended only if its leader's environment names this directory (its
+    TSAN_OPTIONS log_path points inside it), so a recycled pid is never touched.
+    Returns the groups ended.
+    """
+    ended: list[int] = []
+    for marker in sorted(work_dir.glob(f"{PGID_PREFIX}*")):
+        try:
+            pgid = int(marker.name[len(PGID_PREFIX) :])
+        except ValueError:
+            continue
+        if _group_belongs(pgid, work_dir):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+                ended.append(pgid)
+        with contextlib.suppress(OSError):
+            marker.unlink()
+    return ended
+
+
+def _group_belongs(pgid: int, work_dir: Path) -> bool:
+    needle = str(work_dir).encode()
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            if needle in (entry / "environ").read_bytes():
+                return True
+        except (OSError, ProcessLookupError):
+            continue
+    return False
+
+
 def run_once(
     spec: RunSpec,
     index: int,
@@ -291,12 +289,14 @@ def run_once(
     matcher: Matcher,
     inflight: InFlight | None = None,
 ) -> tuple[RunResult, ParsedLog]:
-    """Run the reproducer once; the caller decides which logs to keep."""
-    run_dir = work_dir / f"run-{index:06d}"
-    # Left over from a run in flight when an earlier process was killed: never counted,
-    # and its logs must not be read as this run's.
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
+    """Run the reproducer once; the caller decides which logs to keep.
+
+    Each attempt gets a folder of its own (never reused, even for the same index
+    after a resume), so a reproducer left running by a killed repro cannot write
+    into the logs of a later run.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"run-{index:06d}-", dir=work_dir))
     env = dict(spec.env)
     env["TSAN_OPTIONS"] = merge_tsan_options(
         spec.env, spec.tsan_options, run_dir / "tsan", spec.tsan_defaults
@@ -320,6 +320,7 @@ def run_once(
         except OSError as exc:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise ReproError(f"cannot start the reproducer `{argv[0]}`: {exc.strerror}") from None
+        marker = _register(work_dir, proc.pid)
         if inflight is not None:
             inflight.add(proc)
 
@@ -337,29 +338,30 @@ def run_once(
         # A reproducer's children may outlive it; they must not leak into the next run.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            marker.unlink()
     if inflight is not None and inflight.cancelled.is_set():
         shutil.rmtree(run_dir, ignore_errors=True)
         raise Cancelled()
     duration = time.monotonic() - t0
-    texts = [
-        log.read_text(encoding="utf-8", errors="replace") for log in sorted(run_dir.glob("tsan*"))
-    ]
-    output = out_path.read_text(encoding="utf-8", errors="replace")
+    texts = [_read_bounded(log) for log in sorted(run_dir.glob("tsan*"))]
+    output = _read_bounded(out_path)
     # TSAN writes start-up failures to stderr before log_path takes effect, so the
     # program's own output is parsed too.
     texts.append(output)
     parsed = parse_log("\n".join(texts))
-    outcome, target, sigs = classify(parsed, proc.returncode, timed_out.is_set(), matcher)
+    verdict = classify(parsed, proc.returncode, timed_out.is_set(), matcher, output)
     result = RunResult(
         index=index,
-        outcome=outcome,
+        outcome=verdict.outcome,
         exit_code=proc.returncode,
         duration=duration,
-        target_reports=target,
-        signatures=sigs,
+        target_reports=verdict.target_reports,
+        signatures=list(verdict.signatures),
         fatal=list(parsed.fatal),
         output_tail=output[-OUTPUT_TAIL:],
         log_dir=str(run_dir),
         started=started,
+        detail=verdict.detail,
     )
     return result, parsed

@@ -15,9 +15,14 @@ from repro.environment import collect_environment
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import load_recipe, load_run_recipe
-from repro.rundir import RunDir
-from repro.stress import Limits, StressState, Tally, load_tally, stress_loop
-from repro.stress_view import PlainTicker, StressView, print_summary
+from repro.runlog import Record, RunDir, RunLog
+from repro.runner import reap_orphans
+from repro.stress import Limits, StressState, stress_loop
+from repro.stress_view import INVALID_HINTS, PlainTicker, StressView, print_summary
+from repro.tsan.outcome import Outcome
+
+# Exit status of a stress run stopped because its runs could not show the race.
+EXIT_INVALID = 2
 
 
 @dataclass
@@ -38,10 +43,12 @@ class StressOptions:
     resume: Path | None = None
     runs_dir: Path | None = None
     sets: tuple[str, ...] = ()
+    keep_going: bool = False  # count unsymbolized runs apart instead of stopping
 
 
-def build_summary(tally: Tally, meta: dict[str, Any]) -> dict[str, Any]:
-    summary = tally.summary()
+def build_summary(record: Record, meta: dict[str, Any]) -> dict[str, Any]:
+    """summary.json, --json-out and the console's closing lines: one dict."""
+    summary = record.summary_json()
     summary.update(
         {
             "kind": "stress",
@@ -49,6 +56,7 @@ def build_summary(tally: Tally, meta: dict[str, Any]) -> dict[str, Any]:
             "recipe_path": meta.get("recipe_path"),
             "interrupted": bool(meta.get("interrupted")),
             "finished": bool(meta.get("finished")),
+            "stopped_by": meta.get("stopped_by"),
             "elapsed": meta.get("elapsed"),
             "jobs": meta.get("jobs"),
             "limits": meta.get("limits"),
@@ -60,7 +68,11 @@ def build_summary(tally: Tally, meta: dict[str, Any]) -> dict[str, Any]:
 
 def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: Any) -> int:
     if opts.resume is not None:
-        rundir = RunDir.open(opts.resume)
+        runlog = RunLog.resume(opts.resume)
+        rundir = runlog.dir
+        ended = reap_orphans(rundir.logs)
+        if ended:
+            console.print(f"ended {len(ended)} reproducer(s) left running by the killed repro")
         loaded, meta = load_run_recipe(rundir.path, "stress")
         limits_meta = meta.get("limits", {})
         # Resumed runs keep their original limits unless new ones are given.
@@ -69,7 +81,8 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
         until_first = opts.until_first or bool(limits_meta.get("until_first"))
         ref = opts.ref or (meta.get("context") or {}).get("extension", {}).get("sha")
         overrides = Overrides(**meta.get("overrides", {}))
-        tally, first_index = load_tally(rundir)
+        for problem in rundir.problems:
+            err.print(f"[yellow]warning:[/] {problem}", highlight=False)
     else:
         if opts.recipe is None:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
@@ -85,16 +98,24 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
             timeout=opts.timeout,
             extension_repo=opts.repo,
         )
-        tally, first_index = Tally(), 0
         rundir = RunDir.create(opts.runs_dir or default_runs_dir(), loaded.recipe.name, "stress")
+        runlog = RunLog(rundir)
         shutil.copyfile(loaded.path, rundir.path / "recipe.yaml")
         meta = {}
 
+    record = runlog.record
+    elapsed_before = float(meta.get("elapsed") or 0.0)
     console.print(f"[bold]repro stress[/] {loaded.recipe.name}  ({loaded.path})", highlight=False)
     from repro.builds.progress import RichBuildProgress
 
     prepared = prepare(loaded, overrides, ext_ref=ref, progress=RichBuildProgress(console))
-    limits = Limits(runs=runs, seconds=seconds, until_first=until_first, jobs=opts.jobs)
+    limits = Limits(
+        runs=None if runs is None else max(0, int(runs) - record.counts.runs),
+        seconds=None if seconds is None else max(0.0, float(seconds) - elapsed_before),
+        until_first=until_first and not record.counts.hits,
+        jobs=opts.jobs,
+        stop_on=frozenset() if opts.keep_going else frozenset({Outcome.UNSYMBOLIZED}),
+    )
     meta.update(
         {
             "kind": "stress",
@@ -108,7 +129,7 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
             "environment": collect_environment(prepared.info),
             "interrupted": False,
             "finished": False,
-            "elapsed": tally.elapsed_before,
+            "elapsed": elapsed_before,
         }
     )
     rundir.write_meta(meta)
@@ -124,8 +145,10 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
         holder["state"] = state
         ticker(state)
 
-    if tally.runs:
-        console.print(f"resuming: {tally.runs} runs, {tally.hits} hits already measured")
+    if record.counts.runs:
+        console.print(
+            f"resuming: {record.counts.runs} runs, {record.counts.hits} hits already measured"
+        )
     with live_cls(
         view,
         console=console,
@@ -137,21 +160,22 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
             prepared.spec,
             prepared.matcher,
             limits,
-            rundir,
-            tally=tally,
-            first_index=first_index,
+            runlog,
             on_change=on_change,
+            elapsed_before=elapsed_before,
+            other_races=lambda: (record.runs_with_other, len(record.other_signature_ids)),
         )
     meta.update(
         {
             "interrupted": interrupted,
-            "finished": not interrupted,
-            "elapsed": tally.elapsed_before + state.elapsed(),
-            "time_to_first_hit": tally.first_hit_seconds,
+            "finished": not interrupted and state.stopped_by is None,
+            "stopped_by": state.stopped_by.value if state.stopped_by else None,
+            "elapsed": elapsed_before + state.elapsed(),
         }
     )
     rundir.write_meta(meta)
-    summary = build_summary(tally, meta)
+    runlog.write_signatures()
+    summary = build_summary(record, meta)
     rundir.write("summary.json", summary)
     print_summary(console, summary, str(rundir.path))
     if interrupted:
@@ -163,9 +187,14 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
 
         write_report(rundir.path, opts.report)
         console.print(f"report: {opts.report}")
-    if tally.runs and tally.outcomes.get("tsan-failure", 0) == tally.runs:
+    if interrupted:
+        return 130
+    if state.stopped_by is not None:
         err.print(
-            "[red]TSAN failed to start in every run.[/] Try `repro doctor`; on kernels with "
-            "vm.mmap_rnd_bits > 28 run `sysctl vm.mmap_rnd_bits=28` or use --setarch."
+            f"[red]stopped: a run was {state.stopped_by.value}[/] and cannot count. "
+            f"{INVALID_HINTS[state.stopped_by]}. Pass --keep-going to count such runs apart "
+            "and go on.",
+            highlight=False,
         )
-    return 0 if tally.hits else 1
+        return EXIT_INVALID
+    return 0 if record.counts.hits else 1

@@ -1,42 +1,59 @@
 """The live display of a stress loop, and its closing summary.
 
 Separate from the loop so that the loop stays testable without a terminal; the view
-only reads the state the loop updates.
+only reads the state the loop updates, and the closing lines only read the summary
+that the run log's fold produced (the same dict as summary.json and --json-out).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from repro.report.fmt import seconds
-from repro.runner import Outcome
-from repro.stress import StressState, Tally
+from repro.runlog import Counts
+from repro.stress import StressState
+from repro.tsan.outcome import FAILED, INVALID, ORDER, Outcome
+
+# What to do about each kind of run that cannot count, said once.
+INVALID_HINTS = {
+    Outcome.UNSYMBOLIZED: "TSAN could not name the frames: install the LLVM tools that match "
+    "the compiler (e.g. apt-get install llvm-19 for clang-19) and see `repro doctor`",
+    Outcome.GIL_ENABLED: "an extension switched the GIL back on; set PYTHON_GIL=0 in "
+    "reproducer.env, or declare Py_mod_gil (Py_MOD_GIL_NOT_USED) in the module",
+    Outcome.INCOMPLETE: "reports lacked a stack or were cut off; raise tsan.options."
+    "history_size (e.g. 7; `repro amplify` can measure it)",
+    Outcome.TSAN_FAILURE: "TSAN failed to start; run `repro doctor` (on kernels with "
+    "vm.mmap_rnd_bits > 28: sysctl vm.mmap_rnd_bits=28, or run under setarch -R)",
+}
 
 
 def fmt_seconds(s: float | None) -> str:
     return seconds(s)
 
 
-def rate_text(tally: Tally) -> str:
-    if not tally.runs:
+def rate_text(counts: Counts) -> str:
+    if not counts.evidence:
         return "-"
-    lo, hi = tally.ci95
-    return f"{tally.rate:.1%}  (95% CI {lo:.1%} to {hi:.1%})"
+    lo, hi = counts.ci95
+    return f"{counts.rate:.1%}  (95% CI {lo:.1%} to {hi:.1%})"
 
 
 def status_line(state: StressState) -> str:
     """One line of progress for logs, where a live panel would be invisible."""
-    t = state.tally
+    t = state.total
     total = f"/{state.limits.runs}" if state.limits.runs is not None else ""
     eta = state.eta()
     return (
-        f"runs {t.runs}{total}  hits {t.hits}  rate {rate_text(t)}  "
-        f"elapsed {fmt_seconds(state.elapsed() + t.elapsed_before)}  ETA {fmt_seconds(eta)}"
+        f"runs {state.session.runs}{total}  hits {t.hits}  rate {rate_text(t)}  "
+        f"elapsed {fmt_seconds(state.elapsed() + state.elapsed_before)}  "
+        f"ETA {fmt_seconds(eta)}"
     )
 
 
@@ -44,8 +61,6 @@ class PlainTicker:
     """Prints status_line every `every` seconds when the console is not a terminal."""
 
     def __init__(self, console: Console, every: float = 15.0) -> None:
-        import time
-
         self._console = console
         self._every = every
         self._last = time.monotonic()
@@ -75,32 +90,32 @@ class StressView:
         return render_state(state, self.title, self.log_dir)
 
 
+def _outcome_list(counts: Counts, which: frozenset[Outcome]) -> str:
+    return "  ".join(
+        f"{o.value} {counts.outcomes[o]}" for o in ORDER if o in which and counts.outcomes[o]
+    )
+
+
 def render_state(state: StressState, title: str, log_dir: str) -> RenderableType:
-    t = state.tally
+    t = state.total
     limit = state.limits
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
     total = f" / {limit.runs}" if limit.runs is not None else ""
-    grid.add_row("runs", f"{t.runs}{total}   ({state.in_flight} running, {limit.jobs} jobs)")
+    grid.add_row(
+        "runs", f"{state.session.runs}{total}   ({state.in_flight} running, {limit.jobs} jobs)"
+    )
     grid.add_row("target hits", Text(str(t.hits), style="bold red" if t.hits else "green"))
     grid.add_row("rate", rate_text(t))
-    others = sum(1 for s in t.signatures.values() if not s.target)
-    grid.add_row(
-        "other races",
-        f"{t.outcomes.get(Outcome.OTHER.value, 0)} runs, {others} distinct signatures",
-    )
-    failures = [
-        f"{o.value} {t.outcomes.get(o.value, 0)}"
-        for o in (Outcome.CRASH, Outcome.TIMEOUT, Outcome.TSAN_FAILURE)
-        if t.outcomes.get(o.value, 0)
-    ]
-    grid.add_row("clean", f"{t.outcomes.get(Outcome.CLEAN.value, 0)}  " + "  ".join(failures))
-    grid.add_row("first hit", fmt_seconds(t.first_hit_seconds))
-    eta = state.eta()
+    with_other, distinct = state.other_races()
+    grid.add_row("other races", f"in {with_other} runs, {distinct} distinct signatures")
+    grid.add_row("clean", f"{t.outcomes[Outcome.CLEAN]}  " + _outcome_list(t, FAILED))
+    if t.invalid:
+        grid.add_row(Text("invalid", style="yellow"), _outcome_list(t, INVALID))
     grid.add_row(
         "elapsed",
-        f"{fmt_seconds(state.elapsed() + t.elapsed_before)}   ETA {fmt_seconds(eta)}"
+        f"{fmt_seconds(state.elapsed() + state.elapsed_before)}   ETA {fmt_seconds(state.eta())}"
         f"   ({limit.describe()})",
     )
     if state.stopping:
@@ -123,30 +138,56 @@ def summary_table(summary: dict[str, Any]) -> RenderableType:
             Text("TARGET", style="bold red") if s["target"] else "other",
             s["id"],
             s["kind"],
-            frames,
+            escape(frames),
             str(s["count"]),
             str(s["runs"]),
         )
     return Group(sigs) if summary["signatures"] else Text("No TSAN reports at all.")
 
 
-def print_summary(console: Console, summary: dict[str, Any], run_dir: str) -> None:
-    console.print()
-    console.print(summary_table(summary))
-    lo, hi = summary["rate_ci95"]
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """The closing lines (rich markup), from the one summary dict."""
+    lines = []
+    ev = summary["evidence_runs"]
+    if ev:
+        lo, hi = summary["rate_ci95"]
+        lines.append(
+            f"[bold]{summary['hits']}[/] of {ev} runs hit the target race: "
+            f"rate {summary['rate']:.1%} (95% CI {lo:.1%} to {hi:.1%})"
+        )
+    else:
+        lines.append(f"[bold]0[/] runs could show the target race (of {summary['runs']} runs)")
+    not_counted = summary["runs"] - ev
+    if not_counted:
+        lines.append(
+            f"{not_counted} of {summary['runs']} runs are not in the rate "
+            "(they could not show the race: see outcomes)"
+        )
     o = summary["outcomes"]
-    line = (
-        f"[bold]{summary['hits']}[/] of {summary['runs']} runs hit the target race: "
-        f"rate {summary['rate']:.1%} (95% CI {lo:.1%} to {hi:.1%})"
-    )
-    console.print(line)
-    extra = ", ".join(f"{k} {v}" for k, v in o.items() if v)
-    console.print(f"outcomes: {extra or 'none'}")
+    lines.append("outcomes: " + (", ".join(f"{k} {v}" for k, v in o.items() if v) or "none"))
+    other = summary.get("other_races") or {}
+    if other.get("distinct"):
+        lines.append(
+            f"other races: {other['distinct']} distinct signatures, in {other['runs']} runs"
+        )
     if summary.get("time_to_first_hit") is not None:
-        console.print(
+        lines.append(
             f"first hit after {fmt_seconds(summary['time_to_first_hit'])} "
             f"(run {summary['first_hit_run']})"
         )
     for msg in summary.get("tsan_failures") or []:
-        console.print(f"[red]TSAN failure:[/] {msg}")
-    console.print(f"run directory: {run_dir}")
+        lines.append(f"[red]TSAN failure:[/] {escape(msg)}")
+    for outcome in (*INVALID, Outcome.TSAN_FAILURE):
+        if o.get(outcome.value):
+            lines.append(f"[yellow]{outcome.value}:[/] {INVALID_HINTS[outcome]}")
+    for detail, n in (summary.get("invalid") or {}).items():
+        lines.append(f"  {n} x {escape(detail)}")
+    return lines
+
+
+def print_summary(console: Console, summary: dict[str, Any], run_dir: str) -> None:
+    console.print()
+    console.print(summary_table(summary))
+    for line in summary_lines(summary):
+        console.print(line, highlight=False)
+    console.print(f"run directory: {run_dir}", highlight=False, markup=False)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from repro.bisect_cmd import Position, _ordered, culprit_positions, expand_versions
+from repro.bisect_cmd import Position, expand_versions
 from repro.errors import ReproError
+from repro.terms import Find, Terms
 
 
 def test_expand_versions() -> None:
@@ -21,25 +22,34 @@ def test_expand_versions() -> None:
 
 def test_order_puts_the_racy_end_first() -> None:
     chrono = [Position(id=str(i), label=str(i)) for i in range(5)]
-    assert [p.id for p in _ordered(chrono, "fix")] == ["0", "1", "2", "3", "4"]
-    assert [p.id for p in _ordered(chrono, "regression")] == ["4", "3", "2", "1", "0"]
+    fix, reg = Terms(Find.FIX), Terms(Find.REGRESSION)
+    assert [p.id for p in fix.search_order(chrono)] == ["0", "1", "2", "3", "4"]
+    assert [p.id for p in reg.search_order(chrono)] == ["4", "3", "2", "1", "0"]
+    for terms in (fix, reg):
+        assert terms.history_order(terms.search_order(chrono)) == chrono
+        order = terms.search_order(chrono)
+        assert [order[k] for k in terms.history_positions(5)] == chrono
 
 
 @pytest.mark.parametrize("n", [2, 3, 7, 20])
-def test_blame_matches_a_brute_force_reading(n: int) -> None:
-    """For every true change point, the blamed commit is the one a person would name."""
+@pytest.mark.parametrize("find", [Find.FIX, Find.REGRESSION])
+def test_blame_matches_a_brute_force_reading(n: int, find: Find) -> None:
+    """For every true change point, the blamed commit is the one a person would name.
+
+    A person reads history oldest first: the fix is the oldest clean commit after
+    the racy ones; the regression is the oldest racy commit after the clean ones.
+    The search itself only knows positions (racy end first) and the first clean one.
+    """
+    terms = Terms(find)
     chrono = list(range(n))
     for change in range(1, n):
-        # find=fix: chrono[:change] racy, chrono[change:] clean; the fix is chrono[change]
-        order = chrono
-        b = next(i for i, c in enumerate(order) if c >= change)
-        lo, hi = culprit_positions("fix", b, b)
-        assert order[lo] == change and lo == hi
-        # find=regression: chrono[:change] clean, chrono[change:] racy; culprit chrono[change]
-        order = list(reversed(chrono))
-        b = next(i for i, c in enumerate(order) if c < change)
-        lo, _ = culprit_positions("regression", b, b)
-        assert order[lo] == change
+        racy = {c for c in chrono if (c < change) == (find is Find.FIX)}
+        person = min(c for c in chrono if (c not in racy) == (find is Find.FIX))
+        order = terms.search_order(chrono)
+        assert order[0] in racy and order[-1] not in racy
+        b = next(i for i, c in enumerate(order) if c not in racy)
+        lo, hi = terms.culprit_positions(b, b)
+        assert lo == hi and order[lo] == person
 
 
 def test_release_tags_around_the_answer() -> None:

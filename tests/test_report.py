@@ -135,7 +135,7 @@ def test_stress_report(demo: Demo) -> None:
     md = demo.report(demo.stress)
     doc = json.loads(demo.report(demo.stress, "json"))
     s = doc["summary"]
-    assert doc["schema_version"] == 1 and doc["kind"] == "stress"
+    assert doc["schema_version"] == 2 and doc["kind"] == "stress"
     assert s["runs"] == 60 and 0 < s["hits"] <= 60
     lo, hi = s["rate_ci95"]
     assert lo < s["rate"] < hi
@@ -458,7 +458,7 @@ def test_output_file_and_format_from_suffix(demo: Demo, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     res = repro("report", str(demo.stress), "-o", str(out), env=demo.report_env)
     assert res.returncode == 0 and res.stdout == ""
-    assert json.loads(out.read_text())["schema_version"] == 1
+    assert json.loads(out.read_text())["schema_version"] == 2
 
 
 def test_run_without_recorded_environment(demo: Demo, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import json
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,60 +23,56 @@ from repro.errors import ReproError
 from repro.recipe import Recipe, RecipeError, parse_recipe
 from repro.report import shell
 from repro.report.tsantext import race_site, shorten_paths, suppression_lines, trim_report
-from repro.rundir import RunDir
-from repro.stats import wilson_interval
+from repro.runlog import Counts, Event, Record, RunDir, RunEvent, SignatureEvent
+from repro.runlog.bisect_view import position_rows
+from repro.terms import Terms
+from repro.tsan.outcome import ORDER
 
-SCHEMA_VERSION = 1
-INFORMATIVE = ("target", "other", "clean")
-OUTCOME_ORDER = ("target", "other", "clean", "crash", "timeout", "tsan-failure")
+SCHEMA_VERSION = 2
+OUTCOME_ORDER = tuple(o.value for o in ORDER)
 MAX_OTHER_RACES = 25
 TIMELINE_BUCKETS = 48
 
 
 @dataclass
 class RunFiles:
-    """What a run directory holds, read once."""
+    """What a run directory holds, read once and folded once."""
 
     path: Path
     meta: dict[str, Any]
     summary: dict[str, Any] | None
-    catalogue: dict[str, dict[str, Any]]
-    events: list[dict[str, Any]]
+    events: list[Event]
+    record: Record
     recipe_text: str | None
     recipe: Recipe | None
+    problems: list[str]
 
     @property
     def kind(self) -> str:
         return str(self.meta.get("kind") or "stress")
 
     @property
-    def runs(self) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("event") == "run"]
+    def runs(self) -> list[RunEvent]:
+        """Runs in index order (parallel jobs finish out of order)."""
+        runs = [e for e in self.events if isinstance(e, RunEvent)]
+        return sorted(runs, key=lambda e: e.index)
 
 
 def load_run(path: Path) -> RunFiles:
     rd = RunDir.open(path)
-    try:
-        meta = rd.meta()
-    except (OSError, ValueError) as exc:
-        raise ReproError(f"{path}: unreadable meta.json: {exc}") from None
+    meta = rd.meta()
     if meta.get("kind") not in ("stress", "bisect"):
         raise ReproError(f"{path}: not a stress or bisect run directory")
     summary = None
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(ReproError):
         summary = rd.read("summary.json")
-    catalogue: dict[str, dict[str, Any]] = {}
-    with contextlib.suppress(OSError, ValueError):
-        for entry in rd.read("signatures.json") or []:
-            catalogue[str(entry["id"])] = dict(entry)
-    # The summary's entries are newer (counts, examples) for finished runs.
-    for entry in (summary or {}).get("signatures") or []:
-        catalogue.setdefault(str(entry["id"]), {}).update(entry)
+    if not isinstance(summary, dict):
+        summary = None
     recipe_text = None
     recipe = None
     recipe_path = path / "recipe.yaml"
     if recipe_path.is_file():
-        recipe_text = recipe_path.read_text(encoding="utf-8")
+        recipe_text = recipe_path.read_text(encoding="utf-8", errors="replace")
         # Not load_recipe: the files a recipe names may be gone by the time a report
         # is written, and the report does not need them.
         # `--set` overrides given on the command line change the recipe as run.
@@ -87,62 +83,11 @@ def load_run(path: Path) -> RunFiles:
                 if sets
                 else parse_recipe(recipe_text, recipe_path)
             )
-    events = _ordered_events(list(rd.events()))
-    return RunFiles(path, meta, summary, catalogue, events, recipe_text, recipe)
-
-
-def _ordered_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events as logged, except that runs (finished out of order by parallel jobs)
-    are put back in index order among themselves."""
-    run_slots = [i for i, e in enumerate(events) if e.get("event") == "run"]
-    runs = sorted((events[i] for i in run_slots), key=lambda e: int(e.get("index", 0)))
-    out = list(events)
-    for slot, ev in zip(run_slots, runs, strict=True):
-        out[slot] = ev
-    return out
-
-
-# --- counting --------------------------------------------------------------------------
-
-
-@dataclass
-class Counts:
-    runs: int = 0  # informative runs (target, other, clean)
-    hits: int = 0
-    other: int = 0
-    failed: int = 0  # crashes, timeouts, TSAN start-up failures
-    outcomes: Counter[str] = field(default_factory=Counter)
-
-    def add(self, outcome: str) -> None:
-        self.outcomes[outcome] += 1
-        if outcome in INFORMATIVE:
-            self.runs += 1
-            self.hits += outcome == "target"
-            self.other += outcome == "other"
-        else:
-            self.failed += 1
-
-    def rate_json(self) -> dict[str, Any]:
-        lo, hi = wilson_interval(self.hits, self.runs)
-        return {
-            "runs": self.runs,
-            "hits": self.hits,
-            "rate": self.hits / self.runs if self.runs else None,
-            "rate_ci95": [lo, hi] if self.runs else None,
-            "outcomes": {k: self.outcomes.get(k, 0) for k in OUTCOME_ORDER},
-            "failed_runs": self.failed,
-        }
-
-
-def _signature_counts(runs: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
-    """Per signature id: (reports, runs with it)."""
-    reports: Counter[str] = Counter()
-    in_runs: Counter[str] = Counter()
-    for ev in runs:
-        ids = [str(s) for s in ev.get("signatures") or []]
-        reports.update(ids)
-        in_runs.update(set(ids))
-    return {k: (reports[k], in_runs[k]) for k in reports}
+    events = list(rd.events())
+    record = Record()
+    for ev in events:
+        record.apply(ev)
+    return RunFiles(path, meta, summary, events, record, recipe_text, recipe, list(rd.problems))
 
 
 # --- races -----------------------------------------------------------------------------
@@ -167,11 +112,7 @@ def _example_report(files: RunFiles, sig_id: str, example: str | None) -> Any:
         depth = files.recipe.signature.depth
         drop = (*DEFAULT_DROP, *files.recipe.signature.drop_frames)
     candidates = [example] if example else []
-    candidates += [
-        str(ev["log_dir"])
-        for ev in files.runs
-        if ev.get("log_dir") and sig_id in (ev.get("signatures") or [])
-    ]
+    candidates += [ev.log_dir for ev in files.runs if ev.log_dir and sig_id in ev.signatures]
     for rel in candidates:
         log_dir = files.path / rel
         if not log_dir.is_dir():
@@ -188,21 +129,19 @@ def _example_report(files: RunFiles, sig_id: str, example: str | None) -> Any:
     return None, None
 
 
-def _race_entry(
-    files: RunFiles, entry: Mapping[str, Any], counts: tuple[int, int]
-) -> dict[str, Any]:
+def _race_entry(entry: SignatureEvent, reports: int, runs: int) -> dict[str, Any]:
     return {
-        "signature": str(entry["id"]),
-        "kind": entry.get("kind") or "race",
-        "description": entry.get("description"),
-        "top_frames": [list(f) for f in entry.get("top_frames") or []],
-        "target": bool(entry.get("target")),
+        "signature": entry.id,
+        "kind": entry.kind or "race",
+        "description": entry.description,
+        "top_frames": [list(f) for f in entry.top_frames],
+        "target": entry.target,
         "function": None,
         "file": None,
         "location": None,
-        "reports": counts[0],
-        "runs": counts[1],
-        "example_log": entry.get("example"),
+        "reports": reports,
+        "runs": runs,
+        "example_log": entry.example,
         "report": None,
     }
 
@@ -224,12 +163,9 @@ def _add_report(files: RunFiles, race: dict[str, Any]) -> None:
 
 
 def _races(files: RunFiles) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    counts = _signature_counts(files.runs)
-    ids = set(counts) | set(files.catalogue)
-    entries = []
-    for sid in ids:
-        entry = files.catalogue.get(sid) or {"id": sid, "kind": "race", "target": False}
-        entries.append(_race_entry(files, entry, counts.get(sid, (0, 0))))
+    entries = [
+        _race_entry(st.entry, st.reports, st.runs) for st in files.record.signatures.values()
+    ]
     entries.sort(key=lambda e: (not e["target"], -e["runs"], -e["reports"], e["signature"]))
     target = entries[0] if entries and entries[0]["target"] else None
     others = [e for e in entries if e is not target]
@@ -317,64 +253,58 @@ def _status(files: RunFiles) -> dict[str, Any]:
 # --- stress ----------------------------------------------------------------------------
 
 
-def _time_to_first_hit(files: RunFiles, runs: list[dict[str, Any]]) -> float | None:
-    if files.kind == "stress" and files.meta.get("time_to_first_hit") is not None:
-        return float(files.meta["time_to_first_hit"])
-    if not runs:
-        return None
-    t0 = min(float(e.get("started", 0.0)) for e in runs)
-    for ev in runs:
-        if ev.get("outcome") == "target":
-            return round(float(ev.get("started", 0.0)) + float(ev.get("duration", 0.0)) - t0, 3)
-    return None
-
-
-def _summary(files: RunFiles, runs: list[dict[str, Any]], scope: str) -> dict[str, Any]:
-    c = Counts()
-    first_hit_run = None
-    for ev in runs:
-        c.add(str(ev.get("outcome")))
-        if first_hit_run is None and ev.get("outcome") == "target":
-            first_hit_run = c.runs + c.failed
-    out = c.rate_json()
-    durations = [float(e.get("duration", 0.0)) for e in runs]
+def _summary(files: RunFiles, counts: Counts, scope: str) -> dict[str, Any]:
+    """The counts the report states: the fold's, as the console and summary.json state them."""
+    out = counts.to_json()
+    rec = files.record
+    runs = files.runs
+    durations = [e.duration for e in runs]
     elapsed = files.meta.get("elapsed") if files.kind == "stress" else None
     if files.kind == "bisect" and files.summary:
         elapsed = files.summary.get("run_seconds")
+    first_hit_run = rec.first_hit_run if files.kind == "stress" else None
+    if files.kind == "bisect":
+        at_end = [e for e in runs if e.pos == 0]
+        first_hit_run = next(
+            (k for k, e in enumerate(at_end, 1) if e.outcome.value == "target"), None
+        )
     out.update(
         {
             "scope": scope,
-            "time_to_first_hit": _time_to_first_hit(files, runs),
+            "time_to_first_hit": rec.first_hit_elapsed if files.kind == "stress" else None,
             "first_hit_run": first_hit_run,
             "mean_run_seconds": round(sum(durations) / len(durations), 4) if durations else None,
             "elapsed_seconds": round(float(elapsed), 3) if elapsed is not None else None,
             "jobs": files.meta.get("jobs"),
+            "other_races": {
+                "runs": rec.runs_with_other,
+                "distinct": len(rec.other_signature_ids),
+            },
+            "invalid": dict(rec.invalid_details),
         }
     )
     return out
 
 
-def timeline(runs: list[dict[str, Any]], buckets: int = TIMELINE_BUCKETS) -> list[dict[str, Any]]:
+def timeline(runs: list[RunEvent], buckets: int = TIMELINE_BUCKETS) -> list[dict[str, Any]]:
     """Outcomes in run order, in at most ``buckets`` groups, with the rate so far."""
     if not runs:
         return []
     size = max(1, -(-len(runs) // buckets))
     out = []
-    hits = informative = 0
+    so_far = Counts()
     for start in range(0, len(runs), size):
         chunk = runs[start : start + size]
-        counts = Counter(str(e.get("outcome")) for e in chunk)
-        hits += counts.get("target", 0)
-        informative += sum(counts.get(k, 0) for k in INFORMATIVE)
+        counts = Counter(e.outcome.value for e in chunk)
+        for e in chunk:
+            so_far.add(e.outcome)
         out.append(
             {
                 "first": start + 1,
                 "last": start + len(chunk),
                 "outcomes": {k: counts.get(k, 0) for k in OUTCOME_ORDER},
-                "rate_so_far": hits / informative if informative else None,
-                "positions": sorted(
-                    {int(e["pos"]) for e in chunk if isinstance(e.get("pos"), int)}
-                ),
+                "rate_so_far": so_far.rate if so_far.evidence else None,
+                "positions": sorted({e.pos for e in chunk if e.pos is not None}),
             }
         )
     return out
@@ -388,98 +318,40 @@ def _bisect(files: RunFiles) -> dict[str, Any]:
     summary = files.summary or {}
     positions = list(meta.get("positions") or [])
     n = len(positions)
-    find = str(meta.get("find") or "fix")
-    per = [Counts() for _ in positions]
-    built: list[bool | None] = [None] * n
-    build_seconds = [0.0] * n
-    build_error: list[str | None] = [None] * n
-    unusable: list[str | None] = [None] * n
-    phases: list[set[str]] = [set() for _ in positions]
-    for ev in files.events:
-        pos = ev.get("pos")
-        if not isinstance(pos, int) or not 0 <= pos < n:
-            continue
-        kind = ev.get("event")
-        if kind == "run":
-            per[pos].add(str(ev.get("outcome")))
-            if ev.get("phase"):
-                phases[pos].add(str(ev["phase"]))
-        elif kind == "build":
-            built[pos] = bool(ev.get("ok"))
-            build_seconds[pos] += float(ev.get("seconds", 0.0))
-            if not ev.get("ok"):
-                build_error[pos] = ev.get("error")
-        elif kind == "unusable":
-            unusable[pos] = str(ev.get("reason") or "unusable")
-    stored = {int(s["pos"]): s for s in summary.get("steps") or [] if "pos" in s}
+    terms = Terms.from_meta(meta)
+    rec = files.record
+    stored = {
+        int(s["pos"]): str(s.get("verdict"))
+        for s in summary.get("steps") or []
+        if isinstance(s, dict) and "pos" in s
+    }
     culprit = summary.get("culprit")
     culprit_ids = {str(c["id"]) for c in summary.get("culprit_range") or []}
     if culprit:
         culprit_ids.add(str(culprit.get("id") or culprit.get("sha")))
-    # Chronological order (oldest first), whatever the search direction.
-    chrono = list(range(n)) if find == "fix" else list(reversed(range(n)))
-    commits = []
-    for order, pos in enumerate(chrono):
-        p = positions[pos]
-        info = p.get("info") or {}
-        c = per[pos]
-        tested = built[pos] is not None or c.runs > 0 or c.failed > 0
-        if pos in stored:
-            verdict = str(stored[pos].get("verdict"))
-        elif unusable[pos]:
-            verdict = "skipped"
-        elif c.hits:
-            verdict = "racy"
-        elif c.runs:
-            verdict = f"no hit in {c.runs} runs"
-        else:
-            verdict = "untested" if tested else ""
-        end = "racy end" if pos == 0 else ("clean end" if pos == n - 1 else None)
-        commits.append(
-            {
-                "order": order,
-                "pos": pos,
-                "id": p.get("id"),
-                "label": p.get("label"),
-                "subject": info.get("subject"),
-                "author": info.get("author"),
-                "date": info.get("date"),
-                "url": info.get("url"),
-                "tested": tested,
-                "built": built[pos],
-                "build_seconds": round(build_seconds[pos], 1),
-                "build_error": build_error[pos],
-                "unusable": unusable[pos],
-                "runs": c.runs,
-                "hits": c.hits,
-                "other_races": c.other,
-                "failed_runs": c.failed,
-                "phases": sorted(phases[pos]),
-                "verdict": verdict,
-                "end": end,
-                "culprit": str(p.get("id")) in culprit_ids,
-            }
-        )
-    calib = per[0] if n else Counts()
-    clean_end = per[n - 1] if n else Counts()
+    commits = position_rows(rec, positions, terms, None, frozenset(culprit_ids), stored)
+    calib = rec.positions[0].counts if 0 in rec.positions else Counts()
+    clean_end = rec.positions[n - 1].counts if (n - 1) in rec.positions else Counts()
     return {
-        "direction": find,
-        "side": meta.get("side"),
+        "direction": terms.find.value,
+        "side": terms.side.value,
         "racy": meta.get("racy"),
         "clean": meta.get("clean"),
         "repo": meta.get("repo"),
+        "web_url": meta.get("web_url"),
         "requested_confidence": meta.get("confidence"),
         "confidence": summary.get("confidence"),
         "culprit": culprit,
         "culprit_range": summary.get("culprit_range"),
         "failure": meta.get("failure") or summary.get("failure"),
         "positions": n,
-        "builds": sum(1 for b in built if b is not None),
-        "runs": sum(c.runs + c.failed for c in per),
-        "build_seconds": round(sum(build_seconds), 1),
+        "builds": sum(1 for p in rec.positions.values() if p.built is not None),
+        "runs": rec.counts.runs,
+        "evidence_runs": rec.counts.evidence,
+        "build_seconds": round(rec.build_seconds, 1),
         "run_seconds": summary.get("run_seconds"),
-        "calibration": calib.rate_json(),
-        "clean_end": clean_end.rate_json(),
+        "calibration": calib.to_json(),
+        "clean_end": clean_end.to_json(),
         "commits": commits,
         "steps": [c for c in commits if c["tested"]],
     }
@@ -766,11 +638,11 @@ def build_document(run_dir: Path) -> dict[str, Any]:
     status = _status(files)
     bisect = _bisect(files) if files.kind == "bisect" else None
     if bisect is not None:
-        racy_runs = [e for e in files.runs if e.get("pos") == 0]
-        summary = _summary(files, racy_runs, "racy end")
-        summary["all_runs"] = len(files.runs)
+        racy_end = files.record.positions.get(0)
+        summary = _summary(files, racy_end.counts if racy_end else Counts(), "racy end")
+        summary["all_runs"] = files.record.counts.runs
     else:
-        summary = _summary(files, files.runs, "all runs")
+        summary = _summary(files, files.record.counts, "all runs")
     target, others = _races(files)
     race = target or _recipe_target(files)
     title = _title(files, race, summary, bisect, status)
@@ -803,6 +675,7 @@ def build_document(run_dir: Path) -> dict[str, Any]:
         "reproduce": _reproduce(files, title, summary, bisect),
         "suppressions": _suppressions(target, title),
         "timeline": timeline(files.runs),
+        "problems": files.problems,
     }
     redacted: dict[str, Any] = redact(json.loads(json.dumps(doc)))
     return redacted

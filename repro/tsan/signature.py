@@ -31,7 +31,9 @@ __all__ = [
     "DEFAULT_DROP",
     "Signature",
     "TargetRule",
+    "access_matches",
     "group_by_signature",
+    "is_runtime_frame",
     "matches",
     "normalise_function",
     "signature_of",
@@ -413,17 +415,36 @@ def matches(report: Report, rule: TargetRule, drop: Sequence[str] = DEFAULT_DROP
         stacks = [frames for _, frames in report.other_stacks]
     drop = tuple(drop)
     per_stack = [significant_frames(s, drop)[: rule.depth] for s in stacks]
-    if rule.accesses == "each" and report.current is not None and report.previous is not None:
-        for frames_ in per_stack:
-            fns = [normalise_function(f.function) for f in frames_]
-            fls = [f.file for f in frames_ if f.file]
-            if rule.functions and not any(_function_matches(p, fns) for p in rule.functions):
-                return False
-            if rule.files and not any(_file_matches(p, fls) for p in rule.files):
-                return False
+    if (
+        rule.accesses == "each"
+        and report.current is not None
+        and report.previous is not None
+        and not all(access_matches(s, rule, drop) for s in stacks)
+    ):
+        return False
     frames = [f for fs in per_stack for f in fs]
     functions = [normalise_function(f.function) for f in frames]
     files = [f.file for f in frames if f.file]
     return all(_function_matches(p, functions) for p in rule.functions) and all(
         _file_matches(p, files) for p in rule.files
+    )
+
+
+def access_matches(stack: Sequence[Frame], rule: TargetRule, drop: Sequence[str]) -> bool:
+    """One access against the per-access demand of an ``each`` rule: at least one
+    function pattern and one file pattern among its top ``depth`` frames."""
+    frames = significant_frames(stack, drop)[: rule.depth]
+    fns = [normalise_function(f.function) for f in frames]
+    fls = [f.file for f in frames if f.file]
+    if rule.functions and not any(_function_matches(p, fns) for p in rule.functions):
+        return False
+    return not (rule.files and not any(_file_matches(p, fls) for p in rule.files))
+
+
+def is_runtime_frame(frame: Frame) -> bool:
+    """A frame of the sanitizer runtime itself (by name, module or source file)."""
+    regex = _compiled(_RUNTIME_DROP)
+    name = normalise_function(frame.function)
+    return regex is not None and any(
+        v is not None and regex.match(v) is not None for v in (name, frame.module, frame.file)
     )

@@ -1,0 +1,284 @@
+"""The one fold from a run directory's events to the facts everybody reads.
+
+The stress console, the bisect, ``summary.json``, ``--json-out`` and the three
+report formats all state runs, hits, the rate and its interval, and per-commit
+counts. They once computed them apart and disagreed (one counted crashes in the
+rate's denominator, one did not). Here is the only place where events become
+numbers: the rate is hits over *evidence* runs (target, other, clean); crashes,
+timeouts, TSAN failures and invalid runs are counted apart and never enter it.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from repro.runlog.events import (
+    BuildEvent,
+    Event,
+    RunEvent,
+    SignatureEvent,
+    StrategyEvent,
+    UnusableEvent,
+)
+from repro.stats import rate, wilson_interval
+from repro.tsan.outcome import ORDER, Outcome
+
+
+@dataclass
+class Counts:
+    """Runs by outcome, and what follows from them."""
+
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
+
+    def add(self, outcome: Outcome) -> None:
+        self.outcomes[outcome] += 1
+
+    @property
+    def runs(self) -> int:
+        """Every run, whatever its outcome."""
+        return sum(self.outcomes.values())
+
+    @property
+    def evidence(self) -> int:
+        """Runs that could have shown the race: the rate's denominator."""
+        return sum(n for o, n in self.outcomes.items() if o.is_evidence)
+
+    @property
+    def hits(self) -> int:
+        return self.outcomes[Outcome.TARGET]
+
+    @property
+    def other(self) -> int:
+        """Runs whose only reports were other races."""
+        return self.outcomes[Outcome.OTHER]
+
+    @property
+    def invalid(self) -> int:
+        return sum(n for o, n in self.outcomes.items() if o.is_invalid)
+
+    @property
+    def failed(self) -> int:
+        """Runs that did not get to run the reproducer through (crash, timeout, TSAN)."""
+        return self.runs - self.evidence - self.invalid
+
+    @property
+    def not_evidence(self) -> int:
+        return self.runs - self.evidence
+
+    @property
+    def rate(self) -> float:
+        return rate(self.hits, self.evidence)
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return wilson_interval(self.hits, self.evidence)
+
+    def to_json(self) -> dict[str, Any]:
+        lo, hi = self.ci95
+        return {
+            "runs": self.runs,
+            "evidence_runs": self.evidence,
+            "hits": self.hits,
+            "rate": self.rate if self.evidence else None,
+            "rate_ci95": [lo, hi] if self.evidence else None,
+            "outcomes": {o.value: self.outcomes[o] for o in ORDER},
+            "invalid_runs": self.invalid,
+            "failed_runs": self.failed,
+        }
+
+
+@dataclass
+class SignatureStats:
+    """A race signature and how often it showed."""
+
+    entry: SignatureEvent
+    reports: int = 0
+    runs: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.entry.to_json()
+        del d["event"]
+        d.update(count=self.reports, runs=self.runs)
+        return d
+
+
+@dataclass
+class PositionRecord:
+    """Everything measured at one bisect position (a commit or a release)."""
+
+    counts: Counts = field(default_factory=Counts)
+    built: bool | None = None
+    build_seconds: float = 0.0
+    build_error: str | None = None
+    build_log: str | None = None
+    unusable: str | None = None
+    run_seconds: float = 0.0
+    phases: set[str] = field(default_factory=set)
+    bisect_runs: list[bool] = field(default_factory=list)  # hit or not, strategy phase only
+    other_signatures: set[str] = field(default_factory=set)
+    runs_with_other: int = 0
+    invalid_details: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def tested(self) -> bool:
+        return self.built is not None or self.counts.runs > 0
+
+
+@dataclass
+class Record:
+    """What a run directory's events say, folded. Feed it events in log order."""
+
+    counts: Counts = field(default_factory=Counts)
+    signatures: dict[str, SignatureStats] = field(default_factory=dict)
+    positions: dict[int, PositionRecord] = field(default_factory=dict)
+    strategy: StrategyEvent | None = None
+    next_index: int = 0
+    run_seconds: float = 0.0
+    build_seconds: float = 0.0
+    first_hit_run: int | None = None  # 1-based count of runs when the first hit came
+    first_hit_elapsed: float | None = None
+    last_elapsed: float = 0.0
+    fatal_examples: list[str] = field(default_factory=list)
+    invalid_details: Counter[str] = field(default_factory=Counter)
+    settings: dict[str, Counts] = field(default_factory=dict)  # amplify: per setting
+    runs_with_other: int = 0  # runs that showed at least one other race (any outcome)
+    _seen_runs: set[int] = field(default_factory=set)
+
+    def position(self, pos: int) -> PositionRecord:
+        rec = self.positions.get(pos)
+        if rec is None:
+            rec = self.positions[pos] = PositionRecord()
+        return rec
+
+    def apply(self, event: Event) -> None:
+        if isinstance(event, RunEvent):
+            self._run(event)
+        elif isinstance(event, SignatureEvent):
+            known = self.signatures.get(event.id)
+            if known is None:
+                self.signatures[event.id] = SignatureStats(event)
+            elif known.entry.example is None and event.example is not None:
+                known.entry = event
+        elif isinstance(event, BuildEvent):
+            p = self.position(event.pos)
+            p.built = event.ok
+            p.build_seconds += event.seconds
+            self.build_seconds += event.seconds
+            if not event.ok:
+                p.build_error = event.error
+                p.build_log = event.log
+        elif isinstance(event, UnusableEvent):
+            self.position(event.pos).unusable = event.reason
+        elif isinstance(event, StrategyEvent):
+            self.strategy = event
+
+    def _run(self, ev: RunEvent) -> None:
+        if ev.index in self._seen_runs:
+            return  # a run is counted once, whatever a log holds
+        self._seen_runs.add(ev.index)
+        self.next_index = max(self.next_index, ev.index + 1)
+        self.counts.add(ev.outcome)
+        self.run_seconds += ev.duration
+        self.last_elapsed = max(self.last_elapsed, ev.elapsed)
+        if ev.outcome is Outcome.TARGET and self.first_hit_run is None:
+            self.first_hit_run = self.counts.runs
+            self.first_hit_elapsed = ev.elapsed
+        for msg in ev.fatal:
+            if msg not in self.fatal_examples and len(self.fatal_examples) < 5:
+                self.fatal_examples.append(msg)
+        if ev.outcome.is_invalid:
+            self.invalid_details[f"{ev.outcome.value}: {ev.detail or ''}".rstrip(": ")] += 1
+        others: set[str] = set()
+        for sid in ev.signatures:
+            stats = self.signatures.get(sid)
+            if stats is None:  # an old log without signature events: a bare entry
+                stats = self.signatures[sid] = SignatureStats(
+                    SignatureEvent(sid, "race", (), sid, target=False)
+                )
+            stats.reports += 1
+            if not stats.entry.target:
+                others.add(sid)
+        for sid in set(ev.signatures):
+            self.signatures[sid].runs += 1
+        self.runs_with_other += bool(others)
+        if ev.setting is not None:
+            self.settings.setdefault(ev.setting, Counts()).add(ev.outcome)
+        if ev.pos is not None:
+            p = self.position(ev.pos)
+            p.counts.add(ev.outcome)
+            p.run_seconds += ev.duration
+            if ev.phase:
+                p.phases.add(ev.phase)
+            if ev.phase == "bisect" and ev.outcome.is_evidence:
+                p.bisect_runs.append(ev.outcome is Outcome.TARGET)
+            p.other_signatures |= others
+            p.runs_with_other += bool(others)
+            if ev.outcome.is_invalid:
+                p.invalid_details[ev.outcome.value] += 1
+
+    # -- what the readers ask ------------------------------------------------------------
+
+    @property
+    def other_signature_ids(self) -> list[str]:
+        return [sid for sid, s in self.signatures.items() if not s.entry.target]
+
+    def signatures_json(self) -> list[dict[str, Any]]:
+        ranked = sorted(
+            self.signatures.values(),
+            key=lambda s: (not s.entry.target, -s.runs, -s.reports, s.entry.id),
+        )
+        return [s.to_json() for s in ranked]
+
+    def mean_run_seconds(self) -> float:
+        return self.run_seconds / self.counts.runs if self.counts.runs else 0.0
+
+    def summary_json(self) -> dict[str, Any]:
+        """The counts of the whole record: what every output of a stress run states."""
+        out = self.counts.to_json()
+        out.update(
+            {
+                "signatures": self.signatures_json(),
+                "other_races": {
+                    "runs": self.runs_with_other,
+                    "distinct": len(self.other_signature_ids),
+                },
+                "invalid": dict(self.invalid_details),
+                "time_to_first_hit": self.first_hit_elapsed,
+                "first_hit_run": self.first_hit_run,
+                "mean_run_seconds": round(self.mean_run_seconds(), 4),
+                "tsan_failures": list(self.fatal_examples),
+            }
+        )
+        return out
+
+
+def fold(events: Iterable[Event]) -> Record:
+    record = Record()
+    for ev in events:
+        record.apply(ev)
+    return record
+
+
+def step_verdict(p: PositionRecord, clean_end: bool, p_clean: float | None = None) -> str:
+    """What one bisect position was found to be, in the words of the step table.
+
+    ``p_clean`` is the strategy's probability that the position is clean, when a
+    strategy exists; without it (a report of a run that ended early) the runs
+    alone are described.
+    """
+    c = p.counts
+    if p.unusable:
+        return "skipped"
+    if c.hits:
+        return "racy"
+    if clean_end and c.evidence:
+        return "clean (verified end)"
+    if not c.evidence:
+        return "untested" if p.tested else ""
+    if p_clean is not None:
+        return f"clean ({p_clean:.1%})"
+    return f"no hit in {c.evidence} runs"

@@ -1,0 +1,224 @@
+"""What one run showed: the outcome of a run, from its parsed logs and how it ended.
+
+Pure: the runner does the I/O and hands the text here. The outcome is what the
+stress loop counts and the bisect takes as evidence, so the one rule that matters
+is that a run which *could not* have shown the target race is never called clean
+or "other": a report whose frames are unsymbolized, a report cut short or missing
+a stack, and a free-threaded run whose GIL was switched back on are each counted
+apart, as invalid runs, and never decide anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from repro.tsan.model import Frame, ParsedLog, Report
+from repro.tsan.parse import normalise_kind
+from repro.tsan.signature import (
+    DEFAULT_DROP,
+    TargetRule,
+    access_matches,
+    is_runtime_frame,
+    matches,
+    normalise_function,
+    signature_of,
+)
+
+
+class Outcome(StrEnum):
+    TARGET = "target"
+    OTHER = "other"
+    CLEAN = "clean"
+    CRASH = "crash"
+    TIMEOUT = "timeout"
+    TSAN_FAILURE = "tsan-failure"
+    UNSYMBOLIZED = "unsymbolized"
+    GIL_ENABLED = "gil-enabled"
+    INCOMPLETE = "incomplete"
+
+    @property
+    def is_evidence(self) -> bool:
+        """Counts towards the rate: the run ran and TSAN could have shown the race."""
+        return self in EVIDENCE
+
+    @property
+    def is_invalid(self) -> bool:
+        """The run ran, but what it printed cannot show the target either way."""
+        return self in INVALID
+
+
+EVIDENCE = frozenset({Outcome.TARGET, Outcome.OTHER, Outcome.CLEAN})
+INVALID = frozenset({Outcome.UNSYMBOLIZED, Outcome.GIL_ENABLED, Outcome.INCOMPLETE})
+FAILED = frozenset({Outcome.CRASH, Outcome.TIMEOUT, Outcome.TSAN_FAILURE})
+# The order in which every table, summary and report lists outcomes.
+ORDER: tuple[Outcome, ...] = tuple(Outcome)
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """The target rule with the signature settings of the recipe."""
+
+    rule: TargetRule
+    depth: int = 3
+    drop: tuple[str, ...] = ()
+
+    @property
+    def all_drop(self) -> tuple[str, ...]:
+        return (*DEFAULT_DROP, *self.drop)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One run's outcome and the facts behind it, ready to log."""
+
+    outcome: Outcome
+    target_reports: int
+    signatures: tuple[str, ...]  # one id per report, in order
+    detail: str | None = None  # why an invalid run is invalid (module, which report)
+
+
+# --- what makes a report unusable ------------------------------------------------------
+
+_UNKNOWN_FUNCTIONS = frozenset({"<null>", "??", ""})
+
+
+def _stacks(report: Report) -> list[tuple[Frame, ...]]:
+    return [a.stack for a in (report.current, report.previous) if a is not None]
+
+
+def is_unsymbolized(report: Report) -> bool:
+    """The top frame of some stack, once the TSAN runtime is left out, has no name.
+
+    Only the top frame is asked: it is the one both the target rule and the
+    signature read first, and an instrumented frame there with no name means the
+    symbolizer could not read the binary (a clang N binary with LLVM < N's
+    llvm-symbolizer prints ``#0 <null> <null> (prog+0x…)`` for every frame).
+    """
+    stacks = _stacks(report) or [f for _, f in report.other_stacks[:1]]
+    for stack in stacks:
+        top = next((f for f in stack if not is_runtime_frame(f)), None)
+        if top is not None and normalise_function(top.function) in _UNKNOWN_FUNCTIONS:
+            return True
+    return False
+
+
+def is_incomplete(report: Report) -> bool:
+    """A race report without both stacks, or cut before its SUMMARY line.
+
+    TSAN prints ``[failed to restore the stack]`` for the previous access when its
+    history (``history_size``) no longer holds it; a killed process or a cut log
+    leaves a report without its second access or its summary. Either way the
+    report cannot say which race it is.
+    """
+    if report.summary is None:
+        return True
+    if normalise_kind(report.kind) not in ("data race", "heap-use-after-free"):
+        return False
+    return any(a is None or not a.stack for a in (report.current, report.previous))
+
+
+def could_be_target(report: Report, matcher: Matcher) -> bool:
+    """Whether the parts of an incomplete report that survive agree with the target.
+
+    A missing access is taken as one that might match: the report is then counted
+    as incomplete. When a surviving access already contradicts the target (under
+    ``accesses: each``), the report is some other race, whatever the missing part.
+    """
+    rule = matcher.rule
+    if rule.kind is not None and normalise_kind(report.kind) != normalise_kind(rule.kind):
+        return False
+    present = [s for s in _stacks(report) if s]
+    if not present or rule.accesses != "each":
+        return True
+    return all(access_matches(stack, rule, matcher.all_drop) for stack in present)
+
+
+# --- the GIL ----------------------------------------------------------------------------
+
+_GIL_ENABLED = re.compile(
+    r"The global interpreter lock \(GIL\) has been enabled to load module '([^']+)'"
+)
+
+
+def gil_enabled_modules(output: str) -> list[str]:
+    """Modules that switched the GIL back on in a free-threaded interpreter.
+
+    CPython prints this RuntimeWarning when an extension does not declare
+    ``Py_mod_gil``; from then on the process runs with the GIL and the races
+    under study cannot show.
+    """
+    seen: list[str] = []
+    for m in _GIL_ENABLED.finditer(output):
+        if m.group(1) not in seen:
+            seen.append(m.group(1))
+    return seen
+
+
+# --- the outcome ------------------------------------------------------------------------
+
+
+def classify(
+    parsed: ParsedLog,
+    exit_code: int | None,
+    timed_out: bool,
+    matcher: Matcher,
+    output: str = "",
+) -> Verdict:
+    """The outcome of one run from what it printed and how it ended.
+
+    A complete, symbolized target report is conclusive and wins over everything
+    else. Then, in order: TSAN could not start; a report nobody can read
+    (unsymbolized); the GIL was switched on; a report that might have been the
+    target but was cut short; a timeout; other races; a crash; clean.
+    """
+    drop = matcher.all_drop
+    sigs: list[str] = []
+    target = 0
+    unsymbolized: list[int] = []
+    incomplete: list[int] = []
+    for i, report in enumerate(parsed.reports):
+        sigs.append(signature_of(report, depth=matcher.depth, drop=drop).id)
+        if is_unsymbolized(report):
+            unsymbolized.append(i)
+        elif is_incomplete(report):
+            if could_be_target(report, matcher):
+                incomplete.append(i)
+        elif matches(report, matcher.rule, drop=drop):
+            target += 1
+    gil = gil_enabled_modules(output)
+    if target:
+        return Verdict(Outcome.TARGET, target, tuple(sigs))
+    if parsed.fatal:
+        return Verdict(Outcome.TSAN_FAILURE, 0, tuple(sigs), parsed.fatal[0])
+    if unsymbolized:
+        return Verdict(
+            Outcome.UNSYMBOLIZED,
+            0,
+            tuple(sigs),
+            f"{len(unsymbolized)} of {len(parsed.reports)} reports have no function names",
+        )
+    if gil:
+        return Verdict(Outcome.GIL_ENABLED, 0, tuple(sigs), ", ".join(gil))
+    if incomplete:
+        return Verdict(
+            Outcome.INCOMPLETE,
+            0,
+            tuple(sigs),
+            f"{len(incomplete)} report(s) that could be the target lack a stack or were cut off",
+        )
+    if timed_out:
+        return Verdict(Outcome.TIMEOUT, 0, tuple(sigs))
+    if parsed.reports:
+        return Verdict(Outcome.OTHER, 0, tuple(sigs))
+    if exit_code not in (0, None):
+        return Verdict(Outcome.CRASH, 0, tuple(sigs))
+    return Verdict(Outcome.CLEAN, 0, tuple(sigs))
+
+
+def is_target(report: Report, matcher: Matcher) -> bool:
+    """A complete, readable report of the target race (the one rule for every caller)."""
+    if is_unsymbolized(report) or is_incomplete(report):
+        return False
+    return matches(report, matcher.rule, drop=matcher.all_drop)

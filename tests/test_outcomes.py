@@ -1,0 +1,154 @@
+"""Runs that cannot show the race are never evidence (issue 9, issue 11 item 4).
+
+Real TSAN programs: a race whose previous access TSAN cannot restore at a small
+history_size (incomplete), the same program with symbolization off (unsymbolized),
+and cut copies of its real report. Through the real command line: the stress run
+stops with a message, or counts such runs apart with --keep-going, and the rate,
+summary.json, --json-out and the reports agree.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import repro
+from tsan_helpers import PROGRAMS, compile_c, run_tsan
+
+from repro.tsan.outcome import Matcher, Outcome, classify, is_incomplete
+from repro.tsan.parse import parse_log
+from repro.tsan.signature import TargetRule
+
+TARGET = TargetRule(functions=("read_shared", "write_shared"))
+MATCHER = Matcher(TARGET)
+
+
+@pytest.fixture(scope="module")
+def lost(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("lost") / "lost_history"
+    return compile_c(PROGRAMS / "lost_history.c", out)
+
+
+def _verdict(binary: Path, options: str) -> tuple[Outcome, str]:
+    proc = run_tsan(binary, tsan_options=options)
+    parsed = parse_log(proc.stderr)
+    return classify(parsed, proc.returncode, False, MATCHER, proc.stderr).outcome, proc.stderr
+
+
+def test_lost_stack_is_incomplete_not_other(lost: Path) -> None:
+    outcome, text = _verdict(lost, "history_size=0")
+    assert "[failed to restore the stack]" in text
+    assert outcome is Outcome.INCOMPLETE
+    # The fix the hint names: a larger history gives the complete report, the target.
+    outcome, text = _verdict(lost, "history_size=7")
+    assert "failed to restore" not in text
+    assert outcome is Outcome.TARGET
+
+
+def test_unsymbolized_frames_are_not_other(lost: Path) -> None:
+    outcome, text = _verdict(lost, "history_size=7 symbolize=0")
+    assert "<null>" in text
+    assert outcome is Outcome.UNSYMBOLIZED
+
+
+def test_truncated_report_never_counts_as_target(lost: Path) -> None:
+    """A report cut after its first access matched the target under `each` (issue 11.4)."""
+    _, text = _verdict(lost, "history_size=7")
+    full = parse_log(text)
+    assert classify(full, 66, False, MATCHER).outcome is Outcome.TARGET
+    cut = text[: text.index("Previous write")]
+    parsed = parse_log(cut)
+    assert parsed.reports and is_incomplete(parsed.reports[0])
+    assert classify(parsed, 66, False, MATCHER).outcome is Outcome.INCOMPLETE
+    # Cut the same way, a report whose surviving access contradicts the target is some
+    # other race, whatever the missing part.
+    elsewhere = Matcher(TargetRule(functions=("write_shared",)))
+    assert classify(parsed, 66, False, elsewhere).outcome is Outcome.OTHER
+    # Complete, with the other access elsewhere: other, as before.
+    assert classify(full, 66, False, elsewhere).outcome is Outcome.OTHER
+
+
+def _recipe(tmp_path: Path, command: str, options: dict[str, object]) -> Path:
+    opts = ", ".join(f"{k}: {v}" for k, v in options.items())
+    r = tmp_path / "r.yaml"
+    r.write_text(
+        "name: lost\n"
+        f"reproducer: {{command: {json.dumps(command)}, timeout: 20}}\n"
+        f"tsan: {{options: {{{opts}}}}}\n"
+        "target: {functions: [read_shared, write_shared]}\n"
+    )
+    return r
+
+
+def test_unsymbolized_run_stops_stress_with_what_to_do(lost: Path, tmp_path: Path) -> None:
+    r = _recipe(tmp_path, str(lost), {"symbolize": 0, "history_size": 7})
+    out = tmp_path / "s.json"
+    res = repro(
+        "stress",
+        str(r),
+        "-n",
+        "5",
+        "-j",
+        "1",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json-out",
+        str(out),
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "unsymbolized" in res.stderr and "llvm" in res.stderr
+    assert "--keep-going" in res.stderr
+    data = json.loads(out.read_text())
+    assert data["outcomes"]["unsymbolized"] == 1 and data["runs"] == 1
+    assert data["evidence_runs"] == 0 and data["rate"] is None
+    assert data["outcomes"]["other"] == 0 and data["outcomes"]["clean"] == 0
+
+
+def test_keep_going_counts_invalid_runs_apart(lost: Path, tmp_path: Path) -> None:
+    r = _recipe(tmp_path, str(lost), {"symbolize": 0, "history_size": 7})
+    out = tmp_path / "s.json"
+    res = repro(
+        "stress",
+        str(r),
+        "-n",
+        "4",
+        "-j",
+        "2",
+        "--keep-going",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json-out",
+        str(out),
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["outcomes"]["unsymbolized"] == 4 and data["invalid_runs"] == 4
+    assert data["evidence_runs"] == 0 and data["hits"] == 0
+    assert "0 runs could show the target race" in res.stdout
+    assert "unsymbolized" in res.stdout
+
+
+def test_incomplete_runs_are_counted_and_explained(lost: Path, tmp_path: Path) -> None:
+    r = _recipe(tmp_path, str(lost), {"history_size": 0})
+    out = tmp_path / "s.json"
+    res = repro(
+        "stress",
+        str(r),
+        "-n",
+        "3",
+        "-j",
+        "1",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json-out",
+        str(out),
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["outcomes"]["incomplete"] == 3 and data["evidence_runs"] == 0
+    assert "history_size" in res.stdout
+    report = repro("report", str(next((tmp_path / "runs").iterdir())), "--format", "json")
+    doc = json.loads(report.stdout)
+    assert doc["summary"]["outcomes"]["incomplete"] == 3
+    assert doc["summary"]["evidence_runs"] == 0
