@@ -358,3 +358,27 @@ def test_fresh_machine_without_llvm19(builder: TsanBuilder, tmp_path: Path) -> N
     assert "apt-get install llvm-19" in out["choice"]["warning"]
     assert out["none"] and all(f == "<null>" for f in out["none"]), out
     assert out["repro"] and all(f == "increment_counter" for f in out["repro"]), out
+
+
+def test_run_toolchains_from_the_build_and_the_extension() -> None:
+    from repro.builds.cpython import PythonBuild
+    from repro.host.symbolizer import run_toolchains
+
+    py = PythonBuild(
+        python=Path("/p/bin/python3"),
+        prefix=Path("/p"),
+        key="k",
+        version="3.13.5",
+        gil_disabled=True,
+        tsan=True,
+        compiler="clang-19",
+        compiler_version="Debian clang version 19.1.7 (3~deb12u1)",
+        source="s",
+        source_id="i",
+    )
+    assert run_toolchains(py, None, {}) == [Toolchain("clang-19", 19)]
+    cc = {"CC": "ccache gcc"}
+    assert run_toolchains(None, "c", cc) == ([GCC] if shutil.which("gcc") else [])
+    assert run_toolchains(None, None, {}) == []
+    no_tsan = PythonBuild(**{**py.__dict__, "tsan": False})
+    assert run_toolchains(no_tsan, None, {}) == []
