@@ -8,7 +8,6 @@ stress, bisect and the report's "how to reproduce" all agree.
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import ReproError
+from repro.host.setarch import needs_setarch, setarch_argv
+from repro.host.symbolizer import choose_for_run, warning_once
 from repro.recipe import LoadedRecipe
 from repro.runner import Matcher, RunSpec
 
@@ -172,21 +173,13 @@ def run_prefix(loaded: LoadedRecipe, overrides: Overrides) -> tuple[str, ...]:
     prefix: list[str] = []
     use_setarch = overrides.setarch
     if use_setarch is None:
-        use_setarch = _doctor_needs_setarch()
+        use_setarch = needs_setarch()
     if use_setarch:
-        prefix += ["setarch", platform.machine(), "-R"]
+        prefix += setarch_argv()
     cpus = overrides.taskset or loaded.recipe.amplify.taskset
     if cpus:
         prefix += ["taskset", "-c", cpus]
     return tuple(prefix)
-
-
-def _doctor_needs_setarch() -> bool:
-    try:
-        from repro.doctor import needs_setarch
-    except ImportError:
-        return False
-    return bool(needs_setarch())
 
 
 def prepare(
@@ -276,6 +269,10 @@ def prepare(
     tsan_options: dict[str, Any] = dict(r.tsan.options)
     if r.tsan.suppressions:
         tsan_options["suppressions"] = str(loaded.resolve(r.tsan.suppressions))
+    symbolizer = choose_for_run(python, r.extension.sanitize if r.extension else None, env)
+    warning = warning_once(symbolizer)
+    if warning and progress is not None:
+        progress.waiting(f"warning: {warning}")
     spec = RunSpec(
         command=command,
         cwd=cwd,
@@ -283,7 +280,9 @@ def prepare(
         timeout=overrides.timeout or r.reproducer.timeout,
         tsan_options=tsan_options,
         prefix=run_prefix(loaded, overrides),
+        tsan_defaults=symbolizer.tsan_defaults(),
     )
+    info["symbolizer"] = symbolizer.to_json()
     info["command"] = command
     info["cwd"] = str(cwd)
     info["threads"] = threads

@@ -8,7 +8,6 @@ a high ``vm.mmap_rnd_bits``, or a Rust toolchain without sanitizer support.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -17,32 +16,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.paths import cache_dir
-
-RACE_MARK = "WARNING: ThreadSanitizer: data race"
-FATAL_MARKS = (
-    "FATAL: ThreadSanitizer",
-    "ThreadSanitizer: CHECK failed",
-    "unexpected memory mapping",
+from repro.host.compilers import compiler_version, find_clang, rustc_info
+from repro.host.setarch import (
+    mmap_rnd_bits,
+    needs_setarch,
+    probe_tsan_start,
+    setarch_argv,
+    setarch_prefix,
 )
-
-RACY_C = r"""
-#include <pthread.h>
-#include <stdio.h>
-static long counter;
-static void *work(void *arg) {
-    (void)arg;
-    for (int i = 0; i < 10000; i++) counter++;
-    return NULL;
-}
-int main(void) {
-    pthread_t t[2];
-    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, work, NULL);
-    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
-    printf("%ld\n", counter);
-    return 0;
-}
-"""
+from repro.host.symbolizer import (
+    Toolchain,
+    c_toolchain,
+    choose,
+    find_symbolizers,
+    frame_resolved,
+    rust_toolchain,
+)
+from repro.host.tsan_probe import compile_racy_c, run_tsan_binary
+from repro.paths import cache_dir
+from repro.tsan.model import Frame
+from repro.tsan.parse import parse_log
 
 RACY_RUST = r"""
 static mut COUNTER: u64 = 0;
@@ -87,66 +80,11 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
-def mmap_rnd_bits() -> int | None:
-    try:
-        return int(Path("/proc/sys/vm/mmap_rnd_bits").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _setarch() -> list[str]:
-    return ["setarch", os.uname().machine, "-R"]
-
-
-@dataclass(frozen=True)
-class TsanRun:
-    """How a TSAN binary behaved: a race report, a start-up failure, or neither."""
-
-    raced: bool
-    fatal: bool
-    output: str
-
-
-def _run_tsan_binary(binary: Path, prefix: list[str] | None = None) -> TsanRun:
-    env = dict(os.environ)
-    env.pop("TSAN_OPTIONS", None)
-    try:
-        proc = _run([*(prefix or []), str(binary)], env=env, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return TsanRun(False, True, str(exc))
-    out = proc.stdout + proc.stderr
-    return TsanRun(RACE_MARK in out, any(m in out for m in FATAL_MARKS), out)
-
-
-def compile_racy_c(compiler: str, workdir: Path) -> tuple[Path | None, str]:
-    src = workdir / "racy.c"
-    src.write_text(RACY_C)
-    exe = workdir / f"racy-{Path(compiler).name}"
-    try:
-        proc = _run(
-            [compiler, "-fsanitize=thread", "-g", "-O1", "-pthread", str(src), "-o", str(exe)]
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, str(exc)
-    if proc.returncode != 0:
-        return None, (proc.stderr or proc.stdout).strip()
-    return exe, ""
-
-
-def _find_clang() -> str | None:
-    if shutil.which("clang"):
-        return "clang"
-    for n in range(30, 13, -1):
-        if shutil.which(f"clang-{n}"):
-            return f"clang-{n}"
-    return None
-
-
 def check_c_compiler(name: str, cmd: str | None, workdir: Path, *, essential: bool) -> Check:
     install = "apt-get install clang-19" if "clang" in name else "apt-get install gcc"
     if cmd is None or shutil.which(cmd) is None:
         return Check(name, False, "not installed", install, essential)
-    version = _first_line(_run([cmd, "--version"]).stdout)
+    version = compiler_version(cmd) or cmd
     exe, err = compile_racy_c(cmd, workdir)
     if exe is None:
         hint = "apt-get install libgcc-12-dev (libtsan2)" if name == "gcc" else install
@@ -157,11 +95,11 @@ def check_c_compiler(name: str, cmd: str | None, workdir: Path, *, essential: bo
             hint,
             essential,
         )
-    run = _run_tsan_binary(exe)
+    run = run_tsan_binary(exe)
     if run.raced:
         return Check(name, True, f"{version}; TSAN reports a test race", None, essential)
     if run.fatal:
-        again = _run_tsan_binary(exe, _setarch())
+        again = run_tsan_binary(exe, setarch_argv())
         if again.raced:
             return Check(
                 name,
@@ -193,7 +131,7 @@ def check_mmap(workdir: Path) -> Check:
     if bits <= 28:
         return Check("vm.mmap_rnd_bits", True, f"{bits} (<= 28: TSAN starts)", None, False)
     needed = needs_setarch(refresh=True)
-    plain_ok, setarch_ok = _probe_tsan_start()
+    plain_ok, setarch_ok = probe_tsan_start()
     detail = f"{bits} (> 28: older TSAN runtimes die at start-up)"
     if plain_ok:
         return Check("vm.mmap_rnd_bits", True, detail + "; TSAN starts anyway here", None, False)
@@ -215,6 +153,36 @@ def check_mmap(workdir: Path) -> Check:
     )
 
 
+def _build_racy_rust(workdir: Path) -> tuple[Path | None, str]:
+    """The racy Rust program (built once per doctor run), or None and rustc's complaint."""
+    exe = workdir / "racy-rs"
+    if exe.exists():
+        return exe, ""
+    src = workdir / "racy.rs"
+    src.write_text(RACY_RUST)
+    env = dict(os.environ, RUSTC_BOOTSTRAP="1")
+    proc = _run(
+        [
+            "rustc",
+            "--edition",
+            "2021",
+            "-g",
+            "-Zsanitizer=thread",
+            "-Cunsafe-allow-abi-mismatch=sanitizer",
+            "--target",
+            rust_host() or "",
+            str(src),
+            "-o",
+            str(exe),
+        ],
+        env=env,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        return None, proc.stderr
+    return exe, ""
+
+
 def check_rust(workdir: Path) -> Check:
     name = "rust TSAN"
     if shutil.which("rustc") is None:
@@ -226,37 +194,17 @@ def check_rust(workdir: Path) -> Check:
             False,
         )
     host = rust_host()
-    version = _first_line(_run(["rustc", "--version"]).stdout)
-    src = workdir / "racy.rs"
-    src.write_text(RACY_RUST)
-    exe = workdir / "racy-rs"
-    env = dict(os.environ, RUSTC_BOOTSTRAP="1")
-    proc = _run(
-        [
-            "rustc",
-            "--edition",
-            "2021",
-            "-g",
-            "-Zsanitizer=thread",
-            "-Cunsafe-allow-abi-mismatch=sanitizer",
-            "--target",
-            host or "",
-            str(src),
-            "-o",
-            str(exe),
-        ],
-        env=env,
-        timeout=300,
-    )
-    if proc.returncode != 0:
+    version = (rustc_info() or {}).get("rustc", "rustc")
+    exe, err = _build_racy_rust(workdir)
+    if exe is None:
         return Check(
             name,
             False,
-            f"{version}: -Zsanitizer=thread fails: {_first_line(proc.stderr)}",
+            f"{version}: -Zsanitizer=thread fails: {_first_line(err)}",
             "a toolchain that accepts RUSTC_BOOTSTRAP=1 -Zsanitizer=thread",
             False,
         )
-    run = _run_tsan_binary(exe, _setarch() if needs_setarch() else None)
+    run = run_tsan_binary(exe, setarch_prefix() or None)
     if run.raced:
         return Check(name, True, f"{version}, target {host}; TSAN reports a test race", None, False)
     return Check(
@@ -270,12 +218,96 @@ def check_rust(workdir: Path) -> Check:
 
 def rust_host() -> str | None:
     """The host triple: sanitizers need an explicit --target, and this is the right one."""
-    if shutil.which("rustc") is None:
-        return None
-    for line in _run(["rustc", "-vV"]).stdout.splitlines():
-        if line.startswith("host:"):
-            return line.split(":", 1)[1].strip()
-    return None
+    return (rustc_info() or {}).get("host")
+
+
+# --- symbolization ------------------------------------------------------------------
+
+
+def _frame_text(frame: Frame) -> str:
+    if frame_resolved(frame):
+        return f"{frame.function} {Path(frame.file or '').name}:{frame.line}"
+    where = f"{frame.module}+{frame.offset}" if frame.module else "no module"
+    return f"{frame.function or '?'} ({where})"
+
+
+def check_symbols(name: str, exe: Path | None, toolchain: Toolchain | None) -> Check:
+    """Do the racy program's top frames come out as function and file:line, with the
+    symbolizer that repro would pick for this toolchain? Says what to install if not."""
+    label = f"{name} symbols"
+    if exe is None or toolchain is None:
+        return Check(
+            label,
+            False,
+            f"nothing to check: {name} cannot build a TSAN program",
+            f"see the {name} check",
+            False,
+        )
+    choice = choose(find_symbolizers(), [toolchain])
+    need = toolchain.llvm_major
+    install = choice.install or (
+        f"apt-get install llvm-{need}"
+        if need is not None
+        else "apt-get install llvm, then TSAN_OPTIONS=external_symbolizer_path="
+        "/usr/lib/llvm-<N>/bin/llvm-symbolizer"
+    )
+    if choice.path:
+        via = f"llvm-symbolizer of LLVM {choice.major} ({choice.path})"
+    elif need is None:
+        via = "gcc's libtsan (its own symbolizer)"
+    else:
+        via = "the TSAN runtime's own search (repro found no llvm-symbolizer)"
+    opts = " ".join(f"{k}={v}" for k, v in choice.tsan_defaults().items())
+    run = run_tsan_binary(exe, setarch_prefix() or None, tsan_options=opts)
+    reports = [r for r in parse_log(run.output).reports if r.kind == "data race"]
+    if not reports:
+        return Check(
+            label,
+            False,
+            f"the racy program gave no race report to read: {_first_line(run.output)}",
+            f"see the {name} check",
+            False,
+        )
+    tops = [a.stack[0] for a in (reports[0].current, reports[0].previous) if a and a.stack]
+    bad = [f for f in tops if not frame_resolved(f)]
+    if not tops or bad:
+        shown = _frame_text(bad[0]) if bad else "no stack"
+        return Check(
+            label,
+            False,
+            f"{toolchain.name}: frames come out unsymbolized ({shown}) with {via}",
+            install,
+            False,
+        )
+    shown = _frame_text(tops[0])
+    if not choice.suitable:
+        why = (
+            f"only with LLVM {choice.major}'s symbolizer, older than {toolchain.name}'s LLVM {need}"
+            if choice.path
+            else f"only through the TSAN runtime's own search: repro found no llvm-symbolizer "
+            f"of LLVM {need} or newer to set and record"
+        )
+        return Check(
+            label,
+            False,
+            f"{toolchain.name}: frames resolve ({shown}), {why}; other programs may come out "
+            "<null>",
+            install,
+            False,
+        )
+    return Check(label, True, f"{toolchain.name}: frames resolve ({shown}) with {via}", None, False)
+
+
+def check_c_symbols(name: str, cmd: str | None, workdir: Path) -> Check:
+    exe = None
+    if cmd is not None and shutil.which(cmd) is not None:
+        exe, _err = compile_racy_c(cmd, workdir)
+    return check_symbols(name, exe, c_toolchain(cmd) if cmd else None)
+
+
+def check_rust_symbols(workdir: Path) -> Check:
+    exe = _build_racy_rust(workdir)[0] if shutil.which("rustc") else None
+    return check_symbols("rust", exe, rust_toolchain())
 
 
 def check_tool(name: str, cmd: str, fix: str, *, essential: bool = True) -> Check:
@@ -323,67 +355,15 @@ def run_checks(progress: Callable[[str], None] | None = None) -> list[Check]:
         checks.append(check_mmap(work))
         say("gcc")
         checks.append(check_c_compiler("gcc", "gcc", work, essential=True))
+        say("gcc symbols")
+        checks.append(check_c_symbols("gcc", "gcc", work))
+        clang = find_clang()
         say("clang")
-        checks.append(check_c_compiler("clang", _find_clang(), work, essential=False))
+        checks.append(check_c_compiler("clang", clang, work, essential=False))
+        say("clang symbols")
+        checks.append(check_c_symbols("clang", clang, work))
         say("rust")
         checks.append(check_rust(work))
+        say("rust symbols")
+        checks.append(check_rust_symbols(work))
     return checks
-
-
-# --- setarch ------------------------------------------------------------------------
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
-def needs_setarch(*, refresh: bool = False) -> bool:
-    """Whether TSAN programs must run under ``setarch <arch> -R`` on this machine.
-
-    Only a high ``vm.mmap_rnd_bits`` can make it necessary, so the usual answer costs
-    one file read; otherwise a TSAN program is tried with and without, and the answer
-    is kept per boot (the sysctl can change only with a reboot or by root).
-    """
-    bits = mmap_rnd_bits()
-    if bits is None or bits <= 28:
-        return False
-    if shutil.which("setarch") is None:
-        return False
-    state = cache_dir() / "doctor" / "setarch.json"
-    ident = {"boot_id": _boot_id(), "kernel": os.uname().release, "bits": bits}
-    if not refresh:
-        try:
-            data = json.loads(state.read_text())
-            if data.get("ident") == ident:
-                return bool(data["needs_setarch"])
-        except (OSError, ValueError, KeyError):
-            pass
-    answer = _probe_setarch()
-    state.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"ident": ident, "needs_setarch": answer}))
-    os.replace(tmp, state)
-    return answer
-
-
-def _probe_tsan_start() -> tuple[bool, bool]:
-    """(a TSAN program works as is, it works under setarch -R); (False, True) if untestable."""
-    cc = "gcc" if shutil.which("gcc") else _find_clang()
-    if cc is None:
-        return False, True  # cannot try; with many random bits, setarch is the safe side
-    with tempfile.TemporaryDirectory(prefix="repro-setarch-") as tmp:
-        exe, _err = compile_racy_c(cc, Path(tmp))
-        if exe is None:
-            return False, True
-        plain = _run_tsan_binary(exe)
-        if plain.raced and not plain.fatal:
-            return True, True
-        return False, _run_tsan_binary(exe, _setarch()).raced
-
-
-def _probe_setarch() -> bool:
-    plain_ok, setarch_ok = _probe_tsan_start()
-    return not plain_ok and setarch_ok

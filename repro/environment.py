@@ -22,6 +22,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from repro.host.compilers import compiler_version, find_clang, rustc_info
+from repro.host.setarch import mmap_rnd_bits
+from repro.host.symbolizer import find_symbolizers
+
 REDACTED = "<redacted>"
 SCHEMA = 1
 
@@ -199,13 +203,6 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def _mmap_rnd_bits() -> int | None:
-    try:
-        return int(Path("/proc/sys/vm/mmap_rnd_bits").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def _package_of(path: str) -> str | None:
     """The distribution package (and version) that installed a file, if dpkg knows it."""
     out = _run(["dpkg", "-S", path])
@@ -216,23 +213,6 @@ def _package_of(path: str) -> str | None:
         return None
     version = _run(["dpkg-query", "-W", "-f=${Version}", pkg])
     return f"{pkg} {version}" if version else pkg
-
-
-def _find_clang(preferred: str | None = None) -> str | None:
-    if preferred and "clang" in Path(preferred).name and shutil.which(preferred):
-        return preferred
-    if shutil.which("clang"):
-        return "clang"
-    found: list[tuple[int, str]] = []
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        try:
-            for p in Path(d).glob("clang-[0-9]*"):
-                m = re.fullmatch(r"clang-(\d+)", p.name)
-                if m and os.access(p, os.X_OK):
-                    found.append((int(m.group(1)), p.name))
-        except OSError:
-            continue
-    return max(found)[1] if found else None
 
 
 def _gcc_tsan(gcc: str) -> dict[str, Any] | None:
@@ -257,8 +237,7 @@ def _clang_tsan(clang: str) -> dict[str, Any] | None:
         if rt:
             cand = Path(rt) / "libclang_rt.tsan.a"
             path = str(cand) if cand.exists() else None
-    version = _first_line(_run([clang, "--version"]))
-    m = re.search(r"version (\d+\.\d+\.\d+)", version or "")
+    m = re.search(r"version (\d+\.\d+\.\d+)", compiler_version(clang) or "")
     return {
         "runtime": "compiler-rt (clang)",
         "llvm": m.group(1) if m else None,
@@ -268,17 +247,12 @@ def _clang_tsan(clang: str) -> dict[str, Any] | None:
 
 
 def _rust() -> dict[str, Any] | None:
-    out = _run(["rustc", "-vV"])
-    if not out:
+    fields = rustc_info()
+    if not fields:
         return None
-    fields = {}
-    for line in out.splitlines()[1:]:
-        if ":" in line:
-            k, v = line.split(":", 1)
-            fields[k.strip()] = v.strip()
     toolchain = _first_line(_run(["rustup", "show", "active-toolchain"]))
     return {
-        "rustc": _first_line(out),
+        "rustc": fields.get("rustc"),
         "release": fields.get("release"),
         "commit": fields.get("commit-hash"),
         "host": fields.get("host"),
@@ -297,11 +271,11 @@ def _host(clang_hint: str | None) -> dict[str, Any]:
     except (AttributeError, OSError):
         usable = os.cpu_count() or 0
     gcc = "gcc" if shutil.which("gcc") else None
-    clang = _find_clang(clang_hint)
+    clang = find_clang(clang_hint)
     compilers: dict[str, str | None] = {
-        "cc": _first_line(_run(["cc", "--version"])),
-        "gcc": _first_line(_run(["gcc", "--version"])) if gcc else None,
-        "clang": _first_line(_run([clang, "--version"])) if clang else None,
+        "cc": compiler_version("cc"),
+        "gcc": compiler_version("gcc") if gcc else None,
+        "clang": compiler_version(clang) if clang else None,
     }
     runtimes: dict[str, Any] = {}
     if gcc:
@@ -400,6 +374,16 @@ def _extension_build_env(key: str | None) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in env.items()} if isinstance(env, Mapping) else None
 
 
+def _symbolizer_section(chosen: Any) -> dict[str, Any]:
+    """The llvm-symbolizers installed, and the one repro set for the run and why."""
+    section: dict[str, Any] = {
+        "installed": [{"llvm": s.major, "path": s.path} for s in find_symbolizers()]
+    }
+    if isinstance(chosen, Mapping):
+        section["chosen"] = dict(chosen)
+    return section
+
+
 def collect_environment(context: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Snapshot of the machine, plus what the prepared run (``Prepared.info``) built.
 
@@ -411,7 +395,8 @@ def collect_environment(context: Mapping[str, Any] | None = None) -> dict[str, A
     py = ctx.get("python") if isinstance(ctx.get("python"), Mapping) else None
     clang_hint = str(py.get("compiler")) if py and py.get("compiler") else None
     snap: dict[str, Any] = {"schema": SCHEMA, **json.loads(json.dumps(_host(clang_hint)))}
-    snap["vm_mmap_rnd_bits"] = _mmap_rnd_bits()
+    snap["vm_mmap_rnd_bits"] = mmap_rnd_bits()
+    snap["symbolizer"] = _symbolizer_section(ctx.get("symbolizer"))
     snap["tsan_options"] = os.environ.get("TSAN_OPTIONS")
     snap["env"] = relevant_env()
     if py is not None:

@@ -36,6 +36,8 @@ from repro.builds.cache import (
 )
 from repro.builds.progress import BuildProgress, NullProgress
 from repro.gitrepo import GitRepo, is_url
+from repro.host.compilers import clang_candidates, version_output
+from repro.host.setarch import setarch_prefix
 from repro.recipe import PythonSpec
 
 DEFAULT_MIRROR = "https://www.python.org/ftp/python/{v}/Python-{v}.tar.xz"
@@ -129,26 +131,13 @@ def _install_hint(name: str) -> str:
 
 def resolve_compiler(name: str) -> Compiler:
     """Find ``name`` ("gcc", "clang", "clang-19", a path); plain clang falls back to clang-N."""
-    candidates = [name]
-    if name == "clang":
-        found = []
-        for d in os.environ.get("PATH", "").split(os.pathsep):
-            try:
-                for p in Path(d).glob("clang-[0-9]*"):
-                    if re.fullmatch(r"clang-\d+", p.name) and os.access(p, os.X_OK):
-                        found.append(p.name)
-            except OSError:
-                continue
-        candidates += sorted(set(found), key=lambda n: int(n.split("-")[1]), reverse=True)
-    for cand in candidates:
+    candidates = [name, *clang_candidates()] if name == "clang" else [name]
+    for cand in dict.fromkeys(candidates):
         exe = shutil.which(cand)
         if exe is None:
             continue
-        try:
-            out = subprocess.run(
-                [exe, "--version"], capture_output=True, text=True, timeout=30, check=False
-            ).stdout
-        except OSError:
+        out = version_output(exe)
+        if out is None:
             continue
         first = out.splitlines()[0] if out else cand
         family = "clang" if "clang" in out.lower() else "gcc"
@@ -395,14 +384,6 @@ _PROBE = (
     "'libdir': sysconfig.get_config_var('LIBDIR'), "
     "'ldlibrary': sysconfig.get_config_var('LDLIBRARY')}))"
 )
-
-
-def setarch_prefix() -> list[str]:
-    from repro.doctor import needs_setarch
-
-    if needs_setarch():
-        return ["setarch", os.uname().machine, "-R"]
-    return []
 
 
 def probe_python(python: Path) -> dict[str, Any]:
