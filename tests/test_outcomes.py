@@ -10,12 +10,15 @@ summary.json, --json-out and the reports agree.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+from builds_fixtures import cpython_tsan_build  # noqa: F401
 from conftest import repro
 from tsan_helpers import PROGRAMS, compile_c, run_tsan
 
+from repro.builds.cpython import PythonBuild
 from repro.tsan.outcome import Matcher, Outcome, classify, is_incomplete
 from repro.tsan.parse import parse_log
 from repro.tsan.signature import TargetRule
@@ -152,3 +155,103 @@ def test_incomplete_runs_are_counted_and_explained(lost: Path, tmp_path: Path) -
     doc = json.loads(report.stdout)
     assert doc["summary"]["outcomes"]["incomplete"] == 3
     assert doc["summary"]["evidence_runs"] == 0
+
+
+# --- the GIL switched back on, in the real free-threaded TSAN CPython ------------------
+
+NO_GIL_SLOT_EXT = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+static PyMethodDef methods[] = {{NULL, NULL, 0, NULL}};
+/* No Py_mod_gil slot: importing this turns the GIL back on. */
+static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "oldext", NULL, 0, methods};
+PyMODINIT_FUNC PyInit_oldext(void) { return PyModuleDef_Init(&mod); }
+"""
+
+
+@pytest.mark.slow
+def test_gil_enabled_run_is_flagged_with_the_module(
+    tmp_path: Path,
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+) -> None:
+    import subprocess
+
+    py = cpython_tsan_build
+    includes = subprocess.run(
+        [str(py.python), "-c", "import sysconfig; print(sysconfig.get_paths()['include'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "TSAN_OPTIONS"},
+    ).stdout.strip()
+    suffix = subprocess.run(
+        [str(py.python), "-c", "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.strip()
+    work = tmp_path / "ext"
+    work.mkdir()
+    (work / "oldext.c").write_text(NO_GIL_SLOT_EXT)
+    subprocess.run(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-fsanitize=thread",
+            "-g",
+            f"-I{includes}",
+            "oldext.c",
+            "-o",
+            f"oldext{suffix}",
+        ],
+        cwd=work,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    r = tmp_path / "r.yaml"
+    r.write_text(
+        "name: gil\n"
+        f"python: {{executable: {json.dumps(str(py.python))}}}\n"
+        f"reproducer: {{command: '{{python}} -c \"import oldext\"', cwd: {json.dumps(str(work))},"
+        " timeout: 120}\n"
+        "target: {functions: [bytes_hash]}\n"
+    )
+    out = tmp_path / "s.json"
+    res = repro(
+        "stress",
+        str(r),
+        "-n",
+        "2",
+        "-j",
+        "1",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json-out",
+        str(out),
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["outcomes"]["gil-enabled"] == 2 and data["evidence_runs"] == 0
+    assert any("oldext" in k for k in data["invalid"]), data["invalid"]
+    assert "PYTHON_GIL=0" in res.stdout
+    # With the GIL forced off, the same runs are evidence again (clean here).
+    res = repro(
+        "stress",
+        str(r),
+        "-n",
+        "1",
+        "-j",
+        "1",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json-out",
+        str(out),
+        "--set",
+        "reproducer.env={PYTHON_GIL: '0'}",
+    )
+    data = json.loads(out.read_text())
+    assert data["outcomes"]["clean"] == 1, res.stdout + res.stderr
