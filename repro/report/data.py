@@ -489,7 +489,7 @@ def _reproduce(
     files: RunFiles, title: str, summary: Mapping[str, Any], bisect: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     meta = files.meta
-    hits, runs = int(summary.get("hits") or 0), int(summary.get("runs") or 0)
+    hits, runs = int(summary.get("hits") or 0), int(summary.get("evidence_runs") or 0)
     rate_lo = float((summary.get("rate_ci95") or [0.0, 0.0])[0])
     n = shell.loop_runs(hits, runs, rate_lo)
     limit_runs = (meta.get("limits") or {}).get("runs") if files.kind == "stress" else None
@@ -599,7 +599,7 @@ def _title(
         if status["state"] == "failed":
             return f"{name}: bisect failed"
         return f"{name}: bisect {status['state']} (partial results)"
-    runs, hits = int(summary.get("runs") or 0), int(summary.get("hits") or 0)
+    runs, hits = int(summary.get("evidence_runs") or 0), int(summary.get("hits") or 0)
     if hits:
         text = f"{name}: reproduced in {hits} of {runs} runs ({hits / runs:.0%})"
     else:

@@ -31,14 +31,20 @@ def seconds(s: float | None) -> str:
 
 
 def rate(summary: Mapping[str, Any]) -> str:
-    """``48.3% (95% CI 36.2% to 60.7%), 29 of 60 runs``."""
+    """``48.3% (95% CI 36.2% to 60.7%), 29 of 60 runs``: hits over the runs that could
+    show the race, as the console and summary.json state it; runs that could not are
+    named after."""
     runs = int(summary.get("runs") or 0)
+    evidence = int(summary.get("evidence_runs", runs) or 0)
     hits = int(summary.get("hits") or 0)
-    if not runs:
-        return "no informative runs"
+    not_counted = runs - evidence
+    tail = f" ({not_counted} more could not show the race)" if not_counted > 0 else ""
+    if not evidence:
+        return f"no informative runs{tail}"
     ci = summary.get("rate_ci95") or [0.0, 1.0]
     return (
-        f"{pct(summary.get('rate'))} (95% CI {pct(ci[0])} to {pct(ci[1])}), {hits} of {runs} runs"
+        f"{pct(summary.get('rate'))} (95% CI {pct(ci[0])} to {pct(ci[1])}), "
+        f"{hits} of {evidence} runs{tail}"
     )
 
 
@@ -50,6 +56,9 @@ def outcomes(counts: Mapping[str, int]) -> str:
         "crash": "crashed",
         "timeout": "timed out",
         "tsan-failure": "TSAN failed to start",
+        "unsymbolized": "unsymbolized reports",
+        "gil-enabled": "GIL switched back on",
+        "incomplete": "incomplete reports",
     }
     parts = [f"{names.get(k, k)} {v}" for k, v in counts.items() if v]
     return ", ".join(parts) or "none"

@@ -91,7 +91,9 @@ def _summary(doc: Mapping[str, Any]) -> str:
             ("Rate at the racy end", _e(fmt.rate(s))),
             (
                 f"{'Fixed' if b.get('direction') == 'fix' else 'Clean'} end",
-                _e(f"{ce.get('hits', 0)} hits in {ce.get('runs', 0)} runs"),
+                _e(
+                    f"{ce.get('hits', 0)} hits in {ce.get('evidence_runs', ce.get('runs', 0))} runs"
+                ),
             ),
             ("Time to first hit", _e(fmt.first_hit(s))),
             (

@@ -93,7 +93,7 @@ def _summary(doc: Mapping[str, Any]) -> list[str]:
         rows.append(
             [
                 f"{'Fixed' if b.get('direction') == 'fix' else 'Clean'} end",
-                f"{ce.get('hits', 0)} hits in {ce.get('runs', 0)} runs",
+                f"{ce.get('hits', 0)} hits in {ce.get('evidence_runs', ce.get('runs', 0))} runs",
             ]
         )
         rows.append(["Time to first hit", fmt.first_hit(s)])

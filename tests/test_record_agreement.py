@@ -1,0 +1,147 @@
+"""One fold, one set of figures: the console, --json-out, summary.json and the three
+report formats state the same runs, hits, rate and interval (issue 10).
+
+A real stress run whose reproducer cycles through every outcome (target, other, clean,
+crash, timeout, incomplete, unsymbolized) with real TSAN programs, and a real bisect
+of the demo's history.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any
+
+import pytest
+from conftest import ROOT, repro
+from tsan_helpers import PROGRAMS, compile_c
+
+from repro.report.fmt import pct
+
+sys.path.insert(0, str(ROOT / "demo"))
+from make_repo import make_repo
+
+CYCLE = """#!/bin/sh
+# Each run takes the next behaviour, in order (one run at a time: -j 1).
+n=$(cat "$0.count" 2>/dev/null || echo 0)
+echo $((n + 1)) > "$0.count"
+case $((n % 7)) in
+  0) TSAN_OPTIONS="$TSAN_OPTIONS history_size=7" exec {lost} ;;
+  1) exec {other} ;;
+  2) exit 0 ;;
+  3) exit 3 ;;
+  4) exec sleep 30 ;;
+  5) TSAN_OPTIONS="$TSAN_OPTIONS history_size=0" exec {lost} ;;
+  6) TSAN_OPTIONS="$TSAN_OPTIONS symbolize=0" exec {lost} ;;
+esac
+"""
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("mixed")
+    lost = compile_c(PROGRAMS / "lost_history.c", root / "lost")
+    other = compile_c(PROGRAMS / "racy_counter.c", root / "other")
+    script = root / "cycle.sh"
+    script.write_text(CYCLE.format(lost=lost, other=other))
+    script.chmod(0o755)
+    recipe = root / "r.yaml"
+    recipe.write_text(
+        "name: mixed\n"
+        f"reproducer: {{command: {json.dumps(str(script))}, timeout: 2}}\n"
+        "target: {functions: [read_shared, write_shared]}\n"
+    )
+    runs_dir = root / "runs"
+    out = root / "s.json"
+    md = root / "r.md"
+    res = repro(
+        "stress",
+        str(recipe),
+        "-n",
+        "14",
+        "-j",
+        "1",
+        "--keep-going",
+        "--runs-dir",
+        str(runs_dir),
+        "--json-out",
+        str(out),
+        "--report",
+        str(md),
+    )
+    run_dir = next(runs_dir.iterdir())
+    doc = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
+    html = repro("report", str(run_dir), "--format", "html").stdout
+    return {
+        "res": res,
+        "json_out": json.loads(out.read_text()),
+        "summary": json.loads((run_dir / "summary.json").read_text()),
+        "doc": doc,
+        "md": md.read_text(),
+        "html": html,
+    }
+
+
+def test_every_outcome_is_counted_once(mixed: dict[str, Any]) -> None:
+    res = mixed["res"]
+    assert res.returncode == 0, res.stdout + res.stderr
+    o = mixed["json_out"]["outcomes"]
+    assert o == {
+        "target": 2,
+        "other": 2,
+        "clean": 2,
+        "crash": 2,
+        "timeout": 2,
+        "tsan-failure": 0,
+        "unsymbolized": 2,
+        "gil-enabled": 0,
+        "incomplete": 2,
+    }
+
+
+def test_all_outputs_state_the_same_figures(mixed: dict[str, Any]) -> None:
+    j, s, d = mixed["json_out"], mixed["summary"], mixed["doc"]["summary"]
+    keys = ("runs", "evidence_runs", "hits", "rate", "rate_ci95", "outcomes")
+    for k in keys:
+        assert j[k] == s[k] == d[k], k
+    # 2 hits over the 6 runs that could show the race (target, other, clean).
+    assert (j["hits"], j["evidence_runs"], j["runs"]) == (2, 6, 14)
+    lo, hi = j["rate_ci95"]
+    console = f"2 of 6 runs hit the target race: rate {j['rate']:.1%} (95% CI {lo:.1%} to {hi:.1%})"
+    assert console in re.sub(r"\s+", " ", mixed["res"].stdout)
+    stated = f"{pct(j['rate'])} (95% CI {pct(lo)} to {pct(hi)}), 2 of 6 runs"
+    assert stated in mixed["md"]
+    assert stated in mixed["html"]
+    assert "8 more could not show the race" in mixed["md"]
+
+
+@pytest.fixture(scope="module")
+def bisect(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("bisect")
+    repo = make_repo(root / "ticketq")
+    text = (ROOT / "recipes" / "demo.yaml").read_text().replace("../demo-work/ticketq", str(repo))
+    recipe = root / "demo.yaml"
+    recipe.write_text(text)
+    out = root / "b.json"
+    res = repro("bisect", str(recipe), "--runs-dir", str(root / "runs"), "--json-out", str(out))
+    run_dir = next((root / "runs").iterdir())
+    doc = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
+    return {"res": res, "json_out": json.loads(out.read_text()), "doc": doc, "run_dir": run_dir}
+
+
+def test_bisect_steps_agree_everywhere(bisect: dict[str, Any]) -> None:
+    res, j, doc = bisect["res"], bisect["json_out"], bisect["doc"]
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = json.loads((bisect["run_dir"] / "summary.json").read_text())
+    assert summary == j
+    fields = ("pos", "id", "runs", "hits", "other_races", "failed_runs", "invalid_runs", "verdict")
+    ours = [{k: st[k] for k in fields} for st in j["steps"]]
+    theirs = [{k: st[k] for k in fields} for st in doc["bisect"]["steps"]]
+    assert ours == theirs
+    assert doc["bisect"]["runs"] == j["runs"] and doc["bisect"]["builds"] == j["builds"]
+    assert sum(st["all_runs"] for st in j["steps"]) == j["runs"]
+    # The console's step table shows each tested commit's runs and hits as the JSON does.
+    for st in j["steps"]:
+        if st["built"]:
+            assert re.search(rf"{st['label']}.*\b{st['runs']}\b.*\b{st['hits']}\b", res.stdout)
