@@ -423,12 +423,13 @@ def _check_files(loaded: LoadedRecipe) -> None:
 
 def load_run_recipe(run_dir: Path, kind: str) -> tuple[LoadedRecipe, dict[str, Any]]:
     """The recipe a run directory was made with, as it was run, for --resume."""
-    import json
 
     meta_path = run_dir / "meta.json"
     if not meta_path.is_file():
         raise RecipeError(f"{run_dir}: not a repro run directory (no meta.json)")
-    meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+    from repro.runlog import RunDir  # the run directory's owner reads its meta
+
+    meta = RunDir(run_dir).meta()
     if meta.get("kind") != kind:
         raise RecipeError(f"{run_dir}: not a {kind} run directory (it is {meta.get('kind')!r})")
     loaded = load_recipe(

@@ -1,0 +1,174 @@
+"""Hostile and faulty conditions around a run directory (issue 11, items 2, 3, 11, 12, 14)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import repro
+from tsan_helpers import PROGRAMS, compile_c
+
+
+def _recipe(tmp_path: Path, command: str, timeout: float = 30) -> Path:
+    r = tmp_path / "r.yaml"
+    r.write_text(
+        "name: t\n"
+        f"reproducer: {{command: {json.dumps(command)}, timeout: {timeout}}}\n"
+        "target: {functions: [read_shared, write_shared]}\n"
+    )
+    return r
+
+
+def _start(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "repro", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "160"},
+        start_new_session=True,
+    )
+
+
+def _runs(run_dir: Path) -> list[dict[str, object]]:
+    lines = (run_dir / "events.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e.get("event") == "run"]
+
+
+def _wait(run_dir_parent: Path, n: int) -> Path:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for d in run_dir_parent.glob("*"):
+            if (d / "events.jsonl").exists() and len(_runs(d)) >= n:
+                return d
+        time.sleep(0.05)
+    pytest.fail(f"no {n} runs under {run_dir_parent}")
+
+
+def test_second_process_on_a_run_directory_is_refused(tmp_path: Path) -> None:
+    r = _recipe(tmp_path, "sleep 0.05")
+    runs = tmp_path / "runs"
+    first = _start("stress", str(r), "--runs", "100000", "-j", "1", "--runs-dir", str(runs))
+    try:
+        run_dir = _wait(runs, 3)
+        second = repro("stress", "--resume", str(run_dir), "-n", "10")
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "another repro process is using this run directory" in second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGINT)
+        first.wait(timeout=60)
+    before = len(_runs(run_dir))
+    res = repro("stress", "--resume", str(run_dir), "-n", str(before + 4))
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    indices = [e["index"] for e in _runs(run_dir)]
+    assert len(indices) == len(set(indices)) == before + 4
+
+
+@pytest.fixture(scope="module")
+def lost(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("lost") / "lost_history"
+    return compile_c(PROGRAMS / "lost_history.c", out)
+
+
+def test_reproducer_left_by_a_killed_repro_is_ended_and_never_counted(
+    tmp_path: Path, lost: Path
+) -> None:
+    """kill -9 leaves the reproducer running; its late report must not become a hit of
+    the resumed run that reuses its index, and the resume ends it."""
+    marker = tmp_path / "orphan-reported"
+    script = tmp_path / "run.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ ! -e "{tmp_path}/started" ]; then\n'
+        f'  touch "{tmp_path}/started"; sleep 4; touch "{marker}"\n'
+        f'  TSAN_OPTIONS="$TSAN_OPTIONS history_size=7" exec {lost}\n'
+        "fi\n"
+        "sleep 6\n"
+    )
+    script.chmod(0o755)
+    r = _recipe(tmp_path, str(script))
+    runs = tmp_path / "runs"
+    proc = _start("stress", str(r), "-n", "1", "-j", "1", "--runs-dir", str(runs))
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)  # repro only: its reproducer lives on
+    proc.wait(timeout=30)
+    run_dir = next(runs.iterdir())
+    out = tmp_path / "s.json"
+    res = repro("stress", "--resume", str(run_dir), "--json-out", str(out))
+    assert "ended 1 reproducer" in res.stdout, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["hits"] == 0 and data["runs"] == 1, data["outcomes"]
+    assert not marker.exists()  # the orphan was ended before it could report
+
+
+def test_damaged_run_directories_are_named_not_crashed_on(tmp_path: Path) -> None:
+    r = _recipe(tmp_path, "true")
+    runs = tmp_path / "runs"
+    assert repro("stress", str(r), "-n", "3", "-j", "1", "--runs-dir", str(runs)).returncode == 1
+    run_dir = next(runs.iterdir())
+    events = run_dir / "events.jsonl"
+    lines = events.read_bytes().splitlines(keepends=True)
+    events.write_bytes(lines[0] + b"\xff\xfe not utf-8\n" + b"".join(lines[1:]))
+    res = repro("report", str(run_dir), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["summary"]["runs"] == 3
+    assert any("events.jsonl:2" in p and "UTF-8" in p for p in doc["problems"])
+    (run_dir / "meta.json").write_text("[1, 2]")
+    for args in (("report", str(run_dir)), ("stress", "--resume", str(run_dir))):
+        res = repro(*args)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "meta.json" in res.stderr and "not a JSON object" in res.stderr
+
+
+def test_versions_that_cannot_be_had_fail_before_any_run(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for v in ("3.13.5", "3.13.15"):
+        (mirror / f"Python-{v}.tar.xz").write_bytes(b"")
+    r = tmp_path / "r.yaml"
+    r.write_text(
+        "name: v\n"
+        f"python: {{version: '3.13.5', source: {json.dumps(str(mirror))}}}\n"
+        "reproducer: {command: '{python} -c pass'}\n"
+        "target: {functions: [bytes_hash]}\n"
+    )
+    t0 = time.monotonic()
+    res = repro(
+        "bisect", str(r), "--versions", "3.13.5..3.13.15", "--runs-dir", str(tmp_path / "runs")
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert time.monotonic() - t0 < 30
+    err = " ".join(res.stderr.split())
+    assert "9 of 11 releases cannot be had" in err and "3.13.6" in err and "3.13.14" in err
+    assert not list((tmp_path / "runs").glob("*"))  # nothing started
+    # A source that is a file of another release: refused up front too.
+    r.write_text(
+        r.read_text().replace(
+            json.dumps(str(mirror)), json.dumps(str(mirror / "Python-3.13.5.tar.xz"))
+        )
+    )
+    res = repro(
+        "bisect", str(r), "--versions", "3.13.5,3.13.15", "--runs-dir", str(tmp_path / "runs")
+    )
+    assert res.returncode == 2 and "is CPython 3.13.5" in " ".join(res.stderr.split())
+
+
+def test_huge_output_is_kept_bounded(tmp_path: Path) -> None:
+    r = _recipe(tmp_path, "head -c 60000000 /dev/zero | tr '\\\\0' x; echo; exit 3")
+    runs = tmp_path / "runs"
+    res = repro("stress", str(r), "-n", "1", "-j", "1", "--runs-dir", str(runs))
+    assert res.returncode == 1, res.stdout + res.stderr
+    outputs = list(runs.glob("*/logs/*/output.txt"))
+    assert outputs, "the crash's log is kept"
+    size = outputs[0].stat().st_size
+    assert size < 9_000_000
+    assert b"bytes cut from the middle of this file" in outputs[0].read_bytes()
