@@ -29,6 +29,7 @@ from repro.environment import collect_environment
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
+from repro.report.fmt import truncate
 from repro.rundir import RunDir
 from repro.runner import Outcome
 from repro.stress import Limits, SignatureEntry, StressState, Tally, stress_loop
@@ -281,7 +282,9 @@ class BisectRun:
             return Tally()
         tally = Tally(signatures=self.signatures)
         holder: dict[str, StressState] = {}
-        view = StressView(holder, f"{phase} at {self.describe(pos)[:60]}", str(self.rundir.path))
+        view = StressView(
+            holder, f"{phase} at {truncate(self.describe(pos), 60)}", str(self.rundir.path)
+        )
 
         ticker = PlainTicker(self.console)
 
@@ -410,7 +413,7 @@ class BisectRun:
             style = "red" if s["verdict"] == "racy" else None
             table.add_row(
                 s["label"],
-                escape((s["subject"] or "")[:50]),
+                escape(truncate(s["subject"] or "", 50)),
                 build,
                 str(s["runs"]),
                 str(s["hits"]),

@@ -270,3 +270,16 @@ def test_markdown_fits_a_github_issue() -> None:
     text = render_markdown(doc)
     assert len(text) <= GITHUB_LIMIT
     assert "`s24`" in text and "left out to fit a GitHub issue" in text
+
+
+def test_truncate_cuts_between_words() -> None:
+    from repro.report.fmt import truncate
+
+    subject = "Fix borrow checking on free-threaded build (#4588)"
+    assert truncate(subject, 60) == subject
+    assert truncate(subject, 47) == "Fix borrow checking on free-threaded build…"
+    assert "(#4" not in truncate(subject, 47)
+    assert truncate("a  b\n c", 10) == "a b c"
+    assert truncate("x" * 30, 10) == "x" * 9 + "…"
+    for width in range(1, len(subject) + 2):
+        assert len(truncate(subject, width)) <= width
