@@ -2,12 +2,13 @@
 
 A bisect spends its last probes next to the culprit, so the tested commits there are
 a few pixels apart; their labels must not pile up, and the runs axis must have ticks
-a reader can use. Text boxes are estimated from the SVG itself (font size × number
+a reader can use. Text boxes are estimated from the SVG itself (font size times number
 of characters, rotation included) and checked pairwise for overlap.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -167,4 +168,4 @@ def test_runs_axis_has_readable_ticks(bisect: dict[str, Any], top: int) -> None:
     assert max(values) >= top / 2.5
     ys = [y for y, _ in sorted(ticks, key=lambda t: t[1])]
     assert ys == sorted(ys, reverse=True)  # larger counts higher up
-    assert all(a - b >= 10 for a, b in zip(ys, ys[1:], strict=False))
+    assert all(a - b >= 10 for a, b in itertools.pairwise(ys))
