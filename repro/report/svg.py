@@ -198,7 +198,6 @@ def bisect_chart(bisect: Mapping[str, Any]) -> str:
     top, bar_h = 56, 150
     axis_y = top + bar_h
     label_top = axis_y + 24
-    height = label_top + LABEL_ROWS * LABEL_ROW_H + 22
     plot_w = width - left - right
     slots = commit_slots(commits, float(plot_w))
     max_runs = max([int(c.get("runs", 0)) + int(c.get("failed_runs", 0)) for c in commits] + [1])
@@ -301,7 +300,9 @@ def bisect_chart(bisect: Mapping[str, Any]) -> str:
                 f'<line x1="{_n(cx)}" y1="{_n(axis_y)}" x2="{_n(cx)}" y2="{_n(axis_y + 4)}" '
                 f'stroke="{COLORS["axis"]}"/>'
             )
-    body += _commit_labels(commits, xs, label_top, float(left), float(width - right))
+    labels, rows_used = _commit_labels(commits, xs, label_top, float(left), float(width - right))
+    body += labels
+    height = label_top + max(1, rows_used) * LABEL_ROW_H + 24
     body.append(
         f'<line x1="{left}" y1="{_n(axis_y)}" x2="{width - right}" y2="{_n(axis_y)}" '
         f'stroke="{COLORS["axis"]}"/>'
@@ -347,8 +348,9 @@ def bisect_chart(bisect: Mapping[str, Any]) -> str:
 
 def _commit_labels(
     commits: Sequence[Mapping[str, Any]], xs: Sequence[float], y0: float, lo: float, hi: float
-) -> list[str]:
-    """The commit labels under the axis, each joined to its commit by a leader line."""
+) -> tuple[list[str], int]:
+    """The commit labels under the axis, each joined to its commit by a leader line,
+    and the number of label rows used."""
     center = _center(commits)
     n = len(commits)
     every = 1 if n <= 40 else 0
@@ -380,7 +382,8 @@ def _commit_labels(
         if c.get("culprit"):
             extra["font_weight"] = "700"
         texts.append(_text(x, ly, str(c.get("label") or ""), 10, "middle", **extra))
-    return lines + texts
+    rows_used = 1 + max((row for row, _ in placed.values()), default=0)
+    return lines + texts, rows_used
 
 
 def stress_chart(
