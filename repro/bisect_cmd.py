@@ -29,6 +29,7 @@ from repro.environment import collect_environment
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
+from repro.report.fmt import truncate
 from repro.runlog import (
     BuildEvent,
     Event,
@@ -258,7 +259,9 @@ class BisectRun:
                 stop_on=frozenset({Outcome.UNSYMBOLIZED}),
             )
         holder: dict[str, StressState] = {}
-        view = StressView(holder, f"{phase} at {self.describe(pos)[:60]}", str(self.rundir.path))
+        view = StressView(
+            holder, f"{phase} at {truncate(self.describe(pos), 60)}", str(self.rundir.path)
+        )
         ticker = PlainTicker(self.console)
 
         def on_change(state: StressState) -> None:
@@ -356,7 +359,7 @@ class BisectRun:
             style = "red" if s["verdict"] == "racy" else None
             table.add_row(
                 s["label"],
-                escape(shorten(s["subject"] or "", 50)),
+                escape(truncate(s["subject"] or "", 50)),
                 build,
                 str(s["runs"]),
                 str(s["hits"]),
@@ -366,16 +369,6 @@ class BisectRun:
                 style=style,
             )
         return table
-
-
-def shorten(text: str, width: int) -> str:
-    """Cut at a word boundary, with an ellipsis, so that `(#4` never ends a subject."""
-    if len(text) <= width:
-        return text
-    cut = text[: width - 1]
-    if " " in cut:
-        cut = cut[: cut.rfind(" ")]
-    return cut.rstrip() + "…"
 
 
 def _commit_positions(

@@ -39,20 +39,18 @@ def report(
     ] = None,
 ) -> None:
     """Write a bug report (rate, TSAN report, culprit, environment, how to reproduce)."""
-    from repro.report import build_document, format_for, render
+    from repro.report import build_document, format_for, render, write_report_files
 
     try:
         name = format_for(output, fmt)
         if not run_dir.is_dir():
             raise ReproError(f"{run_dir}: no such run directory")
-        text = render(build_document(run_dir), name)
         if output is None:
-            sys.stdout.write(text)
+            sys.stdout.write(render(build_document(run_dir), name))
             sys.stdout.flush()
         else:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(text, encoding="utf-8")
-            _err.print(f"report: {output}", highlight=False, markup=False)
+            for written in write_report_files(run_dir, output, name):
+                _err.print(f"report: {written}", highlight=False, markup=False)
     except ReproError as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:

@@ -249,8 +249,14 @@ def test_other_races_are_listed(demo: Demo, tmp_path: Path) -> None:
     assert "was not seen in this run" in md
     assert "## Other races (1)" in md
     assert "`9755c8e885c5`" in md and "tq_poll <- consumer \\| tq_publish <- producer" in md
-    assert md.count("<details>") >= 2 and "#0 tq_publish queue.c:" in md
+    # One line in the report; the full TSAN report beside it, or in the run directory.
+    assert "#0 tq_publish queue.c:" not in md and "`logs/run-" in md
     assert "## Suggested TSAN suppression" not in md  # nothing to suppress: the target never showed
+    out = tmp_path / "issue.md"
+    res = repro("report", str(_only_dir(runs)), "-o", str(out), env=demo.report_env)
+    assert res.returncode == 0, res.stderr
+    assert "`issue-other-races.md` beside this report" in out.read_text()
+    assert "#0 tq_publish queue.c:" in (tmp_path / "issue-other-races.md").read_text()
 
 
 # --- partial runs ---------------------------------------------------------------------

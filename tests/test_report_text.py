@@ -21,6 +21,8 @@ from repro.report.tsantext import (
 )
 from repro.tsan.parse import parse_log
 
+DATA = Path(__file__).resolve().parent / "data" / "tsan"
+
 CACHE = "/home/ada/.cache/repro/builds/" + "4f" * 32 + "/src"
 REPORT = f"""\
 ==================
@@ -242,7 +244,7 @@ def test_long_stacks_are_cut() -> None:
 
 
 def test_markdown_fits_a_github_issue() -> None:
-    from repro.report.markdown import GITHUB_LIMIT, render_markdown
+    from repro.report.markdown import BUDGET, GITHUB_LIMIT, render_markdown
 
     other = {
         "signature": "abc",
@@ -268,5 +270,52 @@ def test_markdown_fits_a_github_issue() -> None:
         "schema_version": 1,
     }
     text = render_markdown(doc)
-    assert len(text) <= GITHUB_LIMIT
-    assert "`s24`" in text and "left out to fit a GitHub issue" in text
+    assert len(text) <= BUDGET < GITHUB_LIMIT
+    assert "x" * 100 not in text
+    for i in range(25):
+        assert len([line for line in text.splitlines() if f"`s{i}`" in line]) == 1
+
+
+def test_build_ids_are_dropped() -> None:
+    raw = (DATA / "rust-racy.log").read_text()
+    assert "(BuildId: " in raw
+    for report in parse_log(raw).reports:
+        text = trim_report(report.raw)
+        assert "BuildId" not in text
+        assert "(racy+0x" in text  # the module+offset part stays
+
+
+def test_races_inside_rust_std_are_noise() -> None:
+    from repro.report.tsantext import GLIBC, LIBPYTHON, RUST_STD, frame_module, noise_module
+    from repro.tsan.model import Frame
+
+    found = {}
+    for name in ("rust-racy.log", "pyo3-borrowflag-racy.log", "gcc-racy_counter.log"):
+        for report in parse_log((DATA / name).read_text()).reports:
+            found[report.summary.rsplit(" in ", 1)[-1]] = noise_module(trim_report(report.raw))
+    assert found["alloc::alloc::dealloc"] == RUST_STD
+    assert found["<std::thread::lifecycle::Packet<()> as core::ops::drop::Drop>::drop"] == RUST_STD
+    # The project's own races: the PyO3 test's closures, a std generic inlined into
+    # the project's function (read_volatile called by racy::load_value), C code.
+    assert (
+        found["pyo3::pycell::impl_::tests::test_thread_safety_2::{closure#0}::{closure#1}"] is None
+    )
+    assert found["core::ptr::read_volatile::<u64>"] is None
+    assert found["increment_counter"] is None
+    libc = Frame(0, "__GI___libc_free", "./malloc/malloc.c", 3, None, "libc.so.6", "0x1")
+    assert frame_module(libc) == GLIBC
+    py = Frame(0, "PyDict_SetItem", "Objects/dictobject.c", 3, None, "libpython3.13t.so.1.0", "0x1")
+    assert frame_module(py) is None and frame_module(py, python_tsan=False) == LIBPYTHON
+
+
+def test_truncate_cuts_between_words() -> None:
+    from repro.report.fmt import truncate
+
+    subject = "Fix borrow checking on free-threaded build (#4588)"
+    assert truncate(subject, 60) == subject
+    assert truncate(subject, 47) == "Fix borrow checking on free-threaded build…"
+    assert "(#4" not in truncate(subject, 47)
+    assert truncate("a  b\n c", 10) == "a b c"
+    assert truncate("x" * 30, 10) == "x" * 9 + "…"
+    for width in range(1, len(subject) + 2):
+        assert len(truncate(subject, width)) <= width

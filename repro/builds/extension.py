@@ -24,6 +24,7 @@ from repro.builds.cpython import PythonBuild
 from repro.builds.progress import BuildProgress, NullProgress
 from repro.gitrepo import GitRepo
 from repro.recipe import EnvRange, ExtensionSpec
+from repro.report.fmt import truncate
 
 TSAN_CFLAGS = "-fsanitize=thread -g -O1"
 TSAN_LDFLAGS = "-fsanitize=thread"
@@ -212,7 +213,7 @@ def ensure_extension(
         return ExtensionBuild(worktree, env, key, dest / "build.log", full)
 
     info = repo.info(full)
-    what = f"{repo.name} {info.short} ({info.subject[:60]})"
+    what = f"{repo.name} {info.short} ({truncate(info.subject, 60)})"
     gcc_tsan_python = python is not None and python.tsan and "gcc" in python.compiler
     if spec.sanitize == "rust" and gcc_tsan_python:
         prog.waiting(

@@ -19,7 +19,15 @@ FORMATS = ("markdown", "json", "html")
 _SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".json": "json", ".html": "html"}
 _SUFFIXES[".htm"] = "html"
 
-__all__ = ["FORMATS", "build_document", "format_for", "render", "write_report"]
+__all__ = [
+    "FORMATS",
+    "build_document",
+    "format_for",
+    "other_races_path",
+    "render",
+    "write_report",
+    "write_report_files",
+]
 
 
 def build_document(run_dir: Path) -> dict[str, Any]:
@@ -43,12 +51,13 @@ def format_for(path: Path | None, fmt: str | None = None) -> str:
     return "markdown"
 
 
-def render(doc: Mapping[str, Any], fmt: str) -> str:
+def render(doc: Mapping[str, Any], fmt: str, others_file: str | None = None) -> str:
     """One rendering of a document, redacted once more as a last guard.
 
     JSON and HTML are redacted as data, before serialising: a pass over their text
     would see escaped quotes instead of values, and would write ``<redacted>`` into
     HTML as if it were a tag. Markdown is plain text and gets a final text pass too.
+    ``others_file`` is where the Markdown says the other races' full reports are.
     """
     safe: dict[str, Any] = redact(dict(doc))
     if fmt == "json":
@@ -60,17 +69,42 @@ def render(doc: Mapping[str, Any], fmt: str) -> str:
     if fmt == "markdown":
         from repro.report.markdown import render_markdown
 
-        result: str = redact(render_markdown(safe))
+        result: str = redact(render_markdown(safe, others_file))
         return result
     raise ReproError(f"unknown report format {fmt!r} (use {', '.join(FORMATS)})")
 
 
+def other_races_path(path: Path) -> Path:
+    """Where a Markdown report's other races go in full: ``report.md`` gets
+    ``report-other-races.md`` beside it."""
+    return path.with_name(f"{path.stem}-other-races{path.suffix or '.md'}")
+
+
+def write_report_files(run_dir: Path, path: Path, fmt: str | None = None) -> list[Path]:
+    """Write the report of ``run_dir`` to ``path``; the files written, report first.
+
+    A Markdown report must fit an issue, so it lists the other races one line each;
+    their full TSAN reports go to a second file beside it (other_races_path).
+    """
+    from repro.report.markdown import render_other_races
+
+    name = format_for(Path(path), fmt)
+    doc = build_document(Path(run_dir))
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = [out]
+    others_file = None
+    if name == "markdown":
+        others = render_other_races(redact(dict(doc)))
+        if others is not None:
+            side = other_races_path(out)
+            side.write_text(redact(others), encoding="utf-8")
+            others_file = side.name
+            written.append(side)
+    out.write_text(render(doc, name, others_file), encoding="utf-8")
+    return written
+
+
 def write_report(run_dir: Path, path: Path, fmt: str | None = None) -> Path:
     """Write the report of ``run_dir`` to ``path`` (format from ``fmt`` or the suffix)."""
-    name = format_for(Path(path), fmt)
-    text = render(build_document(Path(run_dir)), name)
-    out = Path(path)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    return out
+    return write_report_files(run_dir, path, fmt)[0]

@@ -13,6 +13,7 @@ from typing import Any
 
 from repro.report import fmt
 from repro.report.svg import bisect_chart, stress_chart
+from repro.report.tsantext import noise_module, noise_note, python_tsan
 
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1f2328;
@@ -189,6 +190,9 @@ def _race(doc: Mapping[str, Any]) -> str:
             ]
         )
     )
+    module = noise_module(str(t["report"]), python_tsan(doc)) if t.get("report") else None
+    if module:
+        out.append(f"<p class=note>{_e(noise_note(module))}</p>")
     if t.get("report"):
         out.append(
             "<details><summary>TSAN report (runtime frames hidden, paths shortened)</summary>"
@@ -204,15 +208,21 @@ def _others(doc: Mapping[str, Any]) -> str:
     if not others:
         return out[0] + "<p>No other race was reported.</p>"
     head = (
-        "<tr><th>signature</th><th>kind</th><th>top frames</th><th>reports</th><th>runs</th></tr>"
+        "<tr><th>signature</th><th>kind</th><th>top frames</th><th>reports</th><th>runs</th>"
+        "<th>note</th></tr>"
     )
+    py_tsan = python_tsan(doc)
+    modules = [noise_module(str(o["report"]), py_tsan) if o.get("report") else None for o in others]
     rows = "".join(
         f"<tr><td>{_code(o['signature'])}</td><td>{_e(o.get('kind'))}</td>"
         f"<td>{_e(fmt.top_frames(o.get('top_frames') or []))}</td>"
-        f"<td class=num>{_e(o.get('reports'))}</td><td class=num>{_e(o.get('runs'))}</td></tr>"
-        for o in others
+        f"<td class=num>{_e(o.get('reports'))}</td><td class=num>{_e(o.get('runs'))}</td>"
+        f"<td>{'expected noise' if m else ''}</td></tr>"
+        for o, m in zip(others, modules, strict=True)
     )
     out.append(f"<table>{head}{rows}</table>")
+    for module in dict.fromkeys(m for m in modules if m):
+        out.append(f"<p class=note>{_e(noise_note(module, modules.count(module)))}</p>")
     for o in others:
         if o.get("report"):
             label = f"{o['signature']}: {fmt.top_frames(o.get('top_frames') or [])}"

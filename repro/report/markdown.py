@@ -7,12 +7,45 @@ often, where, and which commit changed it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from repro.report import fmt
+from repro.report.tsantext import noise_module, noise_note, python_tsan
 
 PLAIN_MARKER = "<!-- repro:plain-shell -->"
+
+# GitHub refuses issue bodies over 65,536 characters; the budget leaves room for what
+# the reporter writes around the pasted report.
+GITHUB_LIMIT = 65_536
+BUDGET = 50_000
+# Rows of the other-races table kept when even one line each is too much.
+OTHER_ROWS = 10
+# The top-frames column: Rust generics make one frame 150 characters long.
+FRAMES_CELL = 160
+
+# What is left out over budget, least useful first: (name, how the report says it).
+CUTS: tuple[tuple[str, str], ...] = (
+    ("other-rows", f"the other races after the {OTHER_ROWS} most frequent"),
+    ("variables", "the environment variables"),
+    ("suppressions", "the suggested suppression"),
+    ("shell", "the plain shell commands"),
+    ("steps", "the table of bisection steps"),
+    ("recipe", "the recipe"),
+    ("others", "the table of other races"),
+)
+
+
+@dataclass(frozen=True)
+class _Opts:
+    """How much of the document one rendering shows."""
+
+    others_file: str | None = None
+    budget: int = BUDGET
+    cut: frozenset[str] = frozenset()
+    target_lines: int | None = None
 
 
 def cell(text: Any) -> str:
@@ -57,7 +90,7 @@ def _commit_link(c: Mapping[str, Any]) -> str:
     return f"[{label}]({c['url']})" if c.get("url") else label
 
 
-def _summary(doc: Mapping[str, Any]) -> list[str]:
+def _summary(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
     s = doc["summary"]
     b = doc.get("bisect")
     rows: list[list[str]] = []
@@ -126,7 +159,7 @@ def _summary(doc: Mapping[str, Any]) -> list[str]:
             ]
         )
     out = ["## Summary", "", table(["", ""], rows)]
-    if b is not None and b.get("steps"):
+    if b is not None and b.get("steps") and "steps" not in opts.cut:
         out += ["", f"### Bisection steps (oldest first, {len(b['steps'])} tested)", ""]
         step_rows = []
         for st in b["steps"]:
@@ -153,7 +186,7 @@ def _summary(doc: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _race(doc: Mapping[str, Any]) -> list[str]:
+def _race(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
     t = doc.get("target")
     out = ["## The race", ""]
     if t is None:
@@ -176,52 +209,111 @@ def _race(doc: Mapping[str, Any]) -> list[str]:
     ]
     out.append(table(["", ""], rows))
     if t.get("report"):
+        module = noise_module(str(t["report"]), python_tsan(doc))
+        if module:
+            out += ["", f"> {noise_note(module)}"]
+        report = str(t["report"])
+        if opts.target_lines is not None:
+            lines = report.splitlines()
+            if len(lines) > opts.target_lines:
+                cut = len(lines) - opts.target_lines
+                report = "\n".join(
+                    [*lines[: opts.target_lines], f"... ({cut} more lines in the HTML report)"]
+                )
         out += [
             "",
-            details(
-                "TSAN report (runtime frames hidden, paths shortened)",
-                code(str(t["report"])),
-            ),
+            details("TSAN report (runtime frames hidden, paths shortened)", code(report)),
         ]
     return out
 
 
-def _others(doc: Mapping[str, Any]) -> list[str]:
-    others = doc.get("other_races") or []
-    total = doc.get("other_races_total", len(others))
+def _others(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
+    """Other races one line each: a reader pastes the report for the target race, and
+    seven full Rust stacks of std's thread machinery (75% of a 62,000-character PyO3
+    report) buried it. The full reports go to a file beside the report instead."""
+    others = list(doc.get("other_races") or [])
+    total = int(doc.get("other_races_total", len(others)))
     out = [f"## Other races ({total})", ""]
     if not others:
         return [*out, "No other race was reported."]
-    rows = [
-        [
+    if "others" in opts.cut:
+        return [*out, f"{total} other races; {_where_full(doc, opts)}"]
+    out += [f"Most frequent first, one line each. {_where_full(doc, opts)}", ""]
+    py_tsan = python_tsan(doc)
+    noise: dict[str, int] = {}
+    shown = others[:OTHER_ROWS] if "other-rows" in opts.cut else others
+    rows = []
+    for o in others:
+        module = noise_module(str(o["report"]), py_tsan) if o.get("report") else None
+        if module:
+            noise[module] = noise.get(module, 0) + 1
+        if o not in shown:
+            continue
+        row = [
             inline(o["signature"]),
             o.get("kind"),
-            fmt.top_frames(o.get("top_frames") or []),
+            _frames_cell(o.get("top_frames") or []),
             o.get("reports"),
             o.get("runs"),
+            f"noise ({_SHORT_MODULE.get(module, module)})" if module else "",
         ]
-        for o in others
-    ]
-    out.append(table(["signature", "kind", "top frames", "reports", "runs"], rows, "lllrr"))
-    for o in others:
-        if o.get("report"):
-            label = _html_escape(f"{o['signature']}: {fmt.top_frames(o.get('top_frames') or [])}")
-            out += ["", details(f"{label} ({o.get('runs')} runs)", code(str(o["report"])))]
+        if not opts.others_file:
+            row.append(inline(o["example_log"]) if o.get("example_log") else "")
+        rows.append(row)
+    header = ["signature", "kind", "top frames", "reports", "runs", "note"]
+    if not opts.others_file:
+        header.append("log")
+    out.append(table(header, rows, "lllrrll"[: len(header)]))
+    in_reports = len(others) - len(shown)
+    if in_reports:
+        where = inline(opts.others_file) if opts.others_file else "the JSON and HTML reports"
+        out += ["", f"... and {in_reports} more in {where}."]
     if total > len(others):
-        out += ["", f"... and {total - len(others)} more (see the run directory)."]
-    if doc.get("size_note"):
-        out += ["", f"_Note: {doc['size_note']} (see the run directory's logs)._"]
+        out += ["", f"... and {total - len(others)} less frequent ones, in the run directory."]
+    for module, count in noise.items():
+        out += ["", f"> {noise_note(module, count)}"]
     return out
 
 
-def _environment(doc: Mapping[str, Any]) -> list[str]:
+def _frames_cell(frames: list[list[str]]) -> str:
+    """Top frames in one cell; each access gets its share, so both stay visible."""
+    sides = [side for side in frames if side]
+    if not sides:
+        return "?"
+    width = FRAMES_CELL // len(sides)
+    text = " | ".join(fmt.truncate(" <- ".join(side), width) for side in sides)
+    # GitHub would take <alloc::alloc::Global> for an HTML tag and drop it; "<-" is safe.
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
+
+
+_SHORT_MODULE = {
+    "Rust's standard library (std, core, alloc, test)": "Rust std",
+    "CPython (libpython), built without TSAN": "libpython",
+}
+
+
+def _where_full(doc: Mapping[str, Any], opts: _Opts) -> str:
+    if opts.others_file:
+        return (
+            f"Their full TSAN reports are in {inline(opts.others_file)} beside this report "
+            "(and in the JSON and HTML reports)."
+        )
+    run = (doc.get("run") or {}).get("name") or "RUN_DIR"
+    return (
+        "Their full TSAN reports are in the JSON and HTML reports "
+        f"({inline(f'repro report {run} --format html')}) and in the run directory's logs "
+        f"(the log column, under {inline(run)})."
+    )
+
+
+def _environment(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
     env = doc["environment"]
     out = ["## Environment", ""]
     if not env.get("recorded"):
         out += ["_The run did not record its environment; what the recipe says:_", ""]
     out.append(table(["", ""], [[r[0], r[1]] for r in env.get("rows") or []]))
     variables = env.get("variables") or {}
-    if variables:
+    if variables and "variables" not in opts.cut:
         rows = [[inline(k), inline(v)] for k, v in variables.items()]
         out += [
             "",
@@ -230,13 +322,16 @@ def _environment(doc: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _reproduce(doc: Mapping[str, Any]) -> list[str]:
+def _reproduce(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
     r = doc["reproduce"]
     out = ["## How to reproduce", ""]
     if r.get("repro"):
-        out += ["With repro, and the recipe below saved as `recipe.yaml`:", ""]
+        where = "below" if r.get("recipe") and "recipe" not in opts.cut else "of the run"
+        out += [f"With repro, and the recipe {where} saved as `recipe.yaml`:", ""]
         out.append(code("\n".join(f"{c['command']}    # {c['what']}" for c in r["repro"]), "sh"))
-    if r.get("shell"):
+    if r.get("shell") and "shell" in opts.cut:
+        out += ["", "_The plain shell commands are in the HTML report._"]
+    elif r.get("shell"):
         out += [
             "",
             "Without repro: build everything with TSAN and run the reproducer in a loop "
@@ -248,14 +343,14 @@ def _reproduce(doc: Mapping[str, Any]) -> list[str]:
         ]
     elif r.get("shell_problem"):
         out += ["", f"_No plain shell commands: {r['shell_problem']}._"]
-    if r.get("recipe"):
+    if r.get("recipe") and "recipe" not in opts.cut:
         out += ["", details("recipe.yaml", code(str(r["recipe"]), "yaml"))]
     return out
 
 
-def _suppressions(doc: Mapping[str, Any]) -> list[str]:
+def _suppressions(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
     sup = doc.get("suppressions")
-    if not sup:
+    if not sup or "suppressions" in opts.cut:
         return []
     return [
         "## Suggested TSAN suppression (stop-gap only)",
@@ -266,31 +361,120 @@ def _suppressions(doc: Mapping[str, Any]) -> list[str]:
     ]
 
 
-# GitHub refuses issue bodies over 65536 characters.
-GITHUB_LIMIT = 65_000
+def render_markdown(
+    doc: Mapping[str, Any], others_file: str | None = None, budget: int = BUDGET
+) -> str:
+    """The Markdown report, at most ``budget`` characters, the most useful parts first.
 
-
-def render_markdown(doc: Mapping[str, Any]) -> str:
-    """The Markdown report; too long for an issue, the other races lose their reports."""
-    text = _render(doc)
-    if len(text) <= GITHUB_LIMIT or not doc.get("other_races"):
+    ``others_file`` names the file beside the report that holds the other races' full
+    reports (see render_other_races). Over budget, parts are left out from the least
+    useful end (CUTS) until it fits, and then put back, most useful first, where they
+    fit after all (a huge recipe should not cost the environment variables too). If
+    that is not enough the target's TSAN report loses lines from its end; the report
+    says what it left out, and a last hard cut keeps the promise for any document.
+    """
+    opts = _Opts(others_file=others_file, budget=budget)
+    text = _render(doc, opts)
+    if len(text) <= budget:
         return text
-    others = [{**o, "report": None} for o in doc["other_races"]]
-    note = "the other races' TSAN reports were left out to fit a GitHub issue"
-    return _render({**doc, "other_races": others, "size_note": note})
+    for name, _ in CUTS:
+        if _has(doc, name):
+            opts = replace(opts, cut=opts.cut | {name})
+            text = _render(doc, opts)
+            if len(text) <= budget:
+                break
+    for name, _ in reversed(CUTS):
+        if name in opts.cut:
+            trial = replace(opts, cut=opts.cut - {name})
+            trial_text = _render(doc, trial)
+            if len(trial_text) <= budget:
+                opts, text = trial, trial_text
+    report = str((doc.get("target") or {}).get("report") or "")
+    lines = len(report.splitlines())
+    while len(text) > budget and lines > 10:
+        over = len(text) - budget
+        per_line = max(1, len(report) // max(1, lines))
+        lines = max(10, lines - max(1, -(-over // per_line)))
+        opts = replace(opts, target_lines=lines)
+        text = _render(doc, opts)
+    if len(text) > budget:
+        note = f"\n\n_... cut here to fit {budget:,} characters; see the HTML report._\n"
+        text = text[: max(0, budget - len(note))] + note
+    return text
 
 
-def _render(doc: Mapping[str, Any]) -> str:
+def _has(doc: Mapping[str, Any], name: str) -> bool:
+    """Whether the document has the part that cut ``name`` leaves out."""
+    reproduce = doc.get("reproduce") or {}
+    if name == "other-rows":
+        return len(doc.get("other_races") or []) > OTHER_ROWS
+    if name == "variables":
+        return bool((doc.get("environment") or {}).get("variables"))
+    if name == "suppressions":
+        return bool(doc.get("suppressions"))
+    if name in ("shell", "recipe"):
+        return bool(reproduce.get(name))
+    if name == "steps":
+        return bool((doc.get("bisect") or {}).get("steps"))
+    return bool(doc.get("other_races"))
+
+
+def render_other_races(doc: Mapping[str, Any]) -> str | None:
+    """The file beside the report: every other race with its full TSAN report.
+
+    None when there is nothing to put in it (no other race has a kept report).
+    """
+    others = [o for o in doc.get("other_races") or [] if o.get("report")]
+    if not others:
+        return None
+    total = int(doc.get("other_races_total", len(doc.get("other_races") or [])))
+    run = (doc.get("run") or {}).get("name")
+    py_tsan = python_tsan(doc)
+    out = [
+        f"# Other races: {doc['title']}",
+        "",
+        f"The TSAN reports of {len(others)} of the {total} races other than the target, "
+        f"most frequent first, from the run directory {inline(run)} (runtime frames hidden, "
+        "paths shortened).",
+    ]
+    for o in others:
+        top = fmt.top_frames(o.get("top_frames") or [])
+        out += [
+            "",
+            f"## {inline(o['signature'])} {o.get('kind')}",
+            "",
+            f"{_html_escape(top)}; {o.get('reports')} reports in {o.get('runs')} runs"
+            + (f"; log {inline(o['example_log'])}" if o.get("example_log") else "")
+            + ".",
+        ]
+        module = noise_module(str(o["report"]), py_tsan)
+        if module:
+            out += ["", f"> {noise_note(module)}"]
+        out += ["", code(str(o["report"]))]
+    return "\n".join(out) + "\n"
+
+
+def _render(doc: Mapping[str, Any], opts: _Opts) -> str:
     out = [f"# {doc['title']}", ""]
     status = doc["status"]
     if status.get("message"):
         label = "Partial results." if status.get("partial") else "No answer."
         out += [f"> **{label}** {status['message']}", ""]
+    if opts.cut or opts.target_lines is not None:
+        cut = opts.cut - {"other-rows"} if "others" in opts.cut else opts.cut
+        what = [text for name, text in CUTS if name in cut]
+        if opts.target_lines is not None:
+            what.append(f"the target's TSAN report after {opts.target_lines} lines")
+        out += [
+            f"_To stay under {opts.budget:,} characters this report leaves out {', '.join(what)}: "
+            "see the HTML and JSON reports._",
+            "",
+        ]
     run = doc.get("run") or {}
     if run.get("description"):
         out += [f"_{run['description']}_", ""]
     for section in (_summary, _race, _others, _environment, _reproduce, _suppressions):
-        lines = section(doc)
+        lines = section(doc, opts)
         if lines:
             out += [*lines, ""]
     out += [

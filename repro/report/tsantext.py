@@ -11,7 +11,8 @@ were hidden.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from repro.tsan.model import Frame, Report
 from repro.tsan.parse import parse_frame
@@ -58,6 +59,9 @@ _CARGO_REGISTRY = re.compile(r"(?:/[^\s:()'\"]*)?/\.cargo/registry/src/[^/\s]+/"
 _RUSTC_SRC = re.compile(r"/rustc/([0-9a-f]{9})[0-9a-f]{31}/")
 _SANITIZER_SRC = re.compile(r"(?:\.\./)+src/libsanitizer/")
 _ABS_PATH = re.compile(r"(?<![\w.~])/(?:[^\s:()'\"/]+/){4,}[^\s:()'\"/]+")
+# The toolchain's build id after each frame: the same on every line of a binary, and
+# 60 characters that say nothing to a reader (146 of them made a PyO3 report too long).
+_BUILD_ID = re.compile(r"\s*\(BuildId: [0-9a-fA-F]*\)")
 
 MAX_LINES = 160
 MAX_FRAMES = 12
@@ -78,7 +82,9 @@ def shorten_paths(text: str, roots: Iterable[str] = ()) -> str:
 
     def tail(m: re.Match[str]) -> str:
         path = m.group(0)
-        if len(path) <= 60:
+        # Kept whole: /rustc/<hash>/library/std/... says "Rust's std", which the
+        # report uses to tell races inside uninstrumented code (see noise_module).
+        if len(path) <= 60 or path.startswith("/rustc/"):
             return path
         return ".../" + "/".join(path.split("/")[-3:])
 
@@ -111,7 +117,7 @@ def trim_report(
             out.append(f"{indent}... ({cut} more frames)")
             cut = 0
 
-    for line in raw.splitlines():
+    for line in _BUILD_ID.sub("", raw).splitlines():
         m = _FRAME_LINE.match(line)
         if not m:
             flush_cut()
@@ -134,6 +140,92 @@ def trim_report(
         hidden = len(lines) - MAX_LINES
         lines = [*lines[:MAX_LINES], f"    ... ({hidden} more lines in the run directory's log)"]
     return "\n".join(lines)
+
+
+# Code that a TSAN build of the project does not instrument: TSAN sees neither its
+# accesses nor its synchronisation, so races reported where the project's code meets
+# it (thread spawn and join, Arc drops, the test harness's channels) are false
+# positives. Rust's standard library ships precompiled without TSAN unless it is
+# rebuilt with -Zbuild-std; glibc never is.
+RUST_STD = "Rust's standard library (std, core, alloc, test)"
+GLIBC = "glibc"
+LIBPYTHON = "CPython (libpython), built without TSAN"
+NOISE_FIX = {
+    RUST_STD: "to check them, rebuild std with TSAN (cargo -Zbuild-std)",
+    GLIBC: "suppress them if they get in the way",
+    LIBPYTHON: "to check them, use a CPython configured --with-thread-sanitizer",
+}
+_RUST_LIBRARY = re.compile(r"/rustc/[0-9a-f]+/library/(?:std|core|alloc|test|panic_\w+)/")
+_RUST_STD_FN = re.compile(r"^<*(?:std|core|alloc|test)::")
+_GLIBC_FILE = re.compile(r"^(?:\.\.?/)+(?:nptl|sysdeps|stdlib|string|malloc|libio|elf)/")
+_GLIBC_MODULE = re.compile(r"^(?:.*/)?(?:libc|libpthread|libm|libdl|ld-linux[\w.-]*)\.so")
+_PYTHON_MODULE = re.compile(r"^(?:.*/)?libpython3[\w.]*\.so")
+_PYTHON_FILE = re.compile(r"^(?:Objects|Python|Modules|Include|Parser)/")
+# An access counts as inside a module when its first frames all are: a race whose
+# top frame is an inlined std generic (core::ptr::read_volatile) called from the
+# project's own code is the project's race, not noise.
+NOISE_DEPTH = 3
+
+
+def frame_module(frame: Frame, python_tsan: bool | None = None) -> str | None:
+    """The uninstrumented module a frame is in (RUST_STD, GLIBC, LIBPYTHON), if any.
+
+    libpython only counts when the run is known to have used a CPython without
+    TSAN: with a TSAN CPython its frames are instrumented like the project's.
+    """
+    file = frame.file or ""
+    module = frame.module or ""
+    if _RUST_LIBRARY.search(file) or (not file and _RUST_STD_FN.match(frame.function)):
+        return RUST_STD
+    if _GLIBC_MODULE.match(module) or _GLIBC_FILE.match(file):
+        return GLIBC
+    if python_tsan is False and (_PYTHON_MODULE.match(module) or _PYTHON_FILE.match(file)):
+        return LIBPYTHON
+    return None
+
+
+def python_tsan(doc: Mapping[str, Any]) -> bool | None:
+    """Whether a report document's run used a CPython with TSAN (None: not recorded),
+    which decides whether libpython's frames count as uninstrumented."""
+    py = ((doc.get("environment") or {}).get("snapshot") or {}).get("cpython") or {}
+    return bool(py["tsan"]) if isinstance(py, Mapping) and "tsan" in py else None
+
+
+def noise_note(module: str, count: int | None = None) -> str:
+    """Why races inside ``module`` are expected noise, the same words in every format."""
+    who = "This race is" if count is None else f"{count} of these races are"
+    if count is not None and count == 1:
+        who = "1 of these races is"
+    return (
+        f"{who} inside {module}, which this build does not instrument: TSAN sees neither "
+        "its accesses nor its synchronisation, so races reported inside it are expected "
+        f"noise rather than bugs in the project; {NOISE_FIX[module]}."
+    )
+
+
+def noise_module(text: str, python_tsan: bool | None = None) -> str | None:
+    """The uninstrumented module that every access of a (trimmed) report is inside.
+
+    None when any access reaches the project's own code within NOISE_DEPTH frames,
+    or when the text has no parsed accesses (a lock-order report, a thread leak).
+    """
+    from repro.tsan.parse import parse_log
+
+    reports = parse_log(text).reports
+    if not reports:
+        return None
+    report = reports[0]
+    accesses = [a for a in (report.current, report.previous) if a is not None and a.stack]
+    if not accesses:
+        return None
+    found: set[str | None] = set()
+    for access in accesses:
+        frames = significant_frames(access.stack, HIDDEN_FRAMES)[:NOISE_DEPTH]
+        modules = {frame_module(f, python_tsan) for f in frames}
+        if len(modules) != 1:
+            return None
+        found |= modules
+    return found.pop() if len(found) == 1 else None
 
 
 def _top(stack: Sequence[Frame]) -> Frame | None:

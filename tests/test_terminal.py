@@ -1,0 +1,133 @@
+"""`repro stress` as a person sees it: on a real pseudo-terminal, driven with pexpect.
+
+The demo race (demo/make_repo.py, recipes/demo.yaml) runs for real; the tests read
+what the terminal shows: the live panel and its updates, the partial summary after
+Ctrl-C, and a narrow terminal's width kept.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "demo"))
+from make_repo import make_repo
+
+# Escape sequences a terminal interprets (colours, cursor moves, erase, cursor hiding).
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[=>()][0-9A-B]?")
+
+# A colour or bold switch between a panel's label and its value.
+STYLE = r"\x1b\[[0-9;]*m"
+
+
+@dataclass
+class Demo:
+    recipe: Path
+    repo: Path
+    root: Path
+
+    def spawn(self, runs: int, rows: int = 40, cols: int = 120) -> pexpect.spawn:
+        # Without COLUMNS/LINES, rich asks the terminal for its size, as for a user.
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        env["TERM"] = "xterm-256color"
+        runs_dir = self.root / f"runs-{time.monotonic_ns()}"
+        args = [
+            "-m", "repro", "stress", str(self.recipe), "--set", f"extension.repo={self.repo}",
+            "--runs", str(runs), "--jobs", "2", "--runs-dir", str(runs_dir),
+        ]  # fmt: skip
+        return pexpect.spawn(
+            sys.executable,
+            args,
+            env=env,
+            encoding="utf-8",
+            codec_errors="replace",
+            timeout=180,
+            dimensions=(rows, cols),
+        )
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    root = tmp_path_factory.mktemp("terminal")
+    repo = make_repo(root / "ticketq")
+    recipe = root / "demo.yaml"
+    shutil.copy(ROOT / "recipes" / "demo.yaml", recipe)
+    return Demo(recipe, repo, root)
+
+
+def _screen_lines(raw: str) -> list[str]:
+    """What the terminal printed, line by line, escape sequences removed."""
+    return [line for line in re.split(r"[\r\n]+", ANSI.sub("", raw)) if line.strip()]
+
+
+def _runs_seen(child: pexpect.spawn, total: int, until: int) -> list[int]:
+    """Run counts the live panel shows, until one reaches ``until``."""
+    seen: list[int] = []
+    while not seen or seen[-1] < until:
+        child.expect(rf"runs\s*(?:{STYLE}\s*)*(\d+) / {total}")
+        seen.append(int(child.match.group(1)))
+    return seen
+
+
+def test_live_panel_renders_and_updates(demo: Demo) -> None:
+    child = demo.spawn(runs=300)
+    child.expect("stress demo-ticketq")  # the panel's title: the live display is up
+    seen = _runs_seen(child, 300, until=300)
+    assert len(set(seen)) >= 2, seen  # redrawn as runs finish, not printed once
+    assert seen == sorted(seen)
+    child.expect("runs hit the target race")  # the closing summary
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus in (0, 1)
+
+
+@dataclass
+class Interrupted:
+    output: str
+    exitstatus: int | None
+    signalstatus: int | None
+
+
+@pytest.fixture(scope="module")
+def interrupted(demo: Demo) -> Interrupted:
+    child = demo.spawn(runs=100_000)
+    child.expect("stress demo-ticketq")
+    _runs_seen(child, 100_000, until=20)
+    child.sendintr()  # Ctrl-C, through the terminal: SIGINT to the foreground group
+    child.expect(pexpect.EOF)
+    output = child.before or ""
+    child.close()
+    return Interrupted(output, child.exitstatus, child.signalstatus)
+
+
+def test_ctrl_c_prints_the_partial_summary(interrupted: Interrupted) -> None:
+    text = "\n".join(_screen_lines(interrupted.output))
+    m = re.search(r"(\d+) of (\d+) runs hit the target race", text)
+    assert m, text[-2000:]
+    assert int(m.group(2)) >= 20
+    assert "interrupted" in text and "--resume" in text
+    assert "run directory:" in text
+    assert "Traceback" not in text
+def test_ctrl_c_exits_130(interrupted: Interrupted) -> None:
+    assert interrupted.signalstatus is None
+    assert interrupted.exitstatus == 130
+
+
+def test_narrow_terminal_width_is_kept(demo: Demo) -> None:
+    child = demo.spawn(runs=6, rows=24, cols=60)
+    child.expect(pexpect.EOF)
+    child.close()
+    lines = _screen_lines(child.before or "")
+    assert any("runs hit the target race" in line for line in lines)
+    assert any(re.search(r"runs\s+\d+ / 6", line) for line in lines)  # the live panel
+    wide = [line for line in lines if len(line) > 60]
+    assert wide == []
