@@ -115,6 +115,8 @@ _FALLS = 1
 _MAX_BATCHES = 1 << 14
 # Below this expected information (nats) a probe is not worth asking for.
 _MIN_INFO = 1e-12
+# The rate at racy commits inside the range, relative to the calibrated end: (ratio, weight).
+RATE_MIXTURE: tuple[tuple[float, float], ...] = ((1.0, 1.0),)
 
 
 def _h2(x: float) -> float:
@@ -150,6 +152,17 @@ class RateBelief:
         if runs < hits:
             raise ValueError(f"calibration has more hits ({hits}) than runs ({runs})")
         return cls(float(hits), float(runs - hits + 1))
+
+    def scaled(self, ratio: float) -> RateBelief:
+        """The belief about a rate ``ratio`` times this one: same ``alpha``, mean times ``ratio``.
+
+        Keeping ``alpha`` keeps the relative spread (about ``1/sqrt(alpha)``) that the
+        calibration's hits justify.
+        """
+        if ratio == 1.0:
+            return self
+        a = self.alpha
+        return RateBelief(a, (a + self.beta) / ratio - a)
 
     def mean(self) -> float:
         """Posterior mean of ``p``."""
@@ -208,21 +221,33 @@ Step = Probe | Done
 
 
 @dataclass
+class _Comp:
+    """One component of the rate belief seen from the posterior: ``Beta(a, bb[j])`` per stretch.
+
+    ``w[j]`` is the component's posterior weight inside stretch ``j``; ``lg_b``/``lg_ab`` cache
+    the two ``lgamma`` terms that every ``E[(1-p)**K | b]`` of the stretch needs.
+    """
+
+    a: float
+    bb: list[float]
+    lg_b: list[float]
+    lg_ab: list[float]
+    w: list[float]
+
+
+@dataclass
 class _View:
     """The posterior of ``b`` as stretches ``[lo[j], hi[j]]`` that share the miss count ``M(b)``.
 
     Inside stretch ``j`` the posterior is ``c[j] * prior[b]``; ``mass[j]`` is its total and
-    ``before[j]`` the mass of all earlier stretches.  ``lg_b``/``lg_ab`` cache the two ``lgamma``
-    terms that every ``E[(1-p)**K | b]`` of the stretch needs.
+    ``before[j]`` the mass of all earlier stretches.  ``comps`` hold what the rate belief's
+    components (one, unless the belief is a mixture) say inside each stretch.
     """
 
     floor: int  # highest position with a hit: b > floor
-    a: float
     lo: list[int]
     hi: list[int]
-    bb: list[float]
-    lg_b: list[float]
-    lg_ab: list[float]
+    comps: list[_Comp]
     c: list[float]
     mass: list[float]
     before: list[float]
@@ -267,6 +292,7 @@ class Bisector:
         batch: int = 1,
         prior: Sequence[float] | None = None,
         anchors: Sequence[int] | None = None,
+        rate_mixture: Sequence[tuple[float, float]] | None = None,
     ) -> None:
         """Set up the search.
 
@@ -286,6 +312,15 @@ class Bisector:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self._rate = RateBelief.from_calibration(calib_hits, calib_runs)
+        mixture = RATE_MIXTURE if rate_mixture is None else tuple(rate_mixture)
+        if not mixture or any(
+            not (0.0 < r <= 1.0 and w > 0.0 and math.isfinite(w)) for r, w in mixture
+        ):
+            raise ValueError(f"rate_mixture needs (ratio in (0, 1], weight > 0) pairs: {mixture}")
+        total_w = math.fsum(w for _, w in mixture)
+        self._components = [
+            (math.log(w / total_w), self._rate.scaled(r)) for r, w in mixture
+        ]
         self._n = n
         self._confidence = confidence
         self._build_cost = float(build_cost)
@@ -375,8 +410,7 @@ class Bisector:
     def _view(self, extra_at: int = -1, extra_misses: int = 0) -> _View:
         """The posterior, optionally with ``extra_misses`` hypothetical misses at ``extra_at``."""
         n, floor = self._n, self._floor
-        a = self._rate.alpha + self._total_hits
-        base = self._rate.beta
+        base_misses = 0
         splits: list[tuple[int, int]] = []
         positions = self._miss_positions
         if extra_misses and extra_at not in self._misses:
@@ -384,30 +418,44 @@ class Bisector:
         for i in positions:
             m = self._misses.get(i, 0) + (extra_misses if i == extra_at else 0)
             if i <= floor:
-                base += m
+                base_misses += m
             elif i < n - 1:
                 splits.append((i, m))
         lo: list[int] = []
         hi: list[int] = []
-        bb: list[float] = []
-        start, cur = floor + 1, base
+        miss: list[int] = []
+        start, cur = floor + 1, base_misses
         for i, m in splits:
             lo.append(start)
             hi.append(i)
-            bb.append(cur)
+            miss.append(cur)
             start, cur = i + 1, cur + m
         lo.append(start)
         hi.append(n - 1)
-        bb.append(cur)
+        miss.append(cur)
 
         pcum = self._pcum
-        lg_b = [math.lgamma(x) for x in bb]
-        lg_ab = [math.lgamma(a + x) for x in bb]
         prior_mass = [pcum[h] - pcum[s - 1] for s, h in zip(lo, hi, strict=True)]
-        logs = [
-            lb - lab if pm > 0 else -math.inf
-            for lb, lab, pm in zip(lg_b, lg_ab, prior_mass, strict=True)
-        ]
+        comps: list[_Comp] = []
+        per_comp: list[list[float]] = []
+        for log_w, belief in self._components:
+            a = belief.alpha + self._total_hits
+            bb = [belief.beta + m for m in miss]
+            lg_b = [math.lgamma(x) for x in bb]
+            lg_ab = [math.lgamma(a + x) for x in bb]
+            # log of w * B(a, bb) / B(alpha, beta): the component's marginal likelihood.
+            const = log_w + math.lgamma(a) - math.lgamma(belief.alpha) - math.lgamma(belief.beta)
+            const += math.lgamma(belief.alpha + belief.beta)
+            per_comp.append([const + lb - lab for lb, lab in zip(lg_b, lg_ab, strict=True)])
+            comps.append(_Comp(a, bb, lg_b, lg_ab, []))
+        logs: list[float] = []
+        for j, pm in enumerate(prior_mass):
+            terms = [pc[j] for pc in per_comp]
+            top_j = max(terms)
+            tot = math.fsum(math.exp(t - top_j) for t in terms)
+            for comp, t in zip(comps, terms, strict=True):
+                comp.w.append(math.exp(t - top_j) / tot)
+            logs.append(top_j + math.log(tot) if pm > 0 else -math.inf)
         top = max(logs)
         if top == -math.inf:
             raise ValueError("the recorded hits rule out every boundary the prior allows")
@@ -420,7 +468,7 @@ class Bisector:
         for mj in mass:
             before.append(acc)
             acc += mj
-        return _View(floor, a, lo, hi, bb, lg_b, lg_ab, c, mass, before)
+        return _View(floor, lo, hi, comps, c, mass, before)
 
     def _cum(self, v: _View, t: int) -> float:
         """Posterior probability that ``b <= t``."""
@@ -468,15 +516,18 @@ class Bisector:
     # ------------------------------------------------------------ probe values
 
     def _ktable(self, v: _View, k: int) -> _KTable:
-        a = v.a
-        f: list[float] = []
-        g: list[float] = []
-        for x, lb, lab in zip(v.bb, v.lg_b, v.lg_ab, strict=True):
-            lf = math.lgamma(x + k) - lb - math.lgamma(a + x + k) + lab
-            f.append(math.exp(lf))
-            g.append(-math.expm1(lf))
+        m = len(v.lo)
+        f = [0.0] * m
+        g = [0.0] * m
+        for comp in v.comps:
+            a = comp.a
+            for j, (x, lb, lab, w) in enumerate(
+                zip(comp.bb, comp.lg_b, comp.lg_ab, comp.w, strict=True)
+            ):
+                lf = math.lgamma(x + k) - lb - math.lgamma(a + x + k) + lab
+                f[j] += w * math.exp(lf)
+                g[j] -= w * math.expm1(lf)
         hf = [_h2(x) for x in f]
-        m = len(f)
         sf = [0.0] * (m + 1)
         sg = [0.0] * (m + 1)
         for j in range(m - 1, -1, -1):
