@@ -92,7 +92,7 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -779,6 +779,8 @@ class SimResult:
     calib_runs: int = 0
     confidence: float = math.nan
     failed: bool = False
+    end_runs: int = 0  # of ``calib_runs``: the clean-end check
+    culprit_runs: int = 0  # bisect runs at the true first clean position itself
 
 
 def _run_batch(rng: random.Random, p: float, racy: bool, k: int) -> list[bool]:
@@ -799,6 +801,9 @@ def simulate(
     run_cost: float = 1.0,
     batch: int = 1,
     max_runs: int = 2_000_000,
+    interior_rate: float | None = None,
+    calib_hits_for: Callable[[int, int], bool] | None = None,
+    rate_mixture: Sequence[tuple[float, float]] | None = None,
 ) -> SimResult:
     """One bisection with ``repro``'s strategy against a simulated history, costs included.
 
@@ -807,12 +812,24 @@ def simulate(
     ``confidence``, then follows ``next_step``.  Runs go in parallel batches of ``batch``: all
     runs of a batch count, and a probe stops after the batch that hit.  A failed build of an
     unusable position counts as a build.
+
+    ``interior_rate`` is the rate at the racy commits inside the range (default ``p``, the
+    calibrated end's), to measure what a rate that differs along the range does.
+    ``calib_hits_for(hits, runs)``, if given, says whether calibration goes on (instead of the
+    fixed ``calib_hits_target``), within ``calib_runs_max``.
     """
     if not 1 <= b <= n - 1:
         raise ValueError(f"b must be in 1..{n - 1}, got {b}")
     runs = 0
     hits = 0
-    while hits < calib_hits_target and runs < calib_runs_max:
+    inner = p if interior_rate is None else interior_rate
+
+    def more(h: int, r: int) -> bool:
+        if calib_hits_for is not None:
+            return calib_hits_for(h, r)
+        return h < calib_hits_target
+
+    while runs < calib_runs_max and (hits == 0 or more(hits, runs)):
         hits += sum(_run_batch(rng, p, True, batch))
         runs += batch
     calib_hit_runs = runs
@@ -820,9 +837,11 @@ def simulate(
     if hits == 0:
         return SimResult(0, n - 1, False, runs, builds, runs, 0.0, failed=True)
     end_runs = RateBelief.from_calibration(hits, runs).runs_to_rule_out(confidence)
-    runs += -(-end_runs // batch) * batch  # the clean end never hits in this model
+    end_runs = -(-end_runs // batch) * batch  # the clean end never hits in this model
+    runs += end_runs
     builds += 1
     calib_runs = runs
+    at_culprit = 0
 
     bis = Bisector(
         n,
@@ -832,13 +851,24 @@ def simulate(
         build_cost=build_cost,
         run_cost=run_cost,
         batch=batch,
+        rate_mixture=rate_mixture,
     )
     built: set[int] = set()
     while True:
         step = bis.next_step()
         if isinstance(step, Done):
             ok = step.lo <= b <= step.hi
-            return SimResult(step.lo, step.hi, ok, runs, builds, calib_runs, step.confidence)
+            return SimResult(
+                step.lo,
+                step.hi,
+                ok,
+                runs,
+                builds,
+                calib_runs,
+                step.confidence,
+                end_runs=end_runs,
+                culprit_runs=at_culprit,
+            )
         t = step.index
         if t not in built:
             builds += 1
@@ -848,8 +878,9 @@ def simulate(
             continue
         done = 0
         while done < step.runs:
-            out = _run_batch(rng, p, t < b, batch)
+            out = _run_batch(rng, inner, t < b, batch)
             runs += batch
+            at_culprit += batch if t == b else 0
             done += batch
             for hit in out:
                 bis.record_run(t, hit)
