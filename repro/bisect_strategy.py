@@ -116,7 +116,7 @@ _MAX_BATCHES = 1 << 14
 # Below this expected information (nats) a probe is not worth asking for.
 _MIN_INFO = 1e-12
 # The rate at racy commits inside the range, relative to the calibrated end: (ratio, weight).
-RATE_MIXTURE: tuple[tuple[float, float], ...] = ((1.0, 1.0),)
+RATE_MIXTURE: tuple[tuple[float, float], ...] = ((1.0, 0.8), (0.5, 0.1), (0.25, 0.1))
 
 
 def _h2(x: float) -> float:
@@ -318,9 +318,7 @@ class Bisector:
         ):
             raise ValueError(f"rate_mixture needs (ratio in (0, 1], weight > 0) pairs: {mixture}")
         total_w = math.fsum(w for _, w in mixture)
-        self._components = [
-            (math.log(w / total_w), self._rate.scaled(r)) for r, w in mixture
-        ]
+        self._components = [(math.log(w / total_w), self._rate.scaled(r)) for r, w in mixture]
         self._n = n
         self._confidence = confidence
         self._build_cost = float(build_cost)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import statistics
@@ -21,7 +22,7 @@ def test_capacity_known_values() -> None:
     # Continuous at 1 and increasing.
     assert capacity(0.999999) == pytest.approx(1.0, abs=1e-4)
     ps = [0.01, 0.02, 0.1, 0.3, 0.5, 0.9, 1.0]
-    assert all(capacity(a) < capacity(b) for a, b in zip(ps, ps[1:], strict=False))
+    assert all(capacity(a) < capacity(b) for a, b in itertools.pairwise(ps))
 
 
 def test_fano_bound_known_values() -> None:
