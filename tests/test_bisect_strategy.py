@@ -543,3 +543,16 @@ def test_rate_lower_inside_the_range_keeps_error_near_confidence() -> None:
     bound = trials * 0.015 + 3.0 * math.sqrt(trials * 0.015 * 0.985)
     print(f"\nhalf the rate inside the range: {errors}/{trials} wrong at 0.99 (bound {bound:.1f})")
     assert errors <= bound
+
+
+def test_rate_estimate_learns_from_interior_evidence() -> None:
+    bis = Bisector(100, calib_hits=5, calib_runs=10, rate_mixture=((1.0, 1.0),))
+    assert bis.rate_estimate() == pytest.approx(5 / 11)
+    # Hits at interior commits after long waits: the rate inside is lower than calibrated.
+    for i in (10, 20, 30):
+        for _ in range(19):
+            bis.record_run(i, False)
+        bis.record_run(i, True)
+    assert bis.rate_estimate() == pytest.approx((5 + 3) / (11 + 60))
+    mixed = Bisector(100, calib_hits=5, calib_runs=10)
+    assert mixed.rate_estimate() < 5 / 11
