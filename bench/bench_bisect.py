@@ -6,6 +6,13 @@ is told the ends).  The "tuned" baseline gets the smallest repeat count that rea
 accuracy *for the true rate*, which a real user would not know: it is the best the baseline can
 do, not what it does.
 
+Every row also shows Fano's floor on the mean runs of *any* bisect that knows the rate (the
+bound, ``repro.information``) and the ratio of the row's runs after calibration to it.  A
+second table splits repro's runs: calibration, clean-end check, bisect, and the bisect runs
+spent at the true first clean commit itself.  ``--interior-rate 0.5`` makes the racy commits
+inside the range show the race at half the calibrated end's rate; ``--single-rate`` gives the
+strategy the single calibrated rate it had before the rate mixture (for before/after tables).
+
     .venv/bin/python bench/bench_bisect.py [--trials N] [--skips 0.05] [--seed 1]
 """
 
@@ -22,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from repro.bisect_strategy import RateBelief, SimResult, baseline_git_bisect, simulate
+from repro.information import fano_bound
 
 __all__ = [
     "baseline_accuracy",
@@ -122,16 +130,31 @@ class Row:
     label: str
     results: list[SimResult]
 
-    def line(self, n: int, p: float, build_cost: float) -> str:
+    def line(self, n: int, p: float, build_cost: float, bound: float) -> str:
         k = len(self.results)
         acc = sum(r.correct for r in self.results) / k
         runs = sum(r.runs for r in self.results) / k
         bisect_runs = sum(r.runs - r.calib_runs for r in self.results) / k
         builds = sum(r.builds for r in self.results) / k
         cost = builds * build_cost + runs * RUN_COST
+        ratio = bisect_runs / bound if bound > 0 else math.inf
         return (
             f"| {n:>5} | {p:>4} | {self.label:<18} | {100 * acc:6.1f}% | {runs:8.1f} "
-            f"| {bisect_runs:8.1f} | {builds:6.1f} | {cost / 60:7.1f} |"
+            f"| {bisect_runs:8.1f} | {bound:6.1f} | {ratio:5.2f} | {builds:6.1f} "
+            f"| {cost / 60:7.1f} |"
+        )
+
+    def breakdown(self, n: int, p: float, bound: float) -> str:
+        k = len(self.results)
+        calib = sum(r.calib_runs - r.end_runs for r in self.results) / k
+        end = sum(r.end_runs for r in self.results) / k
+        bisect_runs = sum(r.runs - r.calib_runs for r in self.results) / k
+        culprit = sum(r.culprit_runs for r in self.results) / k
+        wrong = sum(not r.correct for r in self.results)
+        return (
+            f"| {n:>5} | {p:>4} | {calib:7.1f} | {end:7.1f} | {bisect_runs:8.1f} "
+            f"| {culprit:8.1f} | {bound:6.1f} | {bisect_runs / bound if bound else math.inf:5.2f} "
+            f"| {wrong:>3}/{k} |"
         )
 
 
@@ -146,19 +169,35 @@ def main() -> None:
     )
     ap.add_argument("--n", type=int, nargs="*", default=[50, 150, 1000])
     ap.add_argument("--p", type=float, nargs="*", default=[0.02, 0.1, 0.5, 1.0])
+    ap.add_argument(
+        "--interior-rate",
+        type=float,
+        default=1.0,
+        help="rate at racy commits inside the range, relative to the calibrated end",
+    )
+    ap.add_argument(
+        "--single-rate", action="store_true", help="repro with one calibrated rate (no mixture)"
+    )
+    ap.add_argument("--repro-only", action="store_true", help="skip the git bisect baselines")
     args = ap.parse_args()
+    mixture = ((1.0, 1.0),) if args.single_rate else None
     build_cost = args.build_cost
 
     print(
         f"trials per cell: {args.trials}; build = {build_cost:g} s, run = {RUN_COST:g} s; "
-        f"unusable commits: {100 * args.skips:g}%; repro confidence 0.99, batch {args.batch}\n"
+        f"unusable commits: {100 * args.skips:g}%; repro confidence 0.99, batch {args.batch}; "
+        f"interior rate x{args.interior_rate:g}; "
+        f"{'single calibrated rate' if args.single_rate else 'rate mixture'}\n"
     )
     print(
-        "|     n |    p | method             | accuracy |     runs | (bisect) | builds | cost min |"
+        "|     n |    p | method             | accuracy |     runs | (bisect) |  bound | ratio "
+        "| builds | cost min |"
     )
     print(
-        "|------:|-----:|:-------------------|---------:|---------:|---------:|-------:|---------:|"
+        "|------:|-----:|:-------------------|---------:|---------:|---------:|-------:|------:"
+        "|-------:|---------:|"
     )
+    splits: list[str] = []
     start = time.perf_counter()
     for n in args.n:
         steps = racy_steps(n)
@@ -188,8 +227,12 @@ def main() -> None:
                         build_cost=build_cost,
                         run_cost=RUN_COST,
                         batch=args.batch,
+                        interior_rate=p * args.interior_rate,
+                        rate_mixture=mixture,
                     )
                 )
+                if args.repro_only:
+                    continue
                 for r, row in rows.items():
                     res = baseline_git_bisect(n, b, p, random.Random(seed), repeats=r, skips=skips)
                     row.results.append(res)
@@ -217,8 +260,11 @@ def main() -> None:
                             r_cal,
                         )
                     )
-            for row in [ours, *rows.values(), plug_in, believer]:
-                print(row.line(n, p, build_cost))
+            bound = fano_bound(n - 1, p, 0.01)
+            shown = [ours] if args.repro_only else [ours, *rows.values(), plug_in, believer]
+            for row in shown:
+                print(row.line(n, p, build_cost, bound))
+            splits.append(ours.breakdown(n, p, bound))
             sys.stdout.flush()
     print(
         "\nruns: all runs, including calibration (until "
@@ -226,8 +272,14 @@ def main() -> None:
         "rows; (bisect): runs after those; builds include the ends where they were built; "
         "cost: builds x build + runs x run, "
         "in minutes. git N=k (oracle): k tuned to the true rate; N(p^): tuned to the measured "
-        "rate; N(belief): tuned to the rate's posterior (repro's information)."
+        "rate; N(belief): tuned to the rate's posterior (repro's information). bound: Fano's "
+        "floor on mean runs at 1% error knowing the rate; ratio: (bisect) / bound."
     )
+    print("\nWhere repro's runs go (means per bisect):\n")
+    print("|     n |    p |   calib |     end | (bisect) |  culprit |  bound | ratio | wrong |")
+    print("|------:|-----:|--------:|--------:|---------:|---------:|-------:|------:|------:|")
+    for line in splits:
+        print(line)
     print(f"elapsed {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 

@@ -40,14 +40,24 @@ Compared with a uniform base this leans towards smaller ``p``, i.e. towards trus
 the conservative side.  The calibration's stopping rule ("run until 3 hits") does not change the
 likelihood, so it needs no correction.
 
+The calibration measures the rate at the racy *end*; inside the range the rate can be lower (a
+later commit made the window narrower).  A single calibrated rate then trusts misses at racy
+commits too much: with half the rate inside, 4% of answers at 0.99 were wrong.  So the prior of
+the rate inside the range is a mixture (``RATE_MIXTURE``): the calibrated Beta with weight 0.8,
+and the same Beta with its mean halved and quartered (same ``alpha``, so the same relative
+spread), 0.1 each.  Every component integrates in closed form as above, so the posterior stays
+exact; the components' weights are learnt from the evidence (waits for a hit at racy commits,
+misses at commits that later hit), which is the detection of a lower rate, and until the evidence
+rules the lower rates out they keep misses from counting for more than they may.
+
 What the guarantee is
 ---------------------
 We stop when one range of indistinguishable boundaries holds posterior probability
 ``>= confidence``.  If the model holds and ``(b, p)`` follow the prior, the probability that the
 answer is wrong is then ``<= 1 - confidence``, whatever path the search took (the stopping rule
 is a function of the posterior alone).  The tests check this by simulation with ``p`` drawn
-log-uniformly over 1%..100%.  The main way to break it in real life is a rate that differs
-between racy commits (much lower in the middle of the range than at the calibrated end).
+log-uniformly over 1%..100%, and with half the calibrated rate inside the range.  What can
+still break it is a rate far lower inside the range than a quarter of the calibrated one.
 
 Choosing the probe
 ------------------
@@ -92,7 +102,7 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -115,6 +125,8 @@ _FALLS = 1
 _MAX_BATCHES = 1 << 14
 # Below this expected information (nats) a probe is not worth asking for.
 _MIN_INFO = 1e-12
+# The rate at racy commits inside the range, relative to the calibrated end: (ratio, weight).
+RATE_MIXTURE: tuple[tuple[float, float], ...] = ((1.0, 0.8), (0.5, 0.1), (0.25, 0.1))
 
 
 def _h2(x: float) -> float:
@@ -150,6 +162,17 @@ class RateBelief:
         if runs < hits:
             raise ValueError(f"calibration has more hits ({hits}) than runs ({runs})")
         return cls(float(hits), float(runs - hits + 1))
+
+    def scaled(self, ratio: float) -> RateBelief:
+        """The belief about a rate ``ratio`` times this one: same ``alpha``, mean times ``ratio``.
+
+        Keeping ``alpha`` keeps the relative spread (about ``1/sqrt(alpha)``) that the
+        calibration's hits justify.
+        """
+        if ratio == 1.0:
+            return self
+        a = self.alpha
+        return RateBelief(a, (a + self.beta) / ratio - a)
 
     def mean(self) -> float:
         """Posterior mean of ``p``."""
@@ -208,21 +231,33 @@ Step = Probe | Done
 
 
 @dataclass
+class _Comp:
+    """One component of the rate belief seen from the posterior: ``Beta(a, bb[j])`` per stretch.
+
+    ``w[j]`` is the component's posterior weight inside stretch ``j``; ``lg_b``/``lg_ab`` cache
+    the two ``lgamma`` terms that every ``E[(1-p)**K | b]`` of the stretch needs.
+    """
+
+    a: float
+    bb: list[float]
+    lg_b: list[float]
+    lg_ab: list[float]
+    w: list[float]
+
+
+@dataclass
 class _View:
     """The posterior of ``b`` as stretches ``[lo[j], hi[j]]`` that share the miss count ``M(b)``.
 
     Inside stretch ``j`` the posterior is ``c[j] * prior[b]``; ``mass[j]`` is its total and
-    ``before[j]`` the mass of all earlier stretches.  ``lg_b``/``lg_ab`` cache the two ``lgamma``
-    terms that every ``E[(1-p)**K | b]`` of the stretch needs.
+    ``before[j]`` the mass of all earlier stretches.  ``comps`` hold what the rate belief's
+    components (one, unless the belief is a mixture) say inside each stretch.
     """
 
     floor: int  # highest position with a hit: b > floor
-    a: float
     lo: list[int]
     hi: list[int]
-    bb: list[float]
-    lg_b: list[float]
-    lg_ab: list[float]
+    comps: list[_Comp]
     c: list[float]
     mass: list[float]
     before: list[float]
@@ -267,6 +302,7 @@ class Bisector:
         batch: int = 1,
         prior: Sequence[float] | None = None,
         anchors: Sequence[int] | None = None,
+        rate_mixture: Sequence[tuple[float, float]] | None = None,
     ) -> None:
         """Set up the search.
 
@@ -286,6 +322,13 @@ class Bisector:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self._rate = RateBelief.from_calibration(calib_hits, calib_runs)
+        mixture = RATE_MIXTURE if rate_mixture is None else tuple(rate_mixture)
+        if not mixture or any(
+            not (0.0 < r <= 1.0 and w > 0.0 and math.isfinite(w)) for r, w in mixture
+        ):
+            raise ValueError(f"rate_mixture needs (ratio in (0, 1], weight > 0) pairs: {mixture}")
+        total_w = math.fsum(w for _, w in mixture)
+        self._components = [(math.log(w / total_w), self._rate.scaled(r)) for r, w in mixture]
         self._n = n
         self._confidence = confidence
         self._build_cost = float(build_cost)
@@ -375,8 +418,7 @@ class Bisector:
     def _view(self, extra_at: int = -1, extra_misses: int = 0) -> _View:
         """The posterior, optionally with ``extra_misses`` hypothetical misses at ``extra_at``."""
         n, floor = self._n, self._floor
-        a = self._rate.alpha + self._total_hits
-        base = self._rate.beta
+        base_misses = 0
         splits: list[tuple[int, int]] = []
         positions = self._miss_positions
         if extra_misses and extra_at not in self._misses:
@@ -384,30 +426,44 @@ class Bisector:
         for i in positions:
             m = self._misses.get(i, 0) + (extra_misses if i == extra_at else 0)
             if i <= floor:
-                base += m
+                base_misses += m
             elif i < n - 1:
                 splits.append((i, m))
         lo: list[int] = []
         hi: list[int] = []
-        bb: list[float] = []
-        start, cur = floor + 1, base
+        miss: list[int] = []
+        start, cur = floor + 1, base_misses
         for i, m in splits:
             lo.append(start)
             hi.append(i)
-            bb.append(cur)
+            miss.append(cur)
             start, cur = i + 1, cur + m
         lo.append(start)
         hi.append(n - 1)
-        bb.append(cur)
+        miss.append(cur)
 
         pcum = self._pcum
-        lg_b = [math.lgamma(x) for x in bb]
-        lg_ab = [math.lgamma(a + x) for x in bb]
         prior_mass = [pcum[h] - pcum[s - 1] for s, h in zip(lo, hi, strict=True)]
-        logs = [
-            lb - lab if pm > 0 else -math.inf
-            for lb, lab, pm in zip(lg_b, lg_ab, prior_mass, strict=True)
-        ]
+        comps: list[_Comp] = []
+        per_comp: list[list[float]] = []
+        for log_w, belief in self._components:
+            a = belief.alpha + self._total_hits
+            bb = [belief.beta + m for m in miss]
+            lg_b = [math.lgamma(x) for x in bb]
+            lg_ab = [math.lgamma(a + x) for x in bb]
+            # log of w * B(a, bb) / B(alpha, beta): the component's marginal likelihood.
+            const = log_w + math.lgamma(a) - math.lgamma(belief.alpha) - math.lgamma(belief.beta)
+            const += math.lgamma(belief.alpha + belief.beta)
+            per_comp.append([const + lb - lab for lb, lab in zip(lg_b, lg_ab, strict=True)])
+            comps.append(_Comp(a, bb, lg_b, lg_ab, []))
+        logs: list[float] = []
+        for j, pm in enumerate(prior_mass):
+            terms = [pc[j] for pc in per_comp]
+            top_j = max(terms)
+            tot = math.fsum(math.exp(t - top_j) for t in terms)
+            for comp, t in zip(comps, terms, strict=True):
+                comp.w.append(math.exp(t - top_j) / tot)
+            logs.append(top_j + math.log(tot) if pm > 0 else -math.inf)
         top = max(logs)
         if top == -math.inf:
             raise ValueError("the recorded hits rule out every boundary the prior allows")
@@ -420,7 +476,7 @@ class Bisector:
         for mj in mass:
             before.append(acc)
             acc += mj
-        return _View(floor, a, lo, hi, bb, lg_b, lg_ab, c, mass, before)
+        return _View(floor, lo, hi, comps, c, mass, before)
 
     def _cum(self, v: _View, t: int) -> float:
         """Posterior probability that ``b <= t``."""
@@ -439,6 +495,17 @@ class Bisector:
             for b in range(s, h + 1):
                 out[b] = cj * (pcum[b] - pcum[b - 1])
         return out
+
+    def rate_estimate(self) -> float:
+        """Posterior mean of the rate at racy commits inside the range, from all the evidence.
+
+        For reports: the rate against which the runs spent are compared with Fano's bound.
+        """
+        v = self._view()
+        return math.fsum(
+            v.mass[j] * math.fsum(comp.w[j] * comp.a / (comp.a + comp.bb[j]) for comp in v.comps)
+            for j in range(len(v.lo))
+        )
 
     def _answer(self, v: _View) -> Done:
         """The range of indistinguishable boundaries that holds the posterior median.
@@ -468,15 +535,18 @@ class Bisector:
     # ------------------------------------------------------------ probe values
 
     def _ktable(self, v: _View, k: int) -> _KTable:
-        a = v.a
-        f: list[float] = []
-        g: list[float] = []
-        for x, lb, lab in zip(v.bb, v.lg_b, v.lg_ab, strict=True):
-            lf = math.lgamma(x + k) - lb - math.lgamma(a + x + k) + lab
-            f.append(math.exp(lf))
-            g.append(-math.expm1(lf))
+        m = len(v.lo)
+        f = [0.0] * m
+        g = [0.0] * m
+        for comp in v.comps:
+            a = comp.a
+            for j, (x, lb, lab, w) in enumerate(
+                zip(comp.bb, comp.lg_b, comp.lg_ab, comp.w, strict=True)
+            ):
+                lf = math.lgamma(x + k) - lb - math.lgamma(a + x + k) + lab
+                f[j] += w * math.exp(lf)
+                g[j] -= w * math.expm1(lf)
         hf = [_h2(x) for x in f]
-        m = len(f)
         sf = [0.0] * (m + 1)
         sg = [0.0] * (m + 1)
         for j in range(m - 1, -1, -1):
@@ -728,6 +798,8 @@ class SimResult:
     calib_runs: int = 0
     confidence: float = math.nan
     failed: bool = False
+    end_runs: int = 0  # of ``calib_runs``: the clean-end check
+    culprit_runs: int = 0  # bisect runs at the true first clean position itself
 
 
 def _run_batch(rng: random.Random, p: float, racy: bool, k: int) -> list[bool]:
@@ -748,6 +820,9 @@ def simulate(
     run_cost: float = 1.0,
     batch: int = 1,
     max_runs: int = 2_000_000,
+    interior_rate: float | None = None,
+    calib_hits_for: Callable[[int, int], bool] | None = None,
+    rate_mixture: Sequence[tuple[float, float]] | None = None,
 ) -> SimResult:
     """One bisection with ``repro``'s strategy against a simulated history, costs included.
 
@@ -756,12 +831,24 @@ def simulate(
     ``confidence``, then follows ``next_step``.  Runs go in parallel batches of ``batch``: all
     runs of a batch count, and a probe stops after the batch that hit.  A failed build of an
     unusable position counts as a build.
+
+    ``interior_rate`` is the rate at the racy commits inside the range (default ``p``, the
+    calibrated end's), to measure what a rate that differs along the range does.
+    ``calib_hits_for(hits, runs)``, if given, says whether calibration goes on (instead of the
+    fixed ``calib_hits_target``), within ``calib_runs_max``.
     """
     if not 1 <= b <= n - 1:
         raise ValueError(f"b must be in 1..{n - 1}, got {b}")
     runs = 0
     hits = 0
-    while hits < calib_hits_target and runs < calib_runs_max:
+    inner = p if interior_rate is None else interior_rate
+
+    def more(h: int, r: int) -> bool:
+        if calib_hits_for is not None:
+            return calib_hits_for(h, r)
+        return h < calib_hits_target
+
+    while runs < calib_runs_max and (hits == 0 or more(hits, runs)):
         hits += sum(_run_batch(rng, p, True, batch))
         runs += batch
     calib_hit_runs = runs
@@ -769,9 +856,11 @@ def simulate(
     if hits == 0:
         return SimResult(0, n - 1, False, runs, builds, runs, 0.0, failed=True)
     end_runs = RateBelief.from_calibration(hits, runs).runs_to_rule_out(confidence)
-    runs += -(-end_runs // batch) * batch  # the clean end never hits in this model
+    end_runs = -(-end_runs // batch) * batch  # the clean end never hits in this model
+    runs += end_runs
     builds += 1
     calib_runs = runs
+    at_culprit = 0
 
     bis = Bisector(
         n,
@@ -781,13 +870,24 @@ def simulate(
         build_cost=build_cost,
         run_cost=run_cost,
         batch=batch,
+        rate_mixture=rate_mixture,
     )
     built: set[int] = set()
     while True:
         step = bis.next_step()
         if isinstance(step, Done):
             ok = step.lo <= b <= step.hi
-            return SimResult(step.lo, step.hi, ok, runs, builds, calib_runs, step.confidence)
+            return SimResult(
+                step.lo,
+                step.hi,
+                ok,
+                runs,
+                builds,
+                calib_runs,
+                step.confidence,
+                end_runs=end_runs,
+                culprit_runs=at_culprit,
+            )
         t = step.index
         if t not in built:
             builds += 1
@@ -797,8 +897,9 @@ def simulate(
             continue
         done = 0
         while done < step.runs:
-            out = _run_batch(rng, p, t < b, batch)
+            out = _run_batch(rng, inner, t < b, batch)
             runs += batch
+            at_culprit += batch if t == b else 0
             done += batch
             for hit in out:
                 bis.record_run(t, hit)

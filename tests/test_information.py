@@ -1,0 +1,71 @@
+"""Tests for the information limit of a bisect and the plan printed before one."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+
+import pytest
+
+from repro.bisect_strategy import RateBelief, simulate
+from repro.information import capacity, fano_bound, plan
+
+
+def test_capacity_known_values() -> None:
+    assert capacity(1.0) == 1.0
+    # The Z-channel with crossover 1/2: log2(5/4).
+    assert math.isclose(capacity(0.5), math.log2(1.25))
+    # Small p: about p / (e ln 2) = 0.53 p.
+    assert math.isclose(capacity(1e-4), 1e-4 / (math.e * math.log(2)), rel_tol=1e-3)
+    # Continuous at 1 and increasing.
+    assert capacity(0.999999) == pytest.approx(1.0, abs=1e-4)
+    ps = [0.01, 0.02, 0.1, 0.3, 0.5, 0.9, 1.0]
+    assert all(capacity(a) < capacity(b) for a, b in itertools.pairwise(ps))
+
+
+def test_fano_bound_known_values() -> None:
+    # The figures of issue 15 at n = 1000, delta = 0.01.
+    assert fano_bound(1000, 0.1, 0.01) == pytest.approx(162, abs=1)
+    assert fano_bound(1000, 0.5, 0.01) == pytest.approx(28, abs=0.6)
+    assert fano_bound(1000, 0.02, 0.01) == pytest.approx(830, abs=2)
+    assert fano_bound(1000, 1.0, 0.01) == pytest.approx(8.87, abs=0.01)
+    # Two candidates and a small error: Fano says nothing.
+    assert fano_bound(2, 0.5, 0.01) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("p", "n", "delta"), [(0.0, 10, 0.01), (1.5, 10, 0.01), (0.5, 0, 0.01), (0.5, 10, 1.0)]
+)
+def test_bad_inputs_raise(p: float, n: int, delta: float) -> None:
+    with pytest.raises(ValueError):
+        fano_bound(n, p, delta)
+
+
+def test_plan_is_deterministic_and_sane() -> None:
+    belief = RateBelief.from_calibration(5, 50)
+    a = plan(150, belief, 0.99, 60.0, 1.0)
+    assert a == plan(150, belief, 0.99, 60.0, 1.0)
+    assert a.bound == pytest.approx(fano_bound(149, belief.mean(), 0.01))
+    assert a.runs >= a.bound
+    assert a.runs_high >= a.runs * 0.9
+    assert math.log2(149) - 2 <= a.builds <= 3 * math.log2(149)
+    assert a.seconds == pytest.approx(a.builds * 60.0 + a.runs)
+
+
+def test_plan_matches_the_simulated_bisect() -> None:
+    # The plan's expected bisect runs against an independent simulation of the whole bisect
+    # (its own calibration, clean-end check and rate): within 25% of its mean.
+    n, p, confidence = 300, 0.2, 0.99
+    rng = random.Random(4)
+    results = [
+        simulate(n, rng.randint(1, n - 1), p, random.Random(rng.getrandbits(64)))
+        for _ in range(120)
+    ]
+    measured_runs = statistics.fmean(r.runs - r.calib_runs for r in results)
+    measured_builds = statistics.fmean(r.builds - 2 for r in results)
+    # The calibration every trial starts from, on average: 5 hits in 5 / p runs.
+    got = plan(n, RateBelief.from_calibration(5, 25), confidence, 60.0, 1.0, trials=48)
+    assert got.runs == pytest.approx(measured_runs, rel=0.25)
+    assert got.builds == pytest.approx(measured_builds, rel=0.2)
