@@ -698,9 +698,40 @@ def _calibrate(run: BisectRun, opts: BisectOptions) -> bool:
             anchors=tuple(meta["anchors"]) if meta.get("anchors") is not None else None,
         )
     )
+    _print_plan(run, belief, build_cost, max(mean_run, 0.001))
+    if opts.plan:
+        run.meta.update(status="planned")
+        run.rundir.write_meta(run.meta)
+        console.print(
+            f"--plan: stopping here; continue with  repro bisect --resume {run.rundir.path}"
+        )
+        return False
     run.rundir.update_meta(status="bisecting")
     run.meta["status"] = "bisecting"
     return True
+
+
+def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost: float) -> None:
+    """What the bisect should cost, from the calibrated rate, before spending it."""
+    from repro.information import plan
+
+    n = len(run.positions)
+    pl = plan(n, belief, float(run.meta["confidence"]), build_cost, run_cost)
+    run.meta["plan"] = {
+        "runs": round(pl.runs),
+        "runs_p90": round(pl.runs_high),
+        "builds": round(pl.builds),
+        "seconds": round(pl.seconds),
+        "bound_runs": round(pl.bound, 1),
+        "rate": pl.rate,
+    }
+    run.rundir.write_meta(run.meta)
+    run.console.print(
+        f"[bold]plan[/]: about {pl.runs:.0f} runs (90% within {pl.runs_high:.0f}) and "
+        f"{pl.builds:.0f} builds, {fmt_seconds(pl.seconds)}; no bisect can need fewer than "
+        f"{pl.bound:.0f} runs on average at rate {pl.rate:.1%} (Fano's bound)",
+        highlight=False,
+    )
 
 
 def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
@@ -709,7 +740,7 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
     result = _write_outputs(run, opts, done, interrupted=False)
     console.print(run.steps_table())
     if done is None:
-        return 1
+        return 0 if run.meta.get("status") == "planned" else 1
     conf = result["confidence"]
     figures = (
         f"{result['builds']} builds, {result['runs']} runs, "
@@ -741,6 +772,14 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
         if c.get(key):
             console.print(f"  {key}: {c[key]}", highlight=False)
     console.print(f"  confidence {conf:.4f} (asked {run.meta['confidence']:g}); {figures}")
+    info = result.get("information") or {}
+    if info.get("ratio") is not None:
+        console.print(
+            f"  {info['bisect_runs']} runs after calibration; no bisect can average fewer "
+            f"than {info['bound_runs']:.0f} at rate {info['rate_estimate']:.1%} "
+            f"({info['ratio']:.1f}x the bound)",
+            highlight=False,
+        )
     if conf < float(run.meta["confidence"]):
         console.print(
             "[yellow]The requested confidence was not reached: nothing more could be "
@@ -828,6 +867,19 @@ def _write_outputs(
     }
     calib = run.stats(0).counts
     result["calibration"] = {"hits": calib.hits, "runs": calib.evidence}
+    result["plan"] = meta.get("plan")
+    if run.bisector is not None:
+        from repro.information import fano_bound
+
+        bisect_runs = sum(len(p.bisect_runs) for p in record.positions.values())
+        rate = run.bisector.rate_estimate()
+        bound = fano_bound(max(1, len(run.positions) - 1), rate, 1.0 - float(meta["confidence"]))
+        result["information"] = {
+            "bisect_runs": bisect_runs,
+            "bound_runs": round(bound, 1),
+            "ratio": round(bisect_runs / bound, 2) if bound > 0 else None,
+            "rate_estimate": rate,
+        }
     if done is not None:
         lo, hi = run.terms.culprit_positions(done.lo, done.hi)
         blamed = [run.positions[k] for k in range(min(lo, hi), max(lo, hi) + 1)]

@@ -161,3 +161,26 @@ def test_resume_after_kill(demo: tuple[Path, Path], tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["culprit"]["subject"] == FIX_SUBJECT
     assert subject_of(repo, data["culprit"]["sha"]) == FIX_SUBJECT
+
+
+def test_plan_then_resume(demo: tuple[Path, Path], tmp_path: Path) -> None:
+    """--plan says what the bisect will cost against the information bound, and stops;
+    --resume spends it and states the runs used against the bound."""
+    _, recipe = demo
+    runs = tmp_path / "runs"
+    res = repro("bisect", str(recipe), "--plan", "--runs-dir", str(runs))
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = " ".join(res.stdout.split())
+    assert "plan: about" in text and "Fano's bound" in text
+    run_dir = next(runs.iterdir())
+    planned = json.loads((run_dir / "meta.json").read_text())["plan"]
+    assert planned["runs"] > 0 and planned["bound_runs"] > 0
+    out = tmp_path / "b.json"
+    res = repro("bisect", "--resume", str(run_dir), "--json-out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["culprit"]["subject"] == FIX_SUBJECT
+    info = data["information"]
+    assert info["bisect_runs"] > 0 and info["bound_runs"] > 0
+    assert abs(info["ratio"] - info["bisect_runs"] / info["bound_runs"]) < 0.02
+    assert "x the bound" in " ".join(res.stdout.split())

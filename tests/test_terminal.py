@@ -117,6 +117,8 @@ def test_ctrl_c_prints_the_partial_summary(interrupted: Interrupted) -> None:
     assert "interrupted" in text and "--resume" in text
     assert "run directory:" in text
     assert "Traceback" not in text
+
+
 def test_ctrl_c_exits_130(interrupted: Interrupted) -> None:
     assert interrupted.signalstatus is None
     assert interrupted.exitstatus == 130
