@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,8 @@ def shq(value: str) -> str:
 
 def shq_var(value: str) -> str:
     """Quote a value that deliberately refers to shell variables (``$WORK/x``)."""
+    if _SAFE.fullmatch(value):
+        return value
     esc = value.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`")
     return f'"{esc}"'
 
@@ -292,6 +295,7 @@ def plain_script(inp: PlainInputs) -> str:
     step = 2 if python is not None and r.python and not r.python.executable else 1
     worktree = _extension_lines(inp, out, python, step) if r.extension else None
 
+    # The values are the script's own variables; expand_for_shell quotes each as one word.
     values: dict[str, str] = {
         "python": python or "python3",
         "threads": str(inp.threads or r.reproducer.threads),
@@ -300,21 +304,20 @@ def plain_script(inp: PlainInputs) -> str:
     }
     if worktree:
         values["worktree"] = worktree
-    from repro.context import expand
+    from repro.context import expand_for_shell
 
-    command = expand(r.reproducer.command, values)
-    setup = [expand(c, values) for c in r.reproducer.setup]
+    command = expand_for_shell(r.reproducer.command, values, quote=shq_var)
+    setup = [expand_for_shell(c, values, quote=shq_var) for c in r.reproducer.setup]
     embeds = _embedded_files(inp, [command, *setup])
-    uses_recipe_dir = any("$RECIPE_DIR" in c for c in [command, *setup])
     if r.reproducer.cwd:
-        cwd = expand(r.reproducer.cwd, values)
-        if not cwd.startswith(("/", "$")):
-            cwd = f"$RECIPE_DIR/{cwd}"
-    elif worktree:
-        cwd = worktree
+        template = r.reproducer.cwd
+        if not template.startswith(("/", "{")) or template.startswith("{{"):
+            template = "{recipe_dir}/" + template  # relative to the recipe, as repro runs it
+        # A directory is data throughout: its own text is quoted too.
+        cwd = expand_for_shell(template, values, quote=shq_var, literal=shq)
     else:
-        cwd = "$RECIPE_DIR"
-        uses_recipe_dir = True
+        cwd = shq_var(worktree or "$RECIPE_DIR")
+    uses_recipe_dir = any("$RECIPE_DIR" in c for c in [command, *setup, cwd])
     if embeds or uses_recipe_dir:
         out += ["", "# Files from the recipe's directory", 'RECIPE_DIR="$WORK/recipe"']
         dirs = sorted({str(Path(name).parent) for name, _ in embeds} - {"."})
@@ -324,6 +327,8 @@ def plain_script(inp: PlainInputs) -> str:
         )
         for name, text in embeds:
             out += _heredoc(shq_var(f"$RECIPE_DIR/{name}"), text)
+            if inp.recipe_dir is not None and os.access(inp.recipe_dir / name, os.X_OK):
+                out.append(f"chmod +x {shq_var(f'$RECIPE_DIR/{name}')}")
     run_env: dict[str, str] = {"REPRO_THREADS": values["threads"]}
     if inp.switch_interval is not None:
         run_env["REPRO_SWITCH_INTERVAL"] = repr(inp.switch_interval)
@@ -345,7 +350,7 @@ def plain_script(inp: PlainInputs) -> str:
     out += [
         "",
         "# Run the reproducer until TSAN reports the race",
-        f"cd {shq_var(cwd)}",
+        f"cd {cwd}",
         "found=",
         f"for i in $(seq 1 {n}); do",
         f"  {run} > {log} 2>&1 || true",
@@ -360,7 +365,7 @@ def plain_script(inp: PlainInputs) -> str:
     return "\n".join(out) + "\n"
 
 
-_RECIPE_REF = re.compile(r"\$RECIPE_DIR/([^\s'\"`;|&()<>$]+)")
+_RECIPE_REF = re.compile(r"\$RECIPE_DIR\"?/([^\s'\"`;|&()<>$]+)")
 
 
 def _embedded_files(inp: PlainInputs, commands: Sequence[str]) -> list[tuple[str, str]]:

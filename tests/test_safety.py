@@ -1,0 +1,101 @@
+"""Hostile and faulty input: paths, names and values that must stay data, through the real CLI.
+
+A recipe's directory, a target's function name or an environment value is data; none
+of them may become a shell command, a line of the generated script, HTML in a report
+or a secret in a published file. Each test here was seen failing before its fix.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import repro
+
+from repro.report.markdown import PLAIN_MARKER
+
+HOSTILE_DIR = "dir with space;touch PWNED;x"
+
+
+def _plain_script(markdown: str) -> str:
+    """The plain shell script of a Markdown report, as a reader would copy it."""
+    after = markdown.split(PLAIN_MARKER, 1)[1]
+    fence = after.split("\n", 2)[1]
+    assert fence.startswith("```"), fence
+    return after.split(fence + "\n", 1)[1].split("\n```", 1)[0] + "\n"
+
+
+def _flaky_recipe_in(folder: Path, tsan_bin: Path, **reproducer: object) -> Path:
+    """A recipe whose reproducer is a script beside it, running a real racy TSAN program."""
+    folder.mkdir(parents=True)
+    run = folder / "run.sh"
+    run.write_text(f'#!/bin/sh\nexec {tsan_bin / "flaky_race"} "$@"\n')
+    run.chmod(0o755)
+    data = {
+        "name": "hostile",
+        "reproducer": {"command": "{recipe_dir}/run.sh", "timeout": 30, **reproducer},
+        "target": {"functions": ["publish", "poll_result"]},
+    }
+    path = folder / "recipe.yaml"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "reproducer",
+    [
+        {"command": "{recipe_dir}/run.sh"},
+        {"setup": ["cp {recipe_dir}/run.sh {work}/copy.sh"], "command": "{work}/copy.sh"},
+    ],
+    ids=["command", "setup"],
+)
+def test_placeholder_with_shell_metachars_is_quoted(
+    tmp_path: Path, tsan_bin: Path, reproducer: dict[str, object]
+) -> None:
+    """`{recipe_dir}` with a space and a `;`: one word in the command, the setup and the script."""
+    recipe = _flaky_recipe_in(tmp_path / HOSTILE_DIR, tsan_bin, **reproducer)
+    runs = tmp_path / "runs"
+    env = {"REPRO_CACHE_DIR": str(tmp_path / "cache")}  # the setup runs there: look for PWNED
+    res = repro(
+        "stress", str(recipe), "--runs", "20", "--runs-dir", str(runs), cwd=tmp_path, env=env
+    )
+    out = res.stdout + res.stderr
+    assert not list(tmp_path.rglob("PWNED")), out
+    assert "crash" not in out, out
+    assert res.returncode == 0, out  # the race of flaky_race was reproduced
+    (run_dir,) = runs.iterdir()
+
+    # The generated script runs the same commands, quoted the same way.
+    report = repro("report", str(run_dir), env=env)
+    assert report.returncode == 0, report.stderr
+    script = _plain_script(report.stdout)
+    play = tmp_path / "play"
+    play.mkdir()
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=play, capture_output=True, text=True, timeout=300
+    )
+    assert not list(tmp_path.rglob("PWNED")), script
+    assert "race reproduced in run" in done.stdout, done.stdout + done.stderr + script
+
+
+def test_placeholder_values_are_one_shell_word() -> None:
+    """Only the value is quoted: `{work}/x` stays one word, `{{` stays a brace."""
+    from repro.context import expand, expand_for_shell
+
+    values = {"work": "/a b/w'x", "threads": "8", "python": "/usr/bin/python3"}
+    assert expand_for_shell("{work}/compile_string {threads}", values) == (
+        "'/a b/w'\"'\"'x'/compile_string 8"
+    )
+    assert expand_for_shell("{python} -c 'print({{1}})'", values) == (
+        "/usr/bin/python3 -c 'print({1})'"
+    )
+    assert expand("{work}/sub", values) == "/a b/w'x/sub"  # a path, never a shell
+    argv = subprocess.run(
+        ["sh", "-c", "printf '%s\\n' " + expand_for_shell("{work}/c {threads}", values)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert argv == ["/a b/w'x/c", "8"]
