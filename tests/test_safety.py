@@ -8,6 +8,7 @@ or a secret in a published file. Each test here was seen failing before its fix.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -99,3 +100,69 @@ def test_placeholder_values_are_one_shell_word() -> None:
         check=True,
     ).stdout.splitlines()
     assert argv == ["/a b/w'x/c", "8"]
+
+
+HOSTILE_TEXT = "<script>alert(1)</script> <img src=x onerror=alert(2)> <svg/onload=alert(3)>"
+
+
+def _outside_code(markdown: str) -> str:
+    """What a Markdown viewer interprets: the text outside fenced blocks and code spans."""
+    lines, fence = [], ""
+    for line in markdown.splitlines():
+        stripped = line.lstrip()
+        if fence:
+            if stripped.startswith(fence) and not stripped.strip("`"):
+                fence = ""
+            continue
+        if stripped.startswith("```"):
+            fence = "`" * (len(stripped) - len(stripped.lstrip("`")))
+            continue
+        lines.append(line)
+    text = "\n".join(lines)
+    return re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", text)
+
+
+def test_hostile_names_stay_data_in_reproduce_sh_and_markdown(
+    tmp_path: Path, tsan_bin: Path
+) -> None:
+    """A newline in a target function, HTML in a description and a function name."""
+    recipe = _flaky_recipe_in(tmp_path / "r", tsan_bin)
+    data = json.loads(recipe.read_text())
+    data["description"] = HOSTILE_TEXT + " ![pixel](http://example.invalid/t.png)"
+    data["target"]["functions"] = ["publish\ntouch PWNED\n", "<img src=y onerror=alert(4)>"]
+    recipe.write_text(json.dumps(data))
+    runs = tmp_path / "runs"
+    res = repro("stress", str(recipe), "--runs", "2", "--runs-dir", str(runs), cwd=tmp_path)
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    (run_dir,) = runs.iterdir()
+
+    md = repro("report", str(run_dir))
+    assert md.returncode == 0, md.stderr
+    shown = _outside_code(md.stdout)
+    for bad in ("<script", "<img", "<svg", "![pixel]"):
+        assert bad not in shown, shown
+    assert "alert(1)" in shown  # escaped, not dropped
+
+    script = _plain_script(md.stdout)
+    play = tmp_path / "play"
+    play.mkdir()
+    subprocess.run(["bash", "-c", script], cwd=play, capture_output=True, timeout=300)
+    assert not list(tmp_path.rglob("PWNED")), script
+    assert not any(line.startswith("touch PWNED") for line in script.splitlines()), script
+
+
+def test_markdown_text_and_code_spans_cannot_break_out() -> None:
+    from repro.report.markdown import cell, inline, text, url
+
+    assert text("a <- b | std::vector<int>") == "a <- b | std::vector&lt;int>"
+    assert text("x\n# heading [l](u) \\") == "x # heading \\[l\\](u) \\\\"
+    assert inline("a``b") == "``` a``b ```" and inline("`") == "`` ` ``"
+    assert cell(inline("a|b\nc")) == "`a\\|b c`"
+    assert url("javascript:alert(1)") is None
+    assert url("https://h/x) <b>") == "https://h/x%29%20%3Cb%3E"
+
+
+def test_shell_comment_keeps_one_line() -> None:
+    from repro.report.shell import comment
+
+    assert comment("a\nrm -rf ~\r\x1b[2J") == "# a\\nrm -rf ~\\r\\x1b[2J"

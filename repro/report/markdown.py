@@ -7,6 +7,7 @@ often, where, and which commit changed it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,10 +16,38 @@ from repro.report import fmt
 PLAIN_MARKER = "<!-- repro:plain-shell -->"
 
 
-def cell(text: Any) -> str:
-    """A value safe inside a Markdown table cell."""
-    s = "-" if text is None or text == "" else str(text)
-    return s.replace("|", "\\|").replace("\n", " ")
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_URL_UNSAFE = re.compile(r"[^A-Za-z0-9\-._~:/?#@!$&'*+,;=%]")
+
+
+def text(value: Any) -> str:
+    """Outside data (a description, a function name, a commit subject) shown as written.
+
+    Raw HTML (``<script>``, ``<img onerror>``) and link or image syntax would be
+    rendered by a Markdown viewer, so ``<`` before a tag becomes ``&lt;``, brackets
+    and backslashes are escaped, and control characters (a newline that would start
+    a new block) become one space. ``std::vector<int>`` and ``a <- b`` still read the same.
+    """
+    if value is None:
+        return ""
+    s = _CONTROL.sub(" ", str(value)).replace("\\", "\\\\")
+    s = _TAG_START.sub("&lt;", s)
+    return s.replace("[", "\\[").replace("]", "\\]")
+
+
+def url(value: Any) -> str | None:
+    """An http(s) address usable as a link target, or None: no ``javascript:``, no ``)``."""
+    s = str(value or "")
+    if not s.startswith(("https://", "http://")):
+        return None
+    return _URL_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), s)
+
+
+def cell(value: Any) -> str:
+    """Markdown (already escaped) safe inside a table cell: pipes escaped, one line."""
+    s = "-" if value is None or value == "" else str(value)
+    return _CONTROL.sub(" ", s).replace("|", "\\|")
 
 
 def code(text: str, lang: str = "") -> str:
@@ -29,10 +58,12 @@ def code(text: str, lang: str = "") -> str:
     return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
 
 
-def inline(text: Any) -> str:
-    s = str(text)
-    tick = "``" if "`" in s else "`"
-    pad = " " if tick == "``" else ""
+def inline(value: Any) -> str:
+    """A code span: the content is shown literally, whatever backticks it holds."""
+    s = _CONTROL.sub(" ", str(value))
+    longest = max((len(run) for run in re.findall(r"`+", s)), default=0)
+    tick = "`" * (longest + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or longest else ""
     return f"{tick}{pad}{s}{pad}{tick}"
 
 
@@ -49,12 +80,14 @@ def table(header: list[str], rows: list[list[Any]], align: str = "") -> str:
 
 
 def _html_escape(s: str) -> str:
+    s = _CONTROL.sub(" ", s)  # a blank line would end the HTML block and start Markdown
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _commit_link(c: Mapping[str, Any]) -> str:
     label = inline(c.get("label") or c.get("id"))
-    return f"[{label}]({c['url']})" if c.get("url") else label
+    link = url(c.get("url"))
+    return f"[{label}]({link})" if link else label
 
 
 def _summary(doc: Mapping[str, Any]) -> list[str]:
@@ -67,7 +100,7 @@ def _summary(doc: Mapping[str, Any]) -> list[str]:
             rows.append(
                 [
                     f"**{fmt.culprit_label(b)}**",
-                    f"{_commit_link(c)} {cell(c.get('subject') or '')}".strip(),
+                    f"{_commit_link(c)} {text(c.get('subject'))}".strip(),
                 ]
             )
             rng = b.get("culprit_range") or []
@@ -79,13 +112,14 @@ def _summary(doc: Mapping[str, Any]) -> list[str]:
                         + " (the commits between could not be tested)",
                     ]
                 )
-            rows.append(["Author", cell(c.get("author"))])
-            rows.append(["Date", cell(c.get("date"))])
-            if c.get("url"):
-                rows.append(["Link", str(c["url"])])
+            rows.append(["Author", text(c.get("author"))])
+            rows.append(["Date", text(c.get("date"))])
+            link = url(c.get("url"))
+            if link:
+                rows.append(["Link", link])
             rows.append(["Confidence", fmt.confidence(b)])
         elif b.get("failure"):
-            rows.append(["**Bisect failed**", cell(b["failure"])])
+            rows.append(["**Bisect failed**", text(b["failure"])])
         else:
             rows.append(["Culprit", "not found yet"])
         rows.append(["Rate at the racy end", fmt.rate(s)])
@@ -135,12 +169,12 @@ def _summary(doc: Mapping[str, Any]) -> list[str]:
             step_rows.append(
                 [
                     _commit_link(st) + end,
-                    cell(st.get("subject")),
+                    text(st.get("subject")),
                     fmt.build_cell(st),
                     st.get("runs"),
                     st.get("hits"),
                     st.get("other_races"),
-                    cell(st.get("verdict")) + mark,
+                    text(st.get("verdict")) + mark,
                 ]
             )
         out.append(
@@ -160,18 +194,21 @@ def _race(doc: Mapping[str, Any]) -> list[str]:
         return [*out, "No target race is known for this run."]
     if not doc.get("target_seen"):
         out.append(
-            f"The target ({cell(t.get('kind'))} in {inline(t.get('function'))}, as the recipe "
+            f"The target ({text(t.get('kind'))} in {inline(t.get('function'))}, as the recipe "
             "describes it) was not seen in this run."
         )
         return out
     rows = [
-        ["Kind", t.get("kind")],
+        ["Kind", text(t.get("kind"))],
         [
             "Where",
             f"{inline(t.get('function'))}" + (f" in {inline(t['file'])}" if t.get("file") else ""),
         ],
-        ["Signature", f"{inline(t.get('signature'))}: {fmt.top_frames(t.get('top_frames') or [])}"],
-        *([["Location", t["location"]]] if t.get("location") else []),
+        [
+            "Signature",
+            f"{inline(t.get('signature'))}: {text(fmt.top_frames(t.get('top_frames') or []))}",
+        ],
+        *([["Location", text(t["location"])]] if t.get("location") else []),
         ["Seen", f"{t.get('reports')} reports in {t.get('runs')} runs"],
     ]
     out.append(table(["", ""], rows))
@@ -195,8 +232,8 @@ def _others(doc: Mapping[str, Any]) -> list[str]:
     rows = [
         [
             inline(o["signature"]),
-            o.get("kind"),
-            fmt.top_frames(o.get("top_frames") or []),
+            text(o.get("kind")),
+            text(fmt.top_frames(o.get("top_frames") or [])),
             o.get("reports"),
             o.get("runs"),
         ]
@@ -219,7 +256,7 @@ def _environment(doc: Mapping[str, Any]) -> list[str]:
     out = ["## Environment", ""]
     if not env.get("recorded"):
         out += ["_The run did not record its environment; what the recipe says:_", ""]
-    out.append(table(["", ""], [[r[0], r[1]] for r in env.get("rows") or []]))
+    out.append(table(["", ""], [[text(r[0]), text(r[1])] for r in env.get("rows") or []]))
     variables = env.get("variables") or {}
     if variables:
         rows = [[inline(k), inline(v)] for k, v in variables.items()]
@@ -247,7 +284,7 @@ def _reproduce(doc: Mapping[str, Any]) -> list[str]:
             code(str(r["shell"]), "sh"),
         ]
     elif r.get("shell_problem"):
-        out += ["", f"_No plain shell commands: {r['shell_problem']}._"]
+        out += ["", f"_No plain shell commands: {text(r['shell_problem'])}._"]
     if r.get("recipe"):
         out += ["", details("recipe.yaml", code(str(r["recipe"]), "yaml"))]
     return out
@@ -260,7 +297,7 @@ def _suppressions(doc: Mapping[str, Any]) -> list[str]:
     return [
         "## Suggested TSAN suppression (stop-gap only)",
         "",
-        f"> {sup['note']}",
+        f"> {text(sup['note'])}",
         "",
         code(str(sup["text"])),
     ]
@@ -281,21 +318,21 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
 
 
 def _render(doc: Mapping[str, Any]) -> str:
-    out = [f"# {doc['title']}", ""]
+    out = [f"# {text(doc['title'])}", ""]
     status = doc["status"]
     if status.get("message"):
         label = "Partial results." if status.get("partial") else "No answer."
-        out += [f"> **{label}** {status['message']}", ""]
+        out += [f"> **{label}** {text(status['message'])}", ""]
     run = doc.get("run") or {}
     if run.get("description"):
-        out += [f"_{run['description']}_", ""]
+        out += [f"_{text(run['description'])}_", ""]
     for section in (_summary, _race, _others, _environment, _reproduce, _suppressions):
         lines = section(doc)
         if lines:
             out += [*lines, ""]
     out += [
         "---",
-        f"<sub>Generated by {doc['generator']} from the {doc['kind']} run directory "
-        f"`{run.get('name')}` (report schema {doc['schema_version']}).</sub>",
+        f"<sub>Generated by {text(doc['generator'])} from the {text(doc['kind'])} run directory "
+        f"{inline(run.get('name'))} (report schema {text(doc['schema_version'])}).</sub>",
     ]
     return "\n".join(out) + "\n"

@@ -50,6 +50,15 @@ def shq_var(value: str) -> str:
     return f'"{esc}"'
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def comment(text: str) -> str:
+    """A comment line whatever the text holds: a newline in a name must not start a command."""
+    return "# " + _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
 def loop_runs(hits: int, runs: int, rate_lo: float) -> int:
     """Runs the plain loop allows: enough to see the race with 99.9% at the low rate."""
     if hits <= 0 or rate_lo <= 0.0:
@@ -84,6 +93,10 @@ def target_greps(recipe: Recipe, log: str) -> list[str]:
         conds.append(f"grep -qE {shq('#[0-9]+ [^ ]*' + _glob_to_ere(fn))} {log}")
     for f in t.files:
         conds.append(f"grep -qE {shq('#[0-9]+ .*' + _glob_to_ere(f.lstrip('/')) + ':[0-9]')} {log}")
+    if any(_CONTROL.search(p) for p in (*t.functions, *t.files)):
+        # No frame line holds a newline, so repro never matches such a pattern; grep
+        # would read each line of it as a pattern of its own (an empty one matches all).
+        conds = ["false"]
     return conds
 
 
@@ -118,6 +131,8 @@ def _export(name: str, value: str, refs: frozenset[str] = frozenset()) -> str:
     Values are literal (the runner does not expand them) except for the names in
     ``refs``, whose values are the script's own ``$VARIABLES``.
     """
+    if not _NAME.fullmatch(name):
+        return comment(f"not exported: {name!r} is not a shell variable name")
     if looks_secret(name):
         return f'export {name}="${{{name}:-}}"  # redacted from the report: set it yourself'
     return f"export {name}={shq_var(value) if name in refs else shq(value)}"
@@ -180,36 +195,37 @@ def _cpython_lines(inp: PlainInputs, out: list[str]) -> str | None:
         fetch = [
             f"[ -d {src_dir} ] || git clone {shq(spec.git)} {src_dir}",
             f"cd {src_dir}",
-            f"git checkout -q --detach {inp.python_commit}",
+            f"git checkout -q --detach {shq(inp.python_commit)}",
             "git clean -qfdx && git checkout -q .",
         ]
     else:
         version = inp.python_version or spec.version or "3.13.5"
         tarball = f"Python-{version}.tar.xz"
         what = f"CPython {version} from the release tarball"
-        fetch = [
-            f"[ -f {tarball} ] || curl -fLO https://www.python.org/ftp/python/{version}/{tarball}",
-        ]
+        url = f"https://www.python.org/ftp/python/{version}/{tarball}"
+        fetch = [f"[ -f {shq(tarball)} ] || curl -fLO {shq(url)}"]
         if inp.tarball_sha256:
-            fetch.append(f'echo "{inp.tarball_sha256}  {tarball}" | sha256sum -c -')
-        src_dir = f"Python-{version}"
-        fetch += [f"rm -rf {src_dir} && tar xf {tarball}", f"cd {src_dir}"]
+            fetch.append(f"echo {shq(f'{inp.tarball_sha256}  {tarball}')} | sha256sum -c -")
+        src_dir = shq(f"Python-{version}")
+        fetch += [f"rm -rf {src_dir} && tar xf {shq(tarball)}", f"cd {src_dir}"]
     flags = ["free-threaded" if spec.free_threading else "with the GIL"]
     if spec.tsan:
         flags.append("TSAN")
     if spec.debug:
         flags.append("debug")
-    out.append(f"# 1. {what} ({', '.join(flags)}), built with {spec.compiler}")
+    out.append(comment(f"1. {what} ({', '.join(flags)}), built with {spec.compiler}"))
     for patch in inp.patches:
         if patch.get("text"):
-            out.append(f"# the patch applied to CPython (sha256 {patch.get('sha256')})")
+            out.append(comment(f"the patch applied to CPython (sha256 {patch.get('sha256')})"))
             out += _heredoc(shq_var(f"$WORK/{patch['name']}"), str(patch["text"]))
     out += fetch
     for patch in inp.patches:
         if patch.get("text"):
             out.append(f"patch -p1 < {shq_var('$WORK/' + str(patch['name']))}")
         else:
-            out.append(f"# apply {patch.get('name')} (sha256 {patch.get('sha256')}) with patch -p1")
+            out.append(
+                comment(f"apply {patch.get('name')} (sha256 {patch.get('sha256')}) with patch -p1")
+            )
     out += [
         configure,
         'make -j"$(nproc)"',
@@ -234,14 +250,14 @@ def _extension_lines(inp: PlainInputs, out: list[str], python: str | None, step:
     sha = inp.ext_sha or ext.ref
     out += [
         "",
-        f"# {step}. {name} at {inp.ext_label or sha[:12]}, built with TSAN",
+        comment(f"{step}. {name} at {inp.ext_label or sha[:12]}, built with TSAN"),
     ]
     if "://" not in repo and not repo.startswith("git@"):
         out.append("#    (the reporter's local clone: use the project's public URL instead)")
     out += [
         f"[ -d {name} ] || git clone -q {shq(repo)} {name}",
         f"cd {name}",
-        f"git checkout -q --detach {sha}",
+        f"git checkout -q --detach {shq(sha)}",
     ]
     env: dict[str, str] = {}
     if python is not None:
@@ -270,7 +286,7 @@ def _extension_lines(inp: PlainInputs, out: list[str], python: str | None, step:
             continue
         when = f"before {rng.before}" if rng.before else f"since {rng.since}"
         assigns = " ".join(f"{k}={shq(v)}" for k, v in rng.env.items())
-        conditional.append(f"# for commits {when} also: export {assigns}")
+        conditional.append(comment(f"for commits {when} also: export {assigns}"))
     refs = frozenset({"PYO3_PYTHON"} - set(ext.env))
     out += [_export(k, env[k], refs) for k in sorted(env)]
     out += conditional
@@ -283,7 +299,7 @@ def plain_script(inp: PlainInputs) -> str:
     """A bash script that builds everything with TSAN and runs the reproducer in a loop."""
     r = inp.recipe
     out = [
-        f"# Reproduce without repro: {inp.title}",
+        comment(f"Reproduce without repro: {inp.title}"),
         "# Needs git, make, a C compiler with TSAN (gcc or clang)"
         + (", cargo" if r.extension and r.extension.sanitize == "rust" else "")
         + ". Save as reproduce.sh, run: bash reproduce.sh",
@@ -409,13 +425,13 @@ def repro_commands(kind: str, meta: Mapping[str, Any], runs: int) -> list[tuple[
     if kind == "stress":
         ctx = meta.get("context") or {}
         sha = (ctx.get("extension") or {}).get("sha")
-        ref = f" --ref {sha}" if sha else ""
+        ref = f" --ref {shq(str(sha))}" if sha else ""
         cmds.append(("measure the rate", f"repro stress recipe.yaml{ref} --runs {runs}{extra}"))
         return cmds
     positions = meta.get("positions") or []
     if meta.get("side") == "versions":
         versions = meta.get("versions") or [p.get("id") for p in positions]
-        rng = f"--versions {','.join(str(v) for v in versions)}"
+        rng = f"--versions {shq(','.join(str(v) for v in versions))}"
     else:
         other = "--fixed" if meta.get("find", "fix") == "fix" else "--clean"
         rng = f"--racy {shq(str(meta.get('racy')))} {other} {shq(str(meta.get('clean')))}"
@@ -434,7 +450,7 @@ def repro_commands(kind: str, meta: Mapping[str, Any], runs: int) -> list[tuple[
         cmds.append(
             (
                 "measure the rate at the racy end",
-                f"repro stress recipe.yaml --ref {racy} --runs {runs}{extra}",
+                f"repro stress recipe.yaml --ref {shq(str(racy))} --runs {runs}{extra}",
             )
         )
     return cmds
