@@ -166,3 +166,45 @@ def test_shell_comment_keeps_one_line() -> None:
     from repro.report.shell import comment
 
     assert comment("a\nrm -rf ~\r\x1b[2J") == "# a\\nrm -rf ~\\r\\x1b[2J"
+
+
+# Made-up credentials in their providers' shapes.
+GH_PAT = "ghp_" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBa"
+AWS_ID = "AKIA" + "Q3EXAMPLEK7EXAMPL"[:16]
+PEM_BODY = "MIIEowIBAAKCAQEAexamplekeybody"
+
+
+def test_secrets_by_shape_and_flow_set_stay_out_of_every_report(
+    tmp_path: Path, tsan_bin: Path
+) -> None:
+    """`--set 'reproducer.env={GH_TOKEN: …}'` and token-shaped values under innocent names."""
+    recipe = _flaky_recipe_in(tmp_path / "r", tsan_bin)
+    data = json.loads(recipe.read_text())
+    data["reproducer"]["env"] = {
+        "PLAIN_SETTING": GH_PAT,
+        "OTHER_SETTING": AWS_ID,
+        "DEPLOY_MATERIAL": f"-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n"
+        "-----END RSA PRIVATE KEY-----",
+    }
+    recipe.write_text(json.dumps(data))
+    runs = tmp_path / "runs"
+    flow_secret = "flow-form-secret-0006"
+    res = repro(
+        "stress", str(recipe), "--runs", "2", "--runs-dir", str(runs),
+        "--set", f"reproducer.env={{GH_TOKEN: {flow_secret}, PLAIN_SETTING: {GH_PAT}}}",
+        "--report", str(tmp_path / "end.md"), cwd=tmp_path,
+        env={"CARGO_PLAIN_SETTING": GH_PAT},  # recorded in the run's environment
+    )  # fmt: skip
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    (run_dir,) = runs.iterdir()
+    outputs = {"end.md": (tmp_path / "end.md").read_text()}
+    for fmt in ("markdown", "json", "html"):
+        rep = repro("report", str(run_dir), "--format", fmt)
+        assert rep.returncode == 0, rep.stderr
+        outputs[fmt] = rep.stdout
+    meta = json.loads((run_dir / "meta.json").read_text())
+    outputs["meta.json environment"] = json.dumps(meta["environment"])
+    for name, text in outputs.items():
+        for secret in (flow_secret, GH_PAT, AWS_ID, PEM_BODY):
+            assert secret not in text, (name, secret)
+    assert "GH_TOKEN" in outputs["markdown"]  # the --set item is still shown, its value is not

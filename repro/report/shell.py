@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro.environment import _home_dirs, looks_secret
 from repro.recipe import Recipe
+from repro.redact import home_dirs, looks_secret
 from repro.stats import clean_runs_needed
 
 PLAIN_OK = "race reproduced in run"
@@ -33,7 +33,7 @@ _MAX_EMBED = 64_000
 
 def shq(value: str) -> str:
     """Quote for sh; the home directory becomes ``$HOME`` so the value stays valid."""
-    homes = _home_dirs()
+    homes = home_dirs()
     if _SAFE.fullmatch(value) and not any(value.startswith(h) for h in homes):
         return value
     esc = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
