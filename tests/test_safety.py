@@ -142,6 +142,10 @@ def test_hostile_names_stay_data_in_reproduce_sh_and_markdown(
     for bad in ("<script", "<img", "<svg", "![pixel]"):
         assert bad not in shown, shown
     assert "alert(1)" in shown  # escaped, not dropped
+    html = repro("report", str(run_dir), "--format", "html")
+    assert html.returncode == 0, html.stderr
+    for bad in ("<script>alert", "<img src=x onerror", "<svg/onload", "<img src=y onerror"):
+        assert bad not in html.stdout
 
     script = _plain_script(md.stdout)
     play = tmp_path / "play"
