@@ -10,6 +10,7 @@ the answer has been printed and stays in the run directory: say so, and carry on
 from __future__ import annotations
 
 import errno
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -91,7 +92,7 @@ def write_outputs(
     if json_out is not None:
         try:
             json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json_text, encoding="utf-8")
+            json_out.write_text(_without_secrets(json_text), encoding="utf-8")
         except OSError as exc:
             ok = False
             _say_lost(console, "--json-out", json_out, exc, run_dir)
@@ -106,6 +107,13 @@ def write_outputs(
         else:
             Console().print(f"report: {report}", highlight=False)
     return ok
+
+
+def _without_secrets(json_text: str) -> str:
+    """The JSON with secrets redacted as data (paths kept: programs read this file)."""
+    from repro.redact import redact
+
+    return json.dumps(redact(json.loads(json_text), keep_paths=True), indent=2) + "\n"
 
 
 def _say_lost(console: Console, option: str, path: Path, exc: OSError, run_dir: Path) -> None:

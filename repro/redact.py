@@ -138,16 +138,17 @@ def _redact_text(text: str, homes: Sequence[str], secrets: Sequence[str]) -> str
     return text
 
 
-def redact(value: Any) -> Any:
+def redact(value: Any, *, keep_paths: bool = False) -> Any:
     """A copy safe to publish: secrets replaced, the home directory shown as ``~``.
 
     Strings are scrubbed of the values of this process's secret-looking variables,
     of credentials recognisable by their shape, of values written next to a
     secret-looking name and of credentials in URLs; mappings also lose the values of
     secret-looking keys. Applied to everything a report prints, since a run directory
-    may hold text from anywhere (logs, recipes, ``--set`` items).
+    may hold text from anywhere (logs, recipes, ``--set`` items). ``keep_paths``
+    leaves paths as they are, for output that programs read (``--json-out``).
     """
-    return _redact(value, home_dirs(), _secret_values())
+    return _redact(value, [] if keep_paths else home_dirs(), _secret_values())
 
 
 def _redact(value: Any, homes: Sequence[str], secrets: Sequence[str]) -> Any:

@@ -190,18 +190,20 @@ def test_secrets_by_shape_and_flow_set_stay_out_of_every_report(
         "DEPLOY_MATERIAL": f"-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n"
         "-----END RSA PRIVATE KEY-----",
     }
+    data["reproducer"]["command"] = f"PLAIN={GH_PAT} {{recipe_dir}}/run.sh"  # in the summary
     recipe.write_text(json.dumps(data))
     runs = tmp_path / "runs"
     flow_secret = "flow-form-secret-0006"
     res = repro(
         "stress", str(recipe), "--runs", "2", "--runs-dir", str(runs),
         "--set", f"reproducer.env={{GH_TOKEN: {flow_secret}, PLAIN_SETTING: {GH_PAT}}}",
-        "--report", str(tmp_path / "end.md"), cwd=tmp_path,
+        "--report", str(tmp_path / "end.md"), "--json-out", str(tmp_path / "out.json"),
+        cwd=tmp_path,
         env={"CARGO_PLAIN_SETTING": GH_PAT},  # recorded in the run's environment
     )  # fmt: skip
     assert res.returncode in (0, 1), res.stdout + res.stderr
     (run_dir,) = runs.iterdir()
-    outputs = {"end.md": (tmp_path / "end.md").read_text()}
+    outputs = {name: (tmp_path / name).read_text() for name in ("end.md", "out.json")}
     for fmt in ("markdown", "json", "html"):
         rep = repro("report", str(run_dir), "--format", fmt)
         assert rep.returncode == 0, rep.stderr
