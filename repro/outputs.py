@@ -9,6 +9,7 @@ the answer has been printed and stays in the run directory: say so, and carry on
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -34,6 +35,7 @@ def check_output_file(path: Path, option: str) -> None:
     if path.is_dir():
         raise ReproError(f"{option} {path}: is a directory (give a file name)")
     existed = path.exists()
+    made = [p for p in path.parents if not p.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8"):
@@ -42,10 +44,16 @@ def check_output_file(path: Path, option: str) -> None:
         raise ReproError(f"{option} {path}: cannot write there: {_why(exc)}") from None
     if not existed:
         path.unlink(missing_ok=True)
+    _remove_empty(made)
 
 
 def check_writable_dir(path: Path, what: str) -> None:
-    """``path`` is (or can be made) a directory where files can be created."""
+    """``path`` is (or can be made) a directory where files can be created.
+
+    Directories made for the test are removed again: a command that then fails on
+    its recipe leaves nothing behind.
+    """
+    made = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".repro-write-test-", dir=path)
@@ -55,6 +63,14 @@ def check_writable_dir(path: Path, what: str) -> None:
         raise ReproError(f"{what} {path}: exists and is not a directory") from None
     except OSError as exc:
         raise ReproError(f"{what} {path}: cannot write there: {_why(exc)}") from None
+    _remove_empty(made)
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """The directories a check made, deepest first; one that is in use now stays."""
+    for folder in made:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def check_outputs(

@@ -162,3 +162,14 @@ def test_bisect_prints_its_culprit_when_json_out_fails_at_the_end(
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert str(run_dir) in res.stderr
     assert json.loads((run_dir / "summary.json").read_text())["culprit"]["subject"] == FIX_SUBJECT
+
+
+def test_output_checks_leave_nothing_behind(tmp_path: Path) -> None:
+    from repro.outputs import check_outputs
+
+    check_outputs(
+        json_out=tmp_path / "a" / "out.json",
+        report=tmp_path / "b" / "c" / "r.md",
+        runs_dir=tmp_path / "d" / "runs",
+    )
+    assert list(tmp_path.iterdir()) == []
