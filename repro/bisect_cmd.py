@@ -911,11 +911,8 @@ def _write_outputs(
     run.rundir.write_meta(meta)
     run.runlog.write_signatures()
     run.rundir.write("summary.json", result)
-    if opts.json_out:
-        opts.json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    if opts.report:
-        from repro.report import write_report
+    from repro.outputs import write_outputs
 
-        write_report(run.rundir.path, opts.report)
-        run.console.print(f"report: {opts.report}", highlight=False)
+    text = json.dumps(result, indent=2) + "\n"
+    write_outputs(run.rundir.path, text, opts.json_out, opts.report)
     return result

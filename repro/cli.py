@@ -19,6 +19,7 @@ from rich.live import Live
 
 from repro import __version__
 from repro.errors import ReproError
+from repro.outputs import check_outputs
 
 app = typer.Typer(
     name="repro",
@@ -173,6 +174,7 @@ def stress(
         sets=tuple(set_ or ()),
         keep_going=keep_going,
     )
+    check_outputs(json_out=json_out, report=report, runs_dir=runs_dir, resume=resume)
     code = run_stress(opts, console, err_console, Live)
     raise typer.Exit(code)
 
@@ -222,6 +224,7 @@ def amplify(
     from repro.amplify_cmd import run_amplify, settings_from
 
     settings = settings_from(os.cpu_count() or 1, threads, switch_interval, taskset, jobs)
+    check_outputs(runs_dir=runs_dir)
     code, _ = run_amplify(
         recipe, settings, runs, runs_dir, console, repo=repo, sets=tuple(set_ or ())
     )
@@ -304,6 +307,7 @@ def bisect(
         keep_going=keep_going,
         plan=plan,
     )
+    check_outputs(json_out=json_out, report=report, runs_dir=runs_dir, resume=resume)
     raise typer.Exit(run_bisect(opts, console))
 
 
@@ -331,21 +335,49 @@ def main(argv: list[str] | None = None) -> Any:
     try:
         return app(argv if argv is not None else sys.argv[1:], standalone_mode=True)
     except ReproError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        _error(str(exc))
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # a bug in repro: say so in one line, keep the details
-        import traceback
+    except Exception as exc:
+        from repro.outputs import environment_fault
 
-        from repro.paths import cache_dir
-
-        where = cache_dir() / "last-error.txt"
-        where.write_text(traceback.format_exc(), encoding="utf-8")
-        err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
-            f"This is a bug in repro; the details are in {where}",
-            highlight=False,
-        )
+        fault = environment_fault(exc)
+        if fault is not None:  # the user's files or disk, not a bug: say what and where
+            _error(fault)
+            sys.exit(2)
+        _internal_error(exc)
         sys.exit(3)
+
+
+def _error(message: str) -> None:
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+
+
+def _internal_error(exc: Exception) -> None:
+    """A bug in repro: one line, and the traceback kept where the user can send it."""
+    import tempfile
+    import traceback
+
+    from rich.markup import escape
+
+    from repro.paths import cache_dir
+
+    details = traceback.format_exc()
+    where: Path | None = None
+    for folder in (cache_dir, lambda: Path(tempfile.gettempdir())):
+        try:
+            where = folder() / "last-error.txt"
+            where.write_text(details, encoding="utf-8")
+            break
+        except (OSError, ReproError):
+            where = None
+    kept = f"the details are in {where}" if where else "the details could not be saved"
+    err_console.print(
+        f"[bold red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')}\n"
+        f"This is a bug in repro; {escape(kept)}",
+        highlight=False,
+    )

@@ -25,16 +25,11 @@ from typing import Any
 from repro.host.compilers import compiler_version, find_clang, rustc_info
 from repro.host.setarch import mmap_rnd_bits
 from repro.host.symbolizer import find_symbolizers
+from repro.redact import REDACTED as REDACTED
+from repro.redact import looks_secret as looks_secret
+from repro.redact import redact as redact
 
-REDACTED = "<redacted>"
 SCHEMA = 1
-
-# Names containing one of these are secret wherever they appear (GITHUB_TOKEN,
-# CARGO_REGISTRY_TOKEN, AWS_SECRET_ACCESS_KEY, PGPASSWORD, ...).
-_SECRET_SUBSTRINGS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
-# These only as a whole word of the name, so that PWD, AUTHOR or KEYBOARD are not
-# caught, while API_KEY, SSH_KEY, DB_PASS and AUTH are.
-_SECRET_PARTS = ("KEY", "PASS", "AUTH", "COOKIE", "SESSION", "PRIVATE")
 
 # The variables that change how a race is built or shows, by exact name or prefix.
 _ENV_EXACT = (
@@ -55,89 +50,6 @@ _ENV_EXACT = (
 _ENV_PREFIXES = ("PYTHON", "CARGO", "RUST", "PYO3", "REPRO_")
 
 _MAX_PATCH_CHARS = 64_000
-
-
-# --- redaction --------------------------------------------------------------------------
-
-
-def looks_secret(name: str) -> bool:
-    """Whether a variable or field name suggests its value is a credential."""
-    upper = name.upper()
-    if any(s in upper for s in _SECRET_SUBSTRINGS):
-        return True
-    parts = [p for p in re.split(r"[^A-Z0-9]+", upper) if p]
-    return any(p in _SECRET_PARTS or (p.endswith("KEY") and len(p) > 3) for p in parts)
-
-
-def _home_dirs() -> list[str]:
-    homes = []
-    for h in (os.environ.get("HOME"), str(Path.home())):
-        if h and h != "/" and len(h) > 1:
-            homes.append(h.rstrip("/"))
-            real = os.path.realpath(h).rstrip("/")
-            if real != h:
-                homes.append(real)
-    # Longest first, so /home/ada/link is not half-replaced by /home/ada.
-    return sorted(set(homes), key=len, reverse=True)
-
-
-def _secret_values() -> list[str]:
-    """Values of secret-looking variables of this process, to scrub them from any text."""
-    vals = {v for k, v in os.environ.items() if looks_secret(k) and len(v) >= 6}
-    return sorted(vals, key=len, reverse=True)
-
-
-_ASSIGN = re.compile(r"(?<![A-Za-z0-9_])([A-Za-z_][A-Za-z0-9_]*)(=|: )(\"[^\"]*\"|'[^']*'|\S+)")
-_URL_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
-
-
-def _redact_text(text: str, homes: Sequence[str], secrets: Sequence[str]) -> str:
-    for value in secrets:
-        text = text.replace(value, REDACTED)
-
-    def assign(m: re.Match[str]) -> str:
-        name, sep, value = m.group(1), m.group(2), m.group(3)
-        if sep == ": " and not name.isupper():
-            return m.group(0)
-        if value.strip("\"'").startswith("$"):
-            return m.group(0)  # a reference to a variable (a shell script's), not a value
-        if looks_secret(name) and value != REDACTED:
-            return f"{name}{sep}{REDACTED}"
-        return m.group(0)
-
-    text = _ASSIGN.sub(assign, text)
-    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
-    for home in homes:
-        text = re.sub(re.escape(home) + r"(?=/|$|[\s\"'`:;,)\]}])", "~", text)
-    return text
-
-
-def redact(value: Any) -> Any:
-    """A copy safe to publish: secrets replaced, the home directory shown as ``~``.
-
-    Strings are scrubbed of the values of this process's secret-looking variables,
-    of ``NAME=value`` assignments to secret-looking names and of credentials in URLs;
-    mappings also lose the values of secret-looking keys. Applied to everything a
-    report prints, since a run directory may hold text from anywhere (logs, recipes).
-    """
-    return _redact(value, _home_dirs(), _secret_values())
-
-
-def _redact(value: Any, homes: Sequence[str], secrets: Sequence[str]) -> Any:
-    if isinstance(value, str):
-        return _redact_text(value, homes, secrets)
-    if isinstance(value, Mapping):
-        out: dict[Any, Any] = {}
-        for k, v in value.items():
-            key = _redact_text(k, homes, secrets) if isinstance(k, str) else k
-            if isinstance(k, str) and looks_secret(k) and not isinstance(v, Mapping | list):
-                out[key] = REDACTED if v not in (None, "") else v
-            else:
-                out[key] = _redact(v, homes, secrets)
-        return out
-    if isinstance(value, list | tuple):
-        return [_redact(v, homes, secrets) for v in value]
-    return value
 
 
 def relevant_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:

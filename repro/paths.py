@@ -12,11 +12,20 @@ from pathlib import Path
 
 import platformdirs
 
+from repro.errors import ReproError
+
 
 def cache_dir() -> Path:
+    """The cache directory, made if needed; a ReproError saying what is wrong with it."""
     env = os.environ.get("REPRO_CACHE_DIR")
     base = Path(env) if env else Path(platformdirs.user_cache_dir("repro"))
-    base.mkdir(parents=True, exist_ok=True)
+    where = f"REPRO_CACHE_DIR={base}" if env else f"the cache directory {base}"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ReproError(f"{where}: exists and is not a directory") from None
+    except OSError as exc:
+        raise ReproError(f"{where}: cannot create it: {exc.strerror or exc}") from None
     return base
 
 

@@ -180,13 +180,9 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
     print_summary(console, summary, str(rundir.path))
     if interrupted:
         console.print(f"interrupted: resume with  repro stress --resume {rundir.path}")
-    if opts.json_out:
-        opts.json_out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if opts.report:
-        from repro.report import write_report
+    from repro.outputs import write_outputs
 
-        write_report(rundir.path, opts.report)
-        console.print(f"report: {opts.report}")
+    write_outputs(rundir.path, json.dumps(summary, indent=2) + "\n", opts.json_out, opts.report)
     if interrupted:
         return 130
     if state.stopped_by is not None:

@@ -224,9 +224,9 @@ def test_plain_script_for_cpython_and_rust(tmp_path: Path) -> None:
     assert "int main(void) { return 0; }" in lines
     assert 'mkdir -p "$RECIPE_DIR" "$RECIPE_DIR/c"' in lines
     setup = lines.index('mkdir -p "$WORK/setup" && cd "$WORK/setup"')
-    assert lines[setup + 1] == "cc -o tool $RECIPE_DIR/c/tool.c $($PYTHON-config --cflags)"
+    assert lines[setup + 1] == 'cc -o tool "$RECIPE_DIR"/c/tool.c $("$PYTHON"-config --cflags)'
     assert (
-        "  timeout 60 $PYTHON $RECIPE_DIR/hash_race.py --threads 8 --tool $WORK/setup/tool"
+        '  timeout 60 "$PYTHON" "$RECIPE_DIR"/hash_race.py --threads 8 --tool "$WORK/setup"/tool'
         ' > "$WORK/run.log" 2>&1 || true'
     ) in lines
     assert 'cd "$WORK/pyo3"' in lines

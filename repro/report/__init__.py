@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from repro.environment import redact
 from repro.errors import ReproError
+from repro.redact import redact
 
 FORMATS = ("markdown", "json", "html")
 _SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".json": "json", ".html": "html"}

@@ -48,10 +48,38 @@ class _Opts:
     target_lines: int | None = None
 
 
-def cell(text: Any) -> str:
-    """A value safe inside a Markdown table cell."""
-    s = "-" if text is None or text == "" else str(text)
-    return s.replace("|", "\\|").replace("\n", " ")
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_URL_UNSAFE = re.compile(r"[^A-Za-z0-9\-._~:/?#@!$&'*+,;=%]")
+
+
+def text(value: Any) -> str:
+    """Outside data (a description, a function name, a commit subject) shown as written.
+
+    Raw HTML (``<script>``, ``<img onerror>``) and link or image syntax would be
+    rendered by a Markdown viewer, so ``<`` before a tag becomes ``&lt;``, brackets
+    and backslashes are escaped, and control characters (a newline that would start
+    a new block) become one space. ``std::vector<int>`` and ``a <- b`` still read the same.
+    """
+    if value is None:
+        return ""
+    s = _CONTROL.sub(" ", str(value)).replace("\\", "\\\\")
+    s = _TAG_START.sub("&lt;", s)
+    return s.replace("[", "\\[").replace("]", "\\]")
+
+
+def url(value: Any) -> str | None:
+    """An http(s) address usable as a link target, or None: no ``javascript:``, no ``)``."""
+    s = str(value or "")
+    if not s.startswith(("https://", "http://")):
+        return None
+    return _URL_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), s)
+
+
+def cell(value: Any) -> str:
+    """Markdown (already escaped) safe inside a table cell: pipes escaped, one line."""
+    s = "-" if value is None or value == "" else str(value)
+    return _CONTROL.sub(" ", s).replace("|", "\\|")
 
 
 def code(text: str, lang: str = "") -> str:
@@ -62,10 +90,12 @@ def code(text: str, lang: str = "") -> str:
     return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
 
 
-def inline(text: Any) -> str:
-    s = str(text)
-    tick = "``" if "`" in s else "`"
-    pad = " " if tick == "``" else ""
+def inline(value: Any) -> str:
+    """A code span: the content is shown literally, whatever backticks it holds."""
+    s = _CONTROL.sub(" ", str(value))
+    longest = max((len(run) for run in re.findall(r"`+", s)), default=0)
+    tick = "`" * (longest + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or longest else ""
     return f"{tick}{pad}{s}{pad}{tick}"
 
 
@@ -82,12 +112,14 @@ def table(header: list[str], rows: list[list[Any]], align: str = "") -> str:
 
 
 def _html_escape(s: str) -> str:
+    s = _CONTROL.sub(" ", s)  # a blank line would end the HTML block and start Markdown
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _commit_link(c: Mapping[str, Any]) -> str:
     label = inline(c.get("label") or c.get("id"))
-    return f"[{label}]({c['url']})" if c.get("url") else label
+    link = url(c.get("url"))
+    return f"[{label}]({link})" if link else label
 
 
 def _summary(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
@@ -100,7 +132,7 @@ def _summary(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
             rows.append(
                 [
                     f"**{fmt.culprit_label(b)}**",
-                    f"{_commit_link(c)} {cell(c.get('subject') or '')}".strip(),
+                    f"{_commit_link(c)} {text(c.get('subject'))}".strip(),
                 ]
             )
             rng = b.get("culprit_range") or []
@@ -112,13 +144,14 @@ def _summary(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
                         + " (the commits between could not be tested)",
                     ]
                 )
-            rows.append(["Author", cell(c.get("author"))])
-            rows.append(["Date", cell(c.get("date"))])
-            if c.get("url"):
-                rows.append(["Link", str(c["url"])])
+            rows.append(["Author", text(c.get("author"))])
+            rows.append(["Date", text(c.get("date"))])
+            link = url(c.get("url"))
+            if link:
+                rows.append(["Link", link])
             rows.append(["Confidence", fmt.confidence(b)])
         elif b.get("failure"):
-            rows.append(["**Bisect failed**", cell(b["failure"])])
+            rows.append(["**Bisect failed**", text(b["failure"])])
         else:
             rows.append(["Culprit", "not found yet"])
         rows.append(["Rate at the racy end", fmt.rate(s)])
@@ -168,12 +201,12 @@ def _summary(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
             step_rows.append(
                 [
                     _commit_link(st) + end,
-                    cell(st.get("subject")),
+                    text(st.get("subject")),
                     fmt.build_cell(st),
                     st.get("runs"),
                     st.get("hits"),
                     st.get("other_races"),
-                    cell(st.get("verdict")) + mark,
+                    text(st.get("verdict")) + mark,
                 ]
             )
         out.append(
@@ -193,18 +226,21 @@ def _race(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
         return [*out, "No target race is known for this run."]
     if not doc.get("target_seen"):
         out.append(
-            f"The target ({cell(t.get('kind'))} in {inline(t.get('function'))}, as the recipe "
+            f"The target ({text(t.get('kind'))} in {inline(t.get('function'))}, as the recipe "
             "describes it) was not seen in this run."
         )
         return out
     rows = [
-        ["Kind", t.get("kind")],
+        ["Kind", text(t.get("kind"))],
         [
             "Where",
             f"{inline(t.get('function'))}" + (f" in {inline(t['file'])}" if t.get("file") else ""),
         ],
-        ["Signature", f"{inline(t.get('signature'))}: {fmt.top_frames(t.get('top_frames') or [])}"],
-        *([["Location", t["location"]]] if t.get("location") else []),
+        [
+            "Signature",
+            f"{inline(t.get('signature'))}: {text(fmt.top_frames(t.get('top_frames') or []))}",
+        ],
+        *([["Location", text(t["location"])]] if t.get("location") else []),
         ["Seen", f"{t.get('reports')} reports in {t.get('runs')} runs"],
     ]
     out.append(table(["", ""], rows))
@@ -251,7 +287,7 @@ def _others(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
             continue
         row = [
             inline(o["signature"]),
-            o.get("kind"),
+            text(o.get("kind")),
             _frames_cell(o.get("top_frames") or []),
             o.get("reports"),
             o.get("runs"),
@@ -311,7 +347,7 @@ def _environment(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
     out = ["## Environment", ""]
     if not env.get("recorded"):
         out += ["_The run did not record its environment; what the recipe says:_", ""]
-    out.append(table(["", ""], [[r[0], r[1]] for r in env.get("rows") or []]))
+    out.append(table(["", ""], [[text(r[0]), text(r[1])] for r in env.get("rows") or []]))
     variables = env.get("variables") or {}
     if variables and "variables" not in opts.cut:
         rows = [[inline(k), inline(v)] for k, v in variables.items()]
@@ -342,7 +378,7 @@ def _reproduce(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
             code(str(r["shell"]), "sh"),
         ]
     elif r.get("shell_problem"):
-        out += ["", f"_No plain shell commands: {r['shell_problem']}._"]
+        out += ["", f"_No plain shell commands: {text(r['shell_problem'])}._"]
     if r.get("recipe") and "recipe" not in opts.cut:
         out += ["", details("recipe.yaml", code(str(r["recipe"]), "yaml"))]
     return out
@@ -355,7 +391,7 @@ def _suppressions(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
     return [
         "## Suggested TSAN suppression (stop-gap only)",
         "",
-        f"> {sup['note']}",
+        f"> {text(sup['note'])}",
         "",
         code(str(sup["text"])),
     ]
@@ -431,7 +467,7 @@ def render_other_races(doc: Mapping[str, Any]) -> str | None:
     run = (doc.get("run") or {}).get("name")
     py_tsan = python_tsan(doc)
     out = [
-        f"# Other races: {doc['title']}",
+        f"# Other races: {text(doc['title'])}",
         "",
         f"The TSAN reports of {len(others)} of the {total} races other than the target, "
         f"most frequent first, from the run directory {inline(run)} (runtime frames hidden, "
@@ -441,7 +477,7 @@ def render_other_races(doc: Mapping[str, Any]) -> str | None:
         top = fmt.top_frames(o.get("top_frames") or [])
         out += [
             "",
-            f"## {inline(o['signature'])} {o.get('kind')}",
+            f"## {inline(o['signature'])} {text(o.get('kind'))}",
             "",
             f"{_html_escape(top)}; {o.get('reports')} reports in {o.get('runs')} runs"
             + (f"; log {inline(o['example_log'])}" if o.get("example_log") else "")
@@ -455,14 +491,14 @@ def render_other_races(doc: Mapping[str, Any]) -> str | None:
 
 
 def _render(doc: Mapping[str, Any], opts: _Opts) -> str:
-    out = [f"# {doc['title']}", ""]
+    out = [f"# {text(doc['title'])}", ""]
     status = doc["status"]
     if status.get("message"):
         label = "Partial results." if status.get("partial") else "No answer."
-        out += [f"> **{label}** {status['message']}", ""]
+        out += [f"> **{label}** {text(status['message'])}", ""]
     if opts.cut or opts.target_lines is not None:
         cut = opts.cut - {"other-rows"} if "others" in opts.cut else opts.cut
-        what = [text for name, text in CUTS if name in cut]
+        what = [said for name, said in CUTS if name in cut]
         if opts.target_lines is not None:
             what.append(f"the target's TSAN report after {opts.target_lines} lines")
         out += [
@@ -472,14 +508,14 @@ def _render(doc: Mapping[str, Any], opts: _Opts) -> str:
         ]
     run = doc.get("run") or {}
     if run.get("description"):
-        out += [f"_{run['description']}_", ""]
+        out += [f"_{text(run['description'])}_", ""]
     for section in (_summary, _race, _others, _environment, _reproduce, _suppressions):
         lines = section(doc, opts)
         if lines:
             out += [*lines, ""]
     out += [
         "---",
-        f"<sub>Generated by {doc['generator']} from the {doc['kind']} run directory "
-        f"`{run.get('name')}` (report schema {doc['schema_version']}).</sub>",
+        f"<sub>Generated by {text(doc['generator'])} from the {text(doc['kind'])} run directory "
+        f"{inline(run.get('name'))} (report schema {text(doc['schema_version'])}).</sub>",
     ]
     return "\n".join(out) + "\n"

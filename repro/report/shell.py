@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro.environment import _home_dirs, looks_secret
 from repro.recipe import Recipe
+from repro.redact import home_dirs, looks_secret
 from repro.stats import clean_runs_needed
 
 PLAIN_OK = "race reproduced in run"
@@ -32,7 +33,7 @@ _MAX_EMBED = 64_000
 
 def shq(value: str) -> str:
     """Quote for sh; the home directory becomes ``$HOME`` so the value stays valid."""
-    homes = _home_dirs()
+    homes = home_dirs()
     if _SAFE.fullmatch(value) and not any(value.startswith(h) for h in homes):
         return value
     esc = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
@@ -43,8 +44,19 @@ def shq(value: str) -> str:
 
 def shq_var(value: str) -> str:
     """Quote a value that deliberately refers to shell variables (``$WORK/x``)."""
+    if _SAFE.fullmatch(value):
+        return value
     esc = value.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`")
     return f'"{esc}"'
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def comment(text: str) -> str:
+    """A comment line whatever the text holds: a newline in a name must not start a command."""
+    return "# " + _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def loop_runs(hits: int, runs: int, rate_lo: float) -> int:
@@ -81,6 +93,10 @@ def target_greps(recipe: Recipe, log: str) -> list[str]:
         conds.append(f"grep -qE {shq('#[0-9]+ [^ ]*' + _glob_to_ere(fn))} {log}")
     for f in t.files:
         conds.append(f"grep -qE {shq('#[0-9]+ .*' + _glob_to_ere(f.lstrip('/')) + ':[0-9]')} {log}")
+    if any(_CONTROL.search(p) for p in (*t.functions, *t.files)):
+        # No frame line holds a newline, so repro never matches such a pattern; grep
+        # would read each line of it as a pattern of its own (an empty one matches all).
+        conds = ["false"]
     return conds
 
 
@@ -115,6 +131,8 @@ def _export(name: str, value: str, refs: frozenset[str] = frozenset()) -> str:
     Values are literal (the runner does not expand them) except for the names in
     ``refs``, whose values are the script's own ``$VARIABLES``.
     """
+    if not _NAME.fullmatch(name):
+        return comment(f"not exported: {name!r} is not a shell variable name")
     if looks_secret(name):
         return f'export {name}="${{{name}:-}}"  # redacted from the report: set it yourself'
     return f"export {name}={shq_var(value) if name in refs else shq(value)}"
@@ -177,36 +195,37 @@ def _cpython_lines(inp: PlainInputs, out: list[str]) -> str | None:
         fetch = [
             f"[ -d {src_dir} ] || git clone {shq(spec.git)} {src_dir}",
             f"cd {src_dir}",
-            f"git checkout -q --detach {inp.python_commit}",
+            f"git checkout -q --detach {shq(inp.python_commit)}",
             "git clean -qfdx && git checkout -q .",
         ]
     else:
         version = inp.python_version or spec.version or "3.13.5"
         tarball = f"Python-{version}.tar.xz"
         what = f"CPython {version} from the release tarball"
-        fetch = [
-            f"[ -f {tarball} ] || curl -fLO https://www.python.org/ftp/python/{version}/{tarball}",
-        ]
+        url = f"https://www.python.org/ftp/python/{version}/{tarball}"
+        fetch = [f"[ -f {shq(tarball)} ] || curl -fLO {shq(url)}"]
         if inp.tarball_sha256:
-            fetch.append(f'echo "{inp.tarball_sha256}  {tarball}" | sha256sum -c -')
-        src_dir = f"Python-{version}"
-        fetch += [f"rm -rf {src_dir} && tar xf {tarball}", f"cd {src_dir}"]
+            fetch.append(f"echo {shq(f'{inp.tarball_sha256}  {tarball}')} | sha256sum -c -")
+        src_dir = shq(f"Python-{version}")
+        fetch += [f"rm -rf {src_dir} && tar xf {shq(tarball)}", f"cd {src_dir}"]
     flags = ["free-threaded" if spec.free_threading else "with the GIL"]
     if spec.tsan:
         flags.append("TSAN")
     if spec.debug:
         flags.append("debug")
-    out.append(f"# 1. {what} ({', '.join(flags)}), built with {spec.compiler}")
+    out.append(comment(f"1. {what} ({', '.join(flags)}), built with {spec.compiler}"))
     for patch in inp.patches:
         if patch.get("text"):
-            out.append(f"# the patch applied to CPython (sha256 {patch.get('sha256')})")
+            out.append(comment(f"the patch applied to CPython (sha256 {patch.get('sha256')})"))
             out += _heredoc(shq_var(f"$WORK/{patch['name']}"), str(patch["text"]))
     out += fetch
     for patch in inp.patches:
         if patch.get("text"):
             out.append(f"patch -p1 < {shq_var('$WORK/' + str(patch['name']))}")
         else:
-            out.append(f"# apply {patch.get('name')} (sha256 {patch.get('sha256')}) with patch -p1")
+            out.append(
+                comment(f"apply {patch.get('name')} (sha256 {patch.get('sha256')}) with patch -p1")
+            )
     out += [
         configure,
         'make -j"$(nproc)"',
@@ -231,14 +250,14 @@ def _extension_lines(inp: PlainInputs, out: list[str], python: str | None, step:
     sha = inp.ext_sha or ext.ref
     out += [
         "",
-        f"# {step}. {name} at {inp.ext_label or sha[:12]}, built with TSAN",
+        comment(f"{step}. {name} at {inp.ext_label or sha[:12]}, built with TSAN"),
     ]
     if "://" not in repo and not repo.startswith("git@"):
         out.append("#    (the reporter's local clone: use the project's public URL instead)")
     out += [
         f"[ -d {name} ] || git clone -q {shq(repo)} {name}",
         f"cd {name}",
-        f"git checkout -q --detach {sha}",
+        f"git checkout -q --detach {shq(sha)}",
     ]
     env: dict[str, str] = {}
     if python is not None:
@@ -267,7 +286,7 @@ def _extension_lines(inp: PlainInputs, out: list[str], python: str | None, step:
             continue
         when = f"before {rng.before}" if rng.before else f"since {rng.since}"
         assigns = " ".join(f"{k}={shq(v)}" for k, v in rng.env.items())
-        conditional.append(f"# for commits {when} also: export {assigns}")
+        conditional.append(comment(f"for commits {when} also: export {assigns}"))
     refs = frozenset({"PYO3_PYTHON"} - set(ext.env))
     out += [_export(k, env[k], refs) for k in sorted(env)]
     out += conditional
@@ -280,7 +299,7 @@ def plain_script(inp: PlainInputs) -> str:
     """A bash script that builds everything with TSAN and runs the reproducer in a loop."""
     r = inp.recipe
     out = [
-        f"# Reproduce without repro: {inp.title}",
+        comment(f"Reproduce without repro: {inp.title}"),
         "# Needs git, make, a C compiler with TSAN (gcc or clang)"
         + (", cargo" if r.extension and r.extension.sanitize == "rust" else "")
         + ". Save as reproduce.sh, run: bash reproduce.sh",
@@ -292,6 +311,7 @@ def plain_script(inp: PlainInputs) -> str:
     step = 2 if python is not None and r.python and not r.python.executable else 1
     worktree = _extension_lines(inp, out, python, step) if r.extension else None
 
+    # The values are the script's own variables; expand_for_shell quotes each as one word.
     values: dict[str, str] = {
         "python": python or "python3",
         "threads": str(inp.threads or r.reproducer.threads),
@@ -300,21 +320,20 @@ def plain_script(inp: PlainInputs) -> str:
     }
     if worktree:
         values["worktree"] = worktree
-    from repro.context import expand
+    from repro.context import expand_for_shell
 
-    command = expand(r.reproducer.command, values)
-    setup = [expand(c, values) for c in r.reproducer.setup]
+    command = expand_for_shell(r.reproducer.command, values, quote=shq_var)
+    setup = [expand_for_shell(c, values, quote=shq_var) for c in r.reproducer.setup]
     embeds = _embedded_files(inp, [command, *setup])
-    uses_recipe_dir = any("$RECIPE_DIR" in c for c in [command, *setup])
     if r.reproducer.cwd:
-        cwd = expand(r.reproducer.cwd, values)
-        if not cwd.startswith(("/", "$")):
-            cwd = f"$RECIPE_DIR/{cwd}"
-    elif worktree:
-        cwd = worktree
+        template = r.reproducer.cwd
+        if not template.startswith(("/", "{")) or template.startswith("{{"):
+            template = "{recipe_dir}/" + template  # relative to the recipe, as repro runs it
+        # A directory is data throughout: its own text is quoted too.
+        cwd = expand_for_shell(template, values, quote=shq_var, literal=shq)
     else:
-        cwd = "$RECIPE_DIR"
-        uses_recipe_dir = True
+        cwd = shq_var(worktree or "$RECIPE_DIR")
+    uses_recipe_dir = any("$RECIPE_DIR" in c for c in [command, *setup, cwd])
     if embeds or uses_recipe_dir:
         out += ["", "# Files from the recipe's directory", 'RECIPE_DIR="$WORK/recipe"']
         dirs = sorted({str(Path(name).parent) for name, _ in embeds} - {"."})
@@ -324,6 +343,8 @@ def plain_script(inp: PlainInputs) -> str:
         )
         for name, text in embeds:
             out += _heredoc(shq_var(f"$RECIPE_DIR/{name}"), text)
+            if inp.recipe_dir is not None and os.access(inp.recipe_dir / name, os.X_OK):
+                out.append(f"chmod +x {shq_var(f'$RECIPE_DIR/{name}')}")
     run_env: dict[str, str] = {"REPRO_THREADS": values["threads"]}
     if inp.switch_interval is not None:
         run_env["REPRO_SWITCH_INTERVAL"] = repr(inp.switch_interval)
@@ -345,7 +366,7 @@ def plain_script(inp: PlainInputs) -> str:
     out += [
         "",
         "# Run the reproducer until TSAN reports the race",
-        f"cd {shq_var(cwd)}",
+        f"cd {cwd}",
         "found=",
         f"for i in $(seq 1 {n}); do",
         f"  {run} > {log} 2>&1 || true",
@@ -360,7 +381,7 @@ def plain_script(inp: PlainInputs) -> str:
     return "\n".join(out) + "\n"
 
 
-_RECIPE_REF = re.compile(r"\$RECIPE_DIR/([^\s'\"`;|&()<>$]+)")
+_RECIPE_REF = re.compile(r"\$RECIPE_DIR\"?/([^\s'\"`;|&()<>$]+)")
 
 
 def _embedded_files(inp: PlainInputs, commands: Sequence[str]) -> list[tuple[str, str]]:
@@ -404,13 +425,13 @@ def repro_commands(kind: str, meta: Mapping[str, Any], runs: int) -> list[tuple[
     if kind == "stress":
         ctx = meta.get("context") or {}
         sha = (ctx.get("extension") or {}).get("sha")
-        ref = f" --ref {sha}" if sha else ""
+        ref = f" --ref {shq(str(sha))}" if sha else ""
         cmds.append(("measure the rate", f"repro stress recipe.yaml{ref} --runs {runs}{extra}"))
         return cmds
     positions = meta.get("positions") or []
     if meta.get("side") == "versions":
         versions = meta.get("versions") or [p.get("id") for p in positions]
-        rng = f"--versions {','.join(str(v) for v in versions)}"
+        rng = f"--versions {shq(','.join(str(v) for v in versions))}"
     else:
         other = "--fixed" if meta.get("find", "fix") == "fix" else "--clean"
         rng = f"--racy {shq(str(meta.get('racy')))} {other} {shq(str(meta.get('clean')))}"
@@ -429,7 +450,7 @@ def repro_commands(kind: str, meta: Mapping[str, Any], runs: int) -> list[tuple[
         cmds.append(
             (
                 "measure the rate at the racy end",
-                f"repro stress recipe.yaml --ref {racy} --runs {runs}{extra}",
+                f"repro stress recipe.yaml --ref {shq(str(racy))} --runs {runs}{extra}",
             )
         )
     return cmds
