@@ -197,7 +197,9 @@ def parse(
 ) -> None:
     """List the distinct races in a log, grouped by signature, with counts."""
     from repro.parse_cmd import run_parse
+    from repro.recipe import SignatureSpec, check_option
 
+    check_option(SignatureSpec, "depth", depth, "--depth")
     if not log.is_file():
         raise fail(f"{log}: no such file")
     raise typer.Exit(run_parse(log, recipe_skeleton, as_json, depth, console))
@@ -284,7 +286,13 @@ def bisect(
 ) -> None:
     """Find the commit that fixed (or caused) an intermittent race, with a stated confidence."""
     from repro.bisect_cmd import BisectOptions, run_bisect
+    from repro.recipe import BisectSpec, check_option
 
+    # The recipe's `bisect:` rules, for the options that stand in for its fields.
+    if confidence is not None:
+        check_option(BisectSpec, "confidence", confidence, "--confidence")
+    if calibration_runs is not None:
+        check_option(BisectSpec, "max_calibration_runs", calibration_runs, "--calibration-runs")
     opts = BisectOptions(
         recipe=recipe,
         racy=racy,

@@ -18,7 +18,14 @@ from typing import Any
 from repro.errors import ReproError
 from repro.host.setarch import needs_setarch, setarch_argv
 from repro.host.symbolizer import choose_for_run, warning_once
-from repro.recipe import LoadedRecipe
+from repro.recipe import (
+    AmplifySpec,
+    LoadedRecipe,
+    ReproducerSpec,
+    check_option,
+    repo_location,
+    unavailable_cpus,
+)
 from repro.runner import Matcher, RunSpec
 
 
@@ -32,6 +39,21 @@ class Overrides:
     timeout: float | None = None
     extension_repo: str | None = None
     setarch: bool | None = None  # None: ask doctor whether it is needed
+
+    def __post_init__(self) -> None:
+        # Each knob stands in for a recipe field and is held to that field's rule, so a
+        # value refused in a recipe is refused here too (ReproError: exit 2, one line).
+        if self.threads is not None:
+            check_option(ReproducerSpec, "threads", self.threads, "--threads")
+        if self.timeout is not None:
+            check_option(ReproducerSpec, "timeout", self.timeout, "--timeout")
+        if self.switch_interval is not None:
+            check_option(AmplifySpec, "switch_interval", self.switch_interval, "--switch-interval")
+        if self.taskset is not None:
+            check_option(AmplifySpec, "taskset", self.taskset, "--taskset")
+            problem = unavailable_cpus(self.taskset)
+            if problem:
+                raise ReproError(f"--taskset: {problem}")
 
 
 @dataclass
@@ -56,7 +78,8 @@ def extension_location(loaded: LoadedRecipe, overrides: Overrides) -> str:
     if ext is None:
         raise ReproError(f"{loaded.path}: the recipe has no `extension` section")
     if overrides.extension_repo:
-        return str(Path(overrides.extension_repo).expanduser().resolve())
+        # The same forms as the recipe's `repo:` (URLs too), relative to where repro runs.
+        return repo_location(overrides.extension_repo, Path.cwd())
     return loaded.resolve_repo(ext.repo)
 
 

@@ -1,17 +1,25 @@
-"""`repro parse LOG`: from a pasted CI log to the distinct races, and a recipe skeleton."""
+"""`repro parse LOG`: from a pasted CI log to the distinct races, and a recipe skeleton.
+
+The log is read as a stream and only what is shown is kept: each distinct signature
+with its count and the summary line of its first report. A skeleton needs a whole
+report, so it reads the log a second time for that one race. Memory is then the
+same for a 10 MB log as for a 1 GB one with the same races.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from rich.console import Console
 from rich.table import Table
 
 from repro.errors import ReproError
-from repro.tsan.model import Report
-from repro.tsan.parse import parse_log
-from repro.tsan.signature import DEFAULT_DROP, Signature, group_by_signature, significant_frames
+from repro.tsan.model import ParsedLog, Report
+from repro.tsan.parse import LogScanner, read_reports
+from repro.tsan.signature import DEFAULT_DROP, Signature, signature_of, significant_frames
 
 
 def recipe_skeleton(report: Report, sig: Signature, source: str) -> str:
@@ -55,48 +63,100 @@ target:
 """
 
 
+@dataclass
+class Race:
+    """One distinct signature of a log, as `repro parse` shows it."""
+
+    signature: Signature
+    count: int
+    summary: str | None
+
+
+@dataclass
+class LogTally:
+    races: list[Race]  # most frequent first, ties in order of first appearance
+    reports: int
+    log: ParsedLog  # fatal errors, crashes, warning counts (no reports kept)
+
+
+def _open(log: Path) -> TextIO:
+    try:
+        return log.open(encoding="utf-8", errors="replace", newline="")
+    except OSError as exc:
+        raise ReproError(f"{log}: cannot read: {exc.strerror or exc}") from None
+
+
+def tally_log(log: Path, depth: int) -> LogTally:
+    """Count the distinct races of a log file in one streaming pass."""
+    scanner = LogScanner()
+    seen: dict[Signature, Race] = {}
+    total = 0
+    with _open(log) as stream:
+        for report in read_reports(stream, scanner):
+            total += 1
+            sig = signature_of(report, depth=depth)
+            race = seen.get(sig)
+            if race is None:
+                seen[sig] = Race(sig, 1, report.summary)
+            else:
+                race.count += 1
+    order = {sig: i for i, sig in enumerate(seen)}
+    races = sorted(seen.values(), key=lambda r: (-r.count, order[r.signature]))
+    return LogTally(races=races, reports=total, log=scanner.parsed())
+
+
+def first_report(log: Path, sig: Signature, depth: int) -> Report:
+    """The first report of the log with this signature (a second streaming pass)."""
+    with _open(log) as stream:
+        for report in read_reports(stream):
+            if signature_of(report, depth=depth) == sig:
+                return report
+    raise ReproError(f"{log}: changed while it was read (race {sig.id} is gone)")
+
+
 def run_parse(log: Path, skeleton: int | None, as_json: bool, depth: int, console: Console) -> int:
-    text = log.read_text(encoding="utf-8", errors="replace")
-    parsed = parse_log(text)
-    groups = group_by_signature(parsed.reports, depth=depth)
+    found = tally_log(log, depth)
+    races = found.races
     if skeleton is not None:
-        if not groups:
+        if not races:
             raise ReproError(f"{log}: no TSAN reports found, so no race to target")
-        if not 1 <= skeleton <= len(groups):
-            raise ReproError(f"--recipe-skeleton takes 1 to {len(groups)} for this log")
-        sig, _count, example = groups[skeleton - 1]
+        if not 1 <= skeleton <= len(races):
+            raise ReproError(f"--recipe-skeleton takes 1 to {len(races)} for this log")
+        sig = races[skeleton - 1].signature
+        example = first_report(log, sig, depth)
         console.print(recipe_skeleton(example, sig, log.name), markup=False, highlight=False)
         return 0
     if as_json:
         data = {
-            "reports": len(parsed.reports),
-            "fatal": list(parsed.fatal),
+            "reports": found.reports,
+            "fatal": list(found.log.fatal),
             "races": [
                 {
-                    **sig.to_json(),
-                    "id": sig.id,
-                    "count": count,
-                    "summary": example.summary,
+                    **r.signature.to_json(),
+                    "id": r.signature.id,
+                    "count": r.count,
+                    "summary": r.summary,
                 }
-                for sig, count, example in groups
+                for r in races
             ],
         }
         console.print_json(json.dumps(data))
-        return 0 if groups else 1
-    for msg in parsed.fatal:
+        return 0 if races else 1
+    for msg in found.log.fatal:
         console.print(f"[red]TSAN failure:[/] {msg}", highlight=False)
-    if not groups:
+    if not races:
         console.print(f"{log}: no TSAN reports found")
         return 1
-    table = Table(title=f"{len(parsed.reports)} reports, {len(groups)} distinct races in {log}")
+    table = Table(title=f"{found.reports} reports, {len(races)} distinct races in {log}")
     table.add_column("#", justify="right")
     table.add_column("count", justify="right")
     table.add_column("signature")
     table.add_column("kind")
     table.add_column("summary / top frames")
-    for n, (sig, count, example) in enumerate(groups, 1):
+    for n, race in enumerate(races, 1):
+        sig = race.signature
         frames = " | ".join(" <- ".join(side) for side in sig.accesses)
-        table.add_row(str(n), str(count), sig.id, sig.kind, f"{example.summary or ''}\n{frames}")
+        table.add_row(str(n), str(race.count), sig.id, sig.kind, f"{race.summary or ''}\n{frames}")
     console.print(table)
     console.print("make a recipe for race N with: repro parse LOG --recipe-skeleton N")
     return 0

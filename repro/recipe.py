@@ -9,16 +9,28 @@ recipes are edited by hand.
 from __future__ import annotations
 
 import difflib
+import os
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from repro.errors import ReproError
+from repro.recipe_yaml import RecipeYAMLError, compose_and_load
 
 if TYPE_CHECKING:
     from repro.tsan.signature import TargetRule
@@ -29,7 +41,80 @@ class RecipeError(ReproError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or nan anywhere: `timeout: .inf` would make a hang run forever.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# --- rules for single values -----------------------------------------------------------
+# Each rule is part of a field's type, so that `check_option` can apply the very same
+# rule to a value that comes from the command line instead of the recipe.
+
+_CPU_ITEM = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
+
+
+def cpu_set(text: str) -> frozenset[int]:
+    """The CPUs of a `taskset -c` list (`0`, `0,2`, `0-3`, `0-7:2`); ValueError if bad."""
+    cpus: set[int] = set()
+    for item in text.split(","):
+        m = _CPU_ITEM.fullmatch(item.strip())
+        if m is None:
+            raise ValueError(f"not a CPU list like 0 or 0,2 or 0-3: {text!r}")
+        first = int(m.group(1))
+        last = int(m.group(2)) if m.group(2) else first
+        step = int(m.group(3)) if m.group(3) else 1
+        if last < first or step < 1 or last - first > 1 << 16:
+            raise ValueError(f"not a CPU list like 0 or 0,2 or 0-3: {text!r}")
+        cpus.update(range(first, last + 1, step))
+    return frozenset(cpus)
+
+
+def _cpu_list(text: str) -> str:
+    cpu_set(text)
+    return text
+
+
+def _describe_cpus(cpus: Sequence[int]) -> str:
+    """`0-3,6`: the compact form `taskset -c` reads."""
+    parts: list[str] = []
+    ordered = sorted(cpus)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def unavailable_cpus(text: str) -> str | None:
+    """Why this CPU list cannot be used on this machine, or None.
+
+    Not part of the schema: a recipe is valid on a machine with fewer CPUs (its report
+    can be written anywhere); it only cannot be run there. Without the check, taskset
+    fails in every run and every run counts as a crash.
+    """
+    allowed = os.sched_getaffinity(0)
+    missing = sorted(cpu_set(text) - allowed)
+    if not missing:
+        return None
+    return (
+        f"CPU {_describe_cpus(missing)} not available here "
+        f"(repro may use CPUs {_describe_cpus(sorted(allowed))})"
+    )
+
+
+def _sane_confidence(v: float) -> float:
+    if v > 0.9999:
+        raise ValueError("confidence above 0.9999 costs far more runs than it is worth")
+    return v
+
+
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+CpuList = Annotated[str, AfterValidator(_cpu_list)]
+Confidence = Annotated[
+    float, Field(gt=0.5, lt=1.0, allow_inf_nan=False), AfterValidator(_sane_confidence)
+]
 
 
 class PythonSpec(_Strict):
@@ -88,7 +173,7 @@ class ExtensionSpec(_Strict):
     sanitize: Literal["c", "rust", "none"] = Field(
         default="c", description="which TSAN flags the build gets (CFLAGS or RUSTFLAGS)"
     )
-    build_timeout: float = 3600.0
+    build_timeout: Seconds = 3600.0
 
 
 class ReproducerSpec(_Strict):
@@ -101,7 +186,7 @@ class ReproducerSpec(_Strict):
         "reproducer against the Python under test)",
     )
     cwd: str | None = Field(default=None, description="default: the worktree, else recipe dir")
-    timeout: float = Field(default=60.0, gt=0)
+    timeout: Seconds = 60.0
     env: dict[str, str] = Field(default_factory=dict)
     threads: int = Field(default=8, ge=1, description="passed as {threads}, REPRO_THREADS")
 
@@ -109,15 +194,33 @@ class ReproducerSpec(_Strict):
 class AmplifySpec(_Strict):
     """Knobs that make a race show more often; each one can be measured on its own."""
 
-    switch_interval: float | None = Field(
+    switch_interval: Seconds | None = Field(
         default=None, description="exported as REPRO_SWITCH_INTERVAL for sys.setswitchinterval"
     )
-    taskset: str | None = Field(default=None, description="CPU list for taskset -c, e.g. '0'")
+    taskset: CpuList | None = Field(default=None, description="CPU list for taskset -c, e.g. '0'")
 
 
 class TsanSpec(_Strict):
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
     suppressions: str | None = None
+
+
+ANY_RACE = "a target needs `functions` or `files` (never 'any race')"
+_NAME_CHAR = re.compile(r"\w")
+
+
+def names_something(pattern: str) -> bool:
+    """Whether a target pattern can tell one race from another.
+
+    Function patterns match as substrings (so `""` and `" "`, which normalise to
+    nothing, are in every name) or as globs (`*`, `?*`, `**` match any name), and file
+    patterns as globs or path suffixes (`*`, `*/*`, `*.*`). A pattern made only of
+    wildcards, separators and blanks therefore matches every frame of every race, and
+    in a list of patterns it turns the rule for one access into "any access". Every
+    real function or file name has a letter, digit or underscore, so the rule is: a
+    pattern must have one.
+    """
+    return _NAME_CHAR.search(pattern) is not None
 
 
 class TargetSpec(_Strict):
@@ -133,10 +236,18 @@ class TargetSpec(_Strict):
         "any: the patterns may all match one side",
     )
 
+    @field_validator("functions", "files")
+    @classmethod
+    def _each_names_something(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            if not names_something(pattern):
+                raise ValueError(f"{ANY_RACE}: {pattern!r} matches every race")
+        return patterns
+
     @model_validator(mode="after")
     def _something(self) -> TargetSpec:
         if not self.functions and not self.files:
-            raise ValueError("a target needs `functions` or `files` (never 'any race')")
+            raise ValueError(ANY_RACE)
         return self
 
     def rule(self) -> TargetRule:
@@ -164,16 +275,9 @@ class BisectSpec(_Strict):
     racy: str | None = None
     fixed: str | None = Field(default=None, description="find=fix: a commit where it is gone")
     clean: str | None = Field(default=None, description="find=regression: a commit before the race")
-    confidence: float = Field(default=0.99, gt=0.5, lt=1.0)
+    confidence: Confidence = 0.99
     max_calibration_runs: int = Field(default=400, ge=1)
     calibration_hits: int = Field(default=3, ge=1)
-
-    @field_validator("confidence")
-    @classmethod
-    def _not_silly(cls, v: float) -> float:
-        if v > 0.9999:
-            raise ValueError("confidence above 0.9999 costs far more runs than it is worth")
-        return v
 
 
 class Recipe(_Strict):
@@ -208,11 +312,42 @@ class LoadedRecipe:
 
     def resolve_repo(self, repo: str) -> str:
         """URLs stay as they are; anything else is a path relative to the recipe."""
-        if "://" in repo or repo.startswith("git@"):
-            return repo
-        if repo.startswith("file:"):
-            repo = repo[len("file:") :]
-        return str(self.resolve(repo))
+        return repo_location(repo, self.base_dir)
+
+
+def is_repo_url(repo: str) -> bool:
+    """Whether git reads this as a URL (`https://`, `file:///`, `ssh://`, `git@host:`)."""
+    from repro.gitrepo import is_url
+
+    return is_url(repo)
+
+
+def repo_location(repo: str, base_dir: Path) -> str:
+    """A repository as given in a recipe or with `--repo`: a URL as it is, a path
+    (also `file:path`) made absolute against `base_dir`."""
+    if is_repo_url(repo):
+        return repo
+    if repo.startswith("file:"):
+        repo = repo[len("file:") :]
+    q = Path(repo).expanduser()
+    return str(q if q.is_absolute() else (base_dir / q).resolve())
+
+
+def check_option(model: type[BaseModel], field: str, value: Any, option: str) -> Any:
+    """`value` checked by the rule of the recipe field `model.field`, for a command-line
+    option that stands in for that field; ReproError naming `option` if it fails.
+
+    The recipe schema owns each rule, so `--timeout -1` is refused exactly as
+    `timeout: -1` is, with the same words.
+    """
+    info = model.model_fields[field]
+    form: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    adapter: TypeAdapter[Any] = TypeAdapter(form, config=ConfigDict(allow_inf_nan=False))
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ReproError(f"{option}: {_describe(err)}") from None
 
 
 # --- loading with line numbers -------------------------------------------------------
@@ -224,6 +359,8 @@ def _line_map(
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
+            if not isinstance(k, yaml.ScalarNode):
+                continue  # a list or mapping as a key: the schema refuses it anyway
             key = k.value
             out[(*path, key)] = k.start_mark.line + 1
             _line_map(v, (*path, key), out)
@@ -298,7 +435,7 @@ def apply_sets(data: Any, sets: Sequence[str]) -> tuple[Any, set[tuple[str, ...]
         parts = tuple(k for k in key.strip().split(".") if k)
         if not sep or not parts:
             raise RecipeError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. python.patches=[]")
-        value = _set_value(raw)
+        value = _set_value(raw, item)
         node = data
         for k in parts[:-1]:
             nxt = node.get(k)
@@ -312,15 +449,18 @@ def apply_sets(data: Any, sets: Sequence[str]) -> tuple[Any, set[tuple[str, ...]
     return data, touched
 
 
-def _set_value(raw: str) -> Any:
+def _set_value(raw: str, item: str) -> Any:
     """YAML where it is YAML (`[]`, `0.9`, `{a: 1}`), else the text itself.
 
     Commands are full of braces (`{work}/prog`) that YAML would read as a mapping.
+    What the recipe reader refuses (alias bombs, duplicate keys) is refused here too.
     """
     if not raw.strip():
         return ""
     try:
-        value = yaml.safe_load(raw)
+        _node, value = compose_and_load(raw)
+    except RecipeYAMLError as exc:
+        raise RecipeError(f"--set {item!r}: {exc.message}") from None
     except yaml.YAMLError:
         return raw
     if isinstance(value, dict) and ":" not in raw:
@@ -328,22 +468,33 @@ def _set_value(raw: str) -> Any:
     return value
 
 
+def _read_yaml(text: str, path: Path) -> tuple[yaml.Node | None, Any]:
+    """The node tree and data of a recipe's text, or RecipeError with the line."""
+    try:
+        return compose_and_load(text)
+    except RecipeYAMLError as exc:
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        raise RecipeError(f"{where}: {exc.message}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        if mark is None and isinstance(exc, yaml.reader.ReaderError):
+            where = f"{path}: character {exc.position}"
+        else:
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+        raise RecipeError(f"{where}: invalid YAML: {problem}") from None
+
+
 def parse_recipe(text: str, path: Path, sets: Sequence[str] = ()) -> Recipe:
     """Validate recipe text; every problem is reported, each with its line."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(f"{where}: invalid YAML: {problem}") from None
+    node, data = _read_yaml(text, path)
     if node is None:
         raise RecipeError(f"{path}: the recipe is empty")
     if not isinstance(node, yaml.MappingNode):
         raise RecipeError(f"{path}:1: a recipe is a mapping of keys (name, reproducer, target...)")
     lines: dict[tuple[Any, ...], int] = {}
     _line_map(node, (), lines)
-    data, touched = apply_sets(yaml.safe_load(text), sets)
+    data, touched = apply_sets(data, sets)
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
@@ -389,10 +540,11 @@ def load_recipe(
 
 
 def _check_files(loaded: LoadedRecipe) -> None:
-    """Files the recipe names must exist now, not half an hour into a build."""
+    """Files the recipe names must exist now, not half an hour into a build; the
+    CPUs it pins runs to must exist on this machine."""
     r = loaded.recipe
     lines: dict[tuple[Any, ...], int] = {}
-    node = yaml.compose(loaded.text)
+    node, _data = compose_and_load(loaded.text)  # already read once without error
     if node is not None:
         _line_map(node, (), lines)
 
@@ -411,7 +563,7 @@ def _check_files(loaded: LoadedRecipe) -> None:
                 fail(("python", "executable"), f"no such interpreter: {loaded.resolve(exe)}")
     if r.tsan.suppressions and not loaded.resolve(r.tsan.suppressions).is_file():
         fail(("tsan", "suppressions"), f"file not found: {loaded.resolve(r.tsan.suppressions)}")
-    if r.extension and "://" not in r.extension.repo and not r.extension.repo.startswith("git@"):
+    if r.extension and not is_repo_url(r.extension.repo):
         repo = Path(loaded.resolve_repo(r.extension.repo))
         if not repo.exists():
             fail(("extension", "repo"), f"repository not found: {repo}")
@@ -419,6 +571,10 @@ def _check_files(loaded: LoadedRecipe) -> None:
         shlex.split(r.reproducer.command)
     except ValueError as exc:
         fail(("reproducer", "command"), f"cannot be parsed as a shell command: {exc}")
+    if r.amplify.taskset:
+        problem = unavailable_cpus(r.amplify.taskset)
+        if problem:
+            fail(("amplify", "taskset"), problem)
 
 
 def load_run_recipe(run_dir: Path, kind: str) -> tuple[LoadedRecipe, dict[str, Any]]:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from conftest import repro
+
+from repro.tsan.parse import MAX_LINE, LogScanner, parse_log, read_lines, read_reports
 
 DATA = Path(__file__).resolve().parent / "data" / "tsan"
 
@@ -62,3 +68,90 @@ def test_parse_errors(tmp_path: Path) -> None:
     res = repro("parse", str(tmp_path / "missing.txt"))
     assert res.returncode == 2
     assert "no such file" in res.stderr
+
+
+# --- memory stays flat on huge logs (issue 11, item 14) -------------------------------
+
+
+def big_log(path: Path, reports: int) -> None:
+    """`reports` copies of stored reports, each with its own pid and addresses."""
+    templates = [(DATA / n).read_text() for n in ("gcc-racy_counter.log", "gcc-half_locked.log")]
+    with path.open("w") as out:
+        for i in range(reports):
+            text = templates[i % 2].replace("pid=", f"pid={i}0")
+            out.write(re.sub(r"0x[0-9a-f]{8,}", f"0x7f{i:010x}", text))
+
+
+# The child reports its own high-water mark (VmHWM): ru_maxrss from wait4 would also
+# count the pages of this pytest process at the moment of the fork.
+_MEASURED = """
+import atexit, runpy, sys
+
+def _hwm(path=sys.argv[1]):
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    with open(path, "w") as out:
+        out.write(kb)
+
+atexit.register(_hwm)
+sys.argv = ["repro", *sys.argv[2:]]
+runpy.run_module("repro", run_name="__main__", alter_sys=True)
+"""
+
+
+def peak_rss_mb(tmp_path: Path, *args: str) -> tuple[int, float, str]:
+    hwm = tmp_path / "hwm.txt"
+    res = subprocess.run(
+        [sys.executable, "-c", _MEASURED, str(hwm), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return res.returncode, int(hwm.read_text()) / 1024, res.stdout
+
+
+def test_parse_memory_does_not_grow_with_the_log(tmp_path: Path) -> None:
+    small, large = tmp_path / "small.log", tmp_path / "large.log"
+    big_log(small, 1000)  # 1.4 MB
+    big_log(large, 9000)  # 12.6 MB
+    code, rss_small, out_small = peak_rss_mb(tmp_path, "parse", str(small), "--json")
+    assert code == 0
+    code, rss_large, out_large = peak_rss_mb(tmp_path, "parse", str(large), "--json")
+    assert code == 0
+    assert json.loads(out_small)["reports"] == 1000
+    data = json.loads(out_large)
+    assert data["reports"] == 9000
+    assert sorted(r["count"] for r in data["races"]) == [4500, 4500]
+    # Reading it all at once took about 8 bytes of memory per byte of log (90 MB here).
+    assert rss_large - rss_small < 15, (rss_small, rss_large)
+
+
+def test_overlong_line_is_cut_not_held(tmp_path: Path) -> None:
+    """A program that printed 40 MB without a line break, then raced."""
+    report = (DATA / "gcc-racy_counter.log").read_text()
+    small = tmp_path / "small.log"
+    small.write_text(report + report)
+    log = tmp_path / "long.log"
+    with log.open("w") as f:  # written in pieces: this process stays small
+        for _ in range(40):
+            f.write("x" * 1_000_000)
+        f.write("\n" + report + "y" * 200_000 + report)
+    code, rss_small, _ = peak_rss_mb(tmp_path, "parse", str(small), "--json")
+    assert code == 0
+    code, rss_long, out = peak_rss_mb(tmp_path, "parse", str(log), "--json")
+    assert code == 0
+    assert json.loads(out)["reports"] == 2
+    assert rss_long - rss_small < 15, (rss_small, rss_long)
+    with log.open(newline="") as f:
+        assert max(len(line) for line in read_lines(f)) == MAX_LINE
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.log")))
+def test_streaming_reads_what_parse_log_reads(name: str) -> None:
+    text = (DATA / name).read_text()
+    scanner = LogScanner()
+    with (DATA / name).open(newline="") as f:
+        streamed = list(read_reports(f, scanner))
+    whole = parse_log(text)
+    assert streamed == list(whole.reports)
+    assert scanner.parsed(streamed) == whole

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import repro
 
-from repro.recipe import RecipeError, load_recipe
+from repro.recipe import RecipeError, load_recipe, repo_location
+from repro.tsan.model import Report
+from repro.tsan.parse import parse_log
+from repro.tsan.signature import TargetRule, matches, signature_of, significant_frames
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data" / "tsan"
 
 GOOD = """\
 name: t
@@ -168,3 +176,317 @@ def test_relative_paths_resolve_beside_the_original(tmp_path: Path) -> None:
         load_recipe(copy)
     loaded = load_recipe(copy, located_at=original)
     assert loaded.resolve("../work/supp.txt") == (tmp_path / "work" / "supp.txt").resolve()
+
+
+# --- targets that mean "any race" (issue 11, item 5) ---------------------------------
+
+ANY_RACE_TARGETS = [
+    "functions: ['']",
+    "functions: [' ']",
+    "functions: ['*']",
+    "functions: ['?*']",
+    "functions: ['**']",
+    "functions: [racy_fn, '*']",
+    "files: ['*']",
+    "files: ['']",
+    "files: ['*/*']",
+    "files: ['*.*']",
+]
+
+
+@pytest.mark.parametrize("target", ANY_RACE_TARGETS)
+def test_target_patterns_that_match_every_race_are_refused(tmp_path: Path, target: str) -> None:
+    text = GOOD.replace("  functions: [racy_fn]\n", f"  {target}\n")
+    msg = error_of(tmp_path, text)
+    assert "r.yaml:6: target." in msg
+    # The same words as a target with no patterns at all.
+    assert "a target needs `functions` or `files` (never 'any race')" in msg
+
+
+def test_any_race_pattern_refused_through_set(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD)
+    with pytest.raises(RecipeError, match="never 'any race'"):
+        load_recipe(p, ["target.functions=['*']"])
+
+
+def test_patterns_that_name_something_are_kept(tmp_path: Path) -> None:
+    text = GOOD.replace("[racy_fn]", "['tq_*', '?racy*']") + "  files: ['*.c', 'Objects/*']\n"
+    target = load_recipe(write(tmp_path, text)).recipe.target
+    assert target.functions == ("tq_*", "?racy*")
+    assert target.files == ("*.c", "Objects/*")
+
+
+def stored_reports() -> list[Report]:
+    out: list[Report] = []
+    for log in sorted(DATA.glob("*.log")):
+        out.extend(parse_log(log.read_text()).reports)
+    return out
+
+
+@pytest.mark.parametrize("pattern", ["", " ", "*", "?*", "**", "*?"])
+def test_refused_function_patterns_do_match_every_stored_race(pattern: str) -> None:
+    """Why they are refused: on the real reports of tests/data/tsan, each of them
+    matches every report whose two accesses have a frame at all, whatever the race."""
+    reports = [
+        r
+        for r in stored_reports()
+        if r.current is not None
+        and r.previous is not None
+        and all(significant_frames(a.stack) for a in (r.current, r.previous))
+    ]
+    assert len({signature_of(r).id for r in reports}) > 5
+    rule = TargetRule(kind=None, functions=(pattern,), accesses="each")
+    assert all(matches(r, rule) for r in reports)
+    # A pattern that names something picks its race out.
+    named = TargetRule(kind=None, functions=("increment_counter",), accesses="each")
+    assert 0 < sum(matches(r, named) for r in reports) < len(reports)
+
+
+@pytest.mark.parametrize("pattern", ["*", "*/*", "*.*"])
+def test_refused_file_patterns_do_match_every_stored_race(pattern: str) -> None:
+    reports = [
+        r
+        for r in stored_reports()
+        if r.current is not None
+        and r.previous is not None
+        and all(
+            any(f.file and "/" in f.file for f in significant_frames(a.stack)[:10])
+            for a in (r.current, r.previous)
+        )
+    ]
+    assert len({signature_of(r).id for r in reports}) > 3
+    rule = TargetRule(kind=None, files=(pattern,), accesses="each")
+    assert all(matches(r, rule) for r in reports)
+
+
+# --- one rule per value, from the recipe or the command line (issue 11, item 9) ------
+
+RUNNABLE = GOOD.replace("./prog {threads}", "/bin/true")
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--timeout", "-1"], "--timeout"),
+        (["--timeout", "inf"], "--timeout"),
+        (["--threads", "-5"], "--threads"),
+        (["--threads", "0"], "--threads"),
+        (["--switch-interval", "nan"], "--switch-interval"),
+        (["--switch-interval", "-0.001"], "--switch-interval"),
+        (["--taskset", "0-"], "--taskset"),
+    ],
+)
+def test_stress_options_follow_the_recipe_rules(
+    tmp_path: Path, args: list[str], option: str
+) -> None:
+    r = write(tmp_path, RUNNABLE)
+    res = repro("stress", str(r), "-n", "1", "--runs-dir", str(tmp_path / "runs"), *args)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.startswith(f"error: {option}: "), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_taskset_names_the_cpus_that_exist(tmp_path: Path) -> None:
+    r = write(tmp_path, RUNNABLE)
+    have = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    res = repro(
+        "stress", str(r), "-n", "1", "--runs-dir", str(tmp_path / "runs"), "--taskset", "99"
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "--taskset: CPU 99 not available here" in res.stderr
+    first = min(os.sched_getaffinity(0))
+    assert f"repro may use CPUs {first}" in res.stderr, (res.stderr, have)
+    # The same list in the recipe is refused where the recipe is loaded to be run.
+    pinned = write(tmp_path, RUNNABLE + "amplify:\n  taskset: '99'\n", "pinned.yaml")
+    with pytest.raises(RecipeError, match=r"pinned.yaml:8: amplify.taskset: CPU 99 not available"):
+        load_recipe(pinned)
+    # A CPU that exists is accepted from either side.
+    ok = repro(
+        "stress", str(r), "-n", "1", "--runs-dir", str(tmp_path / "runs"), "--taskset", str(first)
+    )
+    assert ok.returncode in (0, 1), ok.stdout + ok.stderr
+
+
+def test_amplify_values_follow_the_recipe_rules(tmp_path: Path) -> None:
+    r = write(tmp_path, RUNNABLE)
+    res = repro("amplify", str(r), "-n", "1", "--threads", "2,-5", "--runs-dir", str(tmp_path))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.startswith("error: --threads: "), res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--confidence", "0.99999"], "--confidence"),
+        (["--confidence", "1.5"], "--confidence"),
+        (["--confidence", "nan"], "--confidence"),
+        (["--calibration-runs", "0"], "--calibration-runs"),
+    ],
+)
+def test_bisect_options_follow_the_recipe_rules(
+    tmp_path: Path, args: list[str], option: str
+) -> None:
+    r = write(tmp_path, RUNNABLE)
+    res = repro("bisect", str(r), "--runs-dir", str(tmp_path / "runs"), *args)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.startswith(f"error: {option}: "), res.stderr
+    # The recipe refuses the same value with the same words.
+    if option == "--confidence":
+        cli_words = res.stderr.split(f"{option}: ", 1)[1].split(" (got")[0]
+        recipe_msg = error_of(tmp_path, RUNNABLE + f"bisect:\n  confidence: {args[1]}\n")
+        assert cli_words in recipe_msg
+
+
+def test_parse_depth_follows_the_signature_rule(tmp_path: Path) -> None:
+    res = repro("parse", str(DATA / "gcc-racy_counter.log"), "--depth", "-3")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.startswith("error: --depth: "), res.stderr
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
+def test_recipe_numbers_are_finite(tmp_path: Path, value: str) -> None:
+    text = RUNNABLE.replace("  timeout: 5", f"  timeout: {value}")
+    msg = error_of(tmp_path, text)
+    assert "reproducer.timeout" in msg
+    assert "finite" in msg
+
+
+def test_recipe_switch_interval_and_taskset_rules(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, RUNNABLE + "amplify:\n  switch_interval: -1\n")
+    assert "r.yaml:8: amplify.switch_interval" in msg
+    msg = error_of(tmp_path, RUNNABLE + "amplify:\n  taskset: 'first'\n")
+    assert "r.yaml:8: amplify.taskset: not a CPU list" in msg
+
+
+# --- --repo takes what the recipe's repo: takes (issue 11, item 10) -------------------
+
+
+def git_repo(path: Path, content: str) -> str:
+    path.mkdir(parents=True)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org"}
+    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    (path / "README").write_text(content)
+    for argv in (["init", "-q"], ["add", "README"], ["commit", "-q", "-m", content]):
+        subprocess.run(["git", *argv], cwd=path, env=env, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=True
+    )
+    return head.stdout.strip()
+
+
+@pytest.mark.parametrize("form", ["file-url", "relative"])
+def test_repo_option_takes_urls_and_paths(tmp_path: Path, form: str) -> None:
+    git_repo(tmp_path / "recipe-repo", "the recipe's")
+    other = git_repo(tmp_path / "other-repo", "the other one")
+    text = RUNNABLE + "extension:\n  repo: recipe-repo\n  sanitize: none\n"
+    r = write(tmp_path, text)
+    repo_arg = (tmp_path / "other-repo").as_uri() if form == "file-url" else "other-repo"
+    runs = tmp_path / "runs"
+    res = repro(
+        "stress", str(r), "-n", "1", "--runs-dir", str(runs), "--repo", repo_arg, cwd=tmp_path
+    )
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    (meta,) = runs.glob("*/meta.json")
+    assert json.loads(meta.read_text())["context"]["extension"]["sha"] == other
+
+
+def test_repo_location_keeps_urls() -> None:
+    base = Path("/some/where")
+    for url in ("https://github.com/o/r.git", "file:///srv/r", "ssh://h/r", "git@github.com:o/r"):
+        assert repo_location(url, base) == url
+    assert repo_location("r", base) == "/some/where/r"
+    assert repo_location("file:r", base) == "/some/where/r"
+
+
+# --- YAML that a recipe must not contain (issue 11, item 13) --------------------------
+
+
+def alias_bomb(levels: int = 9) -> str:
+    names = "abcdefghijklmnop"[:levels]
+    lines = [f"{names[0]}: &{names[0]} [x,x,x,x,x,x,x,x,x]"]
+    for prev, name in itertools.pairwise(names):
+        lines.append(f"{name}: &{name} [{','.join(['*' + prev] * 9)}]")
+    return "\n".join(lines) + "\n" + GOOD
+
+
+def _limit_memory() -> None:
+    import resource
+
+    # Before the fix this input takes gigabytes: fail inside the child, not the machine.
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    text = alias_bomb()
+    assert len(text.encode()) < 600
+    p = write(tmp_path, text)
+    res = subprocess.run(
+        [sys.executable, "-m", "repro", "recipe", "validate", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_limit_memory,
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "r.yaml:5: aliases expand to more than 10000 nodes" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_alias_bomb_in_set_value_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD)
+    bomb = "{" + ", ".join(f"k{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9))
+    bomb = "{k0: &a0 [x,x,x,x,x,x,x,x,x], " + bomb[1:] + "}"
+    with pytest.raises(RecipeError, match=r"--set .*aliases expand to more than"):
+        load_recipe(p, [f"reproducer.env={bomb}"])
+
+
+def test_small_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
+    text = GOOD.replace("  timeout: 5\n", "  timeout: 5\n  env: &common {A: '1', B: '2'}\n")
+    text += "extension:\n  repo: .\n  env:\n    <<: *common\n    C: '3'\n"
+    loaded = load_recipe(write(tmp_path, text))
+    assert loaded.recipe.reproducer.env == {"A": "1", "B": "2"}
+    assert loaded.recipe.extension is not None
+    assert loaded.recipe.extension.env == {"A": "1", "B": "2", "C": "3"}
+
+
+def test_recursive_alias_is_refused(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, GOOD + "tsan:\n  options: &o {x: *o}\n")
+    assert "r.yaml:8: alias *o refers to the node it is inside of" in msg
+
+
+def test_deep_nesting_is_refused(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, GOOD + "description: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "r.yaml:7: nested more than" in msg
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (GOOD + "name: u\n", "r.yaml:7: duplicate key `name` (first at line 1)"),
+        (
+            GOOD.replace("  timeout: 5\n", "  timeout: 5\n  timeout: 50\n"),
+            "r.yaml:5: duplicate key `timeout` (first at line 4)",
+        ),
+        (
+            GOOD + "tsan:\n  options:\n    history_size: 7\n    history_size: 2\n",
+            "r.yaml:10: duplicate key `history_size` (first at line 9)",
+        ),
+    ],
+)
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path: Path, text: str, where: str) -> None:
+    assert where in error_of(tmp_path, text)
+
+
+def test_duplicate_keys_in_set_value_are_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD)
+    with pytest.raises(RecipeError, match=r"--set .*duplicate key `A`"):
+        load_recipe(p, ["reproducer.env={A: '1', A: '2'}"])
+
+
+@pytest.mark.parametrize(
+    "value", ["2001-02-30", "!!int x", "!!float x", "!!timestamp 2001-13-01", "!!python/tuple []"]
+)
+def test_yaml_values_that_cannot_be_built_are_recipe_errors(tmp_path: Path, value: str) -> None:
+    msg = error_of(tmp_path, GOOD.replace("name: t", f"name: {value}"))
+    assert "r.yaml:1: " in msg

@@ -10,6 +10,11 @@ Runtime failures of TSAN itself (it could not map its shadow memory, a CHECK
 failed, ...) exit with the same status as "races found", so they are reported
 separately in ``ParsedLog.fatal`` and must never be mistaken for races.
 
+Logs can be huge (a CI job that printed a quarter of a million reports), so the
+state machine takes one line at a time (``LogScanner``), ``read_reports`` streams
+reports from a file, and what any one line, report or message list can hold is
+bounded: memory does not grow with the size of the log.
+
 The format is that of the sanitizer runtime shared by gcc (libtsan) and LLVM
 (clang, Rust): the report layout of tsan_report.cpp and the default stack frame
 format ``    #%n %f %S %M``.
@@ -18,12 +23,29 @@ format ``    #%n %f %S %M``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from repro.tsan.model import Access, Frame, ParsedLog, Report
 
-__all__ = ["clean_line", "normalise_kind", "parse_frame", "parse_log"]
+__all__ = [
+    "LogScanner",
+    "clean_line",
+    "normalise_kind",
+    "parse_frame",
+    "parse_log",
+    "read_lines",
+    "read_reports",
+]
+
+# --- bounds: TSAN's own output stays far below them -------------------------------------------
+
+MAX_LINE = 64 * 1024  # characters kept of one line (the rest of it is dropped)
+MAX_REPORT_LINES = 2000  # lines kept in Report.raw
+MAX_FRAMES = 512  # frames of one stack (TSAN prints at most 255)
+MAX_SECTIONS = 256  # stacks of one report
+MAX_MESSAGES = 1000  # fatal, crash and notice lines kept per log
 
 # --- line prefixes added by whatever captured the output --------------------------------------
 
@@ -268,7 +290,8 @@ class _Builder:
     summary: str | None = None
 
     def add_line(self, line: str) -> None:
-        self.lines.append(line)
+        if len(self.lines) < MAX_REPORT_LINES:
+            self.lines.append(line)
         s = line.strip()
         if not s:
             return
@@ -277,6 +300,8 @@ class _Builder:
             self._add_frame(int(m.group("index")), m.group("rest"))
             return
         if s == _FAILED_STACK:
+            return
+        if len(self.sections) >= MAX_SECTIONS:
             return
         m = _ACCESS.match(s)
         if m:
@@ -330,9 +355,12 @@ class _Builder:
         if current is None or (current.frames and index <= current.frames[-1].index):
             # Frames right after the WARNING line (signal-unsafe call, mutex misuse), or a
             # restart at #0 without a header: a new unnamed stack.
+            if len(self.sections) >= MAX_SECTIONS:
+                return
             current = _Section(label="stack")
             self.sections.append(current)
-        current.frames.append(parse_frame(index, rest))
+        if len(current.frames) < MAX_FRAMES:
+            current.frames.append(parse_frame(index, rest))
 
     def build(self) -> Report:
         current: Access | None = None
@@ -377,101 +405,152 @@ class _Builder:
         )
 
 
-def parse_log(text: str) -> ParsedLog:
-    """Every TSAN report, failure and warning count in ``text``.
+class LogScanner:
+    """The parser, one line at a time: ``feed`` returns the report a line completes.
 
     Reports end at their SUMMARY line, at a ``=====`` separator, at the next
-    WARNING or at the end of the text; a report cut short (a killed process) is
-    kept with what it has, and its ``summary`` is None. ``Report.raw`` holds the
-    block's lines with collector prefixes (timestamps, ``==pid==``, colours)
-    removed.
-
-    ``extra`` gets, only when there are any: ``"crashes"`` (the program died of a
-    signal that TSAN printed, e.g. ``ERROR: ThreadSanitizer: SEGV on unknown
-    address``: not a TSAN failure, not a race) and ``"notices"`` (other
-    ThreadSanitizer lines, e.g. the re-exec for high-entropy ASLR), as tuples of
-    lines.
+    WARNING or at the end of the log (``finish``); a report cut short (a killed
+    process) is kept with what it has, and its ``summary`` is None. ``Report.raw``
+    holds the block's lines with collector prefixes (timestamps, ``==pid==``,
+    colours) removed.
     """
-    reports: list[Report] = []
-    fatal: list[str] = []
-    crashes: list[str] = []
-    notices: list[str] = []
-    warnings_total: int | None = None
-    builder: _Builder | None = None
 
-    def close() -> None:
-        nonlocal builder
-        if builder is not None:
-            reports.append(builder.build())
-            builder = None
+    def __init__(self) -> None:
+        self.fatal: list[str] = []
+        self.crashes: list[str] = []
+        self.notices: list[str] = []
+        self.warnings_total: int | None = None
+        self._builder: _Builder | None = None
 
-    for raw_line in text.splitlines():
-        line = clean_line(raw_line)
+    def _close(self) -> Report | None:
+        builder, self._builder = self._builder, None
+        return builder.build() if builder is not None else None
+
+    @staticmethod
+    def _keep(into: list[str], line: str) -> None:
+        if len(into) < MAX_MESSAGES:
+            into.append(line)
+
+    def feed(self, raw_line: str) -> Report | None:
+        """Take one line (without its line break); the report it ends, if any."""
+        line = clean_line(raw_line[:MAX_LINE])
         s = line.strip()
-        if not s:
-            if builder is not None:
-                builder.add_line(line)
-            continue
-
-        if "Sanitizer" not in s:
+        builder = self._builder
+        if not s or "Sanitizer" not in s:
             # Most lines: frames, headers, program output. Only TSAN's own lines need the
             # searches below.
             if builder is not None:
                 builder.add_line(line)
-            elif _NOTICE.search(s):
-                notices.append(s)
-            continue
+            elif s and _NOTICE.search(s):
+                self._keep(self.notices, s)
+            return None
 
         m = _WARNING.search(s)
         if m:
-            close()
+            done = self._close()
             pid = m.group("pid")
-            builder = _Builder(
+            self._builder = _Builder(
                 kind=normalise_kind(m.group("kind")) or "unknown",
                 pid=int(pid) if pid else None,
                 lines=[s[m.start() :]],
             )
-            continue
+            return done
 
         m = _SUMMARY.search(s)
         if m:
             if builder is not None:
-                builder.lines.append(line)
+                if len(builder.lines) < MAX_REPORT_LINES + 1:
+                    builder.lines.append(line)
                 builder.summary = m.group("text")
-                close()
-            continue
+                return self._close()
+            return None
 
         if _SEPARATOR.match(s):
-            close()
-            continue
+            return self._close()
 
         m = _REPORTED.search(s)
         if m:
-            close()
-            warnings_total = (warnings_total or 0) + int(m.group("n"))
-            continue
+            self.warnings_total = (self.warnings_total or 0) + int(m.group("n"))
+            return self._close()
 
         if _FATAL.search(s):
-            fatal.append(s)
-            continue
-        if _CRASH.search(s):
-            crashes.append(s)
-            continue
-
-        if builder is not None:
+            self._keep(self.fatal, s)
+        elif _CRASH.search(s):
+            self._keep(self.crashes, s)
+        elif builder is not None:
             builder.add_line(line)
         elif _NOTICE.search(s):
-            notices.append(s)
+            self._keep(self.notices, s)
+        return None
 
-    close()
-    extra: dict[str, Any] = {}
-    if crashes:
-        extra["crashes"] = tuple(crashes)
-    if notices:
-        extra["notices"] = tuple(notices)
-    return ParsedLog(
-        reports=tuple(reports),
-        fatal=tuple(fatal),
-        reported_warnings=warnings_total,
-        extra=extra,
-    )
+    def finish(self) -> Report | None:
+        """The end of the log: the report still open, if any."""
+        return self._close()
+
+    def reports(self, lines: Iterable[str]) -> Iterator[Report]:
+        """Every report in ``lines``, as each one ends; then ``finish``."""
+        for raw_line in lines:
+            report = self.feed(raw_line)
+            if report is not None:
+                yield report
+        last = self.finish()
+        if last is not None:
+            yield last
+
+    def parsed(self, reports: Iterable[Report] = ()) -> ParsedLog:
+        """What was found besides the reports, with ``reports`` put in.
+
+        ``extra`` gets, only when there are any: ``"crashes"`` (the program died of a
+        signal that TSAN printed, e.g. ``ERROR: ThreadSanitizer: SEGV on unknown
+        address``: not a TSAN failure, not a race) and ``"notices"`` (other
+        ThreadSanitizer lines, e.g. the re-exec for high-entropy ASLR), as tuples of
+        lines.
+        """
+        extra: dict[str, Any] = {}
+        if self.crashes:
+            extra["crashes"] = tuple(self.crashes)
+        if self.notices:
+            extra["notices"] = tuple(self.notices)
+        return ParsedLog(
+            reports=tuple(reports),
+            fatal=tuple(self.fatal),
+            reported_warnings=self.warnings_total,
+            extra=extra,
+        )
+
+
+def read_lines(stream: TextIO) -> Iterator[str]:
+    """The lines of a text stream, as ``str.splitlines`` would cut the whole text,
+    read a bounded piece at a time: the part of a line beyond ``MAX_LINE`` is dropped
+    unread into memory. Open files with ``newline=""`` so that no line break is
+    translated before it is seen here.
+    """
+    skipping = False
+    while True:
+        chunk = stream.readline(MAX_LINE)
+        if not chunk:
+            return
+        ended = chunk.endswith(("\n", "\r"))
+        if skipping:
+            skipping = not ended
+            continue
+        if not ended and len(chunk) >= MAX_LINE:
+            skipping = True
+        yield from chunk.splitlines()
+
+
+def read_reports(stream: TextIO, scanner: LogScanner | None = None) -> Iterator[Report]:
+    """The reports of a TSAN log read from ``stream``, one at a time.
+
+    Pass a ``scanner`` to read the fatal errors, crashes and warning counts from it
+    afterwards (``scanner.parsed()``).
+    """
+    return (scanner or LogScanner()).reports(read_lines(stream))
+
+
+def parse_log(text: str) -> ParsedLog:
+    """Every TSAN report, failure and warning count in ``text`` (see ``LogScanner``
+    for how reports are cut out and ``LogScanner.parsed`` for ``extra``)."""
+    scanner = LogScanner()
+    reports = list(scanner.reports(text.splitlines()))
+    return scanner.parsed(reports)
