@@ -16,5 +16,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# An install interrupted earlier (a killed make) leaves dpkg refusing all work until
+# it is finished; finishing it is what apt-get itself asks for.
+dpkg --configure -a >/dev/null 2>&1 || true
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
