@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import ReproError
+from repro.tsan import options as tsan_options
 from repro.tsan.model import ParsedLog
-from repro.tsan.outcome import Matcher, Outcome, classify, is_target
+from repro.tsan.outcome import Found, Matcher, Outcome, classify, is_target
 from repro.tsan.parse import parse_log
 
 OUTPUT_TAIL = 4000
@@ -66,15 +67,11 @@ class RunResult:
     log_dir: str | None = None
     started: float = 0.0
     detail: str | None = None
+    found: tuple[Found, ...] = ()  # each report's signature and whether it is the target
 
 
 def tsan_options_string(options: Mapping[str, Any]) -> str:
-    def fmt(v: Any) -> str:
-        if isinstance(v, bool):
-            return "1" if v else "0"
-        return str(v)
-
-    return " ".join(f"{k}={fmt(v)}" for k, v in options.items())
+    return tsan_options.to_string({k: tsan_options.format_value(v) for k, v in options.items()})
 
 
 def merge_tsan_options(
@@ -85,15 +82,10 @@ def merge_tsan_options(
 ) -> str:
     """Recipe options win over the user's TSAN_OPTIONS, which win over repro's defaults;
     log_path is always ours."""
-    opts: dict[str, str] = dict(defaults or {})
-    for item in base_env.get("TSAN_OPTIONS", "").replace(":", " ").split():
-        if "=" in item:
-            k, v = item.split("=", 1)
-            opts[k] = v
-    for k, v in recipe_options.items():
-        opts[k] = tsan_options_string({k: v}).split("=", 1)[1]
-    opts["log_path"] = str(log_prefix)
-    return tsan_options_string(opts)
+    merged = tsan_options.merge(
+        defaults, base_env.get("TSAN_OPTIONS"), recipe_options, {"log_path": log_prefix}
+    )
+    return tsan_options.to_string(merged)
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float = 2.0) -> None:
@@ -363,5 +355,6 @@ def run_once(
         log_dir=str(run_dir),
         started=started,
         detail=verdict.detail,
+        found=verdict.found,
     )
     return result, parsed

@@ -18,8 +18,7 @@ from pathlib import Path
 from repro.runlog import Counts, RunEvent, RunLog, SignatureEvent
 from repro.runner import Cancelled, InFlight, Matcher, Outcome, RunResult, RunSpec, run_once
 from repro.tsan.model import ParsedLog
-from repro.tsan.outcome import FAILED, INVALID, is_target
-from repro.tsan.signature import signature_of
+from repro.tsan.outcome import FAILED, INVALID, Found
 
 KEEP_TARGET_LOGS = 20
 KEEP_FAILURE_LOGS = 5
@@ -95,21 +94,18 @@ class StressState:
         return min(candidates) if candidates else None
 
 
-def signature_events(parsed: ParsedLog, matcher: Matcher) -> list[SignatureEvent]:
-    drop = matcher.all_drop
-    out = []
-    for report in parsed.reports:
-        sig = signature_of(report, depth=matcher.depth, drop=drop)
-        out.append(
-            SignatureEvent(
-                id=sig.id,
-                kind=sig.kind,
-                top_frames=tuple(tuple(a) for a in sig.accesses),
-                description=sig.describe(),
-                target=is_target(report, matcher),
-            )
+def signature_events(found: tuple[Found, ...]) -> list[SignatureEvent]:
+    """The signature events of a run's reports, from what the runner already computed."""
+    return [
+        SignatureEvent(
+            id=f.signature.id,
+            kind=f.signature.kind,
+            top_frames=tuple(tuple(a) for a in f.signature.accesses),
+            description=f.signature.describe(),
+            target=f.target,
         )
-    return out
+        for f in found
+    ]
 
 
 def _keep_log(result: RunResult, session: Counts, new: bool) -> bool:
@@ -256,7 +252,7 @@ def _record(
     tags: Tags,
 ) -> None:
     record = runlog.record
-    found = signature_events(parsed, matcher)
+    found = signature_events(result.found)
     new = [e for e in {e.id: e for e in found}.values() if e.id not in record.signatures]
     state.session.add(result.outcome)
     keep = _keep_log(result, state.session, bool(new))

@@ -24,6 +24,7 @@ from typing import Any
 from repro.recipe import Recipe
 from repro.redact import home_dirs, looks_secret
 from repro.stats import clean_runs_needed
+from repro.tsan import options as tsan_options
 
 PLAIN_OK = "race reproduced in run"
 PLAIN_NOT = "race not reproduced in"
@@ -139,15 +140,8 @@ def _export(name: str, value: str, refs: frozenset[str] = frozenset()) -> str:
 
 
 def _merge_tsan_options(user: str | None, recipe: Mapping[str, Any]) -> str:
-    opts: dict[str, str] = {}
-    for item in (user or "").replace(":", " ").split():
-        if "=" in item:
-            k, v = item.split("=", 1)
-            opts[k] = v
-    for k, v in recipe.items():
-        opts[k] = "1" if v is True else "0" if v is False else str(v)
-    opts.pop("log_path", None)  # reports must go to the log the loop greps
-    return " ".join(f"{k}={v}" for k, v in opts.items())
+    # Reports must go to the log the loop greps, not to a log_path of the user's.
+    return tsan_options.to_string(tsan_options.merge(None, user, recipe, drop=("log_path",)))
 
 
 def _heredoc(path: str, text: str) -> list[str]:

@@ -18,6 +18,7 @@ from repro.tsan.model import Frame, ParsedLog, Report
 from repro.tsan.parse import normalise_kind
 from repro.tsan.signature import (
     DEFAULT_DROP,
+    Signature,
     TargetRule,
     access_matches,
     is_runtime_frame,
@@ -70,13 +71,25 @@ class Matcher:
 
 
 @dataclass(frozen=True)
+class Found:
+    """One report of a run: its signature, and whether it is the target (computed once)."""
+
+    signature: Signature
+    target: bool
+
+
+@dataclass(frozen=True)
 class Verdict:
     """One run's outcome and the facts behind it, ready to log."""
 
     outcome: Outcome
     target_reports: int
-    signatures: tuple[str, ...]  # one id per report, in order
+    found: tuple[Found, ...]  # one per report, in order
     detail: str | None = None  # why an invalid run is invalid (module, which report)
+
+    @property
+    def signatures(self) -> tuple[str, ...]:
+        return tuple(f.signature.id for f in self.found)
 
 
 # --- what makes a report unusable ------------------------------------------------------
@@ -174,12 +187,12 @@ def classify(
     target but was cut short; a timeout; other races; a crash; clean.
     """
     drop = matcher.all_drop
-    sigs: list[str] = []
+    found: list[Found] = []
     target = 0
     unsymbolized: list[int] = []
     incomplete: list[int] = []
     for i, report in enumerate(parsed.reports):
-        sigs.append(signature_of(report, depth=matcher.depth, drop=drop).id)
+        hit = False
         if is_unsymbolized(report):
             unsymbolized.append(i)
         elif is_incomplete(report):
@@ -187,34 +200,37 @@ def classify(
                 incomplete.append(i)
         elif matches(report, matcher.rule, drop=drop):
             target += 1
+            hit = True
+        found.append(Found(signature_of(report, depth=matcher.depth, drop=drop), hit))
+    sigs = tuple(found)
     gil = gil_enabled_modules(output)
     if target:
-        return Verdict(Outcome.TARGET, target, tuple(sigs))
+        return Verdict(Outcome.TARGET, target, sigs)
     if parsed.fatal:
-        return Verdict(Outcome.TSAN_FAILURE, 0, tuple(sigs), parsed.fatal[0])
+        return Verdict(Outcome.TSAN_FAILURE, 0, sigs, parsed.fatal[0])
     if unsymbolized:
         return Verdict(
             Outcome.UNSYMBOLIZED,
             0,
-            tuple(sigs),
+            sigs,
             f"{len(unsymbolized)} of {len(parsed.reports)} reports have no function names",
         )
     if gil:
-        return Verdict(Outcome.GIL_ENABLED, 0, tuple(sigs), ", ".join(gil))
+        return Verdict(Outcome.GIL_ENABLED, 0, sigs, ", ".join(gil))
     if incomplete:
         return Verdict(
             Outcome.INCOMPLETE,
             0,
-            tuple(sigs),
+            sigs,
             f"{len(incomplete)} report(s) that could be the target lack a stack or were cut off",
         )
     if timed_out:
-        return Verdict(Outcome.TIMEOUT, 0, tuple(sigs))
+        return Verdict(Outcome.TIMEOUT, 0, sigs)
     if parsed.reports:
-        return Verdict(Outcome.OTHER, 0, tuple(sigs))
+        return Verdict(Outcome.OTHER, 0, sigs)
     if exit_code not in (0, None):
-        return Verdict(Outcome.CRASH, 0, tuple(sigs))
-    return Verdict(Outcome.CLEAN, 0, tuple(sigs))
+        return Verdict(Outcome.CRASH, 0, sigs)
+    return Verdict(Outcome.CLEAN, 0, sigs)
 
 
 def is_target(report: Report, matcher: Matcher) -> bool:
