@@ -588,6 +588,11 @@ def _title(
     name = race_name(race)
     if bisect is not None:
         culprit = bisect.get("culprit")
+        rng = bisect.get("culprit_range") or []
+        if not culprit and len(rng) > 1:
+            verb = "fixed by" if bisect["direction"] == "fix" else "introduced by"
+            labels = ", ".join(str(c.get("label")) for c in rng)
+            return f"{name}, {verb} one of {labels} (no single commit: the others are untestable)"
         if culprit:
             verb = "fixed by" if bisect["direction"] == "fix" else "introduced by"
             rng = bisect.get("culprit_range") or []

@@ -68,6 +68,18 @@ def _summary(doc: Mapping[str, Any]) -> str:
     rows: list[tuple[str, str]] = []
     if b is not None:
         c = b.get("culprit")
+        candidates = b.get("culprit_range") or []
+        if not c and len(candidates) > 1:
+            rows.append(
+                (
+                    fmt.culprit_label(b),
+                    _e(
+                        f"one of {len(candidates)}: "
+                        + ", ".join(str(x.get("label")) for x in candidates)
+                        + " (no single commit can be named: the others could not be tested)"
+                    ),
+                )
+            )
         if c:
             rows.append((fmt.culprit_label(b), f"{_link(c)} {_e(c.get('subject') or '')}"))
             rng = b.get("culprit_range") or []

@@ -128,6 +128,16 @@ def _summary(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
     rows: list[list[str]] = []
     if b is not None:
         c = b.get("culprit")
+        candidates = b.get("culprit_range") or []
+        if not c and len(candidates) > 1:
+            rows.append(
+                [
+                    f"**{fmt.culprit_label(b)}**",
+                    f"one of {len(candidates)}: "
+                    + ", ".join(inline(x.get("label")) for x in candidates)
+                    + " (no single commit can be named: the others could not be tested)",
+                ]
+            )
         if c:
             rows.append(
                 [

@@ -1,0 +1,118 @@
+"""A bisect whose answer is a range of untestable commits says so (issue 11 item 12), and
+skips exactly the commits that do not build (issue 10: a test that can fail).
+
+A real git history made here: a racy program (tests/tsan_programs/lost_history.c, whose
+race shows in every run at history_size=7), two commits that do not build, then the fix
+(race_free.c), then one more clean commit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from conftest import repro
+from tsan_helpers import PROGRAMS
+
+BUILD = """#!/bin/sh
+set -e
+test ! -e BROKEN
+gcc -fsanitize=thread -g -O1 -o prog prog.c -pthread
+"""
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _commit(repo: Path, subject: str) -> str:
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", subject)
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def _history(tmp_path: Path, broken: int) -> tuple[Path, dict[str, str]]:
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "build.sh").write_text(BUILD)
+    (repo / "prog.c").write_text((PROGRAMS / "lost_history.c").read_text())
+    shas = {"racy": _commit(repo, "racy")}
+    (repo / "BROKEN").write_text("")
+    for k in range(broken):
+        (repo / "note.txt").write_text(str(k))
+        shas[f"broken{k}"] = _commit(repo, f"does not build {k}")
+    (repo / "BROKEN").unlink()
+    (repo / "prog.c").write_text((PROGRAMS / "race_free.c").read_text())
+    shas["fix"] = _commit(repo, "the fix")
+    (repo / "note.txt").write_text("after")
+    shas["after"] = _commit(repo, "after the fix")
+    return repo, shas
+
+
+def _recipe(tmp_path: Path, repo: Path) -> Path:
+    r = tmp_path / "r.yaml"
+    r.write_text(
+        "name: range\n"
+        f"extension: {{repo: {json.dumps(str(repo))}, build: ['sh build.sh'], sanitize: none}}\n"
+        "reproducer: {command: ./prog, timeout: 30}\n"
+        "tsan: {options: {history_size: 7}}\n"
+        "target: {functions: [read_shared, write_shared]}\n"
+    )
+    return r
+
+
+def test_untestable_commits_before_the_fix_give_a_range_not_a_culprit(tmp_path: Path) -> None:
+    repo, shas = _history(tmp_path, broken=2)
+    out = tmp_path / "b.json"
+    res = repro(
+        "bisect",
+        str(_recipe(tmp_path, repo)),
+        "--racy",
+        shas["racy"],
+        "--fixed",
+        shas["after"],
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json-out",
+        str(out),
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["culprit"] is None
+    ids = [c["id"] for c in data["culprit_range"]]
+    assert ids == [shas["broken0"], shas["broken1"], shas["fix"]]
+    text = " ".join(res.stdout.split())
+    assert "is one of 3" in text and "no single commit can be named" in text
+    assert "first fixed commit:" not in text
+    # Exactly the commits that do not build were skipped, each with its reason.
+    skipped = {s["id"] for s in data["steps"] if s["verdict"] == "skipped"}
+    assert skipped == {shas["broken0"], shas["broken1"]}
+    for s in data["steps"]:
+        assert (s["built"] is False) == (s["id"] in skipped)
+    report = repro("report", str(next((tmp_path / "runs").iterdir())))
+    assert "one of" in report.stdout
+
+
+def test_buildable_history_names_the_fix(tmp_path: Path) -> None:
+    repo, shas = _history(tmp_path, broken=0)
+    out = tmp_path / "b.json"
+    res = repro(
+        "bisect",
+        str(_recipe(tmp_path, repo)),
+        "--racy",
+        shas["racy"],
+        "--fixed",
+        shas["after"],
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json-out",
+        str(out),
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["culprit"]["id"] == shas["fix"] and data["culprit_range"] is None
+    assert not [s for s in data["steps"] if s["verdict"] == "skipped"]
