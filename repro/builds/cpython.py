@@ -679,195 +679,19 @@ def _build_in_tree(
     source: str,
     source_id: str,
 ) -> PythonBuild:
-    src = tree_root / "src"
-    state_path = tree_root / "tree.json"
-    state = _TreeState.load(state_path)
-    tree_root.mkdir(parents=True, exist_ok=True)
-    cc, ccache_dir = _ccache_setup(compiler)
-    env = dict(os.environ)
-    if ccache_dir:
-        env["PATH"] = f"{ccache_dir}{os.pathsep}{env.get('PATH', '')}"
-    # The freshly built python runs during the build; its races are not ours to report.
-    env["TSAN_OPTIONS"] = "report_bugs=0 exitcode=0"
-    env.pop("PYTHONPATH", None)
-    env.pop("PYTHONHOME", None)
-    env["LC_ALL"] = "C"
-    setarch = setarch_prefix()
-    ctx.note(f"tree {src}; compiler {compiler.command} ({compiler.version}); CC={cc}")
-
-    # 1. sources into the tree, back to a pristine state
-    # A tarball tree is tracked by a git directory kept *outside* the sources: with a
-    # src/.git, CPython would put that repository's commit into sys.version.
-    git_dir = tree_root / "pristine.git" if tarball is not None else None
-    if tarball is not None and git_dir is not None:
-        sig = f"tarball:{sha256_file(tarball)}"
-        if (src / ".git").is_dir() and not git_dir.exists():  # older layout
-            os.replace(src / ".git", git_dir)
-        if state.source != sig or not git_dir.exists():
-            prog.phase("extract", tarball.name)
-            shutil.rmtree(src, ignore_errors=True)
-            shutil.rmtree(git_dir, ignore_errors=True)
-            state = _TreeState(source=sig)
-            state.save(state_path)
-            src.mkdir(parents=True)
-            ctx.run(
-                ["tar", "-xf", str(tarball), "-C", str(src), "--strip-components=1"],
-                cwd=tree_root,
-                step="extracting the tarball",
-            )
-            ctx.run(_git(src, "init", "-q", git_dir=git_dir), cwd=src, step="git init")
-            ctx.run(_git(src, "add", "-A", "-f", git_dir=git_dir), cwd=src, step="git add")
-            ctx.run(
-                _git(
-                    src,
-                    "commit",
-                    "-q",
-                    "--no-verify",
-                    "-m",
-                    "pristine " + tarball.name,
-                    git_dir=git_dir,
-                ),
-                cwd=src,
-                step="git commit",
-            )
-        else:
-            prog.phase("extract", "reusing the build tree")
-            ctx.run(
-                _git(src, "reset", "-q", "--hard", git_dir=git_dir),
-                cwd=src,
-                step="resetting the tree",
-            )
-    else:
-        assert repo is not None and sha is not None
-        prog.phase("fetch", sha[:12])
-        sig = f"git:{repo.source}"
-        if state.source != sig:
-            state = _TreeState(source=sig)
-        if state.commit and state.commit != sha and (src / "configure").exists():
-            changed = repo.changed_files(state.commit, sha)
-            if any(_is_configure_input(f) for f in changed):
-                ctx.note("configure inputs changed between the commits: reconfiguring")
-                state.configured = False
-        repo.worktree(sha, src)
-        state.commit = sha
-    touched = list(state.patch_targets)
-    _remove_untracked(src, state.patch_targets, ctx, git_dir)
-    state.patches, state.patch_targets = [], []
-    state.save(state_path)
-
-    # 2. patches
-    if patches:
-        prog.phase("patch", f"{len(patches)} file(s)")
-        for p in patches:
-            state.patch_targets += patch_targets(p)
-            state.save(state_path)
-            apply_patch(src, p, log=ctx.note)
-            state.patches.append(str(p))
-        state.save(state_path)
-
-    # 3. configure, only when the tree needs it. Every build of a tree shares one
-    # configured prefix (inside the tree); ``make install`` goes to a DESTDIR and the
-    # result is relocated to the cache entry. A configure per entry (for its prefix)
-    # would make every object that depends on the Makefile rebuild; and configure
-    # with a cache file is not equivalent to a fresh one (CPython's configure sets
-    # some variables only when a check really runs), so it is never used.
-    shared = "--enable-shared" in spec.configure_args
-    build_prefix = ctx.dest if shared else _build_prefix(tree_root, ctx.dest)
-    for p in patches:
-        touched += patch_targets(p)
-    if any(_is_configure_input(f) for f in touched):
-        state.configured = False
-    cmd = configure_command(spec, build_prefix, cc)
-    if not state.configured or state.prefix != str(build_prefix) or not (src / "Makefile").exists():
-        prog.phase("configure")
-        before = _snapshot(src)
-        state.configured = False
-        state.save(state_path)
-        ctx.run([*setarch, *cmd], cwd=src, env=env, step="configure")
-        kept = _keep_mtimes(src, before, state.prefix, str(build_prefix))
-        if kept:
-            ctx.note(f"configure left these unchanged (mtimes kept): {', '.join(kept)}")
-        state.configured = True
-        state.prefix = str(build_prefix)
-        state.save(state_path)
-    else:
-        ctx.note(f"tree already configured for {build_prefix}")
-
-    # 4. compile
-    prog.phase("compile")
-    counter = _Counter(cc, prog, state.full_compiles)
-    jobs = str(os.cpu_count() or 2)
-    ctx.run([*setarch, "make", f"-j{jobs}"], cwd=src, env=env, step="make", on_line=counter)
-    prog.compiled(counter.count, counter.count)
-    if state.full_compiles is None or counter.count > state.full_compiles:
-        state.full_compiles = counter.count
-    state.save(state_path)
-    ctx.note(f"compiled {counter.count} files")
-
-    # 5. install (DESTDIR: paths inside the install already name the final prefix).
-    # Byte-compiling the whole stdlib three times under TSAN takes minutes per build;
-    # only the top level is compiled now, the rest on first import. pip (ensurepip)
-    # is installed without compiling for the same reason.
-    prog.phase("install")
-    destdir = ctx.scratch / "root"
-    ctx.run(
-        [*setarch, "make", "install", f"DESTDIR={destdir}", "PYTHON_FOR_BUILD=:"],
-        cwd=src,
-        env=env,
-        step="make install",
-    )
-    installed = destdir / str(build_prefix).lstrip("/")
-    for child in installed.iterdir():
-        os.replace(child, ctx.staging / child.name)
-    if build_prefix != ctx.dest:
-        texts, binaries = relocate(
-            ctx.staging, str(build_prefix), str(ctx.dest), skip=[ctx.log_path]
-        )
-        ctx.note(f"relocated {build_prefix} -> {ctx.dest} in {len(texts)} text files")
-        if binaries:
-            ctx.note(f"relocated in binaries (NUL-padded strings): {binaries[:10]}")
-    bin_dir = ctx.staging / "bin"
-    if not (bin_dir / "python3").exists():
-        cands = sorted(bin_dir.glob("python3.[0-9]*"), key=lambda p: len(p.name))
-        cands = [c for c in cands if not c.name.endswith("-config")]
-        if not cands:
-            raise BuildError("make install produced no bin/python3*", log=ctx.log_path)
-        (bin_dir / "python3").symlink_to(cands[0].name)
-    if not any(a in spec.configure_args for a in ("--without-ensurepip", "--with-ensurepip=no")):
-        pip = install_bundled_pip(src / "Lib", ctx.staging, ctx.dest / "bin" / "python3")
-        ctx.note(f"pip: {pip or 'no bundled wheel'}")
-
-    # 6. verify: the interpreter must be what was asked for
-    prog.phase("verify")
-    python = bin_dir / "python3"
-    info = probe_python(python)
-    ctx.note(f"probe: {canonical_json(info)}")
-    problems = []
-    if spec.version and info["version"] != spec.version:
-        problems.append(f"version is {info['version']}, expected {spec.version}")
-    gil_disabled = info.get("gil_disabled") == 1
-    if gil_disabled != spec.free_threading:
-        problems.append(
-            f"Py_GIL_DISABLED is {info.get('gil_disabled')}, expected "
-            f"{1 if spec.free_threading else 0}"
-        )
-    libs = [ctx.staging / "lib" / str(info["ldlibrary"])] if info.get("ldlibrary") else []
-    tsan = tsan_linked(python.resolve(), libs)
-    if tsan != spec.tsan:
-        problems.append(
-            "the TSAN runtime is " + ("linked in but was not asked for" if tsan else "missing")
-        )
-    if info.get("libdir") != str(ctx.dest / "lib"):
-        problems.append(f"sysconfig LIBDIR is {info.get('libdir')}, not {ctx.dest / 'lib'}")
-    if problems:
-        raise BuildError("the built interpreter is wrong: " + "; ".join(problems), log=ctx.log_path)
-    final_python = ctx.dest / "bin" / "python3"
+    tree = _TreeBuild(ctx, spec, compiler, tree_root, patches, prog)
+    tree.sources(tarball, repo, sha)
+    tree.apply_patches()
+    cmd = tree.configure()
+    tree.compile()
+    python = tree.install()
+    info, tsan = tree.verify(python)
     return PythonBuild(
-        python=final_python,
+        python=ctx.dest / "bin" / "python3",
         prefix=ctx.dest,
         key=key,
         version=str(info["version"]),
-        gil_disabled=gil_disabled,
+        gil_disabled=info.get("gil_disabled") == 1,
         tsan=tsan,
         compiler=compiler.command,
         compiler_version=compiler.version,
@@ -877,6 +701,246 @@ def _build_in_tree(
         patches=tuple(str(p) for p in patches),
         log=ctx.dest / "build.log",
     )
+
+
+class _TreeBuild:
+    """One build in a persistent tree, phase by phase: sources back to pristine, patches,
+    configure (only when the tree needs it), compile, install and relocate, verify.
+
+    The tree's state file records what each phase left, so that the next build of
+    another commit or patch set redoes only what changed.
+    """
+
+    def __init__(
+        self,
+        ctx: BuildContext,
+        spec: PythonSpec,
+        compiler: Compiler,
+        tree_root: Path,
+        patches: list[Path],
+        prog: BuildProgress,
+    ) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self.compiler = compiler
+        self.root = tree_root
+        self.patches = patches
+        self.prog = prog
+        self.src = tree_root / "src"
+        self.state_path = tree_root / "tree.json"
+        self.state = _TreeState.load(self.state_path)
+        tree_root.mkdir(parents=True, exist_ok=True)
+        self.cc, ccache_dir = _ccache_setup(compiler)
+        env = dict(os.environ)
+        if ccache_dir:
+            env["PATH"] = f"{ccache_dir}{os.pathsep}{env.get('PATH', '')}"
+        # The freshly built python runs during the build; its races are not ours to report.
+        env["TSAN_OPTIONS"] = "report_bugs=0 exitcode=0"
+        env.pop("PYTHONPATH", None)
+        env.pop("PYTHONHOME", None)
+        env["LC_ALL"] = "C"
+        self.env = env
+        self.setarch = setarch_prefix()
+        self.touched: list[str] = []
+        self.build_prefix = ctx.dest
+        ctx.note(f"tree {self.src}; compiler {compiler.command} ({compiler.version}); CC={self.cc}")
+
+    def save(self) -> None:
+        self.state.save(self.state_path)
+
+    def sources(self, tarball: Path | None, repo: GitRepo | None, sha: str | None) -> None:
+        """The tree back to the pristine sources of the tarball or commit."""
+        if tarball is not None:
+            self._tarball_sources(tarball)
+        else:
+            assert repo is not None and sha is not None
+            self._git_sources(repo, sha)
+        self.touched = list(self.state.patch_targets)
+        _remove_untracked(self.src, self.state.patch_targets, self.ctx, self._git_dir(tarball))
+        self.state.patches, self.state.patch_targets = [], []
+        self.save()
+
+    def _git_dir(self, tarball: Path | None) -> Path | None:
+        # A tarball tree is tracked by a git directory kept *outside* the sources: with a
+        # src/.git, CPython would put that repository's commit into sys.version.
+        return self.root / "pristine.git" if tarball is not None else None
+
+    def _tarball_sources(self, tarball: Path) -> None:
+        ctx, src = self.ctx, self.src
+        git_dir = self.root / "pristine.git"
+        sig = f"tarball:{sha256_file(tarball)}"
+        if (src / ".git").is_dir() and not git_dir.exists():  # older layout
+            os.replace(src / ".git", git_dir)
+        if self.state.source == sig and git_dir.exists():
+            self.prog.phase("extract", "reusing the build tree")
+            ctx.run(
+                _git(src, "reset", "-q", "--hard", git_dir=git_dir),
+                cwd=src,
+                step="resetting the tree",
+            )
+            return
+        self.prog.phase("extract", tarball.name)
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.rmtree(git_dir, ignore_errors=True)
+        self.state = _TreeState(source=sig)
+        self.save()
+        src.mkdir(parents=True)
+        ctx.run(
+            ["tar", "-xf", str(tarball), "-C", str(src), "--strip-components=1"],
+            cwd=self.root,
+            step="extracting the tarball",
+        )
+        ctx.run(_git(src, "init", "-q", git_dir=git_dir), cwd=src, step="git init")
+        ctx.run(_git(src, "add", "-A", "-f", git_dir=git_dir), cwd=src, step="git add")
+        message = "pristine " + tarball.name
+        ctx.run(
+            _git(src, "commit", "-q", "--no-verify", "-m", message, git_dir=git_dir),
+            cwd=src,
+            step="git commit",
+        )
+
+    def _git_sources(self, repo: GitRepo, sha: str) -> None:
+        self.prog.phase("fetch", sha[:12])
+        sig = f"git:{repo.source}"
+        if self.state.source != sig:
+            self.state = _TreeState(source=sig)
+        if self.state.commit and self.state.commit != sha and (self.src / "configure").exists():
+            changed = repo.changed_files(self.state.commit, sha)
+            if any(_is_configure_input(f) for f in changed):
+                self.ctx.note("configure inputs changed between the commits: reconfiguring")
+                self.state.configured = False
+        repo.worktree(sha, self.src)
+        self.state.commit = sha
+
+    def apply_patches(self) -> None:
+        if not self.patches:
+            return
+        self.prog.phase("patch", f"{len(self.patches)} file(s)")
+        for p in self.patches:
+            self.state.patch_targets += patch_targets(p)
+            self.save()
+            apply_patch(self.src, p, log=self.ctx.note)
+            self.state.patches.append(str(p))
+        self.save()
+
+    def configure(self) -> list[str]:
+        """Configure only when the tree needs it; returns the configure command.
+
+        Every build of a tree shares one configured prefix (inside the tree); ``make
+        install`` goes to a DESTDIR and the result is relocated to the cache entry. A
+        configure per entry (for its prefix) would make every object that depends on the
+        Makefile rebuild; and configure with a cache file is not equivalent to a fresh
+        one (CPython's configure sets some variables only when a check really runs), so
+        it is never used.
+        """
+        ctx, src, state = self.ctx, self.src, self.state
+        shared = "--enable-shared" in self.spec.configure_args
+        self.build_prefix = ctx.dest if shared else _build_prefix(self.root, ctx.dest)
+        touched = self.touched + [t for p in self.patches for t in patch_targets(p)]
+        if any(_is_configure_input(f) for f in touched):
+            state.configured = False
+        cmd = configure_command(self.spec, self.build_prefix, self.cc)
+        fresh = state.configured and state.prefix == str(self.build_prefix)
+        if fresh and (src / "Makefile").exists():
+            ctx.note(f"tree already configured for {self.build_prefix}")
+            return cmd
+        self.prog.phase("configure")
+        before = _snapshot(src)
+        state.configured = False
+        self.save()
+        ctx.run([*self.setarch, *cmd], cwd=src, env=self.env, step="configure")
+        kept = _keep_mtimes(src, before, state.prefix, str(self.build_prefix))
+        if kept:
+            ctx.note(f"configure left these unchanged (mtimes kept): {', '.join(kept)}")
+        state.configured = True
+        state.prefix = str(self.build_prefix)
+        self.save()
+        return cmd
+
+    def compile(self) -> None:
+        self.prog.phase("compile")
+        counter = _Counter(self.cc, self.prog, self.state.full_compiles)
+        jobs = str(os.cpu_count() or 2)
+        self.ctx.run(
+            [*self.setarch, "make", f"-j{jobs}"],
+            cwd=self.src,
+            env=self.env,
+            step="make",
+            on_line=counter,
+        )
+        self.prog.compiled(counter.count, counter.count)
+        if self.state.full_compiles is None or counter.count > self.state.full_compiles:
+            self.state.full_compiles = counter.count
+        self.save()
+        self.ctx.note(f"compiled {counter.count} files")
+
+    def install(self) -> Path:
+        """``make install`` to a DESTDIR, relocated into the cache entry; the python.
+
+        Byte-compiling the whole stdlib three times under TSAN takes minutes per build;
+        only the top level is compiled now, the rest on first import. pip (ensurepip)
+        is installed without compiling for the same reason.
+        """
+        ctx = self.ctx
+        self.prog.phase("install")
+        destdir = ctx.scratch / "root"
+        ctx.run(
+            [*self.setarch, "make", "install", f"DESTDIR={destdir}", "PYTHON_FOR_BUILD=:"],
+            cwd=self.src,
+            env=self.env,
+            step="make install",
+        )
+        installed = destdir / str(self.build_prefix).lstrip("/")
+        for child in installed.iterdir():
+            os.replace(child, ctx.staging / child.name)
+        if self.build_prefix != ctx.dest:
+            texts, binaries = relocate(
+                ctx.staging, str(self.build_prefix), str(ctx.dest), skip=[ctx.log_path]
+            )
+            ctx.note(f"relocated {self.build_prefix} -> {ctx.dest} in {len(texts)} text files")
+            if binaries:
+                ctx.note(f"relocated in binaries (NUL-padded strings): {binaries[:10]}")
+        bin_dir = ctx.staging / "bin"
+        if not (bin_dir / "python3").exists():
+            cands = sorted(bin_dir.glob("python3.[0-9]*"), key=lambda p: len(p.name))
+            cands = [c for c in cands if not c.name.endswith("-config")]
+            if not cands:
+                raise BuildError("make install produced no bin/python3*", log=ctx.log_path)
+            (bin_dir / "python3").symlink_to(cands[0].name)
+        no_pip = ("--without-ensurepip", "--with-ensurepip=no")
+        if not any(a in self.spec.configure_args for a in no_pip):
+            pip = install_bundled_pip(self.src / "Lib", ctx.staging, ctx.dest / "bin" / "python3")
+            ctx.note(f"pip: {pip or 'no bundled wheel'}")
+        return bin_dir / "python3"
+
+    def verify(self, python: Path) -> tuple[dict[str, Any], bool]:
+        """The interpreter must be what was asked for; its probe and whether TSAN is in."""
+        ctx, spec = self.ctx, self.spec
+        self.prog.phase("verify")
+        info = probe_python(python)
+        ctx.note(f"probe: {canonical_json(info)}")
+        problems = []
+        if spec.version and info["version"] != spec.version:
+            problems.append(f"version is {info['version']}, expected {spec.version}")
+        gil_disabled = info.get("gil_disabled") == 1
+        if gil_disabled != spec.free_threading:
+            problems.append(
+                f"Py_GIL_DISABLED is {info.get('gil_disabled')}, expected "
+                f"{1 if spec.free_threading else 0}"
+            )
+        libs = [ctx.staging / "lib" / str(info["ldlibrary"])] if info.get("ldlibrary") else []
+        tsan = tsan_linked(python.resolve(), libs)
+        if tsan != spec.tsan:
+            problems.append(
+                "the TSAN runtime is " + ("linked in but was not asked for" if tsan else "missing")
+            )
+        if info.get("libdir") != str(ctx.dest / "lib"):
+            problems.append(f"sysconfig LIBDIR is {info.get('libdir')}, not {ctx.dest / 'lib'}")
+        if problems:
+            raise BuildError(
+                "the built interpreter is wrong: " + "; ".join(problems), log=ctx.log_path
+            )
+        return info, tsan
 
 
 def install_bundled_pip(stdlib_src: Path, prefix: Path, final_python: Path) -> str | None:
