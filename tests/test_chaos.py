@@ -160,3 +160,33 @@ def test_bisect_survives_chaos(demo: Path, tmp_path: Path) -> None:
     assert doc["bisect"]["culprit"]["id"] == data["culprit"]["id"]
     time.sleep(0.5)
     assert _left_running(run_dir) == []
+
+
+def _wait_runs(runs_dir: Path, n: int) -> Path:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for d in runs_dir.glob("*"):
+            if len(_run_indices(d)) >= n:
+                return d
+        time.sleep(0.05)
+    pytest.fail(f"no {n} runs in {runs_dir}")
+
+
+@pytest.mark.parametrize("command", ["bisect", "amplify", "stress"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_commands_exit_130(
+    demo: Path, tmp_path: Path, command: str, sig: signal.Signals
+) -> None:
+    """The README's promise: interrupted, results kept, exit 130 (issue 11 item 6)."""
+    runs_dir = tmp_path / "runs"
+    extra = {
+        "bisect": [],
+        "amplify": ["--threads", "2,3", "-n", "100000"],
+        "stress": ["-n", "100000"],
+    }[command]
+    jobs = ["--jobs", "1"] if command == "amplify" else ["-j", "1"]
+    proc = _start([command, str(demo), *jobs, "--runs-dir", str(runs_dir), *extra])
+    run_dir = _wait_runs(runs_dir, 3)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == 130
+    assert len(_run_indices(run_dir)) >= 3
