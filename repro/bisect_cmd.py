@@ -8,6 +8,7 @@ events into a fresh strategy and continues exactly where the last process stoppe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -250,14 +251,7 @@ class BisectRun:
         if prepared is None:
             return None
         if not self.keep_going:
-            limits = Limits(
-                runs=limits.runs,
-                seconds=limits.seconds,
-                until_first=limits.until_first,
-                jobs=limits.jobs,
-                until_hits=limits.until_hits,
-                stop_on=frozenset({Outcome.UNSYMBOLIZED}),
-            )
+            limits = dataclasses.replace(limits, stop_on=frozenset({Outcome.UNSYMBOLIZED}))
         holder: dict[str, StressState] = {}
         view = StressView(
             holder, f"{phase} at {truncate(self.describe(pos), 60)}", str(self.rundir.path)
