@@ -255,3 +255,27 @@ def test_gil_enabled_run_is_flagged_with_the_module(
     )
     data = json.loads(out.read_text())
     assert data["outcomes"]["clean"] == 1, res.stdout + res.stderr
+
+
+def test_tsan_start_failure_hint_names_what_exists(lost: Path, tmp_path: Path) -> None:
+    """A TSAN runtime that cannot start is its own outcome, and its hint names real fixes."""
+    r = _recipe(tmp_path, f"ulimit -v 200000; exec {lost}", {"history_size": 7})
+    out = tmp_path / "s.json"
+    res = repro(
+        "stress",
+        str(r),
+        "-n",
+        "2",
+        "-j",
+        "1",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json-out",
+        str(out),
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["outcomes"]["tsan-failure"] == 2 and data["evidence_runs"] == 0
+    text = " ".join(res.stdout.split())
+    assert "repro doctor" in text and "vm.mmap_rnd_bits=28" in text
+    assert "--setarch" not in res.stdout + res.stderr
