@@ -93,9 +93,15 @@ class _RecipeLoader(yaml.SafeLoader):
     def construct_object(self, node: Any, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError) as exc:
-            # `2001-02-30`, `!!int x`: PyYAML raises these without a line.
-            raise RecipeYAMLError(_line(node.start_mark), f"invalid YAML value: {exc}") from None
+        except (ArithmeticError, LookupError, ValueError, TypeError, AttributeError) as exc:
+            # `2001-02-30`, `!!int x`, `!!int ''`, `!!timestamp`: PyYAML's constructors
+            # fail on these with whatever Python raised, and without a line.
+            tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+            shown = repr(node.value[:40]) if isinstance(node.value, str) else "this node"
+            detail = f" ({exc})" if type(exc) is ValueError else ""
+            raise RecipeYAMLError(
+                _line(node.start_mark), f"invalid YAML value: cannot read {shown} as {tag}{detail}"
+            ) from None
 
     def compose_mapping_node(self, anchor: Any) -> Any:
         node = super().compose_mapping_node(anchor)

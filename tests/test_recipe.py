@@ -485,7 +485,16 @@ def test_duplicate_keys_in_set_value_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["2001-02-30", "!!int x", "!!float x", "!!timestamp 2001-13-01", "!!python/tuple []"]
+    "value",
+    [
+        "2001-02-30",
+        "!!int x",
+        "!!float x",
+        "!!timestamp 2001-13-01",
+        "!!timestamp",
+        "!!int ''",
+        "!!python/tuple []",
+    ],
 )
 def test_yaml_values_that_cannot_be_built_are_recipe_errors(tmp_path: Path, value: str) -> None:
     msg = error_of(tmp_path, GOOD.replace("name: t", f"name: {value}"))
