@@ -43,7 +43,13 @@ from repro.runlog import (
 from repro.runlog.bisect_view import position_rows
 from repro.runner import reap_orphans
 from repro.stress import Limits, StressState, Tags, stress_loop
-from repro.stress_view import INVALID_HINTS, PlainTicker, StressView, fmt_seconds
+from repro.stress_view import (
+    INVALID_HINTS,
+    PlainTicker,
+    StressView,
+    fmt_seconds,
+    print_near_misses,
+)
 from repro.terms import Find, Side, Terms
 from repro.tsan.outcome import Outcome
 
@@ -739,6 +745,7 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
     terms = run.terms
     result = _write_outputs(run, opts, done, interrupted=False)
     console.print(run.steps_table())
+    print_near_misses(console, run.rundir.path, run.record.counts.runs)
     if done is None:
         return 0 if run.meta.get("status") == "planned" else 1
     conf = result["confidence"]

@@ -18,7 +18,13 @@ from repro.recipe import load_recipe, load_run_recipe
 from repro.runlog import Record, RunDir, RunLog
 from repro.runner import reap_orphans
 from repro.stress import Limits, StressState, stress_loop
-from repro.stress_view import INVALID_HINTS, PlainTicker, StressView, print_summary
+from repro.stress_view import (
+    INVALID_HINTS,
+    PlainTicker,
+    StressView,
+    print_near_misses,
+    print_summary,
+)
 from repro.tsan.outcome import Outcome
 
 # Exit status of a stress run stopped because its runs could not show the race.
@@ -44,6 +50,7 @@ class StressOptions:
     runs_dir: Path | None = None
     sets: tuple[str, ...] = ()
     keep_going: bool = False  # count unsymbolized runs apart instead of stopping
+    suggest_target: bool = False  # print a target naming both accesses at the end
 
 
 def build_summary(record: Record, meta: dict[str, Any]) -> dict[str, Any]:
@@ -178,6 +185,7 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
     summary = build_summary(record, meta)
     rundir.write("summary.json", summary)
     print_summary(console, summary, str(rundir.path))
+    print_near_misses(console, rundir.path, record.counts.runs, opts.suggest_target)
     if interrupted:
         console.print(f"interrupted: resume with  repro stress --resume {rundir.path}")
     from repro.outputs import write_outputs
