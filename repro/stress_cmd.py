@@ -14,7 +14,7 @@ from repro.context import Overrides, prepare
 from repro.environment import collect_environment
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
-from repro.recipe import load_recipe, load_run_recipe
+from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
 from repro.runlog import Record, RunDir, RunLog
 from repro.runner import reap_orphans
 from repro.stress import Limits, StressState, stress_loop
@@ -71,6 +71,26 @@ def build_summary(record: Record, meta: dict[str, Any]) -> dict[str, Any]:
         }
     )
     return summary
+
+
+def _extension_web_url(loaded: LoadedRecipe, overrides: Overrides) -> str | None:
+    """The extension's project page (the recipe's `web_url`, else its mirror's origin's).
+
+    Reports use it for links and for reproduce steps that clone from it rather than
+    from this machine's copy. The mirror exists already (prepare made it).
+    """
+    ext = loaded.recipe.extension
+    if ext is None:
+        return None
+    from repro.builds.cache import BuildCache
+    from repro.context import extension_location
+    from repro.gitrepo import GitRepo
+
+    try:
+        location = extension_location(loaded, overrides)
+        return GitRepo.open_cached(location, BuildCache().base, web_url=ext.web_url).web_url
+    except ReproError:
+        return ext.web_url
 
 
 def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: Any) -> int:
@@ -133,6 +153,7 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
             "jobs": opts.jobs,
             "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
             "context": prepared.info,
+            "web_url": _extension_web_url(loaded, overrides),
             "environment": collect_environment(prepared.info),
             "interrupted": False,
             "finished": False,

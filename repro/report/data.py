@@ -437,10 +437,11 @@ def _env_rows(env: Mapping[str, Any], files: RunFiles) -> list[list[str]]:
         )
         add("Patches", ", ".join(spec.patches))
     ext = env.get("extension") or {}
+    public = extension_public_repo(files)
     if ext:
-        add("Extension", f"{ext.get('repo')} at {ext.get('sha')}")
+        add("Extension", f"{public or ext.get('repo')} at {ext.get('sha')}")
     elif files.kind == "bisect" and files.meta.get("repo"):
-        add("Extension", f"{files.meta.get('repo')} (bisected)")
+        add("Extension", f"{public or files.meta.get('repo')} (bisected)")
     rust = env.get("rust") or {}
     if rust:
         add(
@@ -493,7 +494,9 @@ def _reproduce(
     rate_lo = float((summary.get("rate_ci95") or [0.0, 0.0])[0])
     n = shell.loop_runs(hits, runs, rate_lo)
     limit_runs = (meta.get("limits") or {}).get("runs") if files.kind == "stress" else None
-    commands = shell.repro_commands(files.kind, meta, int(limit_runs or max(runs, 100)))
+    commands = shell.repro_commands(
+        files.kind, meta, int(limit_runs or max(runs, 100)), extension_public_repo(files)
+    )
     script = None
     problem = None
     if files.recipe is None:
@@ -510,6 +513,14 @@ def _reproduce(
         "loop_runs": n,
         "recipe": files.recipe_text,
     }
+
+
+def extension_public_repo(files: RunFiles) -> str | None:
+    """A URL of the extension that works on another machine, when the run knows one."""
+    ext = files.recipe.extension if files.recipe is not None else None
+    if ext is None:
+        return None
+    return shell.public_repo(files.meta.get("web_url"), ext.web_url, ext.repo)
 
 
 def _plain_inputs(
@@ -544,7 +555,7 @@ def _plain_inputs(
         ]
     ext = files.recipe.extension
     if ext is not None:
-        repo = overrides.get("extension_repo") or ext.repo
+        repo = extension_public_repo(files) or overrides.get("extension_repo") or ext.repo
         if "://" not in repo and not repo.startswith("git@") and recipe_dir is not None:
             repo = str((recipe_dir / repo.removeprefix("file:")).resolve())
         inp.ext_repo = str(repo)
