@@ -25,7 +25,7 @@ from repro.bisect_strategy import Bisector, Done, Probe, RateBelief
 from repro.builds.cache import BuildError
 from repro.builds.progress import RichBuildProgress
 from repro.context import Overrides, Prepared, extension_location, prepare
-from repro.environment import collect_environment
+from repro.environment import collect_environment, interpreter_record
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
@@ -545,7 +545,9 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         "jobs": opts.jobs,
         "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
         "status": "started",
-        "environment": collect_environment(None),
+        "environment": collect_environment(
+            None, interpreter_record(r.python, r.reproducer.command, loaded.base_dir)
+        ),
         **extra,
     }
     rundir.write_meta(meta)

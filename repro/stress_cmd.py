@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from repro.context import Overrides, prepare
-from repro.environment import collect_environment
+from repro.environment import collect_environment, interpreter_record
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
@@ -154,7 +154,12 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
             "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
             "context": prepared.info,
             "web_url": _extension_web_url(loaded, overrides),
-            "environment": collect_environment(prepared.info),
+            "environment": collect_environment(
+                prepared.info,
+                interpreter_record(
+                    loaded.recipe.python, loaded.recipe.reproducer.command, loaded.base_dir
+                ),
+            ),
             "interrupted": False,
             "finished": False,
             "elapsed": elapsed_before,

@@ -103,3 +103,49 @@ def test_stress_report_clones_from_the_origin_of_a_local_clone(tmp_path: Path) -
     assert f"git clone -q {repo}" not in md  # (the recipe, quoted as is, still names it)
     assert f"git clone -q {WEB} ticketq" in md
     assert f"| Extension | {WEB} at " in md
+
+
+def _system_python() -> tuple[str, str]:
+    import shutil
+    import subprocess
+
+    exe = shutil.which("python3")
+    assert exe is not None
+    version = subprocess.run(
+        [exe, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return exe, version
+
+
+def test_bisect_without_a_python_section_records_the_interpreter(
+    bisected: tuple[Path, Path, dict],
+) -> None:
+    """It said "built per step from the recipe" (or nothing) though nothing was built."""
+    _, run_dir, _ = bisected
+    _, version = _system_python()
+    interp = json.loads((run_dir / "meta.json").read_text())["environment"]["interpreter"]
+    assert interp["version"] == version and isinstance(interp["gil_disabled"], bool)
+    assert isinstance(interp["tsan"], bool)
+    md = _report(run_dir, "markdown")
+    row = next(line for line in md.splitlines() if line.startswith("| Python | "))
+    assert f"{version} at " in row and "not built by repro: python3 on PATH" in row, row
+    assert "built per step" not in md
+
+
+def test_stress_records_the_interpreter_the_command_names(tmp_path: Path) -> None:
+    exe, version = _system_python()
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: py\nreproducer:\n"
+        f"  command: {exe} -c pass\n  timeout: 30\ntarget:\n  functions: [nothing_here]\n"
+    )
+    res = repro("stress", str(recipe), "--runs", "2", "--runs-dir", str(tmp_path / "runs"))
+    assert res.returncode == 1, res.stdout + res.stderr
+    run_dir = next((tmp_path / "runs").iterdir())
+    md = _report(run_dir, "markdown")
+    row = next(line for line in md.splitlines() if line.startswith("| Python | "))
+    assert f"{version} at " in row and "the reproducer's command" in row, row
+    assert "(with the GIL, no TSAN)" in row or "free-threaded" in row

@@ -429,13 +429,17 @@ def _env_rows(env: Mapping[str, Any], files: RunFiles) -> list[list[str]]:
                 f"{p.get('name')} (sha256 {p.get('sha256')})" for p in py.get("patches") or []
             ),
         )
+    elif env.get("interpreter"):
+        add("Python", _interpreter_text(env["interpreter"]))
     elif files.recipe is not None and files.recipe.python is not None:
         spec = files.recipe.python
-        add(
-            "CPython",
-            f"built per step from the recipe ({spec.version or spec.git or spec.executable})",
-        )
-        add("Patches", ", ".join(spec.patches))
+        if spec.executable:
+            add("Python", f"{spec.executable} (an existing interpreter; not recorded)")
+        else:
+            add("CPython", f"built per step from the recipe ({spec.version or spec.git})")
+            add("Patches", ", ".join(spec.patches))
+    else:
+        add("Python", "not recorded (the recipe has no python: section)")
     ext = env.get("extension") or {}
     public = extension_public_repo(files)
     if ext:
@@ -464,6 +468,19 @@ def _env_rows(env: Mapping[str, Any], files: RunFiles) -> list[list[str]]:
         add("Run prefix", " ".join(run["prefix"]))
     add("git", env.get("git"))
     return rows
+
+
+def _interpreter_text(interp: Mapping[str, Any]) -> str:
+    """The Python that ran when repro built none, as it described itself."""
+    where = interp.get("path") or interp.get("executable")
+    if interp.get("error"):
+        text = f"{interp.get('executable')}: could not be asked ({interp['error']})"
+    else:
+        gil = "free-threaded" if interp.get("gil_disabled") else "with the GIL"
+        tsan = "TSAN" if interp.get("tsan") else "no TSAN"
+        text = f"{interp.get('version')} at {where} ({gil}, {tsan})"
+    source = interp.get("source")
+    return f"{text}; not built by repro: {source}" if source else text
 
 
 def _environment(files: RunFiles) -> dict[str, Any]:
