@@ -52,3 +52,29 @@ def test_tty_reproducer_races_on_a_pty_and_its_output_is_kept(
 def test_without_tty_the_same_reproducer_never_races(tmp_path: Path, tty_bin: Path) -> None:
     code, summary, _ = _stress(tmp_path, tty_bin, tty=False)
     assert code == 1 and summary["hits"] == 0 and summary["outcomes"]["clean"] == 3, summary
+
+
+def test_readme_recipe_documents_every_reproducer_and_target_field() -> None:
+    """The recipe section of the README names every field a user may need, and parses."""
+    import re
+
+    from conftest import ROOT
+
+    from repro.recipe import ReproducerSpec, TargetSpec, parse_recipe
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Recipes") : readme.index("## How the bisect decides")]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    text = block.group(1)
+    for spec, name in ((ReproducerSpec, "reproducer"), (TargetSpec, "target")):
+        part = text[text.index(f"\n{name}:") :].split("\n\n", 1)[0]
+        for field in spec.model_fields:
+            if field == "cwd":
+                continue  # documented in the schema (repro recipe schema)
+            assert re.search(rf"^  {field}:", part, re.M), f"{name}.{field} not in README"
+    assert "`target.accesses`" in section
+    recipe = parse_recipe(
+        text.replace("patches: [patches/revert-fix.patch]", "patches: []"), ROOT / "README.md"
+    )
+    assert recipe.target.accesses == "each" and recipe.reproducer.tty is False
