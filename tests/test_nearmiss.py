@@ -167,3 +167,25 @@ def test_parse_skeleton_names_both_accesses(tmp_path: Path, lost_history_bin: Pa
     res = repro("parse", str(log), "--recipe-skeleton", "1")
     assert res.returncode == 0, res.stderr
     assert '- "read_shared"' in res.stdout and '- "write_shared"' in res.stdout
+
+
+def test_bisect_that_cannot_calibrate_names_the_near_miss(tmp_path: Path) -> None:
+    """The demo with a target naming only tq_publish: the racy end "does not reproduce"."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "demo"))
+    from make_repo import make_repo
+
+    repo = make_repo(tmp_path / "ticketq")
+    text = (ROOT / "recipes" / "demo.yaml").read_text().replace("../demo-work/ticketq", str(repo))
+    text = text.replace("functions: [tq_publish, tq_poll]", "functions: [tq_publish]")
+    recipe = tmp_path / "demo.yaml"
+    recipe.write_text(text)
+    res = repro("bisect", str(recipe), "--runs-dir", str(tmp_path / "runs"))
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "near miss: race" in out, out
+    assert "did not match: the other access, tq_poll" in out, out
+    assert 'to target it: add "tq_poll" to target.functions' in out
