@@ -26,7 +26,7 @@ from repro.bisect_strategy import Bisector, Done, Probe, RateBelief
 from repro.builds.cache import BuildError
 from repro.builds.progress import RichBuildProgress
 from repro.context import Overrides, Prepared, extension_location, prepare
-from repro.environment import collect_environment
+from repro.environment import collect_environment, interpreter_record
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
@@ -44,7 +44,13 @@ from repro.runlog import (
 from repro.runlog.bisect_view import position_rows
 from repro.runner import reap_orphans
 from repro.stress import Limits, StressState, Tags, stress_loop
-from repro.stress_view import INVALID_HINTS, PlainTicker, StressView, fmt_seconds
+from repro.stress_view import (
+    INVALID_HINTS,
+    PlainTicker,
+    StressView,
+    fmt_seconds,
+    print_near_misses,
+)
 from repro.terms import Find, Side, Terms
 from repro.tsan.outcome import Outcome
 
@@ -533,7 +539,9 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         "jobs": opts.jobs,
         "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
         "status": "started",
-        "environment": collect_environment(None),
+        "environment": collect_environment(
+            None, interpreter_record(r.python, r.reproducer.command, loaded.base_dir)
+        ),
         **extra,
     }
     rundir.write_meta(meta)
@@ -733,6 +741,7 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
     terms = run.terms
     result = _write_outputs(run, opts, done, interrupted=False)
     console.print(run.steps_table())
+    print_near_misses(console, run.rundir.path, run.record.counts.runs)
     if done is None:
         return 0 if run.meta.get("status") == "planned" else 1
     conf = result["confidence"]

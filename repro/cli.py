@@ -151,6 +151,13 @@ def stress(
     runs_dir: RunsDirOpt = None,
     set_: SetOpt = None,
     keep_going: KeepGoingOpt = False,
+    suggest_target: Annotated[
+        bool,
+        typer.Option(
+            "--suggest-target",
+            help="At the end, print a recipe `target:` naming both accesses of the race.",
+        ),
+    ] = False,
 ) -> None:
     """Run the reproducer again and again; count the target race apart from all others."""
     from repro.stress_cmd import StressOptions, run_stress
@@ -173,6 +180,7 @@ def stress(
         runs_dir=runs_dir,
         sets=tuple(set_ or ()),
         keep_going=keep_going,
+        suggest_target=suggest_target,
     )
     check_outputs(json_out=json_out, report=report, runs_dir=runs_dir, resume=resume)
     code = run_stress(opts, console, err_console, Live)

@@ -338,6 +338,7 @@ def prepare(
         tsan_options=tsan_options,
         prefix=run_prefix(loaded, overrides),
         tsan_defaults=symbolizer.tsan_defaults(),
+        tty=r.reproducer.tty,
     )
     info["symbolizer"] = symbolizer.to_json()
     info["command"] = command

@@ -296,11 +296,82 @@ def _symbolizer_section(chosen: Any) -> dict[str, Any]:
     return section
 
 
-def collect_environment(context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+_PYTHON_WORD = re.compile(r"(?:^|/)python[0-9.]*t?$")
+
+
+def interpreter_for(command: str, executable: str | None = None) -> str:
+    """The interpreter a run uses when repro builds none: the recipe's
+    ``python.executable``, else the python the command starts, else ``python3``
+    (what ``{python}`` stands for without a ``python:`` section)."""
+    if executable:
+        return executable
+    words = command.split()
+    for word in words[:3]:
+        if _PYTHON_WORD.search(word.strip("'\"")):
+            return word.strip("'\"")
+    return "python3"
+
+
+def probe_interpreter(executable: str) -> dict[str, Any]:
+    """What an existing interpreter is, as it says itself: path, version, free-threading
+    (sysconfig's Py_GIL_DISABLED) and TSAN (``--with-thread-sanitizer`` in its
+    CONFIG_ARGS, or the TSAN runtime in its process image).
+
+    Without this a report of a run on the system Python says nothing about the Python
+    at all, though a GIL build and a free-threaded one race differently.
+    """
+    from repro.builds.cache import BuildError
+    from repro.builds.cpython import probe_python, tsan_linked
+
+    found = executable if "/" in executable else shutil.which(executable)
+    record: dict[str, Any] = {"executable": executable, "path": found}
+    if not found or not Path(found).exists():
+        record["error"] = f"{executable} not found"
+        return record
+    try:
+        info = probe_python(Path(found))
+    except BuildError as exc:
+        record["error"] = str(exc).splitlines()[0]
+        return record
+    libs = []
+    if info.get("libdir") and info.get("ldlibrary"):
+        libs.append(Path(str(info["libdir"])) / str(info["ldlibrary"]))
+    config_args = str(info.get("config_args") or "")
+    record.update(
+        path=str(info.get("executable") or found),
+        version=info.get("version"),
+        gil_disabled=info.get("gil_disabled") == 1,
+        tsan="--with-thread-sanitizer" in config_args or tsan_linked(Path(found).resolve(), libs),
+    )
+    return record
+
+
+def interpreter_record(python: Any, command: str, base_dir: Path) -> dict[str, Any] | None:
+    """probe_interpreter for a run whose recipe builds no Python (``python`` is the
+    recipe's PythonSpec or None); None when repro builds it and records the build."""
+    if python is not None and not python.executable:
+        return None
+    exe = interpreter_for(command, python.executable if python is not None else None)
+    if "/" in exe and not Path(exe).expanduser().is_absolute():
+        exe = str(base_dir / exe)
+    record = probe_interpreter(exe)
+    if python is not None:
+        record["source"] = "the recipe's python.executable"
+    elif exe == "python3":
+        record["source"] = "python3 on PATH (the recipe has no python: section)"
+    else:
+        record["source"] = "the reproducer's command (the recipe has no python: section)"
+    return record
+
+
+def collect_environment(
+    context: Mapping[str, Any] | None = None, interpreter: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Snapshot of the machine, plus what the prepared run (``Prepared.info``) built.
 
     Called at the start of a stress run or a bisect; ``context`` is None when nothing
     has been built yet (a bisect builds per commit and records each build itself).
+    ``interpreter`` (probe_interpreter) is the Python that ran when repro built none.
     The result is redacted already: it is meant to be stored and published as is.
     """
     ctx = dict(context or {})
@@ -313,6 +384,8 @@ def collect_environment(context: Mapping[str, Any] | None = None) -> dict[str, A
     snap["env"] = relevant_env()
     if py is not None:
         snap["cpython"] = _python_section(py)
+    elif interpreter is not None:
+        snap["interpreter"] = dict(interpreter)
     ext = ctx.get("extension")
     if isinstance(ext, Mapping):
         snap["extension"] = {

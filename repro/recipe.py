@@ -189,6 +189,11 @@ class ReproducerSpec(_Strict):
     timeout: Seconds = 60.0
     env: dict[str, str] = Field(default_factory=dict)
     threads: int = Field(default=8, ge=1, description="passed as {threads}, REPRO_THREADS")
+    tty: bool = Field(
+        default=False,
+        description="run on a pseudo-terminal (for reproducers that misbehave only there); "
+        "the output is still captured",
+    )
 
 
 class AmplifySpec(_Strict):

@@ -52,6 +52,7 @@ class RunSpec:
     # Options repro picks for this machine (e.g. external_symbolizer_path); the user's
     # TSAN_OPTIONS and the recipe's options both win over them.
     tsan_defaults: Mapping[str, str] = field(default_factory=dict)
+    tty: bool = False  # run on a pseudo-terminal (reproducers that misbehave only there)
 
 
 @dataclass
@@ -274,6 +275,55 @@ def _group_belongs(pgid: int, work_dir: Path) -> bool:
     return False
 
 
+def _start_on_pty(
+    argv: Sequence[str], cwd: Path, env: Mapping[str, str], out: Any
+) -> tuple[subprocess.Popen[bytes], threading.Thread]:
+    """Start the reproducer with a pseudo-terminal as stdin, stdout and stderr.
+
+    For reproducers that behave differently on a terminal (isatty, line buffering,
+    a REPL); what they write is copied into ``out`` as it comes, so TSAN's reports
+    are parsed as for any run. ``reproducer.tty: true`` in the recipe.
+    """
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+        )
+    except OSError:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+
+    def copy() -> None:
+        try:
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every process holding the terminal is gone
+                    break
+                if not chunk:
+                    break
+                out.write(chunk)
+            out.flush()
+        except (OSError, ValueError):  # the run was given up and its file closed
+            pass
+        finally:
+            os.close(master)
+
+    copier = threading.Thread(target=copy, name="repro-pty", daemon=True)
+    copier.start()
+    return proc, copier
+
+
 def run_once(
     spec: RunSpec,
     index: int,
@@ -300,15 +350,19 @@ def run_once(
     timed_out = threading.Event()
     with out_path.open("wb") as out:
         try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=spec.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            if spec.tty:
+                proc, copier = _start_on_pty(argv, spec.cwd, env, out)
+            else:
+                copier = None
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=spec.cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         except OSError as exc:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise ReproError(f"cannot start the reproducer `{argv[0]}`: {exc.strerror}") from None
@@ -332,6 +386,8 @@ def run_once(
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             marker.unlink()
+        if copier is not None:
+            copier.join(timeout=10)  # the group is gone: the pty is at its end
     if inflight is not None and inflight.cancelled.is_set():
         shutil.rmtree(run_dir, ignore_errors=True)
         raise Cancelled()

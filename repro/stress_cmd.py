@@ -11,14 +11,20 @@ from typing import Any
 from rich.console import Console
 
 from repro.context import Overrides, prepare
-from repro.environment import collect_environment
+from repro.environment import collect_environment, interpreter_record
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
-from repro.recipe import load_recipe, load_run_recipe
+from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
 from repro.runlog import Record, RunDir, RunLog
 from repro.runner import reap_orphans
 from repro.stress import Limits, StressState, stress_loop
-from repro.stress_view import INVALID_HINTS, PlainTicker, StressView, print_summary
+from repro.stress_view import (
+    INVALID_HINTS,
+    PlainTicker,
+    StressView,
+    print_near_misses,
+    print_summary,
+)
 from repro.tsan.outcome import Outcome
 
 # Exit status of a stress run stopped because its runs could not show the race.
@@ -44,6 +50,7 @@ class StressOptions:
     runs_dir: Path | None = None
     sets: tuple[str, ...] = ()
     keep_going: bool = False  # count unsymbolized runs apart instead of stopping
+    suggest_target: bool = False  # print a target naming both accesses at the end
 
 
 def build_summary(record: Record, meta: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +71,26 @@ def build_summary(record: Record, meta: dict[str, Any]) -> dict[str, Any]:
         }
     )
     return summary
+
+
+def _extension_web_url(loaded: LoadedRecipe, overrides: Overrides) -> str | None:
+    """The extension's project page (the recipe's `web_url`, else its mirror's origin's).
+
+    Reports use it for links and for reproduce steps that clone from it rather than
+    from this machine's copy. The mirror exists already (prepare made it).
+    """
+    ext = loaded.recipe.extension
+    if ext is None:
+        return None
+    from repro.builds.cache import BuildCache
+    from repro.context import extension_location
+    from repro.gitrepo import GitRepo
+
+    try:
+        location = extension_location(loaded, overrides)
+        return GitRepo.open_cached(location, BuildCache().base, web_url=ext.web_url).web_url
+    except ReproError:
+        return ext.web_url
 
 
 def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: Any) -> int:
@@ -126,7 +153,13 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
             "jobs": opts.jobs,
             "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
             "context": prepared.info,
-            "environment": collect_environment(prepared.info),
+            "web_url": _extension_web_url(loaded, overrides),
+            "environment": collect_environment(
+                prepared.info,
+                interpreter_record(
+                    loaded.recipe.python, loaded.recipe.reproducer.command, loaded.base_dir
+                ),
+            ),
             "interrupted": False,
             "finished": False,
             "elapsed": elapsed_before,
@@ -178,6 +211,7 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
     summary = build_summary(record, meta)
     rundir.write("summary.json", summary)
     print_summary(console, summary, str(rundir.path))
+    print_near_misses(console, rundir.path, record.counts.runs, opts.suggest_target)
     if interrupted:
         console.print(f"interrupted: resume with  repro stress --resume {rundir.path}")
     from repro.outputs import write_outputs

@@ -8,6 +8,7 @@ that the run log's fold produced (the same dict as summary.json and --json-out).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -191,3 +192,33 @@ def print_summary(console: Console, summary: dict[str, Any], run_dir: str) -> No
     for line in summary_lines(summary):
         console.print(line, highlight=False)
     console.print(f"run directory: {run_dir}", highlight=False, markup=False)
+
+
+def print_near_misses(console: Console, run_dir: Path, runs: int, suggest: bool = False) -> None:
+    """Other races that match part of the target, and (``suggest``) a target for both sides.
+
+    Read from the run directory's kept logs after the run, so it costs nothing while
+    the runs go on; a damaged run directory only loses these hints.
+    """
+    from repro.errors import ReproError
+    from repro.report.near import near_miss_lines, suggested_target
+
+    try:
+        lines = near_miss_lines(run_dir, runs, hint=not suggest)
+        suggestion = suggested_target(run_dir) if suggest else None
+    except (ReproError, OSError) as exc:
+        console.print(f"[yellow]near misses not checked:[/] {escape(str(exc))}")
+        return
+    for line in lines:
+        style = "yellow" if line.startswith("near miss:") else None
+        console.print(line, style=style, highlight=False, markup=False)
+    if suggest:
+        if suggestion is None:
+            console.print("no race seen, so no target to suggest", highlight=False)
+            return
+        sig_id, target = suggestion
+        console.print(
+            f"a target naming both accesses of race {sig_id} (replace the recipe's `target:`):",
+            highlight=False,
+        )
+        console.print(target.yaml(), highlight=False, markup=False, end="")

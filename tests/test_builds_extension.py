@@ -287,3 +287,31 @@ def test_c_extension_built_with_tsan_against_the_tsan_python(
             break
     assert "WARNING: ThreadSanitizer: data race" in texts[-1], texts[-1][-3000:]
     assert "racy.c:6 in bump" in texts[-1]
+
+
+def test_console_shows_one_build_line_for_several_commands(
+    project: tuple[GitRepo, list[str]], tmp_path: Path
+) -> None:
+    """Each build command used to close a phase named "build": two identical lines."""
+    import io
+
+    from rich.console import Console
+
+    from repro.builds.progress import RichBuildProgress
+
+    repo, c = project
+    out = io.StringIO()
+    progress = RichBuildProgress(Console(file=out, width=120, force_terminal=False))
+    spec = ExtensionSpec(repo="x", sanitize="c", build=("true", "echo two > two.txt"))
+    cache = BuildCache(tmp_path / "cache")
+    ensure_extension(
+        spec, repo, c[1], python=None, base_dir=tmp_path, cache=cache, progress=progress
+    )
+    ensure_extension(
+        spec, repo, c[2], python=None, base_dir=tmp_path, cache=cache, progress=progress
+    )
+    lines = [ln for ln in out.getvalue().splitlines() if "✓" in ln]
+    builds = [ln for ln in lines if "✓ build" in ln]
+    assert len(builds) == 2, out.getvalue()  # one per commit
+    assert all("(2 commands)" in ln for ln in builds), builds
+    assert sum("✓ worktree" in ln for ln in lines) == 2

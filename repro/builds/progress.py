@@ -64,6 +64,7 @@ class RichBuildProgress:
         self._task: TaskID | None = None
         self._what = ""
         self._phase: str | None = None
+        self._phase_steps = 0
         self._phase_started = 0.0
         self._started = 0.0
         self._begun = False
@@ -88,13 +89,19 @@ class RichBuildProgress:
     def _close_phase(self) -> None:
         if self._phase is not None:
             took = time.monotonic() - self._phase_started
-            self.console.print(f"  [green]✓[/] {self._phase} [dim]{took:.1f} s[/]")
+            steps = f" ({self._phase_steps} commands)" if self._phase_steps > 1 else ""
+            self.console.print(f"  [green]✓[/] {self._phase}{steps} [dim]{took:.1f} s[/]")
         self._phase = None
+        self._phase_steps = 0
 
     def phase(self, name: str, detail: str = "") -> None:
-        self._close_phase()
-        self._phase = name
-        self._phase_started = time.monotonic()
+        # A phase reported again (an extension's build commands, one after the other)
+        # goes on: one line when it ends, not one identical line per command.
+        if name != self._phase:
+            self._close_phase()
+            self._phase = name
+            self._phase_started = time.monotonic()
+        self._phase_steps += 1
         if self._progress is not None and self._task is not None:
             label = f"{name} {escape(detail)}".strip()
             self._progress.update(self._task, description=label, total=None, completed=0)
@@ -135,4 +142,5 @@ class RichBuildProgress:
         """One progress object serves a whole bisection: each build starts afresh."""
         self._begun = False
         self._phase = None
+        self._phase_steps = 0
         self._what = ""

@@ -429,18 +429,23 @@ def _env_rows(env: Mapping[str, Any], files: RunFiles) -> list[list[str]]:
                 f"{p.get('name')} (sha256 {p.get('sha256')})" for p in py.get("patches") or []
             ),
         )
+    elif env.get("interpreter"):
+        add("Python", _interpreter_text(env["interpreter"]))
     elif files.recipe is not None and files.recipe.python is not None:
         spec = files.recipe.python
-        add(
-            "CPython",
-            f"built per step from the recipe ({spec.version or spec.git or spec.executable})",
-        )
-        add("Patches", ", ".join(spec.patches))
+        if spec.executable:
+            add("Python", f"{spec.executable} (an existing interpreter; not recorded)")
+        else:
+            add("CPython", f"built per step from the recipe ({spec.version or spec.git})")
+            add("Patches", ", ".join(spec.patches))
+    else:
+        add("Python", "not recorded (the recipe has no python: section)")
     ext = env.get("extension") or {}
+    public = extension_public_repo(files)
     if ext:
-        add("Extension", f"{ext.get('repo')} at {ext.get('sha')}")
+        add("Extension", f"{public or ext.get('repo')} at {ext.get('sha')}")
     elif files.kind == "bisect" and files.meta.get("repo"):
-        add("Extension", f"{files.meta.get('repo')} (bisected)")
+        add("Extension", f"{public or files.meta.get('repo')} (bisected)")
     rust = env.get("rust") or {}
     if rust:
         add(
@@ -463,6 +468,19 @@ def _env_rows(env: Mapping[str, Any], files: RunFiles) -> list[list[str]]:
         add("Run prefix", " ".join(run["prefix"]))
     add("git", env.get("git"))
     return rows
+
+
+def _interpreter_text(interp: Mapping[str, Any]) -> str:
+    """The Python that ran when repro built none, as it described itself."""
+    where = interp.get("path") or interp.get("executable")
+    if interp.get("error"):
+        text = f"{interp.get('executable')}: could not be asked ({interp['error']})"
+    else:
+        gil = "free-threaded" if interp.get("gil_disabled") else "with the GIL"
+        tsan = "TSAN" if interp.get("tsan") else "no TSAN"
+        text = f"{interp.get('version')} at {where} ({gil}, {tsan})"
+    source = interp.get("source")
+    return f"{text}; not built by repro: {source}" if source else text
 
 
 def _environment(files: RunFiles) -> dict[str, Any]:
@@ -493,7 +511,9 @@ def _reproduce(
     rate_lo = float((summary.get("rate_ci95") or [0.0, 0.0])[0])
     n = shell.loop_runs(hits, runs, rate_lo)
     limit_runs = (meta.get("limits") or {}).get("runs") if files.kind == "stress" else None
-    commands = shell.repro_commands(files.kind, meta, int(limit_runs or max(runs, 100)))
+    commands = shell.repro_commands(
+        files.kind, meta, int(limit_runs or max(runs, 100)), extension_public_repo(files)
+    )
     script = None
     problem = None
     if files.recipe is None:
@@ -510,6 +530,14 @@ def _reproduce(
         "loop_runs": n,
         "recipe": files.recipe_text,
     }
+
+
+def extension_public_repo(files: RunFiles) -> str | None:
+    """A URL of the extension that works on another machine, when the run knows one."""
+    ext = files.recipe.extension if files.recipe is not None else None
+    if ext is None:
+        return None
+    return shell.public_repo(files.meta.get("web_url"), ext.web_url, ext.repo)
 
 
 def _plain_inputs(
@@ -544,7 +572,7 @@ def _plain_inputs(
         ]
     ext = files.recipe.extension
     if ext is not None:
-        repo = overrides.get("extension_repo") or ext.repo
+        repo = extension_public_repo(files) or overrides.get("extension_repo") or ext.repo
         if "://" not in repo and not repo.startswith("git@") and recipe_dir is not None:
             repo = str((recipe_dir / repo.removeprefix("file:")).resolve())
         inp.ext_repo = str(repo)

@@ -400,9 +400,32 @@ def _embedded_files(inp: PlainInputs, commands: Sequence[str]) -> list[tuple[str
     return found
 
 
-def repro_commands(kind: str, meta: Mapping[str, Any], runs: int) -> list[tuple[str, str]]:
-    """(what it does, command) with repro, for a recipe saved as recipe.yaml."""
-    overrides = meta.get("overrides") or {}
+def public_repo(*candidates: str | None) -> str | None:
+    """The first candidate that someone on another machine can clone (an http(s) URL).
+
+    Candidates in order of trust: the web URL the run recorded (the recipe's
+    ``web_url``, else the one derived from the mirror's ``origin``), then the recipe's
+    own ``web_url`` and ``repo``. A local path or an ``ssh``/``git@`` address (it
+    needs the reporter's keys) is never public.
+    """
+    for c in candidates:
+        if c and re.match(r"https?://[^\s/]+/\S+$", c.strip()):
+            return c.strip().rstrip("/")
+    return None
+
+
+def repro_commands(
+    kind: str, meta: Mapping[str, Any], runs: int, public: str | None = None
+) -> list[tuple[str, str]]:
+    """(what it does, command) with repro, for a recipe saved as recipe.yaml.
+
+    ``public``: a clonable URL of the extension, given instead of a ``--repo`` that
+    names the reporter's local clone.
+    """
+    overrides = dict(meta.get("overrides") or {})
+    local = overrides.get("extension_repo")
+    if public and local and not public_repo(str(local)):
+        overrides["extension_repo"] = public
     flags = []
     for key, flag in (
         ("threads", "--threads"),

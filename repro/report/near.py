@@ -1,0 +1,102 @@
+"""Near misses of a run directory: the other races that match part of the target.
+
+A run that never hits its target but shows a race in every run is most often a
+target that is slightly wrong (one access named, a depth too small, another kind).
+The kept example log of each other race is re-parsed (as the report does) and tried
+against the recipe's target with repro.tsan.nearmiss, so the console can say, at the
+end of a stress run or a bisect, what did not match and what to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from repro.report.data import RunFiles, _example_report, load_run
+from repro.tsan.model import Report
+from repro.tsan.nearmiss import NearMiss, SuggestedTarget, near_miss, suggest_target
+from repro.tsan.signature import DEFAULT_DROP
+
+MAX_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class SeenNearMiss:
+    miss: NearMiss
+    runs: int  # runs that showed it
+    log: str | None  # the kept log it was read from, relative to the run directory
+
+
+def _drop(files: RunFiles) -> tuple[str, ...]:
+    extra = files.recipe.signature.drop_frames if files.recipe is not None else ()
+    return (*DEFAULT_DROP, *extra)
+
+
+def near_misses(run_dir: Path) -> list[SeenNearMiss]:
+    """The run's other races that nearly match the target, most runs first."""
+    files = load_run(run_dir)
+    if files.recipe is None:
+        return []
+    rule = files.recipe.target.rule()
+    depth = files.recipe.signature.depth
+    found = []
+    for st in files.record.signatures.values():
+        if st.entry.target:
+            continue
+        report, log = _example_report(files, st.entry.id, st.entry.example)
+        if report is None:
+            continue
+        miss = near_miss(report, rule, _drop(files), depth)
+        if miss is not None:
+            found.append(SeenNearMiss(miss, st.runs, log))
+    found.sort(key=lambda s: (-s.runs, s.miss.signature.id))
+    return found
+
+
+def _report_of(files: RunFiles, sig_id: str, example: str | None) -> Report | None:
+    report, _ = _example_report(files, sig_id, example)
+    return report if isinstance(report, Report) else None
+
+
+def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget] | None:
+    """(signature id, target naming both accesses) for the race a user most likely means.
+
+    The target race when runs hit it (its target then names both sides exactly);
+    else the near miss seen in most runs; else the other race seen in most runs.
+    """
+    files = load_run(run_dir)
+    stats = sorted(
+        files.record.signatures.values(), key=lambda s: (not s.entry.target, -s.runs, s.entry.id)
+    )
+    if not stats:
+        return None
+    chosen = stats[0]
+    if not chosen.entry.target:
+        misses = near_misses(run_dir)
+        if misses:
+            sig_id = misses[0].miss.signature.id
+            chosen = next(s for s in stats if s.entry.id == sig_id)
+    report = _report_of(files, chosen.entry.id, chosen.entry.example)
+    if report is None:
+        return None
+    return chosen.entry.id, suggest_target(report, _drop(files))
+
+
+def near_miss_lines(run_dir: Path, runs: int, hint: bool = True) -> list[str]:
+    """What the console prints at the end: each near miss with its runs and fixes."""
+    lines: list[str] = []
+    misses = near_misses(run_dir)
+    for seen in misses[:MAX_SHOWN]:
+        body = seen.miss.lines()
+        body[0] = f"near miss: {body[0]}, in {seen.runs} of {runs} runs"
+        lines += body
+        if seen.log:
+            lines.append(f"  example log: {run_dir / seen.log}")
+    if len(misses) > MAX_SHOWN:
+        lines.append(f"... and {len(misses) - MAX_SHOWN} more near misses")
+    if misses and hint:
+        lines.append(
+            "a target naming both accesses: repro stress RECIPE --suggest-target "
+            "(or repro parse LOG --recipe-skeleton N)"
+        )
+    return lines

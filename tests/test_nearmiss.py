@@ -1,0 +1,191 @@
+"""Near misses against real TSAN reports: what did not match, and the change that fixes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import repro
+from tsan_helpers import PROGRAMS, compile_c, run_and_parse, stored_log
+
+from repro.tsan.model import Report
+from repro.tsan.nearmiss import near_miss, suggest_target
+from repro.tsan.parse import parse_log
+from repro.tsan.signature import TargetRule, matches
+
+
+@pytest.fixture(scope="module")
+def lost_history_report(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    """write_shared (first thread) against read_shared (second thread): two functions."""
+    binary = compile_c(PROGRAMS / "lost_history.c", tmp_path_factory.mktemp("nm") / "lost_history")
+    _, parsed = run_and_parse(binary, tsan_options="history_size=7")
+    races = [r for r in parsed.reports if r.kind == "data race"]
+    assert races, parsed
+    return races[0]
+
+
+def test_one_access_named_is_a_near_miss(lost_history_report: Report) -> None:
+    rule = TargetRule(functions=("write_shared",))
+    assert not matches(lost_history_report, rule)
+    miss = near_miss(lost_history_report, rule)
+    assert miss is not None
+    text = "\n".join(miss.lines())
+    assert "read_shared (lost_history.c:17)" in text
+    assert "one access matches: write_shared" in text
+    assert miss.fixes == (
+        'add "read_shared" to target.functions (a target naming both accesses)',
+        "target.accesses: any (the patterns may all sit on one side)",
+    )
+    # Each fix, applied, makes it the target.
+    assert matches(lost_history_report, TargetRule(functions=("write_shared", "read_shared")))
+    assert matches(lost_history_report, TargetRule(functions=("write_shared",), accesses="any"))
+
+
+def test_files_are_added_when_the_target_uses_them(lost_history_report: Report) -> None:
+    rule = TargetRule(functions=("write_shared",), files=("lost_history.c",))
+    miss = near_miss(lost_history_report, rule)
+    assert miss is not None
+    assert miss.fixes[0].startswith(
+        'add "read_shared" to target.functions and add "lost_history.c" to target.files'
+    )
+
+
+def test_function_deeper_than_depth(lost_history_report: Report) -> None:
+    # `first` is frame 2 of the write (under write_shared), `second` frame 2 of the read.
+    rule = TargetRule(functions=("first", "second"), depth=1)
+    assert not matches(lost_history_report, rule)
+    miss = near_miss(lost_history_report, rule)
+    assert miss is not None
+    assert miss.fixes == ("target.depth: 2",)
+    assert "deeper than target.depth 1" in miss.unmatched[0]
+    assert matches(lost_history_report, TargetRule(functions=("first", "second"), depth=2))
+
+
+def test_kind_differs(lost_history_report: Report) -> None:
+    rule = TargetRule(kind="heap-use-after-free", functions=("write_shared", "read_shared"))
+    miss = near_miss(lost_history_report, rule)
+    assert miss is not None
+    assert miss.fixes == ('target.kind: "data race"',)
+
+
+def test_unrelated_race_and_the_target_itself_are_not_near_misses(
+    lost_history_report: Report,
+) -> None:
+    assert near_miss(lost_history_report, TargetRule(functions=("tq_publish",))) is None
+    rule = TargetRule(functions=("write_shared", "read_shared"))
+    assert near_miss(lost_history_report, rule) is None
+
+
+def test_suggested_target_names_both_accesses(lost_history_report: Report) -> None:
+    target = suggest_target(lost_history_report)
+    assert target.functions == ("read_shared", "write_shared")
+    assert target.files == ("lost_history.c",)
+    assert matches(lost_history_report, target.rule())
+    assert '    - "write_shared"' in target.yaml()
+
+
+def test_stored_use_after_free_kind_and_depth() -> None:
+    report = parse_log(stored_log("gcc-use_after_free.log")).reports[0]
+    rule = TargetRule(kind="data race", functions=("releaser",), accesses="any", depth=1)
+    miss = near_miss(report, rule)
+    assert miss is not None
+    assert miss.fixes == ('target.kind: "heap-use-after-free" and target.depth: 2',)
+
+
+def test_lines_name_the_signature(lost_history_report: Report, tmp_path: Path) -> None:
+    miss = near_miss(lost_history_report, TargetRule(functions=("read_shared",)))
+    assert miss is not None
+    assert miss.lines()[0].startswith(f"race {miss.signature.id} (data race: ")
+
+
+# --- through the command line ---------------------------------------------------------
+
+
+def _recipe(tmp_path: Path, binary: Path, functions: list[str]) -> Path:
+    p = tmp_path / "recipe.yaml"
+    p.write_text(
+        "name: nm\n"
+        f"reproducer:\n  command: {json.dumps(str(binary))}\n  timeout: 30\n"
+        "tsan:\n  options: {history_size: 7}\n"
+        f"target:\n  functions: {json.dumps(functions)}\n"
+    )
+    return p
+
+
+@pytest.fixture(scope="module")
+def lost_history_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_c(PROGRAMS / "lost_history.c", tmp_path_factory.mktemp("nmb") / "lh")
+
+
+def test_stress_says_a_near_miss_is_one(tmp_path: Path, lost_history_bin: Path) -> None:
+    """A target naming only write_shared: 0 hits, exit 1, and the console says why."""
+    r = _recipe(tmp_path, lost_history_bin, ["write_shared"])
+    res = repro(
+        "stress",
+        str(r),
+        "--runs",
+        "6",
+        "-j",
+        "2",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--suggest-target",
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "0 of 6 runs hit the target race" in out
+    assert "near miss: race" in out and "in 6 of 6 runs" in out, out
+    assert "did not match: the other access, read_shared (lost_history.c:17)," in out
+    assert 'to target it: add "read_shared" to target.functions' in out
+    assert "or: target.accesses: any" in out
+    # The suggested target, pasted into the recipe, makes every run a hit.
+    block = out[out.index("target:\n") :]
+    assert '- "write_shared"' in block and '- "read_shared"' in block, block
+    fixed = tmp_path / "fixed.yaml"
+    text = r.read_text()
+    fixed.write_text(text[: text.index("target:")] + block[: block.index("depth:") + 10])
+    res2 = repro("stress", str(fixed), "--runs", "3", "-j", "2", "--runs-dir", str(tmp_path / "r2"))
+    out2 = res2.stdout + res2.stderr
+    assert res2.returncode == 0, out2
+    assert "3 of 3 runs hit the target race" in out2
+    assert "near miss" not in out2
+
+
+def test_parse_skeleton_names_both_accesses(tmp_path: Path, lost_history_bin: Path) -> None:
+    proc = subprocess.run(
+        [str(lost_history_bin)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TSAN_OPTIONS": "history_size=7"},
+        timeout=60,
+    )
+    log = tmp_path / "ci.log"
+    log.write_text(proc.stderr)
+    res = repro("parse", str(log), "--recipe-skeleton", "1")
+    assert res.returncode == 0, res.stderr
+    assert '- "read_shared"' in res.stdout and '- "write_shared"' in res.stdout
+
+
+def test_bisect_that_cannot_calibrate_names_the_near_miss(tmp_path: Path) -> None:
+    """The demo with a target naming only tq_publish: the racy end "does not reproduce"."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "demo"))
+    from make_repo import make_repo
+
+    repo = make_repo(tmp_path / "ticketq")
+    text = (ROOT / "recipes" / "demo.yaml").read_text().replace("../demo-work/ticketq", str(repo))
+    text = text.replace("functions: [tq_publish, tq_poll]", "functions: [tq_publish]")
+    recipe = tmp_path / "demo.yaml"
+    recipe.write_text(text)
+    res = repro("bisect", str(recipe), "--runs-dir", str(tmp_path / "runs"))
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "near miss: race" in out, out
+    assert "did not match: the other access, tq_poll" in out, out
+    assert 'to target it: add "tq_poll" to target.functions' in out
