@@ -352,6 +352,8 @@ def _bisect(files: RunFiles) -> dict[str, Any]:
         "run_seconds": summary.get("run_seconds"),
         "calibration": calib.to_json(),
         "clean_end": clean_end.to_json(),
+        "information": summary.get("information"),
+        "plan": meta.get("plan"),
         "commits": commits,
         "steps": [c for c in commits if c["tested"]],
     }

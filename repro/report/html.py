@@ -12,6 +12,7 @@ from html import escape
 from typing import Any
 
 from repro.report import fmt
+from repro.report import rows as rows_mod
 from repro.report.svg import bisect_chart, stress_chart
 from repro.report.tsantext import noise_module, noise_note, python_tsan
 
@@ -62,82 +63,23 @@ def _link(c: Mapping[str, Any]) -> str:
     return label
 
 
+def _part(part: rows_mod.Part) -> str:
+    if isinstance(part, rows_mod.Code):
+        return _code(part.text)
+    if isinstance(part, rows_mod.Commit):
+        return _link({"label": part.label, "url": part.url})
+    if isinstance(part, rows_mod.Link):
+        return _link({"label": part.url, "url": part.url})
+    return _e(part.text)
+
+
 def _summary(doc: Mapping[str, Any]) -> str:
     s = doc["summary"]
     b = doc.get("bisect")
     rows: list[tuple[str, str]] = []
-    if b is not None:
-        c = b.get("culprit")
-        candidates = b.get("culprit_range") or []
-        if not c and len(candidates) > 1:
-            rows.append(
-                (
-                    fmt.culprit_label(b),
-                    _e(
-                        f"one of {len(candidates)}: "
-                        + ", ".join(str(x.get("label")) for x in candidates)
-                        + " (no single commit can be named: the others could not be tested)"
-                    ),
-                )
-            )
-        if c:
-            rows.append((fmt.culprit_label(b), f"{_link(c)} {_e(c.get('subject') or '')}"))
-            rng = b.get("culprit_range") or []
-            if len(rng) > 1:
-                rows.append(
-                    (
-                        "Candidates",
-                        ", ".join(_code(x.get("label")) for x in rng)
-                        + " (the commits between could not be tested)",
-                    )
-                )
-            rows += [("Author", _e(c.get("author"))), ("Date", _e(c.get("date")))]
-            if c.get("url"):
-                rows.append(("Link", _link({"label": c["url"], "url": c["url"]})))
-            rows.append(("Confidence", _e(fmt.confidence(b))))
-        elif b.get("failure"):
-            rows.append(("Bisect failed", _e(b["failure"])))
-        else:
-            rows.append(("Culprit", "not found yet"))
-        ce = b.get("clean_end") or {}
-        rows += [
-            ("Rate at the racy end", _e(fmt.rate(s))),
-            (
-                f"{'Fixed' if b.get('direction') == 'fix' else 'Clean'} end",
-                _e(
-                    f"{ce.get('hits', 0)} hits in {ce.get('evidence_runs', ce.get('runs', 0))} runs"
-                ),
-            ),
-            ("Time to first hit", _e(fmt.first_hit(s))),
-            (
-                "Range",
-                f"{_code(b.get('racy'))} (racy) .. {_code(b.get('clean'))} "
-                f"({'fixed' if b.get('direction') == 'fix' else 'clean'}), "
-                f"{_e(b.get('positions'))} {fmt.commit_word(b)}s",
-            ),
-            (
-                "Cost",
-                _e(fmt.cost(b)),
-            ),
-        ]
-    else:
-        rows += [
-            ("Reproduction rate", f"<strong>{_e(fmt.rate(s))}</strong>"),
-            ("Outcomes", _e(fmt.outcomes(s.get("outcomes") or {}))),
-            ("Time to first hit", _e(fmt.first_hit(s))),
-        ]
-        tested = (doc.get("run") or {}).get("tested")
-        if tested:
-            rows.append(("Tested commit", _code(tested.get("sha"))))
-        rows.append(
-            (
-                "Run time",
-                _e(
-                    f"{fmt.seconds(s.get('elapsed_seconds'))} with {s.get('jobs') or 1} jobs, "
-                    f"{fmt.seconds(s.get('mean_run_seconds'))} per run"
-                ),
-            )
-        )
+    for r in rows_mod.summary_rows(doc):
+        value = "".join(_part(p) for p in r.parts).strip()
+        rows.append((r.label, f"<strong>{value}</strong>" if r.strong else value))
     out = ["<h2>Summary</h2>", _kv(rows)]
     if b is not None:
         out.append(f"<figure>{bisect_chart(b)}</figure>")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from repro.report import fmt
+from repro.report import rows as rows_mod
 from repro.report.tsantext import noise_module, noise_note, python_tsan
 
 PLAIN_MARKER = "<!-- repro:plain-shell -->"
@@ -122,85 +123,22 @@ def _commit_link(c: Mapping[str, Any]) -> str:
     return f"[{label}]({link})" if link else label
 
 
+def _part(part: rows_mod.Part) -> str:
+    if isinstance(part, rows_mod.Code):
+        return inline(part.text)
+    if isinstance(part, rows_mod.Commit):
+        return _commit_link({"label": part.label, "url": part.url})
+    if isinstance(part, rows_mod.Link):
+        return url(part.url) or text(part.url)
+    return text(part.text)
+
+
 def _summary(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
-    s = doc["summary"]
     b = doc.get("bisect")
-    rows: list[list[str]] = []
-    if b is not None:
-        c = b.get("culprit")
-        candidates = b.get("culprit_range") or []
-        if not c and len(candidates) > 1:
-            rows.append(
-                [
-                    f"**{fmt.culprit_label(b)}**",
-                    f"one of {len(candidates)}: "
-                    + ", ".join(inline(x.get("label")) for x in candidates)
-                    + " (no single commit can be named: the others could not be tested)",
-                ]
-            )
-        if c:
-            rows.append(
-                [
-                    f"**{fmt.culprit_label(b)}**",
-                    f"{_commit_link(c)} {text(c.get('subject'))}".strip(),
-                ]
-            )
-            rng = b.get("culprit_range") or []
-            if len(rng) > 1:
-                rows.append(
-                    [
-                        "Candidates",
-                        ", ".join(inline(x.get("label")) for x in rng)
-                        + " (the commits between could not be tested)",
-                    ]
-                )
-            rows.append(["Author", text(c.get("author"))])
-            rows.append(["Date", text(c.get("date"))])
-            link = url(c.get("url"))
-            if link:
-                rows.append(["Link", link])
-            rows.append(["Confidence", fmt.confidence(b)])
-        elif b.get("failure"):
-            rows.append(["**Bisect failed**", text(b["failure"])])
-        else:
-            rows.append(["Culprit", "not found yet"])
-        rows.append(["Rate at the racy end", fmt.rate(s)])
-        ce = b.get("clean_end") or {}
-        rows.append(
-            [
-                f"{'Fixed' if b.get('direction') == 'fix' else 'Clean'} end",
-                f"{ce.get('hits', 0)} hits in {ce.get('evidence_runs', ce.get('runs', 0))} runs",
-            ]
-        )
-        rows.append(["Time to first hit", fmt.first_hit(s)])
-        rows.append(
-            [
-                "Range",
-                f"{inline(b.get('racy'))} (racy) .. {inline(b.get('clean'))} "
-                f"({'fixed' if b.get('direction') == 'fix' else 'clean'}), "
-                f"{b.get('positions')} {fmt.commit_word(b)}s",
-            ]
-        )
-        rows.append(
-            [
-                "Cost",
-                fmt.cost(b),
-            ]
-        )
-    else:
-        rows.append(["**Reproduction rate**", fmt.rate(s)])
-        rows.append(["Outcomes", fmt.outcomes(s.get("outcomes") or {})])
-        rows.append(["Time to first hit", fmt.first_hit(s)])
-        tested = (doc.get("run") or {}).get("tested")
-        if tested:
-            rows.append(["Tested commit", inline(tested.get("sha"))])
-        rows.append(
-            [
-                "Run time",
-                f"{fmt.seconds(s.get('elapsed_seconds'))} with {s.get('jobs') or 1} jobs, "
-                f"{fmt.seconds(s.get('mean_run_seconds'))} per run",
-            ]
-        )
+    rows: list[list[str]] = [
+        [f"**{r.label}**" if r.strong else r.label, "".join(_part(p) for p in r.parts).strip()]
+        for r in rows_mod.summary_rows(doc)
+    ]
     out = ["## Summary", "", table(["", ""], rows)]
     if b is not None and b.get("steps") and "steps" not in opts.cut:
         out += ["", f"### Bisection steps (oldest first, {len(b['steps'])} tested)", ""]
