@@ -185,3 +185,5 @@ def test_plan_then_resume(demo: tuple[Path, Path], tmp_path: Path) -> None:
     # ratio from the unrounded bound; bound_runs is shown to 0.1
     assert info["ratio"] == pytest.approx(info["bisect_runs"] / info["bound_runs"], rel=0.02)
     assert "x the bound" in " ".join(res.stdout.split())
+    md = repro("report", str(run_dir)).stdout
+    assert "Runs against the bound" in md and f"{info['bisect_runs']} runs after calibration" in md
