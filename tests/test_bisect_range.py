@@ -116,3 +116,79 @@ def test_buildable_history_names_the_fix(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["culprit"]["id"] == shas["fix"] and data["culprit_range"] is None
     assert not [s for s in data["steps"] if s["verdict"] == "skipped"]
+
+
+def test_commits_whose_runs_cannot_show_the_race_are_skipped_not_clean(tmp_path: Path) -> None:
+    """Runs with incomplete reports count like crashes: the commits are skipped with the
+    reason, never called clean, and no culprit is named from them (issue 9)."""
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "build.sh").write_text(BUILD)
+    (repo / "prog.c").write_text((PROGRAMS / "lost_history.c").read_text())
+    (repo / "run.sh").write_text("#!/bin/sh\nexec ./prog\n")
+    (repo / "run.sh").chmod(0o755)
+    shas = {"racy": _commit(repo, "racy")}
+    # TSAN's history too small to restore the earlier access: every report is incomplete.
+    (repo / "run.sh").write_text(
+        '#!/bin/sh\nTSAN_OPTIONS="$TSAN_OPTIONS history_size=0" exec ./prog\n'
+    )
+    for k in range(3):
+        (repo / "note.txt").write_text(str(k))
+        shas[f"invalid{k}"] = _commit(repo, f"small history {k}")
+    (repo / "run.sh").write_text("#!/bin/sh\nexec ./prog\n")
+    (repo / "prog.c").write_text((PROGRAMS / "race_free.c").read_text())
+    shas["fix"] = _commit(repo, "the fix")
+    (repo / "note.txt").write_text("after")
+    shas["after"] = _commit(repo, "after the fix")
+    recipe = _recipe(tmp_path, repo)
+    recipe.write_text(recipe.read_text().replace("command: ./prog", "command: ./run.sh"))
+    out = tmp_path / "b.json"
+    res = repro(
+        "bisect",
+        str(recipe),
+        "--racy",
+        shas["racy"],
+        "--fixed",
+        shas["after"],
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json-out",
+        str(out),
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["culprit"] is None
+    invalid = {shas[f"invalid{k}"] for k in range(3)}
+    for s in data["steps"]:
+        if s["id"] in invalid:
+            assert s["verdict"] == "skipped" and s["runs"] == 0, s
+            assert "incomplete" in s["unusable"], s
+            assert s["invalid_runs"] >= 3
+    assert {c["id"] for c in data["culprit_range"]} <= invalid | {shas["fix"]}
+
+
+def test_unsymbolized_runs_stop_a_bisect_without_an_answer(tmp_path: Path) -> None:
+    repo, shas = _history(tmp_path, broken=0)
+    recipe = _recipe(tmp_path, repo)
+    out = tmp_path / "b.json"
+    res = repro(
+        "bisect",
+        str(recipe),
+        "--racy",
+        shas["racy"],
+        "--fixed",
+        shas["after"],
+        "--set",
+        "tsan.options.symbolize=0",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json-out",
+        str(out),
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["culprit"] is None and data["culprit_range"] is None
+    assert data["outcomes"]["unsymbolized"] == data["runs"] >= 1  # runs in flight kept
+    assert not [s for s in data["steps"] if s["verdict"].startswith("clean")]
+    assert "--keep-going" in " ".join(res.stdout.split())
