@@ -54,6 +54,24 @@ KeepGoingOpt = Annotated[
         help="Count runs whose reports are unsymbolized apart and go on (default: stop).",
     ),
 ]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", min=1, help="Run on a Dask cluster of N worker processes on this machine."
+    ),
+]
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster", help="Run on the Dask cluster whose scheduler is at tcp://HOST:PORT."
+    ),
+]
+SharedCacheOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--shared-cache", help="With a cluster: a build cache on a filesystem all workers see."
+    ),
+]
 ReportOpt = Annotated[Path | None, typer.Option("--report", help="Write a Markdown report.")]
 
 console = Console()
@@ -151,6 +169,9 @@ def stress(
     runs_dir: RunsDirOpt = None,
     set_: SetOpt = None,
     keep_going: KeepGoingOpt = False,
+    workers: WorkersOpt = None,
+    cluster: ClusterOpt = None,
+    shared_cache: SharedCacheOpt = None,
 ) -> None:
     """Run the reproducer again and again; count the target race apart from all others."""
     from repro.stress_cmd import StressOptions, run_stress
@@ -173,6 +194,9 @@ def stress(
         runs_dir=runs_dir,
         sets=tuple(set_ or ()),
         keep_going=keep_going,
+        workers=workers,
+        cluster=cluster,
+        shared_cache=shared_cache,
     )
     check_outputs(json_out=json_out, report=report, runs_dir=runs_dir, resume=resume)
     code = run_stress(opts, console, err_console, Live)
