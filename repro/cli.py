@@ -245,15 +245,31 @@ def amplify(
     repo: RepoOpt = None,
     runs_dir: RunsDirOpt = None,
     set_: SetOpt = None,
+    workers: WorkersOpt = None,
+    cluster: ClusterOpt = None,
+    shared_cache: SharedCacheOpt = None,
 ) -> None:
     """Measure each amplifier's effect on the rate and on hits per minute."""
     from repro.amplify_cmd import run_amplify, settings_from
+    from repro.cluster import open_cluster
 
     settings = settings_from(os.cpu_count() or 1, threads, switch_interval, taskset, jobs)
     check_outputs(runs_dir=runs_dir)
-    code, _ = run_amplify(
-        recipe, settings, runs, runs_dir, console, repo=repo, sets=tuple(set_ or ())
-    )
+    dask = open_cluster(workers, cluster, shared_cache)
+    try:
+        code, _ = run_amplify(
+            recipe,
+            settings,
+            runs,
+            runs_dir,
+            console,
+            repo=repo,
+            sets=tuple(set_ or ()),
+            cluster=dask,
+        )
+    finally:
+        if dask is not None:
+            dask.close()
     raise typer.Exit(code)
 
 
@@ -307,6 +323,9 @@ def bisect(
     plan: Annotated[
         bool, typer.Option("--plan", help="Calibrate, say what the bisect will cost, stop.")
     ] = False,
+    workers: WorkersOpt = None,
+    cluster: ClusterOpt = None,
+    shared_cache: SharedCacheOpt = None,
 ) -> None:
     """Find the commit that fixed (or caused) an intermittent race, with a stated confidence."""
     from repro.bisect_cmd import BisectOptions, run_bisect
@@ -338,6 +357,9 @@ def bisect(
         then_git=then_git,
         keep_going=keep_going,
         plan=plan,
+        workers=workers,
+        cluster=cluster,
+        shared_cache=shared_cache,
     )
     check_outputs(json_out=json_out, report=report, runs_dir=runs_dir, resume=resume)
     raise typer.Exit(run_bisect(opts, console))
