@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -343,13 +344,22 @@ class Cluster:
                     f"--cluster {address}: cannot reach the scheduler: {exc}"
                 ) from None
             return cls(client, None, shared_cache)
-        local = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
+        # Ctrl-C in a terminal reaches the whole process group: the worker processes
+        # must leave it to this process, which cancels the runs and stops them in
+        # order. They are started with SIGINT ignored, which they inherit.
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            local = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, old)
         return cls(Client(local), local, shared_cache)
 
     def close(self) -> None:
