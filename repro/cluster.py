@@ -45,6 +45,9 @@ from repro.tsan.outcome import Matcher, Outcome
 CONNECT_TIMEOUT = 30.0
 DRAIN_SECONDS = 30.0
 _KEEP_SESSIONS = 256
+# Dask settings for workers that run reproducers (for `dask worker`, the same as
+# environment variables: DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False).
+QUIET_WORKERS = {"distributed.worker.profile.enabled": False}
 
 
 @dataclass(frozen=True)
@@ -347,6 +350,11 @@ class Cluster:
         # Ctrl-C in a terminal reaches the whole process group: the worker processes
         # must leave it to this process, which cancels the runs and stops them in
         # order. They are started with SIGINT ignored, which they inherit.
+        import dask
+
+        # A worker samples its threads every 10 ms to draw profiles; on a machine whose
+        # cores the reproducers need, that sampling slows every run.
+        dask.config.set(QUIET_WORKERS)
         main = threading.current_thread() is threading.main_thread()
         old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:

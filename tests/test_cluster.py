@@ -87,8 +87,17 @@ def dask_processes(tmp: Path, n: int = 2) -> Iterator[Dask]:
     try:
         procs.append(
             subprocess.Popen(
-                [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0"]
-                + ["--no-dashboard", "--scheduler-file", str(sched_file)],
+                [
+                    str(BIN / "dask"),
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(sched_file),
+                ],
                 stdout=log,
                 stderr=log,
                 env=_env(),
@@ -105,9 +114,22 @@ def dask_processes(tmp: Path, n: int = 2) -> Iterator[Dask]:
             caches.append(cache)
             procs.append(
                 subprocess.Popen(
-                    [str(BIN / "dask"), "worker", "--scheduler-file", str(sched_file)]
-                    + ["--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1"]
-                    + ["--no-nanny", "--no-dashboard", "--local-directory", str(tmp / f"w{k}")],
+                    [
+                        str(BIN / "dask"),
+                        "worker",
+                        "--scheduler-file",
+                        str(sched_file),
+                        "--host",
+                        "127.0.0.1",
+                        "--nworkers",
+                        "1",
+                        "--nthreads",
+                        "1",
+                        "--no-nanny",
+                        "--no-dashboard",
+                        "--local-directory",
+                        str(tmp / f"w{k}"),
+                    ],
                     stdout=log,
                     stderr=log,
                     env=_env(REPRO_CACHE_DIR=str(cache)),
@@ -209,8 +231,21 @@ def test_worker_killed_mid_run(demo: Path, tmp_path: Path) -> None:
     runs_dir = tmp_path / "runs"
     with dask_processes(tmp_path) as dask:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "repro", "stress", str(demo), "--runs", str(n)]
-            + ["--set", SLOW, "--cluster", dask.address, "--runs-dir", str(runs_dir)],
+            [
+                sys.executable,
+                "-m",
+                "repro",
+                "stress",
+                str(demo),
+                "--runs",
+                str(n),
+                "--set",
+                SLOW,
+                "--cluster",
+                dask.address,
+                "--runs-dir",
+                str(runs_dir),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=_env(),
@@ -243,8 +278,21 @@ def test_interrupt_and_resume_through_the_cluster(demo: Path, tmp_path: Path) ->
     n = 24
     runs_dir = tmp_path / "runs"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "repro", "stress", str(demo), "--runs", str(n)]
-        + ["--set", SLOW, "--workers", "2", "--runs-dir", str(runs_dir)],
+        [
+            sys.executable,
+            "-m",
+            "repro",
+            "stress",
+            str(demo),
+            "--runs",
+            str(n),
+            "--set",
+            SLOW,
+            "--workers",
+            "2",
+            "--runs-dir",
+            str(runs_dir),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=_env(),
@@ -264,6 +312,8 @@ def test_interrupt_and_resume_through_the_cluster(demo: Path, tmp_path: Path) ->
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == 130, out.decode()
+    # The worker processes leave Ctrl-C to repro: no traceback of theirs on the console.
+    assert b"Traceback" not in out and b"interrupted: resume with" in out
     run_dir = _only_dir(runs_dir)
     before = _runs(run_dir)
     assert 4 <= len(before) < n
