@@ -341,3 +341,18 @@ def test_interrupt_and_resume_through_the_cluster(demo: Path, tmp_path: Path) ->
         {r["index"] for r in after}
     )  # no index twice
     assert len(after) == n
+
+
+def test_amplify_through_a_local_cluster(demo: Path, tmp_path: Path) -> None:
+    res = repro(
+        "amplify", str(demo), "--runs", "8", "--threads", "2", "--workers", "2",
+        "--runs-dir", str(tmp_path / "runs"), env=_env(),
+    )  # fmt: skip
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    run_dir = _only_dir(tmp_path / "runs")
+    runs = _runs(run_dir)
+    assert sorted(r["index"] for r in runs) == list(range(16))
+    assert {r["setting"] for r in runs} == {"recipe as is", "threads=2"}
+    assert all(r.get("worker") for r in runs)
+    rows = json.loads((run_dir / "summary.json").read_text())["settings"]
+    assert [r["runs"] for r in rows] == [8, 8]
