@@ -208,6 +208,11 @@ def _run_stress(
     summary = build_summary(record, meta)
     rundir.write("summary.json", summary)
     print_summary(console, summary, str(rundir.path))
+    if state.lost:
+        console.print(
+            f"{state.lost} run(s) lost with the worker that ran them (not counted; "
+            "made again in their place)"
+        )
     if interrupted:
         console.print(f"interrupted: resume with  repro stress --resume {rundir.path}")
     from repro.outputs import write_outputs

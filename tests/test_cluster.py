@@ -79,7 +79,7 @@ def _wait_workers(address: str, n: int, timeout: float = 60) -> list[str]:
 
 
 @contextlib.contextmanager
-def dask_processes(tmp: Path, n: int = 2) -> Iterator[Dask]:
+def dask_processes(tmp: Path, n: int = 2, **scheduler_env: str) -> Iterator[Dask]:
     """`dask scheduler` and `n` `dask worker`s on loopback, each worker its own cache."""
     sched_file = tmp / "scheduler.json"
     procs: list[subprocess.Popen[bytes]] = []
@@ -100,7 +100,7 @@ def dask_processes(tmp: Path, n: int = 2) -> Iterator[Dask]:
                 ],
                 stdout=log,
                 stderr=log,
-                env=_env(),
+                env=_env(**scheduler_env),
                 start_new_session=True,
             )
         )
@@ -237,10 +237,14 @@ def test_separate_processes_stress_and_bisect(demo: Path, tmp_path: Path) -> Non
 SLOW = "reproducer.command=sleep 0.4 && ./stress_test 3 100 1000"
 
 
-def test_worker_killed_mid_run(demo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("retries", [3, 0], ids=["retried", "lost"])
+def test_worker_killed_mid_run(demo: Path, tmp_path: Path, retries: int) -> None:
+    """Retried elsewhere (Dask's default), or, when the scheduler may not retry, lost:
+    not counted, and another run takes its place. Never counted twice."""
     n = 30
     runs_dir = tmp_path / "runs"
-    with dask_processes(tmp_path) as dask:
+    allowed = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(retries)}
+    with dask_processes(tmp_path, **allowed) as dask:
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -278,7 +282,18 @@ def test_worker_killed_mid_run(demo: Path, tmp_path: Path) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, out.decode()
-    runs = _check_stress(_only_dir(runs_dir), n)  # every index once: none lost or doubled
+    run_dir = _only_dir(runs_dir)
+    if retries == 0:
+        # The runs in flight on the dead worker are lost: their indices are skipped and as
+        # many runs are made in their place, so the total is still n, each index once.
+        indices = [r["index"] for r in _runs(run_dir)]
+        assert len(indices) == len(set(indices)) == n
+        assert 0 < max(indices) + 1 - n <= 2  # one run in flight per worker thread
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["runs"] == n
+        assert b"lost with the worker that ran them" in out
+        return
+    runs = _check_stress(run_dir, n)  # every index once: none lost or doubled
     summary = json.loads((_only_dir(runs_dir) / "summary.json").read_text())
     assert summary["runs"] == n
     late = [r["worker"] for r in runs[-5:]]
