@@ -13,7 +13,7 @@ import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -26,6 +26,9 @@ from repro.recipe import load_recipe
 from repro.runlog import Counts, RunDir, RunLog
 from repro.stress import Limits, StressState, Tags, stress_loop
 from repro.stress_view import StressView
+
+if TYPE_CHECKING:
+    from repro.cluster import Cluster
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,10 @@ def run_amplify(
     console: Console,
     repo: str | None = None,
     sets: tuple[str, ...] = (),
+    cluster: Cluster | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
+    """Each setting in turn; with a cluster, built and run on its workers (the
+    `jobs` knob then has no meaning: every worker thread runs)."""
     loaded = load_recipe(recipe, sets)
     rundir = RunDir.create(runs_dir or default_runs_dir(), loaded.recipe.name, "amplify")
     shutil.copyfile(loaded.path, rundir.path / "recipe.yaml")
@@ -89,7 +95,12 @@ def run_amplify(
     was_interrupted = False
     for setting in settings:
         overrides = dataclasses.replace(setting.overrides, extension_repo=repo)
-        prepared = prepare(loaded, overrides)
+        executor = None
+        if cluster is None:
+            prepared = prepare(loaded, overrides)
+        else:
+            remote = cluster.prepare_local(loaded, overrides)
+            prepared, executor = remote, cluster.runner(remote)
         counts = runlog.record.settings.setdefault(setting.label, Counts())
         holder: dict[str, StressState] = {}
         view = StressView(holder, f"amplify: {setting.label}", str(rundir.path))
@@ -106,6 +117,7 @@ def run_amplify(
                 total=counts,
                 on_change=on_change,
                 tags=Tags(setting=setting.label),
+                executor=executor,
             )
         elapsed = max(state.elapsed(), 1e-9)
         lo, hi = counts.ci95

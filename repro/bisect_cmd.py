@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -28,6 +28,7 @@ from repro.builds.progress import RichBuildProgress
 from repro.context import Overrides, Prepared, extension_location, prepare
 from repro.environment import collect_environment, interpreter_record
 from repro.errors import ReproError
+from repro.executors import Runner
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
 from repro.report.fmt import truncate
@@ -53,6 +54,9 @@ from repro.stress_view import (
 )
 from repro.terms import Find, Side, Terms
 from repro.tsan.outcome import Outcome
+
+if TYPE_CHECKING:
+    from repro.cluster import Cluster
 
 # A commit whose runs keep failing or being invalid (crash before the reproducer,
 # TSAN start-up failure, timeout, unreadable reports) tells nothing about the race:
@@ -91,6 +95,9 @@ class BisectOptions:
     then_git: str | None = None  # after --versions: bisect the commits between the releases
     keep_going: bool = False  # count unsymbolized runs apart instead of stopping
     plan: bool = False  # stop after calibration, having said what the bisect will cost
+    workers: int | None = None  # a LocalCluster of this many worker processes
+    cluster: str | None = None  # or the address of a Dask scheduler
+    shared_cache: Path | None = None  # a cache every worker sees
 
 
 @dataclass
@@ -156,6 +163,7 @@ class BisectRun:
         self.bisector: Bisector | None = None
         self.started = time.monotonic()
         self._prepared: dict[int, Prepared] = {}
+        self.cluster: Cluster | None = None  # builds and runs on Dask workers when set
         runlog.listeners.append(self._feed)
 
     @property
@@ -223,16 +231,16 @@ class BisectRun:
         side = self.terms.side
         p = self.positions[pos]
         t0 = time.monotonic()
+        refs = {
+            Side.EXTENSION: {"ext_ref": p.id},
+            Side.PYTHON: {"python_ref": p.id},
+        }.get(side, {"python_version": p.id})
         try:
-            progress = RichBuildProgress(self.console)
-            if side is Side.EXTENSION:
-                prepared = prepare(self.loaded, self.overrides, ext_ref=p.id, progress=progress)
-            elif side is Side.PYTHON:
-                prepared = prepare(self.loaded, self.overrides, python_ref=p.id, progress=progress)
+            if self.cluster is not None:
+                prepared: Prepared = self.cluster.prepare_local(self.loaded, self.overrides, **refs)
             else:
-                prepared = prepare(
-                    self.loaded, self.overrides, python_version=p.id, progress=progress
-                )
+                progress = RichBuildProgress(self.console)
+                prepared = prepare(self.loaded, self.overrides, progress=progress, **refs)
         except BuildError as exc:
             seconds = time.monotonic() - t0
             first = str(exc).splitlines()[0] if str(exc) else "build failed"
@@ -279,6 +287,7 @@ class BisectRun:
                 on_change=on_change,
                 tags=Tags(pos=pos, id=self.positions[pos].id, phase=phase),
                 other_races=lambda: (st.runs_with_other, len(st.other_signatures)),
+                executor=self._executor(prepared),
             )
         if interrupted:
             raise KeyboardInterrupt
@@ -298,6 +307,14 @@ class BisectRun:
                 UnusableEvent(pos, self.positions[pos].id, f"runs cannot show the race ({reasons})")
             )
         return state
+
+    def _executor(self, prepared: Prepared) -> Runner | None:
+        """Dask tasks on the workers that hold this build, or None: threads here."""
+        from repro.cluster import ClusterPrepared
+
+        if self.cluster is None or not isinstance(prepared, ClusterPrepared):
+            return None
+        return self.cluster.runner(prepared)
 
     # -- reporting ----------------------------------------------------------------
 
@@ -420,6 +437,20 @@ def _commit_positions(
 
 
 def run_bisect(opts: BisectOptions, console: Console) -> int:
+    from repro.cluster import open_cluster
+
+    cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
+    if cluster is None:
+        return _run_bisect(opts, console, None)
+    with cluster:
+        where = cluster.describe()
+        console.print(
+            f"cluster: {where['workers']} workers at {where['scheduler']}", highlight=False
+        )
+        return _run_bisect(opts, console, cluster)
+
+
+def _run_bisect(opts: BisectOptions, console: Console, cluster: Cluster | None) -> int:
     if opts.resume is not None:
         runlog = RunLog(RunDir.open(opts.resume))
         runlog.dir.lock()
@@ -441,6 +472,10 @@ def run_bisect(opts: BisectOptions, console: Console) -> int:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
         loaded = load_recipe(opts.recipe, opts.sets)
         run = _new_run(loaded, opts, console)
+    if cluster is not None:
+        run.cluster = cluster
+        # Probes are batched for the runs that go at once: every worker's thread.
+        run.jobs = max(1, sum(cluster.workers().values()))
     return _drive(run, opts)
 
 
@@ -832,6 +867,9 @@ def _continue_over_commits(run: BisectRun, opts: BisectOptions, done: Done) -> i
         timeout=opts.timeout,
         sets=sets,
         keep_going=opts.keep_going,
+        workers=opts.workers,
+        cluster=opts.cluster,
+        shared_cache=opts.shared_cache,
     )
     run.rundir.unlock()
     return run_bisect(follow, run.console)

@@ -113,6 +113,7 @@ __all__ = [
     "SimResult",
     "Step",
     "baseline_git_bisect",
+    "propose_probes",
     "simulate",
 ]
 
@@ -781,6 +782,50 @@ class Bisector:
         if choice is None:
             return answer
         return Probe(choice.index, self._runs_for(choice.index, rival))
+
+
+def propose_probes(bisector: Bisector, k: int) -> list[Probe] | Done:
+    """Up to ``k`` probes to run at once (one per free worker), or the answer.
+
+    Chosen jointly, not as ``k`` copies of the best single probe: the positions split the
+    posterior of ``b`` at its quantiles ``i/(k+1)``, so that together their outcomes narrow
+    it to about ``1/(k+1)`` of its mass (``log2(k+1)`` bits a round where one probe gives
+    at most one), and the quantile nearest the best single probe (``next_step``, which
+    knows which commits are built) is replaced by it. Every probe asks for that probe's
+    number of runs. The answer and its stopping rule are ``next_step``'s, untouched: the
+    caller records every outcome and asks again, so the guarantee holds as for one probe.
+    With ``k == 1`` this is ``next_step``.
+    """
+    step = bisector.next_step()
+    if isinstance(step, Done) or k <= 1:
+        return step if isinstance(step, Done) else [step]
+    post = bisector.posterior_b()
+    n = len(post)
+    cdf: list[float] = []
+    acc = 0.0
+    for w in post:
+        acc += w
+        cdf.append(acc)
+    floor, unusable = bisector._floor, bisector._unusable
+    usable = [t for t in range(floor + 1, n - 1) if t not in unusable]
+    if not usable:
+        return [step]
+    picks: list[int] = []
+    for i in range(1, k + 1):
+        q = i / (k + 1)
+        j = bisect_left([cdf[t] for t in usable], q)
+        picks.append(usable[min(j, len(usable) - 1)])
+    nearest = min(range(len(picks)), key=lambda i: abs(picks[i] - step.index))
+    picks[nearest] = step.index
+    chosen = sorted(dict.fromkeys(picks))
+    # Quantiles that fell on the same commit (a narrow posterior): spread to free neighbours.
+    free = [t for t in usable if t not in chosen]
+    while len(chosen) < min(k, len(usable)) and free:
+        mid = chosen[len(chosen) // 2]
+        t = min(free, key=lambda t: (abs(t - mid), t))
+        free.remove(t)
+        insort(chosen, t)
+    return [Probe(t, step.runs) for t in chosen]
 
 
 # ------------------------------------------------------------------ simulation

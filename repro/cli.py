@@ -54,6 +54,24 @@ KeepGoingOpt = Annotated[
         help="Count runs whose reports are unsymbolized apart and go on (default: stop).",
     ),
 ]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", min=1, help="Run on a Dask cluster of N worker processes on this machine."
+    ),
+]
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster", help="Run on the Dask cluster whose scheduler is at tcp://HOST:PORT."
+    ),
+]
+SharedCacheOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--shared-cache", help="With a cluster: a build cache on a filesystem all workers see."
+    ),
+]
 ReportOpt = Annotated[Path | None, typer.Option("--report", help="Write a Markdown report.")]
 
 console = Console()
@@ -158,6 +176,9 @@ def stress(
             help="At the end, print a recipe `target:` naming both accesses of the race.",
         ),
     ] = False,
+    workers: WorkersOpt = None,
+    cluster: ClusterOpt = None,
+    shared_cache: SharedCacheOpt = None,
 ) -> None:
     """Run the reproducer again and again; count the target race apart from all others."""
     from repro.stress_cmd import StressOptions, run_stress
@@ -181,6 +202,9 @@ def stress(
         sets=tuple(set_ or ()),
         keep_going=keep_going,
         suggest_target=suggest_target,
+        workers=workers,
+        cluster=cluster,
+        shared_cache=shared_cache,
     )
     check_outputs(json_out=json_out, report=report, runs_dir=runs_dir, resume=resume)
     code = run_stress(opts, console, err_console, Live)
@@ -229,15 +253,31 @@ def amplify(
     repo: RepoOpt = None,
     runs_dir: RunsDirOpt = None,
     set_: SetOpt = None,
+    workers: WorkersOpt = None,
+    cluster: ClusterOpt = None,
+    shared_cache: SharedCacheOpt = None,
 ) -> None:
     """Measure each amplifier's effect on the rate and on hits per minute."""
     from repro.amplify_cmd import run_amplify, settings_from
+    from repro.cluster import open_cluster
 
     settings = settings_from(os.cpu_count() or 1, threads, switch_interval, taskset, jobs)
     check_outputs(runs_dir=runs_dir)
-    code, _ = run_amplify(
-        recipe, settings, runs, runs_dir, console, repo=repo, sets=tuple(set_ or ())
-    )
+    dask = open_cluster(workers, cluster, shared_cache)
+    try:
+        code, _ = run_amplify(
+            recipe,
+            settings,
+            runs,
+            runs_dir,
+            console,
+            repo=repo,
+            sets=tuple(set_ or ()),
+            cluster=dask,
+        )
+    finally:
+        if dask is not None:
+            dask.close()
     raise typer.Exit(code)
 
 
@@ -291,6 +331,9 @@ def bisect(
     plan: Annotated[
         bool, typer.Option("--plan", help="Calibrate, say what the bisect will cost, stop.")
     ] = False,
+    workers: WorkersOpt = None,
+    cluster: ClusterOpt = None,
+    shared_cache: SharedCacheOpt = None,
 ) -> None:
     """Find the commit that fixed (or caused) an intermittent race, with a stated confidence."""
     from repro.bisect_cmd import BisectOptions, run_bisect
@@ -322,6 +365,9 @@ def bisect(
         then_git=then_git,
         keep_going=keep_going,
         plan=plan,
+        workers=workers,
+        cluster=cluster,
+        shared_cache=shared_cache,
     )
     check_outputs(json_out=json_out, report=report, runs_dir=runs_dir, resume=resume)
     raise typer.Exit(run_bisect(opts, console))

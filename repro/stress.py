@@ -8,16 +8,15 @@ be resumed, and a bisect in the same process reads the fold directly.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from repro.executors import Finished, Runner, ThreadRunner, write_remote_logs
 from repro.runlog import Counts, RunEvent, RunLog, SignatureEvent
-from repro.runner import Cancelled, InFlight, Matcher, Outcome, RunResult, RunSpec, run_once
-from repro.tsan.model import ParsedLog
+from repro.runner import Matcher, Outcome, RunResult, RunSpec
 from repro.tsan.outcome import FAILED, INVALID, Found
 
 KEEP_TARGET_LOGS = 20
@@ -73,6 +72,7 @@ class StressState:
     stopping: str | None = None
     stopped_by: Outcome | None = None  # one of Limits.stop_on, when it stopped the loop
     last_event: str = ""
+    lost: int = 0  # runs whose worker died and that no other worker could finish
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -140,8 +140,13 @@ def stress_loop(
     tags: Tags = Tags(),
     elapsed_before: float = 0.0,
     other_races: Callable[[], tuple[int, int]] | None = None,
+    executor: Runner | None = None,
 ) -> tuple[StressState, bool]:
-    """Run until a limit is reached; returns the state and whether it was interrupted."""
+    """Run until a limit is reached; returns the state and whether it was interrupted.
+
+    ``executor`` is where the runs happen: by default a thread pool of ``limits.jobs``
+    on this machine (``spec``), or a cluster session (``repro.cluster``).
+    """
     record = runlog.record
     state = StressState(
         limits=limits,
@@ -151,7 +156,6 @@ def stress_loop(
     )
     if other_races is not None:
         state.other_races = other_races
-    inflight = InFlight()
     next_index = record.next_index if first_index is None else first_index
     interrupted = False
     launched = 0
@@ -178,87 +182,103 @@ def stress_loop(
             return "time limit"
         return None
 
-    pool = cf.ThreadPoolExecutor(max_workers=limits.jobs, thread_name_prefix="repro-run")
-    futures: set[cf.Future[tuple[RunResult, ParsedLog]]] = set()
+    runner = executor if executor is not None else ThreadRunner(spec, matcher, runlog, limits.jobs)
 
     def top_up() -> None:
         nonlocal next_index, launched
-        while len(futures) < limits.jobs and should_launch():
-            futures.add(pool.submit(run_once, spec, next_index, runlog.dir.logs, matcher, inflight))
+        while runner.pending() < runner.slots and should_launch():
+            runner.submit(next_index)
             next_index += 1
             launched += 1
-        state.in_flight = len(futures)
+        state.in_flight = runner.pending()
 
-    def record_one(fut: cf.Future[tuple[RunResult, ParsedLog]]) -> None:
-        try:
-            result, parsed = fut.result()
-        except Cancelled:
+    def cancel() -> None:
+        runner.cancel()
+
+    def record_one(done: Finished) -> None:
+        nonlocal launched
+        if done.lost is not None:
+            # The worker died with it and no other could run it: not a result, so
+            # not counted, and the launch is given back so that the limit still holds.
+            launched -= 1
+            state.lost += 1
+            state.last_event = f"run {done.index}: lost ({done.lost})"
             return
-        _record(result, parsed, matcher, runlog, state, tags)
+        if done.result is None or done.parsed is None:
+            return  # cancelled: never counted
+        _record(done, matcher, runlog, state, tags)
+        result = done.result
         if result.outcome in limits.stop_on and state.stopped_by is None:
             state.stopped_by = result.outcome
             state.stopping = f"a run was {result.outcome.value}"
-            inflight.cancel()
+            cancel()
 
     try:
         while True:
             top_up()
-            if not futures:
+            if not runner.pending():
                 break
             timeout = None
             if limits.seconds is not None:
                 timeout = max(0.05, limits.seconds - state.elapsed())
-            done, futures = cf.wait(futures, timeout=timeout, return_when=cf.FIRST_COMPLETED)
-            state.in_flight = len(futures)
+            done = runner.wait(timeout)
+            state.in_flight = runner.pending()
             if not done and limits.seconds is not None and state.elapsed() >= limits.seconds:
                 # Time is up: runs in flight are stopped and not counted.
                 state.stopping = "time limit"
-                inflight.cancel()
+                cancel()
                 continue
             if limits.hit_goal is None:
                 top_up()  # a hit cannot stop the loop: start the next run at once
-            for fut in done:
-                record_one(fut)
+            for fin in done:
+                record_one(fin)
             reason = finished_reason()
             if reason and not state.stopping:
                 state.stopping = reason
                 if reason != "run limit":
-                    inflight.cancel()
+                    cancel()
             if on_change:
                 on_change(state)
     except KeyboardInterrupt:
         interrupted = True
         state.stopping = "interrupted"
-        inflight.cancel()
+        cancel()
         # Runs that finish while we stop are still counted: nothing measured is lost.
-        for fut in cf.as_completed(futures):
+        for fin in runner.drain():
             try:
-                record_one(fut)
+                record_one(fin)
             except Exception:
                 continue
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        runner.close()
         if on_change:
             on_change(state)
     return state, interrupted
 
 
 def _record(
-    result: RunResult,
-    parsed: ParsedLog,
+    done: Finished,
     matcher: Matcher,
     runlog: RunLog,
     state: StressState,
     tags: Tags,
 ) -> None:
     record = runlog.record
+    result = done.result
+    assert result is not None
     found = signature_events(result.found)
     new = [e for e in {e.id: e for e in found}.values() if e.id not in record.signatures]
     state.session.add(result.outcome)
     keep = _keep_log(result, state.session, bool(new))
     log_dir = Path(result.log_dir) if result.log_dir else None
     rel: str | None = None
-    if keep and log_dir is not None:
+    if keep and done.files is not None:
+        rel = str(
+            write_remote_logs(runlog.dir.logs, result.index, done.files).relative_to(
+                runlog.dir.path
+            )
+        )
+    elif keep and log_dir is not None:
         rel = str(log_dir.relative_to(runlog.dir.path))
     elif log_dir is not None:
         shutil.rmtree(log_dir, ignore_errors=True)
@@ -285,6 +305,7 @@ def _record(
             id=tags.id,
             phase=tags.phase,
             setting=tags.setting,
+            worker=done.worker,
         )
     )
     state.last_event = f"run {result.index}: {result.outcome.value}"

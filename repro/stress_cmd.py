@@ -6,7 +6,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -26,6 +26,9 @@ from repro.stress_view import (
     print_summary,
 )
 from repro.tsan.outcome import Outcome
+
+if TYPE_CHECKING:
+    from repro.cluster import Cluster
 
 # Exit status of a stress run stopped because its runs could not show the race.
 EXIT_INVALID = 2
@@ -51,6 +54,9 @@ class StressOptions:
     sets: tuple[str, ...] = ()
     keep_going: bool = False  # count unsymbolized runs apart instead of stopping
     suggest_target: bool = False  # print a target naming both accesses at the end
+    workers: int | None = None  # a LocalCluster of this many worker processes
+    cluster: str | None = None  # or the address of a Dask scheduler
+    shared_cache: Path | None = None  # a cache every worker sees
 
 
 def build_summary(record: Record, meta: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +100,18 @@ def _extension_web_url(loaded: LoadedRecipe, overrides: Overrides) -> str | None
 
 
 def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: Any) -> int:
+    from repro.cluster import open_cluster
+
+    cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
+    if cluster is None:
+        return _run_stress(opts, console, err, live_cls, None)
+    with cluster:
+        return _run_stress(opts, console, err, live_cls, cluster)
+
+
+def _run_stress(
+    opts: StressOptions, console: Console, err: Console, live_cls: Any, cluster: Cluster | None
+) -> int:
     if opts.resume is not None:
         runlog = RunLog.resume(opts.resume)
         rundir = runlog.dir
@@ -135,7 +153,17 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
     console.print(f"[bold]repro stress[/] {loaded.recipe.name}  ({loaded.path})", highlight=False)
     from repro.builds.progress import RichBuildProgress
 
-    prepared = prepare(loaded, overrides, ext_ref=ref, progress=RichBuildProgress(console))
+    executor = None
+    if cluster is None:
+        prepared = prepare(loaded, overrides, ext_ref=ref, progress=RichBuildProgress(console))
+    else:
+        where = cluster.describe()
+        console.print(
+            f"cluster: {where['workers']} workers at {where['scheduler']}; building on each",
+            highlight=False,
+        )
+        prepared = cluster.prepare_local(loaded, overrides, ext_ref=ref)
+        executor = cluster.runner(prepared)
     limits = Limits(
         runs=None if runs is None else max(0, int(runs) - record.counts.runs),
         seconds=None if seconds is None else max(0.0, float(seconds) - elapsed_before),
@@ -150,7 +178,8 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
             "recipe_path": str(loaded.path),
             "set": list(loaded.sets),
             "limits": {"runs": runs, "seconds": seconds, "until_first": until_first},
-            "jobs": opts.jobs,
+            "jobs": opts.jobs if executor is None else executor.slots,
+            "cluster": cluster.describe() if cluster is not None else None,
             "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
             "context": prepared.info,
             "web_url": _extension_web_url(loaded, overrides),
@@ -197,6 +226,7 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
             on_change=on_change,
             elapsed_before=elapsed_before,
             other_races=lambda: (record.runs_with_other, len(record.other_signature_ids)),
+            executor=executor,
         )
     meta.update(
         {
@@ -212,6 +242,11 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
     rundir.write("summary.json", summary)
     print_summary(console, summary, str(rundir.path))
     print_near_misses(console, rundir.path, record.counts.runs, opts.suggest_target)
+    if state.lost:
+        console.print(
+            f"{state.lost} run(s) lost with the worker that ran them (not counted; "
+            "made again in their place)"
+        )
     if interrupted:
         console.print(f"interrupted: resume with  repro stress --resume {rundir.path}")
     from repro.outputs import write_outputs

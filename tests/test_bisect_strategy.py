@@ -564,3 +564,41 @@ def test_rate_estimate_learns_from_interior_evidence() -> None:
     assert bis.rate_estimate() == pytest.approx((5 + 3) / (11 + 60))
     mixed = Bisector(100, calib_hits=5, calib_runs=10)
     assert mixed.rate_estimate() < 5 / 11
+
+
+# --- parallel probes ----------------------------------------------------------------------
+
+
+def test_propose_probes_one_worker_is_next_step() -> None:
+    from repro.bisect_strategy import propose_probes
+
+    bis = Bisector(200, calib_hits=3, calib_runs=10)
+    assert propose_probes(bis, 1) == [bis.next_step()]
+
+
+def test_propose_probes_are_joint_not_copies() -> None:
+    from repro.bisect_strategy import propose_probes
+
+    bis = Bisector(1000, calib_hits=3, calib_runs=10)
+    for t in range(0, 300, 7):  # evidence: hits up to 294, so b is above it
+        bis.record_run(t, True)
+    best = bis.next_step()
+    probes = propose_probes(bis, 4)
+    assert isinstance(probes, list) and isinstance(best, Probe)
+    positions = [p.index for p in probes]
+    assert len(set(positions)) == 4 and positions == sorted(positions)
+    assert best.index in positions
+    assert all(294 < t < 999 for t in positions)
+    # Spread over the posterior: they split what is left (b in 295..999) into parts.
+    assert positions[-1] - positions[0] > 300
+    assert all(p.runs == best.runs for p in probes)
+
+
+def test_propose_probes_passes_the_answer_through() -> None:
+    from repro.bisect_strategy import propose_probes
+
+    bis = Bisector(3, calib_hits=3, calib_runs=10)
+    for _ in range(200):
+        bis.record_run(1, False)
+    assert isinstance(bis.next_step(), Done)
+    assert propose_probes(bis, 4) == bis.next_step()

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""What a Dask cluster costs on one machine: the demo's stress, `-j 2` against `--workers 2`.
+
+Both run the same 400 runs of the demo race on the same two cores; the difference is the
+cluster's overhead (a task per run, a scheduler round trip, logs sent back). Two figures
+per configuration: the stress loop's own time (``elapsed`` in summary.json, from the first
+run to the last) and the whole command (for `--workers`, starting and stopping the
+LocalCluster too). Configurations alternate, several rounds, medians reported, since this
+machine is shared and noisy.
+
+Usage: bench/bench_cluster.py [--runs N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "demo"))
+
+from make_repo import make_repo  # noqa: E402
+
+
+def stress(recipe: Path, runs: int, extra: list[str], work: Path, tag: str) -> tuple[float, float]:
+    out = work / f"{tag}.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REPRO_CACHE_DIR": str(work / "cache")}
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "repro",
+            "stress",
+            str(recipe),
+            "--runs",
+            str(runs),
+            *extra,
+            "--runs-dir",
+            str(work / "runs"),
+            "--json-out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - t0
+    if res.returncode not in (0, 1):
+        raise SystemExit(f"{tag} failed:\n{res.stdout}\n{res.stderr}")
+    summary = json.loads(out.read_text())
+    assert summary["runs"] == runs, summary["runs"]
+    return float(summary["elapsed"]), wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        work = Path(tmp)
+        repo = make_repo(work / "ticketq")
+        recipe = work / "demo.yaml"
+        text = (ROOT / "recipes" / "demo.yaml").read_text()
+        recipe.write_text(text.replace("../demo-work/ticketq", str(repo)))
+        configs = {"-j 2": ["-j", "2"], "--workers 2": ["--workers", "2"]}
+        stress(recipe, 10, ["-j", "2"], work, "warm")  # the build, once, outside the timing
+        results: dict[str, list[tuple[float, float]]] = {k: [] for k in configs}
+        for r in range(args.rounds):
+            for name, extra in configs.items():
+                results[name].append(stress(recipe, args.runs, extra, work, f"r{r}"))
+                loop, wall = results[name][-1]
+                print(f"round {r + 1} {name:12s} loop {loop:6.1f} s  command {wall:6.1f} s")
+        print(f"\n{args.runs} demo stress runs, median of {args.rounds} rounds:")
+        med = {
+            k: tuple(statistics.median(x[i] for x in v) for i in (0, 1)) for k, v in results.items()
+        }
+        base_loop, base_wall = med["-j 2"]
+        for name, (loop, wall) in med.items():
+            print(
+                f"  {name:12s} loop {loop:6.1f} s ({loop / base_loop - 1:+.1%})  "
+                f"command {wall:6.1f} s ({wall / base_wall - 1:+.1%})  "
+                f"{args.runs / loop:5.1f} runs/s"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,481 @@
+"""Runs and builds on a Dask cluster: many machines for one stress run or bisect.
+
+The orchestrating repro stays where the user started it; it owns the run directory,
+the limits and every decision. Workers only build and run: each task prepares the
+recipe on its worker (``prepare``, memoised per worker process, in that worker's
+cache) and runs the reproducer once as a subprocess exactly as ``repro stress``
+does locally (same outcomes, timeouts, process groups), in a worker-local folder.
+The task returns the result and the run's log files (bounded by the runner), and the
+local side keeps what it would keep of a local run.
+
+Why Dask's futures and not a home-made protocol: worker death, retries elsewhere,
+placement and cancellation are what a scheduler is for. A task whose worker dies is
+run again on another one (Dask's ``allowed-failures``); the future resolves once, so
+a run index is recorded once whatever happened to its attempts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repro.builds.cache import BuildError
+from repro.context import Overrides, Prepared, prepare
+from repro.errors import ReproError
+from repro.executors import Finished
+from repro.gitrepo import is_url
+from repro.recipe import LoadedRecipe, load_recipe, repo_location
+from repro.runner import Cancelled, InFlight, RunResult, RunSpec, run_once
+from repro.tsan.model import ParsedLog
+from repro.tsan.outcome import Matcher, Outcome
+
+# How long a client waits for a scheduler, and a drain for cancelled runs.
+CONNECT_TIMEOUT = 30.0
+DRAIN_SECONDS = 30.0
+_KEEP_SESSIONS = 256
+# Dask settings for workers that run reproducers (for `dask worker`, the same as
+# environment variables: DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False).
+QUIET_WORKERS = {"distributed.worker.profile.enabled": False}
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What a worker needs to build and describe one run: the recipe as run, and refs.
+
+    The recipe travels as text; its relative paths mean what they meant beside the
+    original file (``recipe_path``), so that path, and every path the recipe names,
+    must exist on the workers (a shared filesystem, or the same checkout everywhere).
+    """
+
+    recipe_text: str
+    recipe_path: str
+    sets: tuple[str, ...]
+    overrides: Overrides
+    ext_ref: str | None = None
+    python_ref: str | None = None
+    python_version: str | None = None
+    cache_dir: str | None = None  # --shared-cache: one cache every worker sees
+
+    @classmethod
+    def of(
+        cls,
+        loaded: LoadedRecipe,
+        overrides: Overrides,
+        *,
+        ext_ref: str | None = None,
+        python_ref: str | None = None,
+        python_version: str | None = None,
+        cache_dir: Path | None = None,
+    ) -> BuildRequest:
+        repo = overrides.extension_repo
+        if repo and not is_url(repo):
+            # --repo is relative to where repro was started, not to a worker's cwd.
+            repo = repo_location(repo, Path.cwd())
+            overrides = dataclasses.replace(overrides, extension_repo=repo)
+        return cls(
+            recipe_text=loaded.text,
+            recipe_path=str(loaded.path),
+            sets=tuple(loaded.sets),
+            overrides=overrides,
+            ext_ref=ext_ref,
+            python_ref=python_ref,
+            python_version=python_version,
+            cache_dir=str(cache_dir.absolute()) if cache_dir is not None else None,
+        )
+
+
+# --- the worker side -------------------------------------------------------------------
+
+_LOCK = threading.Lock()
+_PREPARED: dict[BuildRequest, Prepared] = {}
+_SESSIONS: dict[str, InFlight] = {}
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except ValueError:
+        return "local"
+
+
+def _work_dir() -> Path:
+    try:
+        from distributed import get_worker
+
+        base = Path(get_worker().local_directory)
+    except ValueError:
+        base = Path(tempfile.gettempdir())
+    return base / "repro-runs"
+
+
+def prepare_here(req: BuildRequest) -> Prepared:
+    """Build (or find) what the request names on this worker, once per process."""
+    with _LOCK:
+        known = _PREPARED.get(req)
+        if known is not None:
+            return known
+        with tempfile.TemporaryDirectory(prefix="repro-recipe-") as tmp:
+            path = Path(tmp) / "recipe.yaml"
+            path.write_text(req.recipe_text, encoding="utf-8")
+            loaded = load_recipe(path, req.sets, located_at=req.recipe_path)
+        old = os.environ.get("REPRO_CACHE_DIR")
+        if req.cache_dir:
+            os.environ["REPRO_CACHE_DIR"] = req.cache_dir
+        try:
+            prepared = prepare(
+                loaded,
+                req.overrides,
+                ext_ref=req.ext_ref,
+                python_ref=req.python_ref,
+                python_version=req.python_version,
+            )
+        finally:
+            if req.cache_dir:
+                if old is None:
+                    os.environ.pop("REPRO_CACHE_DIR", None)
+                else:
+                    os.environ["REPRO_CACHE_DIR"] = old
+        _PREPARED[req] = prepared
+        return prepared
+
+
+@dataclass
+class PrepareReply:
+    """A worker's answer to a build request (a Prepared without its build objects)."""
+
+    worker: str
+    spec: RunSpec | None = None
+    matcher: Matcher | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    ext_sha: str | None = None
+    error: str | None = None
+    build_failed: bool = False
+    log: str | None = None
+
+
+def prepare_task(req: BuildRequest) -> PrepareReply:
+    """Dask task: build on this worker; a build that fails is an answer, not a crash."""
+    worker = _worker_address()
+    try:
+        p = prepare_here(req)
+    except BuildError as exc:
+        log = exc.log
+        return PrepareReply(
+            worker, error=str(exc), build_failed=True, log=str(log) if log else None
+        )
+    except ReproError as exc:
+        return PrepareReply(worker, error=str(exc))
+    return PrepareReply(worker, p.spec, p.matcher, dict(p.info), p.ext_sha)
+
+
+def _session(sid: str) -> InFlight:
+    with _LOCK:
+        inflight = _SESSIONS.get(sid)
+        if inflight is None:
+            inflight = _SESSIONS[sid] = InFlight()
+            while len(_SESSIONS) > _KEEP_SESSIONS:
+                del _SESSIONS[next(iter(_SESSIONS))]
+        return inflight
+
+
+def cancel_session(sid: str) -> None:
+    """Run on every worker by ``Client.run``: kill this session's reproducers now."""
+    _session(sid).cancel()
+
+
+RemoteRun = tuple[RunResult, ParsedLog, dict[str, bytes] | None, str]
+
+
+def run_task(sid: str, req: BuildRequest, index: int) -> RemoteRun:
+    """Dask task: one run on this worker, its logs returned and its folder removed."""
+    prepared = prepare_here(req)
+    result, parsed = run_once(prepared.spec, index, _work_dir(), prepared.matcher, _session(sid))
+    files: dict[str, bytes] | None = None
+    folder = Path(result.log_dir) if result.log_dir else None
+    if folder is not None:
+        # A clean run without reports is never kept: its logs need not travel.
+        if result.signatures or result.outcome is not Outcome.CLEAN:
+            files = {f.name: f.read_bytes() for f in sorted(folder.iterdir()) if f.is_file()}
+        shutil.rmtree(folder, ignore_errors=True)
+    result.log_dir = None
+    return result, parsed, files, _worker_address()
+
+
+# --- the local side --------------------------------------------------------------------
+
+
+@dataclass
+class ClusterPrepared(Prepared):
+    """A build that lives on workers: the request to remake it and who holds it."""
+
+    request: BuildRequest | None = None
+    holders: tuple[str, ...] = ()
+
+
+class DaskRunner:
+    """The stress loop's runs as Dask tasks (see ``repro.executors.Runner``)."""
+
+    def __init__(self, client: Any, prepared: ClusterPrepared, slots: int) -> None:
+        from distributed import as_completed
+
+        assert prepared.request is not None
+        self.client = client
+        self.request = prepared.request
+        self.holders = list(prepared.holders)
+        self.session = uuid.uuid4().hex
+        self._slots = max(1, slots)
+        self.index: dict[str, int] = {}
+        self.futures: dict[str, Any] = {}
+        self.done = as_completed([], loop=client.loop, with_results=True, raise_errors=False)
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    def submit(self, index: int) -> None:
+        # Runs go to the workers that hold the build; another worker may take them
+        # (and build first) only if none of those is left.
+        fut = self.client.submit(
+            run_task,
+            self.session,
+            self.request,
+            index,
+            pure=False,
+            workers=self.holders or None,
+            allow_other_workers=True,
+            key=f"repro-run-{self.session[:8]}-{index}",
+        )
+        self.index[fut.key] = index
+        self.futures[fut.key] = fut
+        self.done.add(fut)
+
+    def pending(self) -> int:
+        return len(self.index)
+
+    def _finish(self, fut: Any, res: Any) -> Finished:
+        index = self.index.pop(fut.key)
+        self.futures.pop(fut.key, None)
+        if fut.status == "cancelled":
+            return Finished(index)
+        if fut.status == "error":
+            from distributed.scheduler import KilledWorker
+
+            exc = res[1] if isinstance(res, tuple) else res
+            if isinstance(exc, Cancelled):
+                return Finished(index)
+            if isinstance(exc, KilledWorker):
+                return Finished(index, lost="its workers died while running it")
+            if isinstance(exc, BaseException):
+                raise exc
+            raise ReproError(f"run {index} failed on the cluster: {exc!r}")
+        result, parsed, files, worker = res
+        return Finished(index, result, parsed, files, worker)
+
+    def wait(self, timeout: float | None) -> list[Finished]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cond = self.done.thread_condition
+        with cond:
+            while not self.done.has_ready():
+                left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+                if left <= 0:
+                    break
+                cond.wait(left)
+        return [self._finish(f, r) for f, r in self.done.next_batch(block=False)]
+
+    def cancel(self) -> None:
+        live = [f for f in self.futures.values() if not f.done()]
+        if live:
+            self.client.cancel(live)
+        # A worker that is gone has nothing left to kill.
+        with contextlib.suppress(Exception):
+            self.client.run(cancel_session, self.session)
+
+    def drain(self) -> Iterator[Finished]:
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while self.index and time.monotonic() < deadline:
+            yield from self.wait(max(0.05, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        live = [f for f in self.futures.values() if not f.done()]
+        if live:
+            self.client.cancel(live)
+        self.index.clear()
+        self.futures.clear()
+
+
+class Cluster:
+    """A Dask client, and the LocalCluster behind it when repro started one."""
+
+    def __init__(self, client: Any, local: Any = None, shared_cache: Path | None = None) -> None:
+        self.client = client
+        self.local = local
+        self.shared_cache = shared_cache
+
+    @classmethod
+    def open(
+        cls, workers: int | None, address: str | None, shared_cache: Path | None = None
+    ) -> Cluster:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ReproError(
+                "--workers and --cluster need Dask: pip install 'repro[cluster]'"
+            ) from None
+        if workers is not None and address is not None:
+            raise ReproError("give --workers N (a cluster on this machine) or --cluster ADDRESS")
+        if shared_cache is not None:
+            shared_cache.mkdir(parents=True, exist_ok=True)
+        if address is not None:
+            try:
+                client = Client(address, timeout=CONNECT_TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                raise ReproError(
+                    f"--cluster {address}: cannot reach the scheduler: {exc}"
+                ) from None
+            return cls(client, None, shared_cache)
+        # Ctrl-C in a terminal reaches the whole process group: the worker processes
+        # must leave it to this process, which cancels the runs and stops them in
+        # order. They are started with SIGINT ignored, which they inherit.
+        import dask
+
+        # A worker samples its threads every 10 ms to draw profiles; on a machine whose
+        # cores the reproducers need, that sampling slows every run.
+        dask.config.set(QUIET_WORKERS)
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            local = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, old)
+        return cls(Client(local), local, shared_cache)
+
+    def close(self) -> None:
+        self.client.close()
+        if self.local is not None:
+            self.local.close()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def workers(self) -> dict[str, int]:
+        """Worker address to its threads."""
+        return {str(k): int(v) for k, v in self.client.nthreads().items()}
+
+    def describe(self) -> dict[str, Any]:
+        workers = self.workers()
+        return {
+            "scheduler": str(self.client.scheduler.address),
+            "workers": len(workers),
+            "threads": sum(workers.values()),
+            "local": self.local is not None,
+            "shared_cache": str(self.shared_cache) if self.shared_cache else None,
+        }
+
+    def request(
+        self,
+        loaded: LoadedRecipe,
+        overrides: Overrides,
+        *,
+        ext_ref: str | None = None,
+        python_ref: str | None = None,
+        python_version: str | None = None,
+    ) -> BuildRequest:
+        return BuildRequest.of(
+            loaded,
+            overrides,
+            ext_ref=ext_ref,
+            python_ref=python_ref,
+            python_version=python_version,
+            cache_dir=self.shared_cache,
+        )
+
+    def prepare(self, req: BuildRequest) -> ClusterPrepared:
+        """Build on every worker at once; the runs then go to those that succeeded.
+
+        While a commit builds nothing can run, so building it everywhere in parallel
+        costs no wall-clock time and lets every worker run it (with a shared cache,
+        one worker builds and the others find it there).
+        """
+        workers = list(self.workers())
+        if not workers:
+            raise ReproError("the cluster has no workers")
+        futs = [
+            self.client.submit(prepare_task, req, workers=[w], allow_other_workers=True, pure=False)
+            for w in workers
+        ]
+        replies: Sequence[PrepareReply] = self.client.gather(futs)
+        good = [r for r in replies if r.error is None]
+        if not good:
+            first = replies[0]
+            where = f"on worker {first.worker}: {first.error}"
+            if first.build_failed:
+                raise BuildError(where, log=Path(first.log) if first.log else None)
+            raise ReproError(where)
+        best = good[0]
+        assert best.spec is not None and best.matcher is not None
+        return ClusterPrepared(
+            spec=best.spec,
+            matcher=best.matcher,
+            ext_sha=best.ext_sha,
+            info=best.info,
+            request=req,
+            holders=tuple(dict.fromkeys(r.worker for r in good)),
+        )
+
+    def runner(self, prepared: ClusterPrepared) -> DaskRunner:
+        return DaskRunner(self.client, prepared, sum(self.workers().values()))
+
+    def prepare_local(
+        self,
+        loaded: LoadedRecipe,
+        overrides: Overrides,
+        *,
+        ext_ref: str | None = None,
+        python_ref: str | None = None,
+        python_version: str | None = None,
+    ) -> ClusterPrepared:
+        """``prepare`` with ``context.prepare``'s arguments, on the workers."""
+        return self.prepare(
+            self.request(
+                loaded,
+                overrides,
+                ext_ref=ext_ref,
+                python_ref=python_ref,
+                python_version=python_version,
+            )
+        )
+
+
+def open_cluster(
+    workers: int | None, address: str | None, shared_cache: Path | None
+) -> Cluster | None:
+    """The cluster the options ask for; None (run locally) when they ask for none."""
+    if workers is None and address is None:
+        if shared_cache is not None:
+            raise ReproError("--shared-cache is for a cluster: give --workers N or --cluster")
+        return None
+    return Cluster.open(workers, address, shared_cache)

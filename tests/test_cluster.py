@@ -1,0 +1,373 @@
+"""Stress and bisect on Dask: a LocalCluster, and a scheduler with workers as OS processes.
+
+Everything listens on 127.0.0.1 only, every process started here is stopped here, and
+the demo's race (a real TSAN program in a real git history) is what runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, repro
+
+sys.path.insert(0, str(ROOT / "demo"))
+from make_repo import make_repo
+
+pytest.importorskip("distributed")
+
+FIX_SUBJECT = "Publish the result before unlocking"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("cluster-demo")
+    repo = make_repo(base / "ticketq")
+    text = (ROOT / "recipes" / "demo.yaml").read_text()
+    recipe = base / "demo.yaml"
+    recipe.write_text(text.replace("../demo-work/ticketq", str(repo)))
+    return recipe
+
+
+def _env(**extra: str) -> dict[str, str]:
+    # Worker processes import repro from this tree, like the repro under test.
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "COLUMNS": "160", **extra}
+
+
+def _events(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "events.jsonl").read_text().splitlines()
+    return [json.loads(x) for x in lines if x.endswith("}")]
+
+
+def _runs(run_dir: Path) -> list[dict[str, Any]]:
+    return [e for e in _events(run_dir) if e["event"] == "run"]
+
+
+def _only_dir(runs_dir: Path) -> Path:
+    (run_dir,) = [p for p in runs_dir.iterdir() if p.is_dir()]
+    return run_dir
+
+
+# --- a scheduler and workers as separate processes --------------------------------------
+
+
+@dataclass
+class Dask:
+    address: str
+    workers: list[subprocess.Popen[bytes]]
+    caches: list[Path]
+
+
+def _wait_workers(address: str, n: int, timeout: float = 60) -> list[str]:
+    from distributed import Client
+
+    with Client(address, timeout=timeout) as client:
+        client.wait_for_workers(n, timeout=timeout)
+        return sorted(client.nthreads())
+
+
+@contextlib.contextmanager
+def dask_processes(tmp: Path, n: int = 2, **scheduler_env: str) -> Iterator[Dask]:
+    """`dask scheduler` and `n` `dask worker`s on loopback, each worker its own cache."""
+    sched_file = tmp / "scheduler.json"
+    procs: list[subprocess.Popen[bytes]] = []
+    log = (tmp / "dask.log").open("wb")
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "dask"),
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(sched_file),
+                ],
+                stdout=log,
+                stderr=log,
+                env=_env(**scheduler_env),
+                start_new_session=True,
+            )
+        )
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        caches = []
+        for k in range(n):
+            cache = tmp / f"worker-cache-{k}"
+            caches.append(cache)
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "dask"),
+                        "worker",
+                        "--scheduler-file",
+                        str(sched_file),
+                        "--host",
+                        "127.0.0.1",
+                        "--nworkers",
+                        "1",
+                        "--nthreads",
+                        "1",
+                        "--no-nanny",
+                        "--no-dashboard",
+                        "--local-directory",
+                        str(tmp / f"w{k}"),
+                    ],
+                    stdout=log,
+                    stderr=log,
+                    env=_env(REPRO_CACHE_DIR=str(cache)),
+                    start_new_session=True,
+                )
+            )
+        _wait_workers(address, n)
+        yield Dask(address, procs[1:], caches)
+    finally:
+        # Workers first (they would wait for a scheduler that is gone), then it.
+        for proc in reversed(procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+# --- the tests --------------------------------------------------------------------------
+
+
+def _check_stress(run_dir: Path, n: int) -> list[dict[str, Any]]:
+    """Each index once, 0..n-1; every run names its worker; kept logs are here."""
+    runs = _runs(run_dir)
+    assert sorted(r["index"] for r in runs) == list(range(n))
+    assert all(r.get("worker", "").startswith("tcp://127.0.0.1:") for r in runs)
+    hits = [r for r in runs if r["outcome"] == "target"]
+    # As locally: the logs of the first 20 hits are kept (their files came back).
+    assert all(r["log_dir"] for r in hits[:20])
+    for r in runs:
+        if r["log_dir"]:
+            texts = "".join(p.read_text() for p in (run_dir / r["log_dir"]).iterdir())
+            if r["outcome"] == "target":
+                assert "tq_publish" in texts
+    return runs
+
+
+def test_local_cluster_stress_same_as_local(demo: Path, tmp_path: Path) -> None:
+    n = 40
+    local = repro(
+        "stress", str(demo), "--runs", str(n), "-j", "2", "--runs-dir", str(tmp_path / "local"),
+        "--json-out", str(tmp_path / "local.json"), env=_env(),
+    )  # fmt: skip
+    assert local.returncode == 0, local.stdout + local.stderr
+    res = repro(
+        "stress", str(demo), "--runs", str(n), "--workers", "2",
+        "--runs-dir", str(tmp_path / "dask"), "--json-out", str(tmp_path / "dask.json"),
+        env=_env(),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    run_dir = _only_dir(tmp_path / "dask")
+    runs = _check_stress(run_dir, n)
+    assert len({r["worker"] for r in runs}) == 2
+    ours = json.loads((tmp_path / "dask.json").read_text())
+    theirs = json.loads((tmp_path / "local.json").read_text())
+    # The same race, classified the same way: only target and clean runs on both sides,
+    # and the one target signature.
+    assert {k for k, v in ours["outcomes"].items() if v} <= {"target", "clean"}
+    assert {k for k, v in theirs["outcomes"].items() if v} <= {"target", "clean"}
+    target = {s["id"] for s in ours["signatures"] if s["target"]}
+    assert target == {s["id"] for s in theirs["signatures"] if s["target"]}
+    assert ours["runs"] == n and ours["hits"] > 0
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["cluster"]["workers"] == 2 and meta["cluster"]["local"] is True
+
+
+def test_separate_processes_stress_and_bisect(demo: Path, tmp_path: Path) -> None:
+    with dask_processes(tmp_path) as dask:
+        res = repro(
+            "stress", str(demo), "--runs", "30", "--cluster", dask.address,
+            "--runs-dir", str(tmp_path / "stress"), env=_env(),
+        )  # fmt: skip
+        assert res.returncode == 0, res.stdout + res.stderr
+        runs = _check_stress(_only_dir(tmp_path / "stress"), 30)
+        assert len({r["worker"] for r in runs}) == 2
+        # Each worker built in its own cache.
+        for cache in dask.caches:
+            assert any((cache / "builds").rglob("stress_test")), cache
+        # With --shared-cache both workers use one cache: one build of the commit.
+        shared = tmp_path / "shared"
+        res = repro(
+            "stress", str(demo), "--runs", "6", "--cluster", dask.address,
+            "--shared-cache", str(shared), "--runs-dir", str(tmp_path / "shared-runs"),
+            env=_env(),
+        )  # fmt: skip
+        assert res.returncode in (0, 1), res.stdout + res.stderr
+        assert len(list((shared / "builds").rglob("stress_test"))) == 1
+        _check_stress(_only_dir(tmp_path / "shared-runs"), 6)
+        out = tmp_path / "bisect.json"
+        res = repro(
+            "bisect", str(demo), "--cluster", dask.address, "--runs-dir",
+            str(tmp_path / "bisect"), "--json-out", str(out), env=_env(),
+        )  # fmt: skip
+        assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["culprit"]["subject"] == FIX_SUBJECT and data["confidence"] >= 0.99
+    runs = _runs(_only_dir(tmp_path / "bisect"))
+    assert len({r["index"] for r in runs}) == len(runs)
+    assert all(r.get("worker") for r in runs)
+
+
+SLOW = "reproducer.command=sleep 0.4 && ./stress_test 3 100 1000"
+
+
+@pytest.mark.parametrize("retries", [3, 0], ids=["retried", "lost"])
+def test_worker_killed_mid_run(demo: Path, tmp_path: Path, retries: int) -> None:
+    """Retried elsewhere (Dask's default), or, when the scheduler may not retry, lost:
+    not counted, and another run takes its place. Never counted twice."""
+    n = 30
+    runs_dir = tmp_path / "runs"
+    allowed = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(retries)}
+    with dask_processes(tmp_path, **allowed) as dask:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "repro",
+                "stress",
+                str(demo),
+                "--runs",
+                str(n),
+                "--set",
+                SLOW,
+                "--cluster",
+                dask.address,
+                "--runs-dir",
+                str(runs_dir),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                dirs = list(runs_dir.glob("*/events.jsonl"))
+                if dirs and len(_runs(dirs[0].parent)) >= 6:
+                    break
+                time.sleep(0.05)
+            victim = dask.workers[0]
+            os.killpg(victim.pid, signal.SIGKILL)  # both workers are busy: one run dies
+            victim.wait()
+            out, _ = proc.communicate(timeout=180)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out.decode()
+    run_dir = _only_dir(runs_dir)
+    if retries == 0:
+        # The runs in flight on the dead worker are lost: their indices are skipped and as
+        # many runs are made in their place, so the total is still n, each index once.
+        indices = [r["index"] for r in _runs(run_dir)]
+        assert len(indices) == len(set(indices)) == n
+        assert 0 < max(indices) + 1 - n <= 2  # one run in flight per worker thread
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["runs"] == n
+        assert b"lost with the worker that ran them" in out
+        return
+    runs = _check_stress(run_dir, n)  # every index once: none lost or doubled
+    summary = json.loads((_only_dir(runs_dir) / "summary.json").read_text())
+    assert summary["runs"] == n
+    late = [r["worker"] for r in runs[-5:]]
+    assert len(set(late)) == 1  # after the kill only the survivor runs
+
+
+def test_interrupt_and_resume_through_the_cluster(demo: Path, tmp_path: Path) -> None:
+    n = 24
+    runs_dir = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "repro",
+            "stress",
+            str(demo),
+            "--runs",
+            str(n),
+            "--set",
+            SLOW,
+            "--workers",
+            "2",
+            "--runs-dir",
+            str(runs_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_env(),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            dirs = list(runs_dir.glob("*/events.jsonl"))
+            if dirs and len(_runs(dirs[0].parent)) >= 4:
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole group
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 130, out.decode()
+    # The worker processes leave Ctrl-C to repro: no traceback of theirs on the console.
+    assert b"Traceback" not in out and b"interrupted: resume with" in out
+    run_dir = _only_dir(runs_dir)
+    before = _runs(run_dir)
+    assert 4 <= len(before) < n
+    assert len({r["index"] for r in before}) == len(before)
+    # No reproducer of this run directory is left running after the Ctrl-C.
+    time.sleep(0.5)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "stress_test 3 100 1000" not in ps
+    res = repro("stress", "--resume", str(run_dir), "--workers", "2", env=_env())
+    assert res.returncode == 0, res.stdout + res.stderr
+    after = _runs(run_dir)
+    assert after[: len(before)] == before
+    assert sorted(r["index"] for r in after) == sorted(
+        {r["index"] for r in after}
+    )  # no index twice
+    assert len(after) == n
+
+
+def test_amplify_through_a_local_cluster(demo: Path, tmp_path: Path) -> None:
+    res = repro(
+        "amplify", str(demo), "--runs", "8", "--threads", "2", "--workers", "2",
+        "--runs-dir", str(tmp_path / "runs"), env=_env(),
+    )  # fmt: skip
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    run_dir = _only_dir(tmp_path / "runs")
+    runs = _runs(run_dir)
+    assert sorted(r["index"] for r in runs) == list(range(16))
+    assert {r["setting"] for r in runs} == {"recipe as is", "threads=2"}
+    assert all(r.get("worker") for r in runs)
+    rows = json.loads((run_dir / "summary.json").read_text())["settings"]
+    assert [r["runs"] for r in rows] == [8, 8]
