@@ -263,15 +263,19 @@ def _summary(files: RunFiles, counts: Counts, scope: str) -> dict[str, Any]:
     if files.kind == "bisect" and files.summary:
         elapsed = files.summary.get("run_seconds")
     first_hit_run = rec.first_hit_run if files.kind == "stress" else None
+    first_hit_time = rec.first_hit_elapsed if files.kind == "stress" else None
     if files.kind == "bisect":
         at_end = [e for e in runs if e.pos == 0]
-        first_hit_run = next(
-            (k for k, e in enumerate(at_end, 1) if e.outcome.value == "target"), None
-        )
+        first = next(((k, e) for k, e in enumerate(at_end, 1) if e.outcome.value == "target"), None)
+        if first is not None:
+            # From the start of the racy end's first run to the end of the hit, wall clock.
+            first_hit_run = first[0]
+            t0 = min(e.started for e in at_end)
+            first_hit_time = round(first[1].started + first[1].duration - t0, 3)
     out.update(
         {
             "scope": scope,
-            "time_to_first_hit": rec.first_hit_elapsed if files.kind == "stress" else None,
+            "time_to_first_hit": first_hit_time,
             "first_hit_run": first_hit_run,
             "mean_run_seconds": round(sum(durations) / len(durations), 4) if durations else None,
             "elapsed_seconds": round(float(elapsed), 3) if elapsed is not None else None,
