@@ -7,7 +7,7 @@ accuracy *for the true rate*, which a real user would not know: it is the best t
 do, not what it does.
 
 Every row also shows Fano's floor on the mean runs of *any* bisect that knows the rate (the
-bound, ``repro.information``) and the ratio of the row's runs after calibration to it.  A
+bound, ``repro.strategy.information``) and the ratio of the row's runs after calibration to it.  A
 second table splits repro's runs: calibration, clean-end check, bisect, and the bisect runs
 spent at the true first clean commit itself.  ``--interior-rate 0.5`` makes the racy commits
 inside the range show the race at half the calibrated end's rate; ``--single-rate`` gives the
@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from repro.bisect_strategy import RateBelief, SimResult, baseline_git_bisect, simulate
-from repro.information import fano_bound
+from repro.strategy.bisect import RateBelief, SimResult, baseline_git_bisect, simulate
+from repro.strategy.information import fano_bound
 
 __all__ = [
     "baseline_accuracy",

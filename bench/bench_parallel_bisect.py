@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from repro.bisect_strategy import Bisector, Done, RateBelief, propose_probes
+from repro.strategy.bisect import Bisector, Done, RateBelief, propose_probes
 
 CALIB_HITS = 3  # repro bisect's default
 CONFIDENCE = 0.99

@@ -1,3 +1,3 @@
-from repro.cli import main
+from repro.cli.app import main
 
 main()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from repro.bisect_cmd import Position, expand_versions
+from repro.app.bisect import Position, expand_versions
 from repro.errors import ReproError
-from repro.terms import Find, Terms
+from repro.strategy.terms import Find, Terms
 
 
 def test_expand_versions() -> None:
@@ -55,8 +55,8 @@ def test_blame_matches_a_brute_force_reading(n: int, find: Find) -> None:
 def test_release_tags_around_the_answer() -> None:
     from types import SimpleNamespace
 
-    from repro.bisect_cmd import release_tags
-    from repro.bisect_strategy import Done
+    from repro.app.bisect import release_tags
+    from repro.strategy.bisect import Done
 
     versions = ["3.13.0", "3.13.1", "3.13.2", "3.13.3", "3.13.4"]
     fix = SimpleNamespace(positions=[Position(id=v, label=v) for v in versions])

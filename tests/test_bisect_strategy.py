@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repro.bisect_strategy import (
+from repro.strategy.bisect import (
     RATE_MIXTURE,
     Bisector,
     Done,
@@ -570,14 +570,14 @@ def test_rate_estimate_learns_from_interior_evidence() -> None:
 
 
 def test_propose_probes_one_worker_is_next_step() -> None:
-    from repro.bisect_strategy import propose_probes
+    from repro.strategy.bisect import propose_probes
 
     bis = Bisector(200, calib_hits=3, calib_runs=10)
     assert propose_probes(bis, 1) == [bis.next_step()]
 
 
 def test_propose_probes_are_joint_not_copies() -> None:
-    from repro.bisect_strategy import propose_probes
+    from repro.strategy.bisect import propose_probes
 
     bis = Bisector(1000, calib_hits=3, calib_runs=10)
     for t in range(0, 300, 7):  # evidence: hits up to 294, so b is above it
@@ -595,7 +595,7 @@ def test_propose_probes_are_joint_not_copies() -> None:
 
 
 def test_propose_probes_passes_the_answer_through() -> None:
-    from repro.bisect_strategy import propose_probes
+    from repro.strategy.bisect import propose_probes
 
     bis = Bisector(3, calib_hits=3, calib_runs=10)
     for _ in range(200):

@@ -11,7 +11,9 @@ import typer
 from typer.testing import CliRunner
 
 from repro.builds.cache import META_FILE, BuildCache, BuildContext
-from repro.cli_builds import parse_duration, register
+from repro.cli.builds import register
+from repro.cli.common import parse_duration
+from repro.errors import ReproError
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def test_builds_list_path_prune(app: typer.Typer, tmp_path: Path) -> None:
     assert res.exit_code == 0 and "1 build(s) removed" in res.output
     assert not old.exists()
     res = runner.invoke(app, ["builds", "prune", "--older-than", "soon"])
-    assert res.exit_code == 2 and "cannot read duration" in res.output
+    assert res.exit_code == 2 and "cannot read the duration" in res.output
 
 
 def test_build_cpython_errors_are_messages(app: typer.Typer, tmp_path: Path) -> None:
@@ -75,7 +77,15 @@ def test_doctor_command(app: typer.Typer) -> None:
 
 
 def test_parse_duration() -> None:
-    assert parse_duration("30d").days == 30
-    assert parse_duration("12h").total_seconds() == 12 * 3600
-    assert parse_duration("2w").days == 14
-    assert parse_duration("7").days == 7
+    """One parser for every duration: a bare number is seconds, except where a slip
+    would delete data (builds prune), which asks for a unit."""
+    assert parse_duration("30d") == 30 * 86400
+    assert parse_duration("12h") == 12 * 3600
+    assert parse_duration("2w") == 14 * 86400
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("90") == 90
+    with pytest.raises(ReproError, match="unit"):
+        parse_duration("7", require_unit=True)
+    for bad in ("", "abc", "5x", "1 2"):
+        with pytest.raises(ReproError, match="cannot read"):
+            parse_duration(bad)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.doctor import check_c_compiler, check_c_symbols, check_tool, run_checks
+from repro.app.doctor import check_c_compiler, check_c_symbols, check_tool, run_checks
 from repro.host.compilers import find_clang
 from repro.host.setarch import mmap_rnd_bits, needs_setarch, setarch_argv, setarch_state_file
 from repro.host.tsan_probe import RACE_MARK, compile_racy_c, run_tsan_binary

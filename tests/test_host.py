@@ -14,6 +14,7 @@ import pytest
 from conftest import repro
 from tsan_helpers import TsanBuilder, tsan_builder
 
+from repro.app.runner import Matcher, RunSpec, run_once
 from repro.host.compilers import clang_candidates, find_clang, llvm_major
 from repro.host.symbolizer import (
     Symbolizer,
@@ -23,7 +24,6 @@ from repro.host.symbolizer import (
     find_symbolizers,
     frame_resolved,
 )
-from repro.runner import Matcher, RunSpec, run_once
 from repro.tsan.model import Frame, ParsedLog
 from repro.tsan.signature import TargetRule
 
@@ -317,7 +317,7 @@ def test_fresh_machine_without_llvm19(builder: TsanBuilder, tmp_path: Path) -> N
         "import json, os, sys\n"
         "from pathlib import Path\n"
         "from repro.host.symbolizer import Toolchain, choose, find_symbolizers\n"
-        "from repro.runner import Matcher, RunSpec, run_once\n"
+        "from repro.app.runner import Matcher, RunSpec, run_once\n"
         "from repro.tsan.signature import TargetRule\n"
         "env = {k: v for k, v in os.environ.items() if k != 'TSAN_OPTIONS'}\n"
         "choice = choose(find_symbolizers(), [Toolchain('clang-19', 19)])\n"

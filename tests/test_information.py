@@ -9,8 +9,8 @@ import statistics
 
 import pytest
 
-from repro.bisect_strategy import RateBelief, simulate
-from repro.information import capacity, fano_bound, plan
+from repro.strategy.bisect import RateBelief, simulate
+from repro.strategy.information import capacity, fano_bound, plan
 
 
 def test_capacity_known_values() -> None:

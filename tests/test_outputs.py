@@ -109,7 +109,7 @@ def test_full_disk_is_a_user_error(tmp_path: Path, tsan_bin: Path) -> None:
 
 
 def test_environment_fault_is_only_for_the_users_files() -> None:
-    from repro.outputs import environment_fault
+    from repro.app.outputs import environment_fault
 
     assert environment_fault(PermissionError(errno.EACCES, "Permission denied", "/x/y")) == (
         "/x/y: Permission denied"
@@ -165,7 +165,7 @@ def test_bisect_prints_its_culprit_when_json_out_fails_at_the_end(
 
 
 def test_output_checks_leave_nothing_behind(tmp_path: Path) -> None:
-    from repro.outputs import check_outputs
+    from repro.app.outputs import check_outputs
 
     check_outputs(
         json_out=tmp_path / "a" / "out.json",

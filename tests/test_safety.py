@@ -83,7 +83,7 @@ def test_placeholder_with_shell_metachars_is_quoted(
 
 def test_placeholder_values_are_one_shell_word() -> None:
     """Only the value is quoted: `{work}/x` stays one word, `{{` stays a brace."""
-    from repro.context import expand, expand_for_shell
+    from repro.app.context import expand, expand_for_shell
 
     values = {"work": "/a b/w'x", "threads": "8", "python": "/usr/bin/python3"}
     assert expand_for_shell("{work}/compile_string {threads}", values) == (

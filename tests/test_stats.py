@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from repro.stats import clean_runs_needed, upper_rate_if_clean, wilson_interval
+from repro.strategy.stats import clean_runs_needed, upper_rate_if_clean, wilson_interval
 
 
 def test_wilson_known_value() -> None:

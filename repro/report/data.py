@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__
-from repro.environment import redact
 from repro.errors import ReproError
+from repro.host.environment import redact
 from repro.recipe import Recipe, RecipeError, parse_recipe
 from repro.report import shell
 from repro.report.tsantext import race_site, shorten_paths, suppression_lines, trim_report
 from repro.runlog import Counts, Event, Record, RunDir, RunEvent, SignatureEvent
 from repro.runlog.bisect_view import position_rows
-from repro.terms import Terms
+from repro.strategy.terms import Terms
 from repro.tsan.outcome import ORDER
 
 SCHEMA_VERSION = 2
@@ -585,7 +585,7 @@ def _plain_inputs(
     py_env = env.get("cpython") or {}
     inp.patches = list(py_env.get("patches") or [])
     if not inp.patches and files.recipe.python is not None:
-        from repro.environment import _patches
+        from repro.host.environment import _patches
 
         base = recipe_dir or files.path
         inp.patches = _patches([str((base / p).resolve()) for p in files.recipe.python.patches])

@@ -23,7 +23,7 @@ from typing import Any
 
 from repro.recipe import Recipe
 from repro.redact import home_dirs, looks_secret
-from repro.stats import clean_runs_needed
+from repro.strategy.stats import clean_runs_needed
 from repro.tsan import options as tsan_options
 
 PLAIN_OK = "race reproduced in run"
@@ -314,7 +314,7 @@ def plain_script(inp: PlainInputs) -> str:
     }
     if worktree:
         values["worktree"] = worktree
-    from repro.context import expand_for_shell
+    from repro.app.context import expand_for_shell
 
     command = expand_for_shell(r.reproducer.command, values, quote=shq_var)
     setup = [expand_for_shell(c, values, quote=shq_var) for c in r.reproducer.setup]

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from repro.runlog.fold import PositionRecord, Record, step_verdict
-from repro.terms import Terms
+from repro.strategy.terms import Terms
 
 
 def p_clean_at(posterior: Sequence[float] | None, pos: int) -> float | None:

@@ -24,7 +24,7 @@ from repro.runlog.events import (
     StrategyEvent,
     UnusableEvent,
 )
-from repro.stats import rate, wilson_interval
+from repro.strategy.stats import rate, wilson_interval
 from repro.tsan.outcome import ORDER, Outcome
 
 

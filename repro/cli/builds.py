@@ -7,44 +7,28 @@ repro keeps on their disk.
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from repro.builds.cache import BuildCache
 from repro.builds.cpython import ensure_cpython
 from repro.builds.progress import RichBuildProgress
+from repro.cli.common import console, err_console, fail, parse_duration
 from repro.errors import ReproError
 from repro.recipe import PythonSpec
 
 build_app = typer.Typer(help="Build things ahead of time (cached).", no_args_is_help=True)
 builds_app = typer.Typer(help="Inspect and clean the build cache.", no_args_is_help=True)
 
-_out = Console()
-_err = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    _err.print(f"[red]error:[/] {escape(message)}")
-    return typer.Exit(2)
-
-
-def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``2w``, ``90m``, ``45s`` (a bare number means days)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
-    if not m:
-        raise ReproError(f"cannot read duration {text!r}: use e.g. 30d, 12h, 2w")
-    value = float(m.group(1))
-    unit = m.group(2) or "d"
-    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[unit]
-    return timedelta(seconds=value * seconds)
+_out = console
+_err = err_console
+_fail = fail
 
 
 def _human_size(n: int) -> str:
@@ -160,7 +144,7 @@ def builds_prune(
 ) -> None:
     """Remove builds not used for a while (and old failure records)."""
     try:
-        age = parse_duration(older_than)
+        age = timedelta(seconds=parse_duration(older_than, require_unit=True))
     except ReproError as exc:
         raise _fail(str(exc)) from None
     cache = BuildCache()
@@ -184,7 +168,7 @@ def builds_path(key: str = typer.Argument(..., help="a key or a unique prefix of
 
 def doctor() -> None:
     """Check that this machine can build and run TSAN programs, and say how to fix it."""
-    from repro.doctor import run_checks
+    from repro.app.doctor import run_checks
 
     with _err.status("checking...") as status:
         checks = run_checks(lambda name: status.update(f"checking {name}..."))

@@ -19,16 +19,16 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from repro.context import Overrides, prepare
+from repro.app.context import Overrides, prepare
+from repro.app.loop import Limits, StressState, Tags, stress_loop
+from repro.app.view import StressView
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import load_recipe
 from repro.runlog import Counts, RunDir, RunLog
-from repro.stress import Limits, StressState, Tags, stress_loop
-from repro.stress_view import StressView
 
 if TYPE_CHECKING:
-    from repro.cluster import Cluster
+    from repro.app.cluster import Cluster
 
 
 @dataclass(frozen=True)

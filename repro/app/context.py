@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.app.runner import Matcher, RunSpec
 from repro.errors import ReproError
 from repro.host.setarch import needs_setarch, setarch_argv
 from repro.host.symbolizer import choose_for_run, warning_once
@@ -26,7 +27,6 @@ from repro.recipe import (
     repo_location,
     unavailable_cpus,
 )
-from repro.runner import Matcher, RunSpec
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ def run_setup(
 
 def check_command(command: str, cwd: Path, env: Mapping[str, str], loaded: LoadedRecipe) -> None:
     """A reproducer that cannot start is an error now, not a thousand "crash" outcomes."""
-    from repro.runner import command_argv
+    from repro.app.runner import command_argv
 
     argv = command_argv(command)
     if argv[:2] == ["/bin/sh", "-c"]:

@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.app.context import Overrides, Prepared, prepare
+from repro.app.executors import Finished
+from repro.app.runner import Cancelled, InFlight, RunResult, RunSpec, run_once
 from repro.builds.cache import BuildError
-from repro.context import Overrides, Prepared, prepare
 from repro.errors import ReproError
-from repro.executors import Finished
 from repro.gitrepo import is_url
 from repro.recipe import LoadedRecipe, load_recipe, repo_location
-from repro.runner import Cancelled, InFlight, RunResult, RunSpec, run_once
 from repro.tsan.model import ParsedLog
 from repro.tsan.outcome import Matcher, Outcome
 
@@ -227,7 +227,7 @@ class ClusterPrepared(Prepared):
 
 
 class DaskRunner:
-    """The stress loop's runs as Dask tasks (see ``repro.executors.Runner``)."""
+    """The stress loop's runs as Dask tasks (see ``repro.app.executors.Runner``)."""
 
     def __init__(self, client: Any, prepared: ClusterPrepared, slots: int) -> None:
         from distributed import as_completed

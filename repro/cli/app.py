@@ -8,18 +8,32 @@ was reproduced" (stress) or "the bisect found its answer", 1 means it did not.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.live import Live
 
 from repro import __version__
+from repro.app.outputs import check_outputs
+from repro.cli.common import (
+    ClusterOpt,
+    JobsOpt,
+    KeepGoingOpt,
+    RepoOpt,
+    RunsDirOpt,
+    SetOpt,
+    SharedCacheOpt,
+    ThreadsOpt,
+    TimeoutOpt,
+    WorkersOpt,
+    console,
+    err_console,
+    fail,
+    parse_duration,
+)
 from repro.errors import ReproError
-from repro.outputs import check_outputs
 
 app = typer.Typer(
     name="repro",
@@ -30,70 +44,6 @@ app = typer.Typer(
 )
 recipe_app = typer.Typer(help="Work with recipe files.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
-
-
-# Options shared by stress, amplify and bisect.
-JobsOpt = Annotated[
-    int | None, typer.Option("--jobs", "-j", min=1, help="Runs at once (default: cores).")
-]
-RepoOpt = Annotated[
-    str | None, typer.Option("--repo", help="Use this clone of the extension repository.")
-]
-ThreadsOpt = Annotated[int | None, typer.Option(help="Threads for the reproducer.")]
-TimeoutOpt = Annotated[float | None, typer.Option(help="Per-run timeout in seconds.")]
-RunsDirOpt = Annotated[Path | None, typer.Option(help="Where run directories go.")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a recipe field: KEY.PATH=YAML (repeatable)."),
-]
-JsonOutOpt = Annotated[Path | None, typer.Option("--json-out", help="Write the summary here.")]
-KeepGoingOpt = Annotated[
-    bool,
-    typer.Option(
-        "--keep-going",
-        help="Count runs whose reports are unsymbolized apart and go on (default: stop).",
-    ),
-]
-WorkersOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--workers", min=1, help="Run on a Dask cluster of N worker processes on this machine."
-    ),
-]
-ClusterOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--cluster", help="Run on the Dask cluster whose scheduler is at tcp://HOST:PORT."
-    ),
-]
-SharedCacheOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--shared-cache", help="With a cluster: a build cache on a filesystem all workers see."
-    ),
-]
-ReportOpt = Annotated[Path | None, typer.Option("--report", help="Write a Markdown report.")]
-
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def parse_duration(text: str) -> float:
-    """`90`, `90s`, `5m`, `1h30m`, `2d`: a run budget in seconds."""
-    m = re.fullmatch(
-        r"\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*"
-        r"(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*",
-        text,
-    )
-    if not m or not any(m.groups()):
-        raise ReproError(f"cannot read the duration {text!r} (examples: 90, 90s, 5m, 1h30m)")
-    d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    return d * 86400 + h * 3600 + mi * 60 + s
 
 
 @app.callback(invoke_without_command=True)
@@ -181,7 +131,7 @@ def stress(
     shared_cache: SharedCacheOpt = None,
 ) -> None:
     """Run the reproducer again and again; count the target race apart from all others."""
-    from repro.stress_cmd import StressOptions, run_stress
+    from repro.app.stress import StressOptions, run_stress
 
     opts = StressOptions(
         recipe=recipe,
@@ -228,7 +178,7 @@ def parse(
     depth: Annotated[int, typer.Option(help="Frames per access in a signature.")] = 3,
 ) -> None:
     """List the distinct races in a log, grouped by signature, with counts."""
-    from repro.parse_cmd import run_parse
+    from repro.app.parse import run_parse
     from repro.recipe import SignatureSpec, check_option
 
     check_option(SignatureSpec, "depth", depth, "--depth")
@@ -258,8 +208,8 @@ def amplify(
     shared_cache: SharedCacheOpt = None,
 ) -> None:
     """Measure each amplifier's effect on the rate and on hits per minute."""
-    from repro.amplify_cmd import run_amplify, settings_from
-    from repro.cluster import open_cluster
+    from repro.app.amplify import run_amplify, settings_from
+    from repro.app.cluster import open_cluster
 
     settings = settings_from(os.cpu_count() or 1, threads, switch_interval, taskset, jobs)
     check_outputs(runs_dir=runs_dir)
@@ -336,7 +286,7 @@ def bisect(
     shared_cache: SharedCacheOpt = None,
 ) -> None:
     """Find the commit that fixed (or caused) an intermittent race, with a stated confidence."""
-    from repro.bisect_cmd import BisectOptions, run_bisect
+    from repro.app.bisect import BisectOptions, run_bisect
     from repro.recipe import BisectSpec, check_option
 
     # The recipe's `bisect:` rules, for the options that stand in for its fields.
@@ -373,11 +323,11 @@ def bisect(
     raise typer.Exit(run_bisect(opts, console))
 
 
-from repro import cli_builds  # noqa: E402  (registers `build`, `builds`, `doctor`)
+from repro.cli import builds as cli_builds  # noqa: E402  (registers `build`, `builds`, `doctor`)
 
 cli_builds.register(app)
 
-from repro import cli_report  # noqa: E402  (registers `report`)
+from repro.cli import report as cli_report  # noqa: E402  (registers `report`)
 
 cli_report.register(app)
 
@@ -403,7 +353,7 @@ def main(argv: list[str] | None = None) -> Any:
         err_console.print("interrupted")
         sys.exit(130)
     except Exception as exc:
-        from repro.outputs import environment_fault
+        from repro.app.outputs import environment_fault
 
         fault = environment_fault(exc)
         if fault is not None:  # the user's files or disk, not a bug: say what and where
@@ -414,9 +364,7 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 def _error(message: str) -> None:
-    from rich.markup import escape
-
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    fail(message)
 
 
 def _internal_error(exc: Exception) -> None:

@@ -1,6 +1,6 @@
 """`repro bisect`: calibrate, verify both ends, then let the strategy pick commits.
 
-The strategy (repro.bisect_strategy) is pure; this module does the I/O around it:
+The strategy (repro.strategy.bisect) is pure; this module does the I/O around it:
 building commits, running the reproducer, and logging every event to the run
 directory (repro.runlog) before acting on it, so that `--resume` replays the same
 events into a fresh strategy and continues exactly where the last process stopped.
@@ -22,13 +22,21 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from repro.bisect_strategy import Bisector, Done, Probe, RateBelief
+from repro.app.context import Overrides, Prepared, extension_location, prepare
+from repro.app.executors import Runner
+from repro.app.loop import Limits, StressState, Tags, stress_loop
+from repro.app.runner import reap_orphans
+from repro.app.view import (
+    INVALID_HINTS,
+    PlainTicker,
+    StressView,
+    fmt_seconds,
+    print_near_misses,
+)
 from repro.builds.cache import BuildError
 from repro.builds.progress import RichBuildProgress
-from repro.context import Overrides, Prepared, extension_location, prepare
-from repro.environment import collect_environment, interpreter_record
 from repro.errors import ReproError
-from repro.executors import Runner
+from repro.host.environment import collect_environment, interpreter_record
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
 from repro.report.fmt import truncate
@@ -43,20 +51,12 @@ from repro.runlog import (
     UnusableEvent,
 )
 from repro.runlog.bisect_view import position_rows
-from repro.runner import reap_orphans
-from repro.stress import Limits, StressState, Tags, stress_loop
-from repro.stress_view import (
-    INVALID_HINTS,
-    PlainTicker,
-    StressView,
-    fmt_seconds,
-    print_near_misses,
-)
-from repro.terms import Find, Side, Terms
+from repro.strategy.bisect import Bisector, Done, Probe, RateBelief
+from repro.strategy.terms import Find, Side, Terms
 from repro.tsan.outcome import Outcome
 
 if TYPE_CHECKING:
-    from repro.cluster import Cluster
+    from repro.app.cluster import Cluster
 
 # A commit whose runs keep failing or being invalid (crash before the reproducer,
 # TSAN start-up failure, timeout, unreadable reports) tells nothing about the race:
@@ -310,7 +310,7 @@ class BisectRun:
 
     def _executor(self, prepared: Prepared) -> Runner | None:
         """Dask tasks on the workers that hold this build, or None: threads here."""
-        from repro.cluster import ClusterPrepared
+        from repro.app.cluster import ClusterPrepared
 
         if self.cluster is None or not isinstance(prepared, ClusterPrepared):
             return None
@@ -437,7 +437,7 @@ def _commit_positions(
 
 
 def run_bisect(opts: BisectOptions, console: Console) -> int:
-    from repro.cluster import open_cluster
+    from repro.app.cluster import open_cluster
 
     cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
     if cluster is None:
@@ -652,7 +652,7 @@ def _stop(run: BisectRun, failure: str, heading: str | None = None) -> bool:
 
 def _calibrate(run: BisectRun, opts: BisectOptions) -> bool:
     """Measure the rate at the racy end and check the clean end; False stops the bisect."""
-    from repro.stats import format_rate, upper_rate_if_clean
+    from repro.strategy.stats import format_rate, upper_rate_if_clean
 
     console = run.console
     meta = run.meta
@@ -750,7 +750,7 @@ def _calibrate(run: BisectRun, opts: BisectOptions) -> bool:
 
 def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost: float) -> None:
     """What the bisect should cost, from the calibrated rate, before spending it."""
-    from repro.information import plan
+    from repro.strategy.information import plan
 
     n = len(run.positions)
     pl = plan(n, belief, float(run.meta["confidence"]), build_cost, run_cost)
@@ -910,7 +910,7 @@ def _write_outputs(
     result["calibration"] = {"hits": calib.hits, "runs": calib.evidence}
     result["plan"] = meta.get("plan")
     if run.bisector is not None:
-        from repro.information import fano_bound
+        from repro.strategy.information import fano_bound
 
         bisect_runs = sum(len(p.bisect_runs) for p in record.positions.values())
         rate = run.bisector.rate_estimate()
@@ -952,7 +952,7 @@ def _write_outputs(
     run.rundir.write_meta(meta)
     run.runlog.write_signatures()
     run.rundir.write("summary.json", result)
-    from repro.outputs import write_outputs
+    from repro.app.outputs import write_outputs
 
     text = json.dumps(result, indent=2) + "\n"
     write_outputs(run.rundir.path, text, opts.json_out, opts.report)

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from repro.executors import Finished, Runner, ThreadRunner, write_remote_logs
+from repro.app.executors import Finished, Runner, ThreadRunner, write_remote_logs
+from repro.app.runner import Matcher, Outcome, RunResult, RunSpec
 from repro.runlog import Counts, RunEvent, RunLog, SignatureEvent
-from repro.runner import Matcher, Outcome, RunResult, RunSpec
 from repro.tsan.outcome import FAILED, INVALID, Found
 
 KEEP_TARGET_LOGS = 20
@@ -145,7 +145,7 @@ def stress_loop(
     """Run until a limit is reached; returns the state and whether it was interrupted.
 
     ``executor`` is where the runs happen: by default a thread pool of ``limits.jobs``
-    on this machine (``spec``), or a cluster session (``repro.cluster``).
+    on this machine (``spec``), or a cluster session (``repro.app.cluster``).
     """
     record = runlog.record
     state = StressState(

@@ -10,25 +10,25 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from repro.context import Overrides, prepare
-from repro.environment import collect_environment, interpreter_record
-from repro.errors import ReproError
-from repro.paths import runs_dir as default_runs_dir
-from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
-from repro.runlog import Record, RunDir, RunLog
-from repro.runner import reap_orphans
-from repro.stress import Limits, StressState, stress_loop
-from repro.stress_view import (
+from repro.app.context import Overrides, prepare
+from repro.app.loop import Limits, StressState, stress_loop
+from repro.app.runner import reap_orphans
+from repro.app.view import (
     INVALID_HINTS,
     PlainTicker,
     StressView,
     print_near_misses,
     print_summary,
 )
+from repro.errors import ReproError
+from repro.host.environment import collect_environment, interpreter_record
+from repro.paths import runs_dir as default_runs_dir
+from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
+from repro.runlog import Record, RunDir, RunLog
 from repro.tsan.outcome import Outcome
 
 if TYPE_CHECKING:
-    from repro.cluster import Cluster
+    from repro.app.cluster import Cluster
 
 # Exit status of a stress run stopped because its runs could not show the race.
 EXIT_INVALID = 2
@@ -88,8 +88,8 @@ def _extension_web_url(loaded: LoadedRecipe, overrides: Overrides) -> str | None
     ext = loaded.recipe.extension
     if ext is None:
         return None
+    from repro.app.context import extension_location
     from repro.builds.cache import BuildCache
-    from repro.context import extension_location
     from repro.gitrepo import GitRepo
 
     try:
@@ -100,7 +100,7 @@ def _extension_web_url(loaded: LoadedRecipe, overrides: Overrides) -> str | None
 
 
 def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: Any) -> int:
-    from repro.cluster import open_cluster
+    from repro.app.cluster import open_cluster
 
     cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
     if cluster is None:
@@ -249,7 +249,7 @@ def _run_stress(
         )
     if interrupted:
         console.print(f"interrupted: resume with  repro stress --resume {rundir.path}")
-    from repro.outputs import write_outputs
+    from repro.app.outputs import write_outputs
 
     write_outputs(rundir.path, json.dumps(summary, indent=2) + "\n", opts.json_out, opts.report)
     if interrupted:

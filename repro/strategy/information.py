@@ -17,7 +17,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from repro.bisect_strategy import Bisector, Done, RateBelief
+from repro.strategy.bisect import Bisector, Done, RateBelief
 
 __all__ = ["Plan", "capacity", "fano_bound", "plan"]
 

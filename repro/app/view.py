@@ -17,9 +17,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from repro.app.loop import StressState
 from repro.report.fmt import seconds
 from repro.runlog import Counts
-from repro.stress import StressState
 from repro.tsan.outcome import FAILED, INVALID, ORDER, Outcome
 
 # What to do about each kind of run that cannot count, said once.

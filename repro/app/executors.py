@@ -3,7 +3,7 @@
 The loop decides how many runs to start, when to stop, and what to record; a
 ``Runner`` only starts runs by index and hands back what finished. The default is a
 thread pool on this machine (the threads only wait on child processes); a Dask
-cluster (``repro.cluster``) is the other. Keeping one loop with two runners means
+cluster (``repro.app.cluster``) is the other. Keeping one loop with two runners means
 limits, hit goals, Ctrl-C and the run log behave the same wherever the runs are.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from repro.app.runner import Cancelled, InFlight, Matcher, RunResult, RunSpec, run_once
 from repro.runlog import RunLog
-from repro.runner import Cancelled, InFlight, Matcher, RunResult, RunSpec, run_once
 from repro.tsan.model import ParsedLog
 
 
