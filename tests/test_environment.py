@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.host.environment import REDACTED, collect_environment, looks_secret, redact, relevant_env
+from repro.app.environment import REDACTED, collect_environment, looks_secret, redact, relevant_env
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from repro.app.context import Overrides, Prepared, extension_location, prepare
+from repro.app.environment import collect_environment, interpreter_record
 from repro.app.executors import Runner
 from repro.app.loop import Limits, StressState, Tags, stress_loop
 from repro.app.runner import reap_orphans
@@ -36,10 +37,8 @@ from repro.app.view import (
 from repro.builds.cache import BuildError
 from repro.builds.progress import RichBuildProgress
 from repro.errors import ReproError
-from repro.host.environment import collect_environment, interpreter_record
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
-from repro.report.fmt import truncate
 from repro.runlog import (
     BuildEvent,
     Event,
@@ -53,6 +52,7 @@ from repro.runlog import (
 from repro.runlog.bisect_view import position_rows
 from repro.strategy.bisect import Bisector, Done, Probe, RateBelief
 from repro.strategy.terms import Find, Side, Terms
+from repro.text import truncate
 from repro.tsan.outcome import Outcome
 
 if TYPE_CHECKING:

@@ -8,9 +8,8 @@ stress, bisect and the report's "how to reproduce" all agree.
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from repro.app.runner import Matcher, RunSpec
 from repro.errors import ReproError
 from repro.host.setarch import needs_setarch, setarch_argv
 from repro.host.symbolizer import choose_for_run, warning_once
+from repro.placeholders import expand, expand_for_shell
 from repro.recipe import (
     AmplifySpec,
     LoadedRecipe,
@@ -81,67 +81,6 @@ def extension_location(loaded: LoadedRecipe, overrides: Overrides) -> str:
         # The same forms as the recipe's `repo:` (URLs too), relative to where repro runs.
         return repo_location(overrides.extension_repo, Path.cwd())
     return loaded.resolve_repo(ext.repo)
-
-
-def _parts(template: str, known: Collection[str]) -> list[tuple[bool, str]]:
-    """The template cut into (is_placeholder, text) pieces; `{{` and `}}` are braces."""
-    out: list[tuple[bool, str]] = []
-    text: list[str] = []
-    i = 0
-    while i < len(template):
-        c = template[i]
-        if c in "{}" and template.startswith(c * 2, i):
-            text.append(c)
-            i += 2
-        elif c == "{":
-            j = template.find("}", i)
-            if j < 0:
-                raise ReproError(f"unclosed `{{` in command: {template}")
-            key = template[i + 1 : j]
-            if key not in known:
-                names = ", ".join("{" + k + "}" for k in sorted(known))
-                raise ReproError(f"unknown placeholder {{{key}}} in command (known: {names})")
-            if text:
-                out.append((False, "".join(text)))
-                text = []
-            out.append((True, key))
-            i = j + 1
-        else:
-            text.append(c)
-            i += 1
-    if text:
-        out.append((False, "".join(text)))
-    return out
-
-
-def expand(template: str, values: Mapping[str, str]) -> str:
-    """`{name}` placeholders as plain text: for a path (``reproducer.cwd``), never a shell."""
-    return "".join(values[t] if ph else t for ph, t in _parts(template, values))
-
-
-def expand_for_shell(
-    template: str,
-    values: Mapping[str, str],
-    quote: Callable[[str], str] = shlex.quote,
-    literal: Callable[[str], str] | None = None,
-) -> str:
-    """`{name}` placeholders in shell code, each value quoted as one word.
-
-    The template is the recipe's shell code; the values are data (paths, a number)
-    that must never become code, whatever they contain: a recipe directory named
-    ``a b;touch x`` stays one word. Only the value is quoted, so ``{work}/bin`` is
-    still one word (``'/a b'/bin``). ``quote`` is how a value becomes a word (the
-    generated script quotes its ``$VARIABLES`` with double quotes); ``literal``,
-    when given, quotes the template's own text too, for a template that is data
-    as well (a directory).
-    """
-    out = []
-    for ph, text in _parts(template, values):
-        if ph:
-            out.append(quote(values[text]))
-        else:
-            out.append(literal(text) if literal is not None else text)
-    return "".join(out)
 
 
 def base_env() -> dict[str, str]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from repro.app.context import Overrides, prepare
+from repro.app.environment import collect_environment, interpreter_record
 from repro.app.loop import Limits, StressState, stress_loop
 from repro.app.runner import reap_orphans
 from repro.app.view import (
@@ -21,7 +22,6 @@ from repro.app.view import (
     print_summary,
 )
 from repro.errors import ReproError
-from repro.host.environment import collect_environment, interpreter_record
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
 from repro.runlog import Record, RunDir, RunLog

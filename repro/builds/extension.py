@@ -24,7 +24,7 @@ from repro.builds.cpython import PythonBuild
 from repro.builds.progress import BuildProgress, NullProgress
 from repro.gitrepo import GitRepo
 from repro.recipe import EnvRange, ExtensionSpec
-from repro.report.fmt import truncate
+from repro.text import truncate
 
 TSAN_CFLAGS = "-fsanitize=thread -g -O1"
 TSAN_LDFLAGS = "-fsanitize=thread"

@@ -19,8 +19,8 @@ from typing import Any
 
 from repro import __version__
 from repro.errors import ReproError
-from repro.host.environment import redact
 from repro.recipe import Recipe, RecipeError, parse_recipe
+from repro.redact import redact
 from repro.report import shell
 from repro.report.tsantext import race_site, shorten_paths, suppression_lines, trim_report
 from repro.runlog import Counts, Event, Record, RunDir, RunEvent, SignatureEvent
@@ -585,10 +585,12 @@ def _plain_inputs(
     py_env = env.get("cpython") or {}
     inp.patches = list(py_env.get("patches") or [])
     if not inp.patches and files.recipe.python is not None:
-        from repro.host.environment import _patches
+        from repro.builds.patches import describe_patches
 
         base = recipe_dir or files.path
-        inp.patches = _patches([str((base / p).resolve()) for p in files.recipe.python.patches])
+        inp.patches = describe_patches(
+            [str((base / p).resolve()) for p in files.recipe.python.patches]
+        )
     inp.tarball_sha256 = py_env.get("tarball_sha256")
     inp.python_version = py_env.get("version") if py_env.get("origin") == "tarball" else None
     inp.python_commit = py_env.get("commit")

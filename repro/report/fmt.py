@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from repro.text import truncate as truncate
+
 
 def pct(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x * 100:.{digits}f}%"
@@ -110,23 +112,3 @@ def commit_word(bisect: Mapping[str, Any]) -> str:
 def culprit_label(bisect: Mapping[str, Any]) -> str:
     what = "fixed" if bisect.get("direction") == "fix" else "introduced"
     return f"Race {what} by"
-
-
-def truncate(text: str, width: int) -> str:
-    """``text`` in at most ``width`` characters, cut at a word boundary with an ellipsis.
-
-    A commit subject cut mid-word (``Fix the flag (#4``) reads as a different
-    subject, or a wrong PR number; cutting between words, and saying so with ``…``,
-    keeps what is shown true. A single word longer than half the width is cut
-    inside, since nothing else would fit.
-    """
-    s = " ".join(text.split())
-    if len(s) <= width:
-        return s
-    if width <= 1:
-        return "…"[:width]
-    head = s[: width - 1]
-    space = head.rfind(" ")
-    if s[width - 1] != " " and space >= width // 2:
-        head = head[:space]
-    return head.rstrip(" ,;:-([{") + "…"

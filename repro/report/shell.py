@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.placeholders import expand_for_shell
 from repro.recipe import Recipe
 from repro.redact import home_dirs, looks_secret
 from repro.strategy.stats import clean_runs_needed
@@ -314,7 +315,6 @@ def plain_script(inp: PlainInputs) -> str:
     }
     if worktree:
         values["worktree"] = worktree
-    from repro.app.context import expand_for_shell
 
     command = expand_for_shell(r.reproducer.command, values, quote=shq_var)
     setup = [expand_for_shell(c, values, quote=shq_var) for c in r.reproducer.setup]

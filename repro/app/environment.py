@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from repro.builds.patches import describe_patches
 from repro.host.compilers import compiler_version, find_clang, rustc_info
 from repro.host.setarch import mmap_rnd_bits
 from repro.host.symbolizer import find_symbolizers
@@ -48,8 +49,6 @@ _ENV_EXACT = (
     "UNSAFE_PYO3_SKIP_VERSION_CHECK",
 )
 _ENV_PREFIXES = ("PYTHON", "CARGO", "RUST", "PYO3", "REPRO_")
-
-_MAX_PATCH_CHARS = 64_000
 
 
 def relevant_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -227,24 +226,6 @@ def _file_sha256(path: Path) -> str | None:
         return None
 
 
-def _patches(paths: Sequence[str]) -> list[dict[str, Any]]:
-    """Patch files with their text, so the report carries what was applied, not a path."""
-    out = []
-    for p in paths:
-        path = Path(p)
-        entry: dict[str, Any] = {"name": path.name, "path": str(path), "sha256": None, "text": None}
-        try:
-            data = path.read_bytes()
-        except OSError:
-            out.append(entry)
-            continue
-        entry["sha256"] = hashlib.sha256(data).hexdigest()
-        text = data.decode("utf-8", errors="replace")
-        entry["text"] = text if len(text) <= _MAX_PATCH_CHARS else None
-        out.append(entry)
-    return out
-
-
 def _python_section(py: Mapping[str, Any]) -> dict[str, Any]:
     source_id = str(py.get("source_id") or "")
     source = str(py.get("source") or "")
@@ -266,7 +247,7 @@ def _python_section(py: Mapping[str, Any]) -> dict[str, Any]:
         "compiler": py.get("compiler"),
         "compiler_version": py.get("compiler_version"),
         "configure_args": list(py.get("configure_args") or []),
-        "patches": _patches([str(p) for p in py.get("patches") or []]),
+        "patches": describe_patches([str(p) for p in py.get("patches") or []]),
         "prefix": str(py.get("prefix")) if py.get("prefix") else None,
     }
 

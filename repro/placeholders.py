@@ -1,0 +1,74 @@
+"""`{name}` placeholders in recipe text: as plain text for paths, quoted for the shell.
+
+Pure, and the one place placeholders expand: the runner's commands, setup steps and the
+generated reproduce.sh all come through here, so a value (a path with a space or a `;`)
+can never become shell code in one of them and not the others.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Collection, Mapping
+
+from repro.errors import ReproError
+
+
+def _parts(template: str, known: Collection[str]) -> list[tuple[bool, str]]:
+    """The template cut into (is_placeholder, text) pieces; `{{` and `}}` are braces."""
+    out: list[tuple[bool, str]] = []
+    text: list[str] = []
+    i = 0
+    while i < len(template):
+        c = template[i]
+        if c in "{}" and template.startswith(c * 2, i):
+            text.append(c)
+            i += 2
+        elif c == "{":
+            j = template.find("}", i)
+            if j < 0:
+                raise ReproError(f"unclosed `{{` in command: {template}")
+            key = template[i + 1 : j]
+            if key not in known:
+                names = ", ".join("{" + k + "}" for k in sorted(known))
+                raise ReproError(f"unknown placeholder {{{key}}} in command (known: {names})")
+            if text:
+                out.append((False, "".join(text)))
+                text = []
+            out.append((True, key))
+            i = j + 1
+        else:
+            text.append(c)
+            i += 1
+    if text:
+        out.append((False, "".join(text)))
+    return out
+
+
+def expand(template: str, values: Mapping[str, str]) -> str:
+    """`{name}` placeholders as plain text: for a path (``reproducer.cwd``), never a shell."""
+    return "".join(values[t] if ph else t for ph, t in _parts(template, values))
+
+
+def expand_for_shell(
+    template: str,
+    values: Mapping[str, str],
+    quote: Callable[[str], str] = shlex.quote,
+    literal: Callable[[str], str] | None = None,
+) -> str:
+    """`{name}` placeholders in shell code, each value quoted as one word.
+
+    The template is the recipe's shell code; the values are data (paths, a number)
+    that must never become code, whatever they contain: a recipe directory named
+    ``a b;touch x`` stays one word. Only the value is quoted, so ``{work}/bin`` is
+    still one word (``'/a b'/bin``). ``quote`` is how a value becomes a word (the
+    generated script quotes its ``$VARIABLES`` with double quotes); ``literal``,
+    when given, quotes the template's own text too, for a template that is data
+    as well (a directory).
+    """
+    out = []
+    for ph, text in _parts(template, values):
+        if ph:
+            out.append(quote(values[text]))
+        else:
+            out.append(literal(text) if literal is not None else text)
+    return "".join(out)
