@@ -50,9 +50,10 @@ def test_bisect_finds_the_fix(demo: tuple[Path, Path], tmp_path: Path) -> None:
     assert data["culprit"]["subject"] == FIX_SUBJECT
     assert subject_of(repo, data["culprit"]["sha"]) == FIX_SUBJECT
     assert data["confidence"] >= 0.99
-    # The commits that do not build were skipped, not blamed.
-    skipped = [s for s in data["steps"] if s["verdict"] == "skipped"]
-    assert all("build" in s["subject"].lower() or s["built"] is False for s in skipped)
+    # A step is skipped exactly when it did not build (tests/test_bisect_range.py makes a
+    # history where the bisect must meet such commits; the demo's may not).
+    for s in data["steps"]:
+        assert (s["verdict"] == "skipped") == (s["built"] is False), s
     assert data["builds"] >= 3 and data["runs"] > 0
     assert FIX_SUBJECT in res.stdout
 
