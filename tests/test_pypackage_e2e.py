@@ -1,0 +1,104 @@
+"""The bundled Python-package race end to end, on the cached free-threaded TSAN CPython (slow).
+
+demo/make_pkg_repo.py makes `tally` (setuptools, a C module): the package is built
+with TSAN into an environment of that CPython, its pytest test is stressed under
+pytest-run-parallel, and the bisect must name the commit that took the lock again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from builds_fixtures import cpython_tsan_build, test_cache_base  # noqa: F401  (fixtures)
+from conftest import ROOT, repro
+
+from repro.builds.cpython import PythonBuild
+
+pytestmark = pytest.mark.slow
+
+RECIPE = ROOT / "recipes" / "demo-pkg.yaml"
+FIX_SUBJECT = "Always take the lock in add()"
+
+
+def make_tally(tmp_path: Path) -> Path:
+    dest = tmp_path / "tally"
+    subprocess.run([sys.executable, str(ROOT / "demo" / "make_pkg_repo.py"), str(dest)], check=True)
+    return dest
+
+
+def run(tmp_path: Path, build: PythonBuild, repo: Path, *args: str) -> tuple[int, dict, str]:
+    out = tmp_path / f"{args[0]}.json"
+    res = repro(
+        *args[:1],
+        str(RECIPE),
+        "--set",
+        f"python={{executable: {build.python}}}",
+        "--set",
+        f"extension.repo={repo}",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json-out",
+        str(out),
+        *args[1:],
+        env={"REPRO_CACHE_DIR": str(test_cache_base())},
+        timeout=3000,
+    )
+    assert "Traceback" not in res.stderr, res.stderr
+    assert out.exists(), res.stdout + res.stderr
+    return res.returncode, json.loads(out.read_text()), res.stdout + res.stderr
+
+
+def test_stress_then_bisect_the_package(tmp_path: Path, cpython_tsan_build: PythonBuild) -> None:  # noqa: F811
+    repo = make_tally(tmp_path)
+    code, data, text = run(tmp_path, cpython_tsan_build, repo, "stress", "--runs", "3", "-j", "2")
+    assert code == 0, text
+    assert data["hits"] >= 1
+    assert "95% CI" in text
+    sigs = [s for s in data["signatures"] if s["target"]]
+    frames = {f for s in sigs for side in s["top_frames"] for f in side}
+    assert {"tally_add", "tally_total"} <= frames, frames
+    # The hit's log names the test during which TSAN reported.
+    outputs = list((tmp_path / "runs").rglob("output.txt"))
+    assert any(
+        "repro-tsan-report-in: tests/test_tally.py::test_add_counts_every_call" in p.read_text()
+        for p in outputs
+    )
+
+    code, data, text = run(tmp_path, cpython_tsan_build, repo, "bisect")
+    assert code == 0, text
+    assert data["culprit"]["subject"] == FIX_SUBJECT
+    assert data["confidence"] >= 0.99
+
+
+def test_extension_built_without_tsan_is_refused(
+    tmp_path: Path,
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+) -> None:
+    repo = make_tally(tmp_path)
+    setup = repo / "setup.py"
+    drop = 'import os\nos.environ["CFLAGS"] = os.environ["LDFLAGS"] = ""\n'
+    setup.write_text(drop + setup.read_text())
+    subprocess.run(["git", "-C", str(repo), "commit", "-qam", "drop flags"], check=True)
+    res = repro(
+        "stress",
+        str(RECIPE),
+        "--set",
+        f"python={{executable: {cpython_tsan_build.python}}}",
+        "--set",
+        f"extension.repo={repo}",
+        "--set",
+        "extension.ref=main",
+        "--runs",
+        "1",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        env={"REPRO_CACHE_DIR": str(test_cache_base())},
+        timeout=1200,
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "was built without TSAN" in res.stdout + res.stderr
+    assert "tally._tally" in res.stdout + res.stderr
