@@ -327,6 +327,10 @@ from repro import cli_report  # noqa: E402  (registers `report`)
 
 cli_report.register(app)
 
+from repro import cli_init  # noqa: E402  (registers `init`)
+
+cli_init.register(app)
+
 
 def _sigterm(signum: int, frame: object) -> None:
     # Treated like Ctrl-C: stop the runs and builds in flight, keep what was measured.

@@ -1,0 +1,54 @@
+"""`repro init`: registered by cli.py, kept apart like cli_report.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from repro.errors import ReproError
+
+_out = Console(soft_wrap=True)
+_err = Console(stderr=True, soft_wrap=True)
+
+
+def init(
+    from_log: Annotated[
+        Path | None, typer.Option("--from-log", help="A CI log with a TSAN report.")
+    ] = None,
+    pytest_nodes: Annotated[
+        list[str] | None,
+        typer.Option("--pytest", help="A pytest node id that shows the race (repeatable)."),
+    ] = None,
+    race: Annotated[int, typer.Option("--race", help="Which race of the log (1: most often).")] = 1,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Recipe to write.")] = Path(
+        "repro-recipe.yaml"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the output.")] = False,
+) -> None:
+    """Write a complete, commented recipe from a CI log and/or a pytest test, and check it."""
+    from repro.init_cmd import run_init
+
+    try:
+        path, nxt, fill = run_init(
+            from_log=from_log,
+            pytest_nodes=list(pytest_nodes or []),
+            race=race,
+            output=output,
+            force=force,
+            cwd=Path.cwd(),
+        )
+    except ReproError as exc:
+        _err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    _out.print(f"wrote {path} (valid)", highlight=False, markup=False)
+    if fill:
+        _out.print(f"fill in the FILL_ME lines of {path}, then:", highlight=False, markup=False)
+    _out.print(f"next: {nxt}", highlight=False, markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
