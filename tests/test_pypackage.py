@@ -117,3 +117,15 @@ def test_attribution_lines_read_back() -> None:
     assert reported_tests(out) == ["t.py::a", "t.py::b"]
     assert run_detail(out) == "TSAN report in test t.py::a (+1 more)"
     assert run_detail("1 passed") is None
+
+
+def test_build_requirement_that_cannot_be_installed(tmp_path: Path) -> None:
+    """The host's pip is asked for an impossible version: the error names the requirement."""
+    from repro.builds.cache import BuildCache
+    from repro.builds.progress import NullProgress
+    from repro.builds.pypackage import Backend, PyEnv, ensure_build_deps
+
+    env = PyEnv(tmp_path / "python", tmp_path, tmp_path, {}, "k")
+    backend = Backend("setuptools.build_meta", "setuptools", "host", ("setuptools>=9999",))
+    with pytest.raises(BuildError, match=r"pip could not install setuptools>=9999; log: "):
+        ensure_build_deps(env, backend, BuildCache(tmp_path / "cache"), NullProgress())

@@ -102,3 +102,55 @@ def test_extension_built_without_tsan_is_refused(
     assert res.returncode == 2, res.stdout + res.stderr
     assert "was built without TSAN" in res.stdout + res.stderr
     assert "tally._tally" in res.stdout + res.stderr
+
+
+class Notes:
+    """A BuildProgress that keeps the warnings."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def begin(self, what: str, key: str) -> None:
+        pass
+
+    def phase(self, name: str, detail: str = "") -> None:
+        pass
+
+    def compiled(self, count: int, total: int | None) -> None:
+        pass
+
+    def waiting(self, why: str) -> None:
+        self.warnings.append(why)
+
+    def finish(self, *, ok: bool, message: str, log: Path | None, tail: list[str]) -> None:
+        pass
+
+
+def test_module_that_turns_the_gil_back_on_is_named(
+    tmp_path: Path,
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+) -> None:
+    from repro.builds.cache import BuildCache
+    from repro.builds.pypackage import PYTEST_TOOLS, ensure_python_package
+    from repro.gitrepo import GitRepo
+    from repro.recipe import ExtensionSpec
+
+    repo_dir = make_tally(tmp_path)
+    module = repo_dir / "src" / "tally" / "_tally.c"
+    module.write_text(module.read_text().replace("{Py_mod_gil, Py_MOD_GIL_NOT_USED},", ""))
+    subprocess.run(["git", "-C", str(repo_dir), "commit", "-qam", "no Py_mod_gil"], check=True)
+    cache = BuildCache(test_cache_base())
+    repo = GitRepo.open_cached(str(repo_dir), cache.base)
+    notes = Notes()
+    build = ensure_python_package(
+        ExtensionSpec(repo=str(repo_dir), kind="python-package"),
+        repo,
+        repo.resolve("main"),
+        python=cpython_tsan_build,
+        cache=cache,
+        requirements=list(PYTEST_TOOLS),
+        progress=notes,
+    )
+    assert build.gil_module == "tally._tally"
+    assert any("importing tally._tally turns the GIL back on" in w for w in notes.warnings)
+    assert any("PYTHON_GIL=0" in w for w in notes.warnings)
