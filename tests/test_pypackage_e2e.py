@@ -154,3 +154,53 @@ def test_module_that_turns_the_gil_back_on_is_named(
     assert build.gil_module == "tally._tally"
     assert any("importing tally._tally turns the GIL back on" in w for w in notes.warnings)
     assert any("PYTHON_GIL=0" in w for w in notes.warnings)
+
+
+MESON_PKG = {
+    "pyproject.toml": '[build-system]\nrequires = ["meson-python"]\nbuild-backend = "mesonpy"\n'
+    '[project]\nname = "mtick"\nversion = "0.1"\n',
+    "meson.build": "project('mtick', 'c')\n"
+    "py = import('python').find_installation(pure: false)\n"
+    "py.extension_module('_mtick', 'mtick.c', install: true)\n",
+    "mtick.c": "#include <Python.h>\n"
+    "static long n;\n"
+    "static PyObject *bump(PyObject *m, PyObject *a) { n++; return PyLong_FromLong(n); }\n"
+    'static PyMethodDef methods[] = {{"bump", bump, METH_NOARGS, ""}, {0}};\n'
+    "static PyModuleDef_Slot slots[] = {{Py_mod_gil, Py_MOD_GIL_NOT_USED}, {0, 0}};\n"
+    'static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_mtick", 0, 0, methods, slots};\n'
+    "PyMODINIT_FUNC PyInit__mtick(void) { return PyModuleDef_Init(&mod); }\n",
+}
+
+
+def test_meson_python_package_built_with_tsan(
+    tmp_path: Path,
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+) -> None:
+    """meson-python gets -Db_sanitize=thread; its requirements (and ninja) come from PyPI."""
+    from repro.builds.cache import BuildCache
+    from repro.builds.pypackage import ensure_python_package
+    from repro.gitrepo import GitRepo
+    from repro.recipe import ExtensionSpec
+
+    root = tmp_path / "mtick"
+    root.mkdir()
+    for name, text in MESON_PKG.items():
+        (root / name).write_text(text)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
+    ident = ["-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run(["git", "-C", str(root), *ident, "commit", "-qm", "mtick"], check=True)
+    cache = BuildCache(test_cache_base())
+    repo = GitRepo.open_cached(str(root), cache.base)
+    build = ensure_python_package(
+        ExtensionSpec(repo=str(root), kind="python-package"),
+        repo,
+        repo.resolve("HEAD"),
+        python=cpython_tsan_build,
+        cache=cache,
+    )
+    assert build.backend == "meson-python"
+    assert "b_sanitize  : thread" in build.log.read_text()
+    so = next(Path(build.env["PYTHONPATH"].split(":")[0]).glob("_mtick*.so"))
+    nm = subprocess.run(["nm", "-D", str(so)], capture_output=True, text=True, check=True)
+    assert "__tsan_" in nm.stdout

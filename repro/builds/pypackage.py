@@ -92,7 +92,18 @@ def find_backend(worktree: Path, where: str) -> Backend:
             f"{where}: pyproject.toml: build-system.build-backend `{module}` is not supported "
             f"(supported: {names}); build it with `extension.build` commands instead"
         )
-    return Backend(module, known[0], known[1], requires)
+    return Backend(module, known[0], known[1], requires + tools_needed(known[0], requires))
+
+
+def tools_needed(backend: str, requires: Sequence[str]) -> tuple[str, ...]:
+    """Build tools a backend asks for only through get_requires_for_build_wheel.
+
+    meson-python and scikit-build-core add ninja (and cmake) when the machine has
+    none; repro's frontend installs the static requirements only, so it adds them.
+    """
+    wanted = {"meson-python": ("ninja",), "scikit-build-core": ("cmake", "ninja")}
+    named = " ".join(requires).lower()
+    return tuple(t for t in wanted.get(backend, ()) if shutil.which(t) is None and t not in named)
 
 
 def backend_flags(

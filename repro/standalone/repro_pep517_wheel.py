@@ -20,6 +20,7 @@ DEFAULT_BACKEND = "setuptools.build_meta:__legacy__"
 
 def main(argv: list[str]) -> int:
     out, settings = argv[1], json.loads(argv[2])
+    os.makedirs(out, exist_ok=True)  # PEP 517: the frontend makes it
     try:
         with open("pyproject.toml", "rb") as f:
             data: dict[str, Any] = tomllib.load(f)
