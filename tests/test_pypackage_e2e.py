@@ -172,11 +172,33 @@ MESON_PKG = {
 }
 
 
-def test_meson_python_package_built_with_tsan(
+SKBUILD_PKG = {
+    "pyproject.toml": '[build-system]\nrequires = ["scikit-build-core"]\n'
+    'build-backend = "scikit_build_core.build"\n[project]\nname = "mtick"\nversion = "0.1"\n',
+    "CMakeLists.txt": "cmake_minimum_required(VERSION 3.15)\nproject(mtick LANGUAGES C)\n"
+    "find_package(Python COMPONENTS Interpreter Development.Module REQUIRED)\n"
+    "Python_add_library(_mtick MODULE mtick.c WITH_SOABI)\n"
+    "install(TARGETS _mtick DESTINATION .)\n",
+    "mtick.c": MESON_PKG["mtick.c"],
+}
+
+
+@pytest.mark.parametrize(
+    ("files", "backend", "in_log"),
+    [
+        (MESON_PKG, "meson-python", "b_sanitize  : thread"),
+        (SKBUILD_PKG, "scikit-build-core", 'Install configuration: "RelWithDebInfo"'),
+    ],
+)
+def test_other_backends_build_with_tsan(
     tmp_path: Path,
     cpython_tsan_build: PythonBuild,  # noqa: F811
+    files: dict[str, str],
+    backend: str,
+    in_log: str,
 ) -> None:
-    """meson-python gets -Db_sanitize=thread; its requirements (and ninja) come from PyPI."""
+    """meson-python gets -Db_sanitize=thread, scikit-build-core CFLAGS; their requirements
+    (and ninja, cmake) come from PyPI; the module must carry TSAN's symbols."""
     from repro.builds.cache import BuildCache
     from repro.builds.pypackage import ensure_python_package
     from repro.gitrepo import GitRepo
@@ -184,7 +206,7 @@ def test_meson_python_package_built_with_tsan(
 
     root = tmp_path / "mtick"
     root.mkdir()
-    for name, text in MESON_PKG.items():
+    for name, text in files.items():
         (root / name).write_text(text)
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
@@ -199,8 +221,8 @@ def test_meson_python_package_built_with_tsan(
         python=cpython_tsan_build,
         cache=cache,
     )
-    assert build.backend == "meson-python"
-    assert "b_sanitize  : thread" in build.log.read_text()
+    assert build.backend == backend
+    assert build.log is not None and in_log in build.log.read_text()
     so = next(Path(build.env["PYTHONPATH"].split(":")[0]).glob("_mtick*.so"))
     nm = subprocess.run(["nm", "-D", str(so)], capture_output=True, text=True, check=True)
     assert "__tsan_" in nm.stdout
