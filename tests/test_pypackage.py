@@ -133,3 +133,12 @@ def test_build_requirement_that_cannot_be_installed(tmp_path: Path) -> None:
     backend = Backend("setuptools.build_meta", "setuptools", "host", ("setuptools>=9999",))
     with pytest.raises(BuildError, match=r"pip could not install setuptools>=9999; log: "):
         ensure_build_deps(env, backend, BuildCache(tmp_path / "cache"), NullProgress())
+
+
+def test_missing_tsan_symbol_at_import_explained() -> None:
+    from repro.builds.pypackage import runtime_hint
+
+    # The message seen here: a maturin module (LLVM's runtime) in gcc's TSAN CPython 3.13.5.
+    err = "ImportError: /x/rtick.cpython-313t-x86_64-linux-gnu.so: undefined symbol: __tsan_memcpy"
+    assert "compiler: clang" in runtime_hint(err)
+    assert runtime_hint("ImportError: No module named 'numpy'") == ""

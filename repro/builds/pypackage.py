@@ -354,6 +354,16 @@ def check_instrumented(modules: Sequence[tuple[str, Path]], site: Path, backend:
             )
 
 
+def runtime_hint(error: str) -> str:
+    """Why a TSAN symbol can be missing at import: two TSAN runtimes, one process."""
+    if "undefined symbol: __tsan_" not in error:
+        return ""
+    return (
+        " (the module was built for LLVM's TSAN runtime and this Python has gcc's: with "
+        "Rust/maturin or clang, build the Python with `compiler: clang`)"
+    )
+
+
 _GIL_CHECK = (
     "import importlib, json, sys\n"
     "names = json.loads(sys.argv[1]); culprit = None\n"
@@ -386,7 +396,7 @@ def gil_check(
     found = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPRO-GIL:")]
     if proc.returncode != 0 or not found:
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise BuildError(f"the built package does not import: {last}")
+        raise BuildError(f"the built package does not import: {last}{runtime_hint(last)}")
     culprit: str | None = json.loads(found[-1].split(":", 1)[1])
     return culprit
 
