@@ -174,12 +174,92 @@ class ExtensionSpec(_Strict):
         default="c", description="which TSAN flags the build gets (CFLAGS or RUSTFLAGS)"
     )
     build_timeout: Seconds = 3600.0
+    # --- kind: python-package (see PYTHON PACKAGES below) ---
+    kind: Literal["commands", "python-package"] = Field(
+        default="commands",
+        description="commands: run `build`; python-package: build a wheel with the package's "
+        "own build backend, with TSAN, and install it into an environment of the Python under test",
+    )
+    requirements: tuple[str, ...] = Field(
+        default=(), description="python-package: test requirements installed into the environment"
+    )
+    config_settings: dict[str, str | tuple[str, ...]] = Field(
+        default_factory=dict, description="python-package: more PEP 517 config settings"
+    )
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> ExtensionSpec:
+        if self.kind == "python-package" and self.build:
+            raise ValueError("kind: python-package builds with the package's backend: drop `build`")
+        return self
+
+
+# --- PYTHON PACKAGES: the pytest reproducer (with ExtensionSpec.kind above) ------------
+
+
+class PytestSpec(_Strict):
+    """Tests run under pytest-run-parallel: each in `threads` threads behind a barrier."""
+
+    tests: tuple[str, ...] = Field(min_length=1, description="pytest node ids or paths")
+    threads: int | None = Field(default=None, ge=1, description="default: reproducer.threads")
+    iterations: int = Field(default=20, ge=1, description="--iterations of pytest-run-parallel")
+    args: tuple[str, ...] = Field(default=(), description="more pytest arguments")
+
+
+def _brace(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def pytest_command(spec: PytestSpec) -> str:
+    """The command template a pytest reproducer stands for (``{python}`` is the env's).
+
+    `-P` keeps the checkout's own source tree (without its compiled modules) from
+    shadowing the installed package; no cache provider, so runs do not write into
+    the worktree and stay independent of each other.
+    """
+    words = [
+        "-P",
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--parallel-threads={threads}",
+        f"--iterations={spec.iterations}",
+    ]
+    tail = [_brace(shlex.quote(w)) for w in (*spec.args, *spec.tests)]
+    return " ".join(["{python}", *words, *tail])
+
+
+def _pytest_to_command(data: Any) -> Any:
+    """`pytest:` is shorthand for a command; the rest of repro sees only the command."""
+    if not isinstance(data, dict) or data.get("pytest") is None:
+        return data
+    if data.get("command"):
+        raise ValueError("give either `command` or `pytest`, not both")
+    spec = PytestSpec.model_validate(data["pytest"])
+    out = dict(data)
+    if spec.threads is not None:
+        if "threads" in data and data["threads"] != spec.threads:
+            raise ValueError("`threads` and `pytest.threads` differ: give one")
+        out["threads"] = spec.threads
+    out["command"] = pytest_command(spec)
+    return out
 
 
 class ReproducerSpec(_Strict):
     """What to run, again and again."""
 
     command: str = Field(description="shell command; {python} {worktree} {threads} expand")
+    pytest: PytestSpec | None = Field(
+        default=None, description="run tests under pytest-run-parallel instead of `command`"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pytest_command(cls, data: Any) -> Any:
+        return _pytest_to_command(data)
+
     setup: tuple[str, ...] = Field(
         default=(),
         description="shell commands run once before the runs, in {work} (e.g. compile a "

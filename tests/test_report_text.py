@@ -309,7 +309,7 @@ def test_races_inside_rust_std_are_noise() -> None:
 
 
 def test_truncate_cuts_between_words() -> None:
-    from repro.report.fmt import truncate
+    from repro.text import truncate
 
     subject = "Fix borrow checking on free-threaded build (#4588)"
     assert truncate(subject, 60) == subject

@@ -178,6 +178,33 @@ def run_prefix(loaded: LoadedRecipe, overrides: Overrides) -> tuple[str, ...]:
     return tuple(prefix)
 
 
+def _python_package(
+    loaded: LoadedRecipe, repo: Any, sha: str, python: Any, cache: Any, progress: Any
+) -> Any:
+    """extension.kind: python-package, built into an environment of the recipe's Python."""
+    from repro.builds.pypackage import PYTEST_TOOLS, ensure_python_package
+
+    r = loaded.recipe
+    assert r.extension is not None
+    if python is None:
+        raise ReproError(
+            f"{loaded.path}: extension.kind: python-package needs a `python:` section "
+            "(the free-threaded TSAN CPython to build and run the package with)"
+        )
+    requirements = list(r.extension.requirements)
+    if r.reproducer.pytest is not None:
+        requirements += [t for t in PYTEST_TOOLS if t not in requirements]
+    return ensure_python_package(
+        r.extension,
+        repo,
+        sha,
+        python=python,
+        cache=cache,
+        requirements=requirements,
+        progress=progress,
+    )
+
+
 def prepare(
     loaded: LoadedRecipe,
     overrides: Overrides = Overrides(),
@@ -227,15 +254,19 @@ def prepare(
             extension_location(loaded, overrides), cache.base, web_url=r.extension.web_url
         )
         ext_sha = repo.resolve(ext_ref or r.extension.ref)
-        extension = ensure_extension(
-            r.extension,
-            repo,
-            ext_sha,
-            python=python,
-            base_dir=loaded.base_dir,
-            cache=cache,
-            progress=progress,
-        )
+        if r.extension.kind == "python-package":
+            extension = _python_package(loaded, repo, ext_sha, python, cache, progress)
+            values["python"] = str(extension.python)
+        else:
+            extension = ensure_extension(
+                r.extension,
+                repo,
+                ext_sha,
+                python=python,
+                base_dir=loaded.base_dir,
+                cache=cache,
+                progress=progress,
+            )
         env.update(extension.env)
         values["worktree"] = str(extension.worktree)
         cwd = Path(extension.worktree)
@@ -251,6 +282,10 @@ def prepare(
     )
     if switch is not None:
         env["REPRO_SWITCH_INTERVAL"] = repr(switch)
+    if r.reproducer.pytest is not None:
+        # Names the test during which TSAN wrote a report (repro/standalone/).
+        plugins = [p for p in env.get("PYTEST_PLUGINS", "").split(",") if p]
+        env["PYTEST_PLUGINS"] = ",".join([*plugins, "repro_tsan_attrib"])
     env.update(r.reproducer.env)
     if r.reproducer.cwd:
         cwd = Path(expand(r.reproducer.cwd, values))

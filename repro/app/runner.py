@@ -410,7 +410,14 @@ def run_once(
         output_tail=output[-OUTPUT_TAIL:],
         log_dir=str(run_dir),
         started=started,
-        detail=verdict.detail,
+        detail=verdict.detail or _pytest_detail(output),
         found=verdict.found,
     )
     return result, parsed
+
+
+def _pytest_detail(output: str) -> str | None:
+    """The test a pytest reproducer was in when TSAN reported (else None)."""
+    from repro.tsan.pytest_attrib import run_detail
+
+    return run_detail(output)

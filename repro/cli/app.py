@@ -331,6 +331,10 @@ from repro.cli import report as cli_report  # noqa: E402  (registers `report`)
 
 cli_report.register(app)
 
+from repro.cli import init as cli_init  # noqa: E402  (registers `init`)
+
+cli_init.register(app)
+
 
 def _sigterm(signum: int, frame: object) -> None:
     # Treated like Ctrl-C: stop the runs and builds in flight, keep what was measured.

@@ -1,0 +1,209 @@
+"""`repro init`: a complete, commented recipe from what a user has at hand.
+
+A CI log with a TSAN report gives the target (both accesses) and often the Python
+(``Python 3.13.5 experimental free-threading build``); the current directory's git
+remote gives the repository; a package checkout gives the kind; a pytest node id
+gives the reproducer. What cannot be known is written as an assumption, in a
+comment, and the recipe is validated before the next command is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from repro.errors import ReproError
+from repro.tsan.signature import DEFAULT_DROP, significant_frames
+
+_PY_VERSION = re.compile(r"\bPython (3\.\d+\.\d+)(\S*)([^\n]*)")
+_CP_TAG = re.compile(r"\bcp3(\d+)(t?)\b")
+_NODE = re.compile(r"(\S+\.py::[^\s]+)")
+
+
+@dataclass
+class Facts:
+    """What init found, each with where it came from (shown as comments)."""
+
+    version: str = "3.13.5"
+    version_from: str = "not in the log: assumed"
+    free_threading: bool = True
+    ft_from: str = "assumed (TSAN races of this kind need it)"
+    repo: str = "."
+    repo_from: str = "this checkout"
+    web_url: str | None = None
+    package: bool = False
+    functions: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    kind: str = "data race"
+    summary: str = ""
+    tests: list[str] = field(default_factory=list)
+
+
+def python_from_log(text: str, facts: Facts) -> None:
+    m = _PY_VERSION.search(text)
+    if m:
+        facts.version, facts.version_from = m.group(1), f"from the log: {m.group(0).strip()[:70]}"
+        rest = (m.group(2) + m.group(3)).lower()
+        facts.free_threading = "free-threading" in rest or m.group(2) == "t"
+        facts.ft_from = f"from the log ({'free-threading' if facts.free_threading else 'GIL'})"
+        return
+    tag = _CP_TAG.search(text)
+    if tag:
+        facts.version = f"3.{tag.group(1)}"
+        facts.version_from = f"from the log's wheel tag {tag.group(0)} (pick a release)"
+        facts.free_threading = tag.group(2) == "t"
+        facts.ft_from = f"from the log's wheel tag {tag.group(0)}"
+
+
+def target_from_log(log: Path, race: int, facts: Facts) -> None:
+    """Both accesses' top frames of race number ``race`` (as `repro parse` lists them)."""
+    from repro.app.parse import first_report, tally_log
+
+    tally = tally_log(log, 3)
+    if not tally.races:
+        raise ReproError(f"{log}: no TSAN report in this log")
+    if not 1 <= race <= len(tally.races):
+        raise ReproError(f"--race takes 1 to {len(tally.races)} for this log")
+    sig = tally.races[race - 1].signature
+    report = first_report(log, sig, 3)
+    for access in (report.current, report.previous):
+        if access is None:
+            continue
+        frames = significant_frames(access.stack, DEFAULT_DROP)
+        if frames and frames[0].function not in facts.functions:
+            facts.functions.append(frames[0].function)
+        if frames and frames[0].file and Path(frames[0].file).name not in facts.files:
+            facts.files.append(Path(frames[0].file).name)
+    if not facts.functions:
+        facts.functions = [f for side in sig.accesses for f in side[:1]]
+    facts.kind = sig.kind
+    facts.summary = report.summary or sig.kind
+    text = log.read_text(encoding="utf-8", errors="replace")
+    cut = text.find("WARNING: ThreadSanitizer")
+    nodes = _NODE.findall(text[:cut] if cut > 0 else text)
+    if nodes and not facts.tests:
+        facts.tests = [nodes[-1].rstrip(":")]
+    python_from_log(text, facts)
+
+
+def repo_from_checkout(cwd: Path, facts: Facts) -> None:
+    def git(*args: str) -> str | None:
+        proc = subprocess.run(
+            ["git", "-C", str(cwd), *args], capture_output=True, text=True, check=False
+        )
+        return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None:
+        raise ReproError(f"{cwd}: not in a git checkout (repro init reads its remote and history)")
+    root = Path(top)
+    facts.package = (root / "pyproject.toml").is_file() or (root / "setup.py").is_file()
+    facts.repo, facts.repo_from = str(root), "this checkout (no git remote)"
+    remote = git("remote", "get-url", "origin")
+    if remote:
+        facts.repo, facts.repo_from = remote, "git remote origin of this checkout"
+        m = re.match(r"(?:git@([^:]+):|https?://([^/]+)/)(.+?)(?:\.git)?/?$", remote)
+        if m:
+            facts.web_url = f"https://{m.group(1) or m.group(2)}/{m.group(3)}"
+
+
+def render(facts: Facts, name: str, source: str) -> str:
+    q = json.dumps
+    lines = [
+        f"# Recipe written by `repro init` from {source}. Check every line marked ASSUMED.",
+        f"name: {name}",
+        f"description: {q(facts.summary or 'FILL_ME: which race')}",
+        "",
+        "# The CPython the race is reproduced with: built from python.org's tarball, with",
+        "# TSAN, and cached (or `executable:` for one you have).",
+        "python:",
+        f"  version: {q(facts.version)}    # {facts.version_from}",
+        f"  free_threading: {str(facts.free_threading).lower()}    # {facts.ft_from}",
+        "  tsan: true",
+        "",
+        "# The project under test, at each commit.",
+        "extension:",
+    ]
+    if facts.package:
+        lines += [
+            "  kind: python-package     # built with its own backend, with TSAN, per commit",
+        ]
+    else:
+        lines += ['  build: ["FILL_ME: make"]   # ASSUMED: not a Python package']
+    lines += [f"  repo: {q(facts.repo)}    # {facts.repo_from}", "  ref: HEAD"]
+    if facts.web_url:
+        lines.append(f"  web_url: {q(facts.web_url)}")
+    lines += ["", "# What to run, again and again."]
+    if facts.tests and facts.package:
+        lines += [
+            "reproducer:",
+            "  pytest:                  # under pytest-run-parallel",
+            "    tests:",
+            *[f"      - {q(t)}" for t in facts.tests],
+            "    threads: 8",
+            "    iterations: 20",
+            "  timeout: 600",
+        ]
+    else:
+        lines += [
+            "reproducer:",
+            '  command: "FILL_ME: the command that shows the race"',
+            "  timeout: 120",
+        ]
+    lines += ["", "# Which race counts: each access must have one of these in its top frames."]
+    lines += ["target:", f"  kind: {q(facts.kind)}"]
+    if facts.functions:
+        lines += ["  functions:", *[f"    - {q(f)}" for f in facts.functions]]
+    else:
+        lines += ['  functions: ["FILL_ME"]   # no log given: name the racing functions']
+    if facts.files:
+        lines += ["  files:", *[f"    - {q(f)}" for f in facts.files]]
+    lines += [
+        "",
+        "# For `repro bisect`: where it races and where it does not (FILL_ME both).",
+        "# bisect:",
+        "#   find: fix",
+        "#   racy: v1.0",
+        "#   fixed: main",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_init(
+    *,
+    from_log: Path | None,
+    pytest_nodes: list[str],
+    race: int,
+    output: Path,
+    force: bool,
+    cwd: Path,
+) -> tuple[Path, str, bool]:
+    """Write the recipe; (path, the next command, whether FILL_ME is left)."""
+    from repro.recipe import load_recipe
+
+    if output.exists() and not force:
+        raise ReproError(f"{output}: exists already (pass --force to overwrite)")
+    if from_log is None and not pytest_nodes:
+        raise ReproError("give --from-log LOG, --pytest NODE, or both")
+    facts = Facts(tests=list(pytest_nodes))
+    repo_from_checkout(cwd, facts)
+    if pytest_nodes and not facts.package:
+        raise ReproError(f"{cwd}: --pytest needs a Python package (pyproject.toml or setup.py)")
+    source = []
+    if from_log is not None:
+        if not from_log.is_file():
+            raise ReproError(f"{from_log}: no such log file")
+        target_from_log(from_log, race, facts)
+        source.append(from_log.name)
+    if pytest_nodes:
+        source.append(" ".join(pytest_nodes))
+    name = re.sub(r"[^\w.-]+", "-", Path(facts.repo.rstrip("/")).stem or "race").strip("-")
+    text = render(facts, f"{name}-race", " and ".join(source))
+    output.write_text(text, encoding="utf-8")
+    load_recipe(output)  # validates: a problem names the line
+    nxt = f"repro stress {output} --runs 20"
+    return output, nxt, "FILL_ME" in text

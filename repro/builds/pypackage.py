@@ -1,0 +1,531 @@
+"""A Python package under test: its wheel built with TSAN, installed for the Python under test.
+
+The TSAN interpreter runs Python code about ten times slower: under it `python -m
+venv` (ensurepip) took minutes here, and importing setuptools alone over 30 s. So
+the TSAN interpreter runs no installer at all. Its environment is made once per
+Python build (``venv --without-pip``), and everything that goes into it is fetched
+and unpacked by the host's pip, asked for wheels of the target's tags (``cp313t``).
+A setuptools package is built by the host interpreter with the target's sysconfig
+data (``_PYTHON_SYSCONFIGDATA_NAME``, the cross-build hook CPython has), so it
+compiles against the target's headers and gets its extension suffix; other
+backends run under the target interpreter with their requirements on PYTHONPATH.
+Each commit's wheel is unpacked into a directory of its own, put first on
+PYTHONPATH at run time, so commits never overwrite each other in the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repro.builds.cache import BuildCache, BuildContext, BuildError, cache_key, tail_lines
+from repro.builds.cpython import PythonBuild
+from repro.builds.extension import (
+    TSAN_CFLAGS,
+    TSAN_LDFLAGS,
+    TSAN_RUSTFLAGS,
+    ExtensionBuild,
+    range_env,
+    rustc_info,
+)
+from repro.builds.progress import BuildProgress, NullProgress
+from repro.gitrepo import GitRepo
+from repro.host.setarch import setarch_prefix
+from repro.recipe import ExtensionSpec
+from repro.text import truncate
+
+STANDALONE = Path(__file__).resolve().parent.parent / "standalone"
+FRONTEND = STANDALONE / "repro_pep517_wheel.py"
+PYTEST_TOOLS = ("pytest", "pytest-run-parallel")
+
+# build-backend -> (name shown, who runs the backend)
+BACKENDS: dict[str, tuple[str, str]] = {
+    "setuptools.build_meta": ("setuptools", "host"),
+    "setuptools.build_meta:__legacy__": ("setuptools", "host"),
+    "mesonpy": ("meson-python", "target"),
+    "scikit_build_core.build": ("scikit-build-core", "target"),
+    "maturin": ("maturin", "target"),
+}
+LEGACY_REQUIRES = ("setuptools>=40.8.0",)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What pyproject.toml (or its absence) says about building the package."""
+
+    module: str
+    name: str
+    runner: str  # "host" or "target": which interpreter runs the backend
+    requires: tuple[str, ...]
+
+
+def find_backend(worktree: Path, where: str) -> Backend:
+    """The package's build backend; BuildError naming the commit if there is none we know."""
+    pyproject = worktree / "pyproject.toml"
+    data: dict[str, Any] = {}
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise BuildError(f"{where}: pyproject.toml is not valid TOML: {exc}") from None
+    elif not (worktree / "setup.py").is_file():
+        raise BuildError(
+            f"{where}: no pyproject.toml or setup.py at the top of the tree: not a Python "
+            "package (extension.kind: python-package needs one)"
+        )
+    system = data.get("build-system") or {}
+    module = str(system.get("build-backend") or "setuptools.build_meta:__legacy__")
+    requires = tuple(str(r) for r in system.get("requires", LEGACY_REQUIRES))
+    known = BACKENDS.get(module)
+    if known is None:
+        names = ", ".join(sorted({n for n, _ in BACKENDS.values()}))
+        raise BuildError(
+            f"{where}: pyproject.toml: build-system.build-backend `{module}` is not supported "
+            f"(supported: {names}); build it with `extension.build` commands instead"
+        )
+    return Backend(module, known[0], known[1], requires + tools_needed(known[0], requires))
+
+
+def tools_needed(backend: str, requires: Sequence[str]) -> tuple[str, ...]:
+    """Build tools a backend asks for only through get_requires_for_build_wheel.
+
+    meson-python and scikit-build-core add ninja (and cmake) when the machine has
+    none; repro's frontend installs the static requirements only, so it adds them.
+    """
+    wanted = {"meson-python": ("ninja",), "scikit-build-core": ("cmake", "ninja")}
+    named = " ".join(requires).lower()
+    return tuple(t for t in wanted.get(backend, ()) if shutil.which(t) is None and t not in named)
+
+
+def backend_flags(
+    backend: Backend, python: PythonBuild, spec: ExtensionSpec
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """(environment, PEP 517 config settings) that make this backend build with TSAN and -g."""
+    env: dict[str, str] = {}
+    settings: dict[str, Any] = {}
+    if python.compiler:
+        env["CC"] = python.compiler
+    if backend.name in ("setuptools", "scikit-build-core"):
+        env.update(CFLAGS=TSAN_CFLAGS, CXXFLAGS=TSAN_CFLAGS, LDFLAGS=TSAN_LDFLAGS)
+        if backend.name == "scikit-build-core":
+            settings["cmake.build-type"] = "RelWithDebInfo"
+    elif backend.name == "meson-python":
+        settings["setup-args"] = ["-Db_sanitize=thread", "-Db_lundef=false", "-Ddebug=true"]
+    elif backend.name == "maturin":
+        info = rustc_info()
+        if info is None:
+            raise BuildError("a maturin package needs rustc and cargo; see `repro doctor`")
+        env.update(RUSTC_BOOTSTRAP="1", RUSTFLAGS=TSAN_RUSTFLAGS + " -g")
+        settings["build-args"] = f"--target {info[0]}"
+    for k, v in spec.config_settings.items():
+        settings[k] = list(v) if isinstance(v, tuple) else v
+    return env, settings
+
+
+# --- the host's pip, asked for the target's wheels ------------------------------------
+
+
+def host_pip(
+    ctx: BuildContext, target: Path, requirements: Sequence[str], tags: Sequence[str], what: str
+) -> None:
+    """Install ``requirements`` into the directory ``target`` with this interpreter's pip.
+
+    With ``tags`` (the target's): wheels only, of those tags, for the other interpreter.
+    pip keeps its own download cache, so a second environment downloads nothing.
+    """
+    if not requirements:
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check"]
+    cmd += ["--no-compile", "--no-warn-script-location", "--target", str(target), *tags]
+    try:
+        ctx.run([*cmd, *requirements], cwd=ctx.scratch, step=what, timeout=1800)
+    except BuildError as exc:
+        wanted = ", ".join(requirements)
+        raise BuildError(
+            f"{what}: pip could not install {wanted}"
+            + (" as wheels for the Python under test" if tags else "")
+            + f"; log: {exc.log}",
+            log=exc.log,
+            tail=exc.tail,
+        ) from None
+
+
+def target_tags(info: Mapping[str, Any]) -> list[str]:
+    """pip options that describe the target interpreter (wheels only)."""
+    version = str(info["version"])
+    abi = "cp" + version.replace(".", "") + str(info["abiflags"])
+    arch = str(info["platform"]).split("-", 1)[-1].replace("-", "_")
+    plats = [f"linux_{arch}", f"manylinux2014_{arch}", f"manylinux2010_{arch}"]
+    glibc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else None
+    minor = int(glibc.split(".")[1]) if glibc and glibc.startswith("glibc 2.") else 17
+    plats += [f"manylinux_2_{m}_{arch}" for m in range(minor, 4, -1)]
+    tags = ["--only-binary=:all:", "--implementation", "cp", "--python-version", version]
+    tags += ["--abi", abi, "--abi", "none"]
+    for p in plats:
+        tags += ["--platform", p]
+    return tags
+
+
+# --- the environment, once per Python build -------------------------------------------
+
+_PROBE = (
+    "import json, sys, sysconfig\n"
+    "name = sysconfig._get_sysconfigdata_name()\n"
+    "mod = __import__(name)\n"
+    "print(json.dumps({'version': '%d.%d' % sys.version_info[:2], 'abiflags': sys.abiflags,\n"
+    "  'sysconfigdata': name, 'sysconfigdata_file': mod.__file__,\n"
+    "  'purelib': sysconfig.get_paths()['purelib'], 'platform': sysconfig.get_platform()}))\n"
+)
+
+
+@dataclass(frozen=True)
+class PyEnv:
+    """The environment of the Python under test that packages are installed for."""
+
+    python: Path
+    site: Path
+    host_sysconfig: Path  # holds the target's _sysconfigdata module, for the host
+    info: dict[str, Any]
+    key: str
+
+
+def ensure_env(
+    python: PythonBuild,
+    requirements: Sequence[str],
+    cache: BuildCache,
+    progress: BuildProgress,
+) -> PyEnv:
+    key = cache_key({"kind": "pyenv", "python": python.key, "requirements": sorted(requirements)})
+    dest = cache.path(key)
+    what = f"environment of {python.python.name} {python.version} (+ {len(requirements)} reqs)"
+
+    def build(ctx: BuildContext) -> dict[str, Any]:
+        progress.begin(what, key)
+        progress.phase("install", "venv --without-pip")
+        ctx.run(
+            [*setarch_prefix(), str(python.python), "-m", "venv", "--without-pip", "venv"],
+            cwd=dest,
+            env=_clean_env(),
+            step="python -m venv",
+            timeout=900,
+        )
+        info = _probe(dest / "venv" / "bin" / "python")
+        (dest / "sysconfig").mkdir()
+        shutil.copy2(info["sysconfigdata_file"], dest / "sysconfig")
+        progress.phase("install", ", ".join(requirements)[:60])
+        host_pip(ctx, Path(info["purelib"]), requirements, target_tags(info), "requirements")
+        return {"pyenv": info}
+
+    meta = {"kind": "pyenv", "what": what, "python": python.key, "requirements": list(requirements)}
+    _ensure(cache, key, meta, build, progress, what)
+    record = json.loads((dest / "repro-build.json").read_text())
+    info = record["pyenv"]
+    venv_python = dest / "venv" / "bin" / "python"
+    return PyEnv(venv_python, Path(info["purelib"]), dest / "sysconfig", info, key)
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "_PYTHON"))}
+    env["TSAN_OPTIONS"] = "report_bugs=0"
+    return env
+
+
+def _probe(python: Path) -> dict[str, Any]:
+    proc = subprocess.run(
+        [*setarch_prefix(), str(python), "-c", _PROBE],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=300,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise BuildError(f"{python} does not run (exit {proc.returncode}): {proc.stderr[-800:]}")
+    data: dict[str, Any] = json.loads(lines[-1])
+    return data
+
+
+def _ensure(
+    cache: BuildCache,
+    key: str,
+    meta: Mapping[str, Any],
+    build: Any,
+    progress: BuildProgress,
+    what: str,
+) -> None:
+    if cache.lookup(key) is not None:
+        return
+    try:
+        cache.ensure(
+            key,
+            meta,
+            build,
+            in_place=True,
+            on_wait=lambda: progress.waiting(f"another repro process is building {what}; waiting"),
+        )
+    except BuildError as exc:
+        progress.finish(
+            ok=False, message=str(exc), log=exc.log, tail=exc.tail or tail_lines(exc.log)
+        )
+        raise
+    progress.finish(ok=True, message="", log=cache.path(key) / "build.log", tail=[])
+
+
+def ensure_build_deps(
+    env: PyEnv, backend: Backend, cache: BuildCache, progress: BuildProgress
+) -> Path:
+    """The backend's requirements in a directory of their own, for whoever runs the backend.
+
+    Keyed by the requirement list, so every commit of a bisect that asks for the same
+    (the usual case) shares one directory and nothing is downloaded again.
+    """
+    host = backend.runner == "host"
+    key = cache_key(
+        {
+            "kind": "build-deps",
+            "requires": sorted(backend.requires),
+            "for": f"host {sys.version}" if host else env.key,
+        }
+    )
+    what = f"build requirements ({', '.join(backend.requires)[:50]})"
+
+    def build(ctx: BuildContext) -> None:
+        progress.begin(what, key)
+        progress.phase("install", "pip (host)")
+        tags = [] if host else target_tags(env.info)
+        host_pip(ctx, ctx.dest / "site", backend.requires, tags, "build requirements")
+
+    meta = {"kind": "build-deps", "what": what, "requires": list(backend.requires)}
+    _ensure(cache, key, meta, build, progress, what)
+    return cache.path(key) / "site"
+
+
+# --- one commit ------------------------------------------------------------------------
+
+
+def unpack_wheel(wheel: Path, site: Path) -> None:
+    """Install a wheel by unpacking it (no scripts: the reproducer runs `{python} -m`)."""
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    for data in site.glob("*.data"):
+        for sub in ("purelib", "platlib"):
+            part = data / sub
+            if part.is_dir():
+                for item in part.iterdir():
+                    shutil.move(str(item), str(site / item.name))
+        shutil.rmtree(data)
+
+
+def extension_modules(site: Path) -> list[tuple[str, Path]]:
+    """(dotted module name, file) of every compiled module the wheel installed."""
+    out = []
+    for so in sorted(site.rglob("*.so")):
+        rel = so.relative_to(site)
+        if any(part.endswith((".libs", ".dist-info")) for part in rel.parts[:-1]):
+            continue  # vendored shared libraries (auditwheel), not modules
+        name = rel.name.split(".", 1)[0]
+        out.append((".".join([*rel.parts[:-1], name]), so))
+    return out
+
+
+def check_instrumented(modules: Sequence[tuple[str, Path]], site: Path, backend: Backend) -> None:
+    for name, so in modules:
+        nm = subprocess.run(["nm", "-D", str(so)], capture_output=True, text=True, check=False)
+        if "__tsan_" not in nm.stdout:
+            how = {
+                "setuptools": "CFLAGS/LDFLAGS (does setup.py overwrite them?)",
+                "meson-python": "-Db_sanitize=thread",
+                "maturin": "RUSTFLAGS",
+            }.get(backend.name, "CFLAGS/LDFLAGS")
+            raise BuildError(
+                f"extension module {name} ({so.relative_to(site)}) was built without TSAN: "
+                f"no __tsan_ symbols (nm -D); the {backend.name} build did not take {how}"
+            )
+
+
+def runtime_hint(error: str) -> str:
+    """Why a TSAN symbol can be missing at import: two TSAN runtimes, one process."""
+    if "undefined symbol: __tsan_" not in error:
+        return ""
+    return (
+        " (the module was built for LLVM's TSAN runtime and this Python has gcc's: with "
+        "Rust/maturin or clang, build the Python with `compiler: clang`)"
+    )
+
+
+_GIL_CHECK = (
+    "import importlib, json, sys\n"
+    "names = json.loads(sys.argv[1]); culprit = None\n"
+    "for n in names:\n"
+    "    importlib.import_module(n)\n"
+    "    if culprit is None and sys._is_gil_enabled(): culprit = n\n"
+    "print('REPRO-GIL:' + json.dumps(culprit))\n"
+)
+
+
+def gil_check(
+    env: PyEnv, site: Path, names: Sequence[str], extra_env: Mapping[str, str]
+) -> str | None:
+    """The first module whose import turns the GIL back on, or None.
+
+    A BuildError if the package does not import: its tests could not run either.
+    """
+    run_env = _clean_env()
+    run_env.update(extra_env)
+    run_env["PYTHONPATH"] = str(site)
+    proc = subprocess.run(
+        [*setarch_prefix(), str(env.python), "-P", "-c", _GIL_CHECK, json.dumps(list(names))],
+        capture_output=True,
+        text=True,
+        env=run_env,
+        cwd=site,
+        timeout=600,
+        check=False,
+    )
+    found = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPRO-GIL:")]
+    if proc.returncode != 0 or not found:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise BuildError(f"the built package does not import: {last}{runtime_hint(last)}")
+    culprit: str | None = json.loads(found[-1].split(":", 1)[1])
+    return culprit
+
+
+@dataclass(frozen=True)
+class PackageBuild(ExtensionBuild):
+    """An ExtensionBuild whose `env` runs the environment's interpreter with the package."""
+
+    python: Path = Path()
+    backend: str = ""
+    gil_module: str | None = None
+
+
+def ensure_python_package(
+    spec: ExtensionSpec,
+    repo: GitRepo,
+    sha: str,
+    *,
+    python: PythonBuild,
+    cache: BuildCache,
+    requirements: Sequence[str] = (),
+    progress: BuildProgress | None = None,
+) -> PackageBuild:
+    """The package at ``sha`` built with TSAN and unpacked beside the environment."""
+    prog: BuildProgress = progress or NullProgress()
+    env = ensure_env(python, list(requirements), cache, prog)
+    full = repo.resolve(sha)
+    recipe_env = {**spec.env, **range_env(spec, repo, full)}
+    key = cache_key(
+        {
+            "kind": "python-package",
+            "repo": repo.source,
+            "sha": full,
+            "env": recipe_env,
+            "pyenv": env.key,
+            "config_settings": spec.config_settings,
+            "toolchain": f"{python.compiler} {python.compiler_version}",
+        }
+    )
+    dest = cache.path(key)
+    worktree, site = dest / "src", dest / "site"
+    info = repo.info(full)
+    what = f"{repo.name} {info.short} ({truncate(info.subject, 60)})"
+
+    def build(ctx: BuildContext) -> dict[str, Any]:
+        prog.begin(what, key)
+        prog.phase("worktree", info.short)
+        try:
+            repo.worktree(full, worktree)
+            backend = find_backend(worktree, f"{repo.name} {info.short}")
+            deps = ensure_build_deps(env, backend, cache, NullProgress())
+            flags, settings = backend_flags(backend, python, spec)
+            run_env = _clean_env()
+            run_env.pop("TSAN_OPTIONS")
+            run_env.update(flags)
+            run_env.update(recipe_env)
+            out = ctx.scratch / "wheel"
+            if backend.runner == "host":
+                run_env["_PYTHON_SYSCONFIGDATA_NAME"] = str(env.info["sysconfigdata"])
+                run_env["PYTHONPATH"] = os.pathsep.join([str(env.host_sysconfig), str(deps)])
+                argv = [sys.executable, "-S", str(FRONTEND)]
+            else:
+                run_env["PYTHONPATH"] = str(deps)
+                run_env["PATH"] = os.pathsep.join([str(deps / "bin"), run_env.get("PATH", "")])
+                argv = [*setarch_prefix(), str(env.python), str(FRONTEND)]
+            prog.phase("compile", f"{backend.name} wheel ({backend.runner} python)")
+            ctx.run(
+                [*argv, str(out), json.dumps(settings)],
+                cwd=worktree,
+                env=run_env,
+                step=f"{backend.name} build_wheel",
+                timeout=spec.build_timeout,
+            )
+            wheels = sorted(out.glob("*.whl"))
+            if not wheels:
+                raise BuildError(f"{backend.name} build_wheel made no wheel")
+            prog.phase("install", wheels[0].name)
+            (dest / "wheel").mkdir(exist_ok=True)
+            wheel = Path(shutil.copy2(wheels[0], dest / "wheel"))
+            unpack_wheel(wheel, site)
+            modules = extension_modules(site)
+            prog.phase("verify", f"{len(modules)} extension module(s)")
+            check_instrumented(modules, site, backend)
+            gil = gil_check(env, site, [n for n, _ in modules], recipe_env) if modules else None
+            if gil is not None and python.gil_disabled:
+                prog.waiting(
+                    f"warning: importing {gil} turns the GIL back on (it does not declare "
+                    "Py_mod_gil): races in it cannot show; set PYTHON_GIL=0 in reproducer.env"
+                )
+        except BaseException:
+            repo.remove_worktree(worktree)
+            raise
+        return {
+            "backend": backend.name,
+            "wheel": str(wheel),
+            "modules": [n for n, _ in modules],
+            "gil_module": gil,
+        }
+
+    meta = {
+        "kind": "python-package",
+        "what": what,
+        "repo": repo.source,
+        "mirror": str(repo.mirror),
+        "sha": full,
+        "python": python.key,
+        "pyenv": env.key,
+        "env": recipe_env,
+    }
+    hit = cache.lookup(key)
+    if hit is not None and not site.is_dir():
+        shutil.rmtree(dest, ignore_errors=True)
+        hit = None
+    if hit is None:
+        _ensure(cache, key, meta, build, prog, what)
+    record = json.loads((dest / "repro-build.json").read_text())
+    run_env = {
+        "PATH": os.pathsep.join([str(env.python.parent), os.environ.get("PATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(site), str(STANDALONE)]),
+        "PYTHON": str(env.python),
+        **recipe_env,
+    }
+    return PackageBuild(
+        worktree=worktree,
+        env=run_env,
+        key=key,
+        log=dest / "build.log",
+        sha=full,
+        python=env.python,
+        backend=str(record.get("backend", "")),
+        gil_module=record.get("gil_module"),
+    )

@@ -1,0 +1,72 @@
+"""`repro init` through the real command line, in a real git checkout."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+from conftest import repro
+
+DATA = Path(__file__).resolve().parent / "data" / "tsan"
+
+
+def checkout(tmp_path: Path, package: bool = True) -> Path:
+    root = tmp_path / "pkg"
+    root.mkdir()
+    if package:
+        (root / "pyproject.toml").write_text('[project]\nname = "pkg"\nversion = "1"\n')
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run(
+        ["git", "-C", str(root), "remote", "add", "origin", "git@github.com:someone/pkg.git"],
+        check=True,
+    )
+    return root
+
+
+def ci_log(tmp_path: Path) -> Path:
+    log = tmp_path / "ci.log"
+    log.write_text(
+        "Python 3.13.5 experimental free-threading build (main, Jun 11 2025)\n"
+        "tests/test_x.py::test_y \n" + (DATA / "gcc-half_locked.log").read_text()
+    )
+    return log
+
+
+def test_init_from_log_in_a_package(tmp_path: Path) -> None:
+    root = checkout(tmp_path)
+    out = root / "r.yaml"
+    res = repro("init", "--from-log", str(ci_log(tmp_path)), "-o", str(out), cwd=root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"next: repro stress {out} --runs 20" in res.stdout
+    data = yaml.safe_load(out.read_text())
+    assert data["python"] == {"version": "3.13.5", "free_threading": True, "tsan": True}
+    assert data["extension"]["kind"] == "python-package"
+    assert data["extension"]["repo"] == "git@github.com:someone/pkg.git"
+    assert data["extension"]["web_url"] == "https://github.com/someone/pkg"
+    assert data["reproducer"]["pytest"]["tests"] == ["tests/test_x.py::test_y"]
+    # Both accesses of the log's race: the target names each side's function.
+    assert len(data["target"]["functions"]) == 2, data["target"]
+    assert "from the log: Python 3.13.5 experimental free-threading build" in out.read_text()
+    again = repro("init", "--from-log", str(ci_log(tmp_path)), "-o", str(out), cwd=root)
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_init_pytest_only(tmp_path: Path) -> None:
+    root = checkout(tmp_path)
+    out = root / "r.yaml"
+    res = repro("init", "--pytest", "tests/test_a.py::test_b", "-o", str(out), cwd=root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "FILL_ME" in res.stdout
+    data = yaml.safe_load(out.read_text())
+    assert data["reproducer"]["pytest"]["tests"] == ["tests/test_a.py::test_b"]
+
+
+def test_init_errors(tmp_path: Path) -> None:
+    root = checkout(tmp_path, package=False)
+    res = repro("init", "--pytest", "t.py::x", "-o", str(root / "r.yaml"), cwd=root)
+    assert res.returncode == 2 and "needs a Python package" in res.stderr
+    res = repro("init", "-o", str(root / "r.yaml"), cwd=root)
+    assert res.returncode == 2 and "give --from-log" in res.stderr
+    res = repro("init", "--pytest", "t.py::x", cwd=tmp_path)
+    assert res.returncode == 2 and "not in a git checkout" in res.stderr

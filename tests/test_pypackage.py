@@ -1,0 +1,144 @@
+"""extension.kind: python-package and the pytest reproducer (fast parts).
+
+The slow end-to-end test with the TSAN CPython is in test_pypackage_e2e.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from repro.builds.cache import BuildError
+from repro.builds.pypackage import extension_modules, find_backend, unpack_wheel
+from repro.recipe import RecipeError, parse_recipe
+from repro.tsan.pytest_attrib import reported_tests, run_detail
+
+BASE = """\
+name: t
+extension: {kind: python-package, repo: /tmp}
+target: {functions: [f]}
+"""
+
+
+def test_no_package_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match=r"no pyproject\.toml or setup\.py"):
+        find_backend(tmp_path, "pkg abc123")
+
+
+def test_setup_py_alone_means_setuptools_legacy(tmp_path: Path) -> None:
+    (tmp_path / "setup.py").write_text("")
+    b = find_backend(tmp_path, "pkg")
+    legacy = "setuptools.build_meta:__legacy__"
+    assert (b.name, b.runner, b.module) == ("setuptools", "host", legacy)
+    assert b.requires == ("setuptools>=40.8.0",)
+
+
+@pytest.mark.parametrize(
+    ("backend", "name", "runner"),
+    [
+        ("setuptools.build_meta", "setuptools", "host"),
+        ("mesonpy", "meson-python", "target"),
+        ("scikit_build_core.build", "scikit-build-core", "target"),
+        ("maturin", "maturin", "target"),
+    ],
+)
+def test_backends_found(tmp_path: Path, backend: str, name: str, runner: str) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        f'[build-system]\nrequires = ["x>=1"]\nbuild-backend = "{backend}"\n'
+    )
+    b = find_backend(tmp_path, "pkg")
+    assert (b.name, b.runner, b.requires[0]) == (name, runner, "x>=1")
+    # Tools the backend would ask for dynamically, only when the machine lacks them.
+    tools = {"meson-python": ["ninja"], "scikit-build-core": ["cmake", "ninja"]}.get(name, [])
+    assert list(b.requires[1:]) == [t for t in tools if shutil.which(t) is None]
+
+
+def test_unsupported_backend_is_named(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+    )
+    with pytest.raises(BuildError, match=r"`hatchling.build` is not supported \(supported: "):
+        find_backend(tmp_path, "pkg 1234567")
+
+
+def test_bad_toml_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[build-system\n")
+    with pytest.raises(BuildError, match="not valid TOML"):
+        find_backend(tmp_path, "pkg")
+
+
+def test_wheel_unpacked_with_data_dirs(tmp_path: Path) -> None:
+    wheel = tmp_path / "p-1-cp313-cp313t-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("p/__init__.py", "")
+        zf.writestr("p/_c.cpython-313t-x86_64-linux-gnu.so", "")
+        zf.writestr("p-1.data/platlib/q/_d.cpython-313t-x86_64-linux-gnu.so", "")
+        zf.writestr("p.libs/libz-1.so", "")
+        zf.writestr("p-1.dist-info/METADATA", "")
+    site = tmp_path / "site"
+    unpack_wheel(wheel, site)
+    assert not list(site.glob("*.data"))
+    assert [n for n, _ in extension_modules(site)] == ["p._c", "q._d"]
+
+
+def test_pytest_reproducer_becomes_a_command() -> None:
+    text = BASE + (
+        "reproducer:\n  pytest:\n    tests: ['tests/t.py::test_a[{x}]', tests/u.py]\n"
+        "    threads: 4\n    iterations: 7\n"
+    )
+    r = parse_recipe(text, Path("r.yaml"))
+    assert r.reproducer.threads == 4
+    assert r.reproducer.command == (
+        "{python} -P -m pytest -p no:cacheprovider -q --parallel-threads={threads} "
+        "--iterations=7 'tests/t.py::test_a[{{x}}]' tests/u.py"
+    )
+
+
+def test_pytest_and_command_together_refused() -> None:
+    text = BASE + "reproducer:\n  command: x\n  pytest: {tests: [a]}\n"
+    with pytest.raises(RecipeError, match="either `command` or `pytest`"):
+        parse_recipe(text, Path("r.yaml"))
+
+
+def test_pytest_needs_tests() -> None:
+    text = BASE + "reproducer:\n  pytest: {tests: []}\n"
+    with pytest.raises(RecipeError, match="tests"):
+        parse_recipe(text, Path("r.yaml"))
+
+
+def test_python_package_refuses_build_commands() -> None:
+    text = BASE.replace("repo: /tmp}", "repo: /tmp, build: [make]}") + "reproducer: {command: x}\n"
+    with pytest.raises(RecipeError, match="drop `build`"):
+        parse_recipe(text, Path("r.yaml"))
+
+
+def test_attribution_lines_read_back() -> None:
+    out = "x\nrepro-tsan-report-in: t.py::a\n.\nrepro-tsan-report-in: t.py::b\n"
+    out += "repro-tsan-report-in: t.py::a\n"
+    assert reported_tests(out) == ["t.py::a", "t.py::b"]
+    assert run_detail(out) == "TSAN report in test t.py::a (+1 more)"
+    assert run_detail("1 passed") is None
+
+
+def test_build_requirement_that_cannot_be_installed(tmp_path: Path) -> None:
+    """The host's pip is asked for an impossible version: the error names the requirement."""
+    from repro.builds.cache import BuildCache
+    from repro.builds.progress import NullProgress
+    from repro.builds.pypackage import Backend, PyEnv, ensure_build_deps
+
+    env = PyEnv(tmp_path / "python", tmp_path, tmp_path, {}, "k")
+    backend = Backend("setuptools.build_meta", "setuptools", "host", ("setuptools>=9999",))
+    with pytest.raises(BuildError, match=r"pip could not install setuptools>=9999; log: "):
+        ensure_build_deps(env, backend, BuildCache(tmp_path / "cache"), NullProgress())
+
+
+def test_missing_tsan_symbol_at_import_explained() -> None:
+    from repro.builds.pypackage import runtime_hint
+
+    # The message seen here: a maturin module (LLVM's runtime) in gcc's TSAN CPython 3.13.5.
+    err = "ImportError: /x/rtick.cpython-313t-x86_64-linux-gnu.so: undefined symbol: __tsan_memcpy"
+    assert "compiler: clang" in runtime_hint(err)
+    assert runtime_hint("ImportError: No module named 'numpy'") == ""

@@ -1,0 +1,228 @@
+"""The bundled Python-package race end to end, on the cached free-threaded TSAN CPython (slow).
+
+demo/make_pkg_repo.py makes `tally` (setuptools, a C module): the package is built
+with TSAN into an environment of that CPython, its pytest test is stressed under
+pytest-run-parallel, and the bisect must name the commit that took the lock again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from builds_fixtures import cpython_tsan_build, test_cache_base  # noqa: F401  (fixtures)
+from conftest import ROOT, repro
+
+from repro.builds.cpython import PythonBuild
+
+pytestmark = pytest.mark.slow
+
+RECIPE = ROOT / "recipes" / "demo-pkg.yaml"
+FIX_SUBJECT = "Always take the lock in add()"
+
+
+def make_tally(tmp_path: Path) -> Path:
+    dest = tmp_path / "tally"
+    subprocess.run([sys.executable, str(ROOT / "demo" / "make_pkg_repo.py"), str(dest)], check=True)
+    return dest
+
+
+def run(tmp_path: Path, build: PythonBuild, repo: Path, *args: str) -> tuple[int, dict, str]:
+    out = tmp_path / f"{args[0]}.json"
+    res = repro(
+        *args[:1],
+        str(RECIPE),
+        "--set",
+        f"python={{executable: {build.python}}}",
+        "--set",
+        f"extension.repo={repo}",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json-out",
+        str(out),
+        *args[1:],
+        env={"REPRO_CACHE_DIR": str(test_cache_base())},
+        timeout=3000,
+    )
+    assert "Traceback" not in res.stderr, res.stderr
+    assert out.exists(), res.stdout + res.stderr
+    return res.returncode, json.loads(out.read_text()), res.stdout + res.stderr
+
+
+def test_stress_then_bisect_the_package(tmp_path: Path, cpython_tsan_build: PythonBuild) -> None:  # noqa: F811
+    repo = make_tally(tmp_path)
+    code, data, text = run(tmp_path, cpython_tsan_build, repo, "stress", "--runs", "3", "-j", "2")
+    assert code == 0, text
+    assert data["hits"] >= 1
+    assert "95% CI" in text
+    sigs = [s for s in data["signatures"] if s["target"]]
+    frames = {f for s in sigs for side in s["top_frames"] for f in side}
+    assert {"tally_add", "tally_total"} <= frames, frames
+    # The hit's log names the test during which TSAN reported.
+    outputs = list((tmp_path / "runs").rglob("output.txt"))
+    assert any(
+        "repro-tsan-report-in: tests/test_tally.py::test_add_counts_every_call" in p.read_text()
+        for p in outputs
+    )
+
+    code, data, text = run(tmp_path, cpython_tsan_build, repo, "bisect")
+    assert code == 0, text
+    assert data["culprit"]["subject"] == FIX_SUBJECT
+    assert data["confidence"] >= 0.99
+
+
+def test_extension_built_without_tsan_is_refused(
+    tmp_path: Path,
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+) -> None:
+    repo = make_tally(tmp_path)
+    setup = repo / "setup.py"
+    drop = 'import os\nos.environ["CFLAGS"] = os.environ["LDFLAGS"] = ""\n'
+    setup.write_text(drop + setup.read_text())
+    subprocess.run(["git", "-C", str(repo), "commit", "-qam", "drop flags"], check=True)
+    res = repro(
+        "stress",
+        str(RECIPE),
+        "--set",
+        f"python={{executable: {cpython_tsan_build.python}}}",
+        "--set",
+        f"extension.repo={repo}",
+        "--set",
+        "extension.ref=main",
+        "--runs",
+        "1",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        env={"REPRO_CACHE_DIR": str(test_cache_base())},
+        timeout=1200,
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "was built without TSAN" in res.stdout + res.stderr
+    assert "tally._tally" in res.stdout + res.stderr
+
+
+class Notes:
+    """A BuildProgress that keeps the warnings."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def begin(self, what: str, key: str) -> None:
+        pass
+
+    def phase(self, name: str, detail: str = "") -> None:
+        pass
+
+    def compiled(self, count: int, total: int | None) -> None:
+        pass
+
+    def waiting(self, why: str) -> None:
+        self.warnings.append(why)
+
+    def finish(self, *, ok: bool, message: str, log: Path | None, tail: list[str]) -> None:
+        pass
+
+
+def test_module_that_turns_the_gil_back_on_is_named(
+    tmp_path: Path,
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+) -> None:
+    from repro.builds.cache import BuildCache
+    from repro.builds.pypackage import PYTEST_TOOLS, ensure_python_package
+    from repro.gitrepo import GitRepo
+    from repro.recipe import ExtensionSpec
+
+    repo_dir = make_tally(tmp_path)
+    module = repo_dir / "src" / "tally" / "_tally.c"
+    module.write_text(module.read_text().replace("{Py_mod_gil, Py_MOD_GIL_NOT_USED},", ""))
+    subprocess.run(["git", "-C", str(repo_dir), "commit", "-qam", "no Py_mod_gil"], check=True)
+    cache = BuildCache(test_cache_base())
+    repo = GitRepo.open_cached(str(repo_dir), cache.base)
+    notes = Notes()
+    build = ensure_python_package(
+        ExtensionSpec(repo=str(repo_dir), kind="python-package"),
+        repo,
+        repo.resolve("main"),
+        python=cpython_tsan_build,
+        cache=cache,
+        requirements=list(PYTEST_TOOLS),
+        progress=notes,
+    )
+    assert build.gil_module == "tally._tally"
+    assert any("importing tally._tally turns the GIL back on" in w for w in notes.warnings)
+    assert any("PYTHON_GIL=0" in w for w in notes.warnings)
+
+
+MESON_PKG = {
+    "pyproject.toml": '[build-system]\nrequires = ["meson-python"]\nbuild-backend = "mesonpy"\n'
+    '[project]\nname = "mtick"\nversion = "0.1"\n',
+    "meson.build": "project('mtick', 'c')\n"
+    "py = import('python').find_installation(pure: false)\n"
+    "py.extension_module('_mtick', 'mtick.c', install: true)\n",
+    "mtick.c": "#include <Python.h>\n"
+    "static long n;\n"
+    "static PyObject *bump(PyObject *m, PyObject *a) { n++; return PyLong_FromLong(n); }\n"
+    'static PyMethodDef methods[] = {{"bump", bump, METH_NOARGS, ""}, {0}};\n'
+    "static PyModuleDef_Slot slots[] = {{Py_mod_gil, Py_MOD_GIL_NOT_USED}, {0, 0}};\n"
+    'static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_mtick", 0, 0, methods, slots};\n'
+    "PyMODINIT_FUNC PyInit__mtick(void) { return PyModuleDef_Init(&mod); }\n",
+}
+
+
+SKBUILD_PKG = {
+    "pyproject.toml": '[build-system]\nrequires = ["scikit-build-core"]\n'
+    'build-backend = "scikit_build_core.build"\n[project]\nname = "mtick"\nversion = "0.1"\n',
+    "CMakeLists.txt": "cmake_minimum_required(VERSION 3.15)\nproject(mtick LANGUAGES C)\n"
+    "find_package(Python COMPONENTS Interpreter Development.Module REQUIRED)\n"
+    "Python_add_library(_mtick MODULE mtick.c WITH_SOABI)\n"
+    "install(TARGETS _mtick DESTINATION .)\n",
+    "mtick.c": MESON_PKG["mtick.c"],
+}
+
+
+@pytest.mark.parametrize(
+    ("files", "backend", "in_log"),
+    [
+        (MESON_PKG, "meson-python", "b_sanitize  : thread"),
+        (SKBUILD_PKG, "scikit-build-core", 'Install configuration: "RelWithDebInfo"'),
+    ],
+)
+def test_other_backends_build_with_tsan(
+    tmp_path: Path,
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+    files: dict[str, str],
+    backend: str,
+    in_log: str,
+) -> None:
+    """meson-python gets -Db_sanitize=thread, scikit-build-core CFLAGS; their requirements
+    (and ninja, cmake) come from PyPI; the module must carry TSAN's symbols."""
+    from repro.builds.cache import BuildCache
+    from repro.builds.pypackage import ensure_python_package
+    from repro.gitrepo import GitRepo
+    from repro.recipe import ExtensionSpec
+
+    root = tmp_path / "mtick"
+    root.mkdir()
+    for name, text in files.items():
+        (root / name).write_text(text)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
+    ident = ["-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run(["git", "-C", str(root), *ident, "commit", "-qm", "mtick"], check=True)
+    cache = BuildCache(test_cache_base())
+    repo = GitRepo.open_cached(str(root), cache.base)
+    build = ensure_python_package(
+        ExtensionSpec(repo=str(root), kind="python-package"),
+        repo,
+        repo.resolve("HEAD"),
+        python=cpython_tsan_build,
+        cache=cache,
+    )
+    assert build.backend == backend
+    assert build.log is not None and in_log in build.log.read_text()
+    so = next(Path(build.env["PYTHONPATH"].split(":")[0]).glob("_mtick*.so"))
+    nm = subprocess.run(["nm", "-D", str(so)], capture_output=True, text=True, check=True)
+    assert "__tsan_" in nm.stdout
