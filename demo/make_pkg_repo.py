@@ -15,12 +15,10 @@ Usage: make_pkg_repo.py DEST [--force]
 
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from history import main, write_history
 
 PYPROJECT = """\
 [build-system]
@@ -137,6 +135,7 @@ TEST_PY = """\
 import tally
 
 
+
 def test_add_counts_every_call():
     before = tally.total()
     for _ in range(300):
@@ -198,48 +197,9 @@ def write_tree(root: Path, st: dict[str, object]) -> None:
     (root / "README.md").write_text(README + str(st["notes"]))
 
 
-def git(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=root, env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 def make_repo(dest: Path, force: bool = False) -> Path:
-    if dest.exists():
-        if not force and (dest / ".git").exists():
-            return dest
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    base_env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "Ada Example",
-        "GIT_AUTHOR_EMAIL": "ada@example.org",
-        "GIT_COMMITTER_NAME": "Ada Example",
-        "GIT_COMMITTER_EMAIL": "ada@example.org",
-        "GIT_CONFIG_GLOBAL": "/dev/null",
-        "GIT_CONFIG_SYSTEM": "/dev/null",
-    }
-    git(dest, "init", "-q", "-b", "main", env=base_env)
-    for n, (subject, st) in enumerate(commit_plan()):
-        write_tree(dest, st)
-        date = f"2025-02-{n + 1:02d}T12:00:00+00:00"
-        env = {**base_env, "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
-        git(dest, "add", "-A", env=env)
-        git(dest, "commit", "-q", "-m", subject, env=env)
-        if st["tag"]:
-            git(dest, "tag", str(st["tag"]), env=env)
-    return dest
-
-
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("dest", type=Path)
-    ap.add_argument("--force", action="store_true", help="recreate it if it exists")
-    args = ap.parse_args(argv)
-    path = make_repo(args.dest, force=args.force)
-    print(f"package repository: {path} ({git(path, 'rev-list', '--count', 'HEAD')} commits)")
-    return 0
+    return write_history(dest, commit_plan(), write_tree, month=2, force=force)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], __doc__, make_repo, "package repository"))
