@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.builds.cache import BuildCache, BuildContext, BuildError, cache_key, tail_lines
+from repro.builds.cache import BuildCache, BuildContext, BuildError, cache_key
 from repro.builds.cpython import PythonBuild
-from repro.builds.progress import BuildProgress, NullProgress
+from repro.builds.progress import BuildProgress, NullProgress, ensure_reported
 from repro.gitrepo import GitRepo
 from repro.recipe import EnvRange, ExtensionSpec
 from repro.text import truncate
@@ -260,16 +260,5 @@ def ensure_extension(
     }
     if hit is not None:  # finished entry whose worktree was removed by hand: redo it
         shutil.rmtree(dest, ignore_errors=True)
-    try:
-        cache.ensure(
-            key,
-            meta,
-            build,
-            in_place=True,
-            on_wait=lambda: prog.waiting(f"another repro process is building {what}; waiting"),
-        )
-    except BuildError as exc:
-        prog.finish(ok=False, message=str(exc), log=exc.log, tail=exc.tail or tail_lines(exc.log))
-        raise
-    prog.finish(ok=True, message="", log=dest / "build.log", tail=[])
+    ensure_reported(cache, key, meta, build, prog, what)
     return ExtensionBuild(worktree, env, key, dest / "build.log", full)

@@ -8,8 +8,9 @@ library callers that want silence pass nothing and get :class:`NullProgress`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
@@ -22,6 +23,11 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+
+from repro.builds.cache import BuildError, tail_lines
+
+if TYPE_CHECKING:
+    from repro.builds.cache import BuildCache, BuildContext
 
 PHASES = ("fetch", "extract", "patch", "configure", "compile", "install", "verify")
 
@@ -144,3 +150,28 @@ class RichBuildProgress:
         self._phase = None
         self._phase_steps = 0
         self._what = ""
+
+
+def ensure_reported(
+    cache: BuildCache,
+    key: str,
+    meta: Mapping[str, Any],
+    build: Callable[[BuildContext], Any],
+    progress: BuildProgress,
+    what: str,
+) -> None:
+    """Build a cache entry in place, with the progress saying how it ended (and why not)."""
+    try:
+        cache.ensure(
+            key,
+            meta,
+            build,
+            in_place=True,
+            on_wait=lambda: progress.waiting(f"another repro process is building {what}; waiting"),
+        )
+    except BuildError as exc:
+        progress.finish(
+            ok=False, message=str(exc), log=exc.log, tail=exc.tail or tail_lines(exc.log)
+        )
+        raise
+    progress.finish(ok=True, message="", log=cache.path(key) / "build.log", tail=[])

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.builds.cache import BuildCache, BuildContext, BuildError, cache_key, tail_lines
+from repro.builds.cache import BuildCache, BuildContext, BuildError, cache_key
 from repro.builds.cpython import PythonBuild
 from repro.builds.extension import (
     TSAN_CFLAGS,
@@ -38,7 +38,7 @@ from repro.builds.extension import (
     range_env,
     rustc_info,
 )
-from repro.builds.progress import BuildProgress, NullProgress
+from repro.builds.progress import BuildProgress, NullProgress, ensure_reported
 from repro.gitrepo import GitRepo
 from repro.host.setarch import setarch_prefix
 from repro.recipe import ExtensionSpec
@@ -314,20 +314,7 @@ def _ensure(
 ) -> None:
     if cache.lookup(key) is not None:
         return
-    try:
-        cache.ensure(
-            key,
-            meta,
-            build,
-            in_place=True,
-            on_wait=lambda: progress.waiting(f"another repro process is building {what}; waiting"),
-        )
-    except BuildError as exc:
-        progress.finish(
-            ok=False, message=str(exc), log=exc.log, tail=exc.tail or tail_lines(exc.log)
-        )
-        raise
-    progress.finish(ok=True, message="", log=cache.path(key) / "build.log", tail=[])
+    ensure_reported(cache, key, meta, build, progress, what)
 
 
 def ensure_build_deps(
