@@ -214,13 +214,16 @@ def pytest_command(spec: PytestSpec) -> str:
     """The command template a pytest reproducer stands for (``{python}`` is the env's).
 
     `-P` keeps the checkout's own source tree (without its compiled modules) from
-    shadowing the installed package; no cache provider, so runs do not write into
-    the worktree and stay independent of each other.
+    shadowing the installed package, and so does `--import-mode=importlib`: pytest's
+    default mode puts the test file's root on sys.path, which for tests inside the
+    package folder (bitarray/test_*.py) is the source tree again. No cache provider,
+    so runs do not write into the worktree and stay independent of each other.
     """
     words = [
         "-P",
         "-m",
         "pytest",
+        "--import-mode=importlib",
         "-p",
         "no:cacheprovider",
         "-q",
