@@ -45,7 +45,7 @@ demo: demo-repo
 # (minutes the first time on a machine, cached afterwards in ~/.cache/repro-tests).
 test: setup
 	@scripts/ensure-apt.sh $(APT_TEST)
-	$(BIN)/python -m pytest -ra -m "not stats" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra --durations=15 -m "not stats" $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -ra -m "not slow and not stats" $(PYTEST_ARGS)
