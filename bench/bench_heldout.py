@@ -220,28 +220,38 @@ def run_repro(history: History, work: Path, args: str, trial: int, timeout: floa
     except subprocess.TimeoutExpired:
         return Result("repro @0.99", trial, False, 0, 0, timeout, None, truth, {"timeout": True})
     seconds = time.perf_counter() - t0
+    if not out.exists():
+        tail = {"output_tail": (proc.stdout + proc.stderr)[-400:]}
+        return Result("repro @0.99", trial, False, 0, 0, seconds, None, truth, tail)
     data = json.loads(out.read_text())
     culprit = (data.get("culprit") or {}).get("sha")
     info = data.get("information") or {}
     calib = int((data.get("calibration") or {}).get("runs") or 0)
     bisect_runs = int(info.get("bisect_runs") or 0)
     evidence = int(data.get("evidence_runs") or 0)
-    at_culprit = sum(
-        int(s.get("runs") or 0)
-        for s in data.get("steps") or []
-        if str(s.get("id") or "") and truth.startswith(str(s["id"])[:7])
-    )
+    # Bisect runs by where they fell: racy commits inside the range, the fix commit itself,
+    # clean commits after it (positions count from the racy end).
+    fix_pos = history.fix_at - RACY_AT
+    split = {"racy": 0, "fix": 0, "after": 0}
+    for s in data.get("steps") or []:
+        if "bisect" in (s.get("phases") or []):
+            pos = int(s["pos"])
+            side = "racy" if pos < fix_pos else ("fix" if pos == fix_pos else "after")
+            split[side] += int(s.get("runs") or 0)
     detail = {
         "confidence": data.get("confidence"),
         "calibration_runs": calib,
         "calibration_hits": (data.get("calibration") or {}).get("hits"),
         "end_check_runs": evidence - calib - bisect_runs,
         "bisect_runs": bisect_runs,
-        "at_culprit_runs": at_culprit,
+        "racy_side_runs": split["racy"],
+        "at_culprit_runs": split["fix"],
+        "after_fix_runs": split["after"],
         "rate_estimate": info.get("rate_estimate"),
         "bound_runs": info.get("bound_runs"),
         "ratio": info.get("ratio"),
         "plan": data.get("plan"),
+        "plan_runs": (data.get("plan") or {}).get("runs"),
         "culprit_range": data.get("culprit_range"),
         "status": data.get("status"),
         "phases": [[s.get("label"), s.get("runs"), s.get("phases")] for s in data["steps"]],
@@ -440,9 +450,12 @@ def repro_phases(results: list[Result]) -> str:
         ("calibration_runs", "calibration"),
         ("end_check_runs", "clean-end check"),
         ("bisect_runs", "bisect"),
-        ("at_culprit_runs", "(of which at the fix commit)"),
+        ("racy_side_runs", "(bisect: at racy commits inside the range)"),
+        ("at_culprit_runs", "(bisect: at the fix commit)"),
+        ("after_fix_runs", "(bisect: at clean commits after the fix)"),
         ("bound_runs", "bound at its rate estimate"),
         ("ratio", "bisect / bound"),
+        ("plan_runs", "its plan before the bisect (runs)"),
     ]
     out = ["| repro's runs | mean | min-max |", "|:--|--:|--:|"]
     for key, label in keys:
@@ -528,11 +541,12 @@ def main() -> int:
                 raise SystemExit(f"unknown method {m}")
             results.append(r)
             extra = ""
-            if m == "repro":
+            if m == "repro" and "bisect_runs" in r.detail:
                 d = r.detail
                 extra = (
                     f" (calib {d['calibration_runs']}, end {d['end_check_runs']}, "
-                    f"bisect {d['bisect_runs']}, at fix {d['at_culprit_runs']}, "
+                    f"bisect {d['bisect_runs']} = racy {d['racy_side_runs']} + fix "
+                    f"{d['at_culprit_runs']} + after {d['after_fix_runs']}, "
                     f"conf {d['confidence']})"
                 )
             print(
