@@ -534,7 +534,33 @@ def apply_sets(data: Any, sets: Sequence[str]) -> tuple[Any, set[tuple[str, ...]
             node = nxt
         node[parts[-1]] = value
         touched.add(parts)
+    _one_python_source(data, touched)
     return data, touched
+
+
+# Where the Python comes from, and the keys that only mean something with that source.
+_PYTHON_SOURCES = {"executable": (), "version": ("source",), "git": ("ref",)}
+
+
+def _one_python_source(data: dict[str, Any], touched: set[tuple[str, ...]]) -> None:
+    """`--set python.executable=...` on a recipe that builds its Python replaces the source.
+
+    The schema wants exactly one of executable, version and git; an override of one
+    would otherwise need two more (`python.version=null python.source=null`) to be
+    accepted. Keys set explicitly in the same command stay as given.
+    """
+    py = data.get("python")
+    if not isinstance(py, dict):
+        return
+    chosen = [k for k in _PYTHON_SOURCES if ("python", k) in touched and py.get(k)]
+    if len(chosen) != 1:
+        return
+    for other, dependents in _PYTHON_SOURCES.items():
+        if other == chosen[0]:
+            continue
+        for key in (other, *dependents):
+            if ("python", key) not in touched:
+                py.pop(key, None)
 
 
 def _set_value(raw: str, item: str) -> Any:

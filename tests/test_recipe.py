@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import repro
 
-from repro.recipe import RecipeError, load_recipe, repo_location
+from repro.recipe import RecipeError, load_recipe, parse_recipe, repo_location
 from repro.tsan.model import Report
 from repro.tsan.parse import parse_log
 from repro.tsan.signature import TargetRule, matches, signature_of, significant_frames
@@ -499,3 +499,23 @@ def test_duplicate_keys_in_set_value_are_refused(tmp_path: Path) -> None:
 def test_yaml_values_that_cannot_be_built_are_recipe_errors(tmp_path: Path, value: str) -> None:
     msg = error_of(tmp_path, GOOD.replace("name: t", f"name: {value}"))
     assert "r.yaml:1: " in msg
+
+
+def test_set_python_source_replaces_the_other_source(tmp_path: Path) -> None:
+    """Pointing a building recipe at an existing interpreter is one --set (met on bitarray)."""
+    text = (
+        "name: s\n"
+        "python: {version: '3.13.5', source: /x/Python-3.13.5.tar.xz, free_threading: true}\n"
+        "reproducer: {command: '{python} -c pass'}\n"
+        "target: {functions: [f]}\n"
+    )
+    r = parse_recipe(text, tmp_path / "r.yaml", ["python.executable=/opt/py/bin/python3"])
+    assert r.python is not None
+    assert r.python.executable == "/opt/py/bin/python3"
+    assert r.python.version is None and r.python.source is None
+    assert r.python.free_threading is True
+    # Both given explicitly: still the schema's one-source error, naming the field.
+    with pytest.raises(RecipeError, match="exactly one of"):
+        parse_recipe(
+            text, tmp_path / "r.yaml", ["python.executable=/opt/py", "python.version=3.13.4"]
+        )
