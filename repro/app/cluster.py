@@ -38,7 +38,6 @@ from repro.builds.cache import BuildError
 from repro.errors import ReproError
 from repro.gitrepo import is_url
 from repro.recipe import LoadedRecipe, load_recipe, repo_location
-from repro.tsan.model import ParsedLog
 from repro.tsan.outcome import Matcher, Outcome
 
 # How long a client waits for a scheduler, and a drain for cancelled runs.
@@ -197,13 +196,15 @@ def cancel_session(sid: str) -> None:
     _session(sid).cancel()
 
 
-RemoteRun = tuple[RunResult, ParsedLog, dict[str, bytes] | None, str]
+# The parsed log stays on the worker: the result already carries each report's signature
+# and target flag, and the kept logs travel as files.
+RemoteRun = tuple[RunResult, dict[str, bytes] | None, str]
 
 
 def run_task(sid: str, req: BuildRequest, index: int) -> RemoteRun:
     """Dask task: one run on this worker, its logs returned and its folder removed."""
     prepared = prepare_here(req)
-    result, parsed = run_once(prepared.spec, index, _work_dir(), prepared.matcher, _session(sid))
+    result, _ = run_once(prepared.spec, index, _work_dir(), prepared.matcher, _session(sid))
     files: dict[str, bytes] | None = None
     folder = Path(result.log_dir) if result.log_dir else None
     if folder is not None:
@@ -212,7 +213,7 @@ def run_task(sid: str, req: BuildRequest, index: int) -> RemoteRun:
             files = {f.name: f.read_bytes() for f in sorted(folder.iterdir()) if f.is_file()}
         shutil.rmtree(folder, ignore_errors=True)
     result.log_dir = None
-    return result, parsed, files, _worker_address()
+    return result, files, _worker_address()
 
 
 # --- the local side --------------------------------------------------------------------
@@ -282,8 +283,8 @@ class DaskRunner:
             if isinstance(exc, BaseException):
                 raise exc
             raise ReproError(f"run {index} failed on the cluster: {exc!r}")
-        result, parsed, files, worker = res
-        return Finished(index, result, parsed, files, worker)
+        result, files, worker = res
+        return Finished(index, result, files, worker)
 
     def wait(self, timeout: float | None) -> list[Finished]:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -33,7 +33,6 @@ class Finished:
 
     index: int
     result: RunResult | None = None
-    parsed: ParsedLog | None = None
     files: Mapping[str, bytes] | None = None
     worker: str | None = None
     lost: str | None = None
@@ -95,10 +94,10 @@ class ThreadRunner:
     def _finish(self, fut: cf.Future[tuple[RunResult, ParsedLog]]) -> Finished:
         index = self.futures.pop(fut)
         try:
-            result, parsed = fut.result()
+            result, _ = fut.result()
         except Cancelled:
             return Finished(index)
-        return Finished(index, result, parsed)
+        return Finished(index, result)
 
     def wait(self, timeout: float | None) -> list[Finished]:
         done, _ = cf.wait(list(self.futures), timeout=timeout, return_when=cf.FIRST_COMPLETED)

@@ -204,7 +204,7 @@ def stress_loop(
             state.lost += 1
             state.last_event = f"run {done.index}: lost ({done.lost})"
             return
-        if done.result is None or done.parsed is None:
+        if done.result is None:
             return  # cancelled: never counted
         _record(done, matcher, runlog, state, tags)
         result = done.result

@@ -71,10 +71,6 @@ class RunResult:
     found: tuple[Found, ...] = ()  # each report's signature and whether it is the target
 
 
-def tsan_options_string(options: Mapping[str, Any]) -> str:
-    return tsan_options.to_string({k: tsan_options.format_value(v) for k, v in options.items()})
-
-
 def merge_tsan_options(
     base_env: Mapping[str, str],
     recipe_options: Mapping[str, Any],
