@@ -23,7 +23,7 @@ from repro.recipe import Recipe, RecipeError, parse_recipe
 from repro.redact import redact
 from repro.report import shell
 from repro.report.tsantext import race_site, shorten_paths, suppression_lines, trim_report
-from repro.runlog import Counts, Event, Record, RunDir, RunEvent, SignatureEvent
+from repro.runlog import Counts, Event, Record, RunDir, RunEvent, SignatureEvent, fold
 from repro.runlog.bisect_view import position_rows
 from repro.strategy.terms import Terms
 from repro.tsan.outcome import ORDER
@@ -84,9 +84,7 @@ def load_run(path: Path) -> RunFiles:
                 else parse_recipe(recipe_text, recipe_path)
             )
     events = list(rd.events())
-    record = Record()
-    for ev in events:
-        record.apply(ev)
+    record = fold(events)
     return RunFiles(path, meta, summary, events, record, recipe_text, recipe, list(rd.problems))
 
 
@@ -258,7 +256,6 @@ def _summary(files: RunFiles, counts: Counts, scope: str) -> dict[str, Any]:
     out = counts.to_json()
     rec = files.record
     runs = files.runs
-    durations = [e.duration for e in runs]
     elapsed = files.meta.get("elapsed") if files.kind == "stress" else None
     if files.kind == "bisect" and files.summary:
         elapsed = files.summary.get("run_seconds")
@@ -277,13 +274,10 @@ def _summary(files: RunFiles, counts: Counts, scope: str) -> dict[str, Any]:
             "scope": scope,
             "time_to_first_hit": first_hit_time,
             "first_hit_run": first_hit_run,
-            "mean_run_seconds": round(sum(durations) / len(durations), 4) if durations else None,
+            "mean_run_seconds": round(rec.mean_run_seconds(), 4) if rec.counts.runs else None,
             "elapsed_seconds": round(float(elapsed), 3) if elapsed is not None else None,
             "jobs": files.meta.get("jobs"),
-            "other_races": {
-                "runs": rec.runs_with_other,
-                "distinct": len(rec.other_signature_ids),
-            },
+            "other_races": rec.other_races_json(),
             "invalid": dict(rec.invalid_details),
         }
     )

@@ -236,16 +236,17 @@ class Record:
     def mean_run_seconds(self) -> float:
         return self.run_seconds / self.counts.runs if self.counts.runs else 0.0
 
+    def other_races_json(self) -> dict[str, int]:
+        """Other races as a reader means them: runs that had one, and distinct signatures."""
+        return {"runs": self.runs_with_other, "distinct": len(self.other_signature_ids)}
+
     def summary_json(self) -> dict[str, Any]:
         """The counts of the whole record: what every output of a stress run states."""
         out = self.counts.to_json()
         out.update(
             {
                 "signatures": self.signatures_json(),
-                "other_races": {
-                    "runs": self.runs_with_other,
-                    "distinct": len(self.other_signature_ids),
-                },
+                "other_races": self.other_races_json(),
                 "invalid": dict(self.invalid_details),
                 "time_to_first_hit": self.first_hit_elapsed,
                 "first_hit_run": self.first_hit_run,

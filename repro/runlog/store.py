@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 
 from repro.errors import ReproError
 from repro.runlog.events import BadEvent, Event, SignatureEvent, event_from_json
-from repro.runlog.fold import Record
+from repro.runlog.fold import Record, fold
 
 LOCK_NAME = ".lock"
 
@@ -177,10 +177,7 @@ class RunDir:
 
     def record(self) -> Record:
         """The fold of the whole log."""
-        record = Record()
-        for event in self.events():
-            record.apply(event)
-        return record
+        return fold(self.events())
 
     @property
     def signatures_path(self) -> Path:
