@@ -38,7 +38,7 @@ from repro.builds.cache import BuildError
 from repro.builds.progress import RichBuildProgress
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
-from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
+from repro.recipe import BisectSpec, LoadedRecipe, check_option, load_recipe, load_run_recipe
 from repro.runlog import (
     BuildEvent,
     Event,
@@ -519,8 +519,7 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         raise ReproError(f"--find takes `fix` or `regression`, not {find_text!r}")
     find = Find(find_text)
     confidence = opts.confidence or (spec.confidence if spec else 0.99)
-    if not 0.5 < confidence < 1.0:
-        raise ReproError("--confidence must be between 0.5 and 1 (e.g. 0.99)")
+    check_option(BisectSpec, "confidence", confidence, "--confidence")  # the recipe's rule
     racy = opts.racy or (spec.racy if spec else None)
     other = (
         (opts.fixed or (spec.fixed if spec else None))
