@@ -2,8 +2,8 @@
 #include <pthread.h>
 #include <stdio.h>
 
-static int noise_var;
-static int go;
+static int noise_var __attribute__((aligned(64)));
+static int go __attribute__((aligned(64)));
 
 __attribute__((noinline)) static void noise_writer(void) { noise_var++; }
 

@@ -3,8 +3,9 @@
 #include <pthread.h>
 #include <stdio.h>
 
-static int target_var, noise_var;
-static int go;
+static int target_var __attribute__((aligned(64)));
+static int noise_var __attribute__((aligned(64)));
+static int go __attribute__((aligned(64)));
 
 __attribute__((noinline)) static void target_writer(void) { target_var++; }
 __attribute__((noinline)) static void noise_writer(void) { noise_var++; }

@@ -2,8 +2,8 @@
 #include <pthread.h>
 #include <stdio.h>
 
-static int flag;
-static int stored;
+static int flag __attribute__((aligned(64)));
+static int stored __attribute__((aligned(64)));
 
 __attribute__((noinline)) static void atomic_writer(void) {
     __atomic_store_n(&flag, 1, __ATOMIC_RELAXED); /* MIXED: atomic store */

@@ -4,8 +4,8 @@
 #include <pthread.h>
 #include <stdio.h>
 
-static int balance;
-static int deposited;
+static int balance __attribute__((aligned(64)));
+static int deposited __attribute__((aligned(64)));
 static pthread_mutex_t balance_lock;
 
 __attribute__((noinline)) static void deposit(void) {
