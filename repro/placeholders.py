@@ -7,10 +7,25 @@ can never become shell code in one of them and not the others.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable, Collection, Mapping
 
 from repro.errors import ReproError
+
+# What a placeholder's name looks like. Any other `{...}` is the shell's own: a group
+# `{ a; b; }`, brace expansion `{a,b}` or `{1..3}`, or `${VAR}`, and stays as written.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _placeholder_at(template: str, i: int) -> int:
+    """The index of the `}` closing a placeholder that starts at ``template[i] == "{"``, or -1."""
+    if i > 0 and template[i - 1] == "$":
+        return -1
+    m = _NAME.match(template, i + 1)
+    if m is None or not template.startswith("}", m.end()):
+        return -1
+    return m.end()
 
 
 def _parts(template: str, known: Collection[str]) -> list[tuple[bool, str]]:
@@ -23,10 +38,7 @@ def _parts(template: str, known: Collection[str]) -> list[tuple[bool, str]]:
         if c in "{}" and template.startswith(c * 2, i):
             text.append(c)
             i += 2
-        elif c == "{":
-            j = template.find("}", i)
-            if j < 0:
-                raise ReproError(f"unclosed `{{` in command: {template}")
+        elif c == "{" and (j := _placeholder_at(template, i)) >= 0:
             key = template[i + 1 : j]
             if key not in known:
                 names = ", ".join("{" + k + "}" for k in sorted(known))

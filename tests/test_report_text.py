@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from repro.report import format_for
 from repro.report.markdown import cell, code
@@ -319,3 +322,73 @@ def test_truncate_cuts_between_words() -> None:
     assert truncate("x" * 30, 10) == "x" * 9 + "…"
     for width in range(1, len(subject) + 2):
         assert len(truncate(subject, width)) <= width
+
+
+def _plain_python_313() -> Path | None:
+    """An ordinary CPython >= 3.13 with venv, if the machine has one (pyenv's, say)."""
+    names = [shutil.which(f"python3.{minor}") for minor in range(13, 16)]
+    names += [str(p) for p in sorted(Path.home().glob(".pyenv/versions/3.1[3-9]*/bin/python3"))]
+    for name in names:
+        if not name:
+            continue
+        probe = subprocess.run(
+            [name, "-c", "import sys, venv; print(sys.version_info >= (3, 13))"],
+            capture_output=True,
+            text=True,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == "True":
+            return Path(name)
+    return None
+
+
+def test_plain_script_installs_a_python_package_with_tsan(tmp_path: Path) -> None:
+    """The package part of the script, run for real: an environment of the recipe's Python,
+    the pytest tools, and the package built by pip with the TSAN flags repro builds with.
+    A plain CPython 3.13 stands in for the free-threaded TSAN one (a venv of that takes
+    minutes), so the race itself cannot show here; the installed module must carry TSAN's
+    instrumentation all the same."""
+    from repro.recipe import parse_recipe
+    from repro.report.shell import PlainInputs, plain_script
+
+    repo = tmp_path / "tally"
+    subprocess.run(
+        [sys.executable, str(ROOT / "demo" / "make_pkg_repo.py"), str(repo)],
+        check=True,
+        capture_output=True,
+    )
+    host = _plain_python_313()
+    if host is None:
+        pytest.skip("needs a CPython 3.13 or later (the package uses PyMutex)")
+    text = (ROOT / "recipes" / "demo-pkg.yaml").read_text()
+    text = text.replace("../demo-work/tally", str(repo))
+    text = re.sub(r"python:\n(  .*\n)+", f"python:\n  executable: {host}\n", text, count=1)
+    recipe = parse_recipe(text, tmp_path / "r.yaml")
+    sha = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "v0.2"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    script = plain_script(
+        PlainInputs(
+            recipe=recipe,
+            recipe_dir=tmp_path,
+            title="t",
+            ext_repo=str(repo),
+            ext_sha=sha,
+            ext_backend="setuptools",
+            runs=1,
+        )
+    )
+    lines = script.splitlines()
+    assert '[ -x "$WORK/venv/bin/python" ] || "$PYTHON" -m venv "$WORK/venv"' in lines
+    assert '"$WORK/venv/bin/python" -m pip install -q pytest pytest-run-parallel' in lines
+    assert 'PYTHON="$WORK/venv/bin/python"' in lines
+    play = tmp_path / "play"
+    play.mkdir()
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=play, capture_output=True, text=True, timeout=600
+    )
+    assert "race not reproduced in 1 runs" in done.stdout, done.stdout + done.stderr
+    venv = play / "repro-work" / "venv"
+    (module,) = venv.glob("lib/python*/site-packages/tally/_tally*.so")
+    symbols = subprocess.run(["nm", "-D", str(module)], capture_output=True, text=True).stdout
+    assert "__tsan_" in symbols
+    assert (venv / "bin" / "pytest").exists()

@@ -102,6 +102,23 @@ def test_placeholder_values_are_one_shell_word() -> None:
     assert argv == ["/a b/w'x/c", "8"]
 
 
+def test_shell_braces_are_the_shells_own() -> None:
+    """A group `{ a; b; }`, `${VAR}` and brace expansion stay shell code (met on bitarray's
+    recipe, where `{ ...; }` was refused as an unknown placeholder); a name in braces is
+    still a placeholder, and a misspelt one is still an error."""
+    from repro.app.context import expand_for_shell
+    from repro.errors import ReproError
+
+    values = {"work": "/a b", "python": "/usr/bin/python3"}
+    code = 'W=w; { echo "${W}"; echo {x,y}; echo {1..2}; } && echo {work}'
+    expanded = expand_for_shell(code, values)
+    assert expanded == "W=w; { echo \"${W}\"; echo {x,y}; echo {1..2}; } && echo '/a b'"
+    out = subprocess.run(["bash", "-c", expanded], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["w", "x y", "1 2", "/a b"]
+    with pytest.raises(ReproError, match=r"unknown placeholder \{pyhton\}"):
+        expand_for_shell("{pyhton} -V", values)
+
+
 HOSTILE_TEXT = "<script>alert(1)</script> <img src=x onerror=alert(2)> <svg/onload=alert(3)>"
 
 

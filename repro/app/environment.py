@@ -252,19 +252,25 @@ def _python_section(py: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _extension_build_env(key: str | None) -> dict[str, str] | None:
-    """The environment the extension was built with, as the build cache recorded it."""
+def _extension_build(key: str | None) -> dict[str, Any]:
+    """What the build cache recorded of the extension's build: its environment, and for a
+    Python package its build backend (the report's plain script builds it the same way)."""
     if not key:
-        return None
+        return {"build_env": None}
     try:
         from repro.builds.cache import META_FILE
         from repro.paths import cache_dir
 
         meta = json.loads((cache_dir() / "builds" / key / META_FILE).read_text())
     except (OSError, ValueError, ImportError):
-        return None
+        return {"build_env": None}
     env = meta.get("env")
-    return {str(k): str(v) for k, v in env.items()} if isinstance(env, Mapping) else None
+    out: dict[str, Any] = {
+        "build_env": {str(k): str(v) for k, v in env.items()} if isinstance(env, Mapping) else None
+    }
+    if isinstance(meta.get("backend"), str):
+        out["backend"] = meta["backend"]
+    return out
 
 
 def _symbolizer_section(chosen: Any) -> dict[str, Any]:
@@ -372,7 +378,7 @@ def collect_environment(
         snap["extension"] = {
             "repo": ext.get("repo"),
             "sha": ext.get("sha"),
-            "build_env": _extension_build_env(ext.get("key")),
+            **_extension_build(ext.get("key")),
         }
     run: dict[str, Any] = {}
     for k in ("command", "cwd", "threads", "switch_interval", "prefix", "tsan_options"):

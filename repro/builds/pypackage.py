@@ -107,29 +107,54 @@ def tools_needed(backend: str, requires: Sequence[str]) -> tuple[str, ...]:
     return tuple(t for t in wanted.get(backend, ()) if shutil.which(t) is None and t not in named)
 
 
+def tsan_settings(
+    backend: str,
+    *,
+    compiler: str | None,
+    rust_target: str | None,
+    config_settings: Mapping[str, str | tuple[str, ...]],
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """(environment, PEP 517 config settings) that make ``backend`` build with TSAN and -g.
+
+    The one place this is said: repro's builds and the report's plain script (which runs
+    ``pip install .`` with the same settings) both ask here. A backend repro does not know
+    gets the C flags, which setuptools, meson and CMake all read from the environment.
+    """
+    env: dict[str, str] = {}
+    settings: dict[str, Any] = {}
+    if compiler:
+        env["CC"] = compiler
+    if backend == "meson-python":
+        settings["setup-args"] = ["-Db_sanitize=thread", "-Db_lundef=false", "-Ddebug=true"]
+    elif backend == "maturin":
+        env.update(RUSTC_BOOTSTRAP="1", RUSTFLAGS=TSAN_RUSTFLAGS + " -g")
+        if rust_target:
+            settings["build-args"] = f"--target {rust_target}"
+    else:
+        env.update(CFLAGS=TSAN_CFLAGS, CXXFLAGS=TSAN_CFLAGS, LDFLAGS=TSAN_LDFLAGS)
+        if backend == "scikit-build-core":
+            settings["cmake.build-type"] = "RelWithDebInfo"
+    for k, v in config_settings.items():
+        settings[k] = list(v) if isinstance(v, tuple) else v
+    return env, settings
+
+
 def backend_flags(
     backend: Backend, python: PythonBuild, spec: ExtensionSpec
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """(environment, PEP 517 config settings) that make this backend build with TSAN and -g."""
-    env: dict[str, str] = {}
-    settings: dict[str, Any] = {}
-    if python.compiler:
-        env["CC"] = python.compiler
-    if backend.name in ("setuptools", "scikit-build-core"):
-        env.update(CFLAGS=TSAN_CFLAGS, CXXFLAGS=TSAN_CFLAGS, LDFLAGS=TSAN_LDFLAGS)
-        if backend.name == "scikit-build-core":
-            settings["cmake.build-type"] = "RelWithDebInfo"
-    elif backend.name == "meson-python":
-        settings["setup-args"] = ["-Db_sanitize=thread", "-Db_lundef=false", "-Ddebug=true"]
-    elif backend.name == "maturin":
+    """:func:`tsan_settings` for this machine (maturin needs rustc's host triple)."""
+    target = None
+    if backend.name == "maturin":
         info = rustc_info()
         if info is None:
             raise BuildError("a maturin package needs rustc and cargo; see `repro doctor`")
-        env.update(RUSTC_BOOTSTRAP="1", RUSTFLAGS=TSAN_RUSTFLAGS + " -g")
-        settings["build-args"] = f"--target {info[0]}"
-    for k, v in spec.config_settings.items():
-        settings[k] = list(v) if isinstance(v, tuple) else v
-    return env, settings
+        target = info[0]
+    return tsan_settings(
+        backend.name,
+        compiler=python.compiler,
+        rust_target=target,
+        config_settings=spec.config_settings,
+    )
 
 
 # --- the host's pip, asked for the target's wheels ------------------------------------

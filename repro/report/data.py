@@ -590,6 +590,7 @@ def _plain_inputs(
     inp.python_commit = py_env.get("commit")
     ext_env = env.get("extension") or {}
     inp.build_env = ext_env.get("build_env")
+    inp.ext_backend = ext_env.get("backend")
     if files.kind == "stress":
         inp.ext_sha = (ctx.get("extension") or {}).get("sha")
     elif bisect is not None and bisect.get("commits"):

@@ -125,6 +125,7 @@ class PlainInputs:
     timeout: float | None = None
     runs: int = 100
     rust_host: str | None = None
+    ext_backend: str | None = None  # a Python package's build backend, as repro built it
 
 
 def _export(name: str, value: str, refs: frozenset[str] = frozenset()) -> str:
@@ -254,6 +255,9 @@ def _extension_lines(inp: PlainInputs, out: list[str], python: str | None, step:
         f"cd {name}",
         f"git checkout -q --detach {shq(sha)}",
     ]
+    if ext.kind == "python-package":
+        _package_lines(inp, out)
+        return f"$WORK/{name}"
     env: dict[str, str] = {}
     if python is not None:
         env["PYO3_PYTHON"] = "$PYTHON"
@@ -288,6 +292,47 @@ def _extension_lines(inp: PlainInputs, out: list[str], python: str | None, step:
     out += list(ext.build)
     out.append('cd "$WORK"')
     return f"$WORK/{name}"
+
+
+def _package_lines(inp: PlainInputs, out: list[str]) -> None:
+    """A Python package: an environment of the Python under test, the package installed into
+    it by pip with the TSAN settings repro built it with; ``$PYTHON`` becomes that
+    environment's interpreter (what ``{python}`` means in the reproducer)."""
+    from repro.builds.pypackage import PYTEST_TOOLS, tsan_settings
+
+    ext = inp.recipe.extension
+    assert ext is not None
+    backend = inp.ext_backend or "setuptools"
+    compiler = inp.recipe.python.compiler if inp.recipe.python else None
+    env, settings = tsan_settings(
+        backend,
+        compiler=compiler,
+        rust_target=inp.rust_host or "x86_64-unknown-linux-gnu",
+        config_settings=ext.config_settings,
+    )
+    env.update(ext.env)
+    requirements = list(ext.requirements)
+    if inp.recipe.reproducer.pytest is not None:
+        requirements += [t for t in PYTEST_TOOLS if t not in requirements]
+    if inp.ext_backend is None:
+        out.append(comment("(built as a C extension: meson-python and maturin need other flags)"))
+    out += [
+        comment(f"its {backend} build with TSAN, installed into an environment of that Python"),
+        '[ -x "$WORK/venv/bin/python" ] || "$PYTHON" -m venv "$WORK/venv"',
+    ]
+    if requirements:
+        out.append(
+            '"$WORK/venv/bin/python" -m pip install -q ' + " ".join(shq(r) for r in requirements)
+        )
+    out += [_export(k, env[k]) for k in sorted(env)]
+    config: list[str] = []
+    for key, value in settings.items():
+        for v in value if isinstance(value, list) else [value]:
+            config.append(shq(f"--config-settings={key}={v}"))
+    out.append(
+        '"$WORK/venv/bin/python" -m pip install -q --force-reinstall ' + " ".join([*config, "."])
+    )
+    out += ['PYTHON="$WORK/venv/bin/python"', 'cd "$WORK"']
 
 
 def plain_script(inp: PlainInputs) -> str:
