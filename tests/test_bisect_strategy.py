@@ -26,6 +26,7 @@ from repro.strategy.bisect import (
     RateBelief,
     SimResult,
     baseline_git_bisect,
+    clean_end_prior,
     simulate,
 )
 
@@ -602,3 +603,70 @@ def test_propose_probes_passes_the_answer_through() -> None:
         bis.record_run(1, False)
     assert isinstance(bis.next_step(), Done)
     assert propose_probes(bis, 4) == bis.next_step()
+
+
+# ------------------------------------------------------- the clean end inside the posterior
+
+
+def test_a_hit_at_the_unverified_clean_end_says_no_clean_position() -> None:
+    bis = Bisector(20, calib_hits=3, calib_runs=6, clean_end_racy=clean_end_prior(20))
+    first = bis.next_step()
+    assert isinstance(first, Probe) and first.index < 19
+    bis.record_run(19, True)
+    step = bis.next_step()
+    assert isinstance(step, Done) and (step.lo, step.hi) == (20, 20) and step.confidence == 1.0
+
+
+def test_racy_clean_end_is_not_claimed_on_the_prior_alone() -> None:
+    # Hits right up to the last commit before the clean end: "racy there too" is then the
+    # likeliest answer, but it is only said after a run at the clean end itself.
+    bis = Bisector(200, calib_hits=3, calib_runs=6, clean_end_racy=0.5)
+    bis.record_run(198, True)
+    step = bis.next_step()
+    assert isinstance(step, Probe) and step.index == 199
+
+
+def test_the_unverified_clean_end_costs_a_build_only_when_asked_for() -> None:
+    verified = Bisector(50, calib_hits=3, calib_runs=10)
+    open_end = Bisector(50, calib_hits=3, calib_runs=10, clean_end_racy=clean_end_prior(50))
+    assert 49 in verified._built and 49 not in open_end._built
+    assert len(open_end.posterior_b()) == 51
+    assert sum(open_end.posterior_b()) == pytest.approx(1.0)
+    assert open_end.posterior_b()[50] == pytest.approx(1 / 50)
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.99])
+def test_error_rate_within_confidence_with_the_clean_end_in_the_posterior(
+    confidence: float,
+) -> None:
+    """The guarantee with the clean end as a hypothesis: boundaries drawn from the prior the
+    strategy states, ``b == n`` (the clean end racy too) included at ``1/n``."""
+    rng = random.Random(20261201)
+    trials = 1200
+    errors = racy_end_trials = racy_end_errors = 0
+    runs = []
+    for _ in range(trials):
+        n, _, p, skips = random_case(rng)
+        b = rng.randint(1, n)  # uniform over 1..n: b == n with probability 1/n
+        res = simulate(
+            n,
+            b,
+            p,
+            random.Random(rng.getrandbits(64)),
+            confidence=confidence,
+            skips=skips,
+            clean_end_racy=clean_end_prior(n),
+        )
+        errors += not res.correct
+        runs.append(res.runs)
+        if b == n:
+            racy_end_trials += 1
+            racy_end_errors += not res.correct
+    allowed = 1.0 - confidence
+    bound = trials * allowed + 3.0 * math.sqrt(trials * allowed * confidence)
+    print(
+        f"\nclean end in the posterior, confidence {confidence}: {errors}/{trials} wrong "
+        f"(bound {bound:.1f}); racy clean end {racy_end_errors}/{racy_end_trials} wrong; "
+        f"mean runs {statistics.fmean(runs):.0f}"
+    )
+    assert errors <= bound

@@ -182,7 +182,9 @@ def test_bisect_report(demo: Demo) -> None:
     # The step table: both ends, the culprit marked, oldest first.
     assert "| commit | subject | build | runs | hits | other races | verdict |" in md
     steps = b["steps"]
-    assert steps[0]["end"] == "racy end" and steps[-1]["end"] == "clean end"
+    # The clean end is run only if the search asked for it; if so, it comes last.
+    assert steps[0]["end"] == "racy end"
+    assert all(s["end"] != "clean end" for s in steps[:-1])
     assert [s["order"] for s in steps] == sorted(s["order"] for s in steps)
     assert any(s["culprit"] and s["id"] == fix for s in steps)
     assert "**culprit**" in md
@@ -221,18 +223,22 @@ def _check_suppressions(md: str, worktree: Path) -> None:
     supp = worktree / "supp.txt"
     supp.write_text(block.group(1) + "\n")
 
-    def races(options: str) -> int:
+    def races(options: str, runs: int, stop_at_first: bool = False) -> int:
         n = 0
-        for _ in range(30):
+        for _ in range(runs):
             out = subprocess.run(
                 ["./stress_test", "3", "100", "1000"], cwd=worktree, capture_output=True,
                 text=True, env={**os.environ, "TSAN_OPTIONS": options}, timeout=60,
             )  # fmt: skip
             n += "WARNING: ThreadSanitizer: data race" in out.stderr
+            if n and stop_at_first:
+                break
         return n
 
-    assert races(f"suppressions={supp}") == 0
-    assert races("") > 0
+    assert races(f"suppressions={supp}", 30) == 0
+    # Without them it shows; the demo race is intermittent (0 in 30 runs once, under load),
+    # so run until it does, within a bound that a working race never comes near.
+    assert races("", 300, stop_at_first=True) > 0
 
 
 def test_other_races_are_listed(demo: Demo, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`repro bisect`: calibrate, verify both ends, then let the strategy pick commits.
+"""`repro bisect`: calibrate the racy end, then let the strategy pick commits.
 
 The strategy (repro.strategy.bisect) is pure; this module does the I/O around it:
 building commits, running the reproducer, and logging every event to the run
@@ -50,7 +50,7 @@ from repro.runlog import (
     UnusableEvent,
 )
 from repro.runlog.bisect_view import position_rows
-from repro.strategy.bisect import Bisector, Done, Probe, RateBelief
+from repro.strategy.bisect import Bisector, Done, Probe, RateBelief, clean_end_prior
 from repro.strategy.terms import Find, Side, Terms
 from repro.text import truncate
 from repro.tsan.outcome import Outcome
@@ -209,6 +209,7 @@ class BisectRun:
             run_cost=ev.run_cost,
             batch=ev.batch,
             anchors=list(ev.anchors) if ev.anchors is not None else None,
+            clean_end_racy=ev.clean_end_racy,
         )
         # Everything measured before the strategy existed counts too.
         for pos, st in self.record.positions.items():
@@ -327,6 +328,8 @@ class BisectRun:
         lo = min((b for b, w in enumerate(post) if w > 1e-4), default=best)
         hi = max((b for b, w in enumerate(post) if w > 1e-4), default=best)
         span = f"plausible range {hi - lo + 1} {self.terms.units}"
+        if best >= len(self.positions):
+            return f"the race may show at the {self.terms.clean_word} end too; {span}"
         c_lo, _ = self.terms.culprit_positions(best, best)
         if post[best] < 0.25 or not 0 <= c_lo < len(self.positions):
             return span
@@ -597,6 +600,17 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
         assert run.bisector is not None
         while True:
             step = run.bisector.next_step()
+            if isinstance(step, Done) and step.lo >= len(run.positions):
+                last = len(run.positions) - 1
+                c = run.stats(last).counts
+                _stop(
+                    run,
+                    f"The target race reproduces at the {run.terms.clean_word} end "
+                    f"{run.positions[last].label} ({c.hits} of {c.evidence} runs): "
+                    f"it is not a clean end. Pick a later fixed {run.terms.unit} "
+                    "(or an earlier clean one).",
+                )
+                return _finish(run, opts, None)
             if isinstance(step, Done):
                 return _finish(run, opts, step)
             assert isinstance(step, Probe)
@@ -609,6 +623,17 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
             )
             state = run.run(pos, Limits(runs=step.runs, until_hits=1, jobs=run.jobs), "bisect")
             st = run.stats(pos)
+            if st.unusable and pos == len(run.positions) - 1:
+                terms = run.terms
+                _stop(
+                    run,
+                    f"the {terms.clean_word} end does not build or run: "
+                    f"{st.build_error or st.unusable}. Pick another {terms.clean_word} "
+                    f"{terms.unit} ({terms.clean_option}): for a fix, a later one that builds "
+                    "(it must still contain the fix); for a regression, an earlier one.",
+                    f"The {terms.clean_word} end cannot be tested:",
+                )
+                return _finish(run, opts, None)
             if st.unusable:
                 if state is not None:  # a build failure has said so already
                     console.print(f"  [yellow]skip[/] {escape(st.unusable)}")
@@ -650,7 +675,12 @@ def _stop(run: BisectRun, failure: str, heading: str | None = None) -> bool:
 
 
 def _calibrate(run: BisectRun, opts: BisectOptions) -> bool:
-    """Measure the rate at the racy end and check the clean end; False stops the bisect."""
+    """Measure the rate at the racy end; False stops the bisect.
+
+    The clean end is not run apart any more: the strategy holds "racy there too" as one
+    more hypothesis (``clean_end_prior``), so the misses that confirm the answer rule it
+    out as well, and the end is built and run only if the search asks for it.
+    """
     from repro.strategy.stats import format_rate, upper_rate_if_clean
 
     console = run.console
@@ -684,42 +714,12 @@ def _calibrate(run: BisectRun, opts: BisectOptions) -> bool:
             "Check the recipe's target and reproducer, or raise --calibration-runs.",
         )
     belief = RateBelief.from_calibration(c0.hits, c0.evidence)
-    need = belief.runs_to_rule_out(float(meta["confidence"]))
     last = n - 1
-    cl = run.stats(last).counts
-    if cl.evidence < need and not cl.hits:
-        console.print(
-            f"[bold]verifying[/] the {terms.clean_word} end {escape(run.describe(last))}: "
-            f"{need} runs"
-        )
-        run.run(last, Limits(runs=need - cl.evidence, until_hits=1, jobs=run.jobs), "verify")
     stl = run.stats(last)
-    cl = stl.counts
-    if stl.built is False or stl.unusable:
-        return _stop(
-            run,
-            f"the {terms.clean_word} end does not build or run: "
-            f"{stl.build_error or stl.unusable}. Pick another {terms.clean_word} "
-            f"{terms.unit} ({terms.clean_option}): for a fix, a later one that builds "
-            "(it must still contain the fix); for a regression, an earlier one.",
-            f"The {terms.clean_word} end cannot be tested:",
-        )
-    if cl.hits:
-        return _stop(
-            run,
-            f"The target race reproduces at the {terms.clean_word} end "
-            f"{run.positions[last].label} ({cl.hits} of {cl.evidence} runs): "
-            f"it is not a clean end. Pick a later fixed {terms.unit} "
-            "(or an earlier clean one).",
-        )
-    if cl.evidence < need:
-        return _stop(
-            run,
-            f"the {terms.clean_word} end {run.positions[last].label} gave only "
-            f"{cl.evidence} runs that could show the race ({cl.not_evidence} could not)",
-            f"The {terms.clean_word} end cannot be verified:",
-        )
-    console.print(f"  {terms.clean_word} end: 0 hits in {cl.evidence} runs")
+    console.print(
+        f"  the {terms.clean_word} end {escape(run.describe(last))} is checked inside the "
+        "search: the misses that confirm the answer rule out a racy end too"
+    )
     built = [s.build_seconds for s in (st0, stl) if s.built]
     mean_run = run.record.mean_run_seconds()
     build_cost = max(max(built, default=0.0), 30.0 * max(mean_run, 0.01), 1.0)
@@ -732,6 +732,7 @@ def _calibrate(run: BisectRun, opts: BisectOptions) -> bool:
             run_cost=max(mean_run, 0.001),
             batch=run.jobs,
             anchors=tuple(meta["anchors"]) if meta.get("anchors") is not None else None,
+            clean_end_racy=clean_end_prior(n),
         )
     )
     _print_plan(run, belief, build_cost, max(mean_run, 0.001))

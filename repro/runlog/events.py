@@ -187,10 +187,14 @@ class StrategyEvent:
     run_cost: float
     batch: int
     anchors: tuple[int, ...] | None = None
+    # Prior probability that the race shows at the clean end too (0: verified before the
+    # search, as run directories from before this field did).
+    clean_end_racy: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "event": self.TYPE,
+            "clean_end_racy": self.clean_end_racy,
             "confidence": self.confidence,
             "calib_hits": self.calib_hits,
             "calib_runs": self.calib_runs,
@@ -211,6 +215,7 @@ class StrategyEvent:
             run_cost=float(d["run_cost"]),
             batch=int(d.get("batch") or 1),
             anchors=tuple(int(a) for a in anchors) if anchors is not None else None,
+            clean_end_racy=float(d.get("clean_end_racy") or 0.0),
         )
 
 

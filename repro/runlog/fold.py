@@ -276,8 +276,8 @@ def step_verdict(p: PositionRecord, clean_end: bool, p_clean: float | None = Non
         return "skipped"
     if c.hits:
         return "racy"
-    if clean_end and c.evidence:
-        return "clean (verified end)"
+    if clean_end and c.evidence and (p_clean is None or p_clean >= 1.0 - 1e-9):
+        return "clean (verified end)"  # checked apart, before the search (older run dirs)
     if not c.evidence:
         return "untested" if p.tested else ""
     if p_clean is not None:

@@ -17,7 +17,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from repro.strategy.bisect import Bisector, Done, RateBelief
+from repro.strategy.bisect import Bisector, Done, RateBelief, clean_end_prior
 
 __all__ = ["Plan", "capacity", "fano_bound", "plan"]
 
@@ -97,6 +97,7 @@ def plan(
             calib_runs=runs_cal,
             build_cost=build_seconds,
             run_cost=max(run_seconds, 1e-6),
+            clean_end_racy=clean_end_prior(n),
         )
         runs = 0
         built: set[int] = set()
