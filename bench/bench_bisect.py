@@ -28,7 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from repro.strategy.bisect import RateBelief, SimResult, baseline_git_bisect, simulate
+from repro.strategy.bisect import (
+    RateBelief,
+    SimResult,
+    baseline_git_bisect,
+    clean_end_prior,
+    simulate,
+)
 from repro.strategy.information import fano_bound
 
 __all__ = [
@@ -179,6 +185,11 @@ def main() -> None:
         "--single-rate", action="store_true", help="repro with one calibrated rate (no mixture)"
     )
     ap.add_argument("--repro-only", action="store_true", help="skip the git bisect baselines")
+    ap.add_argument(
+        "--verified-end",
+        action="store_true",
+        help="repro as before: the clean end checked apart before the search",
+    )
     args = ap.parse_args()
     mixture = ((1.0, 1.0),) if args.single_rate else None
     build_cost = args.build_cost
@@ -187,7 +198,8 @@ def main() -> None:
         f"trials per cell: {args.trials}; build = {build_cost:g} s, run = {RUN_COST:g} s; "
         f"unusable commits: {100 * args.skips:g}%; repro confidence 0.99, batch {args.batch}; "
         f"interior rate x{args.interior_rate:g}; "
-        f"{'single calibrated rate' if args.single_rate else 'rate mixture'}\n"
+        f"{'single calibrated rate' if args.single_rate else 'rate mixture'}; clean end "
+        f"{'checked apart' if args.verified_end else 'in the posterior'}\n"
     )
     print(
         "|     n |    p | method             | accuracy |     runs | (bisect) |  bound | ratio "
@@ -229,6 +241,7 @@ def main() -> None:
                         batch=args.batch,
                         interior_rate=p * args.interior_rate,
                         rate_mixture=mixture,
+                        clean_end_racy=0.0 if args.verified_end else clean_end_prior(n),
                     )
                 )
                 if args.repro_only:
