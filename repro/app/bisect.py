@@ -8,10 +8,12 @@ events into a fresh strategy and continues exactly where the last process stoppe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +52,14 @@ from repro.runlog import (
     UnusableEvent,
 )
 from repro.runlog.bisect_view import position_rows
-from repro.strategy.bisect import Bisector, Done, Probe, RateBelief, clean_end_prior
+from repro.strategy.bisect import (
+    Bisector,
+    Done,
+    Probe,
+    RateBelief,
+    clean_end_prior,
+    propose_probes,
+)
 from repro.strategy.terms import Find, Side, Terms
 from repro.text import truncate
 from repro.tsan.outcome import Outcome
@@ -71,6 +80,16 @@ class StopBisect(Exception):
     def __init__(self, outcome: Outcome) -> None:
         super().__init__(outcome.value)
         self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One probe's share of a parallel round: cluster slots, its first run index (the
+    round hands out disjoint index ranges, one per probe), and the round's stop."""
+
+    slots: int
+    first_index: int
+    stop: threading.Event
 
 
 @dataclass
@@ -260,8 +279,20 @@ class BisectRun:
         self._prepared[pos] = prepared
         return prepared
 
-    def run(self, pos: int, limits: Limits, phase: str) -> StressState | None:
-        """Runs at one position; None when it cannot be built."""
+    def run(
+        self,
+        pos: int,
+        limits: Limits,
+        phase: str,
+        *,
+        lane: Lane | None = None,
+    ) -> StressState | None:
+        """Runs at one position; None when it cannot be built.
+
+        ``lane`` is this probe's share of a parallel round (``_probe_round``): its own
+        slots on the cluster, its own run indices, the round's stop, and no live panel
+        (one terminal shows one).
+        """
         prepared = self.build(pos)
         if prepared is None:
             return None
@@ -278,17 +309,25 @@ class BisectRun:
             ticker(state)
 
         st = self.stats(pos)
-        with Live(view, console=self.console, refresh_per_second=4, transient=True):
+        executor = self._executor(prepared, lane.slots if lane is not None else None)
+        live: contextlib.AbstractContextManager[Any] = (
+            Live(view, console=self.console, refresh_per_second=4, transient=True)
+            if lane is None
+            else contextlib.nullcontext()
+        )
+        with live:
             state, interrupted = stress_loop(
                 prepared.spec,
                 prepared.matcher,
                 limits,
                 self.runlog,
                 total=st.counts,
+                first_index=lane.first_index if lane is not None else None,
                 on_change=on_change,
                 tags=Tags(pos=pos, id=self.positions[pos].id, phase=phase),
                 other_races=lambda: (st.runs_with_other, len(st.other_signatures)),
-                executor=self._executor(prepared),
+                executor=executor,
+                stop=lane.stop if lane is not None else None,
             )
         if interrupted:
             raise KeyboardInterrupt
@@ -309,13 +348,21 @@ class BisectRun:
             )
         return state
 
-    def _executor(self, prepared: Prepared) -> Runner | None:
+    def _executor(self, prepared: Prepared, slots: int | None = None) -> Runner | None:
         """Dask tasks on the workers that hold this build, or None: threads here."""
-        from repro.app.cluster import ClusterPrepared
+        from repro.app.cluster import ClusterPrepared, DaskRunner
 
         if self.cluster is None or not isinstance(prepared, ClusterPrepared):
             return None
+        if slots is not None:
+            return DaskRunner(self.cluster.client, prepared, slots)
         return self.cluster.runner(prepared)
+
+    def parallel_probes(self) -> int:
+        """How many probes a round runs at once: one per cluster thread, else one."""
+        if self.cluster is None:
+            return 1
+        return max(1, sum(self.cluster.workers().values()))
 
     # -- reporting ----------------------------------------------------------------
 
@@ -598,8 +645,16 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
         if run.bisector is None and not _calibrate(run, opts):
             return _finish(run, opts, None)
         assert run.bisector is not None
+        k = run.parallel_probes()
         while True:
-            step = run.bisector.next_step()
+            proposed = propose_probes(run.bisector, k) if k > 1 else run.bisector.next_step()
+            if isinstance(proposed, list) and len(proposed) > 1:
+                _probe_round(run, proposed)
+                last = len(run.positions) - 1
+                if run.stats(last).unusable and any(p.index == last for p in proposed):
+                    return _clean_end_unusable(run, opts)
+                continue
+            step = proposed[0] if isinstance(proposed, list) else proposed
             if isinstance(step, Done) and step.lo >= len(run.positions):
                 last = len(run.positions) - 1
                 c = run.stats(last).counts
@@ -624,26 +679,8 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
             state = run.run(pos, Limits(runs=step.runs, until_hits=1, jobs=run.jobs), "bisect")
             st = run.stats(pos)
             if st.unusable and pos == len(run.positions) - 1:
-                terms = run.terms
-                _stop(
-                    run,
-                    f"the {terms.clean_word} end does not build or run: "
-                    f"{st.build_error or st.unusable}. Pick another {terms.clean_word} "
-                    f"{terms.unit} ({terms.clean_option}): for a fix, a later one that builds "
-                    "(it must still contain the fix); for a regression, an earlier one.",
-                    f"The {terms.clean_word} end cannot be tested:",
-                )
-                return _finish(run, opts, None)
-            if st.unusable:
-                if state is not None:  # a build failure has said so already
-                    console.print(f"  [yellow]skip[/] {escape(st.unusable)}")
-            elif state is not None and state.session.runs:
-                s = state.session
-                verdict = "[red]racy[/]" if s.hits else "no hit"
-                not_counted = f" ({s.not_evidence} not counted)" if s.not_evidence else ""
-                console.print(
-                    f"  {verdict}: {s.hits}/{s.evidence} runs{not_counted}; {run.posterior_line()}"
-                )
+                return _clean_end_unusable(run, opts)
+            _say_step(run, pos, state)
     except KeyboardInterrupt:
         run.rundir.update_meta(status="interrupted")
         console.print(
@@ -827,6 +864,104 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
     if opts.then_git and terms.side is Side.VERSIONS:
         return _continue_over_commits(run, opts, done)
     return 0
+
+
+def _say_step(run: BisectRun, pos: int, state: StressState | None, prefix: str = "") -> None:
+    """One line on what a probe found."""
+    st = run.stats(pos)
+    if st.unusable:
+        if state is not None:  # a build failure has said so already
+            run.console.print(f"  {prefix}[yellow]skip[/] {escape(st.unusable)}")
+    elif state is not None and state.session.runs:
+        s = state.session
+        verdict = "[red]racy[/]" if s.hits else "no hit"
+        not_counted = f" ({s.not_evidence} not counted)" if s.not_evidence else ""
+        run.console.print(
+            f"  {prefix}{verdict}: {s.hits}/{s.evidence} runs{not_counted}; {run.posterior_line()}"
+        )
+
+
+def _clean_end_unusable(run: BisectRun, opts: BisectOptions) -> int:
+    terms = run.terms
+    st = run.stats(len(run.positions) - 1)
+    _stop(
+        run,
+        f"the {terms.clean_word} end does not build or run: "
+        f"{st.build_error or st.unusable}. Pick another {terms.clean_word} "
+        f"{terms.unit} ({terms.clean_option}): for a fix, a later one that builds "
+        "(it must still contain the fix); for a regression, an earlier one.",
+        f"The {terms.clean_word} end cannot be tested:",
+    )
+    return _finish(run, opts, None)
+
+
+def _probe_round(run: BisectRun, probes: list[Probe]) -> None:
+    """Several probes at once, one per cluster thread (``propose_probes``).
+
+    Builds first, one after the other (a cluster build already uses every worker); then
+    each probe's loop in its own thread with its share of the slots and its own range of
+    run indices. Every result goes through the one run log (it serialises), so the
+    strategy sees each as it lands; the next round is asked for when all have ended.
+    Ctrl-C reaches the main thread only: it sets the round's stop, which every loop
+    reads, and the runs that finished are kept as always.
+    """
+    console = run.console
+    names = ", ".join(f"{escape(run.describe(p.index))} (up to {p.runs})" for p in probes)
+    console.print(f"[bold]round[/] of {len(probes)} probes at once: {names}", highlight=False)
+    ready = [p for p in probes if run.build(p.index) is not None]
+    if not ready:
+        return
+    slots = max(1, run.parallel_probes() // len(ready))
+    stop = threading.Event()
+    states: dict[int, StressState | None] = {}
+    errors: list[BaseException] = []
+    base = run.record.next_index
+    lanes: list[tuple[Probe, Lane]] = []
+    for p in ready:
+        lanes.append((p, Lane(slots, base, stop)))
+        base += p.runs
+
+    def one(p: Probe, lane: Lane) -> None:
+        try:
+            states[p.index] = run.run(
+                p.index, Limits(runs=p.runs, until_hits=1, jobs=slots), "bisect", lane=lane
+            )
+        except KeyboardInterrupt:
+            states[p.index] = None
+        except BaseException as exc:  # raised again in the main thread
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=one, args=pl, daemon=True) for pl in lanes]
+    for t in threads:
+        t.start()
+    answered = False
+    try:
+        while any(t.is_alive() for t in threads):
+            next(t for t in threads if t.is_alive()).join(0.2)
+            if not answered and _answered(run):
+                # One probe's runs settled it: the others' runs would only be spent.
+                answered = True
+                stop.set()
+    except KeyboardInterrupt:
+        stop.set()
+        for t in threads:
+            t.join()
+        raise
+    if errors:
+        raise errors[0]
+    if stop.is_set() and not answered:
+        raise KeyboardInterrupt
+    for p, _ in lanes:
+        _say_step(run, p.index, states.get(p.index), f"{escape(run.positions[p.index].label)}: ")
+
+
+def _answered(run: BisectRun) -> bool:
+    """Does the evidence so far already give the answer? (Read under the run log's lock:
+    the probes' threads feed the strategy through it.)"""
+    assert run.bisector is not None
+    with run.runlog.lock:
+        return isinstance(run.bisector.next_step(), Done)
 
 
 def release_tags(run: BisectRun, done: Done) -> tuple[str, str]:

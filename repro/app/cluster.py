@@ -198,13 +198,19 @@ def cancel_session(sid: str) -> None:
 
 # The parsed log stays on the worker: the result already carries each report's signature
 # and target flag, and the kept logs travel as files.
-RemoteRun = tuple[RunResult, dict[str, bytes] | None, str]
+# A run cancelled on purpose comes back as (None, None, worker), not as an exception:
+# a task that raises is logged by its worker as "Compute Failed" with a traceback, on the
+# user's console, whenever the cancel reaches the worker before the future's release.
+RemoteRun = tuple[RunResult | None, dict[str, bytes] | None, str]
 
 
 def run_task(sid: str, req: BuildRequest, index: int) -> RemoteRun:
     """Dask task: one run on this worker, its logs returned and its folder removed."""
     prepared = prepare_here(req)
-    result, _ = run_once(prepared.spec, index, _work_dir(), prepared.matcher, _session(sid))
+    try:
+        result, _ = run_once(prepared.spec, index, _work_dir(), prepared.matcher, _session(sid))
+    except Cancelled:
+        return None, None, _worker_address()
     files: dict[str, bytes] | None = None
     folder = Path(result.log_dir) if result.log_dir else None
     if folder is not None:
@@ -284,6 +290,8 @@ class DaskRunner:
                 raise exc
             raise ReproError(f"run {index} failed on the cluster: {exc!r}")
         result, files, worker = res
+        if result is None:
+            return Finished(index)  # cancelled: never counted
         return Finished(index, result, files, worker)
 
     def wait(self, timeout: float | None) -> list[Finished]:

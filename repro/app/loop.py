@@ -9,6 +9,7 @@ be resumed, and a bisect in the same process reads the fold directly.
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,11 +142,14 @@ def stress_loop(
     elapsed_before: float = 0.0,
     other_races: Callable[[], tuple[int, int]] | None = None,
     executor: Runner | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[StressState, bool]:
     """Run until a limit is reached; returns the state and whether it was interrupted.
 
     ``executor`` is where the runs happen: by default a thread pool of ``limits.jobs``
-    on this machine (``spec``), or a cluster session (``repro.app.cluster``).
+    on this machine (``spec``), or a cluster session (``repro.app.cluster``). ``stop``
+    is Ctrl-C for a loop in another thread than the main one (a parallel bisect probe),
+    where no KeyboardInterrupt arrives: once set, the loop stops as if interrupted.
     """
     record = runlog.record
     state = StressState(
@@ -161,7 +165,7 @@ def stress_loop(
     launched = 0
 
     def should_launch() -> bool:
-        if state.stopping:
+        if state.stopping or (stop is not None and stop.is_set()):
             return False
         # Counted by launches, not results: the next run starts before the previous
         # one is recorded, so that bookkeeping never sits between two runs.
@@ -221,7 +225,13 @@ def stress_loop(
             timeout = None
             if limits.seconds is not None:
                 timeout = max(0.05, limits.seconds - state.elapsed())
+            if stop is not None:
+                timeout = 0.5 if timeout is None else min(timeout, 0.5)
             done = runner.wait(timeout)
+            if stop is not None and stop.is_set():
+                for fin in done:
+                    record_one(fin)
+                raise KeyboardInterrupt
             state.in_flight = runner.pending()
             if not done and limits.seconds is not None and state.elapsed() >= limits.seconds:
                 # Time is up: runs in flight are stopped and not counted.
@@ -257,6 +267,17 @@ def stress_loop(
 
 
 def _record(
+    done: Finished,
+    matcher: Matcher,
+    runlog: RunLog,
+    state: StressState,
+    tags: Tags,
+) -> None:
+    with runlog.lock:  # the check for new signatures and their logging, as one step
+        _record_locked(done, matcher, runlog, state, tags)
+
+
+def _record_locked(
     done: Finished,
     matcher: Matcher,
     runlog: RunLog,

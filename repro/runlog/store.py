@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -211,6 +212,9 @@ class RunLog:
         self.record = record if record is not None else Record()
         # Called with each event after the record took it (the bisect's strategy).
         self.listeners: list[Callable[[Event], None]] = []
+        # Parallel bisect probes log from several threads: one event (file, record,
+        # listeners) at a time, and a caller may hold it across a check-then-log.
+        self.lock = threading.RLock()
 
     @classmethod
     def resume(cls, path: Path) -> RunLog:
@@ -230,8 +234,9 @@ class RunLog:
             listener(event)
 
     def log(self, event: Event) -> None:
-        self.dir.append(event)
-        self.apply(event)
+        with self.lock:
+            self.dir.append(event)
+            self.apply(event)
 
     def write_signatures(self) -> None:
         """signatures.json: derived, for readers that want the catalogue alone."""
