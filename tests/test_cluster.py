@@ -228,7 +228,7 @@ def test_separate_processes_stress_and_bisect(demo: Path, tmp_path: Path) -> Non
         _check_stress(_only_dir(tmp_path / "shared-runs"), 6)
         out = tmp_path / "bisect.json"
         res = repro(
-            "bisect", str(demo), "--cluster", dask.address, "--runs-dir",
+            "bisect", str(demo), "--cluster", dask.address, "--probes", "2", "--runs-dir",
             str(tmp_path / "bisect"), "--json-out", str(out), env=_env(),
         )  # fmt: skip
         assert res.returncode == 0, res.stdout + res.stderr
@@ -414,7 +414,7 @@ def test_parallel_bisect_interrupted_and_resumed(demo: Path, tmp_path: Path) -> 
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "repro", "bisect", str(demo), "--set", SLOW,
-            "--workers", "2", "--runs-dir", str(runs_dir),
+            "--workers", "2", "--probes", "2", "--runs-dir", str(runs_dir),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

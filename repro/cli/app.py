@@ -281,6 +281,15 @@ def bisect(
     plan: Annotated[
         bool, typer.Option("--plan", help="Calibrate, say what the bisect will cost, stop.")
     ] = False,
+    probes: Annotated[
+        int | None,
+        typer.Option(
+            "--probes",
+            min=1,
+            help="With a cluster: commits probed at once (default: one per worker thread "
+            "when a build takes as long as 10 runs or more, else 1).",
+        ),
+    ] = None,
     workers: WorkersOpt = None,
     cluster: ClusterOpt = None,
     shared_cache: SharedCacheOpt = None,
@@ -315,6 +324,7 @@ def bisect(
         then_git=then_git,
         keep_going=keep_going,
         plan=plan,
+        probes=probes,
         workers=workers,
         cluster=cluster,
         shared_cache=shared_cache,
