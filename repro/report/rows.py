@@ -111,12 +111,11 @@ def _bisect_rows(b: Mapping[str, Any], s: Mapping[str, Any]) -> list[Row]:
     ce_runs = ce.get("evidence_runs", ce.get("runs", 0))
     fixed = b.get("direction") == "fix"
     rows.append(Row("Rate at the racy end", (Text(fmt.rate(s)),)))
-    rows.append(
-        Row(
-            f"{'Fixed' if fixed else 'Clean'} end",
-            (Text(f"{ce.get('hits', 0)} hits in {ce_runs} runs"),),
-        )
-    )
+    end_text = f"{ce.get('hits', 0)} hits in {ce_runs} runs"
+    if not ce_runs and not ce.get("hits"):
+        # Checked inside the search: the misses that confirm the answer rule out a racy end.
+        end_text = "not run: the runs at the answer rule out a racy end too"
+    rows.append(Row(f"{'Fixed' if fixed else 'Clean'} end", (Text(end_text),)))
     rows.append(Row("Time to first hit", (Text(fmt.first_hit(s)),)))
     rows.append(
         Row(
