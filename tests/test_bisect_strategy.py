@@ -670,3 +670,24 @@ def test_error_rate_within_confidence_with_the_clean_end_in_the_posterior(
         f"mean runs {statistics.fmean(runs):.0f}"
     )
     assert errors <= bound
+
+
+def test_answered_is_next_steps_answer_without_a_probe() -> None:
+    """What a round of parallel probes polls: the same stopping rule as next_step."""
+    bis = Bisector(12, calib_hits=5, calib_runs=6, clean_end_racy=clean_end_prior(12))
+    rng = random.Random(3)
+    for _ in range(2000):
+        step = bis.next_step()
+        answer = bis.answered()
+        if isinstance(step, Done):
+            assert answer == step
+            break
+        assert answer is None
+        for _ in range(step.runs):
+            hit = step.index < 5 and rng.random() < 0.8
+            bis.record_run(step.index, hit)
+            if hit:
+                break
+    else:
+        pytest.fail("no answer")
+    assert bis.answered() is not None and bis.answered().lo == 5  # type: ignore[union-attr]

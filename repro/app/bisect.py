@@ -980,7 +980,7 @@ def _answered(run: BisectRun) -> bool:
     the probes' threads feed the strategy through it.)"""
     assert run.bisector is not None
     with run.runlog.lock:
-        return isinstance(run.bisector.next_step(), Done)
+        return run.bisector.answered() is not None
 
 
 def release_tags(run: BisectRun, done: Done) -> tuple[str, str]:

@@ -343,18 +343,19 @@ class Bisector:
             raise ValueError(f"batch must be >= 1, got {batch}")
         if not 0.0 <= clean_end_racy < 1.0:
             raise ValueError(f"clean_end_racy must be in [0, 1), got {clean_end_racy}")
+        if prior is not None and len(prior) != n:
+            raise ValueError(f"prior must have n={n} entries (index = b), got {len(prior)}")
+        if anchors is not None and len(anchors) != n:
+            raise ValueError(f"anchors must have n={n} entries, got {len(anchors)}")
         self.n = n  # the caller's positions; one virtual clean position follows when unverified
         self._end_open = clean_end_racy > 0.0
         if self._end_open:
-            if prior is not None and len(prior) != n:
-                raise ValueError(f"prior must have n={n} entries (index = b), got {len(prior)}")
-            if anchors is not None and len(anchors) != n:
-                raise ValueError(f"anchors must have n={n} entries, got {len(anchors)}")
             inner = [0.0] + [1.0] * (n - 1) if prior is None else [float(w) for w in prior]
             inner_total = math.fsum(inner[1:])
-            if inner_total > 0:
-                scale = (1.0 - clean_end_racy) / inner_total
-                prior = [0.0] + [w * scale for w in inner[1:]] + [clean_end_racy]
+            if not inner_total > 0:
+                raise ValueError("prior gives no weight to any boundary 1..n-1")
+            scale = (1.0 - clean_end_racy) / inner_total
+            prior = [0.0] + [w * scale for w in inner[1:]] + [clean_end_racy]
             if anchors is not None:
                 anchors = [*anchors, int(anchors[-1]) + 1]
             n += 1
@@ -376,8 +377,6 @@ class Bisector:
         if prior is None:
             weights = [0.0] + [1.0] * (n - 1)
         else:
-            if len(prior) != n:
-                raise ValueError(f"prior must have n={n} entries (index = b), got {len(prior)}")
             weights = [0.0] + [float(w) for w in prior[1:]]
             if any(w < 0 or not math.isfinite(w) for w in weights):
                 raise ValueError("prior weights must be finite and >= 0")
@@ -395,8 +394,6 @@ class Bisector:
         if anchors is None:
             self._anchors: list[int] = list(range(n))
         else:
-            if len(anchors) != n:
-                raise ValueError(f"anchors must have n={n} entries, got {len(anchors)}")
             self._anchors = [int(a) for a in anchors]
 
         self._hits: dict[int, int] = {}
@@ -809,12 +806,25 @@ class Bisector:
                 bad = mid
         return batch * (good + 1)
 
+    def _holds(self, answer: Done, v: _View) -> bool:
+        """The stopping rule: the answer holds the requested confidence. "No clean position
+        in the range" is said only after a hit at the clean end, never on the prior alone."""
+        return answer.confidence >= self._confidence and (
+            answer.hi < self.n or v.floor >= self.n - 1
+        )
+
+    def answered(self) -> Done | None:
+        """The answer if the evidence so far gives it, without choosing a probe (cheap: a
+        caller watching runs land, such as a round of parallel probes, asks often)."""
+        v = self._view()
+        answer = self._answer(v)
+        return answer if self._holds(answer, v) else None
+
     def next_step(self) -> Step:
         """Either the next probe, or the answer once it is confident (or nothing can be learnt)."""
         v = self._view()
         answer = self._answer(v)
-        if answer.confidence >= self._confidence and (answer.hi < self.n or v.floor >= self.n - 1):
-            # "No clean position in the range" is said only after a hit at the clean end.
+        if self._holds(answer, v):
             return answer
         choice, rival = self._decide(v, self._built)
         if choice is None:
