@@ -282,8 +282,6 @@ class DaskRunner:
             from distributed.scheduler import KilledWorker
 
             exc = res[1] if isinstance(res, tuple) else res
-            if isinstance(exc, Cancelled):
-                return Finished(index)
             if isinstance(exc, KilledWorker):
                 return Finished(index, lost="its workers died while running it")
             if isinstance(exc, BaseException):
@@ -404,24 +402,6 @@ class Cluster:
             "shared_cache": str(self.shared_cache) if self.shared_cache else None,
         }
 
-    def request(
-        self,
-        loaded: LoadedRecipe,
-        overrides: Overrides,
-        *,
-        ext_ref: str | None = None,
-        python_ref: str | None = None,
-        python_version: str | None = None,
-    ) -> BuildRequest:
-        return BuildRequest.of(
-            loaded,
-            overrides,
-            ext_ref=ext_ref,
-            python_ref=python_ref,
-            python_version=python_version,
-            cache_dir=self.shared_cache,
-        )
-
     def prepare(self, req: BuildRequest) -> ClusterPrepared:
         """Build on every worker at once; the runs then go to those that succeeded.
 
@@ -469,12 +449,13 @@ class Cluster:
     ) -> ClusterPrepared:
         """``prepare`` with ``context.prepare``'s arguments, on the workers."""
         return self.prepare(
-            self.request(
+            BuildRequest.of(
                 loaded,
                 overrides,
                 ext_ref=ext_ref,
                 python_ref=python_ref,
                 python_version=python_version,
+                cache_dir=self.shared_cache,
             )
         )
 

@@ -210,7 +210,8 @@ def stress_loop(
             return
         if done.result is None:
             return  # cancelled: never counted
-        _record(done, matcher, runlog, state, tags)
+        with runlog.lock:  # the check for new signatures and their logging, as one step
+            _record(done, matcher, runlog, state, tags)
         result = done.result
         if result.outcome in limits.stop_on and state.stopped_by is None:
             state.stopped_by = result.outcome
@@ -267,17 +268,6 @@ def stress_loop(
 
 
 def _record(
-    done: Finished,
-    matcher: Matcher,
-    runlog: RunLog,
-    state: StressState,
-    tags: Tags,
-) -> None:
-    with runlog.lock:  # the check for new signatures and their logging, as one step
-        _record_locked(done, matcher, runlog, state, tags)
-
-
-def _record_locked(
     done: Finished,
     matcher: Matcher,
     runlog: RunLog,
