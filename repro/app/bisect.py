@@ -373,7 +373,7 @@ class BisectRun:
         """
         if self.cluster is None:
             return 1
-        threads = max(1, sum(self.cluster.workers().values()))
+        threads = self.cluster.threads()
         if self.probes is not None:
             return min(self.probes, threads)
         builds = [s.build_seconds for s in self.record.positions.values() if s.built]
@@ -544,7 +544,7 @@ def _run_bisect(opts: BisectOptions, console: Console, cluster: Cluster | None) 
     if cluster is not None:
         run.cluster = cluster
         # Probes are batched for the runs that go at once: every worker's thread.
-        run.jobs = max(1, sum(cluster.workers().values()))
+        run.jobs = cluster.threads()
     return _drive(run, opts)
 
 
@@ -930,7 +930,9 @@ def _probe_round(run: BisectRun, probes: list[Probe]) -> None:
     ready = [p for p in probes if run.build(p.index) is not None]
     if not ready:
         return
-    slots = max(1, run.parallel_probes() // len(ready))
+    # The cluster's threads shared out (not k's: with --probes 2 on 4 threads, 2 each).
+    assert run.cluster is not None
+    slots = max(1, run.cluster.threads() // len(ready))
     stop = threading.Event()
     states: dict[int, StressState | None] = {}
     errors: list[BaseException] = []

@@ -392,6 +392,10 @@ class Cluster:
         """Worker address to its threads."""
         return {str(k): int(v) for k, v in self.client.nthreads().items()}
 
+    def threads(self) -> int:
+        """How many runs the cluster takes at once (at least one)."""
+        return max(1, sum(self.workers().values()))
+
     def describe(self) -> dict[str, Any]:
         workers = self.workers()
         return {
@@ -436,7 +440,7 @@ class Cluster:
         )
 
     def runner(self, prepared: ClusterPrepared) -> DaskRunner:
-        return DaskRunner(self.client, prepared, sum(self.workers().values()))
+        return DaskRunner(self.client, prepared, self.threads())
 
     def prepare_local(
         self,
