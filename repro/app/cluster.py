@@ -369,7 +369,9 @@ class Cluster:
                 n_workers=workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                # Not None: that still takes port 8787, and a Python warning reaches
+                # the console when another Dask holds it. Any free port, said nowhere.
+                dashboard_address=":0",
                 silence_logs=logging.ERROR,
             )
         finally:
