@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""The demo bisect for real: one probe at a time with `-j 2`, against rounds of two probes
-at once with `--workers 2` (a LocalCluster of two processes, one run each).
+"""The demo bisect for real: one probe at a time with `-j 2` (threads here), one probe at a
+time on a LocalCluster of two worker processes, and two probes at once on that cluster.
 
 Same machine, same two cores, same build cache; configurations alternate, several rounds,
 medians reported (the machine is shared and noisy). Figures per bisect: the whole command's
-wall time, runs, builds and the answer. `-j 2` runs a probe's runs two at a time; a round
-runs two probes, one run each, so the comparison is two ways of spending the same two
+wall time, runs, builds and the answer. `-j 2` runs a probe's runs two at a time; two
+lanes run two probes, one run each, so the comparison is two ways of spending the same two
 slots: more runs of one commit, or one run of each of two.
 
-Usage: bench/bench_parallel_bisect_real.py [--rounds R] [--slow SECONDS]
+With ``--build-delay S`` every build sleeps S seconds first and every bisect starts from
+an empty cache: builds dominate, which is when probing two commits at once should pay
+(their builds overlap, each lane building on its own worker).
+
+Usage: bench/bench_parallel_bisect_real.py [--rounds R] [--slow SECONDS] [--build-delay S]
 """
 
 from __future__ import annotations
@@ -31,13 +35,21 @@ from make_repo import make_repo  # noqa: E402
 FIX = "Publish the result before unlocking"
 
 
-def bisect(recipe: Path, extra: list[str], work: Path, tag: str, slow: float) -> dict[str, float]:
+def bisect(
+    recipe: Path, extra: list[str], work: Path, tag: str, slow: float, build_delay: float
+) -> dict[str, float]:
     out = work / f"{tag}.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "REPRO_CACHE_DIR": str(work / "cache")}
+    # With builds that cost, every bisect starts from an empty cache (they would find the
+    # last one's builds otherwise); without, all share one, as before.
+    cache = work / (f"cache-{tag}" if build_delay > 0 else "cache")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "REPRO_CACHE_DIR": str(cache)}
     if slow > 0:
         # A run that costs what a TSAN interpreter's start-up does, so runs dominate.
         command = f"reproducer.command=sleep {slow:g} && ./stress_test 3 100 1000"
         extra = [*extra, "--set", command]
+    if build_delay > 0:
+        # A build that costs what a CPython or a big extension does, so builds dominate.
+        extra = [*extra, "--set", f'extension.build=["sleep {build_delay:g}", "make"]']
     t0 = time.perf_counter()
     res = subprocess.run(
         [sys.executable, "-m", "repro", "bisect", str(recipe), *extra,
@@ -60,8 +72,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--slow", type=float, default=0.5, help="seconds of sleep added to a run")
+    ap.add_argument(
+        "--build-delay", type=float, default=0.0, help="seconds of sleep added to a build"
+    )
     args = ap.parse_args()
-    configs = {"-j 2 (one probe)": ["-j", "2"], "--workers 2 (two probes)": ["--workers", "2"]}
+    configs = {
+        "-j 2 (one probe)": ["-j", "2"],
+        "--workers 2 --probes 1": ["--workers", "2", "--probes", "1"],
+        "--workers 2 (two probes)": ["--workers", "2", "--probes", "2"],
+    }
     with tempfile.TemporaryDirectory(prefix="repro-bench-pbisect-") as tmp:
         work = Path(tmp)
         repo = make_repo(work / "ticketq")
@@ -71,8 +90,12 @@ def main() -> None:
         got: dict[str, list[dict[str, float]]] = {k: [] for k in configs}
         for r in range(args.rounds):
             for name, extra in configs.items():
-                got[name].append(bisect(recipe, extra, work, f"{name.split()[0]}-{r}", args.slow))
-        print(f"demo bisect, {args.slow:g} s added to a run, {args.rounds} rounds, medians")
+                tag = f"{name.split()[0]}{len(extra)}-{r}"
+                got[name].append(bisect(recipe, extra, work, tag, args.slow, args.build_delay))
+        print(
+            f"demo bisect, {args.slow:g} s added to a run, {args.build_delay:g} s to a build, "
+            f"{args.rounds} rounds, medians"
+        )
         print("| configuration | wall s | runs | builds | right |")
         print("|:--|--:|--:|--:|--:|")
         for name, rows in got.items():
@@ -87,8 +110,12 @@ def main() -> None:
                 f"{right}/{len(rows)} |"
             )
         base = statistics.median(x["wall"] for x in got["-j 2 (one probe)"])
+        one = statistics.median(x["wall"] for x in got["--workers 2 --probes 1"])
         par = statistics.median(x["wall"] for x in got["--workers 2 (two probes)"])
-        print(f"\nwall time, --workers 2 against -j 2: {par / base:.2f}")
+        print(
+            f"\nwall time, two probes against -j 2: {par / base:.2f}; against one probe "
+            f"on the same cluster: {par / one:.2f}"
+        )
 
 
 if __name__ == "__main__":

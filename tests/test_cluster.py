@@ -233,16 +233,22 @@ def test_separate_processes_stress_and_bisect(demo: Path, tmp_path: Path) -> Non
         )  # fmt: skip
         assert res.returncode == 0, res.stdout + res.stderr
         bisect_out = res.stdout
-    data = json.loads(out.read_text())
+        data = json.loads(out.read_text())
     assert data["culprit"]["subject"] == FIX_SUBJECT and data["confidence"] >= 0.99
     runs = _runs(_only_dir(tmp_path / "bisect"))
     assert len({r["index"] for r in runs}) == len(runs)
     assert all(r.get("worker") for r in runs)
     # Two workers: the strategy's probes go two at a time, each on its own worker.
-    rounds = [line for line in bisect_out.splitlines() if "probes at once" in line]
-    assert rounds, bisect_out
-    in_rounds = {r["pos"] for r in runs if r.get("phase") == "bisect"}
-    assert len(in_rounds) >= 2
+    assert "2 probes at once" in bisect_out, bisect_out
+    in_lanes = {r["pos"] for r in runs if r.get("phase") == "bisect"}
+    assert len(in_lanes) >= 2
+    # Each lane builds on its own worker, so the bisect's commits are not all built on
+    # both (they were before lanes: every build on every worker, one after the other).
+    for_bisect = [d for d in bisect_out.splitlines() if "lane " in d and "probe" in d]
+    assert {d.split(":")[0] for d in for_bisect} == {"  lane 1", "  lane 2"}, bisect_out
+    builds = [len(list((c / "builds").rglob("stress_test"))) for c in dask.caches]
+    built = data["builds"]
+    assert sum(builds) < 2 * built, (builds, built)
 
 
 SLOW = "reproducer.command=sleep 0.4 && ./stress_test 3 100 1000"

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
+import queue
 import re
 import shutil
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,12 +89,27 @@ class StopBisect(Exception):
 
 @dataclass(frozen=True)
 class Lane:
-    """One probe's share of a parallel round: cluster slots, its first run index (the
-    round hands out disjoint index ranges, one per probe), and the round's stop."""
+    """One of the probes a cluster runs at once (``_probe_lanes``): its own workers,
+    which build its commit and run it, their slots, run indices from the pool that all
+    lanes share (so that each index is handed out once), and the lanes' common stop."""
 
+    number: int
+    workers: tuple[str, ...]
     slots: int
-    first_index: int
+    indices: Callable[[], int]
     stop: threading.Event
+
+
+class IndexPool:
+    """Run indices for lanes that log into one run directory: each one handed out once."""
+
+    def __init__(self, start: int) -> None:
+        self._count = itertools.count(start)
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            return next(self._count)
 
 
 @dataclass
@@ -248,10 +266,22 @@ class BisectRun:
         subject = p.info.get("subject")
         return f"{p.label}" + (f" {subject!r}" if subject else "")
 
-    def build(self, pos: int) -> Prepared | None:
-        """Build (or reuse) one position; None, logged as unusable, when it cannot build."""
-        if pos in self._prepared:
-            return self._prepared[pos]
+    def build(self, pos: int, workers: Sequence[str] = ()) -> Prepared | None:
+        """Build (or reuse) one position; None, logged as unusable, when it cannot build.
+
+        ``workers``: on a cluster, the workers that must hold the build (a lane's); by
+        default every worker. A build already held elsewhere is made on the missing
+        ones only (found at once in a shared cache)."""
+        from repro.app.cluster import ClusterPrepared
+
+        known = self._prepared.get(pos)
+        missing: list[str] = []
+        if known is not None:
+            if not workers or not isinstance(known, ClusterPrepared):
+                return known
+            missing = [w for w in workers if w not in known.holders]
+            if not missing:
+                return known
         side = self.terms.side
         p = self.positions[pos]
         t0 = time.monotonic()
@@ -261,7 +291,9 @@ class BisectRun:
         }.get(side, {"python_version": p.id})
         try:
             if self.cluster is not None:
-                prepared: Prepared = self.cluster.prepare_local(self.loaded, self.overrides, **refs)
+                prepared: Prepared = self.cluster.prepare_local(
+                    self.loaded, self.overrides, workers=missing or workers or None, **refs
+                )
             else:
                 progress = RichBuildProgress(self.console)
                 prepared = prepare(self.loaded, self.overrides, progress=progress, **refs)
@@ -280,6 +312,9 @@ class BisectRun:
             return None
         seconds = time.monotonic() - t0
         self.runlog.log(BuildEvent(pos, p.id, True, seconds))
+        if isinstance(known, ClusterPrepared) and isinstance(prepared, ClusterPrepared):
+            holders = tuple(dict.fromkeys((*known.holders, *prepared.holders)))
+            prepared = dataclasses.replace(known, holders=holders)
         self._prepared[pos] = prepared
         return prepared
 
@@ -293,11 +328,11 @@ class BisectRun:
     ) -> StressState | None:
         """Runs at one position; None when it cannot be built.
 
-        ``lane`` is this probe's share of a parallel round (``_probe_round``): its own
-        slots on the cluster, its own run indices, the round's stop, and no live panel
-        (one terminal shows one).
+        ``lane`` is this probe's share of the cluster (``_probe_lanes``): its own
+        workers and slots, run indices from the lanes' pool, their stop, and no live
+        panel (one terminal shows one).
         """
-        prepared = self.build(pos)
+        prepared = self.build(pos, lane.workers if lane is not None else ())
         if prepared is None:
             return None
         if not self.keep_going:
@@ -313,7 +348,7 @@ class BisectRun:
             ticker(state)
 
         st = self.stats(pos)
-        executor = self._executor(prepared, lane.slots if lane is not None else None)
+        executor = self._executor(prepared, lane)
         live: contextlib.AbstractContextManager[Any] = (
             Live(view, console=self.console, refresh_per_second=4, transient=True)
             if lane is None
@@ -326,7 +361,7 @@ class BisectRun:
                 limits,
                 self.runlog,
                 total=st.counts,
-                first_index=lane.first_index if lane is not None else None,
+                indices=lane.indices if lane is not None else None,
                 on_change=on_change,
                 tags=Tags(pos=pos, id=self.positions[pos].id, phase=phase),
                 other_races=lambda: (st.runs_with_other, len(st.other_signatures)),
@@ -352,24 +387,26 @@ class BisectRun:
             )
         return state
 
-    def _executor(self, prepared: Prepared, slots: int | None = None) -> Runner | None:
-        """Dask tasks on the workers that hold this build, or None: threads here."""
+    def _executor(self, prepared: Prepared, lane: Lane | None = None) -> Runner | None:
+        """Dask tasks on the workers that hold this build (a lane's own), or None:
+        threads here."""
         from repro.app.cluster import ClusterPrepared, DaskRunner
 
         if self.cluster is None or not isinstance(prepared, ClusterPrepared):
             return None
-        if slots is not None:
-            return DaskRunner(self.cluster.client, prepared, slots)
+        if lane is not None:
+            own = dataclasses.replace(prepared, holders=lane.workers)
+            return DaskRunner(self.cluster.client, own, lane.slots)
         return self.cluster.runner(prepared)
 
     def parallel_probes(self) -> int:
         """How many commits a round probes at once: one per cluster thread, or ``--probes``.
 
         By default only when a build costs more than ``ROUND_BUILD_RUNS`` runs. Then several
-        probes at once mean several builds at once, which is what rounds buy (simulated:
-        0.45-0.53 of the makespan at 4 workers, build 60 s, run 1 s). When runs dominate,
-        all slots on one commit is faster: the demo, builds cached and a run 0.5 s, took
-        1.31 times as long in rounds of two as with `-j 2` (bench_parallel_bisect_real.py).
+        probes at once mean several builds at once, which is what lanes buy (simulated,
+        bench_parallel_bisect.py). When runs dominate, all slots on one commit is faster:
+        the demo, builds cached and a run 0.5 s, took 1.31 times as long in rounds of two
+        as with `-j 2` (bench_parallel_bisect_real.py).
         """
         if self.cluster is None:
             return 1
@@ -665,15 +702,12 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
             return _finish(run, opts, None)
         assert run.bisector is not None
         k = run.parallel_probes()
+        if k > 1:
+            _probe_lanes(run, k)
+            if run.stats(len(run.positions) - 1).unusable:
+                return _clean_end_unusable(run, opts)
         while True:
-            proposed = propose_probes(run.bisector, k) if k > 1 else run.bisector.next_step()
-            if isinstance(proposed, list) and len(proposed) > 1:
-                _probe_round(run, proposed)
-                last = len(run.positions) - 1
-                if run.stats(last).unusable and any(p.index == last for p in proposed):
-                    return _clean_end_unusable(run, opts)
-                continue
-            step = proposed[0] if isinstance(proposed, list) else proposed
+            step = run.bisector.next_step()
             if isinstance(step, Done) and step.lo >= len(run.positions):
                 last = len(run.positions) - 1
                 c = run.stats(last).counts
@@ -914,67 +948,89 @@ def _clean_end_unusable(run: BisectRun, opts: BisectOptions) -> int:
     return _finish(run, opts, None)
 
 
-def _probe_round(run: BisectRun, probes: list[Probe]) -> None:
-    """Several probes at once, one per cluster thread (``propose_probes``).
+def _probe_lanes(run: BisectRun, k: int) -> None:
+    """Probe ``k`` commits at once, each in its own lane, until the answer holds.
 
-    Builds first, one after the other (a cluster build already uses every worker); then
-    each probe's loop in its own thread with its share of the slots and its own range of
-    run indices. Every result goes through the one run log (it serialises), so the
-    strategy sees each as it lands; the next round is asked for when all have ended.
-    Ctrl-C reaches the main thread only: it sets the round's stop, which every loop
-    reads, and the runs that finished are kept as always.
+    Each lane has its own workers (``Cluster.shares``): they build its commit, so the
+    lanes' builds overlap, and they run it. A lane whose probe ends (a hit, its runs
+    spent, or a commit that does not build) takes the next probe at once, chosen around
+    the commits still in flight (``propose_probes`` with ``busy``), instead of waiting
+    for the slowest probe of a round. Every result goes through the one run log (it
+    serialises), so the strategy sees each as it lands; once the answer holds (or the
+    clean end cannot be tested) the other lanes stop and their finished runs are kept.
+    Ctrl-C reaches the main thread only: it sets the lanes' stop, which every loop reads.
     """
+    assert run.cluster is not None and run.bisector is not None
     console = run.console
-    names = ", ".join(f"{escape(run.describe(p.index))} (up to {p.runs})" for p in probes)
-    console.print(f"[bold]round[/] of {len(probes)} probes at once: {names}", highlight=False)
-    ready = [p for p in probes if run.build(p.index) is not None]
-    if not ready:
-        return
-    # The cluster's threads shared out (not k's: with --probes 2 on 4 threads, 2 each).
-    assert run.cluster is not None
-    slots = max(1, run.cluster.threads() // len(ready))
+    shares = run.cluster.shares(k)
+    slots = max(1, run.cluster.threads() // k)
     stop = threading.Event()
-    states: dict[int, StressState | None] = {}
-    errors: list[BaseException] = []
-    base = run.record.next_index
-    lanes: list[tuple[Probe, Lane]] = []
-    for p in ready:
-        lanes.append((p, Lane(slots, base, stop)))
-        base += p.runs
+    pool = IndexPool(run.record.next_index)
+    lanes = [Lane(i + 1, shares[i], slots, pool.take, stop) for i in range(k)]
+    ended: queue.Queue[tuple[Lane, Probe, StressState | None, BaseException | None]]
+    ended = queue.Queue()
+    console.print(
+        f"[bold]{k} probes at once[/], each on its own workers (their builds overlap)",
+        highlight=False,
+    )
 
-    def one(p: Probe, lane: Lane) -> None:
+    def probe(lane: Lane, p: Probe) -> None:
+        state: StressState | None = None
+        error: BaseException | None = None
         try:
-            states[p.index] = run.run(
+            state = run.run(
                 p.index, Limits(runs=p.runs, until_hits=1, jobs=slots), "bisect", lane=lane
             )
         except KeyboardInterrupt:
-            states[p.index] = None
+            pass  # the lanes' stop: what finished is in the log
         except BaseException as exc:  # raised again in the main thread
-            errors.append(exc)
-            stop.set()
+            error = exc
+        ended.put((lane, p, state, error))
 
-    threads = [threading.Thread(target=one, args=pl, daemon=True) for pl in lanes]
-    for t in threads:
-        t.start()
-    answered = False
+    busy: dict[int, int] = {}  # lane number -> position in flight
+    idle = list(lanes)
+    threads: list[threading.Thread] = []
+    last = len(run.positions) - 1
     try:
-        while any(t.is_alive() for t in threads):
-            next(t for t in threads if t.is_alive()).join(0.2)
-            if not answered and _answered(run):
-                # One probe's runs settled it: the others' runs would only be spent.
-                answered = True
-                stop.set()
-    except KeyboardInterrupt:
+        while True:
+            with run.runlog.lock:
+                proposed = (
+                    propose_probes(run.bisector, len(idle), set(busy.values())) if idle else []
+                )
+            if isinstance(proposed, Done) or (not proposed and not busy):
+                break
+            for p in proposed:
+                lane = idle.pop(0)
+                busy[lane.number] = p.index
+                c = run.stats(p.index).counts
+                console.print(
+                    f"  lane {lane.number}: [bold]probe[/] {escape(run.describe(p.index))}: "
+                    f"up to {p.runs} runs (so far {c.evidence} runs, {c.hits} hits)",
+                    highlight=False,
+                )
+                t = threading.Thread(target=probe, args=(lane, p), daemon=True)
+                threads.append(t)
+                t.start()
+            # Wait for a lane to end, looking at the answer as the runs land.
+            while True:
+                try:
+                    lane, p, state, error = ended.get(timeout=0.2)
+                    break
+                except queue.Empty:
+                    if _answered(run):
+                        return
+            if error is not None:
+                raise error
+            del busy[lane.number]
+            idle.append(lane)
+            label = escape(run.positions[p.index].label)
+            _say_step(run, p.index, state, f"lane {lane.number}: {label}: ")
+            if p.index == last and run.stats(last).unusable:
+                return
+    finally:  # the answer, an error or Ctrl-C: every lane stops, what finished is kept
         stop.set()
         for t in threads:
             t.join()
-        raise
-    if errors:
-        raise errors[0]
-    if stop.is_set() and not answered:
-        raise KeyboardInterrupt
-    for p, _ in lanes:
-        _say_step(run, p.index, states.get(p.index), f"{escape(run.positions[p.index].label)}: ")
 
 
 def _answered(run: BisectRun) -> bool:

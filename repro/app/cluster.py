@@ -408,19 +408,25 @@ class Cluster:
             "shared_cache": str(self.shared_cache) if self.shared_cache else None,
         }
 
-    def prepare(self, req: BuildRequest) -> ClusterPrepared:
-        """Build on every worker at once; the runs then go to those that succeeded.
+    def shares(self, lanes: int) -> list[tuple[str, ...]]:
+        """The workers of each of ``lanes`` parallel probes (``split_workers``)."""
+        return split_workers(list(self.workers()), lanes)
+
+    def prepare(self, req: BuildRequest, workers: Sequence[str] | None = None) -> ClusterPrepared:
+        """Build on every worker at once (or on ``workers``); the runs then go to those
+        that succeeded.
 
         While a commit builds nothing can run, so building it everywhere in parallel
         costs no wall-clock time and lets every worker run it (with a shared cache,
-        one worker builds and the others find it there).
+        one worker builds and the others find it there). A parallel bisect's lanes
+        each build on their own workers instead, so that their builds overlap.
         """
-        workers = list(self.workers())
-        if not workers:
+        targets = list(workers) if workers else list(self.workers())
+        if not targets:
             raise ReproError("the cluster has no workers")
         futs = [
             self.client.submit(prepare_task, req, workers=[w], allow_other_workers=True, pure=False)
-            for w in workers
+            for w in targets
         ]
         replies: Sequence[PrepareReply] = self.client.gather(futs)
         good = [r for r in replies if r.error is None]
@@ -452,6 +458,7 @@ class Cluster:
         ext_ref: str | None = None,
         python_ref: str | None = None,
         python_version: str | None = None,
+        workers: Sequence[str] | None = None,
     ) -> ClusterPrepared:
         """``prepare`` with ``context.prepare``'s arguments, on the workers."""
         return self.prepare(
@@ -462,8 +469,20 @@ class Cluster:
                 python_ref=python_ref,
                 python_version=python_version,
                 cache_dir=self.shared_cache,
-            )
+            ),
+            workers,
         )
+
+
+def split_workers(workers: Sequence[str], lanes: int) -> list[tuple[str, ...]]:
+    """Share the workers out among ``lanes`` parallel probes, disjoint while there are
+    enough (worker ``i`` to lane ``i % lanes``); with fewer workers than lanes, lanes
+    share one (its threads run several probes)."""
+    if not workers or lanes < 1:
+        return [tuple(workers)] * max(lanes, 0)
+    if len(workers) >= lanes:
+        return [tuple(workers[i::lanes]) for i in range(lanes)]
+    return [(workers[i % len(workers)],) for i in range(lanes)]
 
 
 def open_cluster(

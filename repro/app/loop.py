@@ -8,6 +8,7 @@ be resumed, and a bisect in the same process reads the fold directly.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import threading
 import time
@@ -136,7 +137,7 @@ def stress_loop(
     runlog: RunLog,
     *,
     total: Counts | None = None,
-    first_index: int | None = None,
+    indices: Callable[[], int] | None = None,
     on_change: Callable[[StressState], None] | None = None,
     tags: Tags = Tags(),
     elapsed_before: float = 0.0,
@@ -160,7 +161,10 @@ def stress_loop(
     )
     if other_races is not None:
         state.other_races = other_races
-    next_index = record.next_index if first_index is None else first_index
+    # Run indices: the log's next one on, or (parallel probes sharing one log) drawn
+    # from a pool that hands each index out once.
+    counter = itertools.count(record.next_index)
+    take = indices if indices is not None else counter.__next__
     interrupted = False
     launched = 0
 
@@ -189,10 +193,9 @@ def stress_loop(
     runner = executor if executor is not None else ThreadRunner(spec, matcher, runlog, limits.jobs)
 
     def top_up() -> None:
-        nonlocal next_index, launched
+        nonlocal launched
         while runner.pending() < runner.slots and should_launch():
-            runner.submit(next_index)
-            next_index += 1
+            runner.submit(take())
             launched += 1
         state.in_flight = runner.pending()
 

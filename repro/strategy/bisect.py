@@ -99,10 +99,11 @@ Everything here is pure and deterministic: the state is the sequence of ``record
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -832,48 +833,72 @@ class Bisector:
         return Probe(choice.index, self._runs_for(choice.index, rival))
 
 
-def propose_probes(bisector: Bisector, k: int) -> list[Probe] | Done:
-    """Up to ``k`` probes to run at once (one per free worker), or the answer.
+def propose_probes(bisector: Bisector, k: int, busy: Collection[int] = ()) -> list[Probe] | Done:
+    """Up to ``k`` probes for free workers while others still probe ``busy``, or the answer.
 
-    Chosen jointly, not as ``k`` copies of the best single probe: the positions split the
-    posterior of ``b`` at its quantiles ``i/(k+1)``, so that together their outcomes narrow
-    it to about ``1/(k+1)`` of its mass (``log2(k+1)`` bits a round where one probe gives
-    at most one), and the quantile nearest the best single probe (``next_step``, which
-    knows which commits are built) is replaced by it. Every probe asks for that probe's
-    number of runs. The answer and its stopping rule are ``next_step``'s, untouched: the
-    caller records every outcome and asks again, so the guarantee holds as for one probe.
-    With ``k == 1`` this is ``next_step``.
+    Chosen jointly, not as ``k`` copies of the best single probe. The commits in flight cut
+    the posterior of ``b`` into segments whose outcomes are still to come; the new probes
+    go where they split the most mass: one at a time, each to the segment whose pieces
+    would stay largest, and within a segment at its quantiles ``i/(m+1)`` (with nothing in
+    flight, the posterior's ``i/(k+1)``: ``log2(k+1)`` bits together where one probe gives
+    at most one). The best single probe (``next_step``, which knows which commits are
+    built) replaces the nearest pick of its segment: without it, 4 lanes built 27 commits
+    instead of 23 and took 0.52 of the makespan instead of 0.48. Every probe asks for that probe's
+    number of runs. An empty list: nothing worth probing that is not in flight already
+    (wait for a result). The answer and its stopping rule are ``next_step``'s, so the
+    guarantee holds as for one probe. With ``k == 1`` and nothing busy this is
+    ``next_step``.
+
+    Taking probes as workers free up, instead of in rounds that wait for the slowest,
+    keeps the workers whose probe hit early busy (simulated, n = 1,000, p = 0.1, build
+    60 s, run 1 s, 4 workers: 0.54 of one worker's makespan in rounds, 0.49 this way).
     """
     step = bisector.next_step()
-    if isinstance(step, Done) or k <= 1:
-        return step if isinstance(step, Done) else [step]
-    post = bisector.posterior_b()
-    n = len(post)
-    cdf: list[float] = []
-    acc = 0.0
-    for w in post:
-        acc += w
-        cdf.append(acc)
-    floor, unusable = bisector._floor, bisector._unusable
-    usable = [t for t in range(floor + 1, n - 1) if t not in unusable]
-    if not usable:
+    if isinstance(step, Done):
+        return step
+    taken = set(busy)
+    if not taken and k <= 1:
         return [step]
-    picks: list[int] = []
-    for i in range(1, k + 1):
-        q = i / (k + 1)
-        j = bisect_left([cdf[t] for t in usable], q)
-        picks.append(usable[min(j, len(usable) - 1)])
-    nearest = min(range(len(picks)), key=lambda i: abs(picks[i] - step.index))
-    picks[nearest] = step.index
-    chosen = sorted(dict.fromkeys(picks))
-    # Quantiles that fell on the same commit (a narrow posterior): spread to free neighbours.
-    free = [t for t in usable if t not in chosen]
-    while len(chosen) < min(k, len(usable)) and free:
-        mid = chosen[len(chosen) // 2]
-        t = min(free, key=lambda t: (abs(t - mid), t))
-        free.remove(t)
-        insort(chosen, t)
-    return [Probe(t, step.runs) for t in chosen]
+    post = bisector.posterior_b()
+    cdf = list(itertools.accumulate(post))
+    top = bisector.n - 1  # the last real position; index n is the virtual "racy at the end"
+    floor = bisector._floor
+    edges = [floor, *sorted(t for t in taken if floor < t <= top), len(post) - 1]
+    # Segment (a, c]: c is in flight, or the last edge (the virtual "racy at the end" when
+    # the clean end is open, else the verified clean end): the free positions are a+1..c-1.
+    segments = []
+    for a, c in itertools.pairwise(edges):
+        free = [t for t in range(a + 1, min(c, top + 1)) if t not in bisector._unusable]
+        segments.append((cdf[c] - cdf[a], a, free))
+    counts = [0] * len(segments)
+    for _ in range(k):
+        open_ = [i for i, (m, _, free) in enumerate(segments) if m > 0 and counts[i] < len(free)]
+        if not open_:
+            break
+        i = max(open_, key=lambda i: segments[i][0] / (counts[i] + 1))
+        counts[i] += 1
+    chosen: list[int] = []
+    for (mass, a, free), m in zip(segments, counts, strict=True):
+        if not m:
+            continue
+        levels = [cdf[t] for t in free]
+        picks: list[int] = []
+        for j in range(1, m + 1):
+            q = bisect_left(levels, cdf[a] + mass * j / (m + 1))
+            picks.append(free[min(q, len(free) - 1)])
+        if step.index in free:
+            nearest = min(range(m), key=lambda i: abs(picks[i] - step.index))
+            picks[nearest] = step.index
+        picks = sorted(dict.fromkeys(picks))
+        # Quantiles that fell on the same commit (a narrow posterior): spread to free neighbours.
+        rest = [t for t in free if t not in picks]
+        while len(picks) < m and rest:
+            mid = picks[len(picks) // 2]
+            t = min(rest, key=lambda t: (abs(t - mid), t))
+            rest.remove(t)
+            insort(picks, t)
+        chosen.extend(picks)
+    return [Probe(t, step.runs) for t in sorted(chosen)]
 
 
 # ------------------------------------------------------------------ simulation

@@ -1,0 +1,112 @@
+"""Parallel bisect lanes in simulation: ``k`` workers probing at once, clock included.
+
+Pure (the caller's ``random.Random`` is the only source of chance), so that the bench
+measures the same lanes that the tests hold to the guarantee. It models what
+``repro bisect`` does on a cluster: the racy end is built and calibrated (its runs spread
+over the ``k`` workers, which all hold the build), the clean end is a hypothesis of the
+posterior (``clean_end_prior``), then ``k`` lanes probe at once. Each lane builds its
+commit if nobody has (builds of different lanes overlap) and runs it until the first hit
+or the probe's runs are spent. The lanes start with ``propose_probes`` (joint quantiles);
+a lane that ends takes a new probe at once, given the commits still in flight
+(``rounds=True``: it waits for the round's slowest probe instead, as the app did before).
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass
+
+from repro.strategy.bisect import Bisector, Done, Probe, clean_end_prior, propose_probes
+
+CALIB_HITS = 3  # repro bisect's default
+CONFIDENCE = 0.99
+POLL = 8  # runs between two looks at the answer (the app polls every 0.2 s)
+
+
+@dataclass
+class Trial:
+    """Wall-clock seconds (workers in parallel), runs and builds, and whether it was right."""
+
+    seconds: float
+    runs: int
+    builds: int
+    correct: bool
+
+
+def _calibrate(
+    p: float, k: int, rng: random.Random, build: float, run: float
+) -> tuple[float, int, int]:
+    hits = runs = 0
+    while hits < CALIB_HITS and runs < 5000:
+        hits += sum(rng.random() < p for _ in range(k))
+        runs += k
+    return build + runs / k * run, hits, runs
+
+
+def simulate_lanes(
+    n: int,
+    b: int,
+    p: float,
+    k: int,
+    rng: random.Random,
+    *,
+    build: float = 60.0,
+    run: float = 1.0,
+    rounds: bool = False,
+    confidence: float = CONFIDENCE,
+) -> Trial:
+    """One bisection by ``k`` lanes against a history whose first clean position is ``b``."""
+    clock, hits, runs = _calibrate(p, k, rng, build, run)
+    bis = Bisector(
+        n,
+        confidence=confidence,
+        calib_hits=hits,
+        calib_runs=runs,
+        clean_end_racy=clean_end_prior(n),
+    )
+    total = runs
+    ready: dict[int, float] = {0: 0.0}  # position -> when its build is there
+
+    def start(pos: int, now: float) -> float:
+        if pos not in ready:
+            ready[pos] = now + build
+            bis.mark_built(pos)
+        return max(now, ready[pos])
+
+    def done(step: Done) -> Trial:
+        return Trial(clock, total, len(ready), step.lo <= b <= step.hi)
+
+    while True:
+        first = propose_probes(bis, k)
+        if isinstance(first, Done):
+            return done(first)
+        # Events: (time, lane, probe, runs done so far); a lane's runs go one after another.
+        events: list[tuple[float, int, Probe, int]] = []
+        for lane, probe in enumerate(first):
+            heapq.heappush(events, (start(probe.index, clock) + run, lane, probe, 1))
+        busy = {lane: probe.index for lane, probe in enumerate(first)}
+        idle: list[int] = list(range(len(first), k))
+        while events:
+            now, lane, probe, j = heapq.heappop(events)
+            clock = max(clock, now)
+            hit = probe.index < b and rng.random() < p
+            bis.record_run(probe.index, hit)
+            total += 1
+            if (hit or j % POLL == 0 or j >= probe.runs) and bis.answered() is not None:
+                return done(bis.next_step())  # type: ignore[arg-type]
+            if not hit and j < probe.runs:
+                heapq.heappush(events, (now + run, lane, probe, j + 1))
+                continue
+            del busy[lane]
+            idle.append(lane)
+            if rounds:
+                continue
+            # The idle lanes take probes the commits in flight leave open.
+            more = propose_probes(bis, len(idle), set(busy.values()))
+            if isinstance(more, Done):
+                return done(more)
+            for nxt in more:
+                free = idle.pop()
+                busy[free] = nxt.index
+                heapq.heappush(events, (start(nxt.index, now) + run, free, nxt, 1))
