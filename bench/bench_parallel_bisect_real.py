@@ -90,7 +90,7 @@ def main() -> None:
         got: dict[str, list[dict[str, float]]] = {k: [] for k in configs}
         for r in range(args.rounds):
             for name, extra in configs.items():
-                tag = f"{name.split()[0]}{len(extra)}-{r}"
+                tag = f"config{list(configs).index(name)}-{r}"
                 got[name].append(bisect(recipe, extra, work, tag, args.slow, args.build_delay))
         print(
             f"demo bisect, {args.slow:g} s added to a run, {args.build_delay:g} s to a build, "
