@@ -44,6 +44,9 @@ from repro.tsan.outcome import Matcher, Outcome
 CONNECT_TIMEOUT = 30.0
 DRAIN_SECONDS = 30.0
 _KEEP_SESSIONS = 256
+# A task lasts about this long: several runs of a fast reproducer, one of a slow one.
+CHUNK_SECONDS = 0.25
+MAX_CHUNK = 8
 # Dask settings for workers that run reproducers (for `dask worker`, the same as
 # environment variables: DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False).
 QUIET_WORKERS = {"distributed.worker.profile.enabled": False}
@@ -222,6 +225,23 @@ def run_task(sid: str, req: BuildRequest, index: int) -> RemoteRun:
     return result, files, _worker_address()
 
 
+def run_chunk(sid: str, req: BuildRequest, indices: tuple[int, ...]) -> list[RemoteRun]:
+    """Dask task: several runs one after the other (``DaskRunner`` sizes the chunks).
+
+    A task per run costs the scheduler a round trip and the workers' Python time, which
+    on a reproducer of a few milliseconds is most of its cost. Once the session is
+    cancelled, the runs not started come back cancelled at once, and the runs that
+    finished still come back: the task itself is never cancelled.
+    """
+    out: list[RemoteRun] = []
+    for index in indices:
+        if _session(sid).cancelled.is_set():
+            out.append((None, None, _worker_address()))
+        else:
+            out.append(run_task(sid, req, index))
+    return out
+
+
 # --- the local side --------------------------------------------------------------------
 
 
@@ -234,7 +254,13 @@ class ClusterPrepared(Prepared):
 
 
 class DaskRunner:
-    """The stress loop's runs as Dask tasks (see ``repro.app.executors.Runner``)."""
+    """The stress loop's runs as Dask tasks (see ``repro.app.executors.Runner``).
+
+    Runs travel in chunks: one task runs up to ``chunk`` of them on one worker, so that
+    a task lasts about ``CHUNK_SECONDS`` (runs of a few seconds go one a task, the
+    demo's 20 ms runs eight). The chunk size follows the runs' measured durations. The
+    loop still sees single runs: ``slots`` counts the runs the chunks in flight hold.
+    """
 
     def __init__(self, client: Any, prepared: ClusterPrepared, slots: int) -> None:
         from distributed import as_completed
@@ -244,55 +270,78 @@ class DaskRunner:
         self.request = prepared.request
         self.holders = list(prepared.holders)
         self.session = uuid.uuid4().hex
-        self._slots = max(1, slots)
-        self.index: dict[str, int] = {}
+        self._tasks = max(1, slots)
+        self.chunk = 1
+        self.tasks = 0  # submitted, for the run's record
+        self._mean: float | None = None  # seconds a run, smoothed
+        self._buffer: list[int] = []  # submitted, not yet in a task
+        self.index: dict[str, tuple[int, ...]] = {}
         self.futures: dict[str, Any] = {}
         self.done = as_completed([], loop=client.loop, with_results=True, raise_errors=False)
 
     @property
     def slots(self) -> int:
-        return self._slots
+        return self._tasks * self.chunk
 
     def submit(self, index: int) -> None:
+        self._buffer.append(index)
+        if len(self._buffer) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        indices = tuple(self._buffer)
+        self._buffer = []
         # Runs go to the workers that hold the build; another worker may take them
         # (and build first) only if none of those is left.
         fut = self.client.submit(
-            run_task,
+            run_chunk,
             self.session,
             self.request,
-            index,
+            indices,
             pure=False,
             workers=self.holders or None,
             allow_other_workers=True,
-            key=f"repro-run-{self.session[:8]}-{index}",
+            key=f"repro-run-{self.session[:8]}-{indices[0]}",
         )
-        self.index[fut.key] = index
+        self.tasks += 1
+        self.index[fut.key] = indices
         self.futures[fut.key] = fut
         self.done.add(fut)
 
     def pending(self) -> int:
-        return len(self.index)
+        return len(self._buffer) + sum(len(v) for v in self.index.values())
 
-    def _finish(self, fut: Any, res: Any) -> Finished:
-        index = self.index.pop(fut.key)
+    def _learn(self, seconds: float) -> None:
+        self._mean = seconds if self._mean is None else 0.8 * self._mean + 0.2 * seconds
+        self.chunk = chunk_size(self._mean)
+
+    def _finish(self, fut: Any, res: Any) -> list[Finished]:
+        indices = self.index.pop(fut.key)
         self.futures.pop(fut.key, None)
         if fut.status == "cancelled":
-            return Finished(index)
+            return [Finished(i) for i in indices]
         if fut.status == "error":
             from distributed.scheduler import KilledWorker
 
             exc = res[1] if isinstance(res, tuple) else res
             if isinstance(exc, KilledWorker):
-                return Finished(index, lost="its workers died while running it")
+                return [Finished(i, lost="its workers died while running it") for i in indices]
             if isinstance(exc, BaseException):
                 raise exc
-            raise ReproError(f"run {index} failed on the cluster: {exc!r}")
-        result, files, worker = res
-        if result is None:
-            return Finished(index)  # cancelled: never counted
-        return Finished(index, result, files, worker)
+            raise ReproError(f"runs {indices} failed on the cluster: {exc!r}")
+        out: list[Finished] = []
+        for index, (result, files, worker) in zip(indices, res, strict=True):
+            if result is None:
+                out.append(Finished(index))  # cancelled: never counted
+            else:
+                self._learn(result.duration)
+                out.append(Finished(index, result, files, worker))
+        return out
 
     def wait(self, timeout: float | None) -> list[Finished]:
+        self._flush()  # a part chunk waits for nobody
         deadline = None if timeout is None else time.monotonic() + timeout
         cond = self.done.thread_condition
         with cond:
@@ -301,12 +350,16 @@ class DaskRunner:
                 if left <= 0:
                     break
                 cond.wait(left)
-        return [self._finish(f, r) for f, r in self.done.next_batch(block=False)]
+        out: list[Finished] = []
+        for f, r in self.done.next_batch(block=False):
+            out.extend(self._finish(f, r))
+        return out
 
     def cancel(self) -> None:
-        live = [f for f in self.futures.values() if not f.done()]
-        if live:
-            self.client.cancel(live)
+        # Runs not yet in a task never start; the tasks are not cancelled but told to
+        # stop (their runs not started come back cancelled, those that finished come
+        # back counted): a cancelled future would lose the finished runs of its chunk.
+        self._flush()
         # A worker that is gone has nothing left to kill.
         with contextlib.suppress(Exception):
             self.client.run(cancel_session, self.session)
@@ -322,6 +375,14 @@ class DaskRunner:
             self.client.cancel(live)
         self.index.clear()
         self.futures.clear()
+
+
+def chunk_size(run_seconds: float) -> int:
+    """Runs a task carries: enough to last ``CHUNK_SECONDS``, at most ``MAX_CHUNK`` (a
+    hit that ends a probe wastes the rest of its chunk)."""
+    if run_seconds <= 0:
+        return MAX_CHUNK
+    return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / run_seconds)))
 
 
 class Cluster:

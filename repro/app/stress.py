@@ -236,6 +236,9 @@ def _run_stress(
             "elapsed": elapsed_before + state.elapsed(),
         }
     )
+    if executor is not None and meta.get("cluster"):
+        # How many Dask tasks carried the runs (chunks: see DaskRunner).
+        meta["cluster"]["tasks"] = meta["cluster"].get("tasks", 0) + executor.tasks
     rundir.write_meta(meta)
     runlog.write_signatures()
     summary = build_summary(record, meta)
