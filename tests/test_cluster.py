@@ -513,3 +513,50 @@ def test_parallel_bisect_interrupted_and_resumed(demo: Path, tmp_path: Path) -> 
     assert len({r["index"] for r in after}) == len(after)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["culprit"]["subject"] == FIX_SUBJECT and summary["confidence"] >= 0.99
+
+
+def test_worker_killed_in_a_parallel_bisect(demo: Path, tmp_path: Path) -> None:
+    """Two lanes, one worker each; one worker dies while its lane runs. Its runs go to the
+    survivor (which builds what it lacks), nothing is counted twice, and the bisect still
+    names the fix at its confidence."""
+    runs_dir = tmp_path / "runs"
+    out = tmp_path / "bisect.json"
+    with dask_processes(tmp_path) as dask:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "repro", "bisect", str(demo), "--set", SLOW,
+                "--cluster", dask.address, "--probes", "2", "--runs-dir", str(runs_dir),
+                "--json-out", str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                dirs = list(runs_dir.glob("*/events.jsonl"))
+                if dirs and sum(r.get("phase") == "bisect" for r in _runs(dirs[0].parent)) >= 2:
+                    break
+                time.sleep(0.05)
+            victim = dask.workers[0]
+            wait_until = time.monotonic() + 30
+            while not _running_reproducer(victim.pid) and time.monotonic() < wait_until:
+                time.sleep(0.01)
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait()
+            text, _ = proc.communicate(timeout=600)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, text.decode()
+    assert b"Traceback" not in text
+    data = json.loads(out.read_text())
+    assert data["culprit"]["subject"] == FIX_SUBJECT and data["confidence"] >= 0.99
+    runs = _runs(_only_dir(runs_dir))
+    assert len({r["index"] for r in runs}) == len(runs)
+    # Both workers ran bisect runs before the kill; after it, only the survivor.
+    late = {r["worker"] for r in runs[-5:]}
+    assert len(late) == 1 and len({r["worker"] for r in runs}) == 2
