@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "demo"))
 
-from make_repo import make_repo  # noqa: E402
+from make_repo import make_demo_recipe  # noqa: E402
 
 
 def stress(recipe: Path, runs: int, extra: list[str], work: Path, tag: str) -> tuple[float, float]:
@@ -67,10 +67,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         work = Path(tmp)
-        repo = make_repo(work / "ticketq")
-        recipe = work / "demo.yaml"
-        text = (ROOT / "recipes" / "demo.yaml").read_text()
-        recipe.write_text(text.replace("../demo-work/ticketq", str(repo)))
+        recipe = make_demo_recipe(work)
         configs = {"-j 2": ["-j", "2"], "--workers 2": ["--workers", "2"]}
         stress(recipe, 10, ["-j", "2"], work, "warm")  # the build, once, outside the timing
         results: dict[str, list[tuple[float, float]]] = {k: [] for k in configs}

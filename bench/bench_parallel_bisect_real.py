@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "demo"))
 
-from make_repo import make_repo  # noqa: E402
+from make_repo import make_demo_recipe  # noqa: E402
 
 FIX = "Publish the result before unlocking"
 
@@ -83,10 +83,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="repro-bench-pbisect-") as tmp:
         work = Path(tmp)
-        repo = make_repo(work / "ticketq")
-        recipe = work / "demo.yaml"
-        text = (ROOT / "recipes" / "demo.yaml").read_text()
-        recipe.write_text(text.replace("../demo-work/ticketq", str(repo)))
+        recipe = make_demo_recipe(work)
         got: dict[str, list[dict[str, float]]] = {k: [] for k in configs}
         for r in range(args.rounds):
             for name, extra in configs.items():

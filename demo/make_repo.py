@@ -248,5 +248,15 @@ def make_repo(dest: Path, force: bool = False) -> Path:
     return write_history(dest, commit_plan(), write_tree, month=1, force=force)
 
 
+def make_demo_recipe(work: Path) -> Path:
+    """The demo repository under ``work`` and a copy of recipes/demo.yaml that points at
+    it (the recipe's own path is relative to the repository's demo-work/)."""
+    repo = make_repo(work / "ticketq")
+    text = (Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml").read_text()
+    recipe = work / "demo.yaml"
+    recipe.write_text(text.replace("../demo-work/ticketq", str(repo)))
+    return recipe
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], __doc__, make_repo, "demo repository"))

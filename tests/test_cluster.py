@@ -22,7 +22,7 @@ import pytest
 from conftest import ROOT, repro
 
 sys.path.insert(0, str(ROOT / "demo"))
-from make_repo import make_repo
+from make_repo import make_demo_recipe
 
 pytest.importorskip("distributed")
 
@@ -32,12 +32,7 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("cluster-demo")
-    repo = make_repo(base / "ticketq")
-    text = (ROOT / "recipes" / "demo.yaml").read_text()
-    recipe = base / "demo.yaml"
-    recipe.write_text(text.replace("../demo-work/ticketq", str(repo)))
-    return recipe
+    return make_demo_recipe(tmp_path_factory.mktemp("cluster-demo"))
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -311,14 +306,7 @@ def test_worker_killed_mid_run(demo: Path, tmp_path: Path, retries: int) -> None
                 if dirs and len(_runs(dirs[0].parent)) >= 6:
                     break
                 time.sleep(0.05)
-            victim = dask.workers[0]
-            # Between two tasks a worker runs nothing: wait until a reproducer runs on
-            # it, so that the kill does take a run with it.
-            wait_until = time.monotonic() + 30
-            while not _running_reproducer(victim.pid) and time.monotonic() < wait_until:
-                time.sleep(0.01)
-            os.killpg(victim.pid, signal.SIGKILL)  # both workers are busy: one run dies
-            victim.wait()
+            _kill_while_it_runs(dask.workers[0])  # both workers are busy: one run dies
             out, _ = proc.communicate(timeout=180)
         finally:
             with contextlib.suppress(ProcessLookupError):
@@ -341,6 +329,16 @@ def test_worker_killed_mid_run(demo: Path, tmp_path: Path, retries: int) -> None
     assert summary["runs"] == n
     late = [r["worker"] for r in runs[-5:]]
     assert len(set(late)) == 1  # after the kill only the survivor runs
+
+
+def _kill_while_it_runs(worker: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a worker while a reproducer runs on it: between two tasks a worker runs
+    nothing, and a kill then would take no run with it."""
+    wait_until = time.monotonic() + 30
+    while not _running_reproducer(worker.pid) and time.monotonic() < wait_until:
+        time.sleep(0.01)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
 
 
 def _running_reproducer(root: int) -> bool:
@@ -540,12 +538,7 @@ def test_worker_killed_in_a_parallel_bisect(demo: Path, tmp_path: Path) -> None:
                 if dirs and sum(r.get("phase") == "bisect" for r in _runs(dirs[0].parent)) >= 2:
                     break
                 time.sleep(0.05)
-            victim = dask.workers[0]
-            wait_until = time.monotonic() + 30
-            while not _running_reproducer(victim.pid) and time.monotonic() < wait_until:
-                time.sleep(0.01)
-            os.killpg(victim.pid, signal.SIGKILL)
-            victim.wait()
+            _kill_while_it_runs(dask.workers[0])
             text, _ = proc.communicate(timeout=600)
         finally:
             with contextlib.suppress(ProcessLookupError):

@@ -400,13 +400,13 @@ class BisectRun:
         return self.cluster.runner(prepared)
 
     def parallel_probes(self) -> int:
-        """How many commits a round probes at once: one per cluster thread, or ``--probes``.
+        """How many commits are probed at once (lanes): one per cluster thread, or ``--probes``.
 
         By default only when a build costs more than ``ROUND_BUILD_RUNS`` runs. Then several
-        probes at once mean several builds at once, which is what lanes buy (simulated,
-        bench_parallel_bisect.py). When runs dominate, all slots on one commit is faster:
-        the demo, builds cached and a run 0.5 s, took 1.31 times as long in rounds of two
-        as with `-j 2` (bench_parallel_bisect_real.py).
+        probes at once mean several builds at once, which is what lanes buy (the demo with
+        15 s builds: 0.64 of `-j 2`'s time; bench_parallel_bisect_real.py). When runs
+        dominate, all slots on one commit is faster: the demo, builds cached and a run
+        0.5 s, took 1.31 times as long with two probes at once as with `-j 2`.
         """
         if self.cluster is None:
             return 1

@@ -93,8 +93,10 @@ def simulate_lanes(
             hit = probe.index < b and rng.random() < p
             bis.record_run(probe.index, hit)
             total += 1
-            if (hit or j % POLL == 0 or j >= probe.runs) and bis.answered() is not None:
-                return done(bis.next_step())  # type: ignore[arg-type]
+            if hit or j % POLL == 0 or j >= probe.runs:
+                answer = bis.answered()
+                if answer is not None:
+                    return done(answer)
             if not hit and j < probe.runs:
                 heapq.heappush(events, (now + run, lane, probe, j + 1))
                 continue
