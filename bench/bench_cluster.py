@@ -87,6 +87,15 @@ def main() -> None:
                 f"command {wall:6.1f} s ({wall / base_wall - 1:+.1%})  "
                 f"{args.runs / loop:5.1f} runs/s"
             )
+        # Each round's two runs sit minutes apart at most: their ratio shakes off the load
+        # that moves both, which the medians above do not.
+        pairs = list(zip(results["-j 2"], results["--workers 2"], strict=True))
+        loop_r = statistics.median(w[0] / j[0] for j, w in pairs)
+        wall_r = statistics.median(w[1] / j[1] for j, w in pairs)
+        print(
+            f"  per-round ratio --workers 2 / -j 2, median: loop {loop_r - 1:+.1%}, "
+            f"command {wall_r - 1:+.1%}"
+        )
 
 
 if __name__ == "__main__":

@@ -178,7 +178,7 @@ def _run_stress(
             "recipe_path": str(loaded.path),
             "set": list(loaded.sets),
             "limits": {"runs": runs, "seconds": seconds, "until_first": until_first},
-            "jobs": opts.jobs if executor is None else executor.slots,
+            "jobs": opts.jobs if executor is None else executor.threads,
             "cluster": cluster.describe() if cluster is not None else None,
             "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
             "context": prepared.info,
