@@ -238,6 +238,59 @@ def test_a_worker_holds_its_next_chunk_while_it_runs_one(demo: Path, monkeypatch
     assert sorted(f.index for f in got) == list(range(QUEUE_DEPTH))  # each once
 
 
+def _commands_with(text: str) -> list[int]:
+    """Processes whose command line holds ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if text.encode() in cmdline.read_bytes().replace(b"\0", b" "):
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_a_stopped_build_ends_on_the_worker_and_is_no_failure(demo: Path, monkeypatch: Any) -> None:
+    """A lane that leaves a settled probe stops its build: the command running on the
+    worker is killed at once, and the commit is not taken for one that does not build."""
+    import threading
+
+    from repro.app.cluster import Cluster
+    from repro.app.context import Overrides
+    from repro.builds.cache import BuildCache
+    from repro.builds.stop import BuildCancelled
+    from repro.recipe import load_recipe
+
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    marker = "sleep 617"
+    loaded = load_recipe(demo, (f'extension.build=["{marker}", "make"]',))
+    failures = len(BuildCache().failures())
+    stop = threading.Event()
+    seen: list[bool] = []
+
+    def stop_once_it_builds() -> None:
+        deadline = time.monotonic() + 60
+        while not _commands_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen.append(bool(_commands_with(marker)))
+        stop.set()
+
+    with Cluster.open(1, None) as cluster:
+        watcher = threading.Thread(target=stop_once_it_builds)
+        watcher.start()
+        t0 = time.monotonic()
+        with pytest.raises(BuildCancelled):
+            cluster.prepare_local(loaded, Overrides(), stop=stop)
+        took = time.monotonic() - t0
+        watcher.join()
+        deadline = time.monotonic() + 10
+        while _commands_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = _commands_with(marker)
+    assert seen == [True]  # the build was running when it was stopped
+    assert took < 60, took  # not the 617 s of the build
+    assert left == [], left
+    assert len(BuildCache().failures()) == failures
+
+
 def test_chunk_size_follows_the_run_time() -> None:
     from repro.app.cluster import CHUNK_SECONDS, MAX_CHUNK, chunk_size
 

@@ -35,6 +35,7 @@ from repro.app.context import Overrides, Prepared, prepare
 from repro.app.executors import Finished
 from repro.app.runner import Cancelled, InFlight, RunResult, RunSpec, run_once
 from repro.builds.cache import BuildError
+from repro.builds.stop import BuildCancelled, BuildStop, check_stop, stoppable
 from repro.errors import ReproError
 from repro.gitrepo import is_url
 from repro.recipe import LoadedRecipe, load_recipe, repo_location
@@ -109,6 +110,9 @@ class BuildRequest:
 _LOCK = threading.Lock()
 _PREPARED: dict[BuildRequest, Prepared] = {}
 _SESSIONS: dict[str, InFlight] = {}
+# Not under _LOCK, which a build holds for as long as it runs: a stop must get through.
+_STOPS_LOCK = threading.Lock()
+_BUILD_STOPS: dict[str, BuildStop] = {}
 
 
 def _worker_address() -> str:
@@ -173,13 +177,37 @@ class PrepareReply:
     error: str | None = None
     build_failed: bool = False
     log: str | None = None
+    stopped: bool = False
 
 
-def prepare_task(req: BuildRequest) -> PrepareReply:
-    """Dask task: build on this worker; a build that fails is an answer, not a crash."""
+def _build_stop(build_id: str) -> BuildStop:
+    with _STOPS_LOCK:
+        stop = _BUILD_STOPS.get(build_id)
+        if stop is None:
+            stop = _BUILD_STOPS[build_id] = BuildStop()
+            while len(_BUILD_STOPS) > _KEEP_SESSIONS:
+                del _BUILD_STOPS[next(iter(_BUILD_STOPS))]
+        return stop
+
+
+def stop_build(build_id: str) -> None:
+    """Run on workers by ``Client.run``: stop that build now (or before it starts)."""
+    _build_stop(build_id).stop()
+
+
+def prepare_task(req: BuildRequest, build_id: str | None = None) -> PrepareReply:
+    """Dask task: build on this worker; a build that fails is an answer, not a crash.
+
+    ``build_id`` lets the caller stop the build (``stop_build``), as a lane does that
+    leaves a probe the other lanes settled."""
     worker = _worker_address()
+    stop = _build_stop(build_id) if build_id is not None else BuildStop()
     try:
-        p = prepare_here(req)
+        with stoppable(stop):
+            check_stop()
+            p = prepare_here(req)
+    except BuildCancelled:
+        return PrepareReply(worker, error="stopped", stopped=True)
     except BuildError as exc:
         log = exc.log
         return PrepareReply(
@@ -481,7 +509,12 @@ class Cluster:
         """The workers of each of ``lanes`` parallel probes (``split_workers``)."""
         return split_workers(list(self.workers()), lanes)
 
-    def prepare(self, req: BuildRequest, workers: Sequence[str] | None = None) -> ClusterPrepared:
+    def prepare(
+        self,
+        req: BuildRequest,
+        workers: Sequence[str] | None = None,
+        stop: threading.Event | None = None,
+    ) -> ClusterPrepared:
         """Build on every worker at once (or on ``workers``); the runs then go to those
         that succeeded.
 
@@ -489,15 +522,27 @@ class Cluster:
         costs no wall-clock time and lets every worker run it (with a shared cache,
         one worker builds and the others find it there). A parallel bisect's lanes
         each build on their own workers instead, so that their builds overlap.
+        ``stop`` set while it builds stops the build on the workers (``BuildCancelled``).
         """
         targets = list(workers) if workers else list(self.workers())
         if not targets:
             raise ReproError("the cluster has no workers")
+        build_id = uuid.uuid4().hex
         futs = [
-            self.client.submit(prepare_task, req, workers=[w], allow_other_workers=True, pure=False)
+            self.client.submit(
+                prepare_task, req, build_id, workers=[w], allow_other_workers=True, pure=False
+            )
             for w in targets
         ]
+        if stop is not None:
+            while not all(f.done() for f in futs):
+                if stop.wait(0.2):
+                    with contextlib.suppress(Exception):  # a worker gone has nothing to stop
+                        self.client.run(stop_build, build_id, workers=targets)
+                    break
         replies: Sequence[PrepareReply] = self.client.gather(futs)
+        if any(r.stopped for r in replies):
+            raise BuildCancelled("the build was stopped")
         good = [r for r in replies if r.error is None]
         if not good:
             first = replies[0]
@@ -528,6 +573,7 @@ class Cluster:
         python_ref: str | None = None,
         python_version: str | None = None,
         workers: Sequence[str] | None = None,
+        stop: threading.Event | None = None,
     ) -> ClusterPrepared:
         """``prepare`` with ``context.prepare``'s arguments, on the workers."""
         return self.prepare(
@@ -540,6 +586,7 @@ class Cluster:
                 cache_dir=self.shared_cache,
             ),
             workers,
+            stop,
         )
 
 

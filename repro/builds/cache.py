@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from filelock import FileLock, Timeout
 
+from repro.builds.stop import BuildCancelled, check_stop, current_stop
 from repro.errors import ReproError
 from repro.paths import cache_dir
 
@@ -120,6 +121,7 @@ class BuildContext:
     ) -> None:
         """Run a command, its output appended to the log; failure is a BuildError."""
         shown = cmd if isinstance(cmd, str) else " ".join(cmd)
+        check_stop()
         self.note(f"$ {shown}  (in {cwd})")
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -142,6 +144,9 @@ class BuildContext:
                 log=self.log_path,
             ) from None
         assert proc.stdout is not None
+        stop = current_stop()
+        if stop is not None:
+            stop.started(proc)
         try:
             for line in proc.stdout:
                 self.log.write(line)
@@ -157,7 +162,12 @@ class BuildContext:
             _kill_group(proc)
             raise
         finally:
+            if stop is not None:
+                stop.ended(proc)
             self.log.flush()
+        if rc != 0 and stop is not None and stop.stopped:
+            self.note("stopped: its probe was no longer needed")
+            raise BuildCancelled(f"{step} was stopped")
         if rc != 0:
             self.note(f"exit status {rc}")
             killed = rc < 0
