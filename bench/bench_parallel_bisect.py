@@ -31,10 +31,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--mode", choices=("lanes", "rounds"), default="lanes")
     ap.add_argument("--rates", default="0.02,0.1,0.5")
+    ap.add_argument(
+        "--no-preempt", action="store_true", help="lanes keep probes others settled (before)"
+    )
     args = ap.parse_args()
     print(
         f"n={args.n}, build {args.build:g} s, run {args.run:g} s, confidence {CONFIDENCE}, "
-        f"{args.mode}, {args.trials} trials a cell (same seeds for every k)\n"
+        f"{args.mode}{'' if args.no_preempt else ', settled probes left'}, "
+        f"{args.trials} trials a cell (same seeds for every k)\n"
     )
     print("|    p | k | makespan (min) | vs k=1 | runs | builds | right |")
     print("|-----:|--:|---------------:|-------:|-----:|-------:|------:|")
@@ -48,7 +52,7 @@ def main() -> None:
                 trials.append(
                     simulate_lanes(
                         args.n, b, p, k, rng, build=args.build, run=args.run,
-                        rounds=args.mode == "rounds",
+                        rounds=args.mode == "rounds", preempt=not args.no_preempt,
                     )
                 )  # fmt: skip
             mk = statistics.mean(t.seconds for t in trials) / 60

@@ -643,6 +643,64 @@ def test_lanes_keep_the_guarantee_in_simulation() -> None:
     assert wrong <= 45, wrong
 
 
+def test_a_probe_whose_side_the_evidence_has_decided_is_settled() -> None:
+    from repro.strategy.bisect import SETTLED_SHARE, settled_probes
+
+    bis = Bisector(1000, calib_hits=3, calib_runs=10)
+    assert settled_probes(bis, {100, 500, 900}) == []  # the prior decides nothing
+    bis.record_run(400, True)  # b > 400: a probe at 100 can only come out racy
+    assert settled_probes(bis, {100, 600}) == [100]
+    for _ in range(300):
+        bis.record_run(500, False)  # "racy at 500" all but ruled out: b <= 500
+    post = bis.posterior_b()
+    assert sum(post[501:]) < SETTLED_SHARE * 0.01  # at the default confidence, 0.99
+    # 700 and 950 can only come out clean now; 450 still splits (400, 500].
+    assert settled_probes(bis, {100, 450, 700, 950}) == [100, 700, 950]
+
+
+def test_a_free_lane_waits_rather_than_probe_a_settled_commit() -> None:
+    """The answer hangs on 3 (in flight) against 4; 4 and later are all but decided.
+    A free lane used to probe 4 again and again (two lanes on the demo: 21 probes of
+    36 runs at one commit while the other built the commit that mattered)."""
+    from repro.strategy.bisect import propose_probes, settled_probes
+
+    bis = Bisector(16, calib_hits=3, calib_runs=10)
+    bis.record_run(2, True)
+    for _ in range(300):
+        bis.record_run(4, False)
+    step = bis.next_step()
+    assert isinstance(step, Probe) and step.index == 3
+    assert settled_probes(bis, {3, 4, 5}) == [4, 5]
+    assert propose_probes(bis, 1, busy={3}) == []  # wait for 3
+    assert propose_probes(bis, 2) == [Probe(3, step.runs)]  # nothing in flight: 3 alone
+
+
+def test_lanes_that_leave_settled_probes_build_less() -> None:
+    """On the same histories, lanes that leave what the others settled (their builds
+    too) build fewer commits and finish sooner, and are as right."""
+    import random as _random
+
+    from repro.strategy.lanes_sim import simulate_lanes
+
+    def cell(preempt: bool) -> tuple[float, float, int]:
+        trials = []
+        for i in range(20):
+            rng = _random.Random(f"leave-{i}")  # the same history for both
+            b = rng.randint(1, 999)
+            trials.append(simulate_lanes(1000, b, 0.5, 4, rng, preempt=preempt))
+        return (
+            sum(t.builds for t in trials) / 20,
+            sum(t.seconds for t in trials) / 20,
+            sum(t.correct for t in trials),
+        )
+
+    kept_builds, kept_time, kept_right = cell(False)
+    left_builds, left_time, left_right = cell(True)
+    assert left_builds < kept_builds - 2, (left_builds, kept_builds)
+    assert left_time < kept_time, (left_time, kept_time)
+    assert left_right >= 19 and kept_right >= 19
+
+
 def test_propose_probes_passes_the_answer_through() -> None:
     from repro.strategy.bisect import propose_probes
 

@@ -41,6 +41,7 @@ from repro.app.view import (
 )
 from repro.builds.cache import BuildError
 from repro.builds.progress import RichBuildProgress
+from repro.builds.stop import BuildCancelled
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import BisectSpec, LoadedRecipe, check_option, load_recipe, load_run_recipe
@@ -62,6 +63,7 @@ from repro.strategy.bisect import (
     RateBelief,
     clean_end_prior,
     propose_probes,
+    settled_probes,
 )
 from repro.strategy.terms import Find, Side, Terms
 from repro.text import truncate
@@ -91,7 +93,8 @@ class StopBisect(Exception):
 class Lane:
     """One of the probes a cluster runs at once (``_probe_lanes``): its own workers,
     which build its commit and run it, their slots, run indices from the pool that all
-    lanes share (so that each index is handed out once), and the lanes' common stop."""
+    lanes share (so that each index is handed out once), and its stop (set to leave a
+    probe the other lanes settled, or for all lanes at the end)."""
 
     number: int
     workers: tuple[str, ...]
@@ -266,12 +269,15 @@ class BisectRun:
         subject = p.info.get("subject")
         return f"{p.label}" + (f" {subject!r}" if subject else "")
 
-    def build(self, pos: int, workers: Sequence[str] = ()) -> Prepared | None:
+    def build(
+        self, pos: int, workers: Sequence[str] = (), stop: threading.Event | None = None
+    ) -> Prepared | None:
         """Build (or reuse) one position; None, logged as unusable, when it cannot build.
 
         ``workers``: on a cluster, the workers that must hold the build (a lane's); by
         default every worker. A build already held elsewhere is made on the missing
-        ones only (found at once in a shared cache)."""
+        ones only (found at once in a shared cache). ``stop`` set meanwhile stops the
+        build (``BuildCancelled``: nothing is logged, the position stays usable)."""
         from repro.app.cluster import ClusterPrepared
 
         known = self._prepared.get(pos)
@@ -292,7 +298,11 @@ class BisectRun:
         try:
             if self.cluster is not None:
                 prepared: Prepared = self.cluster.prepare_local(
-                    self.loaded, self.overrides, workers=missing or workers or None, **refs
+                    self.loaded,
+                    self.overrides,
+                    workers=missing or workers or None,
+                    stop=stop,
+                    **refs,
                 )
             else:
                 progress = RichBuildProgress(self.console)
@@ -332,7 +342,7 @@ class BisectRun:
         workers and slots, run indices from the lanes' pool, their stop, and no live
         panel (one terminal shows one).
         """
-        prepared = self.build(pos, lane.workers if lane is not None else ())
+        prepared = self.build(pos) if lane is None else self.build(pos, lane.workers, lane.stop)
         if prepared is None:
             return None
         if not self.keep_going:
@@ -958,15 +968,16 @@ def _probe_lanes(run: BisectRun, k: int) -> None:
     for the slowest probe of a round. Every result goes through the one run log (it
     serialises), so the strategy sees each as it lands; once the answer holds (or the
     clean end cannot be tested) the other lanes stop and their finished runs are kept.
-    Ctrl-C reaches the main thread only: it sets the lanes' stop, which every loop reads.
+    Ctrl-C reaches the main thread only: it sets the lanes' stops, which every loop reads.
+    When a result leaves a lane's commit all but decided (``settled_probes``), that lane
+    leaves it, its build too if it is still building, and takes a new probe.
     """
     assert run.cluster is not None and run.bisector is not None
     console = run.console
     shares = run.cluster.shares(k)
     slots = max(1, run.cluster.threads() // k)
-    stop = threading.Event()
     pool = IndexPool(run.record.next_index)
-    lanes = [Lane(i + 1, shares[i], slots, pool.take, stop) for i in range(k)]
+    lanes = [Lane(i + 1, shares[i], slots, pool.take, threading.Event()) for i in range(k)]
     ended: queue.Queue[tuple[Lane, Probe, StressState | None, BaseException | None]]
     ended = queue.Queue()
     console.print(
@@ -981,22 +992,22 @@ def _probe_lanes(run: BisectRun, k: int) -> None:
             state = run.run(
                 p.index, Limits(runs=p.runs, until_hits=1, jobs=slots), "bisect", lane=lane
             )
-        except KeyboardInterrupt:
-            pass  # the lanes' stop: what finished is in the log
+        except (KeyboardInterrupt, BuildCancelled):
+            pass  # the lane's stop: what finished is in the log
         except BaseException as exc:  # raised again in the main thread
             error = exc
         ended.put((lane, p, state, error))
 
     busy: dict[int, int] = {}  # lane number -> position in flight
+    leaving: set[int] = set()  # lanes told to leave a settled probe, not yet out
     idle = list(lanes)
     threads: list[threading.Thread] = []
     last = len(run.positions) - 1
     try:
         while True:
             with run.runlog.lock:
-                proposed = (
-                    propose_probes(run.bisector, len(idle), set(busy.values())) if idle else []
-                )
+                open_ = {t for n, t in busy.items() if n not in leaving}
+                proposed = propose_probes(run.bisector, len(idle), open_) if idle else []
             if isinstance(proposed, Done) or (not proposed and not busy):
                 break
             for p in proposed:
@@ -1022,15 +1033,43 @@ def _probe_lanes(run: BisectRun, k: int) -> None:
             if error is not None:
                 raise error
             del busy[lane.number]
-            idle.append(lane)
             label = escape(run.positions[p.index].label)
-            _say_step(run, p.index, state, f"lane {lane.number}: {label}: ")
+            if lane.number in leaving and state is None:
+                console.print(f"  lane {lane.number}: {label}: left", highlight=False)
+            else:
+                _say_step(run, p.index, state, f"lane {lane.number}: {label}: ")
+            leaving.discard(lane.number)
+            lane.stop.clear()
+            idle.append(lane)
             if p.index == last and run.stats(last).unusable:
                 return
+            if _answered(run):
+                return
+            _leave_settled(run, lanes, busy, leaving)
     finally:  # the answer, an error or Ctrl-C: every lane stops, what finished is kept
-        stop.set()
+        for lane in lanes:
+            lane.stop.set()
         for t in threads:
             t.join()
+
+
+def _leave_settled(
+    run: BisectRun, lanes: list[Lane], busy: dict[int, int], leaving: set[int]
+) -> None:
+    """Tell the lanes whose probe the evidence has all but decided to leave it."""
+    assert run.bisector is not None
+    with run.runlog.lock:
+        settled = set(settled_probes(run.bisector, set(busy.values())))
+    for lane in lanes:
+        pos = busy.get(lane.number)
+        if pos in settled and lane.number not in leaving:
+            leaving.add(lane.number)
+            lane.stop.set()
+            run.console.print(
+                f"  lane {lane.number}: leaving {escape(run.describe(pos))}: "
+                "the other lanes' results settled it",
+                highlight=False,
+            )
 
 
 def _answered(run: BisectRun) -> bool:

@@ -866,9 +866,16 @@ def propose_probes(bisector: Bisector, k: int, busy: Collection[int] = ()) -> li
     edges = [floor, *sorted(t for t in taken if floor < t <= top), len(post) - 1]
     # Segment (a, c]: c is in flight, or the last edge (the virtual "racy at the end" when
     # the clean end is open, else the verified clean end): the free positions are a+1..c-1.
+    # A commit whose outcome the evidence has all but decided is no probe (two lanes once
+    # ran one such commit 21 times over while another built the commit that mattered).
+    settled = _settled_test(bisector)
     segments = []
     for a, c in itertools.pairwise(edges):
-        free = [t for t in range(a + 1, min(c, top + 1)) if t not in bisector._unusable]
+        free = [
+            t
+            for t in range(a + 1, min(c, top + 1))
+            if t not in bisector._unusable and (t == step.index or not settled(t))
+        ]
         segments.append((cdf[c] - cdf[a], a, free))
     counts = [0] * len(segments)
     for _ in range(k):
@@ -899,6 +906,42 @@ def propose_probes(bisector: Bisector, k: int, busy: Collection[int] = ()) -> li
             insort(picks, t)
         chosen.extend(picks)
     return [Probe(t, step.runs) for t in sorted(chosen)]
+
+
+# A probe in flight whose smaller side holds less than this share of the error allowed
+# (``1 - confidence``) can no longer move the answer: see ``settled_probes``.
+SETTLED_SHARE = 0.1
+
+
+def settled_probes(bisector: Bisector, busy: Collection[int]) -> list[int]:
+    """The positions in flight whose outcome the evidence has already all but decided.
+
+    A lane probes ``t`` to learn on which side of ``t`` the boundary lies. Once other
+    lanes' results leave less than ``SETTLED_SHARE * (1 - confidence)`` of the
+    posterior on one side, neither outcome at ``t`` can move the answer much; the lane
+    had better leave (its build too, if it is still building) and take a probe that
+    can. Simulated (n = 1,000, build 60 s, run 1 s, 4 lanes, 40 trials): 23 builds
+    became 19-20, and the makespan against one lane went from 0.56 to 0.52 at p = 0.5
+    and from 0.48 to 0.47 at p = 0.1. Letting a settled lane finish its build first
+    gained nothing, so the build is stopped. The answer and its guarantee are untouched:
+    leaving a probe only drops runs that were not yet made.
+    """
+    if not busy:
+        return []
+    settled = _settled_test(bisector)
+    return [t for t in sorted(set(busy)) if settled(t)]
+
+
+def _settled_test(bisector: Bisector) -> Callable[[int], bool]:
+    """Is the outcome at ``t`` all but decided (less than the settled share on a side)?"""
+    tol = SETTLED_SHARE * (1.0 - bisector._confidence)
+    v = bisector._view()
+
+    def settled(t: int) -> bool:
+        left = bisector._cum(v, t)  # P(b <= t): "clean at t"
+        return min(left, 1.0 - left) < tol
+
+    return settled
 
 
 # ------------------------------------------------------------------ simulation
