@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, repro
 
 sys.path.insert(0, str(ROOT / "demo"))
-from make_repo import make_repo
+from make_repo import make_demo_recipe
 
 FIX_SUBJECT = "Publish the result before unlocking"
 RACE_SUBJECT = "Publish results outside the lock"
@@ -22,12 +22,8 @@ RACE_SUBJECT = "Publish results outside the lock"
 
 @pytest.fixture()
 def demo(tmp_path: Path) -> tuple[Path, Path]:
-    repo = make_repo(tmp_path / "ticketq")
-    text = (ROOT / "recipes" / "demo.yaml").read_text()
-    text = text.replace("../demo-work/ticketq", str(repo))
-    recipe = tmp_path / "demo.yaml"
-    recipe.write_text(text)
-    return repo, recipe
+    recipe = make_demo_recipe(tmp_path)
+    return tmp_path / "ticketq", recipe
 
 
 def subject_of(repo: Path, sha: str) -> str:

@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, repro
 
 sys.path.insert(0, str(ROOT / "demo"))
-from make_repo import make_repo
+from make_repo import make_demo_recipe
 
 FIX_SUBJECT = "Publish the result before unlocking"
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
@@ -29,12 +29,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("chaos")
-    repo = make_repo(root / "ticketq")
-    text = (ROOT / "recipes" / "demo.yaml").read_text().replace("../demo-work/ticketq", str(repo))
-    recipe = root / "demo.yaml"
-    recipe.write_text(text)
-    return recipe
+    return make_demo_recipe(tmp_path_factory.mktemp("chaos"))
 
 
 def _start(args: list[str]) -> subprocess.Popen[bytes]:

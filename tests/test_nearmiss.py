@@ -176,13 +176,11 @@ def test_bisect_that_cannot_calibrate_names_the_near_miss(tmp_path: Path) -> Non
     from conftest import ROOT
 
     sys.path.insert(0, str(ROOT / "demo"))
-    from make_repo import make_repo
+    from make_repo import make_demo_recipe
 
-    repo = make_repo(tmp_path / "ticketq")
-    text = (ROOT / "recipes" / "demo.yaml").read_text().replace("../demo-work/ticketq", str(repo))
-    text = text.replace("functions: [tq_publish, tq_poll]", "functions: [tq_publish]")
-    recipe = tmp_path / "demo.yaml"
-    recipe.write_text(text)
+    recipe = make_demo_recipe(tmp_path)
+    text = recipe.read_text()
+    recipe.write_text(text.replace("functions: [tq_publish, tq_poll]", "functions: [tq_publish]"))
     res = repro("bisect", str(recipe), "--runs-dir", str(tmp_path / "runs"))
     out = res.stdout + res.stderr
     assert res.returncode == 1, out

@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, repro
 
 sys.path.insert(0, str(ROOT / "demo"))
-from make_repo import make_repo
+from make_repo import make_demo_recipe
 
 FIX_SUBJECT = "Publish the result before unlocking"
 
@@ -132,11 +132,7 @@ def test_json_out_directory_is_refused_before_any_run(tmp_path: Path, tsan_bin: 
 
 @pytest.fixture()
 def demo(tmp_path: Path) -> Path:
-    repo = make_repo(tmp_path / "ticketq")
-    text = (ROOT / "recipes" / "demo.yaml").read_text().replace("../demo-work/ticketq", str(repo))
-    recipe = tmp_path / "demo.yaml"
-    recipe.write_text(text)
-    return recipe
+    return make_demo_recipe(tmp_path)
 
 
 def test_bisect_report_under_proc_is_refused_before_any_build(demo: Path, tmp_path: Path) -> None:

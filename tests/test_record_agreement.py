@@ -20,7 +20,7 @@ from tsan_helpers import PROGRAMS, compile_c
 from repro.report.fmt import pct
 
 sys.path.insert(0, str(ROOT / "demo"))
-from make_repo import make_repo
+from make_repo import make_demo_recipe
 
 CYCLE = """#!/bin/sh
 # Each run takes the next behaviour, in order (one run at a time: -j 1).
@@ -119,10 +119,7 @@ def test_all_outputs_state_the_same_figures(mixed: dict[str, Any]) -> None:
 @pytest.fixture(scope="module")
 def bisect(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("bisect")
-    repo = make_repo(root / "ticketq")
-    text = (ROOT / "recipes" / "demo.yaml").read_text().replace("../demo-work/ticketq", str(repo))
-    recipe = root / "demo.yaml"
-    recipe.write_text(text)
+    recipe = make_demo_recipe(root)
     out = root / "b.json"
     res = repro("bisect", str(recipe), "--runs-dir", str(root / "runs"), "--json-out", str(out))
     run_dir = next((root / "runs").iterdir())

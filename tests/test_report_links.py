@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, repro
 
 sys.path.insert(0, str(ROOT / "demo"))
-from make_repo import make_repo
+from make_repo import make_demo_recipe, make_repo
 
 WEB = "https://github.com/example-org/ticketq"
 
@@ -91,11 +91,9 @@ def test_stress_report_clones_from_the_origin_of_a_local_clone(tmp_path: Path) -
     """No web_url in the recipe: the local clone's origin (a GitHub URL) is the public one."""
     import subprocess
 
-    repo = make_repo(tmp_path / "ticketq")
+    recipe = make_demo_recipe(tmp_path)
+    repo = tmp_path / "ticketq"
     subprocess.run(["git", "-C", str(repo), "remote", "add", "origin", WEB + ".git"], check=True)
-    text = (ROOT / "recipes" / "demo.yaml").read_text().replace("../demo-work/ticketq", str(repo))
-    recipe = tmp_path / "demo.yaml"
-    recipe.write_text(text)
     res = repro("stress", str(recipe), "--runs", "2", "--runs-dir", str(tmp_path / "runs"))
     assert res.returncode in (0, 1), res.stdout + res.stderr
     run_dir = next((tmp_path / "runs").iterdir())
