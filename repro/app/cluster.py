@@ -26,10 +26,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from repro.app.context import Overrides, Prepared, prepare
 from repro.app.executors import Finished
@@ -107,6 +107,7 @@ class BuildRequest:
 
 # --- the worker side -------------------------------------------------------------------
 
+_T = TypeVar("_T")
 _LOCK = threading.Lock()
 _PREPARED: dict[BuildRequest, Prepared] = {}
 _SESSIONS: dict[str, InFlight] = {}
@@ -180,14 +181,20 @@ class PrepareReply:
     stopped: bool = False
 
 
+def _kept(table: dict[str, _T], lock: threading.Lock, key: str, make: Callable[[], _T]) -> _T:
+    """``table[key]``, made on first use; the oldest entries go past ``_KEEP_SESSIONS``
+    (a worker lives long, and a cancel may come for a key it never saw)."""
+    with lock:
+        value = table.get(key)
+        if value is None:
+            value = table[key] = make()
+            while len(table) > _KEEP_SESSIONS:
+                del table[next(iter(table))]
+        return value
+
+
 def _build_stop(build_id: str) -> BuildStop:
-    with _STOPS_LOCK:
-        stop = _BUILD_STOPS.get(build_id)
-        if stop is None:
-            stop = _BUILD_STOPS[build_id] = BuildStop()
-            while len(_BUILD_STOPS) > _KEEP_SESSIONS:
-                del _BUILD_STOPS[next(iter(_BUILD_STOPS))]
-        return stop
+    return _kept(_BUILD_STOPS, _STOPS_LOCK, build_id, BuildStop)
 
 
 def stop_build(build_id: str) -> None:
@@ -219,13 +226,7 @@ def prepare_task(req: BuildRequest, build_id: str | None = None) -> PrepareReply
 
 
 def _session(sid: str) -> InFlight:
-    with _LOCK:
-        inflight = _SESSIONS.get(sid)
-        if inflight is None:
-            inflight = _SESSIONS[sid] = InFlight()
-            while len(_SESSIONS) > _KEEP_SESSIONS:
-                del _SESSIONS[next(iter(_SESSIONS))]
-        return inflight
+    return _kept(_SESSIONS, _LOCK, sid, InFlight)
 
 
 def cancel_session(sid: str) -> None:
@@ -268,8 +269,9 @@ def run_chunk(sid: str, req: BuildRequest, indices: tuple[int, ...]) -> list[Rem
     finished still come back: the task itself is never cancelled.
     """
     out: list[RemoteRun] = []
+    session = _session(sid)
     for index in indices:
-        if _session(sid).cancelled.is_set():
+        if session.cancelled.is_set():
             out.append((None, None, _worker_address()))
         else:
             out.append(run_task(sid, req, index))

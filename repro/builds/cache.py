@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from filelock import FileLock, Timeout
 
-from repro.builds.stop import BuildCancelled, check_stop, current_stop
+from repro.builds.stop import BuildCancelled, check_stop, current_stop, kill_group
 from repro.errors import ReproError
 from repro.paths import cache_dir
 
@@ -183,8 +183,7 @@ class BuildContext:
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, 9)
+    kill_group(proc)
     with contextlib.suppress(Exception):
         proc.wait(timeout=10)
 

@@ -40,7 +40,7 @@ class BuildStop:
             self.stopped = True
             procs = list(self._procs)
         for proc in procs:
-            _kill_group(proc)
+            kill_group(proc)
 
     def started(self, proc: subprocess.Popen[str]) -> None:
         """A command of the build started (in its own process group)."""
@@ -48,7 +48,7 @@ class BuildStop:
             self._procs.add(proc)
             late = self.stopped
         if late:
-            _kill_group(proc)
+            kill_group(proc)
 
     def ended(self, proc: subprocess.Popen[str]) -> None:
         with self._lock:
@@ -82,6 +82,7 @@ def check_stop() -> None:
         raise BuildCancelled("the build was stopped")
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
+def kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the command's process group (a build's commands each start their own)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
