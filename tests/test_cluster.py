@@ -381,12 +381,7 @@ def test_worker_killed_mid_run(demo: Path, tmp_path: Path, retries: int) -> None
             start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                dirs = list(runs_dir.glob("*/events.jsonl"))
-                if dirs and len(_runs(dirs[0].parent)) >= 6:
-                    break
-                time.sleep(0.05)
+            _wait_for_runs(runs_dir, 6, seconds=120)
             _kill_while_it_runs(dask.workers[0])  # both workers are busy: one run dies
             out, _ = proc.communicate(timeout=180)
         finally:
@@ -410,6 +405,21 @@ def test_worker_killed_mid_run(demo: Path, tmp_path: Path, retries: int) -> None
     assert summary["runs"] == n
     late = [r["worker"] for r in runs[-5:]]
     assert len(set(late)) == 1  # after the kill only the survivor runs
+
+
+def _wait_for_runs(
+    runs_dir: Path, at_least: int, phase: str | None = None, seconds: float = 180
+) -> None:
+    """Until the one run directory under ``runs_dir`` has logged ``at_least`` runs (of
+    ``phase``, such as a bisect's runs past calibration), or ``seconds`` went by."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        dirs = list(runs_dir.glob("*/events.jsonl"))
+        if dirs:
+            runs = _runs(dirs[0].parent)
+            if sum(phase is None or r.get("phase") == phase for r in runs) >= at_least:
+                return
+        time.sleep(0.05)
 
 
 def _kill_while_it_runs(worker: subprocess.Popen[bytes]) -> None:
@@ -562,12 +572,7 @@ def test_parallel_bisect_interrupted_and_resumed(demo: Path, tmp_path: Path) -> 
         start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            dirs = list(runs_dir.glob("*/events.jsonl"))
-            if dirs and any(r.get("phase") == "bisect" for r in _runs(dirs[0].parent)):
-                break
-            time.sleep(0.05)
+        _wait_for_runs(runs_dir, 1, "bisect")
         time.sleep(1.0)  # into a round
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=90)
@@ -613,12 +618,7 @@ def test_worker_killed_in_a_parallel_bisect(demo: Path, tmp_path: Path) -> None:
             start_new_session=True,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                dirs = list(runs_dir.glob("*/events.jsonl"))
-                if dirs and sum(r.get("phase") == "bisect" for r in _runs(dirs[0].parent)) >= 2:
-                    break
-                time.sleep(0.05)
+            _wait_for_runs(runs_dir, 2, "bisect")
             _kill_while_it_runs(dask.workers[0])
             text, _ = proc.communicate(timeout=600)
         finally:
