@@ -59,6 +59,8 @@ class Plan:
 # about a second at n = 1000 and p = 0.02.
 _PLAN_TRIALS = 24
 _PLAN_MAX_RUNS = 200_000
+# Draws from the rate belief that the plan's stratified rates are read from.
+_PLAN_RATE_POOL = 4096
 
 
 def plan(
@@ -85,11 +87,19 @@ def plan(
     hits = max(1, round(belief.alpha))
     runs_cal = max(hits, round(belief.alpha + belief.beta - 1.0))
     rng = random.Random(f"plan-{seed}-{n}-{hits}-{runs_cal}")
+    # Stratified draws: the rate at evenly spaced quantiles of the belief (read off a large
+    # sorted sample) and the boundary at evenly spaced positions, paired at random.  The small
+    # rates cost most, and plain draws missed them or drew them twice by luck: for n = 300 and
+    # 5 hits in 25 runs (mean about 166 runs at 200 trials), 24 plain draws forecast 139..197
+    # runs over three seeds, stratified ones 156..170 over five.
+    pool = sorted(rng.betavariate(belief.alpha, belief.beta) for _ in range(_PLAN_RATE_POOL))
+    rates = [pool[int((i + 0.5) * _PLAN_RATE_POOL / trials)] for i in range(trials)]
+    bounds = [1 + int((i + rng.random()) * (n - 1) / trials) for i in range(trials)]
+    rng.shuffle(bounds)
     all_runs: list[int] = []
     all_builds: list[int] = []
-    for _ in range(trials):
-        p = min(1.0, max(1e-6, rng.betavariate(belief.alpha, belief.beta)))
-        b = rng.randint(1, n - 1)
+    for rate, b in zip(rates, bounds, strict=True):
+        p = min(1.0, max(1e-6, rate))
         bis = Bisector(
             n,
             confidence=confidence,
