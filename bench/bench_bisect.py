@@ -29,6 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from repro.strategy.bisect import (
+    BUILD_WEIGHT,
+    RATE_MIXTURE,
     RateBelief,
     SimResult,
     baseline_git_bisect,
@@ -184,6 +186,17 @@ def main() -> None:
     ap.add_argument(
         "--single-rate", action="store_true", help="repro with one calibrated rate (no mixture)"
     )
+    ap.add_argument(
+        "--build-weight",
+        type=float,
+        default=BUILD_WEIGHT,
+        help=f"share of a build's cost weighed in the probe choice (default {BUILD_WEIGHT})",
+    )
+    ap.add_argument(
+        "--mixture",
+        default=None,
+        help="repro's rate mixture as ratio:weight,... (default: the strategy's RATE_MIXTURE)",
+    )
     ap.add_argument("--repro-only", action="store_true", help="skip the git bisect baselines")
     ap.add_argument(
         "--verified-end",
@@ -191,14 +204,19 @@ def main() -> None:
         help="repro as before: the clean end checked apart before the search",
     )
     args = ap.parse_args()
-    mixture = ((1.0, 1.0),) if args.single_rate else None
+    mixture: tuple[tuple[float, float], ...] | None = None
+    if args.single_rate:
+        mixture = ((1.0, 1.0),)
+    elif args.mixture:
+        pairs = (item.split(":") for item in args.mixture.split(","))
+        mixture = tuple((float(r), float(w)) for r, w in pairs)
     build_cost = args.build_cost
 
     print(
         f"trials per cell: {args.trials}; build = {build_cost:g} s, run = {RUN_COST:g} s; "
         f"unusable commits: {100 * args.skips:g}%; repro confidence 0.99, batch {args.batch}; "
-        f"interior rate x{args.interior_rate:g}; "
-        f"{'single calibrated rate' if args.single_rate else 'rate mixture'}; clean end "
+        f"interior rate x{args.interior_rate:g}; build weight {args.build_weight:g}; "
+        f"rate mixture {mixture or RATE_MIXTURE}; clean end "
         f"{'checked apart' if args.verified_end else 'in the posterior'}\n"
     )
     print(
@@ -242,6 +260,7 @@ def main() -> None:
                         interior_rate=p * args.interior_rate,
                         rate_mixture=mixture,
                         clean_end_racy=0.0 if args.verified_end else clean_end_prior(n),
+                        build_weight=args.build_weight,
                     )
                 )
                 if args.repro_only:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from repro.strategy.bisect import BUILD_WEIGHT
 from repro.strategy.lanes_sim import CONFIDENCE, simulate_lanes
 
 
@@ -34,10 +35,14 @@ def main() -> None:
     ap.add_argument(
         "--no-preempt", action="store_true", help="lanes keep probes others settled (before)"
     )
+    ap.add_argument(
+        "--build-weight", type=float, default=BUILD_WEIGHT, help="1 = builds at full price (before)"
+    )
     args = ap.parse_args()
     print(
         f"n={args.n}, build {args.build:g} s, run {args.run:g} s, confidence {CONFIDENCE}, "
         f"{args.mode}{'' if args.no_preempt else ', settled probes left'}, "
+        f"build weight {args.build_weight:g}, "
         f"{args.trials} trials a cell (same seeds for every k)\n"
     )
     print("|    p | k | makespan (min) | vs k=1 | runs | builds | right |")
@@ -53,6 +58,7 @@ def main() -> None:
                     simulate_lanes(
                         args.n, b, p, k, rng, build=args.build, run=args.run,
                         rounds=args.mode == "rounds", preempt=not args.no_preempt,
+                        build_weight=args.build_weight,
                     )
                 )  # fmt: skip
             mk = statistics.mean(t.seconds for t in trials) / 60

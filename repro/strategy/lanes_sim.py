@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass
 
 from repro.strategy.bisect import (
+    BUILD_WEIGHT,
     Bisector,
     Done,
     Probe,
@@ -67,6 +68,7 @@ def simulate_lanes(
     rounds: bool = False,
     preempt: bool = True,
     confidence: float = CONFIDENCE,
+    build_weight: float = BUILD_WEIGHT,
 ) -> Trial:
     """One bisection by ``k`` lanes against a history whose first clean position is ``b``."""
     clock, hits, runs = _calibrate(p, k, rng, build, run)
@@ -75,7 +77,10 @@ def simulate_lanes(
         confidence=confidence,
         calib_hits=hits,
         calib_runs=runs,
+        build_cost=build,
+        run_cost=run,
         clean_end_racy=clean_end_prior(n),
+        build_weight=build_weight,
     )
     total = runs
     ready: dict[int, float] = {0: 0.0}  # position -> when its build is there
