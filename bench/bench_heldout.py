@@ -21,6 +21,7 @@ the racy tag measures the race's rate; the information bound (``fano_bound``) us
 
 Usage: bench/bench_heldout.py [--trials 10] [--stress-runs 600] [--args "300 6000"]
                               [--methods repro,git20,git50,bayesect] [--work DIR] [--json F]
+                              [--baseline OTHER_REPRO_TREE]
 """
 
 from __future__ import annotations
@@ -141,10 +142,10 @@ def repro_cmd() -> list[str]:
     return [sys.executable, "-m", "repro"]
 
 
-def repro_env(cache: Path) -> dict[str, str]:
+def repro_env(cache: Path, root: Path = ROOT) -> dict[str, str]:
     return {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(root),
         "REPRO_CACHE_DIR": str(cache),
         "TERM": "dumb",
         "COLUMNS": "120",
@@ -190,7 +191,15 @@ def measure_rate(history: History, work: Path, args: str, runs: int) -> dict[str
     }
 
 
-def run_repro(history: History, work: Path, args: str, trial: int, timeout: float) -> Result:
+def run_repro(
+    history: History,
+    work: Path,
+    args: str,
+    trial: int,
+    timeout: float,
+    root: Path = ROOT,
+    name: str = "repro @0.99",
+) -> Result:
     truth = history.sha(history.fix_at)
     recipe = write_recipe(work / "recipe.yaml", history.path, args)
     out = work / "repro.json"
@@ -210,7 +219,7 @@ def run_repro(history: History, work: Path, args: str, trial: int, timeout: floa
                 "--json-out",
                 str(out),
             ],
-            env=repro_env(work / "repro-cache"),
+            env=repro_env(work / "repro-cache", root),
             check=False,
             capture_output=True,
             text=True,
@@ -218,11 +227,11 @@ def run_repro(history: History, work: Path, args: str, trial: int, timeout: floa
         )
         (work / "repro.out").write_text(proc.stdout + proc.stderr)
     except subprocess.TimeoutExpired:
-        return Result("repro @0.99", trial, False, 0, 0, timeout, None, truth, {"timeout": True})
+        return Result(name, trial, False, 0, 0, timeout, None, truth, {"timeout": True})
     seconds = time.perf_counter() - t0
     if not out.exists():
         tail = {"output_tail": (proc.stdout + proc.stderr)[-400:]}
-        return Result("repro @0.99", trial, False, 0, 0, seconds, None, truth, tail)
+        return Result(name, trial, False, 0, 0, seconds, None, truth, tail)
     data = json.loads(out.read_text())
     culprit = (data.get("culprit") or {}).get("sha")
     info = data.get("information") or {}
@@ -257,7 +266,7 @@ def run_repro(history: History, work: Path, args: str, trial: int, timeout: floa
         "phases": [[s.get("label"), s.get("runs"), s.get("phases")] for s in data["steps"]],
     }
     return Result(
-        "repro @0.99",
+        name,
         trial,
         culprit == truth,
         int(data["runs"]),
@@ -442,8 +451,8 @@ def table(results: list[Result], methods: list[str], trials: int) -> str:
     return "\n".join(out)
 
 
-def repro_phases(results: list[Result]) -> str:
-    rs = [r for r in results if r.method == "repro @0.99"]
+def repro_phases(results: list[Result], name: str = "repro @0.99") -> str:
+    rs = [r for r in results if r.method == name]
     if not rs:
         return ""
     keys = [
@@ -478,6 +487,13 @@ def main() -> int:
     ap.add_argument("--args", default="300 6000", help="WINDOW_US POLL_US of the program")
     ap.add_argument("--stress-runs", type=int, default=600, help="0: do not measure the rate")
     ap.add_argument("--methods", default="repro,git20,git50,bayesect")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another repro source tree (say a git worktree of an older commit): adds the "
+        "method 'base', its CLI on the same histories, for a before/after in one run",
+    )
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-heldout"))
     ap.add_argument("--venv", type=Path, default=Path("/tmp/bench-heldout-venv"))
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per method and trial")
@@ -517,7 +533,10 @@ def main() -> int:
         "git20": "git N=20",
         "git50": "git N=50",
         "bayesect": "git-bayesect @0.99",
+        "base": "repro @0.99 (baseline)",
     }
+    if opts.baseline is not None and "base" not in methods:
+        methods.insert(1, "base")
     results: list[Result] = []
     for t in range(opts.trials):
         seed = opts.first_seed + t
@@ -532,6 +551,9 @@ def main() -> int:
             mdir.mkdir(parents=True)
             if m == "repro":
                 r = run_repro(h, mdir, opts.args, seed, opts.timeout)
+            elif m == "base" and opts.baseline is not None:
+                root = opts.baseline.resolve()
+                r = run_repro(h, mdir, opts.args, seed, opts.timeout, root, names["base"])
             elif m in ("git20", "git50"):
                 r = run_git_bisect(h, mdir, opts.args, int(m[3:]), seed, opts.timeout)
             elif m == "bayesect" and exe is not None:
@@ -541,7 +563,7 @@ def main() -> int:
                 raise SystemExit(f"unknown method {m}")
             results.append(r)
             extra = ""
-            if m == "repro" and "bisect_runs" in r.detail:
+            if m in ("repro", "base") and "bisect_runs" in r.detail:
                 d = r.detail
                 extra = (
                     f" (calib {d['calibration_runs']}, end {d['end_check_runs']}, "
@@ -565,6 +587,10 @@ def main() -> int:
     print(table(results, [names[m] for m in methods], opts.trials))
     print()
     print(repro_phases(results))
+    if "base" in methods:
+        print()
+        print("baseline:")
+        print(repro_phases(results, names["base"]))
     if "stress" in meta:
         p = float(meta["stress"]["rate"])
         lo, hi = meta["stress"].get("rate_ci95") or (p, p)
