@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from repro.strategy.bisect import (
     BUILD_WEIGHT,
+    CALIBRATION_HITS,
     RATE_MIXTURE,
     RateBelief,
     SimResult,
@@ -49,7 +50,7 @@ __all__ = [
 
 BUILD_COST = 60.0
 RUN_COST = 1.0
-CALIB_HITS = 5
+CALIB_HITS = CALIBRATION_HITS  # repro bisect's default
 
 
 def racy_steps(n: int) -> list[int]:

@@ -31,6 +31,7 @@ from pydantic import (
 
 from repro.errors import ReproError
 from repro.recipe_yaml import RecipeYAMLError, compose_and_load
+from repro.strategy.bisect import CALIBRATION_HITS
 
 if TYPE_CHECKING:
     from repro.tsan.signature import TargetRule
@@ -365,7 +366,7 @@ class BisectSpec(_Strict):
     clean: str | None = Field(default=None, description="find=regression: a commit before the race")
     confidence: Confidence = 0.99
     max_calibration_runs: int = Field(default=400, ge=1)
-    calibration_hits: int = Field(default=3, ge=1)
+    calibration_hits: int = Field(default=CALIBRATION_HITS, ge=1)
 
 
 class Recipe(_Strict):

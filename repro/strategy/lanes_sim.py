@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from repro.strategy.bisect import (
     BUILD_WEIGHT,
+    CALIBRATION_HITS,
     Bisector,
     Done,
     Probe,
@@ -31,7 +32,6 @@ from repro.strategy.bisect import (
     settled_probes,
 )
 
-CALIB_HITS = 3  # repro bisect's default
 CONFIDENCE = 0.99
 POLL = 8  # runs between two looks at the answer (the app polls every 0.2 s)
 
@@ -50,7 +50,7 @@ def _calibrate(
     p: float, k: int, rng: random.Random, build: float, run: float
 ) -> tuple[float, int, int]:
     hits = runs = 0
-    while hits < CALIB_HITS and runs < 5000:
+    while hits < CALIBRATION_HITS and runs < 5000:
         hits += sum(rng.random() < p for _ in range(k))
         runs += k
     return build + runs / k * run, hits, runs
