@@ -177,6 +177,7 @@ def measure_rate(history: History, work: Path, args: str, runs: int) -> dict[str
             str(out),
         ],
         env=repro_env(work / "stress-cache"),
+        cwd=ROOT,
         check=False,
         capture_output=True,
     )
@@ -220,6 +221,9 @@ def run_repro(
                 str(out),
             ],
             env=repro_env(work / "repro-cache", root),
+            # `python -m` puts the working directory first on sys.path, before PYTHONPATH:
+            # run from the tree itself, or a baseline tree would import this one's repro.
+            cwd=root,
             check=False,
             capture_output=True,
             text=True,
