@@ -629,19 +629,15 @@ def check_versions(loaded: LoadedRecipe, versions: list[str]) -> None:
 
 def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> BisectRun:
     r = loaded.recipe
-    spec = r.bisect
-    find_text = opts.find or (spec.find if spec else "fix")
+    spec = r.bisect or BisectSpec()  # a recipe without `bisect:` has the schema's defaults
+    find_text = opts.find or spec.find
     if find_text not in ("fix", "regression"):
         raise ReproError(f"--find takes `fix` or `regression`, not {find_text!r}")
     find = Find(find_text)
-    confidence = opts.confidence or (spec.confidence if spec else 0.99)
+    confidence = opts.confidence or spec.confidence
     check_option(BisectSpec, "confidence", confidence, "--confidence")  # the recipe's rule
-    racy = opts.racy or (spec.racy if spec else None)
-    other = (
-        (opts.fixed or (spec.fixed if spec else None))
-        if find is Find.FIX
-        else (opts.clean or (spec.clean if spec else None))
-    )
+    racy = opts.racy or spec.racy
+    other = (opts.fixed or spec.fixed) if find is Find.FIX else (opts.clean or spec.clean)
     overrides = Overrides(extension_repo=opts.repo, threads=opts.threads, timeout=opts.timeout)
     if opts.versions:
         if r.python is None or not r.python.version:
@@ -659,7 +655,7 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         racy_ref = positions[0].id
         clean_ref = positions[-1].id
     else:
-        terms = Terms(find, Side(spec.side if spec else "extension"))
+        terms = Terms(find, Side(spec.side))
         if racy is None or other is None:
             raise ReproError(
                 f"{loaded.path}: the range is not known: give --racy and {terms.clean_option} "
@@ -682,8 +678,8 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         "racy": racy_ref,
         "clean": clean_ref,
         "confidence": confidence,
-        "calibration_runs": opts.calibration_runs or (spec or BisectSpec()).max_calibration_runs,
-        "calibration_hits": (spec or BisectSpec()).calibration_hits,
+        "calibration_runs": opts.calibration_runs or spec.max_calibration_runs,
+        "calibration_hits": spec.calibration_hits,
         "positions": [vars(p) for p in positions],
         "anchors": anchors,
         "jobs": opts.jobs,
