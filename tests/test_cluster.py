@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,18 @@ from make_repo import make_demo_recipe
 
 pytest.importorskip("distributed")
 
-FIX_SUBJECT = "Publish the result before unlocking"
-BIN = Path(sys.executable).parent
+from cluster_helpers import (
+    BIN,
+    FIX_SUBJECT,
+    SLOW,
+    Dask,
+    _env,
+    _kill_while_it_runs,
+    _only_dir,
+    _runs,
+    _wait_for_runs,
+    _wait_workers,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,47 +44,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_demo_recipe(tmp_path_factory.mktemp("cluster-demo"))
 
 
-def _env(**extra: str) -> dict[str, str]:
-    # Worker processes import repro from this tree, like the repro under test.
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "COLUMNS": "160", **extra}
-
-
-def _events(run_dir: Path) -> list[dict[str, Any]]:
-    """The events written so far; a last line still being written is left out (it can end
-    in a `}` of a nested object before it is whole: CI once read one, under load)."""
-    text = (run_dir / "events.jsonl").read_text()
-    lines = text.splitlines()
-    if lines and not text.endswith("\n"):
-        lines.pop()
-    return [json.loads(x) for x in lines]
-
-
-def _runs(run_dir: Path) -> list[dict[str, Any]]:
-    return [e for e in _events(run_dir) if e["event"] == "run"]
-
-
-def _only_dir(runs_dir: Path) -> Path:
-    (run_dir,) = [p for p in runs_dir.iterdir() if p.is_dir()]
-    return run_dir
-
-
 # --- a scheduler and workers as separate processes --------------------------------------
-
-
-@dataclass
-class Dask:
-    address: str
-    workers: list[subprocess.Popen[bytes]]
-    caches: list[Path]
-
-
-def _wait_workers(address: str, n: int, timeout: float = 60) -> list[str]:
-    from distributed import Client
-
-    with Client(address, timeout=timeout) as client:
-        client.wait_for_workers(n, timeout=timeout)
-        return sorted(client.nthreads())
 
 
 @contextlib.contextmanager
@@ -348,9 +317,6 @@ def test_separate_processes_stress_and_bisect(demo: Path, tmp_path: Path) -> Non
     assert sum(builds) < 2 * built, (builds, built)
 
 
-SLOW = "reproducer.command=sleep 0.4 && ./stress_test 3 100 1000"
-
-
 @pytest.mark.parametrize("retries", [3, 0], ids=["retried", "lost"])
 def test_worker_killed_mid_run(demo: Path, tmp_path: Path, retries: int) -> None:
     """Retried elsewhere (Dask's default), or, when the scheduler may not retry, lost:
@@ -405,52 +371,6 @@ def test_worker_killed_mid_run(demo: Path, tmp_path: Path, retries: int) -> None
     assert summary["runs"] == n
     late = [r["worker"] for r in runs[-5:]]
     assert len(set(late)) == 1  # after the kill only the survivor runs
-
-
-def _wait_for_runs(
-    runs_dir: Path, at_least: int, phase: str | None = None, seconds: float = 180
-) -> None:
-    """Until the one run directory under ``runs_dir`` has logged ``at_least`` runs (of
-    ``phase``, such as a bisect's runs past calibration), or ``seconds`` went by."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        dirs = list(runs_dir.glob("*/events.jsonl"))
-        if dirs:
-            runs = _runs(dirs[0].parent)
-            if sum(phase is None or r.get("phase") == phase for r in runs) >= at_least:
-                return
-        time.sleep(0.05)
-
-
-def _kill_while_it_runs(worker: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a worker while a reproducer runs on it: between two tasks a worker runs
-    nothing, and a kill then would take no run with it."""
-    wait_until = time.monotonic() + 30
-    while not _running_reproducer(worker.pid) and time.monotonic() < wait_until:
-        time.sleep(0.01)
-    os.killpg(worker.pid, signal.SIGKILL)
-    worker.wait()
-
-
-def _running_reproducer(root: int) -> bool:
-    """Is a reproducer (the demo's `sleep` or `stress_test`) among root's descendants?"""
-    parent: dict[int, int] = {}
-    names: dict[int, str] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            text = stat.read_text()
-            pid = int(stat.parent.name)
-            names[pid] = text[text.index("(") + 1 : text.rindex(")")]
-            parent[pid] = int(text[text.rindex(")") + 2 :].split()[1])
-    for pid, name in names.items():
-        if name not in ("sleep", "stress_test"):
-            continue
-        p = pid
-        while p in parent and p > 1:
-            p = parent[p]
-            if p == root:
-                return True
-    return False
 
 
 def _marked_processes(mark: str) -> list[str]:
