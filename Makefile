@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # What builds need (compilers with TSAN runtimes, CPython's build dependencies) and what
-# the tests use (chromium renders the HTML report).
+# the tests use (chromium renders the HTML report; iproute2 and util-linux make the test
+# hosts of tests/hosts.py: network namespaces, unshare).
 APT_BASE := gcc g++ make git patch xz-utils ca-certificates pkg-config ccache \
 	libffi-dev zlib1g-dev libssl-dev libbz2-dev liblzma-dev libsqlite3-dev
 APT_CLANG := clang-19 libclang-rt-19-dev llvm-19
-APT_TEST := chromium
+APT_TEST := chromium iproute2 util-linux
 DEMO_REPO := demo-work/ticketq
 PYTEST_ARGS ?=
 

@@ -69,7 +69,7 @@ def _usable() -> str | None:
     if os.geteuid() != 0:
         return "test hosts need root (network namespaces)"
     if shutil.which("ip") is None or shutil.which("unshare") is None:
-        return "test hosts need iproute2 and util-linux (make setup installs them)"
+        return "test hosts need iproute2 and util-linux (make test installs them)"
     return None
 
 
