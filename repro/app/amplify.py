@@ -24,7 +24,7 @@ from repro.app.loop import Limits, StressState, Tags, stress_loop
 from repro.app.view import StressView
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
-from repro.recipe import load_recipe
+from repro.recipe import LoadedRecipe
 from repro.runlog import Counts, RunDir, RunLog
 
 if TYPE_CHECKING:
@@ -73,18 +73,16 @@ def settings_from(
 
 
 def run_amplify(
-    recipe: Path,
+    loaded: LoadedRecipe,
     settings: list[Setting],
     runs: int,
     runs_dir: Path | None,
     console: Console,
     repo: str | None = None,
-    sets: tuple[str, ...] = (),
     cluster: Cluster | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Each setting in turn; with a cluster, built and run on its workers (the
     `jobs` knob then has no meaning: every worker thread runs)."""
-    loaded = load_recipe(recipe, sets)
     rundir = RunDir.create(runs_dir or default_runs_dir(), loaded.recipe.name, "amplify")
     shutil.copyfile(loaded.path, rundir.path / "recipe.yaml")
     rundir.write_meta(

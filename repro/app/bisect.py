@@ -554,18 +554,26 @@ def _commit_positions(
 def run_bisect(opts: BisectOptions, console: Console) -> int:
     from repro.app.cluster import open_cluster
 
+    # A bad recipe is said before a cluster is started or reached, not seconds after.
+    fresh = None
+    if opts.resume is None:
+        if opts.recipe is None:
+            raise ReproError("give a recipe file (or --resume RUN_DIR)")
+        fresh = load_recipe(opts.recipe, opts.sets)
     cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
     if cluster is None:
-        return _run_bisect(opts, console, None)
+        return _run_bisect(opts, console, None, fresh)
     with cluster:
         where = cluster.describe()
         console.print(
             f"cluster: {where['workers']} workers at {where['scheduler']}", highlight=False
         )
-        return _run_bisect(opts, console, cluster)
+        return _run_bisect(opts, console, cluster, fresh)
 
 
-def _run_bisect(opts: BisectOptions, console: Console, cluster: Cluster | None) -> int:
+def _run_bisect(
+    opts: BisectOptions, console: Console, cluster: Cluster | None, fresh: LoadedRecipe | None
+) -> int:
     if opts.resume is not None:
         runlog = RunLog(RunDir.open(opts.resume))
         runlog.dir.lock()
@@ -583,10 +591,9 @@ def _run_bisect(opts: BisectOptions, console: Console, cluster: Cluster | None) 
             f"{run.record.counts.runs} runs already measured"
         )
     else:
-        if opts.recipe is None:
+        if fresh is None:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
-        loaded = load_recipe(opts.recipe, opts.sets)
-        run = _new_run(loaded, opts, console)
+        run = _new_run(fresh, opts, console)
     run.probes = opts.probes
     if cluster is not None:
         run.cluster = cluster

@@ -102,15 +102,26 @@ def _extension_web_url(loaded: LoadedRecipe, overrides: Overrides) -> str | None
 def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: Any) -> int:
     from repro.app.cluster import open_cluster
 
+    # A bad recipe is said before a cluster is started or reached, not seconds after.
+    fresh = None
+    if opts.resume is None:
+        if opts.recipe is None:
+            raise ReproError("give a recipe file (or --resume RUN_DIR)")
+        fresh = load_recipe(opts.recipe, opts.sets)
     cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
     if cluster is None:
-        return _run_stress(opts, console, err, live_cls, None)
+        return _run_stress(opts, console, err, live_cls, None, fresh)
     with cluster:
-        return _run_stress(opts, console, err, live_cls, cluster)
+        return _run_stress(opts, console, err, live_cls, cluster, fresh)
 
 
 def _run_stress(
-    opts: StressOptions, console: Console, err: Console, live_cls: Any, cluster: Cluster | None
+    opts: StressOptions,
+    console: Console,
+    err: Console,
+    live_cls: Any,
+    cluster: Cluster | None,
+    fresh: LoadedRecipe | None,
 ) -> int:
     if opts.resume is not None:
         runlog = RunLog.resume(opts.resume)
@@ -129,9 +140,9 @@ def _run_stress(
         for problem in rundir.problems:
             err.print(f"[yellow]warning:[/] {problem}", highlight=False)
     else:
-        if opts.recipe is None:
+        if fresh is None:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
-        loaded = load_recipe(opts.recipe, opts.sets)
+        loaded = fresh
         runs, seconds, until_first = opts.runs, opts.seconds, opts.until_first
         if runs is None and seconds is None and not until_first:
             runs = 100

@@ -210,21 +210,15 @@ def amplify(
     """Measure each amplifier's effect on the rate and on hits per minute."""
     from repro.app.amplify import run_amplify, settings_from
     from repro.app.cluster import open_cluster
+    from repro.recipe import load_recipe
 
     settings = settings_from(os.cpu_count() or 1, threads, switch_interval, taskset, jobs)
     check_outputs(runs_dir=runs_dir)
+    # A bad recipe is said before a cluster is started or reached, not seconds after.
+    loaded = load_recipe(recipe, tuple(set_ or ()))
     dask = open_cluster(workers, cluster, shared_cache)
     try:
-        code, _ = run_amplify(
-            recipe,
-            settings,
-            runs,
-            runs_dir,
-            console,
-            repo=repo,
-            sets=tuple(set_ or ()),
-            cluster=dask,
-        )
+        code, _ = run_amplify(loaded, settings, runs, runs_dir, console, repo=repo, cluster=dask)
     finally:
         if dask is not None:
             dask.close()
