@@ -105,7 +105,8 @@ def dask_processes(tmp: Path, n: int = 2, **scheduler_env: str) -> Iterator[Dask
                     start_new_session=True,
                 )
             )
-        _wait_workers(address, n)
+        if n:
+            _wait_workers(address, n)
         yield Dask(address, procs[1:], caches)
     finally:
         # Workers first (they would wait for a scheduler that is gone), then it.
@@ -554,3 +555,12 @@ def test_worker_killed_in_a_parallel_bisect(demo: Path, tmp_path: Path) -> None:
     # Both workers ran bisect runs before the kill; after it, only the survivor.
     late = {r["worker"] for r in runs[-5:]}
     assert len(late) == 1 and len({r["worker"] for r in runs}) == 2
+
+
+def test_a_scheduler_without_workers_says_how_to_start_them(demo: Path, tmp_path: Path) -> None:
+    with dask_processes(tmp_path, n=0) as dask:
+        res = repro("stress", str(demo), "--runs", "2", "--cluster", dask.address, env=_env())
+    out = res.stdout + res.stderr
+    assert res.returncode == 2 and "Traceback" not in out, out
+    assert f"the scheduler at {dask.address} has no workers" in out, out
+    assert f"dask worker {dask.address}" in out, out

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -29,7 +30,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from repro.app.context import Overrides, Prepared, prepare
 from repro.app.executors import Finished
@@ -41,9 +42,10 @@ from repro.gitrepo import is_url
 from repro.recipe import LoadedRecipe, load_recipe, repo_location
 from repro.tsan.outcome import Matcher, Outcome
 
-# How long a client waits for a scheduler, and a drain for cancelled runs.
-CONNECT_TIMEOUT = 30.0
+# How long a drain for cancelled runs waits.
 DRAIN_SECONDS = 30.0
+# How long a plain TCP connection to the scheduler may take before it is called unreachable.
+PROBE_TIMEOUT = 10.0
 _KEEP_SESSIONS = 256
 # A task lasts about this long: several runs of a fast reproducer, one of a slow one.
 CHUNK_SECONDS = 0.25
@@ -444,15 +446,14 @@ class Cluster:
         if workers is not None and address is not None:
             raise ReproError("give --workers N (a cluster on this machine) or --cluster ADDRESS")
         if shared_cache is not None:
-            shared_cache.mkdir(parents=True, exist_ok=True)
-        if address is not None:
             try:
-                client = Client(address, timeout=CONNECT_TIMEOUT)
-            except (OSError, TimeoutError) as exc:
+                shared_cache.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
                 raise ReproError(
-                    f"--cluster {address}: cannot reach the scheduler: {exc}"
+                    f"--shared-cache {shared_cache}: cannot make it: {exc.strerror or exc}"
                 ) from None
-            return cls(client, None, shared_cache)
+        if address is not None:
+            return cls(_connect(Client, address), None, shared_cache)
         # Ctrl-C in a terminal reaches the whole process group: the worker processes
         # must leave it to this process, which cancels the runs and stops them in
         # order. They are started with SIGINT ignored, which they inherit.
@@ -528,7 +529,11 @@ class Cluster:
         """
         targets = list(workers) if workers else list(self.workers())
         if not targets:
-            raise ReproError("the cluster has no workers")
+            addr = self.client.scheduler.address
+            raise ReproError(
+                f"the scheduler at {addr} has no workers: start them on the machines that "
+                f"are to run, with `dask worker {addr}` (docs/cluster.md)"
+            )
         build_id = uuid.uuid4().hex
         futs = [
             self.client.submit(
@@ -590,6 +595,95 @@ class Cluster:
             workers,
             stop,
         )
+
+
+def _connect(client_cls: Any, address: str) -> Any:
+    """A client of the scheduler at ``address``, or a ReproError that says what is wrong.
+
+    Dask retries a refused connection until its timeout, so "nothing listens there" (the
+    scheduler not started, a wrong port) would take 30 s to say; a plain TCP connection
+    says it at once. And what answers on a wrong port is seldom silent: an HTTP server
+    (Dask's own dashboard, on 8787, among them) sends bytes that Dask reads as a message
+    length, and it then fails on a gigabytes-long allocation (MemoryError), nothing like
+    "not a scheduler". So every failure to connect is said as what it means.
+    """
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        host, port = parse_host_port(location) if scheme in ("tcp", "tls") else ("", 0)
+    except ValueError as exc:
+        raise ReproError(
+            f"--cluster {address}: not a scheduler address ({exc}); "
+            "give tcp://HOST:PORT, as `dask scheduler` prints it"
+        ) from None
+    if host:
+        try:
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
+        except ConnectionRefusedError:
+            raise ReproError(
+                f"--cluster {address}: nothing listens at {host}:{port}; "
+                "is `dask scheduler` running there, on that port?"
+            ) from None
+        except socket.gaierror as exc:
+            raise ReproError(f"--cluster {address}: unknown host {host} ({exc})") from None
+        except OSError as exc:  # a timeout (a firewall that drops), no route, ...
+            raise ReproError(
+                f"--cluster {address}: cannot reach {host}:{port}: {exc or 'no answer'} "
+                f"(within {PROBE_TIMEOUT:.0f} s)"
+            ) from None
+    # Dask's own setting (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=10s), 30 s by default.
+    wait = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect")) or 30.0
+    try:
+        return _within(wait + 5.0, lambda: client_cls(address, timeout=wait))
+    except _Late:
+        raise ReproError(
+            f"--cluster {address}: no Dask answer within {wait + 5.0:.0f} s: "
+            "what listens there is not a Dask scheduler, or it is stuck"
+        ) from None
+    except (OSError, TimeoutError) as exc:
+        raise ReproError(f"--cluster {address}: cannot reach the scheduler: {exc}") from None
+    except MemoryError:
+        raise ReproError(
+            f"--cluster {address}: what answers there is not a Dask scheduler; "
+            "is that the scheduler's port (8786 by default; 8787 is its dashboard)?"
+        ) from None
+    except Exception as exc:  # whatever else a peer or a configuration makes Dask raise
+        raise ReproError(
+            f"--cluster {address}: cannot connect: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+class _Late(Exception):
+    pass
+
+
+def _within(seconds: float, make: Callable[[], _T]) -> _T:
+    """``make()``, or _Late after ``seconds``.
+
+    Dask's handshake has no deadline: a peer that accepts the connection and then says
+    nothing (an HTTP server waiting for a request line, say) holds ``Client()`` forever,
+    past its own timeout. The attempt goes on in a daemon thread, and is abandoned.
+    """
+    box: list[Any] = []
+
+    def attempt() -> None:
+        try:
+            box.append((True, make()))
+        except BaseException as exc:  # handed to the caller's thread as it is
+            box.append((False, exc))
+
+    thread = threading.Thread(target=attempt, name="repro-connect", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not box:
+        raise _Late
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return cast(_T, value)
 
 
 def split_workers(workers: Sequence[str], lanes: int) -> list[tuple[str, ...]]:
