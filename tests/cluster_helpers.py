@@ -54,6 +54,7 @@ class Dask:
     address: str
     workers: list[subprocess.Popen[bytes]]
     caches: list[Path]
+    scheduler: subprocess.Popen[bytes]
 
 
 def _wait_workers(address: str, n: int, timeout: float = 60) -> list[str]:

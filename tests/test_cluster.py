@@ -50,6 +50,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @contextlib.contextmanager
 def dask_processes(tmp: Path, n: int = 2, **scheduler_env: str) -> Iterator[Dask]:
     """`dask scheduler` and `n` `dask worker`s on loopback, each worker its own cache."""
+    tmp.mkdir(parents=True, exist_ok=True)
     sched_file = tmp / "scheduler.json"
     procs: list[subprocess.Popen[bytes]] = []
     log = (tmp / "dask.log").open("wb")
@@ -107,7 +108,7 @@ def dask_processes(tmp: Path, n: int = 2, **scheduler_env: str) -> Iterator[Dask
             )
         if n:
             _wait_workers(address, n)
-        yield Dask(address, procs[1:], caches)
+        yield Dask(address, procs[1:], caches, procs[0])
     finally:
         # Workers first (they would wait for a scheduler that is gone), then it.
         for proc in reversed(procs):
@@ -564,3 +565,94 @@ def test_a_scheduler_without_workers_says_how_to_start_them(demo: Path, tmp_path
     assert res.returncode == 2 and "Traceback" not in out, out
     assert f"the scheduler at {dask.address} has no workers" in out, out
     assert f"dask worker {dask.address}" in out, out
+
+
+@pytest.mark.parametrize("command", ["stress", "bisect"])
+def test_the_scheduler_lost_midway_keeps_the_runs_and_resumes(
+    demo: Path, tmp_path: Path, command: str
+) -> None:
+    """The scheduler dies (its machine rebooted): the client gives up after Dask's connect
+    timeout, and repro stops as if interrupted, with every finished run kept and a line
+    to resume; the resume, through a new cluster, finishes the job. (Before, it waited
+    for the lost runs for ever.)"""
+    n = 40
+    runs_dir = tmp_path / "runs"
+    args = ["--runs", str(n)] if command == "stress" else ["--probes", "1"]
+    with dask_processes(tmp_path / "first") as dask:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "repro", command, str(demo), *args, "--set", SLOW,
+                "--cluster", dask.address, "--runs-dir", str(runs_dir),
+            ],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            env=_env(DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="3s"),
+        )  # fmt: skip
+        try:
+            _wait_for_runs(runs_dir, 6)
+            os.killpg(dask.scheduler.pid, signal.SIGKILL)
+            text, _ = proc.communicate(timeout=300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = text.decode()
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out and f"lost the Dask scheduler at {dask.address}" in out, out
+    run_dir = _only_dir(runs_dir)
+    assert f"--resume {run_dir} --cluster {dask.address}" in " ".join(out.split()), out
+    kept = _runs(run_dir)
+    assert len(kept) >= 6 and len({r["index"] for r in kept}) == len(kept)
+    if command == "stress":
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["runs"] == len(kept) < n and summary["interrupted"]
+    with dask_processes(tmp_path / "again") as dask:
+        res = repro(command, "--resume", str(run_dir), "--cluster", dask.address, env=_env())
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    runs = _runs(run_dir)
+    assert len({r["index"] for r in runs}) == len(runs) > len(kept)
+    if command == "stress":
+        assert len(runs) == n
+    else:
+        assert FIX_SUBJECT in res.stdout, res.stdout
+
+
+def test_the_scheduler_lost_while_building(demo: Path, tmp_path: Path) -> None:
+    """Lost before any run: a clear error, not the client's FutureCancelledError as an
+    'internal error' between the tracebacks of its reconnect attempts."""
+    with dask_processes(tmp_path) as dask:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "repro", "stress", str(demo), "--runs", "5",
+                "--set", "extension.build=[sleep 20, make]", "--cluster", dask.address,
+                "--runs-dir", str(tmp_path / "runs"),
+            ],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            env=_env(DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="3s"),
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                _cmdline(pid)[:2] == ["sleep", "20"] for pid in _pids()
+            ):
+                time.sleep(0.1)  # until a worker runs the build's first step
+            os.killpg(dask.scheduler.pid, signal.SIGKILL)
+            text, _ = proc.communicate(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = text.decode()
+    assert proc.returncode == 2, out
+    assert f"lost the Dask scheduler at {dask.address} while building" in out, out
+    assert "Traceback" not in out and "internal error" not in out, out
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []

@@ -29,7 +29,7 @@ from rich.table import Table
 
 from repro.app.context import Overrides, Prepared, extension_location, prepare
 from repro.app.environment import collect_environment, interpreter_record
-from repro.app.executors import Runner
+from repro.app.executors import Runner, RunnerGone
 from repro.app.loop import Limits, StressState, Tags, stress_loop
 from repro.app.runner import reap_orphans
 from repro.app.view import (
@@ -378,6 +378,8 @@ class BisectRun:
                 executor=executor,
                 stop=lane.stop if lane is not None else None,
             )
+        if state.gone:
+            raise RunnerGone(state.gone)
         if interrupted:
             raise KeyboardInterrupt
         if state.stopped_by is not None:
@@ -755,6 +757,19 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
         )
         _write_outputs(run, opts, None, interrupted=True)
         return 130
+    except RunnerGone as gone:
+        # As an interrupt: every finished run is in the log; the bisect goes on from
+        # there once the cluster is back.
+        run.rundir.update_meta(status="interrupted")
+        again = f" --cluster {opts.cluster}" if opts.cluster else ""
+        console.print(
+            f"\n[red]stopped:[/] {escape(str(gone))}\neverything measured is saved; when "
+            f"the cluster is back, resume with:\n  repro bisect --resume {run.rundir.path}"
+            f"{escape(again)}",
+            highlight=False,
+        )
+        _write_outputs(run, opts, None, interrupted=True)
+        return EXIT_INVALID  # a fault of the environment, as the README's exit statuses say
     except StopBisect as stop:
         _stop(
             run,

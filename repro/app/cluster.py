@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from repro.app.context import Overrides, Prepared, prepare
-from repro.app.executors import Finished
+from repro.app.executors import Finished, RunnerGone
 from repro.app.runner import Cancelled, InFlight, RunResult, RunSpec, run_once
 from repro.builds.cache import BuildError
 from repro.builds.stop import BuildCancelled, BuildStop, check_stop, stoppable
@@ -318,6 +318,7 @@ class DaskRunner:
         self.index: dict[str, tuple[int, ...]] = {}
         self.futures: dict[str, Any] = {}
         self.done = as_completed([], loop=client.loop, with_results=True, raise_errors=False)
+        self.address = str(client.scheduler.address)
 
     @property
     def slots(self) -> int:
@@ -386,6 +387,7 @@ class DaskRunner:
         cond = self.done.thread_condition
         with cond:
             while not self.done.has_ready():
+                self._check_client()
                 left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
                 if left <= 0:
                     break
@@ -394,6 +396,19 @@ class DaskRunner:
         for f, r in self.done.next_batch(block=False):
             out.extend(self._finish(f, r))
         return out
+
+    def _check_client(self) -> None:
+        """RunnerGone once the client gave up on its scheduler.
+
+        While the scheduler is away the client tries to reconnect (for Dask's connect
+        timeout); when that fails it closes, and the futures in flight are never
+        resolved: without this, the wait above would go on for ever.
+        """
+        if self.client.status in ("closing", "closed"):
+            raise RunnerGone(
+                f"lost the Dask scheduler at {self.address} (it stopped, or the network "
+                f"to it failed); {self.pending()} run(s) in flight were not counted"
+            )
 
     def cancel(self) -> None:
         # Runs not yet in a task never start; the tasks are not cancelled but told to
@@ -411,8 +426,9 @@ class DaskRunner:
 
     def close(self) -> None:
         live = [f for f in self.futures.values() if not f.done()]
-        if live:
-            self.client.cancel(live)
+        if live and self.client.status == "running":
+            with contextlib.suppress(Exception):  # the scheduler may be going as we close
+                self.client.cancel(live)
         self.index.clear()
         self.futures.clear()
 
@@ -453,6 +469,7 @@ class Cluster:
                     f"--shared-cache {shared_cache}: cannot make it: {exc.strerror or exc}"
                 ) from None
         if address is not None:
+            _client_logs_to_file()
             return cls(_connect(Client, address), None, shared_cache)
         # Ctrl-C in a terminal reaches the whole process group: the worker processes
         # must leave it to this process, which cancels the runs and stops them in
@@ -547,7 +564,15 @@ class Cluster:
                     with contextlib.suppress(Exception):  # a worker gone has nothing to stop
                         self.client.run(stop_build, build_id, workers=targets)
                     break
-        replies: Sequence[PrepareReply] = self.client.gather(futs)
+        try:
+            replies: Sequence[PrepareReply] = self.client.gather(futs)
+        except Exception as exc:
+            if self.client.status != "running":
+                raise RunnerGone(
+                    f"lost the Dask scheduler at {self.client.scheduler.address} while "
+                    "building (it stopped, or the network to it failed)"
+                ) from None
+            raise ReproError(f"building on the cluster failed: {exc}") from exc
         if any(r.stopped for r in replies):
             raise BuildCancelled("the build was stopped")
         good = [r for r in replies if r.error is None]
@@ -654,6 +679,37 @@ def _connect(client_cls: Any, address: str) -> Any:
         raise ReproError(
             f"--cluster {address}: cannot connect: {type(exc).__name__}: {exc}"
         ) from None
+
+
+def _client_logs_to_file() -> Path | None:
+    """Dask's client logs go to ``dask-client.log`` in the cache, not over the console.
+
+    When the scheduler goes away the client logs every reconnect attempt and, when it
+    gives up, tracebacks of its own cancelled tasks, between the live panel's lines;
+    repro then says itself what happened and what to do, and the log stays readable
+    in the file. Returns the file (None if the cache cannot take it: logs unchanged).
+    """
+    from repro.paths import cache_dir as cache_base
+
+    try:
+        path = cache_base() / "dask-client.log"
+        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
+    except (ReproError, OSError):
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    names = ["distributed"] + [
+        n for n in logging.root.manager.loggerDict if n.startswith("distributed.")
+    ]
+    for name in names:
+        logger = logging.getLogger(name)
+        for h in list(logger.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                logger.removeHandler(h)
+    top = logging.getLogger("distributed")
+    top.addHandler(handler)
+    for name in names[1:]:
+        logging.getLogger(name).propagate = True  # to the file, through "distributed"
+    return path
 
 
 class _Late(Exception):

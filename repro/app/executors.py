@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from repro.app.runner import Cancelled, InFlight, Matcher, RunResult, RunSpec, run_once
+from repro.errors import ReproError
 from repro.runlog import RunLog
 from repro.tsan.model import ParsedLog
 
@@ -38,6 +39,14 @@ class Finished:
     lost: str | None = None
 
 
+class RunnerGone(ReproError):
+    """Where the runs happen is gone for good (a cluster's scheduler that went away).
+
+    Its runs in flight will never come back, so waiting for them would wait forever:
+    the loop stops as if interrupted, with every finished run kept, and says this.
+    """
+
+
 class Runner(Protocol):
     """Starts runs and reports them back; the loop owns every decision."""
 
@@ -53,7 +62,8 @@ class Runner(Protocol):
     def wait(self, timeout: float | None) -> list[Finished]:
         """What finished: at least one run, unless ``timeout`` passed first.
 
-        A run that raised (e.g. the reproducer cannot start) raises here.
+        A run that raised (e.g. the reproducer cannot start) raises here, and
+        ``RunnerGone`` when the runs in flight can no longer come back.
         """
         ...
 

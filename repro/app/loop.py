@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from repro.app.executors import Finished, Runner, ThreadRunner, write_remote_logs
+from repro.app.executors import Finished, Runner, RunnerGone, ThreadRunner, write_remote_logs
 from repro.app.runner import Matcher, Outcome, RunResult, RunSpec
 from repro.runlog import Counts, RunEvent, RunLog, SignatureEvent
 from repro.tsan.outcome import FAILED, INVALID, Found
@@ -75,6 +75,7 @@ class StressState:
     stopped_by: Outcome | None = None  # one of Limits.stop_on, when it stopped the loop
     last_event: str = ""
     lost: int = 0  # runs whose worker died and that no other worker could finish
+    gone: str | None = None  # why the runner went away mid-loop (RunnerGone), if it did
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -253,6 +254,11 @@ def stress_loop(
                     cancel()
             if on_change:
                 on_change(state)
+    except RunnerGone as exc:
+        # Nothing in flight will come back: keep what finished, stop as if interrupted.
+        interrupted = True
+        state.gone = str(exc)
+        state.stopping = "the cluster is gone"
     except KeyboardInterrupt:
         interrupted = True
         state.stopping = "interrupted"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from repro.app.context import Overrides, prepare
 from repro.app.environment import collect_environment, interpreter_record
@@ -261,11 +262,22 @@ def _run_stress(
             f"{state.lost} run(s) lost with the worker that ran them (not counted; "
             "made again in their place)"
         )
-    if interrupted:
+    if state.gone:
+        err.print(f"[red]stopped:[/] {escape(state.gone)}", highlight=False)
+        again = f" --cluster {opts.cluster}" if opts.cluster else ""
+        console.print(
+            f"{record.counts.runs} runs kept; when the cluster is back, resume with  "
+            f"repro stress --resume {rundir.path}{again}",
+            highlight=False,
+            markup=False,
+        )
+    elif interrupted:
         console.print(f"interrupted: resume with  repro stress --resume {rundir.path}")
     from repro.app.outputs import write_outputs
 
     write_outputs(rundir.path, json.dumps(summary, indent=2) + "\n", opts.json_out, opts.report)
+    if state.gone:
+        return EXIT_INVALID  # a fault of the environment, as the README's exit statuses say
     if interrupted:
         return 130
     if state.stopped_by is not None:
