@@ -656,3 +656,31 @@ def _cmdline(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return []
+
+
+def test_the_scheduler_lost_in_amplify(demo: Path, tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    with dask_processes(tmp_path) as dask:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "repro", "amplify", str(demo), "--runs", "40",
+                "--threads", "2,3", "--set", SLOW, "--cluster", dask.address,
+                "--runs-dir", str(runs_dir),
+            ],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            env=_env(DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="3s"),
+        )  # fmt: skip
+        try:
+            _wait_for_runs(runs_dir, 4)
+            os.killpg(dask.scheduler.pid, signal.SIGKILL)
+            text, _ = proc.communicate(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = text.decode()
+    assert proc.returncode == 2, out
+    assert f"lost the Dask scheduler at {dask.address}" in out, out
+    assert "Traceback" not in out and "internal error" not in out, out
+    summary = json.loads((_only_dir(runs_dir) / "summary.json").read_text())
+    assert summary["settings"] and summary["settings"][0]["runs"] >= 4

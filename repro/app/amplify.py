@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from repro.app.context import Overrides, prepare
+from repro.app.executors import RunnerGone
 from repro.app.loop import Limits, StressState, Tags, stress_loop
 from repro.app.view import StressView
 from repro.errors import ReproError
@@ -91,13 +93,18 @@ def run_amplify(
     rows: list[dict[str, Any]] = []
     runlog = RunLog(rundir)
     was_interrupted = False
+    gone: str | None = None  # the cluster's scheduler was lost (RunnerGone)
     for setting in settings:
         overrides = dataclasses.replace(setting.overrides, extension_repo=repo)
         executor = None
         if cluster is None:
             prepared = prepare(loaded, overrides)
         else:
-            remote = cluster.prepare_local(loaded, overrides)
+            try:
+                remote = cluster.prepare_local(loaded, overrides)
+            except RunnerGone as exc:
+                gone = str(exc)
+                break
             prepared, executor = remote, cluster.runner(remote)
         counts = runlog.record.settings.setdefault(setting.label, Counts())
         holder: dict[str, StressState] = {}
@@ -131,10 +138,20 @@ def run_amplify(
                 "hits_per_minute": 60.0 * counts.hits / elapsed,
             }
         )
+        if state.gone:
+            gone = state.gone
+            break
         if interrupted:
             was_interrupted = True
             break
     rundir.write("summary.json", {"kind": "amplify", "settings": rows})
+    if gone is not None:
+        console.print(f"[red]stopped:[/] {escape(gone)}", highlight=False)
+        if rows:
+            console.print("the settings measured before are below")
+    if not rows:
+        console.print(f"run directory: {rundir.path}", highlight=False)
+        return 2, rows
     table = Table(title=f"Amplifiers for {loaded.recipe.name} ({runs} runs each)")
     for col in ("setting", "hits/runs", "rate (95% CI)", "runs/s", "hits/min"):
         table.add_column(col, justify="left" if col == "setting" else "right")
@@ -151,6 +168,8 @@ def run_amplify(
         )
     console.print(table)
     console.print(f"run directory: {rundir.path}", highlight=False)
+    if gone is not None:
+        return 2, rows  # a fault of the environment, as the README's exit statuses say
     if was_interrupted:
         console.print("interrupted: the settings measured so far are above")
         return 130, rows
