@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -684,3 +685,78 @@ def test_the_scheduler_lost_in_amplify(demo: Path, tmp_path: Path) -> None:
     assert "Traceback" not in out and "internal error" not in out, out
     summary = json.loads((_only_dir(runs_dir) / "summary.json").read_text())
     assert summary["settings"] and summary["settings"][0]["runs"] >= 4
+
+
+def test_workers_without_this_repro_are_named_before_any_task(demo: Path, tmp_path: Path) -> None:
+    """One worker has no repro (its import fails), one has other code (a copy of repro
+    with one line more): both named, no task sent. (Before: Dask closed the first at its
+    first task, and the runs waited for ever.)"""
+    fake = tmp_path / "no-repro" / "repro"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("repro is not installed here")\n')
+    other = tmp_path / "other-repro"
+    shutil.copytree(ROOT / "repro", other / "repro", ignore=shutil.ignore_patterns("__pycache__"))
+    with (other / "repro" / "text.py").open("a") as f:
+        f.write("# a line this machine's repro does not have\n")
+    log = tmp_path / "extra-workers.log"
+    with dask_processes(tmp_path, n=1) as dask, log.open("wb") as out:
+        extra = [
+            subprocess.Popen(
+                [
+                    str(BIN / "dask"), "worker", dask.address, "--host", "127.0.0.1",
+                    "--nworkers", "1", "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                    "--local-directory", str(tmp_path / f"extra{k}"),
+                ],
+                stdout=out, stderr=out, start_new_session=True,
+                env={**_env(), "PYTHONPATH": str(path.parent)},
+            )
+            for k, path in enumerate((fake, other / "repro"))
+        ]  # fmt: skip
+        try:
+            _wait_workers(dask.address, 3)
+            res = repro(
+                "stress", str(demo), "--runs", "4", "--cluster", dask.address,
+                "--runs-dir", str(tmp_path / "runs"), env=_env(),
+            )  # fmt: skip
+        finally:
+            for proc in extra:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    out_text = res.stdout + res.stderr
+    assert res.returncode == 2, out_text
+    flat = " ".join(out_text.split())
+    assert "do not run the repro you are running" in flat, out_text
+    assert "cannot import repro (ImportError: repro is not installed here)" in flat, out_text
+    assert flat.count("(code ") == 2, out_text  # the other code's digest and ours
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_runs_stop_when_no_worker_is_left(demo: Path, tmp_path: Path) -> None:
+    """The only worker dies and none comes: after the grace, repro stops with what it
+    measured instead of waiting for a worker for ever."""
+    runs_dir = tmp_path / "runs"
+    with dask_processes(tmp_path, n=1) as dask:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "repro", "stress", str(demo), "--runs", "40",
+                "--set", SLOW, "--cluster", dask.address, "--runs-dir", str(runs_dir),
+            ],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            env=_env(REPRO_NO_WORKER_GRACE="3"),
+        )  # fmt: skip
+        try:
+            _wait_for_runs(runs_dir, 3)
+            _kill_while_it_runs(dask.workers[0])
+            text, _ = proc.communicate(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = text.decode()
+    assert proc.returncode == 2, out
+    assert f"the cluster at {dask.address} has had no workers for 3 s" in " ".join(out.split())
+    assert "Traceback" not in out, out
+    run_dir = _only_dir(runs_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["runs"] == len(_runs(run_dir)) >= 3 and summary["interrupted"]

@@ -137,3 +137,25 @@ def test_a_shared_cache_that_cannot_be_made(demo: Path, tmp_path: Path, where: s
     path = where if where.startswith("/") else str(tmp_path / where)
     res = repro("stress", str(demo), "--workers", "1", "--shared-cache", path, timeout=60)
     _fails_with(res, f"--shared-cache {path}: cannot make it")
+
+
+def test_the_worker_probe_travels_by_value_and_compares() -> None:
+    import cloudpickle
+
+    from repro.app.worker_check import make_probe, problems
+
+    probe = make_probe()
+    # By value: no reference to a repro module, which a worker without repro lacks.
+    assert b"repro.app" not in cloudpickle.dumps(probe)
+    here = probe()
+    assert here["version"] and len(here["digest"]) == 12
+    workers = {
+        "tcp://a:1": dict(here),
+        "tcp://b:1": {"error": "ModuleNotFoundError: No module named 'repro'"},
+        "tcp://c:1": {**here, "digest": "000000000000"},
+    }
+    found = problems(here, workers)
+    assert [f.split(":")[1] for f in found] == ["//b", "//c"]
+    assert "cannot import repro (ModuleNotFoundError" in found[0]
+    assert "code 000000000000" in found[1] and here["digest"] in found[1]
+    assert problems(here, {"tcp://a:1": here}) == []

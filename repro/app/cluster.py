@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -30,8 +29,9 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
+from repro.app.cluster_link import WorkerWatch, client_logs_to_file, connect
 from repro.app.context import Overrides, Prepared, prepare
 from repro.app.executors import Finished, RunnerGone
 from repro.app.runner import Cancelled, InFlight, RunResult, RunSpec, run_once
@@ -44,8 +44,6 @@ from repro.tsan.outcome import Matcher, Outcome
 
 # How long a drain for cancelled runs waits.
 DRAIN_SECONDS = 30.0
-# How long a plain TCP connection to the scheduler may take before it is called unreachable.
-PROBE_TIMEOUT = 10.0
 _KEEP_SESSIONS = 256
 # A task lasts about this long: several runs of a fast reproducer, one of a slow one.
 CHUNK_SECONDS = 0.25
@@ -319,6 +317,7 @@ class DaskRunner:
         self.futures: dict[str, Any] = {}
         self.done = as_completed([], loop=client.loop, with_results=True, raise_errors=False)
         self.address = str(client.scheduler.address)
+        self._watch = WorkerWatch(client)
 
     @property
     def slots(self) -> int:
@@ -388,6 +387,7 @@ class DaskRunner:
         with cond:
             while not self.done.has_ready():
                 self._check_client()
+                self._check_workers()
                 left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
                 if left <= 0:
                     break
@@ -396,6 +396,9 @@ class DaskRunner:
         for f, r in self.done.next_batch(block=False):
             out.extend(self._finish(f, r))
         return out
+
+    def _check_workers(self) -> None:
+        self._watch.check(f"{self.pending()} run(s) in flight were not counted")
 
     def _check_client(self) -> None:
         """RunnerGone once the client gave up on its scheduler.
@@ -469,8 +472,16 @@ class Cluster:
                     f"--shared-cache {shared_cache}: cannot make it: {exc.strerror or exc}"
                 ) from None
         if address is not None:
-            _client_logs_to_file()
-            return cls(_connect(Client, address), None, shared_cache)
+            from repro.app.worker_check import check_workers
+
+            client_logs_to_file()
+            client = connect(Client, address)
+            try:
+                check_workers(client)
+            except BaseException:
+                client.close()
+                raise
+            return cls(client, None, shared_cache)
         # Ctrl-C in a terminal reaches the whole process group: the worker processes
         # must leave it to this process, which cancels the runs and stops them in
         # order. They are started with SIGINT ignored, which they inherit.
@@ -558,12 +569,16 @@ class Cluster:
             )
             for w in targets
         ]
-        if stop is not None:
-            while not all(f.done() for f in futs):
-                if stop.wait(0.2):
-                    with contextlib.suppress(Exception):  # a worker gone has nothing to stop
-                        self.client.run(stop_build, build_id, workers=targets)
-                    break
+        watch = WorkerWatch(self.client)
+        stopping = False
+        while not all(f.done() for f in futs) and self.client.status == "running":
+            if stop is not None and not stopping and stop.wait(0.2):
+                stopping = True
+                with contextlib.suppress(Exception):  # a worker gone has nothing to stop
+                    self.client.run(stop_build, build_id, workers=targets)
+            elif stop is None or stopping:
+                time.sleep(0.2)
+            watch.check("nothing was built")
         try:
             replies: Sequence[PrepareReply] = self.client.gather(futs)
         except Exception as exc:
@@ -620,126 +635,6 @@ class Cluster:
             workers,
             stop,
         )
-
-
-def _connect(client_cls: Any, address: str) -> Any:
-    """A client of the scheduler at ``address``, or a ReproError that says what is wrong.
-
-    Dask retries a refused connection until its timeout, so "nothing listens there" (the
-    scheduler not started, a wrong port) would take 30 s to say; a plain TCP connection
-    says it at once. And what answers on a wrong port is seldom silent: an HTTP server
-    (Dask's own dashboard, on 8787, among them) sends bytes that Dask reads as a message
-    length, and it then fails on a gigabytes-long allocation (MemoryError), nothing like
-    "not a scheduler". So every failure to connect is said as what it means.
-    """
-    import dask
-    from dask.utils import parse_timedelta
-    from distributed.comm.addressing import parse_address, parse_host_port
-
-    try:
-        scheme, location = parse_address(address)
-        host, port = parse_host_port(location) if scheme in ("tcp", "tls") else ("", 0)
-    except ValueError as exc:
-        raise ReproError(
-            f"--cluster {address}: not a scheduler address ({exc}); "
-            "give tcp://HOST:PORT, as `dask scheduler` prints it"
-        ) from None
-    if host:
-        try:
-            socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
-        except ConnectionRefusedError:
-            raise ReproError(
-                f"--cluster {address}: nothing listens at {host}:{port}; "
-                "is `dask scheduler` running there, on that port?"
-            ) from None
-        except socket.gaierror as exc:
-            raise ReproError(f"--cluster {address}: unknown host {host} ({exc})") from None
-        except OSError as exc:  # a timeout (a firewall that drops), no route, ...
-            raise ReproError(
-                f"--cluster {address}: cannot reach {host}:{port}: {exc or 'no answer'} "
-                f"(within {PROBE_TIMEOUT:.0f} s)"
-            ) from None
-    # Dask's own setting (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=10s), 30 s by default.
-    wait = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect")) or 30.0
-    try:
-        return _within(wait + 5.0, lambda: client_cls(address, timeout=wait))
-    except _Late:
-        raise ReproError(
-            f"--cluster {address}: no Dask answer within {wait + 5.0:.0f} s: "
-            "what listens there is not a Dask scheduler, or it is stuck"
-        ) from None
-    except (OSError, TimeoutError) as exc:
-        raise ReproError(f"--cluster {address}: cannot reach the scheduler: {exc}") from None
-    except MemoryError:
-        raise ReproError(
-            f"--cluster {address}: what answers there is not a Dask scheduler; "
-            "is that the scheduler's port (8786 by default; 8787 is its dashboard)?"
-        ) from None
-    except Exception as exc:  # whatever else a peer or a configuration makes Dask raise
-        raise ReproError(
-            f"--cluster {address}: cannot connect: {type(exc).__name__}: {exc}"
-        ) from None
-
-
-def _client_logs_to_file() -> Path | None:
-    """Dask's client logs go to ``dask-client.log`` in the cache, not over the console.
-
-    When the scheduler goes away the client logs every reconnect attempt and, when it
-    gives up, tracebacks of its own cancelled tasks, between the live panel's lines;
-    repro then says itself what happened and what to do, and the log stays readable
-    in the file. Returns the file (None if the cache cannot take it: logs unchanged).
-    """
-    from repro.paths import cache_dir as cache_base
-
-    try:
-        path = cache_base() / "dask-client.log"
-        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
-    except (ReproError, OSError):
-        return None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    names = ["distributed"] + [
-        n for n in logging.root.manager.loggerDict if n.startswith("distributed.")
-    ]
-    for name in names:
-        logger = logging.getLogger(name)
-        for h in list(logger.handlers):
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
-                logger.removeHandler(h)
-    top = logging.getLogger("distributed")
-    top.addHandler(handler)
-    for name in names[1:]:
-        logging.getLogger(name).propagate = True  # to the file, through "distributed"
-    return path
-
-
-class _Late(Exception):
-    pass
-
-
-def _within(seconds: float, make: Callable[[], _T]) -> _T:
-    """``make()``, or _Late after ``seconds``.
-
-    Dask's handshake has no deadline: a peer that accepts the connection and then says
-    nothing (an HTTP server waiting for a request line, say) holds ``Client()`` forever,
-    past its own timeout. The attempt goes on in a daemon thread, and is abandoned.
-    """
-    box: list[Any] = []
-
-    def attempt() -> None:
-        try:
-            box.append((True, make()))
-        except BaseException as exc:  # handed to the caller's thread as it is
-            box.append((False, exc))
-
-    thread = threading.Thread(target=attempt, name="repro-connect", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if not box:
-        raise _Late
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return cast(_T, value)
 
 
 def split_workers(workers: Sequence[str], lanes: int) -> list[tuple[str, ...]]:
