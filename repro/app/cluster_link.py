@@ -98,8 +98,14 @@ def client_logs_to_file() -> Path | None:
     """
     from repro.paths import cache_dir as cache_base
 
+    top = logging.getLogger("distributed")
     try:
         path = cache_base() / "dask-client.log"
+        if any(
+            isinstance(h, logging.FileHandler) and h.baseFilename == str(path.absolute())
+            for h in top.handlers
+        ):
+            return path  # a second cluster in this process (bisect's second stage)
         handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
     except (ReproError, OSError):
         return None
@@ -112,7 +118,6 @@ def client_logs_to_file() -> Path | None:
         for h in list(logger.handlers):
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
                 logger.removeHandler(h)
-    top = logging.getLogger("distributed")
     top.addHandler(handler)
     for name in names[1:]:
         logging.getLogger(name).propagate = True  # to the file, through "distributed"
