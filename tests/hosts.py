@@ -11,6 +11,7 @@ Everything made here is removed on exit, also when the test fails.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -21,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-# 10.213.X.0/24 with X from the pid: tests in parallel sessions do not collide.
+# 10.213.X.0/24 with X from the pid and the call: tests in parallel sessions do not collide.
 _NET = "10.213.{}.{}"
+_CALLS = itertools.count()
 
 
 @dataclass
@@ -84,12 +86,16 @@ def hosts(
     why = _usable()
     if why:
         pytest.skip(why)
-    tag = f"{os.getpid() % 10000}"
-    subnet = os.getpid() % 250 + 1
+    # Unique per call: a namespace deleted by an earlier test can outlive its deletion
+    # (the kernel frees it once nothing runs in it), and its veth with it.
+    call = next(_CALLS)
+    tag = f"{os.getpid() % 1000}{call % 100}"
+    subnet = (os.getpid() + 37 * call) % 250 + 1
     bridge = f"rbr{tag}"
     made: list[Host] = []
     namespaces: list[str] = []
     try:
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)  # a stale one
         try:
             _ip("link", "add", bridge, "type", "bridge")
         except subprocess.CalledProcessError as e:
@@ -98,9 +104,12 @@ def hosts(
         _ip("link", "set", bridge, "up")
         for k, name in enumerate(names, start=2):
             ns = f"repro-{tag}-{name}"
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)  # a stale one
             _ip("netns", "add", ns)
             namespaces.append(ns)
             veth = f"rv{tag}{name}"[:15]
+            # One left by a run that was killed before its cleanup would block the name.
+            subprocess.run(["ip", "link", "del", veth], capture_output=True)
             _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
             _ip("link", "set", veth, "master", bridge)
             _ip("link", "set", veth, "up")
@@ -116,6 +125,11 @@ def hosts(
             for proc in host.procs:
                 stop(proc)
         for ns in namespaces:
+            # Whatever still runs there (a reproducer in a session of its own) goes too.
+            left = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+            for pid in left.stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
 

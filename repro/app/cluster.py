@@ -335,16 +335,21 @@ class DaskRunner:
         self._buffer = []
         # Runs go to the workers that hold the build; another worker may take them
         # (and build first) only if none of those is left.
-        fut = self.client.submit(
-            run_chunk,
-            self.session,
-            self.request,
-            indices,
-            pure=False,
-            workers=self.holders or None,
-            allow_other_workers=True,
-            key=f"repro-run-{self.session[:8]}-{indices[0]}",
-        )
+        try:
+            fut = self.client.submit(
+                run_chunk,
+                self.session,
+                self.request,
+                indices,
+                pure=False,
+                workers=self.holders or None,
+                allow_other_workers=True,
+                key=f"repro-run-{self.session[:8]}-{indices[0]}",
+            )
+        except Exception:
+            if self.client.status != "running":  # closed: ClosedClientError
+                raise RunnerGone(self._lost()) from None
+            raise
         self.tasks += 1
         self.index[fut.key] = indices
         self.futures[fut.key] = fut
@@ -408,10 +413,13 @@ class DaskRunner:
         resolved: without this, the wait above would go on for ever.
         """
         if self.client.status in ("closing", "closed"):
-            raise RunnerGone(
-                f"lost the Dask scheduler at {self.address} (it stopped, or the network "
-                f"to it failed); {self.pending()} run(s) in flight were not counted"
-            )
+            raise RunnerGone(self._lost())
+
+    def _lost(self) -> str:
+        return (
+            f"lost the Dask scheduler at {self.address} (it stopped, or the network to it "
+            f"failed); {self.pending()} run(s) in flight were not counted"
+        )
 
     def cancel(self) -> None:
         # Runs not yet in a task never start; the tasks are not cancelled but told to
