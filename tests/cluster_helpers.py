@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,23 @@ def _running_reproducer(root: int) -> bool:
             if p == root:
                 return True
     return False
+
+
+@contextlib.contextmanager
+def running_repro(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m repro ARGS` in a session of its own, its output in one pipe, for a test
+    to act on while it runs; its whole group is killed on the way out, whatever the test
+    did with it (a failed assertion included)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repro", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

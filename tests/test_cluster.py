@@ -37,6 +37,7 @@ from cluster_helpers import (
     _runs,
     _wait_for_runs,
     _wait_workers,
+    running_repro,
 )
 
 
@@ -327,36 +328,25 @@ def test_worker_killed_mid_run(demo: Path, tmp_path: Path, retries: int) -> None
     n = 30
     runs_dir = tmp_path / "runs"
     allowed = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(retries)}
-    with dask_processes(tmp_path, **allowed) as dask:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "repro",
-                "stress",
-                str(demo),
-                "--runs",
-                str(n),
-                "--set",
-                SLOW,
-                "--cluster",
-                dask.address,
-                "--runs-dir",
-                str(runs_dir),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+    with (
+        dask_processes(tmp_path, **allowed) as dask,
+        running_repro(
+            "stress",
+            str(demo),
+            "--runs",
+            str(n),
+            "--set",
+            SLOW,
+            "--cluster",
+            dask.address,
+            "--runs-dir",
+            str(runs_dir),
             env=_env(),
-            start_new_session=True,
-        )
-        try:
-            _wait_for_runs(runs_dir, 6, seconds=120)
-            _kill_while_it_runs(dask.workers[0])  # both workers are busy: one run dies
-            out, _ = proc.communicate(timeout=180)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        ) as proc,
+    ):
+        _wait_for_runs(runs_dir, 6, seconds=120)
+        _kill_while_it_runs(dask.workers[0])  # both workers are busy: one run dies
+        out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, out.decode()
     run_dir = _only_dir(runs_dir)
     if retries == 0:
@@ -405,28 +395,19 @@ def test_interrupt_and_resume_through_the_cluster(
     """Ctrl-C keeps every run that finished, also those of a chunk still running (runs
     of 50 ms travel five to a task), and --resume makes up the rest, each index once."""
     runs_dir = tmp_path / "runs"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "repro",
-            "stress",
-            str(demo),
-            "--runs",
-            str(n),
-            "--set",
-            command,
-            "--workers",
-            "2",
-            "--runs-dir",
-            str(runs_dir),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    with running_repro(
+        "stress",
+        str(demo),
+        "--runs",
+        str(n),
+        "--set",
+        command,
+        "--workers",
+        "2",
+        "--runs-dir",
+        str(runs_dir),
         env=_env(REPRO_TEST_MARK=str(tmp_path)),
-        start_new_session=True,
-    )
-    try:
+    ) as proc:
         deadline = time.monotonic() + 120
         seen = False  # the mark reaches the reproducers (else the check below proves nothing)
         while time.monotonic() < deadline:
@@ -437,10 +418,6 @@ def test_interrupt_and_resume_through_the_cluster(
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole group
         out, _ = proc.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     assert proc.returncode == 130, out.decode()
     # The worker processes leave Ctrl-C to repro: no traceback of theirs on the console.
     assert b"Traceback" not in out and b"interrupted: resume with" in out
@@ -484,25 +461,23 @@ def test_parallel_bisect_interrupted_and_resumed(demo: Path, tmp_path: Path) -> 
     """Ctrl-C in the middle of a round of parallel probes: the runs that finished are kept
     (each index once), nothing of the run is left running, and --resume finds the fix."""
     runs_dir = tmp_path / "runs"
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "repro", "bisect", str(demo), "--set", SLOW,
-            "--workers", "2", "--probes", "2", "--runs-dir", str(runs_dir),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    with running_repro(
+        "bisect",
+        str(demo),
+        "--set",
+        SLOW,
+        "--workers",
+        "2",
+        "--probes",
+        "2",
+        "--runs-dir",
+        str(runs_dir),
         env=_env(REPRO_TEST_MARK=str(tmp_path)),
-        start_new_session=True,
-    )  # fmt: skip
-    try:
+    ) as proc:
         _wait_for_runs(runs_dir, 1, "bisect")
         time.sleep(1.0)  # into a round
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=90)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     text = out.decode()
     assert proc.returncode == 130, text
     assert "Traceback" not in text and "probes at once" in text, text
@@ -528,26 +503,27 @@ def test_worker_killed_in_a_parallel_bisect(demo: Path, tmp_path: Path) -> None:
     names the fix at its confidence."""
     runs_dir = tmp_path / "runs"
     out = tmp_path / "bisect.json"
-    with dask_processes(tmp_path) as dask:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "repro", "bisect", str(demo), "--set", SLOW,
-                "--cluster", dask.address, "--probes", "2", "--runs-dir", str(runs_dir),
-                "--json-out", str(out),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+    with (
+        dask_processes(tmp_path) as dask,
+        running_repro(
+            "bisect",
+            str(demo),
+            "--set",
+            SLOW,
+            "--cluster",
+            dask.address,
+            "--probes",
+            "2",
+            "--runs-dir",
+            str(runs_dir),
+            "--json-out",
+            str(out),
             env=_env(),
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            _wait_for_runs(runs_dir, 2, "bisect")
-            _kill_while_it_runs(dask.workers[0])
-            text, _ = proc.communicate(timeout=600)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        ) as proc,
+    ):
+        _wait_for_runs(runs_dir, 2, "bisect")
+        _kill_while_it_runs(dask.workers[0])
+        text, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, text.decode()
     assert b"Traceback" not in text
     data = json.loads(out.read_text())
@@ -579,23 +555,24 @@ def test_the_scheduler_lost_midway_keeps_the_runs_and_resumes(
     n = 40
     runs_dir = tmp_path / "runs"
     args = ["--runs", str(n)] if command == "stress" else ["--probes", "1"]
-    with dask_processes(tmp_path / "first") as dask:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "repro", command, str(demo), *args, "--set", SLOW,
-                "--cluster", dask.address, "--runs-dir", str(runs_dir),
-            ],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    with (
+        dask_processes(tmp_path / "first") as dask,
+        running_repro(
+            command,
+            str(demo),
+            *args,
+            "--set",
+            SLOW,
+            "--cluster",
+            dask.address,
+            "--runs-dir",
+            str(runs_dir),
             env=_env(DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="3s"),
-        )  # fmt: skip
-        try:
-            _wait_for_runs(runs_dir, 6)
-            os.killpg(dask.scheduler.pid, signal.SIGKILL)
-            text, _ = proc.communicate(timeout=300)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        ) as proc,
+    ):
+        _wait_for_runs(runs_dir, 6)
+        os.killpg(dask.scheduler.pid, signal.SIGKILL)
+        text, _ = proc.communicate(timeout=300)
     out = text.decode()
     assert proc.returncode == 2, out
     assert "Traceback" not in out and f"lost the Dask scheduler at {dask.address}" in out, out
@@ -620,28 +597,29 @@ def test_the_scheduler_lost_midway_keeps_the_runs_and_resumes(
 def test_the_scheduler_lost_while_building(demo: Path, tmp_path: Path) -> None:
     """Lost before any run: a clear error, not the client's FutureCancelledError as an
     'internal error' between the tracebacks of its reconnect attempts."""
-    with dask_processes(tmp_path) as dask:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "repro", "stress", str(demo), "--runs", "5",
-                "--set", "extension.build=[sleep 20, make]", "--cluster", dask.address,
-                "--runs-dir", str(tmp_path / "runs"),
-            ],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    with (
+        dask_processes(tmp_path) as dask,
+        running_repro(
+            "stress",
+            str(demo),
+            "--runs",
+            "5",
+            "--set",
+            "extension.build=[sleep 20, make]",
+            "--cluster",
+            dask.address,
+            "--runs-dir",
+            str(tmp_path / "runs"),
             env=_env(DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="3s"),
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not any(
-                _cmdline(pid)[:2] == ["sleep", "20"] for pid in _pids()
-            ):
-                time.sleep(0.1)  # until a worker runs the build's first step
-            os.killpg(dask.scheduler.pid, signal.SIGKILL)
-            text, _ = proc.communicate(timeout=120)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        ) as proc,
+    ):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            _cmdline(pid)[:2] == ["sleep", "20"] for pid in _pids()
+        ):
+            time.sleep(0.1)  # until a worker runs the build's first step
+        os.killpg(dask.scheduler.pid, signal.SIGKILL)
+        text, _ = proc.communicate(timeout=120)
     out = text.decode()
     assert proc.returncode == 2, out
     assert f"lost the Dask scheduler at {dask.address} while building" in out, out
@@ -661,24 +639,27 @@ def _cmdline(pid: int) -> list[str]:
 
 def test_the_scheduler_lost_in_amplify(demo: Path, tmp_path: Path) -> None:
     runs_dir = tmp_path / "runs"
-    with dask_processes(tmp_path) as dask:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "repro", "amplify", str(demo), "--runs", "40",
-                "--threads", "2,3", "--set", SLOW, "--cluster", dask.address,
-                "--runs-dir", str(runs_dir),
-            ],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    with (
+        dask_processes(tmp_path) as dask,
+        running_repro(
+            "amplify",
+            str(demo),
+            "--runs",
+            "40",
+            "--threads",
+            "2,3",
+            "--set",
+            SLOW,
+            "--cluster",
+            dask.address,
+            "--runs-dir",
+            str(runs_dir),
             env=_env(DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="3s"),
-        )  # fmt: skip
-        try:
-            _wait_for_runs(runs_dir, 4)
-            os.killpg(dask.scheduler.pid, signal.SIGKILL)
-            text, _ = proc.communicate(timeout=120)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        ) as proc,
+    ):
+        _wait_for_runs(runs_dir, 4)
+        os.killpg(dask.scheduler.pid, signal.SIGKILL)
+        text, _ = proc.communicate(timeout=120)
     out = text.decode()
     assert proc.returncode == 2, out
     assert f"lost the Dask scheduler at {dask.address}" in out, out
@@ -736,23 +717,25 @@ def test_runs_stop_when_no_worker_is_left(demo: Path, tmp_path: Path) -> None:
     """The only worker dies and none comes: after the grace, repro stops with what it
     measured instead of waiting for a worker for ever."""
     runs_dir = tmp_path / "runs"
-    with dask_processes(tmp_path, n=1) as dask:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "repro", "stress", str(demo), "--runs", "40",
-                "--set", SLOW, "--cluster", dask.address, "--runs-dir", str(runs_dir),
-            ],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    with (
+        dask_processes(tmp_path, n=1) as dask,
+        running_repro(
+            "stress",
+            str(demo),
+            "--runs",
+            "40",
+            "--set",
+            SLOW,
+            "--cluster",
+            dask.address,
+            "--runs-dir",
+            str(runs_dir),
             env=_env(REPRO_NO_WORKER_GRACE="3"),
-        )  # fmt: skip
-        try:
-            _wait_for_runs(runs_dir, 3)
-            _kill_while_it_runs(dask.workers[0])
-            text, _ = proc.communicate(timeout=120)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        ) as proc,
+    ):
+        _wait_for_runs(runs_dir, 3)
+        _kill_while_it_runs(dask.workers[0])
+        text, _ = proc.communicate(timeout=120)
     out = text.decode()
     assert proc.returncode == 2, out
     assert f"the cluster at {dask.address} has had no workers for 3 s" in " ".join(out.split())

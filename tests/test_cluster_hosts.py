@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT, repro
@@ -37,6 +38,7 @@ from cluster_helpers import (
     _runs,
     _wait_for_runs,
     _wait_workers,
+    running_repro,
 )
 
 
@@ -98,6 +100,11 @@ def cluster_on_hosts(
             stop(sched)
 
 
+def _host_of(run: dict[str, Any]) -> str:
+    """The address of the host whose worker ran ``run`` (its worker is tcp://HOST:PORT)."""
+    return str(run["worker"]).removeprefix("tcp://").rsplit(":", 1)[0]
+
+
 def _builds(host: Host) -> list[Path]:
     return list((host.home / ".cache" / "repro" / "builds").rglob("stress_test"))
 
@@ -112,7 +119,7 @@ def test_workers_on_other_hosts_stress_and_bisect(demo: Path, tmp_path: Path) ->
         runs = _runs(_only_dir(tmp_path / "stress"))
         assert sorted(r["index"] for r in runs) == list(range(30))
         # Every run came back from one of the hosts, and both took runs.
-        where = {r["worker"].removeprefix("tcp://").rsplit(":", 1)[0] for r in runs}
+        where = {_host_of(r) for r in runs}
         assert where == {h.address for h in made}, where
         hits = [r for r in runs if r["outcome"] == "target"]
         assert hits and all(r["log_dir"] for r in hits[:20])
@@ -133,68 +140,33 @@ def test_workers_on_other_hosts_stress_and_bisect(demo: Path, tmp_path: Path) ->
         assert data["culprit"]["subject"] == FIX_SUBJECT and data["confidence"] >= 0.99
         runs = _runs(_only_dir(tmp_path / "bisect"))
         assert len({r["index"] for r in runs}) == len(runs)
-        bisect_hosts = {r["worker"].removeprefix("tcp://").rsplit(":", 1)[0] for r in runs}
+        bisect_hosts = {_host_of(r) for r in runs}
         assert bisect_hosts == {h.address for h in made}, bisect_hosts
 
 
-def test_a_host_that_dies_mid_run_loses_no_run(demo: Path, tmp_path: Path) -> None:
-    """The worker of host a is killed while a reproducer runs on it: its run is retried on
-    host b (which has its own build), no index is lost or counted twice, and after the
-    kill only host b runs."""
+@pytest.mark.parametrize("failure", ["killed", "unplugged"])
+def test_a_host_lost_mid_run_loses_no_run(demo: Path, tmp_path: Path, failure: str) -> None:
+    """Host a is lost while a reproducer runs on it: its worker is killed, or its link goes
+    down (a machine unplugged: no process dies, no connection is reset, its worker just
+    stops answering, and the scheduler gives up on it after its time to live). Its runs
+    go to host b (which has its own build), no index is lost or counted twice, and after
+    that only host b runs."""
     n = 30
     runs_dir = tmp_path / "runs"
-    with cluster_on_hosts(tmp_path) as (address, made):
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "repro", "stress", str(demo), "--runs", str(n),
-                "--set", SLOW, "--cluster", address, "--runs-dir", str(runs_dir),
-            ],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(),
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            _wait_for_runs(runs_dir, 4)
+    ttl = {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "10s"} if failure == "unplugged" else {}
+    with (
+        cluster_on_hosts(tmp_path, scheduler_env=ttl) as (address, made),
+        running_repro(
+            "stress", str(demo), "--runs", str(n), "--set", SLOW, "--cluster", address,
+            "--runs-dir", str(runs_dir), env=_env(),
+        ) as proc,
+    ):  # fmt: skip
+        _wait_for_runs(runs_dir, 4)
+        if failure == "killed":
             _kill_while_it_runs(made[0].procs[0])
-            text, _ = proc.communicate(timeout=600)
-        finally:
-            stop(proc)
-    assert proc.returncode in (0, 1), text.decode()
-    assert b"Traceback" not in text
-    run_dir = _only_dir(runs_dir)
-    runs = _runs(run_dir)
-    assert sorted(r["index"] for r in runs) == list(range(n))
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["runs"] == n
-    late = {r["worker"].removeprefix("tcp://").rsplit(":", 1)[0] for r in runs[-5:]}
-    assert late == {made[1].address}
-
-
-def test_a_host_cut_off_the_network_mid_run_loses_no_run(demo: Path, tmp_path: Path) -> None:
-    """Host a's link goes down while it runs (a machine unplugged: no process dies, no
-    connection is reset, its worker just stops answering). The scheduler gives up on it
-    after its time to live, its runs go to host b, none is lost or counted twice."""
-    n = 30
-    runs_dir = tmp_path / "runs"
-    with cluster_on_hosts(
-        tmp_path, scheduler_env={"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "10s"}
-    ) as (address, made):
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "repro", "stress", str(demo), "--runs", str(n),
-                "--set", SLOW, "--cluster", address, "--runs-dir", str(runs_dir),
-            ],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(),
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            _wait_for_runs(runs_dir, 4)
+        else:
             made[0].unplug()
-            t0 = time.monotonic()
-            text, _ = proc.communicate(timeout=600)
-            print(f"after the cut: {time.monotonic() - t0:.1f} s")
-        finally:
-            stop(proc)
-    print(text.decode())
+        text, _ = proc.communicate(timeout=600)
     assert proc.returncode in (0, 1), text.decode()
     assert b"Traceback" not in text
     run_dir = _only_dir(runs_dir)
@@ -202,5 +174,4 @@ def test_a_host_cut_off_the_network_mid_run_loses_no_run(demo: Path, tmp_path: P
     assert sorted(r["index"] for r in runs) == list(range(n))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["runs"] == n
-    late = {r["worker"].removeprefix("tcp://").rsplit(":", 1)[0] for r in runs[-5:]}
-    assert late == {made[1].address}
+    assert {_host_of(r) for r in runs[-5:]} == {made[1].address}
