@@ -149,7 +149,7 @@ def run_amplify(
         console.print(f"[red]stopped:[/] {escape(gone)}", highlight=False)
         if rows:
             console.print("the settings measured before are below")
-    if not rows:
+    if gone is not None and not rows:  # lost while building the first setting
         console.print(f"run directory: {rundir.path}", highlight=False)
         return 2, rows
     table = Table(title=f"Amplifiers for {loaded.recipe.name} ({runs} runs each)")

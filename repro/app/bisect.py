@@ -593,8 +593,7 @@ def _run_bisect(
             f"{run.record.counts.runs} runs already measured"
         )
     else:
-        if fresh is None:
-            raise ReproError("give a recipe file (or --resume RUN_DIR)")
+        assert fresh is not None  # run_bisect loaded it, or said that none was given
         run = _new_run(fresh, opts, console)
     run.probes = opts.probes
     if cluster is not None:

@@ -392,7 +392,7 @@ class DaskRunner:
         with cond:
             while not self.done.has_ready():
                 self._check_client()
-                self._check_workers()
+                self._watch.check(f"{self.pending()} run(s) in flight were not counted")
                 left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
                 if left <= 0:
                     break
@@ -401,9 +401,6 @@ class DaskRunner:
         for f, r in self.done.next_batch(block=False):
             out.extend(self._finish(f, r))
         return out
-
-    def _check_workers(self) -> None:
-        self._watch.check(f"{self.pending()} run(s) in flight were not counted")
 
     def _check_client(self) -> None:
         """RunnerGone once the client gave up on its scheduler.

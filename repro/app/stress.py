@@ -141,8 +141,7 @@ def _run_stress(
         for problem in rundir.problems:
             err.print(f"[yellow]warning:[/] {problem}", highlight=False)
     else:
-        if fresh is None:
-            raise ReproError("give a recipe file (or --resume RUN_DIR)")
+        assert fresh is not None  # run_stress loaded it, or said that none was given
         loaded = fresh
         runs, seconds, until_first = opts.runs, opts.seconds, opts.until_first
         if runs is None and seconds is None and not until_first:
