@@ -110,8 +110,11 @@ def client_logs_to_file() -> Path | None:
     except (ReproError, OSError):
         return None
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    names = ["distributed"] + [
-        n for n in logging.root.manager.loggerDict if n.startswith("distributed.")
+    # Dask sets up handlers on its own loggers and on tornado's, whose "application"
+    # logger prints the tracebacks of the client's futures when the scheduler goes.
+    roots = ("distributed", "tornado")
+    names = [*roots] + [
+        n for n in logging.root.manager.loggerDict if n.startswith(tuple(f"{r}." for r in roots))
     ]
     for name in names:
         logger = logging.getLogger(name)
@@ -119,8 +122,10 @@ def client_logs_to_file() -> Path | None:
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
                 logger.removeHandler(h)
     top.addHandler(handler)
-    for name in names[1:]:
-        logging.getLogger(name).propagate = True  # to the file, through "distributed"
+    logging.getLogger("tornado").addHandler(handler)
+    for name in names:
+        if name not in roots:
+            logging.getLogger(name).propagate = True  # to the file, through its root
     return path
 
 
