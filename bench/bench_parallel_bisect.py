@@ -36,6 +36,11 @@ def main() -> None:
         "--no-preempt", action="store_true", help="lanes keep probes others settled (before)"
     )
     ap.add_argument(
+        "--no-build-ahead",
+        action="store_true",
+        help="lanes start after the racy end is calibrated (before)",
+    )
+    ap.add_argument(
         "--build-weight", type=float, default=BUILD_WEIGHT, help="1 = builds at full price (before)"
     )
     args = ap.parse_args()
@@ -43,6 +48,7 @@ def main() -> None:
         f"n={args.n}, build {args.build:g} s, run {args.run:g} s, confidence {CONFIDENCE}, "
         f"{args.mode}{'' if args.no_preempt else ', settled probes left'}, "
         f"build weight {args.build_weight:g}, "
+        f"{'lanes after calibration' if args.no_build_ahead else 'building ahead'}, "
         f"{args.trials} trials a cell (same seeds for every k)\n"
     )
     print("|    p | k | makespan (min) | vs k=1 | runs | builds | right |")
@@ -58,14 +64,14 @@ def main() -> None:
                     simulate_lanes(
                         args.n, b, p, k, rng, build=args.build, run=args.run,
                         rounds=args.mode == "rounds", preempt=not args.no_preempt,
-                        build_weight=args.build_weight,
+                        build_weight=args.build_weight, build_ahead=not args.no_build_ahead,
                     )
                 )  # fmt: skip
             mk = statistics.mean(t.seconds for t in trials) / 60
             base = base or mk
             right = sum(t.correct for t in trials)
             print(
-                f"| {p:4g} | {k} | {mk:14.1f} | {mk / base:6.2f} | "
+                f"| {p:4g} | {k} | {mk:14.1f} | {mk / base:6.3f} | "
                 f"{statistics.mean(t.runs for t in trials):4.0f} | "
                 f"{statistics.mean(t.builds for t in trials):6.1f} | "
                 f"{right}/{len(trials)} |",

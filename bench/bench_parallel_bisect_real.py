@@ -12,7 +12,11 @@ With ``--build-delay S`` every build sleeps S seconds first and every bisect sta
 an empty cache: builds dominate, which is when probing two commits at once should pay
 (their builds overlap, each lane building on its own worker).
 
+With ``--baseline TREE`` two probes at once also run from another repro source tree (a git
+worktree of an older commit, say), from its own directory, on the same histories.
+
 Usage: bench/bench_parallel_bisect_real.py [--rounds R] [--slow SECONDS] [--build-delay S]
+       [--baseline TREE]
 """
 
 from __future__ import annotations
@@ -36,13 +40,19 @@ FIX = "Publish the result before unlocking"
 
 
 def bisect(
-    recipe: Path, extra: list[str], work: Path, tag: str, slow: float, build_delay: float
+    recipe: Path,
+    extra: list[str],
+    work: Path,
+    tag: str,
+    slow: float,
+    build_delay: float,
+    tree: Path = ROOT,
 ) -> dict[str, float]:
     out = work / f"{tag}.json"
     # With builds that cost, every bisect starts from an empty cache (they would find the
     # last one's builds otherwise); without, all share one, as before.
     cache = work / (f"cache-{tag}" if build_delay > 0 else "cache")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "REPRO_CACHE_DIR": str(cache)}
+    env = {**os.environ, "PYTHONPATH": str(tree), "REPRO_CACHE_DIR": str(cache)}
     if slow > 0:
         # A run that costs what a TSAN interpreter's start-up does, so runs dominate.
         command = f"reproducer.command=sleep {slow:g} && ./stress_test 3 100 1000"
@@ -54,7 +64,7 @@ def bisect(
     res = subprocess.run(
         [sys.executable, "-m", "repro", "bisect", str(recipe), *extra,
          "--runs-dir", str(work / tag), "--json-out", str(out)],
-        capture_output=True, text=True, env=env, timeout=1800,
+        capture_output=True, text=True, env=env, timeout=1800, cwd=tree,
     )  # fmt: skip
     wall = time.perf_counter() - t0
     if res.returncode != 0:
@@ -75,12 +85,17 @@ def main() -> None:
     ap.add_argument(
         "--build-delay", type=float, default=0.0, help="seconds of sleep added to a build"
     )
+    ap.add_argument("--baseline", type=Path, help="another repro tree: two probes from it too")
     args = ap.parse_args()
     configs = {
         "-j 2 (one probe)": ["-j", "2"],
         "--workers 2 --probes 1": ["--workers", "2", "--probes", "1"],
         "--workers 2 (two probes)": ["--workers", "2", "--probes", "2"],
     }
+    trees = dict.fromkeys(configs, ROOT)
+    if args.baseline is not None:
+        configs["two probes, baseline tree"] = configs["--workers 2 (two probes)"]
+        trees["two probes, baseline tree"] = args.baseline.resolve()
     with tempfile.TemporaryDirectory(prefix="repro-bench-pbisect-") as tmp:
         work = Path(tmp)
         recipe = make_demo_recipe(work)
@@ -88,7 +103,9 @@ def main() -> None:
         for r in range(args.rounds):
             for name, extra in configs.items():
                 tag = f"config{list(configs).index(name)}-{r}"
-                got[name].append(bisect(recipe, extra, work, tag, args.slow, args.build_delay))
+                got[name].append(
+                    bisect(recipe, extra, work, tag, args.slow, args.build_delay, trees[name])
+                )
         print(
             f"demo bisect, {args.slow:g} s added to a run, {args.build_delay:g} s to a build, "
             f"{args.rounds} rounds, medians"
@@ -113,6 +130,9 @@ def main() -> None:
             f"\nwall time, two probes against -j 2: {par / base:.2f}; against one probe "
             f"on the same cluster: {par / one:.2f}"
         )
+        if args.baseline is not None:
+            old = statistics.median(x["wall"] for x in got["two probes, baseline tree"])
+            print(f"two probes, this tree against the baseline tree: {par / old:.2f}")
 
 
 if __name__ == "__main__":

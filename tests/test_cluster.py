@@ -32,6 +32,7 @@ from cluster_helpers import (
     SLOW,
     Dask,
     _env,
+    _events,
     _kill_while_it_runs,
     _only_dir,
     _runs,
@@ -455,6 +456,34 @@ def test_amplify_through_a_local_cluster(demo: Path, tmp_path: Path) -> None:
     assert all(r.get("worker") for r in runs)
     rows = json.loads((run_dir / "summary.json").read_text())["settings"]
     assert [r["runs"] for r in rows] == [8, 8]
+
+
+def test_lanes_build_ahead_while_the_racy_end_calibrates(demo: Path, tmp_path: Path) -> None:
+    """Two lanes known before the calibration (--probes 2): lane 1 builds and calibrates
+    the racy end on its worker while lane 2 builds and runs other commits on the other,
+    and the strategy made at the calibration's end counts those runs: the fix is named."""
+    runs_dir = tmp_path / "runs"
+    out = tmp_path / "bisect.json"
+    res = repro(
+        "bisect", str(demo), "--set", SLOW, "--workers", "2", "--probes", "2",
+        "--runs-dir", str(runs_dir), "--json-out", str(out), env=_env(), timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "the other lanes build ahead" in res.stdout, res.stdout
+    assert "(building ahead)" in res.stdout, res.stdout
+    data = json.loads(out.read_text())
+    assert data["culprit"]["subject"] == FIX_SUBJECT and data["confidence"] >= 0.99
+    events = _events(_only_dir(runs_dir))
+    at = next(i for i, e in enumerate(events) if e["event"] == "strategy")
+    early = [e for e in events[:at] if e["event"] == "run"]
+    calibration = [e for e in early if e["phase"] == "calibrate"]
+    ahead = [e for e in early if e["phase"] == "bisect"]
+    assert calibration and ahead, early
+    assert all(e["pos"] == 0 for e in calibration) and all(e["pos"] != 0 for e in ahead)
+    # One worker calibrates, the other builds ahead.
+    assert len({e["worker"] for e in calibration}) == 1
+    assert {e["worker"] for e in ahead}.isdisjoint({e["worker"] for e in calibration})
+    assert data["runs"] == len(_runs(_only_dir(runs_dir)))
 
 
 def test_parallel_bisect_interrupted_and_resumed(demo: Path, tmp_path: Path) -> None:

@@ -113,8 +113,9 @@ import itertools
 import math
 import random
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "BUILD_WEIGHT",
@@ -129,6 +130,7 @@ __all__ = [
     "baseline_git_bisect",
     "clean_end_prior",
     "propose_probes",
+    "provisional_bisector",
     "simulate",
 ]
 
@@ -941,6 +943,43 @@ def propose_probes(bisector: Bisector, k: int, busy: Collection[int] = ()) -> li
 # A probe in flight whose smaller side holds less than this share of the error allowed
 # (``1 - confidence``) can no longer move the answer: see ``settled_probes``.
 SETTLED_SHARE = 1.0
+
+
+def provisional_bisector(
+    n: int,
+    calib_hits: int,
+    calib_runs: int,
+    counts: Mapping[int, Sequence[int]],
+    built: Iterable[int] = (),
+    unusable: Iterable[int] = (),
+    **options: Any,
+) -> Bisector:
+    """The strategy as the evidence so far makes it: a calibration (``calib_hits`` in
+    ``calib_runs``), ``counts`` (position -> ``(hits, misses)``), the ``built`` positions and
+    the ``unusable`` ones.
+
+    While one lane calibrates the racy end, the other lanes build ahead: they need probes
+    before the calibration is over. With no hit yet, the calibration counts as if its next
+    run hit (``Beta(1, runs + 1)``): the lower the rate, the more runs a probe asks for,
+    and probes that leave a built commit after a run or two are what made lanes build
+    twice the commits when this was first tried. The runs count as they are: the
+    posterior of a strategy made at the calibration's end from every run so far is the
+    same as if they had come after it (the likelihood does not depend on the order).
+    ``options`` are ``Bisector``'s.
+    """
+    if calib_hits < 1:
+        calib_hits, calib_runs = 1, calib_runs + 1
+    bis = Bisector(n, calib_hits=calib_hits, calib_runs=calib_runs, **options)
+    for pos in built:
+        bis.mark_built(pos)
+    for pos, (hits, misses) in sorted(counts.items()):
+        for _ in range(hits):
+            bis.record_run(pos, True)
+        for _ in range(misses):
+            bis.record_run(pos, False)
+    for pos in unusable:  # after its runs, as it is logged: a run would make it usable again
+        bis.record_unusable(pos)
+    return bis
 
 
 def settled_probes(bisector: Bisector, busy: Collection[int]) -> list[int]:

@@ -2,16 +2,18 @@
 
 Pure (the caller's ``random.Random`` is the only source of chance), so that the bench
 measures the same lanes that the tests hold to the guarantee. It models what
-``repro bisect`` does on a cluster: the racy end is built and calibrated (its runs spread
-over the ``k`` workers, which all hold the build), the clean end is a hypothesis of the
-posterior (``clean_end_prior``), then ``k`` lanes probe at once. Each lane builds its
-commit if nobody has (builds of different lanes overlap) and runs it until the first hit
-or the probe's runs are spent. The lanes start with ``propose_probes`` (joint quantiles);
-a lane that ends takes a new probe at once, given the commits still in flight
-(``rounds=True``: it waits for the round's slowest probe instead, as the app did before),
-and lanes whose probe that result settled (``settled_probes``) leave it, an unfinished
-build included, and take new ones too (``preempt=False``: they carry on, as the app did
-before). A build counts as there when it ends, as the app logs it.
+``repro bisect`` does on a cluster. Lane 1 builds the racy end and calibrates it while
+the other lanes build ahead (``build_ahead``): they probe what ``provisional_bisector``
+proposes from the calibration so far, and their runs count once the real strategy takes
+over at the calibration's end. (``build_ahead=False``: every lane builds the racy end
+and calibrates, the lanes start after, as the app did before.) The clean end is a
+hypothesis of the posterior (``clean_end_prior``). Each lane builds its commit if nobody
+has (builds of different lanes overlap) and runs it until the first hit or the probe's
+runs are spent. A lane that ends takes a new probe at once, given the commits still in
+flight (``rounds=True``: it waits for the round's slowest probe instead, as the app did
+before), and lanes whose probe that result settled (``settled_probes``) leave it, an
+unfinished build included, and take new ones too (``preempt=False``: they carry on, as
+the app did before). A build counts as there when it ends, as the app logs it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from repro.strategy.bisect import (
@@ -29,11 +32,13 @@ from repro.strategy.bisect import (
     Probe,
     clean_end_prior,
     propose_probes,
+    provisional_bisector,
     settled_probes,
 )
 
 CONFIDENCE = 0.99
 POLL = 8  # runs between two looks at the answer (the app polls every 0.2 s)
+MAX_CALIBRATION = 5000
 
 
 @dataclass
@@ -50,7 +55,7 @@ def _calibrate(
     p: float, k: int, rng: random.Random, build: float, run: float
 ) -> tuple[float, int, int]:
     hits = runs = 0
-    while hits < CALIBRATION_HITS and runs < 5000:
+    while hits < CALIBRATION_HITS and runs < MAX_CALIBRATION:
         hits += sum(rng.random() < p for _ in range(k))
         runs += k
     return build + runs / k * run, hits, runs
@@ -69,21 +74,35 @@ def simulate_lanes(
     preempt: bool = True,
     confidence: float = CONFIDENCE,
     build_weight: float = BUILD_WEIGHT,
+    build_ahead: bool = True,
 ) -> Trial:
     """One bisection by ``k`` lanes against a history whose first clean position is ``b``."""
-    clock, hits, runs = _calibrate(p, k, rng, build, run)
-    bis = Bisector(
-        n,
-        confidence=confidence,
-        calib_hits=hits,
-        calib_runs=runs,
-        build_cost=build,
-        run_cost=run,
-        clean_end_racy=clean_end_prior(n),
-        build_weight=build_weight,
-    )
-    total = runs
-    ready: dict[int, float] = {0: 0.0}  # position -> when its build is there
+    ahead = build_ahead and k > 1 and not rounds
+    counts: dict[int, list[int]] = {}  # interior position -> [hits, misses]
+
+    def strategy(hits: int, runs: int, built: Mapping[int, float], now: float) -> Bisector:
+        return provisional_bisector(
+            n,
+            hits,
+            runs,
+            counts,
+            [pos for pos, t in built.items() if pos and t <= now],
+            confidence=confidence,
+            build_cost=build,
+            run_cost=run,
+            clean_end_racy=clean_end_prior(n),
+            build_weight=build_weight,
+        )
+
+    bis: Bisector | None = None
+    ch = cr = 0
+    clock = 0.0
+    ready: dict[int, float] = {0: build}  # position -> when its build is there
+    if not ahead:
+        clock, ch, cr = _calibrate(p, k, rng, build, run)
+        ready[0] = 0.0
+        bis = strategy(ch, cr, ready, clock)
+    total = cr
 
     def start(pos: int, now: float) -> float:
         if pos not in ready:
@@ -94,7 +113,8 @@ def simulate_lanes(
         return Trial(clock, total, len(ready), step.lo <= b <= step.hi)
 
     # Events: (time, lane, its probe's number, probe, runs done so far); a lane's runs go
-    # one after another, and an event of a probe the lane has left is dropped.
+    # one after another, and an event of a probe the lane has left is dropped. Position 0
+    # is lane 1's calibration while it lasts (no strategy proposes the racy end).
     events: list[tuple[float, int, int, Probe, int]] = []
     serial = itertools.count()
     current: dict[int, int] = {}  # lane -> the number of its probe
@@ -105,45 +125,56 @@ def simulate_lanes(
         busy[lane] = probe.index
         heapq.heappush(events, (start(probe.index, now) + run, lane, current[lane], probe, 1))
 
+    idle = list(range(k))
+    if ahead:
+        idle.remove(0)
+        assign(0, Probe(0, MAX_CALIBRATION), clock)
     while True:
-        first = propose_probes(bis, k)
-        if isinstance(first, Done):
-            return done(first)
-        for lane, probe in enumerate(first):
-            assign(lane, probe, clock)
-        idle: list[int] = list(range(len(first), k))
-        while events:
-            now, lane, serial_no, probe, j = heapq.heappop(events)
-            if current.get(lane) != serial_no:
+        if idle and not (rounds and events):
+            ahead_of = strategy(ch, cr, ready, clock) if bis is None else bis
+            more = propose_probes(ahead_of, len(idle), set(busy.values()))
+            if isinstance(more, Done):
+                if bis is not None:
+                    return done(more)
+            else:
+                for nxt in more:
+                    assign(idle.pop(), nxt, clock)
+        now, lane, serial_no, probe, j = heapq.heappop(events)
+        if current.get(lane) != serial_no:
+            continue
+        clock = max(clock, now)
+        if probe.index == 0 and bis is None:  # a calibration run
+            cr += 1
+            total += 1
+            ch += rng.random() < p
+            if ch < CALIBRATION_HITS and cr < MAX_CALIBRATION:
+                heapq.heappush(events, (now + run, lane, serial_no, probe, j + 1))
                 continue
-            clock = max(clock, now)
-            if j == 1:
+            bis = strategy(ch, cr, ready, now)  # the real one, with every run so far
+            del busy[lane], current[lane]
+            idle.append(lane)
+        else:
+            if j == 1 and bis is not None:
                 bis.mark_built(probe.index)  # the build is there now (as the app logs it)
             hit = probe.index < b and rng.random() < p
-            bis.record_run(probe.index, hit)
+            counts.setdefault(probe.index, [0, 0])[0 if hit else 1] += 1
             total += 1
-            if hit or j % POLL == 0 or j >= probe.runs:
-                answer = bis.answered()
-                if answer is not None:
-                    return done(answer)
+            if bis is not None:
+                bis.record_run(probe.index, hit)
+                if hit or j % POLL == 0 or j >= probe.runs:
+                    answer = bis.answered()
+                    if answer is not None:
+                        return done(answer)
             if not hit and j < probe.runs:
                 heapq.heappush(events, (now + run, lane, serial_no, probe, j + 1))
                 continue
             del busy[lane], current[lane]
             idle.append(lane)
-            if rounds:
-                continue
-            if preempt:
-                # Lanes whose probe the others have settled leave it, unfinished build and all.
-                for gone in settled_probes(bis, set(busy.values())):
-                    for other in [x for x, t in busy.items() if t == gone]:
-                        del busy[other], current[other]
-                        idle.append(other)
-                    if ready[gone] > now:
-                        del ready[gone]
-            # The idle lanes take probes the commits in flight leave open.
-            more = propose_probes(bis, len(idle), set(busy.values()))
-            if isinstance(more, Done):
-                return done(more)
-            for nxt in more:
-                assign(idle.pop(), nxt, now)
+        if preempt and bis is not None and not rounds:
+            # Lanes whose probe the others have settled leave it, unfinished build and all.
+            for gone in settled_probes(bis, set(busy.values())):
+                for other in [x for x, t in busy.items() if t == gone]:
+                    del busy[other], current[other]
+                    idle.append(other)
+                if ready[gone] > now:
+                    del ready[gone]
