@@ -265,6 +265,48 @@ def test_a_stopped_build_ends_on_the_worker_and_is_no_failure(demo: Path, monkey
     assert len(BuildCache().failures()) == failures
 
 
+def test_a_cancel_reaches_a_worker_while_it_builds(demo: Path, monkeypatch: Any) -> None:
+    """A lane that ends tells every worker to kill its session's runs (``Client.run``,
+    in the worker's event loop). That call used to wait for the lock a build holds: a
+    lane's end waited for another lane's build (15 s of a demo bisect's 65), and the
+    worker's event loop stood still meanwhile."""
+    import threading
+
+    from repro.app.cluster import Cluster, cancel_session
+    from repro.app.context import Overrides
+    from repro.builds.stop import BuildCancelled
+    from repro.recipe import load_recipe
+
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    marker = "sleep 47"
+    loaded = load_recipe(demo, (f'extension.build=["{marker}", "make"]',))
+    stop = threading.Event()
+    ended: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            cluster.prepare_local(loaded, Overrides(), stop=stop)
+        except BuildCancelled as exc:
+            ended.append(exc)
+
+    with Cluster.open(1, None) as cluster:
+        builder = threading.Thread(target=build)
+        builder.start()
+        deadline = time.monotonic() + 60
+        while not _commands_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        building = bool(_commands_with(marker))
+        t0 = time.monotonic()
+        cluster.client.run(cancel_session, "a-session-of-another-lane")
+        took = time.monotonic() - t0
+        still = bool(_commands_with(marker))
+        stop.set()
+        builder.join(timeout=60)
+    assert building and still  # the cancel came while the build ran
+    assert took < 5, took  # not the build's 47 s
+    assert len(ended) == 1
+
+
 def test_chunk_size_follows_the_run_time() -> None:
     from repro.app.cluster import CHUNK_SECONDS, MAX_CHUNK, chunk_size
 

@@ -108,10 +108,14 @@ class BuildRequest:
 # --- the worker side -------------------------------------------------------------------
 
 _T = TypeVar("_T")
+# Held by a build for as long as it runs (one build at a time in a worker process).
 _LOCK = threading.Lock()
 _PREPARED: dict[BuildRequest, Prepared] = {}
+# The others are not under _LOCK: a stop or a cancel must get through while a build
+# runs. ``Client.run`` calls them in the worker's event loop, which a wait for _LOCK
+# blocked, and the caller with it: a lane that ended waited for another lane's build.
+_SESSIONS_LOCK = threading.Lock()
 _SESSIONS: dict[str, InFlight] = {}
-# Not under _LOCK, which a build holds for as long as it runs: a stop must get through.
 _STOPS_LOCK = threading.Lock()
 _BUILD_STOPS: dict[str, BuildStop] = {}
 
@@ -226,7 +230,7 @@ def prepare_task(req: BuildRequest, build_id: str | None = None) -> PrepareReply
 
 
 def _session(sid: str) -> InFlight:
-    return _kept(_SESSIONS, _LOCK, sid, InFlight)
+    return _kept(_SESSIONS, _SESSIONS_LOCK, sid, InFlight)
 
 
 def cancel_session(sid: str) -> None:
