@@ -1138,6 +1138,7 @@ def _probe_lanes(run: BisectRun, k: int, calibrate: BisectOptions | None = None)
                 raise error
             del busy[lane.number]
             label = escape(run.positions[p.index].label)
+            left = lane.number in leaving and state is None
             leaving.discard(lane.number)
             lane.stop.clear()
             idle.append(lane)
@@ -1145,7 +1146,7 @@ def _probe_lanes(run: BisectRun, k: int, calibrate: BisectOptions | None = None)
                 assert calibrate is not None
                 if not _calibrated(run, calibrate):
                     return False
-            elif lane.number in leaving and state is None:
+            elif left:
                 console.print(f"  lane {lane.number}: {label}: left", highlight=False)
             else:
                 _say_step(run, p.index, state, f"lane {lane.number}: {label}: ")
