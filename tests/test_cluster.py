@@ -528,6 +528,31 @@ def test_lanes_build_ahead_while_the_racy_end_calibrates(demo: Path, tmp_path: P
     assert data["runs"] == len(_runs(_only_dir(runs_dir)))
 
 
+def test_lanes_on_no_measurement_give_way_when_builds_are_cheap(demo: Path, tmp_path: Path) -> None:
+    """Without --probes, nothing says before the first build whether lanes pay: they start
+    (building ahead), and once a build and a run are measured (builds of a second against
+    runs of half a second here) one commit at a time takes over, every worker on it; the
+    runs so far count and the fix is named."""
+    runs_dir = tmp_path / "runs"
+    out = tmp_path / "bisect.json"
+    res = repro(
+        "bisect", str(demo), "--set", SLOW, "--workers", "2",
+        "--runs-dir", str(runs_dir), "--json-out", str(out), env=_env(), timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = res.stdout
+    assert "the other lanes build ahead" in text, text
+    assert "less than 10 runs" in text and "one commit at a time" in text, text
+    after = text.split("one commit at a time", 1)[1]
+    assert "lane " not in after and "\nstep " in after, text  # one probe at a time from then on
+    data = json.loads(out.read_text())
+    assert data["culprit"]["subject"] == FIX_SUBJECT and data["confidence"] >= 0.99
+    runs = _runs(_only_dir(runs_dir))
+    assert len({r["index"] for r in runs}) == len(runs)
+    # The calibration went on over both workers once one commit at a time took over.
+    assert len({r["worker"] for r in runs if r["phase"] == "calibrate"}) == 2
+
+
 def test_parallel_bisect_interrupted_and_resumed(demo: Path, tmp_path: Path) -> None:
     """Ctrl-C in the middle of a round of parallel probes: the runs that finished are kept
     (each index once), nothing of the run is left running, and --resume finds the fix."""

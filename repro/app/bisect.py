@@ -451,25 +451,30 @@ class BisectRun:
     def parallel_probes(self) -> int:
         """How many commits are probed at once (lanes): one per cluster thread, or ``--probes``.
 
-        By default only when a build costs more than ``ROUND_BUILD_RUNS`` runs (before any
-        is measured: when the commits are CPython's, so that lanes can build ahead of the
-        calibration, ``_probe_lanes``). Then several
+        By default only when a build costs more than ``ROUND_BUILD_RUNS`` runs. Then several
         probes at once mean several builds at once, which is what lanes buy (the demo with
         15 s builds: 0.64 of `-j 2`'s time; bench_parallel_bisect_real.py). When runs
         dominate, all slots on one commit is faster: the demo, builds cached and a run
-        0.5 s, took 1.31 times as long with two probes at once as with `-j 2`.
+        0.5 s, took 1.31 times as long with two probes at once as with `-j 2`. Before
+        anything is measured, lanes: they build ahead of the calibration
+        (``_probe_lanes``), and give way (``LanesDoNotPay``) once the first build and run
+        say that they do not pay.
         """
         if self.cluster is None:
             return 1
         threads = self.cluster.threads()
         if self.probes is not None:
             return min(self.probes, threads)
+        pay = self.lanes_pay()
+        return threads if pay is None or pay else 1
+
+    def lanes_pay(self) -> bool | None:
+        """Whether a build costs more than ``ROUND_BUILD_RUNS`` runs; None: not measured."""
         builds = [s.build_seconds for s in self.record.positions.values() if s.built]
-        run = self.record.mean_run_seconds()
+        run = float(self.record.mean_run_seconds())
         if builds and run > 0:
-            return threads if max(builds) >= ROUND_BUILD_RUNS * run else 1
-        # Nothing measured yet: a CPython build takes minutes where a run takes seconds.
-        return threads if self.terms.side in (Side.PYTHON, Side.VERSIONS) else 1
+            return bool(max(builds) >= ROUND_BUILD_RUNS * run)
+        return None
 
     # -- reporting ----------------------------------------------------------------
 
@@ -753,16 +758,19 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
     console = run.console
     try:
         k = run.parallel_probes()
-        if run.bisector is None and k > 1:  # lanes known already: they build ahead
-            if not _probe_lanes(run, k, opts):
-                return _finish(run, opts, None)
-        elif run.bisector is None:
+        laned = False
+        if run.bisector is None and k > 1:  # lanes build ahead of the calibration
+            try:
+                if not _probe_lanes(run, k, opts):
+                    return _finish(run, opts, None)
+                laned = True
+            except LanesDoNotPay as why:
+                console.print(f"  {escape(str(why))}", highlight=False)
+        if run.bisector is None:
             if not _calibrate(run, opts):
                 return _finish(run, opts, None)
-            k = run.parallel_probes()  # the racy end's build may say lanes pay
-            if k > 1:
-                _probe_lanes(run, k)
-        elif k > 1:
+            k = run.parallel_probes()  # measured now
+        if k > 1 and not laned:
             _probe_lanes(run, k)
         if k > 1 and run.stats(len(run.positions) - 1).unusable:
             return _clean_end_unusable(run, opts)
@@ -1034,6 +1042,11 @@ def _clean_end_unusable(run: BisectRun, opts: BisectOptions) -> int:
 CALIBRATION = Probe(0, 0)
 
 
+class LanesDoNotPay(Exception):
+    """Lanes started before anything was measured, and the first build and run say that a
+    build costs less than ``ROUND_BUILD_RUNS`` runs: one commit at a time is faster."""
+
+
 def _probe_lanes(run: BisectRun, k: int, calibrate: BisectOptions | None = None) -> bool:
     """Probe ``k`` commits at once, each in its own lane, until the answer holds.
 
@@ -1058,6 +1071,8 @@ def _probe_lanes(run: BisectRun, k: int, calibrate: BisectOptions | None = None)
     """
     assert run.cluster is not None and (run.bisector is None) == (calibrate is not None)
     console = run.console
+    # Lanes on no measurement (no --probes): they give way once the costs say so.
+    tentative = run.probes is None and run.lanes_pay() is None
     shares = run.cluster.shares(k)
     slots = max(1, run.cluster.threads() // k)
     pool = IndexPool(run.record.next_index)
@@ -1126,8 +1141,20 @@ def _probe_lanes(run: BisectRun, k: int, calibrate: BisectOptions | None = None)
                     highlight=False,
                 )
                 start(lane, p, Limits(runs=p.runs, until_hits=1, jobs=slots), "bisect")
-            # Wait for a lane to end, looking at the answer as the runs land.
+            # Wait for a lane to end, looking at the answer (and, on no measurement, at
+            # what a build and a run cost) as the runs land.
             while True:
+                if tentative:
+                    pay = run.lanes_pay()
+                    if pay is False:
+                        build = max(s.build_seconds for s in run.record.positions.values())
+                        each = run.record.mean_run_seconds()
+                        raise LanesDoNotPay(
+                            f"a build took {fmt_seconds(build)}, less than "
+                            f"{ROUND_BUILD_RUNS:g} runs of {each:.2f} s: one "
+                            f"{run.terms.unit} at a time, every worker on it"
+                        )
+                    tentative = pay is None
                 try:
                     lane, p, state, error = ended.get(timeout=0.2)
                     break
