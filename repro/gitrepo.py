@@ -276,7 +276,9 @@ class GitRepo:
             self._repo.git.worktree("prune")
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._repo.git.worktree("add", "--detach", "--force", str(path), full)
+                # Twice: a worktree that `add` left locked ("initializing") when repro was
+                # killed during it survives prune, and one --force does not override a lock.
+                self._repo.git.worktree("add", "--detach", "--force", "--force", str(path), full)
             except git.GitCommandError as exc:
                 raise GitError(f"cannot create worktree {path}: {_stderr(exc)}") from None
         return path

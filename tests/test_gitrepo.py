@@ -210,3 +210,20 @@ def test_depth_is_the_first_parent_distance(tmp_path: Path) -> None:
     assert repo.depth("v1.0") == 1
     assert repo.depth("v1.1") == 4
     assert repo.depth("main") == len(repo.first_parent_range("v1.0", "main"))
+
+
+def test_worktree_after_a_kill_during_its_creation(
+    history: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """`git worktree add` locks the new worktree ("initializing") until it is done; a repro
+    killed meanwhile left it locked, half made, and the resumed bisect could not build that
+    commit: "cannot create worktree ...: use 'add -f -f' to override" (seen in a fresh-clone
+    run of test_resume_after_kill)."""
+    repo_path, s = history
+    r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    wt = tmp_path / "wt"
+    r.worktree(s["a"], wt)
+    git(r.mirror, "worktree", "lock", "--reason", "initializing", str(wt.absolute()))
+    (wt / ".git").unlink()  # the checkout never got as far as its .git file
+    assert r.worktree(s["b"], wt) == wt.absolute()
+    assert git(wt, "rev-parse", "HEAD") == s["b"] and (wt / "b").exists()
