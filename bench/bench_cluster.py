@@ -8,7 +8,11 @@ run to the last) and the whole command (for `--workers`, starting and stopping t
 LocalCluster too). Configurations alternate, several rounds, medians reported, since this
 machine is shared and noisy.
 
-Usage: bench/bench_cluster.py [--runs N] [--rounds R]
+``--idle``: instead, what an idle LocalCluster of two workers costs in CPU over 10 s
+(user + system time of the whole process tree), with Dask's defaults and with the
+settings repro gives it (``QUIET_WORKERS``), alternating.
+
+Usage: bench/bench_cluster.py [--runs N] [--rounds R] [--idle]
 """
 
 from __future__ import annotations
@@ -60,11 +64,69 @@ def stress(recipe: Path, runs: int, extra: list[str], work: Path, tag: str) -> t
     return float(summary["elapsed"]), wall
 
 
+def idle_child(quiet: bool, seconds: float) -> None:
+    """In a fresh process (Dask's config is per process): print the CPU seconds spent."""
+    import logging
+
+    import dask
+    import psutil
+    from distributed import Client, LocalCluster
+
+    from repro.app.cluster import QUIET_WORKERS
+
+    dask.config.set(QUIET_WORKERS if quiet else {})
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        ) as local,
+        Client(local),
+    ):
+        me = psutil.Process()
+        procs = [me, *me.children(recursive=True)]
+        before = [p.cpu_times() for p in procs]
+        time.sleep(seconds)
+        after = [p.cpu_times() for p in procs]
+    spent = sum(b.user + b.system - a.user - a.system for a, b in zip(before, after, strict=True))
+    print(spent)
+
+
+def idle(rounds: int, seconds: float = 10.0) -> None:
+    got: dict[str, list[float]] = {"defaults": [], "quiet": []}
+    for r in range(rounds):
+        for name in got:
+            out = subprocess.run(
+                [sys.executable, __file__, "--idle-child", name, "--seconds", str(seconds)],
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            got[name].append(float(out.split()[-1]))
+            print(f"round {r + 1} {name:8s} {got[name][-1]:.3f} s CPU in {seconds:g} s idle")
+    print(f"\nidle LocalCluster of two workers, median of {rounds} rounds:")
+    for name, spent in got.items():
+        med = statistics.median(spent)
+        print(f"  {name:8s} {med:.3f} s CPU in {seconds:g} s: {med / seconds:.1%} of a core")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--idle", action="store_true")
+    ap.add_argument("--idle-child", choices=("defaults", "quiet"), help=argparse.SUPPRESS)
+    ap.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.idle_child:
+        idle_child(args.idle_child == "quiet", args.seconds)
+        return
+    if args.idle:
+        idle(args.rounds)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         work = Path(tmp)
         recipe = make_demo_recipe(work)

@@ -212,6 +212,27 @@ def test_a_worker_holds_its_next_chunk_while_it_runs_one(demo: Path, monkeypatch
     assert sorted(f.index for f in got) == list(range(QUEUE_DEPTH))  # each once
 
 
+def _worker_config(keys: list[str]) -> dict[str, Any]:
+    """Dask's settings as a worker process sees them (run there by ``Client.run``)."""
+    import dask
+
+    return {k: dask.config.get(k) for k in keys}
+
+
+def test_the_workers_repro_starts_are_quiet(monkeypatch: Any) -> None:
+    """Dask's defaults woke every process 50 times a second and sampled it 12 times more:
+    an idle LocalCluster of two took 10.6% of a core, 1.4% with QUIET_WORKERS
+    (bench/bench_cluster.py --idle). The settings must reach the worker processes."""
+    from repro.app.cluster import QUIET_WORKERS, Cluster
+
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    with Cluster.open(2, None) as cluster:
+        seen = cluster.client.run(_worker_config, list(QUIET_WORKERS))
+    assert len(seen) == 2
+    for config in seen.values():
+        assert config == QUIET_WORKERS
+
+
 def _commands_with(text: str) -> list[int]:
     """Processes whose command line holds ``text``."""
     found = []

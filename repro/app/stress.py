@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from repro.app.context import Overrides, prepare
-from repro.app.environment import collect_environment, interpreter_record
+from repro.app.environment import (
+    collect_environment,
+    interpreter_record,
+    interpreter_record_soon,
+)
 from repro.app.loop import Limits, StressState, stress_loop
 from repro.app.runner import reap_orphans
 from repro.app.view import (
@@ -105,15 +110,18 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
 
     # A bad recipe is said before a cluster is started or reached, not seconds after.
     fresh = None
+    interpreter = None
     if opts.resume is None:
         if opts.recipe is None:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
         fresh = load_recipe(opts.recipe, opts.sets)
+        r = fresh.recipe
+        interpreter = interpreter_record_soon(r.python, r.reproducer.command, fresh.base_dir)
     cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
     if cluster is None:
-        return _run_stress(opts, console, err, live_cls, None, fresh)
+        return _run_stress(opts, console, err, live_cls, None, fresh, interpreter)
     with cluster:
-        return _run_stress(opts, console, err, live_cls, cluster, fresh)
+        return _run_stress(opts, console, err, live_cls, cluster, fresh, interpreter)
 
 
 def _run_stress(
@@ -123,6 +131,7 @@ def _run_stress(
     live_cls: Any,
     cluster: Cluster | None,
     fresh: LoadedRecipe | None,
+    interpreter: Callable[[], dict[str, Any] | None] | None,
 ) -> int:
     if opts.resume is not None:
         runlog = RunLog.resume(opts.resume)
@@ -196,7 +205,9 @@ def _run_stress(
             "web_url": _extension_web_url(loaded, overrides),
             "environment": collect_environment(
                 prepared.info,
-                interpreter_record(
+                interpreter()
+                if interpreter is not None
+                else interpreter_record(
                     loaded.recipe.python, loaded.recipe.reproducer.command, loaded.base_dir
                 ),
             ),
