@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -95,7 +96,9 @@ def test_build_env_c(project: tuple[GitRepo, list[str]], tmp_path: Path) -> None
     assert "PATH" not in none and "LDFLAGS" not in none and "CFLAGS" in none  # from spec.env
 
 
-def test_build_env_rust(project: tuple[GitRepo, list[str]], tmp_path: Path) -> None:
+def test_build_env_rust(
+    project: tuple[GitRepo, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if rustc_info() is None:
         pytest.skip("no rustc")
     repo, c = project
@@ -114,6 +117,11 @@ def test_build_env_rust(project: tuple[GitRepo, list[str]], tmp_path: Path) -> N
     other = _fake_python(tmp_path)
     other = PythonBuild(**{**other.__dict__, "key": "other"})
     assert build_env(spec, repo, c[0], python=other, cache=cache, base_env={})[
+        "CARGO_TARGET_DIR"
+    ] != str(target)
+    # nor across machines that share the cache: cargo locks its target for a whole build
+    monkeypatch.setattr(socket, "gethostname", lambda: "another-machine")
+    assert build_env(spec, repo, c[0], python=_fake_python(tmp_path), cache=cache, base_env={})[
         "CARGO_TARGET_DIR"
     ] != str(target)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -95,10 +96,17 @@ def _cxx_for(cc: str) -> str:
 def cargo_target_dir(
     spec: ExtensionSpec, repo: GitRepo, python: PythonBuild | None, cache: BuildCache
 ) -> Path:
-    """One target directory per (repository, options): dependencies compile once."""
+    """One target directory per (repository, options, machine): dependencies compile once.
+
+    Cargo holds a lock on its target directory for a whole build. Machines that share a
+    cache (``--shared-cache``) would each wait for the others' builds, so lanes that
+    build different commits at once on different machines built one after another (and
+    a lock over NFS is the filesystem's to honour); each machine keeps its own.
+    """
     ident = cache_key(
         {
             "kind": "cargo-target",
+            "host": socket.gethostname(),
             "repo": repo.source,
             "sanitize": spec.sanitize,
             "python": python.key if python else None,
