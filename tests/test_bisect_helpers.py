@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from repro.app.bisect import Position, expand_versions
+from repro.app.bisect_run import Position, expand_versions
 from repro.errors import ReproError
 from repro.strategy.terms import Find, Terms
 

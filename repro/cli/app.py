@@ -289,7 +289,8 @@ def bisect(
     shared_cache: SharedCacheOpt = None,
 ) -> None:
     """Find the commit that fixed (or caused) an intermittent race, with a stated confidence."""
-    from repro.app.bisect import BisectOptions, run_bisect
+    from repro.app.bisect import run_bisect
+    from repro.app.bisect_run import BisectOptions
     from repro.recipe import BisectSpec, check_option
 
     # The recipe's `bisect:` rules, for the options that stand in for its fields.

@@ -1,0 +1,563 @@
+"""One bisect's state: its commits, the run log it feeds, the strategy made from that log,
+and building and running one commit; what the bisect's steps share (``repro bisect``'s
+command is repro.app.bisect, its lanes repro.app.lanes)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from repro.app.context import Overrides, Prepared, prepare
+from repro.app.executors import Runner, RunnerGone
+from repro.app.loop import Limits, StressState, Tags, stress_loop
+from repro.app.view import PlainTicker, StressView
+from repro.builds.cache import BuildError
+from repro.builds.progress import RichBuildProgress
+from repro.errors import ReproError
+from repro.recipe import LoadedRecipe
+from repro.runlog import (
+    BuildEvent,
+    Event,
+    PositionRecord,
+    RunEvent,
+    RunLog,
+    StrategyEvent,
+    UnusableEvent,
+)
+from repro.runlog.bisect_view import position_rows
+from repro.strategy.bisect import Bisector, clean_end_prior, provisional_bisector
+from repro.strategy.terms import Side, Terms
+from repro.text import truncate
+from repro.tsan.outcome import Outcome
+
+if TYPE_CHECKING:
+    from repro.app.cluster import Cluster
+
+
+# A commit whose runs keep failing or being invalid (crash before the reproducer,
+# TSAN start-up failure, timeout, unreadable reports) tells nothing about the race:
+# skip it like git bisect's exit 125 once this many such runs outnumber the others.
+UNUSABLE_AFTER = 3
+
+
+EXIT_INVALID = 2
+
+
+# On a cluster, probe several commits at once when a build costs at least this many runs.
+ROUND_BUILD_RUNS = 10.0
+
+
+class StopBisect(Exception):
+    """A run showed that no run here can count (e.g. unsymbolized reports)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One of the probes a cluster runs at once (``probe_lanes``): its own workers,
+    which build its commit and run it, their slots, run indices from the pool that all
+    lanes share (so that each index is handed out once), and its stop (set to leave a
+    probe the other lanes settled, or for all lanes at the end)."""
+
+    number: int
+    workers: tuple[str, ...]
+    slots: int
+    indices: Callable[[], int]
+    stop: threading.Event
+
+
+class IndexPool:
+    """Run indices for lanes that log into one run directory: each one handed out once."""
+
+    def __init__(self, start: int) -> None:
+        self._count = itertools.count(start)
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            return next(self._count)
+
+
+@dataclass
+class BisectOptions:
+    recipe: Path | None
+    racy: str | None = None
+    fixed: str | None = None
+    clean: str | None = None
+    find: str | None = None
+    confidence: float | None = None
+    versions: str | None = None
+    jobs: int = 1
+    repo: str | None = None
+    runs_dir: Path | None = None
+    json_out: Path | None = None
+    report: Path | None = None
+    resume: Path | None = None
+    calibration_runs: int | None = None
+    threads: int | None = None
+    timeout: float | None = None
+    sets: tuple[str, ...] = ()
+    then_git: str | None = None  # after --versions: bisect the commits between the releases
+    keep_going: bool = False  # count unsymbolized runs apart instead of stopping
+    plan: bool = False  # stop after calibration, having said what the bisect will cost
+    probes: int | None = None  # commits probed at once on a cluster (None: decided here)
+    workers: int | None = None  # a LocalCluster of this many worker processes
+    cluster: str | None = None  # or the address of a Dask scheduler
+    shared_cache: Path | None = None  # a cache every worker sees
+
+
+@dataclass
+class Position:
+    """One candidate: a commit (sha) or a CPython release (version)."""
+
+    id: str
+    label: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# --- the range ------------------------------------------------------------------------
+
+
+def expand_versions(spec: str) -> list[str]:
+    """`3.13.0..3.13.5` -> every patch release in between; `a,b,c` -> as given."""
+    if ".." in spec:
+        a, b = spec.split("..", 1)
+        ma = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", a.strip())
+        mb = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", b.strip())
+        if not ma or not mb or ma.group(1, 2) != mb.group(1, 2):
+            raise ReproError(
+                f"--versions {spec!r}: give X.Y.A..X.Y.B within one minor series, "
+                "or a comma-separated list"
+            )
+        lo, hi = int(ma.group(3)), int(mb.group(3))
+        if lo == hi:
+            raise ReproError(f"--versions {spec!r}: the two ends are the same release")
+        step = 1 if hi > lo else -1
+        return [f"{ma.group(1)}.{ma.group(2)}.{k}" for k in range(lo, hi + step, step)]
+    items = [v.strip() for v in spec.split(",") if v.strip()]
+    if len(items) < 2:
+        raise ReproError(f"--versions {spec!r}: need at least two releases")
+    return items
+
+
+# --- the command ----------------------------------------------------------------------
+
+
+class BisectRun:
+    """One bisection: its run log, its positions, and the strategy fed from the log."""
+
+    def __init__(
+        self,
+        runlog: RunLog,
+        loaded: LoadedRecipe,
+        meta: dict[str, Any],
+        console: Console,
+        jobs: int,
+        overrides: Overrides,
+        keep_going: bool = False,
+    ) -> None:
+        self.runlog = runlog
+        self.rundir = runlog.dir
+        self.loaded = loaded
+        self.meta = meta
+        self.terms = Terms.from_meta(meta)
+        self.console = console
+        self.jobs = jobs
+        self.overrides = overrides
+        self.keep_going = keep_going
+        self.positions = [Position(**p) for p in meta["positions"]]
+        self.bisector: Bisector | None = None
+        self.started = time.monotonic()
+        self._prepared: dict[int, Prepared] = {}
+        self.cluster: Cluster | None = None  # builds and runs on Dask workers when set
+        self.probes: int | None = None  # --probes
+        runlog.listeners.append(self._feed)
+
+    @property
+    def record(self) -> Any:
+        return self.runlog.record
+
+    def stats(self, pos: int) -> PositionRecord:
+        return self.runlog.record.position(pos)
+
+    def _interior(self, pos: int) -> bool:
+        return 0 < pos < len(self.positions) - 1
+
+    # -- the strategy follows the log --------------------------------------------------
+
+    def _feed(self, ev: Event) -> None:
+        """Give the strategy what one event tells it (live or replayed)."""
+        if isinstance(ev, StrategyEvent):
+            self._make_bisector(ev)
+            return
+        b = self.bisector
+        if b is None:
+            return
+        if isinstance(ev, BuildEvent) and ev.ok:
+            b.mark_built(ev.pos)
+        elif isinstance(ev, UnusableEvent) and self._interior(ev.pos):
+            b.record_unusable(ev.pos)
+        elif (
+            isinstance(ev, RunEvent)
+            and ev.phase == "bisect"
+            and ev.pos is not None
+            and ev.outcome.is_evidence
+        ):
+            b.record_run(ev.pos, ev.outcome is Outcome.TARGET)
+
+    def _make_bisector(self, ev: StrategyEvent) -> None:
+        self.bisector = self._strategy(
+            ev.calib_hits,
+            ev.calib_runs,
+            confidence=ev.confidence,
+            build_cost=ev.build_cost,
+            run_cost=ev.run_cost,
+            batch=ev.batch,
+            anchors=list(ev.anchors) if ev.anchors is not None else None,
+            clean_end_racy=ev.clean_end_racy,
+        )
+
+    def _strategy(self, calib_hits: int, calib_runs: int, **options: Any) -> Bisector:
+        """A strategy from everything measured so far (the record, as folded up to now):
+        the builds, the unusable commits and the runs of lanes that built ahead of the
+        calibration all count, as if they had come after it."""
+        counts: dict[int, tuple[int, int]] = {}
+        built, unusable = [], []
+        for pos, st in self.record.positions.items():
+            if pos == 0:
+                continue
+            if st.bisect_runs:
+                hits = sum(st.bisect_runs)
+                counts[pos] = (hits, len(st.bisect_runs) - hits)
+            if st.built and self._interior(pos):
+                built.append(pos)
+            if st.unusable and self._interior(pos):
+                unusable.append(pos)
+        return provisional_bisector(
+            len(self.positions), calib_hits, calib_runs, counts, built, unusable, **options
+        )
+
+    def costs(self) -> tuple[float, float]:
+        """What a build and a run cost, in seconds, as measured so far (a build at least 30
+        runs' worth: a cached racy end says nothing of what the other commits cost)."""
+        built = [s.build_seconds for s in (self.stats(0), self.stats(len(self.positions) - 1))]
+        mean_run = self.record.mean_run_seconds()
+        build_cost = max(max(built, default=0.0), 30.0 * max(mean_run, 0.01), 1.0)
+        return build_cost, max(mean_run, 0.001)
+
+    def provisional(self) -> Bisector:
+        """The strategy while the racy end still calibrates, for the lanes that build ahead."""
+        build_cost, run_cost = self.costs()
+        c0 = self.stats(0).counts
+        anchors = self.meta.get("anchors")
+        return self._strategy(
+            c0.hits,
+            c0.evidence,
+            confidence=float(self.meta["confidence"]),
+            build_cost=build_cost,
+            run_cost=run_cost,
+            batch=self.jobs,
+            anchors=list(anchors) if anchors is not None else None,
+            clean_end_racy=clean_end_prior(len(self.positions)),
+        )
+
+    # -- actions ------------------------------------------------------------------
+
+    def describe(self, pos: int) -> str:
+        p = self.positions[pos]
+        subject = p.info.get("subject")
+        return f"{p.label}" + (f" {subject!r}" if subject else "")
+
+    def build(
+        self, pos: int, workers: Sequence[str] = (), stop: threading.Event | None = None
+    ) -> Prepared | None:
+        """Build (or reuse) one position; None, logged as unusable, when it cannot build.
+
+        ``workers``: on a cluster, the workers that must hold the build (a lane's); by
+        default every worker. A build already held elsewhere is made on the missing
+        ones only (found at once in a shared cache). ``stop`` set meanwhile stops the
+        build (``BuildCancelled``: nothing is logged, the position stays usable)."""
+        from repro.app.cluster import ClusterPrepared
+
+        known = self._prepared.get(pos)
+        missing: list[str] = []
+        if known is not None:
+            if not workers or not isinstance(known, ClusterPrepared):
+                return known
+            missing = [w for w in workers if w not in known.holders]
+            if not missing:
+                return known
+        side = self.terms.side
+        p = self.positions[pos]
+        t0 = time.monotonic()
+        refs = {
+            Side.EXTENSION: {"ext_ref": p.id},
+            Side.PYTHON: {"python_ref": p.id},
+        }.get(side, {"python_version": p.id})
+        try:
+            if self.cluster is not None:
+                prepared: Prepared = self.cluster.prepare_local(
+                    self.loaded,
+                    self.overrides,
+                    workers=missing or workers or None,
+                    stop=stop,
+                    **refs,
+                )
+            else:
+                progress = RichBuildProgress(self.console)
+                prepared = prepare(self.loaded, self.overrides, progress=progress, **refs)
+        except BuildError as exc:
+            seconds = time.monotonic() - t0
+            first = str(exc).splitlines()[0] if str(exc) else "build failed"
+            log = getattr(exc, "log_path", None)
+            self.runlog.log(BuildEvent(pos, p.id, False, seconds, first, str(log) if log else None))
+            self.runlog.log(UnusableEvent(pos, p.id, "does not build"))
+            where = f" (log: {log})" if log else ""
+            self.console.print(
+                f"  [yellow]skip[/] {escape(self.describe(pos))}: does not build: "
+                f"{escape(first)}{escape(where)}",
+                highlight=False,
+            )
+            return None
+        seconds = time.monotonic() - t0
+        self.runlog.log(BuildEvent(pos, p.id, True, seconds))
+        if isinstance(known, ClusterPrepared) and isinstance(prepared, ClusterPrepared):
+            holders = tuple(dict.fromkeys((*known.holders, *prepared.holders)))
+            prepared = dataclasses.replace(known, holders=holders)
+        self._prepared[pos] = prepared
+        return prepared
+
+    def run(
+        self,
+        pos: int,
+        limits: Limits,
+        phase: str,
+        *,
+        lane: Lane | None = None,
+    ) -> StressState | None:
+        """Runs at one position; None when it cannot be built.
+
+        ``lane`` is this probe's share of the cluster (``probe_lanes``): its own
+        workers and slots, run indices from the lanes' pool, their stop, and no live
+        panel (one terminal shows one).
+        """
+        prepared = self.build(pos) if lane is None else self.build(pos, lane.workers, lane.stop)
+        if prepared is None:
+            return None
+        if not self.keep_going:
+            limits = dataclasses.replace(limits, stop_on=frozenset({Outcome.UNSYMBOLIZED}))
+        holder: dict[str, StressState] = {}
+        view = StressView(
+            holder, f"{phase} at {truncate(self.describe(pos), 60)}", str(self.rundir.path)
+        )
+        ticker = PlainTicker(self.console)
+
+        def on_change(state: StressState) -> None:
+            holder["state"] = state
+            ticker(state)
+
+        st = self.stats(pos)
+        executor = self._executor(prepared, lane)
+        live: contextlib.AbstractContextManager[Any] = (
+            Live(view, console=self.console, refresh_per_second=4, transient=True)
+            if lane is None
+            else contextlib.nullcontext()
+        )
+        with live:
+            state, interrupted = stress_loop(
+                prepared.spec,
+                prepared.matcher,
+                limits,
+                self.runlog,
+                total=st.counts,
+                indices=lane.indices if lane is not None else None,
+                on_change=on_change,
+                tags=Tags(pos=pos, id=self.positions[pos].id, phase=phase),
+                other_races=lambda: (st.runs_with_other, len(st.other_signatures)),
+                executor=executor,
+                stop=lane.stop if lane is not None else None,
+            )
+        if state.gone:
+            raise RunnerGone(state.gone)
+        if interrupted:
+            raise KeyboardInterrupt
+        if state.stopped_by is not None:
+            raise StopBisect(state.stopped_by)
+        c = st.counts
+        if (
+            c.not_evidence >= UNUSABLE_AFTER
+            and c.not_evidence > c.evidence
+            and not c.hits
+            and not st.unusable
+        ):
+            reasons = ", ".join(
+                f"{o.value} {k}" for o, k in c.outcomes.items() if k and not o.is_evidence
+            )
+            self.runlog.log(
+                UnusableEvent(pos, self.positions[pos].id, f"runs cannot show the race ({reasons})")
+            )
+        return state
+
+    def _executor(self, prepared: Prepared, lane: Lane | None = None) -> Runner | None:
+        """Dask tasks on the workers that hold this build (a lane's own), or None:
+        threads here."""
+        from repro.app.cluster import ClusterPrepared, DaskRunner
+
+        if self.cluster is None or not isinstance(prepared, ClusterPrepared):
+            return None
+        if lane is not None:
+            own = dataclasses.replace(prepared, holders=lane.workers)
+            return DaskRunner(self.cluster.client, own, lane.slots)
+        return self.cluster.runner(prepared)
+
+    def parallel_probes(self) -> int:
+        """How many commits are probed at once (lanes): one per cluster thread, or ``--probes``.
+
+        By default only when a build costs more than ``ROUND_BUILD_RUNS`` runs. Then several
+        probes at once mean several builds at once, which is what lanes buy (the demo with
+        15 s builds: 0.64 of `-j 2`'s time; bench_parallel_bisect_real.py). When runs
+        dominate, all slots on one commit is faster: the demo, builds cached and a run
+        0.5 s, took 1.31 times as long with two probes at once as with `-j 2`. Before
+        anything is measured, lanes: they build ahead of the calibration
+        (``probe_lanes``), and give way (``LanesDoNotPay``) once the first build and run
+        say that they do not pay.
+        """
+        if self.cluster is None:
+            return 1
+        threads = self.cluster.threads()
+        if self.probes is not None:
+            return min(self.probes, threads)
+        pay = self.lanes_pay()
+        return threads if pay is None or pay else 1
+
+    def lanes_pay(self) -> bool | None:
+        """Whether a build costs more than ``ROUND_BUILD_RUNS`` runs; None: not measured."""
+        builds = [s.build_seconds for s in self.record.positions.values() if s.built]
+        run = float(self.record.mean_run_seconds())
+        if builds and run > 0:
+            return bool(max(builds) >= ROUND_BUILD_RUNS * run)
+        return None
+
+    # -- reporting ----------------------------------------------------------------
+
+    def posterior_line(self) -> str:
+        """The strategy's current belief, once it names a likely culprit."""
+        if self.bisector is None:
+            return ""
+        post = self.bisector.posterior_b()
+        best = max(range(len(post)), key=lambda b: post[b])
+        lo = min((b for b, w in enumerate(post) if w > 1e-4), default=best)
+        hi = max((b for b, w in enumerate(post) if w > 1e-4), default=best)
+        span = f"plausible range {hi - lo + 1} {self.terms.units}"
+        if best >= len(self.positions):
+            return f"the race may show at the {self.terms.clean_word} end too; {span}"
+        c_lo, _ = self.terms.culprit_positions(best, best)
+        if post[best] < 0.25 or not 0 <= c_lo < len(self.positions):
+            return span
+        return f"likely culprit {self.positions[c_lo].label} ({post[best]:.0%}); {span}"
+
+    def rows(self, culprit_ids: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+        post = self.bisector.posterior_b() if self.bisector else None
+        return position_rows(
+            self.record,
+            [vars(p) for p in self.positions],
+            self.terms,
+            post,
+            culprit_ids,
+        )
+
+    def steps_table(self) -> Table:
+        table = Table(title="Bisection steps (oldest first)")
+        for col, just in (
+            (self.terms.unit, "left"),
+            ("subject", "left"),
+            ("build", "left"),
+            ("runs", "right"),
+            ("hits", "right"),
+            ("other races", "right"),
+            ("not counted", "right"),
+            ("verdict", "left"),
+        ):
+            table.add_column(col, justify=just)  # type: ignore[arg-type]
+        for s in self.rows():
+            if not s["tested"]:
+                continue
+            build = (
+                "skipped"
+                if s["built"] is False
+                else f"{s['build_seconds']:.0f}s"
+                if s["built"]
+                else "-"
+            )
+            other = (
+                f"{s['other_races']} in {s['runs_with_other_races']} runs"
+                if s["other_races"]
+                else "0"
+            )
+            verdict = s["verdict"]
+            if s["unusable"]:
+                verdict = f"skipped: {s['unusable']}"
+            style = "red" if s["verdict"] == "racy" else None
+            table.add_row(
+                s["label"],
+                escape(truncate(s["subject"] or "", 50)),
+                build,
+                str(s["runs"]),
+                str(s["hits"]),
+                other,
+                str(s["failed_runs"] + s["invalid_runs"]),
+                escape(verdict),
+                style=style,
+            )
+        return table
+
+
+def fail(run: BisectRun, failure: str, heading: str | None = None) -> bool:
+    """Record why the bisect cannot go on, say it, and tell the caller to stop."""
+    run.meta.update(status="failed", failure=failure)
+    run.rundir.write_meta(run.meta)
+    if heading:
+        run.console.print(f"[red]{heading}[/] {escape(failure)}")
+    else:
+        run.console.print(f"[red]{escape(failure)}[/]")
+    return False
+
+
+def say_step(run: BisectRun, pos: int, state: StressState | None, prefix: str = "") -> None:
+    """One line on what a probe found."""
+    st = run.stats(pos)
+    if st.unusable:
+        if state is not None:  # a build failure has said so already
+            run.console.print(f"  {prefix}[yellow]skip[/] {escape(st.unusable)}")
+    elif state is not None and state.session.runs:
+        s = state.session
+        verdict = "[red]racy[/]" if s.hits else "no hit"
+        not_counted = f" ({s.not_evidence} not counted)" if s.not_evidence else ""
+        belief = run.posterior_line()  # none while the racy end still calibrates
+        run.console.print(
+            f"  {prefix}{verdict}: {s.hits}/{s.evidence} runs{not_counted}"
+            + (f"; {belief}" if belief else "")
+        )
+
+
+def answered(run: BisectRun) -> bool:
+    """Does the evidence so far already give the answer? (Read under the run log's lock:
+    the probes' threads feed the strategy through it; no answer before the calibration.)"""
+    with run.runlog.lock:
+        return run.bisector is not None and run.bisector.answered() is not None

@@ -1,0 +1,115 @@
+"""The racy end's calibration: the runs still to go, their checks, the strategy they start
+and the plan said before the search spends anything."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+
+from repro.app.bisect_run import BisectOptions, BisectRun, fail
+from repro.app.loop import Limits
+from repro.app.view import fmt_seconds
+from repro.runlog import StrategyEvent
+from repro.strategy.bisect import RateBelief, clean_end_prior
+
+
+def calibrate(run: BisectRun, opts: BisectOptions) -> bool:
+    """Measure the rate at the racy end; False stops the bisect.
+
+    The clean end is not run apart any more: the strategy holds "racy there too" as one
+    more hypothesis (``clean_end_prior``), so the misses that confirm the answer rule it
+    out as well, and the end is built and run only if the search asks for it.
+    """
+    limits = calibration_left(run, run.jobs)
+    if limits is not None:
+        run.console.print(f"[bold]calibrating[/] at the racy end {escape(run.describe(0))}")
+        run.run(0, limits, "calibrate")
+    return calibrated(run, opts)
+
+
+def calibration_left(run: BisectRun, jobs: int) -> Limits | None:
+    """The calibration's runs still to go (None: it is over), from the run directory."""
+    goal = int(run.meta["calibration_hits"])
+    budget = int(run.meta["calibration_runs"])
+    c0 = run.stats(0).counts
+    if c0.hits >= goal or c0.evidence >= budget:
+        return None
+    return Limits(runs=budget - c0.evidence, until_hits=goal - c0.hits, jobs=jobs)
+
+
+def calibrated(run: BisectRun, opts: BisectOptions) -> bool:
+    """After the calibration's runs: check them, start the strategy, say the plan."""
+    from repro.strategy.stats import format_rate, upper_rate_if_clean
+
+    console = run.console
+    meta = run.meta
+    terms = run.terms
+    n = len(run.positions)
+    st0 = run.stats(0)
+    c0 = st0.counts
+    if st0.built is False or st0.unusable:
+        return fail(
+            run,
+            f"the racy end does not build or run: {st0.build_error or st0.unusable}",
+            "The racy end cannot be tested:",
+        )
+    console.print(f"  racy end: {format_rate(c0.hits, c0.evidence)}")
+    if c0.hits == 0:
+        return fail(
+            run,
+            f"The racy end {run.positions[0].label} did not reproduce the target race in "
+            f"{c0.evidence} runs (rate below {upper_rate_if_clean(c0.evidence):.2%} at 95%). "
+            "Check the recipe's target and reproducer, or raise --calibration-runs.",
+        )
+    belief = RateBelief.from_calibration(c0.hits, c0.evidence)
+    last = n - 1
+    console.print(
+        f"  the {terms.clean_word} end {escape(run.describe(last))} is checked inside the "
+        "search: the misses that confirm the answer rule out a racy end too"
+    )
+    build_cost, run_cost = run.costs()
+    run.runlog.log(
+        StrategyEvent(
+            confidence=float(meta["confidence"]),
+            calib_hits=c0.hits,
+            calib_runs=c0.evidence,
+            build_cost=build_cost,
+            run_cost=run_cost,
+            batch=run.jobs,
+            anchors=tuple(meta["anchors"]) if meta.get("anchors") is not None else None,
+            clean_end_racy=clean_end_prior(n),
+        )
+    )
+    _print_plan(run, belief, build_cost, run_cost)
+    if opts.plan:
+        run.meta.update(status="planned")
+        run.rundir.write_meta(run.meta)
+        console.print(
+            f"--plan: stopping here; continue with  repro bisect --resume {run.rundir.path}"
+        )
+        return False
+    run.rundir.update_meta(status="bisecting")
+    run.meta["status"] = "bisecting"
+    return True
+
+
+def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost: float) -> None:
+    """What the bisect should cost, from the calibrated rate, before spending it."""
+    from repro.strategy.information import plan
+
+    n = len(run.positions)
+    pl = plan(n, belief, float(run.meta["confidence"]), build_cost, run_cost)
+    run.meta["plan"] = {
+        "runs": round(pl.runs),
+        "runs_p90": round(pl.runs_high),
+        "builds": round(pl.builds),
+        "seconds": round(pl.seconds),
+        "bound_runs": round(pl.bound, 1),
+        "rate": pl.rate,
+    }
+    run.rundir.write_meta(run.meta)
+    run.console.print(
+        f"[bold]plan[/]: about {pl.runs:.0f} runs (90% within {pl.runs_high:.0f}) and "
+        f"{pl.builds:.0f} builds, {fmt_seconds(pl.seconds)}; no bisect can need fewer than "
+        f"{pl.bound:.0f} runs on average at rate {pl.rate:.1%} (Fano's bound)",
+        highlight=False,
+    )
