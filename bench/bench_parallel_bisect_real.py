@@ -15,8 +15,12 @@ an empty cache: builds dominate, which is when probing two commits at once shoul
 With ``--baseline TREE`` two probes at once also run from another repro source tree (a git
 worktree of an older commit, say), from its own directory, on the same histories.
 
+With ``--case heldout`` the history is not the demo's 16 commits but ``heldout_repo.py``'s
+(205 commits, a race shown in about a tenth of the runs, four commits that do not build;
+round ``r`` uses seed ``r``): a longer bisect, where lanes have more to overlap.
+
 Usage: bench/bench_parallel_bisect_real.py [--rounds R] [--slow SECONDS] [--build-delay S]
-       [--baseline TREE]
+       [--baseline TREE] [--case demo|heldout]
 """
 
 from __future__ import annotations
@@ -39,6 +43,18 @@ from make_repo import make_demo_recipe  # noqa: E402
 FIX = "Publish the result before unlocking"
 
 
+def heldout_case(work: Path, seed: int) -> tuple[Path, str]:
+    """The recipe of a held-out-shaped history (bench_heldout.py's) and its fix commit."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_heldout import write_recipe
+    from heldout_repo import make_history, pick_case
+
+    fix_at, broken = pick_case(205, seed)
+    history = make_history(work / f"sensord-{seed}", 205, fix_at, broken, seed)
+    recipe = write_recipe(work / f"heldout-{seed}.yaml", history.path, "300 6000")
+    return recipe, history.sha(history.fix_at)
+
+
 def bisect(
     recipe: Path,
     extra: list[str],
@@ -47,6 +63,7 @@ def bisect(
     slow: float,
     build_delay: float,
     tree: Path = ROOT,
+    fix_sha: str | None = None,
 ) -> dict[str, float]:
     out = work / f"{tag}.json"
     # With builds that cost, every bisect starts from an empty cache (they would find the
@@ -70,11 +87,16 @@ def bisect(
     if res.returncode != 0:
         raise SystemExit(f"{tag}: exit {res.returncode}\n{res.stdout}\n{res.stderr}")
     data = json.loads(out.read_text())
+    culprit = data.get("culprit") or {}
     return {
         "wall": wall,
         "runs": float(data["runs"]),
         "builds": float(data["builds"]),
-        "right": float((data.get("culprit") or {}).get("subject") == FIX),
+        "right": float(
+            (culprit.get("sha") or "").startswith(fix_sha)
+            if fix_sha
+            else culprit.get("subject") == FIX
+        ),
     }
 
 
@@ -86,6 +108,7 @@ def main() -> None:
         "--build-delay", type=float, default=0.0, help="seconds of sleep added to a build"
     )
     ap.add_argument("--baseline", type=Path, help="another repro tree: two probes from it too")
+    ap.add_argument("--case", choices=("demo", "heldout"), default="demo")
     args = ap.parse_args()
     configs = {
         "-j 2 (one probe)": ["-j", "2"],
@@ -98,17 +121,27 @@ def main() -> None:
         trees["two probes, baseline tree"] = args.baseline.resolve()
     with tempfile.TemporaryDirectory(prefix="repro-bench-pbisect-") as tmp:
         work = Path(tmp)
-        recipe = make_demo_recipe(work)
+        recipe, fix_sha = make_demo_recipe(work), None
         got: dict[str, list[dict[str, float]]] = {k: [] for k in configs}
         for r in range(args.rounds):
+            if args.case == "heldout":
+                recipe, fix_sha = heldout_case(work, r)
             for name, extra in configs.items():
                 tag = f"config{list(configs).index(name)}-{r}"
                 got[name].append(
-                    bisect(recipe, extra, work, tag, args.slow, args.build_delay, trees[name])
+                    bisect(
+                        recipe, extra, work, tag, args.slow, args.build_delay, trees[name], fix_sha
+                    )
+                )
+                row = got[name][-1]
+                print(
+                    f"round {r + 1} {name}: {row['wall']:.1f} s, {row['runs']:.0f} runs, "
+                    f"{row['builds']:.0f} builds, right {row['right']:.0f}",
+                    flush=True,
                 )
         print(
-            f"demo bisect, {args.slow:g} s added to a run, {args.build_delay:g} s to a build, "
-            f"{args.rounds} rounds, medians"
+            f"{args.case} bisect, {args.slow:g} s added to a run, {args.build_delay:g} s to a "
+            f"build, {args.rounds} rounds, medians"
         )
         print("| configuration | wall s | runs | builds | right |")
         print("|:--|--:|--:|--:|--:|")

@@ -59,7 +59,7 @@ QUEUE_DEPTH = 2
 # process 50 times a second (the event loop's health tick) and sample memory and CPU
 # 10 and 2 times a second, for the dashboard and memory limits; a worker's memory is not
 # where a reproducer's is (its subprocess). An idle LocalCluster of two workers took
-# 10.6% of a core with the defaults, 1.4% with these (10 s, user + system time of the
+# 10.6-13.9% of a core with the defaults, 1.4% with these (10 s, user + system time of the
 # whole process tree); profiling samples every thread every 10 ms.
 QUIET_WORKERS = {
     "distributed.worker.profile.enabled": False,

@@ -13,11 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from repro.app.context import Overrides, prepare
-from repro.app.environment import (
-    collect_environment,
-    interpreter_record,
-    interpreter_record_soon,
-)
+from repro.app.environment import collect_environment, interpreter_record_soon
 from repro.app.loop import Limits, StressState, stress_loop
 from repro.app.runner import reap_orphans
 from repro.app.view import (
@@ -133,6 +129,8 @@ def _run_stress(
     fresh: LoadedRecipe | None,
     interpreter: Callable[[], dict[str, Any] | None] | None,
 ) -> int:
+    """``interpreter``: the interpreter probe under way (``interpreter_record_soon``), or
+    None on a resume, whose recipe is read here."""
     if opts.resume is not None:
         runlog = RunLog.resume(opts.resume)
         rundir = runlog.dir
@@ -140,6 +138,8 @@ def _run_stress(
         if ended:
             console.print(f"ended {len(ended)} reproducer(s) left running by the killed repro")
         loaded, meta = load_run_recipe(rundir.path, "stress")
+        r = loaded.recipe
+        interpreter = interpreter_record_soon(r.python, r.reproducer.command, loaded.base_dir)
         limits_meta = meta.get("limits", {})
         # Resumed runs keep their original limits unless new ones are given.
         runs = opts.runs if opts.runs is not None else limits_meta.get("runs")
@@ -150,7 +150,8 @@ def _run_stress(
         for problem in rundir.problems:
             err.print(f"[yellow]warning:[/] {problem}", highlight=False)
     else:
-        assert fresh is not None  # run_stress loaded it, or said that none was given
+        # run_stress loaded it (and started its interpreter probe), or said none was given
+        assert fresh is not None and interpreter is not None
         loaded = fresh
         runs, seconds, until_first = opts.runs, opts.seconds, opts.until_first
         if runs is None and seconds is None and not until_first:
@@ -205,11 +206,7 @@ def _run_stress(
             "web_url": _extension_web_url(loaded, overrides),
             "environment": collect_environment(
                 prepared.info,
-                interpreter()
-                if interpreter is not None
-                else interpreter_record(
-                    loaded.recipe.python, loaded.recipe.reproducer.command, loaded.base_dir
-                ),
+                interpreter(),
             ),
             "interrupted": False,
             "finished": False,
