@@ -233,6 +233,33 @@ def test_the_workers_repro_starts_are_quiet(monkeypatch: Any) -> None:
         assert config == QUIET_WORKERS
 
 
+def _log_error(line: str) -> None:
+    """Log ``line`` at ERROR on Dask's worker logger (run in a worker by ``Client.run``)."""
+    import logging
+
+    logging.getLogger("distributed.worker").error(line)
+
+
+def test_the_local_clusters_logs_stay_off_the_console(
+    monkeypatch: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A worker whose heartbeat met the scheduler closing at Ctrl-C printed its traceback
+    under "interrupted" (once, in a fresh-clone run of the Ctrl-C test). The workers'
+    logs stay off the console, and this process's go to dask-client.log."""
+    import logging
+
+    from repro.app.cluster import Cluster
+
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "cache"))
+    with Cluster.open(1, None) as cluster:
+        cluster.client.run(_log_error, "WORKER-SAYS-ERROR")
+        logging.getLogger("distributed.scheduler").error("SCHEDULER-SAYS-ERROR")
+    out, err = capfd.readouterr()
+    assert "SAYS-ERROR" not in out + err
+    assert "SCHEDULER-SAYS-ERROR" in (tmp_path / "cache" / "dask-client.log").read_text()
+
+
 def _commands_with(text: str) -> list[int]:
     """Processes whose command line holds ``text``."""
     found = []

@@ -519,11 +519,19 @@ class Cluster:
                 # Not None: that still takes port 8787, and a Python warning reaches
                 # the console when another Dask holds it. Any free port, said nowhere.
                 dashboard_address=":0",
-                silence_logs=logging.ERROR,
+                # The workers' own logs never reach the console: they are repro's
+                # processes, and repro says itself what went wrong. At ERROR, a worker
+                # whose heartbeat met the scheduler closing at Ctrl-C printed a traceback
+                # under "interrupted" (seen once in a fresh-clone run of the tests).
+                silence_logs=logging.CRITICAL,
             )
         finally:
             if main:
                 signal.signal(signal.SIGINT, old)
+        # This process's (the scheduler's, the nannies') go to the log file, as with
+        # --cluster. After the LocalCluster: it sets the level of every stream handler
+        # of Dask's logger, a file's included, for as long as it lives.
+        client_logs_to_file()
         return cls(Client(local), local, shared_cache)
 
     def close(self) -> None:
