@@ -37,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "demo"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from make_repo import make_demo_recipe  # noqa: E402
 
@@ -45,7 +46,6 @@ FIX = "Publish the result before unlocking"
 
 def heldout_case(work: Path, seed: int) -> tuple[Path, str]:
     """The recipe of a held-out-shaped history (bench_heldout.py's) and its fix commit."""
-    sys.path.insert(0, str(ROOT / "bench"))
     from bench_heldout import write_recipe
     from heldout_repo import make_history, pick_case
 

@@ -21,7 +21,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repro.builds.patches import describe_patches
 from repro.host.compilers import compiler_version, find_clang, rustc_info
@@ -30,6 +30,9 @@ from repro.host.symbolizer import find_symbolizers
 from repro.redact import REDACTED as REDACTED
 from repro.redact import looks_secret as looks_secret
 from repro.redact import redact as redact
+
+if TYPE_CHECKING:
+    from repro.recipe import LoadedRecipe
 
 SCHEMA = 1
 
@@ -352,10 +355,9 @@ def interpreter_record(python: Any, command: str, base_dir: Path) -> dict[str, A
     return record
 
 
-def interpreter_record_soon(
-    python: Any, command: str, base_dir: Path
-) -> Callable[[], dict[str, Any] | None]:
-    """interpreter_record in a thread, started now; call the result to wait for it.
+def interpreter_record_soon(loaded: LoadedRecipe) -> Callable[[], dict[str, Any] | None]:
+    """interpreter_record for ``loaded``'s recipe in a thread, started now; call the
+    result to wait for it.
 
     The probe is a few subprocesses (0.3 to 0.4 s); started before a Dask cluster
     opens, it costs no wall-clock time, where after it added to every command's.
@@ -364,7 +366,8 @@ def interpreter_record_soon(
 
     def probe() -> None:
         try:
-            box["record"] = interpreter_record(python, command, base_dir)
+            r = loaded.recipe
+            box["record"] = interpreter_record(r.python, r.reproducer.command, loaded.base_dir)
         except BaseException as exc:  # said where the record is awaited
             box["error"] = exc
 

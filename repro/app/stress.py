@@ -111,8 +111,7 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
         if opts.recipe is None:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
         fresh = load_recipe(opts.recipe, opts.sets)
-        r = fresh.recipe
-        interpreter = interpreter_record_soon(r.python, r.reproducer.command, fresh.base_dir)
+        interpreter = interpreter_record_soon(fresh)
     cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
     if cluster is None:
         return _run_stress(opts, console, err, live_cls, None, fresh, interpreter)
@@ -138,8 +137,7 @@ def _run_stress(
         if ended:
             console.print(f"ended {len(ended)} reproducer(s) left running by the killed repro")
         loaded, meta = load_run_recipe(rundir.path, "stress")
-        r = loaded.recipe
-        interpreter = interpreter_record_soon(r.python, r.reproducer.command, loaded.base_dir)
+        interpreter = interpreter_record_soon(loaded)
         limits_meta = meta.get("limits", {})
         # Resumed runs keep their original limits unless new ones are given.
         runs = opts.runs if opts.runs is not None else limits_meta.get("runs")

@@ -98,10 +98,11 @@ def cargo_target_dir(
 ) -> Path:
     """One target directory per (repository, options, machine): dependencies compile once.
 
-    Cargo holds a lock on its target directory for a whole build. Machines that share a
-    cache (``--shared-cache``) would each wait for the others' builds, so lanes that
-    build different commits at once on different machines built one after another (and
-    a lock over NFS is the filesystem's to honour); each machine keeps its own.
+    Cargo holds a lock on its target directory for a whole build (a second build prints
+    "Blocking waiting for file lock", seen on one machine). Machines that share a cache
+    (``--shared-cache``) would each wait for the others' builds, so lanes building
+    different commits on different machines would build one after another (and a lock
+    over NFS is the filesystem's to honour); each machine keeps its own.
     """
     ident = cache_key(
         {
