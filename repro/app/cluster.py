@@ -546,8 +546,18 @@ class Cluster:
         self.close()
 
     def workers(self) -> dict[str, int]:
-        """Worker address to its threads."""
-        return {str(k): int(v) for k, v in self.client.nthreads().items()}
+        """Worker address to its threads.
+
+        RunnerGone when the scheduler is gone: asked between two probes (how many lanes),
+        a lost scheduler was an internal error (CommClosedError) instead of the resume line.
+        """
+        try:
+            return {str(k): int(v) for k, v in self.client.nthreads().items()}
+        except OSError:  # distributed's CommClosedError is one
+            raise RunnerGone(
+                f"lost the Dask scheduler at {self.client.scheduler.address} (it stopped, "
+                "or the network to it failed)"
+            ) from None
 
     def threads(self) -> int:
         """How many runs the cluster takes at once (at least one)."""
