@@ -738,6 +738,24 @@ def test_the_scheduler_lost_midway_keeps_the_runs_and_resumes(
         assert FIX_SUBJECT in res.stdout, res.stdout
 
 
+def test_a_lost_scheduler_asked_for_its_workers_is_runner_gone(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A bisect asks how many workers there are between calibration and the probes; a
+    scheduler lost just then was an internal error (CommClosedError, once in a fresh-clone
+    run), not the resume line that RunnerGone gives."""
+    from repro.app.cluster import Cluster
+    from repro.app.executors import RunnerGone
+
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    with dask_processes(tmp_path) as dask, Cluster.open(None, dask.address) as cluster:
+        assert len(cluster.workers()) == 2
+        os.killpg(dask.scheduler.pid, signal.SIGKILL)
+        dask.scheduler.wait(timeout=30)
+        with pytest.raises(RunnerGone, match="lost the Dask scheduler"):
+            cluster.workers()
+
+
 def test_the_scheduler_lost_while_building(demo: Path, tmp_path: Path) -> None:
     """Lost before any run: a clear error, not the client's FutureCancelledError as an
     'internal error' between the tracebacks of its reconnect attempts."""
