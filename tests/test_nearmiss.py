@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ from conftest import repro
 from tsan_helpers import PROGRAMS, compile_c, run_and_parse, stored_log
 
 from repro.tsan.model import Report
-from repro.tsan.nearmiss import near_miss, suggest_target
+from repro.tsan.nearmiss import near_miss, starts_outside_interpreter, suggest_target
 from repro.tsan.parse import parse_log
-from repro.tsan.signature import TargetRule, matches
+from repro.tsan.signature import TargetRule, is_interpreter_frame, matches
+from repro.tsan.signature import normalise_function as normalise
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +189,31 @@ def test_bisect_that_cannot_calibrate_names_the_near_miss(tmp_path: Path) -> Non
     assert "near miss: race" in out, out
     assert "did not match: the other access, tq_poll" in out, out
     assert 'to target it: add "tq_poll" to target.functions' in out
+
+
+def test_a_race_that_starts_in_the_extension_is_told_from_its_symptoms_in_cpython() -> None:
+    """A real log: a C extension makes a string on first use with no barrier (ring_tag
+    reads and writes it), and the threads that get the half-published object race in
+    CPython's reference counts. The two symptom races have no frame of the extension on
+    top; the suggested target must name the extension's race, not Py_INCREF's."""
+    reports = parse_log(stored_log("cpython-ext-lazy-init.log")).reports
+    tops = [{normalise(a.stack[0].function) for a in (r.current, r.previous) if a} for r in reports]
+    assert tops == [
+        {"ring_tag"},
+        {"_Py_atomic_load_uintptr_relaxed", "new_reference"},
+        {
+            "_Py_atomic_add_ssize",
+            "new_reference",
+        },
+    ], tops
+    assert [starts_outside_interpreter(r) for r in reports] == [True, False, False]
+    assert suggest_target(reports[0]).functions == ("ring_tag",)
+    # CPython's inline functions compiled into the extension are the extension's code.
+    incref = reports[1].current.stack[2] if reports[1].current else None
+    assert incref is not None and incref.function == "Py_INCREF"
+    assert is_interpreter_frame(incref)
+    assert not is_interpreter_frame(
+        replace(incref, module="_ring.cpython-313t-x86_64-linux-gnu.so")
+    )
+    assert is_interpreter_frame(replace(incref, module="libpython3.13t.so.1.0"))
+    assert is_interpreter_frame(replace(incref, module=None))  # Include/object.h

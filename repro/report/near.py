@@ -14,7 +14,13 @@ from pathlib import Path
 
 from repro.report.data import RunFiles, _example_report, load_run
 from repro.tsan.model import Report
-from repro.tsan.nearmiss import NearMiss, SuggestedTarget, near_miss, suggest_target
+from repro.tsan.nearmiss import (
+    NearMiss,
+    SuggestedTarget,
+    near_miss,
+    starts_outside_interpreter,
+    suggest_target,
+)
 from repro.tsan.signature import DEFAULT_DROP
 
 MAX_SHOWN = 3
@@ -62,7 +68,9 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget] | None:
     """(signature id, target naming both accesses) for the race a user most likely means.
 
     The target race when runs hit it (its target then names both sides exactly);
-    else the near miss seen in most runs; else the other race seen in most runs.
+    else the near miss seen in most runs; else the other race seen in most runs,
+    where the recipe runs an extension in CPython, one that starts in the extension
+    before any that lies wholly inside CPython (see ``starts_outside_interpreter``).
     """
     files = load_run(run_dir)
     stats = sorted(
@@ -76,6 +84,13 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget] | None:
         if misses:
             sig_id = misses[0].miss.signature.id
             chosen = next(s for s in stats if s.entry.id == sig_id)
+        elif files.recipe is not None and files.recipe.python and files.recipe.extension:
+            drop = _drop(files)
+            for st in stats:
+                report = _report_of(files, st.entry.id, st.entry.example)
+                if report is not None and starts_outside_interpreter(report, drop):
+                    chosen = st
+                    break
     report = _report_of(files, chosen.entry.id, chosen.entry.example)
     if report is None:
         return None

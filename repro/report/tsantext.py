@@ -16,7 +16,7 @@ from typing import Any
 
 from repro.tsan.model import Frame, Report
 from repro.tsan.parse import parse_frame
-from repro.tsan.signature import normalise_function, significant_frames
+from repro.tsan.signature import is_interpreter_frame, normalise_function, significant_frames
 
 # What is hidden from a displayed report: the sanitizer runtime and the plumbing that
 # starts threads. Unlike signatures, libc functions (memcpy, malloc) stay: in a
@@ -159,8 +159,6 @@ _RUST_LIBRARY = re.compile(r"/rustc/[0-9a-f]+/library/(?:std|core|alloc|test|pan
 _RUST_STD_FN = re.compile(r"^<*(?:std|core|alloc|test)::")
 _GLIBC_FILE = re.compile(r"^(?:\.\.?/)+(?:nptl|sysdeps|stdlib|string|malloc|libio|elf)/")
 _GLIBC_MODULE = re.compile(r"^(?:.*/)?(?:libc|libpthread|libm|libdl|ld-linux[\w.-]*)\.so")
-_PYTHON_MODULE = re.compile(r"^(?:.*/)?libpython3[\w.]*\.so")
-_PYTHON_FILE = re.compile(r"^(?:Objects|Python|Modules|Include|Parser)/")
 # An access counts as inside a module when its first frames all are: a race whose
 # top frame is an inlined std generic (core::ptr::read_volatile) called from the
 # project's own code is the project's race, not noise.
@@ -179,7 +177,7 @@ def frame_module(frame: Frame, python_tsan: bool | None = None) -> str | None:
         return RUST_STD
     if _GLIBC_MODULE.match(module) or _GLIBC_FILE.match(file):
         return GLIBC
-    if python_tsan is False and (_PYTHON_MODULE.match(module) or _PYTHON_FILE.match(file)):
+    if python_tsan is False and is_interpreter_frame(frame):
         return LIBPYTHON
     return None
 

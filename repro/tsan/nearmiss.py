@@ -24,12 +24,19 @@ from repro.tsan.signature import (
     Signature,
     TargetRule,
     access_matches,
+    is_interpreter_frame,
     matches,
     normalise_function,
     significant_frames,
 )
 
-__all__ = ["NearMiss", "SuggestedTarget", "near_miss", "suggest_target"]
+__all__ = [
+    "NearMiss",
+    "SuggestedTarget",
+    "near_miss",
+    "starts_outside_interpreter",
+    "suggest_target",
+]
 
 _KIND, _DEPTH, _ACCESSES = "kind", "depth", "accesses"
 
@@ -188,6 +195,22 @@ class SuggestedTarget:
         return TargetRule(
             kind=self.kind, functions=self.functions, files=self.files, depth=self.depth
         )
+
+
+def starts_outside_interpreter(report: Report, drop: Sequence[str] = DEFAULT_DROP) -> bool:
+    """Whether an access of ``report`` has its top frame outside CPython.
+
+    A racy extension makes races inside CPython too: an object it publishes without
+    a barrier races later in the reference counts of whoever uses it (``Py_INCREF``
+    in ``PyTuple_Pack``). Those show in as many runs as the extension's own race, and
+    naming them would target the symptom; the race to name is the one whose top
+    frame is the extension's.
+    """
+    for stack in _stacks(report):
+        frames = significant_frames(stack, tuple(drop))
+        if frames and not is_interpreter_frame(frames[0]):
+            return True
+    return False
 
 
 def suggest_target(report: Report, drop: Sequence[str] = DEFAULT_DROP) -> SuggestedTarget:

@@ -33,6 +33,7 @@ __all__ = [
     "TargetRule",
     "access_matches",
     "group_by_signature",
+    "is_interpreter_frame",
     "is_runtime_frame",
     "matches",
     "normalise_function",
@@ -439,6 +440,23 @@ def access_matches(stack: Sequence[Frame], rule: TargetRule, drop: Sequence[str]
     if rule.functions and not any(_function_matches(p, fns) for p in rule.functions):
         return False
     return not (rule.files and not any(_file_matches(p, fls) for p in rule.files))
+
+
+# CPython itself: its executable or libpython by module (python3.13, python3.13t,
+# libpython3.13t.so.1.0), else, for a frame TSAN printed without a module, its source tree.
+_INTERPRETER_MODULE = re.compile(r"^(?:.*/)?(?:lib)?python3[\w.]*?(?:\.so[\d.]*)?$")
+_INTERPRETER_FILE = re.compile(r"^(?:Objects|Python|Modules|Include|Parser)/")
+
+
+def is_interpreter_frame(frame: Frame) -> bool:
+    """A frame of CPython, not of the extension it runs.
+
+    By module first: CPython's inline functions (``Py_INCREF``) compiled into an
+    extension carry CPython's file names but are the extension's code.
+    """
+    if frame.module:
+        return _INTERPRETER_MODULE.match(frame.module) is not None
+    return _INTERPRETER_FILE.match(frame.file or "") is not None
 
 
 def is_runtime_frame(frame: Frame) -> bool:
