@@ -12,7 +12,7 @@ import difflib
 import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -35,6 +35,13 @@ from repro.strategy.bisect import CALIBRATION_HITS
 
 if TYPE_CHECKING:
     from repro.tsan.signature import TargetRule
+
+
+# What `repro init` (and `repro parse --recipe-skeleton`) write where they could not
+# find a value. Only the description and the target's functions may keep it: a stress
+# run can find the target (`--suggest-target`); anything else would fail in every run.
+FILL_ME = "FILL_ME"
+_MAY_STAY_UNFILLED = (("description",), ("target", "functions"))
 
 
 class RecipeError(ReproError):
@@ -339,6 +346,11 @@ class TargetSpec(_Strict):
             raise ValueError(ANY_RACE)
         return self
 
+    @property
+    def unfilled(self) -> bool:
+        """Still ``FILL_ME``: no race counts as the target until the user names one."""
+        return any(FILL_ME in f for f in self.functions)
+
     def rule(self) -> TargetRule:
         from repro.tsan.signature import TargetRule
 
@@ -630,13 +642,20 @@ def parse_recipe(text: str, path: Path, sets: Sequence[str] = ()) -> Recipe:
 
 
 def load_recipe(
-    path: Path | str, sets: Sequence[str] = (), *, located_at: Path | str | None = None
+    path: Path | str,
+    sets: Sequence[str] = (),
+    *,
+    located_at: Path | str | None = None,
+    unfilled_ok: bool = False,
+    needs_target: bool = False,
 ) -> LoadedRecipe:
     """Load and check a recipe.
 
     `located_at` is where the recipe's relative paths are relative to, when the text
     comes from elsewhere: a run directory keeps a copy of the recipe as run, but its
     `../demo-work/...` paths still mean what they meant beside the original.
+    `unfilled_ok`: `FILL_ME` may stay anywhere (`repro init` checks what it wrote);
+    `needs_target`: not even in the target (a bisect counts the target's runs).
     """
     p = Path(path)
     if not p.exists():
@@ -650,13 +669,31 @@ def load_recipe(
     recipe = parse_recipe(text, p, sets)
     where = Path(located_at).resolve() if located_at is not None else p.resolve()
     loaded = LoadedRecipe(recipe=recipe, path=where, text=text, sets=tuple(sets))
-    _check_files(loaded)
+    _check_files(loaded, unfilled_ok, needs_target)
     return loaded
 
 
-def _check_files(loaded: LoadedRecipe) -> None:
+def _unfilled(data: Any, loc: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Where a value still holds ``FILL_ME``, outside the fields that may keep it."""
+    if any(loc[: len(ok)] == ok for ok in _MAY_STAY_UNFILLED):
+        return
+    if isinstance(data, str):
+        if FILL_ME in data:
+            yield loc
+    elif isinstance(data, Mapping):
+        for k, v in data.items():
+            yield from _unfilled(v, (*loc, k))
+    elif isinstance(data, list | tuple):
+        for i, v in enumerate(data):
+            yield from _unfilled(v, (*loc, i))
+
+
+def _check_files(
+    loaded: LoadedRecipe, unfilled_ok: bool = False, needs_target: bool = False
+) -> None:
     """Files the recipe names must exist now, not half an hour into a build; the
-    CPUs it pins runs to must exist on this machine."""
+    CPUs it pins runs to must exist on this machine; nothing `repro init` left to
+    fill in is still `FILL_ME` (a command that is would fail in every run)."""
     r = loaded.recipe
     lines: dict[tuple[Any, ...], int] = {}
     node, _data = compose_and_load(loaded.text)  # already read once without error
@@ -668,6 +705,15 @@ def _check_files(loaded: LoadedRecipe) -> None:
         where = f"{loaded.path}:{line}" if line else str(loaded.path)
         raise RecipeError(f"{where}: {_field_name(loc)}: {msg}")
 
+    if not unfilled_ok:
+        for loc in _unfilled(r.model_dump(exclude_defaults=True)):
+            fail(loc, f"still {FILL_ME}: replace it with the real value (repro init left it)")
+        if needs_target and r.target.unfilled:
+            fail(
+                ("target", "functions"),
+                f"still {FILL_ME}: no run can count as the target race; name it first "
+                f"(repro stress {loaded.path} --suggest-target prints a target)",
+            )
     if r.python:
         for i, patch in enumerate(r.python.patches):
             if not loaded.resolve(patch).is_file():

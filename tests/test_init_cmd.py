@@ -58,8 +58,32 @@ def test_init_pytest_only(tmp_path: Path) -> None:
     res = repro("init", "--pytest", "tests/test_a.py::test_b", "-o", str(out), cwd=root)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "FILL_ME" in res.stdout
+    # No log: the target is unknown, and the stress run is how to find it.
+    assert f"next: repro stress {out} --runs 20 --suggest-target" in res.stdout
     data = yaml.safe_load(out.read_text())
     assert data["reproducer"]["pytest"]["tests"] == ["tests/test_a.py::test_b"]
+
+
+def test_a_placeholder_left_in_a_command_is_refused_with_its_line(tmp_path: Path) -> None:
+    """Outside a Python package, init cannot know the build or the command: both stay
+    FILL_ME, and running them would fail in every run, so the recipe is refused until
+    they are filled in, each with its line and field."""
+    root = checkout(tmp_path, package=False)
+    out = root / "r.yaml"
+    res = repro("init", "--from-log", str(ci_log(tmp_path)), "-o", str(out), cwd=root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "(valid)" not in res.stdout and "fill in the FILL_ME lines" in res.stdout
+    lines = out.read_text().splitlines()
+    build = next(i for i, t in enumerate(lines, 1) if t.strip().startswith("build:"))
+    res = repro("recipe", "validate", str(out))
+    assert res.returncode == 2
+    assert f"{out}:{build}: extension.build.0: still FILL_ME" in " ".join(res.stderr.split())
+    fixed = out.read_text().replace('["FILL_ME: make"]', '["make"]')
+    out.write_text(fixed)
+    command = next(i for i, t in enumerate(lines, 1) if t.strip().startswith("command:"))
+    res = repro("stress", str(out), "--runs", "1")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{out}:{command}: reproducer.command: still FILL_ME" in " ".join(res.stderr.split())
 
 
 def test_init_errors(tmp_path: Path) -> None:

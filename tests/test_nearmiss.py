@@ -156,6 +156,29 @@ def test_stress_says_a_near_miss_is_one(tmp_path: Path, lost_history_bin: Path) 
     assert "near miss" not in out2
 
 
+def test_a_target_left_fill_me_runs_and_names_one_but_cannot_bisect(
+    tmp_path: Path, lost_history_bin: Path
+) -> None:
+    """What `repro init` writes without a log: the stress run says the target is not
+    named yet and suggests one at the end unasked; a bisect refuses, naming the line."""
+    r = _recipe(tmp_path, lost_history_bin, ["FILL_ME"])
+    res = repro("stress", str(r), "--runs", "2", "-j", "2", "--runs-dir", str(tmp_path / "runs"))
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "target.functions is still FILL_ME" in out
+    block = out[out.index("target:\n") :]
+    assert '- "write_shared"' in block and '- "read_shared"' in block, block
+    valid = repro("recipe", "validate", str(r))
+    assert valid.returncode == 0 and "still FILL_ME: stress can run, bisect cannot" in (
+        " ".join(valid.stdout.split())
+    ), valid.stdout
+    bis = repro("bisect", str(r), "--racy", "a", "--fixed", "b")
+    assert bis.returncode == 2, bis.stdout + bis.stderr
+    line = r.read_text().splitlines().index('  functions: ["FILL_ME"]') + 1
+    assert f"{r}:{line}: target.functions: still FILL_ME" in " ".join(bis.stderr.split())
+    assert "Traceback" not in bis.stderr
+
+
 def test_parse_skeleton_names_both_accesses(tmp_path: Path, lost_history_bin: Path) -> None:
     proc = subprocess.run(
         [str(lost_history_bin)],

@@ -52,6 +52,13 @@ def test_recipe_skeleton_validates_and_targets_the_race(tmp_path: Path) -> None:
     recipe = tmp_path / "skeleton.yaml"
     recipe.write_text(res.stdout)
     assert "increment_counter" in res.stdout
+    # The command is the user's to write; until then the recipe says where it is missing.
+    check = repro("recipe", "validate", str(recipe))
+    assert check.returncode == 2
+    assert "reproducer.command: still FILL_ME" in " ".join(check.stderr.split())
+    recipe.write_text(
+        res.stdout.replace('"FILL_ME: the command that triggers the race"', '"./racy 4"')
+    )
     check = repro("recipe", "validate", str(recipe))
     assert check.returncode == 0, check.stderr
 

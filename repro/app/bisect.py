@@ -103,7 +103,7 @@ def run_bisect(opts: BisectOptions, console: Console) -> int:
     if opts.resume is None:
         if opts.recipe is None:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
-        fresh = load_recipe(opts.recipe, opts.sets)
+        fresh = load_recipe(opts.recipe, opts.sets, needs_target=True)
     cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
     if cluster is None:
         return _run_bisect(opts, console, None, fresh)

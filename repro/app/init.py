@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from repro.errors import ReproError
+from repro.recipe import FILL_ME
 from repro.tsan.signature import DEFAULT_DROP, significant_frames
 
 _PY_VERSION = re.compile(r"\bPython (3\.\d+\.\d+)(\S*)([^\n]*)")
@@ -115,7 +116,7 @@ def render(facts: Facts, name: str, source: str) -> str:
     lines = [
         f"# Recipe written by `repro init` from {source}. Check every line marked ASSUMED.",
         f"name: {name}",
-        f"description: {q(facts.summary or 'FILL_ME: which race')}",
+        f"description: {q(facts.summary or f'{FILL_ME}: which race')}",
         "",
         "# The CPython the race is reproduced with: built from python.org's tarball, with",
         "# TSAN, and cached (or `executable:` for one you have).",
@@ -132,7 +133,7 @@ def render(facts: Facts, name: str, source: str) -> str:
             "  kind: python-package     # built with its own backend, with TSAN, per commit",
         ]
     else:
-        lines += ['  build: ["FILL_ME: make"]   # ASSUMED: not a Python package']
+        lines += [f'  build: ["{FILL_ME}: make"]   # ASSUMED: not a Python package']
     lines += [f"  repo: {q(facts.repo)}    # {facts.repo_from}", "  ref: HEAD"]
     if facts.web_url:
         lines.append(f"  web_url: {q(facts.web_url)}")
@@ -150,7 +151,7 @@ def render(facts: Facts, name: str, source: str) -> str:
     else:
         lines += [
             "reproducer:",
-            '  command: "FILL_ME: the command that shows the race"',
+            f'  command: "{FILL_ME}: the command that shows the race"',
             "  timeout: 120",
         ]
     lines += ["", "# Which race counts: each access must have one of these in its top frames."]
@@ -158,12 +159,12 @@ def render(facts: Facts, name: str, source: str) -> str:
     if facts.functions:
         lines += ["  functions:", *[f"    - {q(f)}" for f in facts.functions]]
     else:
-        lines += ['  functions: ["FILL_ME"]   # no log given: name the racing functions']
+        lines += [f'  functions: ["{FILL_ME}"]   # no log given: name the racing functions']
     if facts.files:
         lines += ["  files:", *[f"    - {q(f)}" for f in facts.files]]
     lines += [
         "",
-        "# For `repro bisect`: where it races and where it does not (FILL_ME both).",
+        f"# For `repro bisect`: where it races and where it does not ({FILL_ME} both).",
         "# bisect:",
         "#   find: fix",
         "#   racy: v1.0",
@@ -204,6 +205,8 @@ def run_init(
     name = re.sub(r"[^\w.-]+", "-", Path(facts.repo.rstrip("/")).stem or "race").strip("-")
     text = render(facts, f"{name}-race", " and ".join(source))
     output.write_text(text, encoding="utf-8")
-    load_recipe(output)  # validates: a problem names the line
+    loaded = load_recipe(output, unfilled_ok=True)  # validates: a problem names the line
     nxt = f"repro stress {output} --runs 20"
-    return output, nxt, "FILL_ME" in text
+    if loaded.recipe.target.unfilled:
+        nxt += " --suggest-target"  # a stress run can find what the target should be
+    return output, nxt, FILL_ME in text

@@ -25,7 +25,7 @@ from repro.app.view import (
 )
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
-from repro.recipe import LoadedRecipe, load_recipe, load_run_recipe
+from repro.recipe import FILL_ME, LoadedRecipe, load_recipe, load_run_recipe
 from repro.runlog import Record, RunDir, RunLog
 from repro.tsan.outcome import Outcome
 
@@ -170,6 +170,14 @@ def _run_stress(
     record = runlog.record
     elapsed_before = float(meta.get("elapsed") or 0.0)
     console.print(f"[bold]repro stress[/] {loaded.recipe.name}  ({loaded.path})", highlight=False)
+    suggest = opts.suggest_target or loaded.recipe.target.unfilled
+    if loaded.recipe.target.unfilled:
+        console.print(
+            f"target.functions is still {FILL_ME}: every race counts as other, and the end "
+            "names a target for the race you most likely mean",
+            highlight=False,
+            markup=False,
+        )
     from repro.builds.progress import RichBuildProgress
 
     executor = None
@@ -261,7 +269,7 @@ def _run_stress(
     summary = build_summary(record, meta)
     rundir.write("summary.json", summary)
     print_summary(console, summary, str(rundir.path))
-    print_near_misses(console, rundir.path, record.counts.runs, opts.suggest_target)
+    print_near_misses(console, rundir.path, record.counts.runs, suggest)
     if state.lost:
         console.print(
             f"{state.lost} run(s) lost with the worker that ran them (not counted; "

@@ -74,7 +74,10 @@ def recipe_validate(
             bad += 1
             err_console.print(f"[red]{exc}[/]", highlight=False)
             continue
-        console.print(f"[green]ok[/] {path}: {loaded.recipe.name}", highlight=False)
+        note = ""
+        if loaded.recipe.target.unfilled:
+            note = " (target.functions is still FILL_ME: stress can run, bisect cannot)"
+        console.print(f"[green]ok[/] {path}: {loaded.recipe.name}{note}", highlight=False)
     if bad:
         raise typer.Exit(2)
 

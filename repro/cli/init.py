@@ -40,9 +40,14 @@ def init(
         )
     except ReproError as exc:
         raise fail(str(exc)) from None
-    _out.print(f"wrote {path} (valid)", highlight=False, markup=False)
+    _out.print(f"wrote {path}{'' if fill else ' (valid)'}", highlight=False, markup=False)
     if fill:
-        _out.print(f"fill in the FILL_ME lines of {path}, then:", highlight=False, markup=False)
+        _out.print(
+            f"fill in the FILL_ME lines of {path} (repro recipe validate {path} names any "
+            "left), then:",
+            highlight=False,
+            markup=False,
+        )
     _out.print(f"next: {nxt}", highlight=False, markup=False)
 
 
