@@ -136,6 +136,10 @@ _DOT_SUFFIX = re.compile(
     r"(?:\.(?:constprop|isra|part|cold|lto_priv|llvm|localalias|specialized|__uniq)(?:\.\d+)*)+$"
 )
 _TEMPLATE_CLOSE = re.compile(r">\s+>")
+# Cython's C names: `__pyx_pf_7cycount_6_count_2get` (every part of the qualified name
+# after its length, the function after its place among the module's functions).
+_CYTHON_NAME = re.compile(r"^(__pyx_[a-z]+_)(.+)$")
+_CYTHON_NUMBER = re.compile(r"(?:(?<=_)|^)\d+(?=[A-Za-z_])")
 _SPACE = re.compile(r"\s+")
 
 
@@ -153,6 +157,11 @@ def normalise_function(name: str) -> str:
     cannot be kept without making the two disagree. Generic arguments are kept
     (they tell instantiations apart) with whitespace collapsed and ``> >`` written
     ``>>`` (gcc's and LLVM's demanglers differ there).
+
+    Cython's numbers go (``__pyx_pf_7cycount_6_count_2get`` is
+    ``__pyx_pf_cycount__count_get``): a function's number is its place in the module, so
+    a function added above it renumbers it, and the same race would get another
+    signature, and miss its target, at the next commit of a bisect.
     """
     name = _BUILD_ID.sub("", name)
     name = _SPACE.sub(" ", name).strip()
@@ -162,6 +171,9 @@ def normalise_function(name: str) -> str:
     name = _LEGACY_BRACES.sub(r"{\1}", name)
     name = _V0_BRACES.sub(r"{\1}", name)
     name = _DOT_SUFFIX.sub("", name)
+    cython = _CYTHON_NAME.match(name)
+    if cython is not None:
+        name = cython.group(1) + _CYTHON_NUMBER.sub("", cython.group(2))
     while True:
         collapsed = _TEMPLATE_CLOSE.sub(">>", name)
         if collapsed == name:
