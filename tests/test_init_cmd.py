@@ -94,3 +94,30 @@ def test_init_errors(tmp_path: Path) -> None:
     assert res.returncode == 2 and "give --from-log" in res.stderr
     res = repro("init", "--pytest", "t.py::x", cwd=tmp_path)
     assert res.returncode == 2 and "not in a git checkout" in res.stderr
+
+
+def test_init_in_a_package_targets_the_race_that_starts_in_its_code(tmp_path: Path) -> None:
+    """A real log of a package's first-use race: ring_tag (the package's C code) and two
+    reference-count races inside CPython that the half-published object causes. Here the
+    symptoms come more often, as they can; the target is still the package's race, the
+    names come normalised, and --race still picks by the listed order."""
+    from repro.tsan.parse import parse_log
+
+    reports = parse_log((DATA / "cpython-ext-lazy-init.log").read_text()).reports
+    root = checkout(tmp_path)
+    log = tmp_path / "ci.log"
+    log.write_text(
+        "Python 3.13.5 experimental free-threading build\ntests/test_ring.py::test_tag \n"
+        + "".join(r.raw + "\n" for r in [reports[1], reports[2], reports[1], reports[0]])
+    )
+    out = root / "r.yaml"
+    res = repro("init", "--from-log", str(log), "-o", str(out), cwd=root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = yaml.safe_load(out.read_text())
+    assert data["target"]["functions"] == ["ring_tag"], data["target"]
+    assert data["target"]["files"] == ["_ring.c"]
+    assert "race 3 of 3 in the log (--race N: another)" in out.read_text()
+    res = repro("init", "--from-log", str(log), "-o", str(out), "--race", "1", "--force", cwd=root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    first = yaml.safe_load(out.read_text())["target"]["functions"]
+    assert "ring_tag" not in first and "new_reference" in first, first

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from repro.errors import ReproError
 from repro.recipe import FILL_ME
-from repro.tsan.signature import DEFAULT_DROP, significant_frames
+from repro.tsan.nearmiss import suggest_target
 
 _PY_VERSION = re.compile(r"\bPython (3\.\d+\.\d+)(\S*)([^\n]*)")
 _CP_TAG = re.compile(r"\bcp3(\d+)(t?)\b")
@@ -41,6 +41,7 @@ class Facts:
     kind: str = "data race"
     summary: str = ""
     tests: list[str] = field(default_factory=list)
+    race_from: str = ""
 
 
 def python_from_log(text: str, facts: Facts) -> None:
@@ -59,25 +60,31 @@ def python_from_log(text: str, facts: Facts) -> None:
         facts.ft_from = f"from the log's wheel tag {tag.group(0)}"
 
 
-def target_from_log(log: Path, race: int, facts: Facts) -> None:
-    """Both accesses' top frames of race number ``race`` (as `repro parse` lists them)."""
+def target_from_log(log: Path, race: int | None, facts: Facts) -> None:
+    """Both accesses' top frames of race number ``race`` (as `repro parse` lists them).
+
+    No number: the most frequent race, or in a package the most frequent one that
+    starts in the package's code (the reference-count races inside CPython that an
+    unsafely published object causes are as frequent, and are its symptoms).
+    """
     from repro.app.parse import first_report, tally_log
 
     tally = tally_log(log, 3)
     if not tally.races:
         raise ReproError(f"{log}: no TSAN report in this log")
-    if not 1 <= race <= len(tally.races):
+    if race is not None and not 1 <= race <= len(tally.races):
         raise ReproError(f"--race takes 1 to {len(tally.races)} for this log")
+    if race is None:
+        race = 1
+        if facts.package:
+            outside = [i for i, r in enumerate(tally.races, 1) if r.outside_interpreter]
+            race = outside[0] if outside else 1
+        if len(tally.races) > 1:
+            facts.race_from = f"race {race} of {len(tally.races)} in the log (--race N: another)"
     sig = tally.races[race - 1].signature
     report = first_report(log, sig, 3)
-    for access in (report.current, report.previous):
-        if access is None:
-            continue
-        frames = significant_frames(access.stack, DEFAULT_DROP)
-        if frames and frames[0].function not in facts.functions:
-            facts.functions.append(frames[0].function)
-        if frames and frames[0].file and Path(frames[0].file).name not in facts.files:
-            facts.files.append(Path(frames[0].file).name)
+    target = suggest_target(report)
+    facts.functions, facts.files = list(target.functions), list(target.files)
     if not facts.functions:
         facts.functions = [f for side in sig.accesses for f in side[:1]]
     facts.kind = sig.kind
@@ -156,6 +163,8 @@ def render(facts: Facts, name: str, source: str) -> str:
         ]
     lines += ["", "# Which race counts: each access must have one of these in its top frames."]
     lines += ["target:", f"  kind: {q(facts.kind)}"]
+    if facts.race_from:
+        lines[-2] += f"  # {facts.race_from}"
     if facts.functions:
         lines += ["  functions:", *[f"    - {q(f)}" for f in facts.functions]]
     else:
@@ -178,7 +187,7 @@ def run_init(
     *,
     from_log: Path | None,
     pytest_nodes: list[str],
-    race: int,
+    race: int | None,
     output: Path,
     force: bool,
     cwd: Path,

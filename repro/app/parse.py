@@ -19,7 +19,7 @@ from rich.table import Table
 from repro.errors import ReproError
 from repro.recipe import FILL_ME
 from repro.tsan.model import ParsedLog, Report
-from repro.tsan.nearmiss import suggest_target
+from repro.tsan.nearmiss import starts_outside_interpreter, suggest_target
 from repro.tsan.parse import LogScanner, read_reports
 from repro.tsan.signature import Signature, signature_of
 
@@ -65,6 +65,9 @@ class Race:
     signature: Signature
     count: int
     summary: str | None
+    # Its first report has an access whose top frame is not CPython's (the extension's,
+    # when a package's test showed it; see starts_outside_interpreter).
+    outside_interpreter: bool = True
 
 
 @dataclass
@@ -92,7 +95,7 @@ def tally_log(log: Path, depth: int) -> LogTally:
             sig = signature_of(report, depth=depth)
             race = seen.get(sig)
             if race is None:
-                seen[sig] = Race(sig, 1, report.summary)
+                seen[sig] = Race(sig, 1, report.summary, starts_outside_interpreter(report))
             else:
                 race.count += 1
     order = {sig: i for i, sig in enumerate(seen)}

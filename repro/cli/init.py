@@ -20,7 +20,14 @@ def init(
         list[str] | None,
         typer.Option("--pytest", help="A pytest node id that shows the race (repeatable)."),
     ] = None,
-    race: Annotated[int, typer.Option("--race", help="Which race of the log (1: most often).")] = 1,
+    race: Annotated[
+        int | None,
+        typer.Option(
+            "--race",
+            help="Which race of the log (1: most often; default: that, or in a package the "
+            "most frequent that starts in its code).",
+        ),
+    ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Recipe to write.")] = Path(
         "repro-recipe.yaml"
     ),
