@@ -179,6 +179,31 @@ def test_a_target_left_fill_me_runs_and_names_one_but_cannot_bisect(
     assert "Traceback" not in bis.stderr
 
 
+def test_a_race_through_the_target_seen_no_more_often_than_it_is_no_near_miss(
+    tmp_path: Path,
+) -> None:
+    """deep_symptom: the target (publish | consume) and a second race with consume four
+    frames down. The target hits in every run, so the second is another race through the
+    same code, not a target written wrong: no "near miss", no advice to deepen the target."""
+    binary = compile_c(PROGRAMS / "deep_symptom.c", tmp_path / "deep")
+    r = tmp_path / "recipe.yaml"
+    r.write_text(
+        "name: deep\n"
+        f"reproducer:\n  command: {json.dumps(str(binary))}\n  timeout: 30\n"
+        "target:\n  functions: [publish, consume]\n  depth: 3\n"
+    )
+    res = repro("stress", str(r), "--runs", "3", "-j", "2", "--runs-dir", str(tmp_path / "runs"))
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "3 of 3 runs hit the target race" in out
+    assert "other races: 1 distinct signatures, in 3 runs" in out, out
+    assert "near miss" not in out and "target.depth" not in out, out
+    # When the target never hits (a wrong kind here), both races are near misses again.
+    r.write_text(r.read_text().replace("target:\n", "target:\n  kind: heap-use-after-free\n"))
+    res = repro("stress", str(r), "--runs", "2", "-j", "2", "--runs-dir", str(tmp_path / "r2"))
+    assert "near miss: race" in res.stdout + res.stderr
+
+
 def test_parse_skeleton_names_both_accesses(tmp_path: Path, lost_history_bin: Path) -> None:
     proc = subprocess.run(
         [str(lost_history_bin)],
