@@ -204,6 +204,33 @@ def test_a_race_through_the_target_seen_no_more_often_than_it_is_no_near_miss(
     assert "near miss: race" in res.stdout + res.stderr
 
 
+def test_a_race_inside_a_library_is_named_by_the_functions_that_called_it(
+    tmp_path: Path,
+) -> None:
+    """Rust (a stored real log of tsan_programs/racy.rs) and C++ (vector_race.cpp, built
+    and run here): TSAN's top frames are the toolchain's (core::ptr::read_volatile,
+    libstdc++'s push_back), and a target naming them would match that call in every
+    program. The suggestion names the program's own functions, deep enough to reach them."""
+    reports = parse_log(stored_log("rust-racy.log")).reports
+    race = next(r for r in reports if r.current and "read_volatile" in r.current.stack[0].function)
+    target = suggest_target(race)
+    assert set(target.functions) == {"racy::load_value", "racy::store_value"}, target
+    assert target.files == ("racy.rs",)
+    assert matches(race, target.rule())
+    assert not any(matches(r, target.rule()) for r in reports if r.raw != race.raw)
+
+    binary = compile_c(PROGRAMS / "vector_race.cpp", tmp_path / "vr", compiler="g++")
+    _, parsed = run_and_parse(binary)
+    races = [r for r in parsed.reports if r.kind == "data race"]
+    assert races, parsed
+    tops = {normalise(a.stack[0].function) for r in races for a in (r.current, r.previous) if a}
+    assert any("push_back" in t or "_M_realloc" in t or "std::" in t for t in tops), tops
+    named = {f for r in races for f in suggest_target(r).functions}
+    assert named <= {"add_item", "add_other"}, named
+    for r in races:
+        assert matches(r, suggest_target(r).rule())
+
+
 def test_parse_skeleton_names_both_accesses(tmp_path: Path, lost_history_bin: Path) -> None:
     proc = subprocess.run(
         [str(lost_history_bin)],

@@ -16,7 +16,13 @@ from typing import Any
 
 from repro.tsan.model import Frame, Report
 from repro.tsan.parse import parse_frame
-from repro.tsan.signature import is_interpreter_frame, normalise_function, significant_frames
+from repro.tsan.signature import (
+    is_glibc_frame,
+    is_interpreter_frame,
+    is_rust_std_frame,
+    normalise_function,
+    significant_frames,
+)
 
 # What is hidden from a displayed report: the sanitizer runtime and the plumbing that
 # starts threads. Unlike signatures, libc functions (memcpy, malloc) stay: in a
@@ -155,10 +161,6 @@ NOISE_FIX = {
     GLIBC: "suppress them if they get in the way",
     LIBPYTHON: "to check them, use a CPython configured --with-thread-sanitizer",
 }
-_RUST_LIBRARY = re.compile(r"/rustc/[0-9a-f]+/library/(?:std|core|alloc|test|panic_\w+)/")
-_RUST_STD_FN = re.compile(r"^<*(?:std|core|alloc|test)::")
-_GLIBC_FILE = re.compile(r"^(?:\.\.?/)+(?:nptl|sysdeps|stdlib|string|malloc|libio|elf)/")
-_GLIBC_MODULE = re.compile(r"^(?:.*/)?(?:libc|libpthread|libm|libdl|ld-linux[\w.-]*)\.so")
 # An access counts as inside a module when its first frames all are: a race whose
 # top frame is an inlined std generic (core::ptr::read_volatile) called from the
 # project's own code is the project's race, not noise.
@@ -171,11 +173,9 @@ def frame_module(frame: Frame, python_tsan: bool | None = None) -> str | None:
     libpython only counts when the run is known to have used a CPython without
     TSAN: with a TSAN CPython its frames are instrumented like the project's.
     """
-    file = frame.file or ""
-    module = frame.module or ""
-    if _RUST_LIBRARY.search(file) or (not file and _RUST_STD_FN.match(frame.function)):
+    if is_rust_std_frame(frame):
         return RUST_STD
-    if _GLIBC_MODULE.match(module) or _GLIBC_FILE.match(file):
+    if is_glibc_frame(frame):
         return GLIBC
     if python_tsan is False and is_interpreter_frame(frame):
         return LIBPYTHON

@@ -25,6 +25,7 @@ from repro.tsan.signature import (
     TargetRule,
     access_matches,
     is_interpreter_frame,
+    is_library_frame,
     matches,
     normalise_function,
     significant_frames,
@@ -214,14 +215,19 @@ def starts_outside_interpreter(report: Report, drop: Sequence[str] = DEFAULT_DRO
 
 
 def suggest_target(report: Report, drop: Sequence[str] = DEFAULT_DROP) -> SuggestedTarget:
-    """The target for ``report``: both accesses' top functions (and files), each required.
+    """The target for ``report``: both accesses' functions (and files), each required.
 
-    The functions are normalised (no Rust hashes, no clone suffixes), so the target
-    matches the same race in another build.
+    Each access is named by its first frame outside the toolchain's libraries
+    (``is_library_frame``): a Rust race at ``core::ptr::read_volatile`` is named by the
+    project's function that called it, since a target naming the library's function
+    would match the same call in any program. The depth reaches that frame. The
+    functions are normalised (no Rust hashes, no clone suffixes, no Cython numbers),
+    so the target matches the same race in another build.
     """
     drop = tuple(drop)
     functions: list[str] = []
     files: list[str] = []
+    depth = 3
     every_access_has_a_file = True
     for stack in _stacks(report) or [frames for _, frames in report.other_stacks[:1]]:
         frames = significant_frames(stack, drop)
@@ -229,11 +235,14 @@ def suggest_target(report: Report, drop: Sequence[str] = DEFAULT_DROP) -> Sugges
             frames = tuple(f for f in stack if normalise_function(f.function) not in ("", "<null>"))
         if not frames:
             continue
-        name = normalise_function(frames[0].function)
+        at = next((i for i, f in enumerate(frames) if not is_library_frame(f)), 0)
+        depth = max(depth, at + 1)
+        frame = frames[at]
+        name = normalise_function(frame.function)
         if name not in functions:
             functions.append(name)
-        if frames[0].file:
-            base = Path(frames[0].file).name
+        if frame.file:
+            base = Path(frame.file).name
             if base not in files:
                 files.append(base)
         else:
@@ -242,4 +251,4 @@ def suggest_target(report: Report, drop: Sequence[str] = DEFAULT_DROP) -> Sugges
     # both sides, and an access without one would then never match.
     if not every_access_has_a_file:
         files = []
-    return SuggestedTarget(report.kind, tuple(functions), tuple(files))
+    return SuggestedTarget(report.kind, tuple(functions), tuple(files), depth)

@@ -33,8 +33,11 @@ __all__ = [
     "TargetRule",
     "access_matches",
     "group_by_signature",
+    "is_glibc_frame",
     "is_interpreter_frame",
+    "is_library_frame",
     "is_runtime_frame",
+    "is_rust_std_frame",
     "matches",
     "normalise_function",
     "signature_of",
@@ -469,6 +472,37 @@ def is_interpreter_frame(frame: Frame) -> bool:
     if frame.module:
         return _INTERPRETER_MODULE.match(frame.module) is not None
     return _INTERPRETER_FILE.match(frame.file or "") is not None
+
+
+# The toolchain's libraries: Rust's (their sources under /rustc/<hash>/library/, or by
+# path when a frame has no file), glibc (by module, or its source tree when inlined),
+# and the C and C++ system headers (libstdc++'s containers, inlined into the project).
+_RUST_LIBRARY = re.compile(r"/rustc/[0-9a-f]+/library/(?:std|core|alloc|test|panic_\w+)/")
+_RUST_STD_FN = re.compile(r"^<*(?:std|core|alloc|test)::")
+_GLIBC_FILE = re.compile(r"^(?:\.\.?/)+(?:nptl|sysdeps|stdlib|string|malloc|libio|elf)/")
+_GLIBC_MODULE = re.compile(r"^(?:.*/)?(?:libc|libpthread|libm|libdl|ld-linux[\w.-]*)\.so")
+_SYSTEM_HEADER = re.compile(r"^/usr/(?:local/)?include/|^/usr/lib/gcc/")
+
+
+def is_rust_std_frame(frame: Frame) -> bool:
+    """A frame of Rust's standard library (std, core, alloc, test)."""
+    file = frame.file or ""
+    return bool(_RUST_LIBRARY.search(file) or (not file and _RUST_STD_FN.match(frame.function)))
+
+
+def is_glibc_frame(frame: Frame) -> bool:
+    return bool(_GLIBC_MODULE.match(frame.module or "") or _GLIBC_FILE.match(frame.file or ""))
+
+
+def is_library_frame(frame: Frame) -> bool:
+    """A frame of the toolchain's libraries rather than of code someone wrote for the
+    project: a target named after it (``core::ptr::read_volatile``, ``std::vector::
+    push_back``) would match the same call in every program."""
+    return (
+        is_rust_std_frame(frame)
+        or is_glibc_frame(frame)
+        or _SYSTEM_HEADER.match(frame.file or "") is not None
+    )
 
 
 def is_runtime_frame(frame: Frame) -> bool:
