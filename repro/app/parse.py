@@ -67,7 +67,7 @@ class Race:
     summary: str | None
     # Its first report has an access whose top frame is not CPython's (the extension's,
     # when a package's test showed it; see starts_outside_interpreter).
-    outside_interpreter: bool = True
+    outside_interpreter: bool
 
 
 @dataclass

@@ -64,7 +64,7 @@ def recipe_validate(
     set_: SetOpt = None,
 ) -> None:
     """Check recipes against the schema; every problem names its file, line and field."""
-    from repro.recipe import RecipeError, load_recipe
+    from repro.recipe import FILL_ME, RecipeError, load_recipe
 
     bad = 0
     for path in recipes:
@@ -76,7 +76,7 @@ def recipe_validate(
             continue
         note = ""
         if loaded.recipe.target.unfilled:
-            note = " (target.functions is still FILL_ME: stress can run, bisect cannot)"
+            note = f" (target.functions is still {FILL_ME}: stress can run, bisect cannot)"
         console.print(f"[green]ok[/] {path}: {loaded.recipe.name}{note}", highlight=False)
     if bad:
         raise typer.Exit(2)

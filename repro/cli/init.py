@@ -35,6 +35,7 @@ def init(
 ) -> None:
     """Write a complete, commented recipe from a CI log and/or a pytest test, and check it."""
     from repro.app.init import run_init
+    from repro.recipe import FILL_ME
 
     try:
         path, nxt, fill = run_init(
@@ -50,7 +51,7 @@ def init(
     _out.print(f"wrote {path}{'' if fill else ' (valid)'}", highlight=False, markup=False)
     if fill:
         _out.print(
-            f"fill in the FILL_ME lines of {path} (repro recipe validate {path} names any "
+            f"fill in the {FILL_ME} lines of {path} (repro recipe validate {path} names any "
             "left), then:",
             highlight=False,
             markup=False,

@@ -485,12 +485,14 @@ _SYSTEM_HEADER = re.compile(r"^/usr/(?:local/)?include/|^/usr/lib/gcc/")
 
 
 def is_rust_std_frame(frame: Frame) -> bool:
-    """A frame of Rust's standard library (std, core, alloc, test)."""
+    """A frame of Rust's std, core, alloc or test: shipped precompiled without TSAN
+    (unless rebuilt with -Zbuild-std), and inlined generics that are not the project's."""
     file = frame.file or ""
     return bool(_RUST_LIBRARY.search(file) or (not file and _RUST_STD_FN.match(frame.function)))
 
 
 def is_glibc_frame(frame: Frame) -> bool:
+    """A frame of glibc, which no TSAN build instruments."""
     return bool(_GLIBC_MODULE.match(frame.module or "") or _GLIBC_FILE.match(frame.file or ""))
 
 
