@@ -72,6 +72,16 @@ def test_stress_then_bisect_the_package(tmp_path: Path, cpython_tsan_build: Pyth
     assert code == 0, text
     assert data["culprit"]["subject"] == FIX_SUBJECT
     assert data["confidence"] >= 0.99
+    # Each commit's build records the package's backend, and the report's plain script
+    # builds the package with it (a bisect has no one build for the whole run).
+    run_dir = next((tmp_path / "runs").glob("*-bisect-*"))
+    events = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+    builds = [e for e in events if e["event"] == "build" and e["ok"]]
+    assert builds and all(e.get("backend") == "setuptools" for e in builds), builds
+    report = repro("report", str(run_dir), "--format", "markdown")
+    assert report.returncode == 0, report.stderr
+    assert "its setuptools build with TSAN" in report.stdout
+    assert "(built as a C extension" not in report.stdout
 
 
 def test_extension_built_without_tsan_is_refused(

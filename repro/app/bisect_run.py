@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from repro.app.context import Overrides, Prepared, prepare
+from repro.app.environment import extension_backend
 from repro.app.executors import Runner, RunnerGone
 from repro.app.loop import Limits, StressState, Tags, stress_loop
 from repro.app.view import PlainTicker, StressView
@@ -336,7 +337,8 @@ class BisectRun:
             )
             return None
         seconds = time.monotonic() - t0
-        self.runlog.log(BuildEvent(pos, p.id, True, seconds))
+        backend = extension_backend(prepared.info)
+        self.runlog.log(BuildEvent(pos, p.id, True, seconds, backend=backend))
         if isinstance(known, ClusterPrepared) and isinstance(prepared, ClusterPrepared):
             holders = tuple(dict.fromkeys((*known.holders, *prepared.holders)))
             prepared = dataclasses.replace(known, holders=holders)

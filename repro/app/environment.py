@@ -277,6 +277,16 @@ def _extension_build(key: str | None) -> dict[str, Any]:
     return out
 
 
+def extension_backend(info: Mapping[str, Any]) -> str | None:
+    """The build backend of the Python package a prepared run (``Prepared.info``) built,
+    as its build cache recorded it; None for other extensions, or a build kept elsewhere."""
+    ext = info.get("extension")
+    if not isinstance(ext, Mapping):
+        return None
+    backend = _extension_build(ext.get("key")).get("backend")
+    return backend if isinstance(backend, str) else None
+
+
 def _symbolizer_section(chosen: Any) -> dict[str, Any]:
     """The llvm-symbolizers installed, and the one repro set for the run and why."""
     section: dict[str, Any] = {

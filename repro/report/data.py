@@ -595,6 +595,8 @@ def _plain_inputs(
         inp.ext_sha = (ctx.get("extension") or {}).get("sha")
     elif bisect is not None and bisect.get("commits"):
         racy = next(c for c in bisect["commits"] if c.get("end") == "racy end")
+        # A bisect builds per commit: the package's backend is what the racy end's build used.
+        inp.ext_backend = inp.ext_backend or racy.get("backend")
         side = bisect.get("side")
         if side == "extension":
             inp.ext_sha, inp.ext_label = racy["id"], f"{racy['label']} (the racy end)"

@@ -56,6 +56,7 @@ def position_rows(
                 "build_seconds": round(rec.build_seconds, 1),
                 "build_error": rec.build_error,
                 "build_log": rec.build_log,
+                "backend": rec.backend,
                 "unusable": rec.unusable,
                 "runs": c.evidence,
                 "all_runs": c.runs,

@@ -131,6 +131,9 @@ class BuildEvent:
     seconds: float = 0.0
     error: str | None = None
     log: str | None = None
+    # A Python package's build backend (meson-python, ...): the report's plain script
+    # builds the package the way repro did.
+    backend: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -144,6 +147,8 @@ class BuildEvent:
             out["error"] = self.error
         if self.log is not None:
             out["log"] = self.log
+        if self.backend is not None:
+            out["backend"] = self.backend
         return out
 
     @classmethod
@@ -155,6 +160,7 @@ class BuildEvent:
             seconds=float(d.get("seconds") or 0.0),
             error=d.get("error"),
             log=d.get("log"),
+            backend=d.get("backend") if isinstance(d.get("backend"), str) else None,
         )
 
 

@@ -115,6 +115,7 @@ class PositionRecord:
     build_seconds: float = 0.0
     build_error: str | None = None
     build_log: str | None = None
+    backend: str | None = None  # a Python package's build backend
     unusable: str | None = None
     run_seconds: float = 0.0
     phases: set[str] = field(default_factory=set)
@@ -168,6 +169,7 @@ class Record:
             p.built = event.ok
             p.build_seconds += event.seconds
             self.build_seconds += event.seconds
+            p.backend = event.backend or p.backend
             if not event.ok:
                 p.build_error = event.error
                 p.build_log = event.log
