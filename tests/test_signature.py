@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,11 +16,13 @@ from hypothesis import strategies as st
 from tsan_helpers import (
     C_COMPILERS,
     TsanBuilder,
+    compile_c,
     have,
     run_and_parse,
     stored_log,
     tsan_builder,
 )
+from tsan_helpers import PROGRAMS as PROGRAM_DIR
 
 from repro.tsan.model import Frame, Report
 from repro.tsan.parse import parse_log
@@ -121,6 +124,33 @@ def test_a_cython_function_renumbered_by_a_new_function_keeps_its_signature() ->
     # Written as TSAN printed it at the first commit, a target still finds the second.
     raw_rule = TargetRule(functions=tuple(sorted(raw[0])))
     assert matches(after, raw_rule)
+
+
+@pytest.mark.parametrize("compiler", ["clang++-19", "g++"])
+def test_a_lambda_renumbered_by_a_new_lambda_keeps_its_signature(
+    tmp_path: Path, compiler: str
+) -> None:
+    """lambda_race.cpp built as is and with one more lambda above the racing one (as the
+    next commit might have it): clang names the racing lambda by its place (main::$_1,
+    then main::$_2). The race keeps its signature, and the target suggested from one
+    build matches the other."""
+    from repro.tsan.nearmiss import suggest_target
+
+    reports = []
+    for name, extra in (("plain", []), ("earlier", ["-DEARLIER"])):
+        binary = compile_c(
+            PROGRAM_DIR / "lambda_race.cpp", tmp_path / name, compiler=compiler, extra=extra
+        )
+        _, parsed = run_and_parse(binary)
+        races = [r for r in parsed.reports if r.kind == "data race"]
+        assert races, parsed
+        reports.append(races[0])
+    raw = [r.current.stack[0].function for r in reports if r.current]
+    if compiler.startswith("clang"):
+        assert raw == ["main::$_1::operator()(int) const", "main::$_2::operator()(int) const"]
+    assert signature_of(reports[0]).id == signature_of(reports[1]).id
+    target = suggest_target(reports[0])
+    assert matches(reports[1], target.rule()), target
 
 
 @settings(max_examples=200, deadline=None)

@@ -143,6 +143,10 @@ _TEMPLATE_CLOSE = re.compile(r">\s+>")
 # after its length, the function after its place among the module's functions).
 _CYTHON_NAME = re.compile(r"^(__pyx_[a-z]+_)(.+)$")
 _CYTHON_NUMBER = re.compile(r"(?:(?<=_)|^)\d+(?=[A-Za-z_])")
+# C++ lambdas by their place in the enclosing function: `{lambda(int)#2}` (the Itanium
+# demangler) and clang's `$_1`.
+_CXX_LAMBDA = re.compile(r"\{lambda\(([^{}]*)\)#\d+\}")
+_CLANG_LAMBDA = re.compile(r"\$_\d+")
 _SPACE = re.compile(r"\s+")
 
 
@@ -164,7 +168,9 @@ def normalise_function(name: str) -> str:
     Cython's numbers go (``__pyx_pf_7cycount_6_count_2get`` is
     ``__pyx_pf_cycount__count_get``): a function's number is its place in the module, so
     a function added above it renumbers it, and the same race would get another
-    signature, and miss its target, at the next commit of a bisect.
+    signature, and miss its target, at the next commit of a bisect. C++ lambdas' numbers
+    go for the same reason (``main::$_1`` is ``main::$_``, ``{lambda(int)#2}`` is
+    ``{lambda(int)}``), as Rust's closures' do.
     """
     name = _BUILD_ID.sub("", name)
     name = _SPACE.sub(" ", name).strip()
@@ -173,6 +179,8 @@ def normalise_function(name: str) -> str:
     name = _RUST_CRATE_DISAMBIGUATOR.sub("", name)
     name = _LEGACY_BRACES.sub(r"{\1}", name)
     name = _V0_BRACES.sub(r"{\1}", name)
+    name = _CXX_LAMBDA.sub(r"{lambda(\1)}", name)
+    name = _CLANG_LAMBDA.sub("$_", name)
     name = _DOT_SUFFIX.sub("", name)
     cython = _CYTHON_NAME.match(name)
     if cython is not None:
