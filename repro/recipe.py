@@ -655,7 +655,7 @@ def load_recipe(
     comes from elsewhere: a run directory keeps a copy of the recipe as run, but its
     `../demo-work/...` paths still mean what they meant beside the original.
     `unfilled_ok`: `FILL_ME` may stay anywhere (`repro init` checks what it wrote);
-    `needs_target`: not even in the target (a bisect counts the target's runs).
+    `needs_target`: not even in the target (bisect and amplify count the target's runs).
     """
     p = Path(path)
     if not p.exists():

@@ -177,6 +177,9 @@ def test_a_target_left_fill_me_runs_and_names_one_but_cannot_bisect(
     line = r.read_text().splitlines().index('  functions: ["FILL_ME"]') + 1
     assert f"{r}:{line}: target.functions: still FILL_ME" in " ".join(bis.stderr.split())
     assert "Traceback" not in bis.stderr
+    amp = repro("amplify", str(r), "--runs", "2", "--jobs", "1,2")
+    assert amp.returncode == 2, amp.stdout + amp.stderr
+    assert f"{r}:{line}: target.functions: still FILL_ME" in " ".join(amp.stderr.split())
 
 
 def test_a_race_through_the_target_seen_no_more_often_than_it_is_no_near_miss(

@@ -218,7 +218,7 @@ def amplify(
     settings = settings_from(os.cpu_count() or 1, threads, switch_interval, taskset, jobs)
     check_outputs(runs_dir=runs_dir)
     # A bad recipe is said before a cluster is started or reached, not seconds after.
-    loaded = load_recipe(recipe, tuple(set_ or ()))
+    loaded = load_recipe(recipe, tuple(set_ or ()), needs_target=True)  # it counts the target
     dask = open_cluster(workers, cluster, shared_cache)
     try:
         code, _ = run_amplify(loaded, settings, runs, runs_dir, console, repo=repo, cluster=dask)
