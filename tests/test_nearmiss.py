@@ -106,13 +106,21 @@ def test_lines_name_the_signature(lost_history_report: Report, tmp_path: Path) -
 # --- through the command line ---------------------------------------------------------
 
 
-def _recipe(tmp_path: Path, binary: Path, functions: list[str]) -> Path:
+def _recipe(
+    tmp_path: Path,
+    binary: Path,
+    functions: list[str],
+    *,
+    tsan: str = "tsan:\n  options: {history_size: 7}\n",
+    depth: int | None = None,
+) -> Path:
     p = tmp_path / "recipe.yaml"
     p.write_text(
         "name: nm\n"
         f"reproducer:\n  command: {json.dumps(str(binary))}\n  timeout: 30\n"
-        "tsan:\n  options: {history_size: 7}\n"
+        f"{tsan}"
         f"target:\n  functions: {json.dumps(functions)}\n"
+        + (f"  depth: {depth}\n" if depth is not None else "")
     )
     return p
 
@@ -189,12 +197,7 @@ def test_a_race_through_the_target_seen_no_more_often_than_it_is_no_near_miss(
     frames down. The target hits in every run, so the second is another race through the
     same code, not a target written wrong: no "near miss", no advice to deepen the target."""
     binary = compile_c(PROGRAMS / "deep_symptom.c", tmp_path / "deep")
-    r = tmp_path / "recipe.yaml"
-    r.write_text(
-        "name: deep\n"
-        f"reproducer:\n  command: {json.dumps(str(binary))}\n  timeout: 30\n"
-        "target:\n  functions: [publish, consume]\n  depth: 3\n"
-    )
+    r = _recipe(tmp_path, binary, ["publish", "consume"], tsan="", depth=3)
     res = repro("stress", str(r), "--runs", "3", "-j", "2", "--runs-dir", str(tmp_path / "runs"))
     out = res.stdout + res.stderr
     assert res.returncode == 0, out

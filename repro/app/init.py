@@ -17,7 +17,7 @@ from pathlib import Path
 
 from repro.errors import ReproError
 from repro.recipe import FILL_ME
-from repro.tsan.nearmiss import suggest_target
+from repro.tsan.nearmiss import extension_race_first, suggest_target
 
 _PY_VERSION = re.compile(r"\bPython (3\.\d+\.\d+)(\S*)([^\n]*)")
 _CP_TAG = re.compile(r"\bcp3(\d+)(t?)\b")
@@ -77,8 +77,7 @@ def target_from_log(log: Path, race: int | None, facts: Facts) -> None:
     if race is None:
         race = 1
         if facts.package:
-            outside = [i for i, r in enumerate(tally.races, 1) if r.outside_interpreter]
-            race = outside[0] if outside else 1
+            race = 1 + extension_race_first(r.outside_interpreter for r in tally.races)
         if len(tally.races) > 1:
             facts.race_from = f"race {race} of {len(tally.races)} in the log (--race N: another)"
     sig = tally.races[race - 1].signature
@@ -162,9 +161,10 @@ def render(facts: Facts, name: str, source: str) -> str:
             "  timeout: 120",
         ]
     lines += ["", "# Which race counts: each access must have one of these in its top frames."]
-    lines += ["target:", f"  kind: {q(facts.kind)}"]
-    if facts.race_from:
-        lines[-2] += f"  # {facts.race_from}"
+    lines += [
+        f"target:  # {facts.race_from}" if facts.race_from else "target:",
+        f"  kind: {q(facts.kind)}",
+    ]
     if facts.functions:
         lines += ["  functions:", *[f"    - {q(f)}" for f in facts.functions]]
     else:

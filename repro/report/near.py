@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repro.report.data import RunFiles, _example_report, load_run
+from repro.runlog import SignatureStats
 from repro.tsan.model import Report
 from repro.tsan.nearmiss import (
     NearMiss,
     SuggestedTarget,
+    extension_race_first,
     near_miss,
     starts_outside_interpreter,
     suggest_target,
@@ -45,7 +47,7 @@ def near_misses(run_dir: Path) -> list[SeenNearMiss]:
     A race that nearly matches a target that hits at least as often is not a target
     written wrong but another race through the same code: the reference-count races
     that a racy extension causes inside CPython have its function deeper in their
-    stacks (a real bisect showed 3 of them in 5-6 of 61 runs, the target in many more,
+    stacks (a real bisect showed 3 of them in 6, 6 and 5 of 61 runs, the target in 6,
     and suggested `target.depth: 9` for each).
     """
     files = load_run(run_dir)
@@ -87,6 +89,14 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget] | None:
     )
     if not stats:
         return None
+    drop = _drop(files)
+    reports: dict[str, Report | None] = {}
+
+    def report_of(st: SignatureStats) -> Report | None:
+        if st.entry.id not in reports:
+            reports[st.entry.id] = _report_of(files, st.entry.id, st.entry.example)
+        return reports[st.entry.id]
+
     chosen = stats[0]
     if not chosen.entry.target:
         misses = near_misses(run_dir)
@@ -94,16 +104,15 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget] | None:
             sig_id = misses[0].miss.signature.id
             chosen = next(s for s in stats if s.entry.id == sig_id)
         elif files.recipe is not None and files.recipe.python and files.recipe.extension:
-            drop = _drop(files)
-            for st in stats:
-                report = _report_of(files, st.entry.id, st.entry.example)
-                if report is not None and starts_outside_interpreter(report, drop):
-                    chosen = st
-                    break
-    report = _report_of(files, chosen.entry.id, chosen.entry.example)
+            outside = (
+                (r := report_of(st)) is not None and starts_outside_interpreter(r, drop)
+                for st in stats
+            )
+            chosen = stats[extension_race_first(outside)]
+    report = report_of(chosen)
     if report is None:
         return None
-    return chosen.entry.id, suggest_target(report, _drop(files))
+    return chosen.entry.id, suggest_target(report, drop)
 
 
 def near_miss_lines(run_dir: Path, runs: int, hint: bool = True) -> list[str]:

@@ -12,7 +12,7 @@ match and which recipe change would make it the target. Pure: reports in, text o
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import combinations, product
 from pathlib import Path
@@ -212,6 +212,13 @@ def starts_outside_interpreter(report: Report, drop: Sequence[str] = DEFAULT_DRO
         if frames and not is_interpreter_frame(frames[0]):
             return True
     return False
+
+
+def extension_race_first(starts_outside: Iterable[bool]) -> int:
+    """Which race to name, of races listed most frequent first, when an extension runs in
+    CPython: the first that starts outside CPython, else the first. ``starts_outside`` is
+    read lazily, so a caller that parses reports on demand stops at the one it needs."""
+    return next((i for i, outside in enumerate(starts_outside) if outside), 0)
 
 
 def suggest_target(report: Report, drop: Sequence[str] = DEFAULT_DROP) -> SuggestedTarget:
