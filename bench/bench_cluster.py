@@ -12,7 +12,10 @@ machine is shared and noisy.
 (user + system time of the whole process tree), with Dask's defaults and with the
 settings repro gives it (``QUIET_WORKERS``), alternating.
 
-Usage: bench/bench_cluster.py [--runs N] [--rounds R] [--idle]
+``--baseline TREE``: a third configuration, `--workers 2` from another repro source tree
+(a git worktree of an earlier commit), to measure a change to the cluster in one bench.
+
+Usage: bench/bench_cluster.py [--runs N] [--rounds R] [--idle] [--baseline TREE]
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ sys.path.insert(0, str(ROOT / "demo"))
 from make_repo import make_demo_recipe  # noqa: E402
 
 
-def stress(recipe: Path, runs: int, extra: list[str], work: Path, tag: str) -> tuple[float, float]:
+def stress(
+    recipe: Path, runs: int, extra: list[str], work: Path, tag: str, tree: Path = ROOT
+) -> tuple[float, float]:
     out = work / f"{tag}.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "REPRO_CACHE_DIR": str(work / "cache")}
+    env = {**os.environ, "PYTHONPATH": str(tree), "REPRO_CACHE_DIR": str(work / "cache")}
     t0 = time.perf_counter()
     res = subprocess.run(
         [
@@ -55,6 +60,8 @@ def stress(recipe: Path, runs: int, extra: list[str], work: Path, tag: str) -> t
         env=env,
         capture_output=True,
         text=True,
+        # From the tree itself: `python -m` puts the working directory first on sys.path.
+        cwd=tree,
     )
     wall = time.perf_counter() - t0
     if res.returncode not in (0, 1):
@@ -118,6 +125,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--idle", action="store_true")
+    ap.add_argument("--baseline", type=Path, help="another repro tree: --workers 2 from it too")
     ap.add_argument("--idle-child", choices=("defaults", "quiet"), help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -131,11 +139,15 @@ def main() -> None:
         work = Path(tmp)
         recipe = make_demo_recipe(work)
         configs = {"-j 2": ["-j", "2"], "--workers 2": ["--workers", "2"]}
+        trees = dict.fromkeys(configs, ROOT)
+        if args.baseline is not None:
+            configs["baseline tree"] = configs["--workers 2"]
+            trees["baseline tree"] = args.baseline.resolve()
         stress(recipe, 10, ["-j", "2"], work, "warm")  # the build, once, outside the timing
         results: dict[str, list[tuple[float, float]]] = {k: [] for k in configs}
         for r in range(args.rounds):
             for name, extra in configs.items():
-                results[name].append(stress(recipe, args.runs, extra, work, f"r{r}"))
+                results[name].append(stress(recipe, args.runs, extra, work, f"r{r}", trees[name]))
                 loop, wall = results[name][-1]
                 print(f"round {r + 1} {name:12s} loop {loop:6.1f} s  command {wall:6.1f} s")
         print(f"\n{args.runs} demo stress runs, median of {args.rounds} rounds:")
@@ -151,13 +163,16 @@ def main() -> None:
             )
         # Each round's two runs sit minutes apart at most: their ratio shakes off the load
         # that moves both, which the medians above do not.
-        pairs = list(zip(results["-j 2"], results["--workers 2"], strict=True))
-        loop_r = statistics.median(w[0] / j[0] for j, w in pairs)
-        wall_r = statistics.median(w[1] / j[1] for j, w in pairs)
-        print(
-            f"  per-round ratio --workers 2 / -j 2, median: loop {loop_r - 1:+.1%}, "
-            f"command {wall_r - 1:+.1%}"
-        )
+        for name in configs:
+            if name == "-j 2":
+                continue
+            pairs = list(zip(results["-j 2"], results[name], strict=True))
+            loop_r = statistics.median(w[0] / j[0] for j, w in pairs)
+            wall_r = statistics.median(w[1] / j[1] for j, w in pairs)
+            print(
+                f"  per-round ratio {name} / -j 2, median: loop {loop_r - 1:+.1%}, "
+                f"command {wall_r - 1:+.1%}"
+            )
 
 
 if __name__ == "__main__":

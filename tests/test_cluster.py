@@ -260,6 +260,92 @@ def test_the_local_clusters_logs_stay_off_the_console(
     assert "SCHEDULER-SAYS-ERROR" in (tmp_path / "cache" / "dask-client.log").read_text()
 
 
+# Run as a fresh process, as repro is: a test process keeps other tests' threads
+# (Dask's own among them), and with any thread alive the workers are spawned.
+_FORK_CHECK = r"""
+import contextlib, json, os, signal, sys, time
+from pathlib import Path
+
+def how_started():
+    return {
+        "pid": os.getpid(),
+        "cmdline": Path("/proc/self/cmdline").read_bytes().decode(errors="replace"),
+        "sigint": str(signal.getsignal(signal.SIGINT)),
+        "sigterm": str(signal.getsignal(signal.SIGTERM)),
+    }
+
+def handler(signum, frame):
+    raise KeyboardInterrupt
+
+def main():
+    from repro.app.cluster import Cluster
+
+    signal.signal(signal.SIGTERM, handler)  # as repro's main does
+    out = {"own": Path("/proc/self/cmdline").read_bytes().decode(errors="replace")}
+    with Cluster.open(2, None) as cluster:
+        first = cluster.client.run(how_started)
+        out["first"] = list(first.values())
+        out["handler_back"] = signal.getsignal(signal.SIGTERM) is handler
+        victim = min(s["pid"] for s in first.values())
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                now = cluster.client.run(how_started)
+                pids = {s["pid"] for s in now.values()}
+                if len(now) == 2 and victim not in pids:
+                    out["again"] = [s for s in now.values() if s["pid"] not in
+                                    {f["pid"] for f in first.values()}]
+                    break
+            time.sleep(0.2)
+    print(json.dumps(out))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_the_first_workers_are_forked_and_a_restarted_one_spawned(tmp_path: Path) -> None:
+    """A spawned worker imports distributed and repro again (1 s of CPU each on the
+    cores the runs need); the LocalCluster's first workers are copies of repro's
+    process. They must not keep repro's SIGTERM handler (it raises KeyboardInterrupt),
+    and a worker Dask starts again after a death, while threads run, is spawned."""
+    script = tmp_path / "fork_check.py"
+    script.write_text(_FORK_CHECK)
+    env = {**_env(), "REPRO_CACHE_DIR": str(tmp_path / "cache")}
+    res = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.splitlines()[-1])
+    assert len(out["first"]) == 2
+    for seen in out["first"]:
+        assert seen["cmdline"] == out["own"], seen["cmdline"]
+        assert seen["sigint"] == str(signal.SIG_IGN)
+        assert seen["sigterm"] == str(signal.SIG_DFL)
+    assert out["handler_back"]
+    assert "again" in out, "the killed worker was not started again"
+    (again,) = out["again"]
+    assert "spawn_main" in again["cmdline"], again["cmdline"]
+
+
+def test_workers_are_spawned_while_another_thread_runs() -> None:
+    """A fork copies another thread's held locks and the pipe ends of a subprocess it
+    is starting; with such a thread alive the workers are spawned."""
+    import threading
+
+    from repro.app.cluster import start_method
+
+    gate = threading.Event()
+    thread = threading.Thread(target=gate.wait)
+    thread.start()
+    try:
+        assert start_method() == "spawn"
+    finally:
+        gate.set()
+        thread.join()
+
+
 def _commands_with(text: str) -> list[int]:
     """Processes whose command line holds ``text``."""
     found = []

@@ -19,7 +19,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -365,33 +365,40 @@ def interpreter_record(python: Any, command: str, base_dir: Path) -> dict[str, A
     return record
 
 
-def interpreter_record_soon(loaded: LoadedRecipe) -> Callable[[], dict[str, Any] | None]:
-    """interpreter_record for ``loaded``'s recipe in a thread, started now; call the
-    result to wait for it.
+class InterpreterSoon:
+    """interpreter_record for a recipe, in a thread started at once; call it for the
+    record (the thread's error is raised there), ``wait`` to let it end.
 
     The probe is a few subprocesses (0.3 to 0.4 s); started before a Dask cluster
-    opens, it costs no wall-clock time, where after it added to every command's.
+    opens, it overlaps with importing Dask, where after it added to every command's.
+    The cluster waits for it (``wait``) before it forks its workers.
     """
-    box: dict[str, Any] = {}
 
-    def probe() -> None:
+    def __init__(self, loaded: LoadedRecipe) -> None:
+        self._box: dict[str, Any] = {}
+        self._thread = threading.Thread(
+            target=self._probe, args=(loaded,), name="repro-interpreter-probe", daemon=True
+        )
+        self._thread.start()
+
+    def _probe(self, loaded: LoadedRecipe) -> None:
         try:
             r = loaded.recipe
-            box["record"] = interpreter_record(r.python, r.reproducer.command, loaded.base_dir)
+            self._box["record"] = interpreter_record(
+                r.python, r.reproducer.command, loaded.base_dir
+            )
         except BaseException as exc:  # said where the record is awaited
-            box["error"] = exc
+            self._box["error"] = exc
 
-    thread = threading.Thread(target=probe, name="repro-interpreter-probe", daemon=True)
-    thread.start()
+    def wait(self) -> None:
+        self._thread.join()
 
-    def result() -> dict[str, Any] | None:
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        record: dict[str, Any] | None = box["record"]
+    def __call__(self) -> dict[str, Any] | None:
+        self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        record: dict[str, Any] | None = self._box["record"]
         return record
-
-    return result
 
 
 def collect_environment(

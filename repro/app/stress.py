@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from repro.app.context import Overrides, prepare
-from repro.app.environment import collect_environment, interpreter_record_soon
+from repro.app.environment import InterpreterSoon, collect_environment
 from repro.app.loop import Limits, StressState, stress_loop
 from repro.app.runner import reap_orphans
 from repro.app.view import (
@@ -111,8 +111,9 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
         if opts.recipe is None:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
         fresh = load_recipe(opts.recipe, opts.sets)
-        interpreter = interpreter_record_soon(fresh)
-    cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
+        interpreter = InterpreterSoon(fresh)
+    settle = interpreter.wait if interpreter is not None else None
+    cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache, settle)
     if cluster is None:
         return _run_stress(opts, console, err, live_cls, None, fresh, interpreter)
     with cluster:
@@ -128,7 +129,7 @@ def _run_stress(
     fresh: LoadedRecipe | None,
     interpreter: Callable[[], dict[str, Any] | None] | None,
 ) -> int:
-    """``interpreter``: the interpreter probe under way (``interpreter_record_soon``), or
+    """``interpreter``: the interpreter probe under way (``InterpreterSoon``), or
     None on a resume, whose recipe is read here."""
     if opts.resume is not None:
         runlog = RunLog.resume(opts.resume)
@@ -137,7 +138,7 @@ def _run_stress(
         if ended:
             console.print(f"ended {len(ended)} reproducer(s) left running by the killed repro")
         loaded, meta = load_run_recipe(rundir.path, "stress")
-        interpreter = interpreter_record_soon(loaded)
+        interpreter = InterpreterSoon(loaded)
         limits_meta = meta.get("limits", {})
         # Resumed runs keep their original limits unless new ones are given.
         runs = opts.runs if opts.runs is not None else limits_meta.get("runs")
