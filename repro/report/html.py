@@ -14,7 +14,13 @@ from typing import Any
 from repro.report import fmt
 from repro.report import rows as rows_mod
 from repro.report.svg import bisect_chart, stress_chart
-from repro.report.tsantext import noise_module, noise_note, python_tsan
+from repro.report.tsantext import (
+    noise_module,
+    noise_note,
+    python_tsan,
+    symptom_flags,
+    symptom_note,
+)
 
 CSS = """
 body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1f2328;
@@ -167,16 +173,19 @@ def _others(doc: Mapping[str, Any]) -> str:
     )
     py_tsan = python_tsan(doc)
     modules = [noise_module(str(o["report"]), py_tsan) if o.get("report") else None for o in others]
+    symptoms = symptom_flags(doc, others)
     rows = "".join(
         f"<tr><td>{_code(o['signature'])}</td><td>{_e(o.get('kind'))}</td>"
         f"<td>{_e(fmt.top_frames(o.get('top_frames') or []))}</td>"
         f"<td class=num>{_e(o.get('reports'))}</td><td class=num>{_e(o.get('runs'))}</td>"
-        f"<td>{'expected noise' if m else ''}</td></tr>"
-        for o, m in zip(others, modules, strict=True)
+        f"<td>{'expected noise' if m else 'inside CPython' if s else ''}</td></tr>"
+        for o, m, s in zip(others, modules, symptoms, strict=True)
     )
     out.append(f"<table>{head}{rows}</table>")
     for module in dict.fromkeys(m for m in modules if m):
         out.append(f"<p class=note>{_e(noise_note(module, modules.count(module)))}</p>")
+    if any(symptoms):
+        out.append(f"<p class=note>{_e(symptom_note(sum(symptoms)))}</p>")
     for o in others:
         if o.get("report"):
             label = f"{o['signature']}: {fmt.top_frames(o.get('top_frames') or [])}"

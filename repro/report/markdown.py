@@ -14,7 +14,13 @@ from typing import Any
 
 from repro.report import fmt
 from repro.report import rows as rows_mod
-from repro.report.tsantext import noise_module, noise_note, python_tsan
+from repro.report.tsantext import (
+    noise_module,
+    noise_note,
+    python_tsan,
+    symptom_flags,
+    symptom_note,
+)
 
 PLAIN_MARKER = "<!-- repro:plain-shell -->"
 
@@ -226,20 +232,22 @@ def _others(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
     py_tsan = python_tsan(doc)
     noise: dict[str, int] = {}
     shown = others[:OTHER_ROWS] if "other-rows" in opts.cut else others
+    symptoms = symptom_flags(doc, others)
     rows = []
-    for o in others:
+    for o, symptom in zip(others, symptoms, strict=True):
         module = noise_module(str(o["report"]), py_tsan) if o.get("report") else None
         if module:
             noise[module] = noise.get(module, 0) + 1
         if o not in shown:
             continue
+        note = f"noise ({_SHORT_MODULE.get(module, module)})" if module else ""
         row = [
             inline(o["signature"]),
             text(o.get("kind")),
             _frames_cell(o.get("top_frames") or []),
             o.get("reports"),
             o.get("runs"),
-            f"noise ({_SHORT_MODULE.get(module, module)})" if module else "",
+            note or ("inside CPython" if symptom else ""),
         ]
         if not opts.others_file:
             row.append(inline(o["example_log"]) if o.get("example_log") else "")
@@ -256,6 +264,8 @@ def _others(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
         out += ["", f"... and {total - len(others)} less frequent ones, in the run directory."]
     for module, count in noise.items():
         out += ["", f"> {noise_note(module, count)}"]
+    if any(symptoms):
+        out += ["", f"> {symptom_note(sum(symptoms))}"]
     return out
 
 

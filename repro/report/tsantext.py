@@ -226,6 +226,50 @@ def noise_module(text: str, python_tsan: bool | None = None) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def _starts_in_interpreter(text: str) -> bool | None:
+    """Whether every access of a (trimmed) report starts inside CPython; None when the
+    text has no parsed accesses (a lock-order report, a thread leak)."""
+    from repro.tsan.nearmiss import starts_outside_interpreter
+    from repro.tsan.parse import parse_log
+
+    reports = parse_log(text).reports
+    if not reports or not any(
+        a is not None and a.stack for a in (reports[0].current, reports[0].previous)
+    ):
+        return None
+    return not starts_outside_interpreter(reports[0])
+
+
+def symptom_flags(doc: Mapping[str, Any], others: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """For each of ``others``: a race wholly inside CPython beside a target that starts in
+    the extension's code, which the target's race may cause.
+
+    A ringlite run showed six such races beside its one bug (an object published half
+    made races later in the reference counts of the threads that use it): listed bare,
+    they read as CPython bugs to report. Only with a CPython that has TSAN; without,
+    its races are uninstrumented noise (``noise_note``) whatever the target.
+    """
+    t = doc.get("target") or {}
+    if python_tsan(doc) is False or not t.get("report"):
+        return [False] * len(others)
+    if _starts_in_interpreter(str(t["report"])) is not False:
+        return [False] * len(others)
+    return [
+        bool(o.get("report")) and _starts_in_interpreter(str(o["report"])) is True for o in others
+    ]
+
+
+def symptom_note(count: int) -> str:
+    """Why races inside CPython may be the target's doing, the same words in every format."""
+    who = "1 of these races starts" if count == 1 else f"{count} of these races start"
+    return (
+        f"{who} inside CPython, while the target starts in the extension's code. A race "
+        "in an extension makes races inside CPython too: an object published before it "
+        "is complete races later in the reference counts (Py_INCREF) and fields of the "
+        "threads that use it. Fix the target first and run again; these may go with it."
+    )
+
+
 def _top(stack: Sequence[Frame]) -> Frame | None:
     frames = significant_frames(stack, HIDDEN_FRAMES)
     return frames[0] if frames else (stack[0] if stack else None)

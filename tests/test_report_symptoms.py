@@ -1,0 +1,68 @@
+"""Races inside CPython beside an extension's race are said to be possibly its doing.
+
+The run directories come from the real `repro stress` on a reproducer that prints a
+stored TSAN log of a real package run (ringlite, a meson-python extension whose
+module-level string is made on first use without a barrier, on a free-threaded TSAN
+CPython 3.13): the extension's race in `ring_tag`, and two races that the
+half-published string causes in CPython's reference counts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import repro
+
+DATA = Path(__file__).resolve().parent / "data" / "tsan"
+LOG = DATA / "cpython-ext-lazy-init.log"
+
+
+def _stress(root: Path, functions: list[str]) -> Path:
+    script = root / "replay.sh"
+    script.write_text(f"#!/bin/sh\ncat '{LOG}'\nexit 66\n")
+    script.chmod(0o755)
+    recipe = root / "recipe.yaml"
+    recipe.write_text(
+        "name: ringlite-replay\n"
+        f"reproducer:\n  command: {json.dumps(str(script))}\n  timeout: 30\n"
+        f"target:\n  kind: data race\n  functions: {json.dumps(functions)}\n  depth: 1\n"
+    )
+    runs = root / "runs"
+    res = repro("stress", str(recipe), "--runs", "2", "--runs-dir", str(runs))
+    assert res.returncode == 0, res.stdout + res.stderr
+    (path,) = [p for p in runs.iterdir() if p.is_dir()]
+    return path
+
+
+def _reports(run_dir: Path, tmp: Path) -> tuple[str, str]:
+    md, html = tmp / "report.md", tmp / "report.html"
+    for out, fmt in ((md, "markdown"), (html, "html")):
+        res = repro("report", str(run_dir), "-o", str(out), "--format", fmt)
+        assert res.returncode == 0, res.stderr
+    return md.read_text(), html.read_text()
+
+
+@pytest.mark.parametrize(
+    ("functions", "flagged"),
+    [
+        (["ring_tag"], 2),  # the extension's race: both others are inside CPython
+        (["_Py_atomic_add_ssize", "new_reference"], 0),  # a CPython race: nothing to say
+    ],
+    ids=["extension-target", "cpython-target"],
+)
+def test_races_inside_cpython_beside_an_extension_target(
+    tmp_path: Path, functions: list[str], flagged: int
+) -> None:
+    run_dir = _stress(tmp_path, functions)
+    md, html = _reports(run_dir, tmp_path)
+    rows = [line for line in md.splitlines() if line.startswith("| `") and "inside CPython" in line]
+    assert len(rows) == flagged, md
+    assert html.count("<td>inside CPython</td>") == flagged
+    said = f"{flagged} of these races start inside CPython"
+    assert (said in md) == bool(flagged), md
+    assert (said in html) == bool(flagged)
+    if flagged:
+        # The extension's own race is never flagged, and the flagged ones are CPython's.
+        assert not any("ring_tag" in line.split("|")[3] for line in rows), rows
