@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import repro
@@ -36,12 +37,12 @@ def _stress(root: Path, functions: list[str]) -> Path:
     return path
 
 
-def _reports(run_dir: Path, tmp: Path) -> tuple[str, str]:
-    md, html = tmp / "report.md", tmp / "report.html"
-    for out, fmt in ((md, "markdown"), (html, "html")):
+def _reports(run_dir: Path, tmp: Path) -> tuple[str, str, dict[str, Any]]:
+    md, html, js = tmp / "report.md", tmp / "report.html", tmp / "report.json"
+    for out, fmt in ((md, "markdown"), (html, "html"), (js, "json")):
         res = repro("report", str(run_dir), "-o", str(out), "--format", fmt)
         assert res.returncode == 0, res.stderr
-    return md.read_text(), html.read_text()
+    return md.read_text(), html.read_text(), json.loads(js.read_text())
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,9 @@ def test_races_inside_cpython_beside_an_extension_target(
     tmp_path: Path, functions: list[str], flagged: int
 ) -> None:
     run_dir = _stress(tmp_path, functions)
-    md, html = _reports(run_dir, tmp_path)
+    md, html, doc = _reports(run_dir, tmp_path)
+    inside = [o["signature"] for o in doc["other_races"] if o["inside_cpython"]]
+    assert len(inside) == flagged, doc["other_races"]
     rows = [line for line in md.splitlines() if line.startswith("| `") and "inside CPython" in line]
     assert len(rows) == flagged, md
     assert html.count("<td>inside CPython</td>") == flagged
@@ -66,3 +69,4 @@ def test_races_inside_cpython_beside_an_extension_target(
     if flagged:
         # The extension's own race is never flagged, and the flagged ones are CPython's.
         assert not any("ring_tag" in line.split("|")[3] for line in rows), rows
+        assert all(f"`{sig}`" in "\n".join(rows) for sig in inside)

@@ -22,7 +22,13 @@ from repro.errors import ReproError
 from repro.recipe import Recipe, RecipeError, parse_recipe
 from repro.redact import redact
 from repro.report import shell
-from repro.report.tsantext import race_site, shorten_paths, suppression_lines, trim_report
+from repro.report.tsantext import (
+    race_site,
+    shorten_paths,
+    suppression_lines,
+    symptom_flags,
+    trim_report,
+)
 from repro.runlog import Counts, Event, Record, RunDir, RunEvent, SignatureEvent, fold
 from repro.runlog.bisect_view import position_rows
 from repro.strategy.terms import Terms
@@ -715,5 +721,9 @@ def build_document(run_dir: Path) -> dict[str, Any]:
         "timeline": timeline(files.runs),
         "problems": files.problems,
     }
+    # Races inside CPython that the target, in an extension's code, may cause: said in
+    # the JSON so that every format (and a machine) reads the same verdict.
+    for o, inside in zip(doc["other_races"], symptom_flags(doc, doc["other_races"]), strict=True):
+        o["inside_cpython"] = inside
     redacted: dict[str, Any] = redact(json.loads(json.dumps(doc)))
     return redacted

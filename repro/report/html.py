@@ -18,7 +18,6 @@ from repro.report.tsantext import (
     noise_module,
     noise_note,
     python_tsan,
-    symptom_flags,
     symptom_note,
 )
 
@@ -173,7 +172,7 @@ def _others(doc: Mapping[str, Any]) -> str:
     )
     py_tsan = python_tsan(doc)
     modules = [noise_module(str(o["report"]), py_tsan) if o.get("report") else None for o in others]
-    symptoms = symptom_flags(doc, others)
+    symptoms = [bool(o.get("inside_cpython")) for o in others]
     rows = "".join(
         f"<tr><td>{_code(o['signature'])}</td><td>{_e(o.get('kind'))}</td>"
         f"<td>{_e(fmt.top_frames(o.get('top_frames') or []))}</td>"

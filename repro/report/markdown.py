@@ -18,7 +18,6 @@ from repro.report.tsantext import (
     noise_module,
     noise_note,
     python_tsan,
-    symptom_flags,
     symptom_note,
 )
 
@@ -232,7 +231,7 @@ def _others(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
     py_tsan = python_tsan(doc)
     noise: dict[str, int] = {}
     shown = others[:OTHER_ROWS] if "other-rows" in opts.cut else others
-    symptoms = symptom_flags(doc, others)
+    symptoms = [bool(o.get("inside_cpython")) for o in others]
     rows = []
     for o, symptom in zip(others, symptoms, strict=True):
         module = noise_module(str(o["report"]), py_tsan) if o.get("report") else None
