@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -184,3 +185,29 @@ def test_plan_then_resume(demo: tuple[Path, Path], tmp_path: Path) -> None:
     assert "x the bound" in " ".join(res.stdout.split())
     md = repro("report", str(run_dir)).stdout
     assert "Runs against the bound" in md and f"{info['bisect_runs']} runs after calibration" in md
+
+
+def test_the_calibrations_progress_says_it_stops_at_its_hits(
+    demo: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The calibration's run limit is a cap: the live panel showed "runs 3 / 399" on a
+    calibration that ended after 10 runs at its fifth hit."""
+    import pexpect
+
+    _, recipe = demo
+    child = pexpect.spawn(
+        sys.executable,
+        [
+            "-m", "repro", "bisect", str(recipe), "--plan",
+            "--set", "reproducer.command=sleep 0.3 && ./stress_test 3 100 1000",
+            "--runs-dir", str(tmp_path / "runs"),
+        ],
+        env={**os.environ, "COLUMNS": "160"},
+        encoding="utf-8",
+        timeout=300,
+    )  # fmt: skip
+    child.expect(r"\d+ \(until 5 hits, at most \d+\)\s+\(\d+ running")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert not re.search(r"\d+ / \d+\s+\(\d+ running", child.before or "")

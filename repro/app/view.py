@@ -46,13 +46,27 @@ def rate_text(counts: Counts) -> str:
     return f"{counts.rate:.1%}  (95% CI {lo:.1%} to {hi:.1%})"
 
 
+def runs_progress(state: StressState, sep: str = "/") -> str:
+    """The loop's runs against its limit.
+
+    A loop with a hit goal (a bisect's calibration) stops at its hits first: its run
+    limit is a cap, and "runs 3/399" read as 396 runs still to go.
+    """
+    limit = state.limits
+    runs = state.session.runs
+    if limit.runs is None:
+        return str(runs)
+    if limit.until_hits is not None:
+        return f"{runs} (until {limit.until_hits} hits, at most {limit.runs})"
+    return f"{runs}{sep}{limit.runs}"
+
+
 def status_line(state: StressState) -> str:
     """One line of progress for logs, where a live panel would be invisible."""
     t = state.total
-    total = f"/{state.limits.runs}" if state.limits.runs is not None else ""
     eta = state.eta()
     return (
-        f"runs {state.session.runs}{total}  hits {t.hits}  rate {rate_text(t)}  "
+        f"runs {runs_progress(state)}  hits {t.hits}  rate {rate_text(t)}  "
         f"elapsed {fmt_seconds(state.elapsed() + state.elapsed_before)}  "
         f"ETA {fmt_seconds(eta)}"
     )
@@ -103,9 +117,9 @@ def render_state(state: StressState, title: str, log_dir: str) -> RenderableType
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    total = f" / {limit.runs}" if limit.runs is not None else ""
     grid.add_row(
-        "runs", f"{state.session.runs}{total}   ({state.in_flight} running, {limit.jobs} jobs)"
+        "runs",
+        f"{runs_progress(state, ' / ')}   ({state.in_flight} running, {limit.jobs} jobs)",
     )
     grid.add_row("target hits", Text(str(t.hits), style="bold red" if t.hits else "green"))
     grid.add_row("rate", rate_text(t))
