@@ -481,11 +481,7 @@ def start_method() -> str:
     one, and a worker it restarts after a death (runs in flight, threads busy) is
     spawned. Only on Linux: macOS cannot fork a process that has used its frameworks.
     """
-    import multiprocessing
-
     if not sys.platform.startswith("linux"):
-        return "spawn"
-    if "fork" not in multiprocessing.get_all_start_methods():
         return "spawn"
     return "fork" if threading.active_count() == 1 else "spawn"
 

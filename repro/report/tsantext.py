@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from repro.tsan.model import Frame, Report
+from repro.tsan.model import Access, Frame, Report
 from repro.tsan.parse import parse_frame
 from repro.tsan.signature import (
     is_glibc_frame,
@@ -201,6 +201,11 @@ def noise_note(module: str, count: int | None = None) -> str:
     )
 
 
+def _accesses(report: Report) -> list[Access]:
+    """The report's two accesses that have a stack (a lock-order report has none)."""
+    return [a for a in (report.current, report.previous) if a is not None and a.stack]
+
+
 def noise_module(text: str, python_tsan: bool | None = None) -> str | None:
     """The uninstrumented module that every access of a (trimmed) report is inside.
 
@@ -213,7 +218,7 @@ def noise_module(text: str, python_tsan: bool | None = None) -> str | None:
     if not reports:
         return None
     report = reports[0]
-    accesses = [a for a in (report.current, report.previous) if a is not None and a.stack]
+    accesses = _accesses(report)
     if not accesses:
         return None
     found: set[str | None] = set()
@@ -233,9 +238,7 @@ def _starts_in_interpreter(text: str) -> bool | None:
     from repro.tsan.parse import parse_log
 
     reports = parse_log(text).reports
-    if not reports or not any(
-        a is not None and a.stack for a in (reports[0].current, reports[0].previous)
-    ):
+    if not reports or not _accesses(reports[0]):
         return None
     return not starts_outside_interpreter(reports[0])
 
@@ -283,7 +286,7 @@ def race_site(report: Report) -> tuple[str | None, str | None]:
     read/write race always has the same writer), so it wins; between equals, the
     alphabetically first function does.
     """
-    accesses = [a for a in (report.current, report.previous) if a is not None and a.stack]
+    accesses = _accesses(report)
     candidates: list[tuple[int, str, Frame]] = []
     for a in accesses:
         top = _top(a.stack)
