@@ -51,8 +51,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextlib.contextmanager
-def dask_processes(tmp: Path, n: int = 2, **scheduler_env: str) -> Iterator[Dask]:
-    """`dask scheduler` and `n` `dask worker`s on loopback, each worker its own cache."""
+def dask_processes(
+    tmp: Path,
+    n: int = 2,
+    *,
+    nanny: bool = False,
+    worker_env: dict[str, str] | None = None,
+    **scheduler_env: str,
+) -> Iterator[Dask]:
+    """`dask scheduler` and `n` `dask worker`s on loopback, each worker its own cache.
+
+    Without a nanny by default (one process per worker: the tests kill workers); with
+    one, as `dask worker` runs unless told otherwise."""
     tmp.mkdir(parents=True, exist_ok=True)
     sched_file = tmp / "scheduler.json"
     procs: list[subprocess.Popen[bytes]] = []
@@ -98,14 +108,17 @@ def dask_processes(tmp: Path, n: int = 2, **scheduler_env: str) -> Iterator[Dask
                         "1",
                         "--nthreads",
                         "1",
-                        "--no-nanny",
+                        *([] if nanny else ["--no-nanny"]),
                         "--no-dashboard",
                         "--local-directory",
                         str(tmp / f"w{k}"),
                     ],
                     stdout=log,
                     stderr=log,
-                    env=_env(REPRO_CACHE_DIR=str(cache)),
+                    env={
+                        **(_env() if worker_env is None else worker_env),
+                        "REPRO_CACHE_DIR": str(cache),
+                    },
                     start_new_session=True,
                 )
             )
@@ -142,6 +155,61 @@ def _check_stress(run_dir: Path, n: int) -> list[dict[str, Any]]:
             if r["outcome"] == "target":
                 assert "tq_publish" in texts
     return runs
+
+
+# What a Dask nanny writes into its workers' environment (pre-spawn-environ and the
+# hash seed), unless the environment it was started with set them already.
+_DASK_WRITES = {
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MALLOC_TRIM_THRESHOLD_",
+    "PYTHONHASHSEED",
+}
+
+
+def _reproducer_envs(out: Path) -> list[dict[str, str]]:
+    envs = []
+    for f in sorted(out.glob("env-*")):
+        pairs = (line.partition("=") for line in f.read_text().splitlines())
+        envs.append({k: v for k, _, v in pairs if k and "\n" not in k})
+    return envs
+
+
+def test_a_reproducer_on_a_worker_sees_the_environment_it_sees_locally(
+    demo: Path, tmp_path: Path
+) -> None:
+    """A nanny pins Python's hash seed and one BLAS/OpenMP thread, and its workers (and, in
+    a LocalCluster, repro itself) inherit them: on a cluster a reproducer ran with a fixed
+    seed and one BLAS thread, locally with neither."""
+    launch = {k: v for k, v in _env(OMP_NUM_THREADS="3").items() if k not in _DASK_WRITES}
+    found: dict[str, list[dict[str, str]]] = {}
+    for how in ("local", "workers", "nanny"):
+        out = tmp_path / f"env-{how}"
+        out.mkdir()
+        cmd = f"reproducer.command=env > {out}/env-$$ && ./stress_test 3 100 1000"
+        args = ["stress", str(demo), "--runs", "4", "--set", cmd,
+                "--runs-dir", str(tmp_path / f"runs-{how}")]  # fmt: skip
+        if how == "local":
+            res = repro(*args, "-j", "2", env=launch)
+        elif how == "workers":
+            res = repro(*args, "--workers", "2", env=launch)
+        else:
+            with dask_processes(tmp_path / "dask", nanny=True, worker_env=launch) as dask:
+                res = repro(*args, "--cluster", dask.address, env=launch)
+        assert res.returncode in (0, 1), res.stdout + res.stderr
+        found[how] = _reproducer_envs(out)
+        assert len(found[how]) == 4, how
+    for how, envs in found.items():
+        for env in envs:
+            assert not _DASK_WRITES & env.keys(), (how, _DASK_WRITES & env.keys())
+            assert "__DASK_PARENT_PID" not in env, how
+            # What the user set stays, even where Dask would have written its own.
+            assert env["OMP_NUM_THREADS"] == "3", how
+    keys = {how: set.union(*(set(e) for e in envs)) for how, envs in found.items()}
+    # Only a worker's own cache directory and the shell's bookkeeping may differ.
+    loose = {"REPRO_CACHE_DIR", "SHLVL", "_", "OLDPWD"}
+    assert keys["workers"] ^ keys["local"] <= loose, keys["workers"] ^ keys["local"]
+    assert keys["nanny"] ^ keys["local"] <= loose, keys["nanny"] ^ keys["local"]
 
 
 def test_local_cluster_stress_same_as_local(demo: Path, tmp_path: Path) -> None:

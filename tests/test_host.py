@@ -382,3 +382,54 @@ def test_run_toolchains_from_the_build_and_the_extension() -> None:
     assert run_toolchains(None, None, {}) == []
     no_tsan = PythonBuild(**{**py.__dict__, "tsan": False})
     assert run_toolchains(no_tsan, None, {}) == []
+
+
+# --- the environment builds and reproducers start from ----------------------------------
+
+
+def test_what_dask_wrote_goes_back_to_how_the_process_was_started() -> None:
+    from repro.host.environ import without_dask
+
+    written = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "6640"}
+    now = {
+        "PATH": "/bin",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONHASHSEED": "6640",
+        "__DASK_PARENT_PID": "42",
+    }
+    launched = {"PATH": "/usr/bin", "OMP_NUM_THREADS": "4"}
+    # The user's own value comes back; what was not set goes; the rest is left alone
+    # (PATH here changed after the start, by the process itself, not by Dask).
+    assert without_dask(now, written, launched) == {"PATH": "/bin", "OMP_NUM_THREADS": "4"}
+
+
+def test_without_the_start_environment_only_dasks_own_values_go() -> None:
+    from repro.host.environ import without_dask
+
+    written = {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "6640"}
+    now = {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "17", "__DASK_PARENT_PID": "42"}
+    assert without_dask(now, written, None) == {"PYTHONHASHSEED": "17"}
+
+
+def test_proc_environ_entries_keep_the_equals_signs_in_their_values() -> None:
+    from repro.host.environ import parse_proc_environ
+
+    data = b"A=1\0TSAN_OPTIONS=halt_on_error=0 history_size=7\0EMPTY=\0\0"
+    assert parse_proc_environ(data) == {
+        "A": "1",
+        "TSAN_OPTIONS": "halt_on_error=0 history_size=7",
+        "EMPTY": "",
+    }
+
+
+def test_this_processs_start_environment_is_read_from_proc() -> None:
+    """The rule rests on /proc/PID/environ showing the environment a process was started
+    with, not what it set since: a child that sets a variable still shows the old one."""
+    code = (
+        "import os; os.environ['OMP_NUM_THREADS'] = '1'; "
+        "print(open(f'/proc/{os.getpid()}/environ', 'rb').read().count(b'OMP_NUM_THREADS=1'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "0", out.stdout + out.stderr

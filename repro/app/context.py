@@ -16,6 +16,7 @@ from typing import Any
 
 from repro.app.runner import Matcher, RunSpec
 from repro.errors import ReproError
+from repro.host.environ import child_environ
 from repro.host.setarch import needs_setarch, setarch_argv
 from repro.host.symbolizer import choose_for_run, warning_once
 from repro.placeholders import expand, expand_for_shell
@@ -84,7 +85,7 @@ def extension_location(loaded: LoadedRecipe, overrides: Overrides) -> str:
 
 
 def base_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = child_environ()
     # A user's own TSAN_OPTIONS are merged by the runner; a stray log_path would
     # send reports where repro never looks.
     return env

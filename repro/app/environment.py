@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from repro.builds.patches import describe_patches
 from repro.host.compilers import compiler_version, find_clang, rustc_info
+from repro.host.environ import child_environ
 from repro.host.setarch import mmap_rnd_bits
 from repro.host.symbolizer import find_symbolizers
 from repro.redact import REDACTED as REDACTED
@@ -57,7 +58,7 @@ _ENV_PREFIXES = ("PYTHON", "CARGO", "RUST", "PYO3", "REPRO_")
 
 def relevant_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables that matter for a TSAN build or run, redacted, sorted by name."""
-    env = os.environ if environ is None else environ
+    env = child_environ() if environ is None else environ
     keep = {
         k: v
         for k, v in env.items()

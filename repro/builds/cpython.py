@@ -37,6 +37,7 @@ from repro.builds.cache import (
 from repro.builds.progress import BuildProgress, NullProgress
 from repro.gitrepo import GitRepo, is_url
 from repro.host.compilers import clang_candidates, version_output
+from repro.host.environ import child_environ
 from repro.host.setarch import setarch_prefix
 from repro.recipe import PythonSpec
 
@@ -388,7 +389,7 @@ _PROBE = (
 
 def probe_python(python: Path) -> dict[str, Any]:
     """Ask an interpreter what it is; a TSAN start-up failure is explained, not dumped."""
-    env = dict(os.environ)
+    env = child_environ()
     env["TSAN_OPTIONS"] = "report_bugs=0"
     try:
         proc = subprocess.run(
@@ -731,7 +732,7 @@ class _TreeBuild:
         self.state = _TreeState.load(self.state_path)
         tree_root.mkdir(parents=True, exist_ok=True)
         self.cc, ccache_dir = _ccache_setup(compiler)
-        env = dict(os.environ)
+        env = child_environ()
         if ccache_dir:
             env["PATH"] = f"{ccache_dir}{os.pathsep}{env.get('PATH', '')}"
         # The freshly built python runs during the build; its races are not ours to report.

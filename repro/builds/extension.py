@@ -24,6 +24,7 @@ from repro.builds.cache import BuildCache, BuildContext, BuildError, cache_key
 from repro.builds.cpython import PythonBuild
 from repro.builds.progress import BuildProgress, NullProgress, ensure_reported
 from repro.gitrepo import GitRepo
+from repro.host.environ import child_environ
 from repro.recipe import EnvRange, ExtensionSpec
 from repro.text import truncate
 
@@ -132,7 +133,7 @@ def build_env(
     precedence: repro's defaults, then the recipe's ``env``, then matching
     ``env_ranges``, so a recipe can always override what repro chose.
     """
-    base = dict(os.environ if base_env is None else base_env)
+    base = child_environ() if base_env is None else dict(base_env)
     env: dict[str, str] = {}
     if python is not None:
         env["PATH"] = os.pathsep.join([str(python.bin_dir), base.get("PATH", "")]).rstrip(
@@ -235,7 +236,7 @@ def ensure_extension(
         prog.phase("worktree", info.short)
         try:
             repo.worktree(full, worktree)
-            run_env = {**os.environ, **env}
+            run_env = {**child_environ(), **env}
             if "CARGO_TARGET_DIR" in env:
                 Path(env["CARGO_TARGET_DIR"]).mkdir(parents=True, exist_ok=True)
             deadline = time.monotonic() + spec.build_timeout

@@ -40,6 +40,7 @@ from repro.builds.extension import (
 )
 from repro.builds.progress import BuildProgress, NullProgress, ensure_reported
 from repro.gitrepo import GitRepo
+from repro.host.environ import child_environ
 from repro.host.setarch import setarch_prefix
 from repro.recipe import ExtensionSpec
 from repro.text import truncate
@@ -308,7 +309,7 @@ def _warm_imports(requirements: Sequence[str]) -> list[str]:
 
 
 def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "_PYTHON"))}
+    env = {k: v for k, v in child_environ().items() if not k.startswith(("PYTHON", "_PYTHON"))}
     env["TSAN_OPTIONS"] = "report_bugs=0"
     return env
 

@@ -6,11 +6,12 @@ or symbolizes it; only running one can, so the setarch probe and the doctor both
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from repro.host.environ import child_environ
 
 RACE_MARK = "WARNING: ThreadSanitizer: data race"
 PROBE_ATTEMPTS = 3
@@ -71,7 +72,7 @@ def run_tsan_binary(
 
 
 def _run_once(binary: Path, prefix: Sequence[str] | None, tsan_options: str) -> TsanRun:
-    env = dict(os.environ)
+    env = child_environ()
     env.pop("TSAN_OPTIONS", None)
     if tsan_options:
         env["TSAN_OPTIONS"] = tsan_options
