@@ -20,7 +20,7 @@ DATA = Path(__file__).resolve().parent / "data" / "tsan"
 LOG = DATA / "cpython-ext-lazy-init.log"
 
 
-def _stress(root: Path, functions: list[str]) -> Path:
+def _stress(root: Path, functions: list[str], drop: list[str] | None = None) -> Path:
     script = root / "replay.sh"
     script.write_text(f"#!/bin/sh\ncat '{LOG}'\nexit 66\n")
     script.chmod(0o755)
@@ -29,6 +29,7 @@ def _stress(root: Path, functions: list[str]) -> Path:
         "name: ringlite-replay\n"
         f"reproducer:\n  command: {json.dumps(str(script))}\n  timeout: 30\n"
         f"target:\n  kind: data race\n  functions: {json.dumps(functions)}\n  depth: 1\n"
+        + (f"signature:\n  drop_frames: {json.dumps(drop)}\n" if drop else "")
     )
     runs = root / "runs"
     res = repro("stress", str(recipe), "--runs", "2", "--runs-dir", str(runs))
@@ -70,3 +71,16 @@ def test_races_inside_cpython_beside_an_extension_target(
         # The extension's own race is never flagged, and the flagged ones are CPython's.
         assert not any("ring_tag" in line.split("|")[3] for line in rows), rows
         assert all(f"`{sig}`" in "\n".join(rows) for sig in inside)
+
+
+def test_the_recipes_frames_to_drop_decide_where_a_race_starts(tmp_path: Path) -> None:
+    """A recipe that drops CPython's inline helpers (``Include/*``) and PyTuple_Pack reads
+    the race whose access runs Py_INCREF < PyTuple_Pack < ring_tag as starting in ring_tag,
+    as the run's signatures and the target suggestion do: then no other race is "inside
+    CPython". With only the default frames dropped, the report said it was (and the
+    extension-target case above flags two)."""
+    run_dir = _stress(tmp_path, ["ring_tag"], ["Include/*", "PyTuple_Pack"])
+    md, _, doc = _reports(run_dir, tmp_path)
+    assert doc["other_races"], doc
+    assert not any(o["inside_cpython"] for o in doc["other_races"]), doc["other_races"]
+    assert "start inside CPython" not in md and "starts inside CPython" not in md

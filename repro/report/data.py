@@ -33,6 +33,7 @@ from repro.runlog import Counts, Event, Record, RunDir, RunEvent, SignatureEvent
 from repro.runlog.bisect_view import position_rows
 from repro.strategy.terms import Terms
 from repro.tsan.outcome import ORDER
+from repro.tsan.signature import DEFAULT_DROP
 
 SCHEMA_VERSION = 2
 OUTCOME_ORDER = tuple(o.value for o in ORDER)
@@ -56,6 +57,13 @@ class RunFiles:
     @property
     def kind(self) -> str:
         return str(self.meta.get("kind") or "stress")
+
+    @property
+    def drop(self) -> tuple[str, ...]:
+        """The frames a stack's reading skips for this run: the defaults and the recipe's
+        own (``signature.drop_frames``), for every verdict the report makes."""
+        extra = self.recipe.signature.drop_frames if self.recipe is not None else ()
+        return (*DEFAULT_DROP, *extra)
 
     @property
     def runs(self) -> list[RunEvent]:
@@ -723,7 +731,8 @@ def build_document(run_dir: Path) -> dict[str, Any]:
     }
     # Races inside CPython that the target, in an extension's code, may cause: said in
     # the JSON so that every format (and a machine) reads the same verdict.
-    for o, inside in zip(doc["other_races"], symptom_flags(doc, doc["other_races"]), strict=True):
+    flags = symptom_flags(doc, doc["other_races"], files.drop)
+    for o, inside in zip(doc["other_races"], flags, strict=True):
         o["inside_cpython"] = inside
     redacted: dict[str, Any] = redact(json.loads(json.dumps(doc)))
     return redacted

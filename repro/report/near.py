@@ -23,7 +23,6 @@ from repro.tsan.nearmiss import (
     starts_outside_interpreter,
     suggest_target,
 )
-from repro.tsan.signature import DEFAULT_DROP
 
 MAX_SHOWN = 3
 
@@ -33,11 +32,6 @@ class SeenNearMiss:
     miss: NearMiss
     runs: int  # runs that showed it
     log: str | None  # the kept log it was read from, relative to the run directory
-
-
-def _drop(files: RunFiles) -> tuple[str, ...]:
-    extra = files.recipe.signature.drop_frames if files.recipe is not None else ()
-    return (*DEFAULT_DROP, *extra)
 
 
 def near_misses(run_dir: Path) -> list[SeenNearMiss]:
@@ -63,7 +57,7 @@ def near_misses(run_dir: Path) -> list[SeenNearMiss]:
         report, log = _example_report(files, st.entry.id, st.entry.example)
         if report is None:
             continue
-        miss = near_miss(report, rule, _drop(files), depth)
+        miss = near_miss(report, rule, files.drop, depth)
         if miss is not None:
             found.append(SeenNearMiss(miss, st.runs, log))
     found.sort(key=lambda s: (-s.runs, s.miss.signature.id))
@@ -89,7 +83,7 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget] | None:
     )
     if not stats:
         return None
-    drop = _drop(files)
+    drop = files.drop
     reports: dict[str, Report | None] = {}
 
     def report_of(st: SignatureStats) -> Report | None:

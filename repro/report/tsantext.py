@@ -231,7 +231,7 @@ def noise_module(text: str, python_tsan: bool | None = None) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _starts_in_interpreter(text: str) -> bool | None:
+def _starts_in_interpreter(text: str, drop: Sequence[str]) -> bool | None:
     """Whether every access of a (trimmed) report starts inside CPython; None when the
     text has no parsed accesses (a lock-order report, a thread leak)."""
     from repro.tsan.nearmiss import starts_outside_interpreter
@@ -240,25 +240,29 @@ def _starts_in_interpreter(text: str) -> bool | None:
     reports = parse_log(text).reports
     if not reports or not _accesses(reports[0]):
         return None
-    return not starts_outside_interpreter(reports[0])
+    return not starts_outside_interpreter(reports[0], drop)
 
 
-def symptom_flags(doc: Mapping[str, Any], others: Sequence[Mapping[str, Any]]) -> list[bool]:
+def symptom_flags(
+    doc: Mapping[str, Any], others: Sequence[Mapping[str, Any]], drop: Sequence[str]
+) -> list[bool]:
     """For each of ``others``: a race wholly inside CPython beside a target that starts in
     the extension's code, which the target's race may cause.
 
     A ringlite run showed six such races beside its one bug (an object published half
     made races later in the reference counts of the threads that use it): listed bare,
     they read as CPython bugs to report. Only with a CPython that has TSAN; without,
-    its races are uninstrumented noise (``noise_note``) whatever the target.
+    its races are uninstrumented noise (``noise_note``) whatever the target. ``drop``:
+    the run's frames to skip (``RunFiles.drop``), as the target's suggestion reads them.
     """
     t = doc.get("target") or {}
     if python_tsan(doc) is False or not t.get("report"):
         return [False] * len(others)
-    if _starts_in_interpreter(str(t["report"])) is not False:
+    if _starts_in_interpreter(str(t["report"]), drop) is not False:
         return [False] * len(others)
     return [
-        bool(o.get("report")) and _starts_in_interpreter(str(o["report"])) is True for o in others
+        bool(o.get("report")) and _starts_in_interpreter(str(o["report"]), drop) is True
+        for o in others
     ]
 
 
