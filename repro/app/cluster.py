@@ -212,6 +212,24 @@ def _build_stop(build_id: str) -> BuildStop:
     return _kept(_BUILD_STOPS, _STOPS_LOCK, build_id, BuildStop)
 
 
+def _sigint_passed_over(signum: int, frame: object) -> None:
+    """Ctrl-C reaches a LocalCluster's workers with repro's process group; repro ends them."""
+
+
+def sigint_not_ignored() -> None:
+    """In a LocalCluster's worker (on its main thread, where Dask runs worker setups):
+    SIGINT is caught by a handler that does nothing.
+
+    The first workers start with it ignored. Still passed over, but a caught signal is
+    at its default after ``exec``, where an ignored one stays ignored: every reproducer
+    the worker started ran with Ctrl-C ignored, which none does locally (a Python
+    reproducer then has no KeyboardInterrupt, and a race in signal handling is another
+    race). A worker Dask starts again later has asyncio's handler, which would end it at
+    Ctrl-C before repro does; it gets the same."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _sigint_passed_over)
+
+
 def stop_build(build_id: str) -> None:
     """Run on workers by ``Client.run``: stop that build now (or before it starts)."""
     _build_stop(build_id).stop()
@@ -532,8 +550,9 @@ class Cluster:
             return cls(client, None, shared_cache)
         # Ctrl-C in a terminal reaches the whole process group: the worker processes
         # must leave it to this process, which cancels the runs and stops them in
-        # order. They are started with SIGINT ignored, which they inherit; and with
-        # SIGTERM at its default, not repro's handler (a forked worker keeps handlers).
+        # order. They are started with SIGINT ignored, which they inherit (and then
+        # catch it instead: ``sigint_not_ignored``); and with SIGTERM at its default,
+        # not repro's handler (a forked worker keeps handlers).
         import dask
 
         # A worker samples its threads every 10 ms to draw profiles; on a machine whose
@@ -568,7 +587,10 @@ class Cluster:
         # --cluster. After the LocalCluster: it sets the level of every stream handler
         # of Dask's logger, a file's included, for as long as it lives.
         client_logs_to_file()
-        return cls(Client(local), local, shared_cache)
+        client = Client(local)
+        # Now, and on every worker Dask starts later, before any task reaches it.
+        client.register_worker_callbacks(sigint_not_ignored)
+        return cls(client, local, shared_cache)
 
     def close(self) -> None:
         self.client.close()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.app.environment import relevant_env
 from repro.app.runner import Matcher, RunSpec
 from repro.errors import ReproError
 from repro.host.environ import child_environ
@@ -288,6 +289,9 @@ def prepare(
         plugins = [p for p in env.get("PYTEST_PLUGINS", "").split(",") if p]
         env["PYTEST_PLUGINS"] = ",".join([*plugins, "repro_tsan_attrib"])
     env.update(r.reproducer.env)
+    # What the reproducer starts from, as the run record states it: taken where it runs
+    # (on a cluster, a worker, whose environment is its own), not where repro was started.
+    info["env"] = relevant_env(env)
     if r.reproducer.cwd:
         cwd = Path(expand(r.reproducer.cwd, values))
         if not cwd.is_absolute():

@@ -418,8 +418,15 @@ def collect_environment(
     snap: dict[str, Any] = {"schema": SCHEMA, **json.loads(json.dumps(_host(clang_hint)))}
     snap["vm_mmap_rnd_bits"] = mmap_rnd_bits()
     snap["symbolizer"] = _symbolizer_section(ctx.get("symbolizer"))
-    snap["tsan_options"] = os.environ.get("TSAN_OPTIONS")
-    snap["env"] = relevant_env()
+    # The run's own variables where the prepared run says them (a cluster's worker has
+    # its environment); this process's otherwise.
+    env = ctx.get("env")
+    if isinstance(env, Mapping):
+        snap["env"] = dict(env)
+        snap["tsan_options"] = env.get("TSAN_OPTIONS")
+    else:
+        snap["env"] = relevant_env()
+        snap["tsan_options"] = child_environ().get("TSAN_OPTIONS")
     if py is not None:
         snap["cpython"] = _python_section(py)
     elif interpreter is not None:
