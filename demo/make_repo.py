@@ -248,13 +248,22 @@ def make_repo(dest: Path, force: bool = False) -> Path:
     return write_history(dest, commit_plan(), write_tree, month=1, force=force)
 
 
-def make_demo_recipe(work: Path) -> Path:
+def make_demo_recipe(work: Path, confidence: float | None = None) -> Path:
     """The demo repository under ``work`` and a copy of recipes/demo.yaml that points at
-    it (the recipe's own path is relative to the repository's demo-work/)."""
+    it (the recipe's own path is relative to the repository's demo-work/).
+
+    ``confidence``: the bisect's, instead of the recipe's 0.99. A test that checks the
+    answer of a bisect of this race is wrong in up to 1% of its runs at 0.99 (the
+    guarantee), and more when the machine's load moves the race's rate while it runs;
+    over a suite of such tests that adds up."""
     repo = make_repo(work / "ticketq")
     text = (Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml").read_text()
+    text = text.replace("../demo-work/ticketq", str(repo))
+    if confidence is not None:
+        assert text.count("  confidence: 0.99\n") == 1
+        text = text.replace("  confidence: 0.99\n", f"  confidence: {confidence}\n")
     recipe = work / "demo.yaml"
-    recipe.write_text(text.replace("../demo-work/ticketq", str(repo)))
+    recipe.write_text(text)
     return recipe
 
 

@@ -12,6 +12,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The confidence of the tests' bisects of the demo race whose answers they check: at the
+# recipe's 0.99, each is wrong in up to 1% of its runs by design (seen in a test run: a
+# calibration of 5 hits in 5 runs, then 0 in 10 at a racy commit after the machine's load
+# moved the rate), and a suite of a dozen such bisects would fail now and then.
+TEST_CONFIDENCE = 0.999
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 
 

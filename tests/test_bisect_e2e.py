@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, repro
+from conftest import ROOT, TEST_CONFIDENCE, repro
 
 sys.path.insert(0, str(ROOT / "demo"))
 from make_repo import make_demo_recipe
@@ -23,7 +23,7 @@ RACE_SUBJECT = "Publish results outside the lock"
 
 @pytest.fixture()
 def demo(tmp_path: Path) -> tuple[Path, Path]:
-    recipe = make_demo_recipe(tmp_path)
+    recipe = make_demo_recipe(tmp_path, confidence=TEST_CONFIDENCE)
     return tmp_path / "ticketq", recipe
 
 

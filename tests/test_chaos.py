@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, repro
+from conftest import ROOT, TEST_CONFIDENCE, repro
 
 sys.path.insert(0, str(ROOT / "demo"))
 from make_repo import make_demo_recipe
@@ -29,7 +29,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_demo_recipe(tmp_path_factory.mktemp("chaos"))
+    return make_demo_recipe(tmp_path_factory.mktemp("chaos"), confidence=TEST_CONFIDENCE)
 
 
 def _start(args: list[str]) -> subprocess.Popen[bytes]:

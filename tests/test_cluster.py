@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, repro
+from conftest import ROOT, TEST_CONFIDENCE, repro
 
 sys.path.insert(0, str(ROOT / "demo"))
 from make_repo import make_demo_recipe
@@ -44,7 +44,7 @@ from cluster_helpers import (
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_demo_recipe(tmp_path_factory.mktemp("cluster-demo"))
+    return make_demo_recipe(tmp_path_factory.mktemp("cluster-demo"), confidence=TEST_CONFIDENCE)
 
 
 # --- a scheduler and workers as separate processes --------------------------------------
@@ -180,13 +180,18 @@ def test_a_reproducer_on_a_worker_sees_the_environment_it_sees_locally(
 ) -> None:
     """A nanny pins Python's hash seed and one BLAS/OpenMP thread, and its workers (and, in
     a LocalCluster, repro itself) inherit them: on a cluster a reproducer ran with a fixed
-    seed and one BLAS thread, locally with neither."""
+    seed and one BLAS thread, locally with neither. And with Ctrl-C ignored."""
     launch = {k: v for k, v in _env(OMP_NUM_THREADS="3").items() if k not in _DASK_WRITES}
     found: dict[str, list[dict[str, str]]] = {}
+    ignored: dict[str, set[str]] = {}
+    recorded: dict[str, dict[str, str]] = {}
     for how in ("local", "workers", "nanny"):
         out = tmp_path / f"env-{how}"
         out.mkdir()
-        cmd = f"reproducer.command=env > {out}/env-$$ && ./stress_test 3 100 1000"
+        cmd = (
+            f"reproducer.command=env > {out}/env-$$ && grep ^SigIgn /proc/self/status"
+            f" > {out}/sig-$$ && ./stress_test 3 100 1000"
+        )
         args = ["stress", str(demo), "--runs", "4", "--set", cmd,
                 "--runs-dir", str(tmp_path / f"runs-{how}")]  # fmt: skip
         if how == "local":
@@ -194,22 +199,37 @@ def test_a_reproducer_on_a_worker_sees_the_environment_it_sees_locally(
         elif how == "workers":
             res = repro(*args, "--workers", "2", env=launch)
         else:
-            with dask_processes(tmp_path / "dask", nanny=True, worker_env=launch) as dask:
+            # A variable the workers' machine has and this one not: the run record
+            # states what the reproducers ran with, from where they ran.
+            on_workers = {**launch, "PYTHON_GIL": "0"}
+            with dask_processes(tmp_path / "dask", nanny=True, worker_env=on_workers) as dask:
                 res = repro(*args, "--cluster", dask.address, env=launch)
         assert res.returncode in (0, 1), res.stdout + res.stderr
         found[how] = _reproducer_envs(out)
         assert len(found[how]) == 4, how
+        ignored[how] = {f.read_text() for f in out.glob("sig-*")}
+        meta = json.loads((_only_dir(tmp_path / f"runs-{how}") / "meta.json").read_text())
+        recorded[how] = meta["environment"]["env"]
     for how, envs in found.items():
         for env in envs:
             assert not _DASK_WRITES & env.keys(), (how, _DASK_WRITES & env.keys())
             assert "__DASK_PARENT_PID" not in env, how
             # What the user set stays, even where Dask would have written its own.
             assert env["OMP_NUM_THREADS"] == "3", how
+    # The signals a reproducer starts with ignored, too: a LocalCluster's workers ignore
+    # Ctrl-C (repro ends them) and their reproducers inherited that.
+    assert ignored["workers"] == ignored["nanny"] == ignored["local"], ignored
+    (line,) = ignored["local"]
+    assert not int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)), line
     keys = {how: set.union(*(set(e) for e in envs)) for how, envs in found.items()}
     # Only a worker's own cache directory and the shell's bookkeeping may differ.
     loose = {"REPRO_CACHE_DIR", "SHLVL", "_", "OLDPWD"}
     assert keys["workers"] ^ keys["local"] <= loose, keys["workers"] ^ keys["local"]
-    assert keys["nanny"] ^ keys["local"] <= loose, keys["nanny"] ^ keys["local"]
+    assert keys["nanny"] ^ keys["local"] <= loose | {"PYTHON_GIL"}
+    assert all(e["PYTHON_GIL"] == "0" for e in found["nanny"])
+    assert recorded["nanny"].get("PYTHON_GIL") == "0", recorded["nanny"]
+    assert "PYTHON_GIL" not in recorded["local"] and "PYTHON_GIL" not in recorded["workers"]
+    assert "PYTHONHASHSEED" not in recorded["workers"], recorded["workers"]
 
 
 def test_local_cluster_stress_same_as_local(demo: Path, tmp_path: Path) -> None:
@@ -389,12 +409,14 @@ def test_the_first_workers_are_forked_and_a_restarted_one_spawned(tmp_path: Path
     assert len(out["first"]) == 2
     for seen in out["first"]:
         assert seen["cmdline"] == out["own"], seen["cmdline"]
-        assert seen["sigint"] == str(signal.SIG_IGN)
+        # Caught and passed over, not ignored: what a worker's reproducers would inherit.
+        assert "_sigint_passed_over" in seen["sigint"], seen["sigint"]
         assert seen["sigterm"] == str(signal.SIG_DFL)
     assert out["handler_back"]
     assert "again" in out, "the killed worker was not started again"
     (again,) = out["again"]
     assert "spawn_main" in again["cmdline"], again["cmdline"]
+    assert "_sigint_passed_over" in again["sigint"], again["sigint"]
 
 
 def test_workers_are_spawned_while_another_thread_runs() -> None:

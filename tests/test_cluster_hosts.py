@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, repro
+from conftest import ROOT, TEST_CONFIDENCE, repro
 from hosts import Host, hosts, stop
 
 sys.path.insert(0, str(ROOT / "demo"))
@@ -44,7 +44,7 @@ from cluster_helpers import (
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_demo_recipe(tmp_path_factory.mktemp("hosts-demo"))
+    return make_demo_recipe(tmp_path_factory.mktemp("hosts-demo"), confidence=TEST_CONFIDENCE)
 
 
 def _host_env(host: Host) -> dict[str, str]:

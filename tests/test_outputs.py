@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, repro
+from conftest import ROOT, TEST_CONFIDENCE, repro
 
 sys.path.insert(0, str(ROOT / "demo"))
 from make_repo import make_demo_recipe
@@ -132,7 +132,7 @@ def test_json_out_directory_is_refused_before_any_run(tmp_path: Path, tsan_bin: 
 
 @pytest.fixture()
 def demo(tmp_path: Path) -> Path:
-    return make_demo_recipe(tmp_path)
+    return make_demo_recipe(tmp_path, confidence=TEST_CONFIDENCE)
 
 
 def test_bisect_report_under_proc_is_refused_before_any_build(demo: Path, tmp_path: Path) -> None:
