@@ -204,6 +204,14 @@ def test_a_reproducer_on_a_worker_sees_the_environment_it_sees_locally(
             on_workers = {**launch, "PYTHON_GIL": "0"}
             with dask_processes(tmp_path / "dask", nanny=True, worker_env=on_workers) as dask:
                 res = repro(*args, "--cluster", dask.address, env=launch)
+                # A bisect's record too, once the racy end is built where it runs.
+                bis = repro(
+                    "bisect", str(demo), "--cluster", dask.address, "--probes", "1",
+                    "--runs-dir", str(tmp_path / "bisect"), env=launch,
+                )  # fmt: skip
+                assert bis.returncode == 0, bis.stdout + bis.stderr
+            bmeta = json.loads((_only_dir(tmp_path / "bisect") / "meta.json").read_text())
+            assert bmeta["environment"]["env"].get("PYTHON_GIL") == "0", bmeta["environment"]
         assert res.returncode in (0, 1), res.stdout + res.stderr
         found[how] = _reproducer_envs(out)
         assert len(found[how]) == 4, how

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from repro.app.context import Overrides, Prepared, prepare
-from repro.app.environment import extension_backend
+from repro.app.environment import extension_backend, run_variables
 from repro.app.executors import Runner, RunnerGone
 from repro.app.loop import Limits, StressState, Tags, stress_loop
 from repro.app.view import PlainTicker, StressView
@@ -344,6 +344,12 @@ class BisectRun:
             prepared = dataclasses.replace(known, holders=holders)
         self._prepared[pos] = prepared
         return prepared
+
+    def run_variables(self) -> dict[str, Any] | None:
+        """The run record's ``env`` and ``tsan_options`` as the racy end's runs had them
+        (``environment.run_variables``); None when it was not prepared in this process."""
+        prepared = self._prepared.get(0)
+        return run_variables(prepared.info) if prepared is not None else None
 
     def run(
         self,

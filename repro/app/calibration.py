@@ -3,11 +3,14 @@ and the plan said before the search spends anything."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.markup import escape
 
 from repro.app.bisect_run import BisectOptions, BisectRun, fail
 from repro.app.loop import Limits
 from repro.app.view import fmt_seconds
+from repro.redact import redact
 from repro.runlog import StrategyEvent
 from repro.strategy.bisect import RateBelief, clean_end_prior
 
@@ -87,8 +90,14 @@ def calibrated(run: BisectRun, opts: BisectOptions) -> bool:
             f"--plan: stopping here; continue with  repro bisect --resume {run.rundir.path}"
         )
         return False
-    run.rundir.update_meta(status="bisecting")
-    run.meta["status"] = "bisecting"
+    changes: dict[str, Any] = {"status": "bisecting"}
+    variables = run.run_variables()
+    if variables is not None:
+        # The record began with this process's variables, before anything was built;
+        # the runs started from those of the racy end's prepared run (a worker's own).
+        changes["environment"] = {**meta.get("environment", {}), **redact(variables)}
+    run.rundir.update_meta(**changes)
+    run.meta.update(changes)
     return True
 
 

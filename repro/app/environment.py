@@ -402,6 +402,21 @@ class InterpreterSoon:
         return record
 
 
+def this_process_variables() -> dict[str, Any]:
+    """The ``env`` and ``tsan_options`` of a snapshot, read in this process."""
+    return {"env": relevant_env(), "tsan_options": child_environ().get("TSAN_OPTIONS")}
+
+
+def run_variables(info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``env`` and ``tsan_options`` of a snapshot from a prepared run's ``info``
+    (``context.prepare``: the variables the reproducer starts from, taken where it runs,
+    which on a cluster is a worker with an environment of its own); None without one."""
+    env = info.get("env")
+    if not isinstance(env, Mapping):
+        return None
+    return {"env": dict(env), "tsan_options": env.get("TSAN_OPTIONS")}
+
+
 def collect_environment(
     context: Mapping[str, Any] | None = None, interpreter: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -418,15 +433,7 @@ def collect_environment(
     snap: dict[str, Any] = {"schema": SCHEMA, **json.loads(json.dumps(_host(clang_hint)))}
     snap["vm_mmap_rnd_bits"] = mmap_rnd_bits()
     snap["symbolizer"] = _symbolizer_section(ctx.get("symbolizer"))
-    # The run's own variables where the prepared run says them (a cluster's worker has
-    # its environment); this process's otherwise.
-    env = ctx.get("env")
-    if isinstance(env, Mapping):
-        snap["env"] = dict(env)
-        snap["tsan_options"] = env.get("TSAN_OPTIONS")
-    else:
-        snap["env"] = relevant_env()
-        snap["tsan_options"] = child_environ().get("TSAN_OPTIONS")
+    snap.update(run_variables(ctx) or this_process_variables())
     if py is not None:
         snap["cpython"] = _python_section(py)
     elif interpreter is not None:
