@@ -210,9 +210,16 @@ def test_a_reproducer_on_a_worker_sees_the_environment_it_sees_locally(
                     "--runs-dir", str(tmp_path / "bisect"), env=launch,
                 )  # fmt: skip
                 assert bis.returncode == 0, bis.stdout + bis.stderr
+                # Said, once for each worker, in both commands.
+                for out_text in (res.stdout, bis.stdout):
+                    said = [x for x in out_text.splitlines() if "PYTHON_GIL (here unset" in x]
+                    assert len(said) == 2, out_text
+                    assert all("there '0'" in x and "reproducer.env" in x for x in said)
             bmeta = json.loads((_only_dir(tmp_path / "bisect") / "meta.json").read_text())
             assert bmeta["environment"]["env"].get("PYTHON_GIL") == "0", bmeta["environment"]
         assert res.returncode in (0, 1), res.stdout + res.stderr
+        if how != "nanny":
+            assert "note: worker" not in res.stdout, res.stdout
         found[how] = _reproducer_envs(out)
         assert len(found[how]) == 4, how
         ignored[how] = {f.read_text() for f in out.glob("sig-*")}

@@ -157,3 +157,16 @@ def test_collect_environment_records_the_build(tmp_path: Path) -> None:
     assert env["run"]["tsan_options"] == {"halt_on_error": "0"}
     git_info = dict(info, python=dict(info["python"], source="/src/cpython", source_id="d" * 40))
     assert collect_environment(git_info)["cpython"]["commit"] == "d" * 40
+
+
+def test_run_variables_that_differ_on_a_worker_are_named() -> None:
+    from repro.app.environment import variable_differences
+
+    here = {"PYTHON_GIL": "0", "PYTHONPATH": "/a", "TSAN_OPTIONS": "x=1", "CC": "gcc"}
+    there = {"PYTHONPATH": "/b", "TSAN_OPTIONS": "x=2", "CC": "clang", "PYTHONMALLOC": "m"}
+    # Paths are each machine's own, build variables are not the run's, and what the
+    # recipe sets is the same everywhere.
+    assert variable_differences(here, there, ["PYTHONMALLOC"]) == [
+        "PYTHON_GIL (here '0', there unset)",
+        "TSAN_OPTIONS (here 'x=1', there 'x=2')",
+    ]

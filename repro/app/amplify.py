@@ -106,6 +106,7 @@ def run_amplify(
                 gone = str(exc)
                 break
             prepared, executor = remote, cluster.runner(remote)
+            cluster.tell(console)
         counts = runlog.record.settings.setdefault(setting.label, Counts())
         holder: dict[str, StressState] = {}
         view = StressView(holder, f"amplify: {setting.label}", str(rundir.path))

@@ -320,6 +320,7 @@ class BisectRun:
                     stop=stop,
                     **refs,
                 )
+                self.cluster.tell(self.console)
             else:
                 progress = RichBuildProgress(self.console)
                 prepared = prepare(self.loaded, self.overrides, progress=progress, **refs)

@@ -150,16 +150,21 @@ def _work_dir() -> Path:
     return base / "repro-runs"
 
 
+def request_recipe(req: BuildRequest) -> LoadedRecipe:
+    """The recipe a request carries, read as repro read it (its sets applied)."""
+    with tempfile.TemporaryDirectory(prefix="repro-recipe-") as tmp:
+        path = Path(tmp) / "recipe.yaml"
+        path.write_text(req.recipe_text, encoding="utf-8")
+        return load_recipe(path, req.sets, located_at=req.recipe_path)
+
+
 def prepare_here(req: BuildRequest) -> Prepared:
     """Build (or find) what the request names on this worker, once per process."""
     with _LOCK:
         known = _PREPARED.get(req)
         if known is not None:
             return known
-        with tempfile.TemporaryDirectory(prefix="repro-recipe-") as tmp:
-            path = Path(tmp) / "recipe.yaml"
-            path.write_text(req.recipe_text, encoding="utf-8")
-            loaded = load_recipe(path, req.sets, located_at=req.recipe_path)
+        loaded = request_recipe(req)
         old = os.environ.get("REPRO_CACHE_DIR")
         if req.cache_dir:
             os.environ["REPRO_CACHE_DIR"] = req.cache_dir
@@ -511,6 +516,42 @@ class Cluster:
         self.client = client
         self.local = local
         self.shared_cache = shared_cache
+        self._notes: list[str] = []
+        self._said: set[str] = set()
+        self._notes_lock = threading.Lock()  # a bisect's lanes build at once
+
+    def tell(self, console: Any) -> None:
+        """Say what the user should know about the last builds' workers, once each."""
+        from rich.markup import escape
+
+        with self._notes_lock:
+            notes, self._notes = self._notes, []
+        for note in notes:
+            console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+
+    def _compare_variables(self, req: BuildRequest, replies: Sequence[PrepareReply]) -> None:
+        """A remote worker's reproducers start from its environment, not this one: say
+        where a variable that changes a run differs (a LocalCluster's are this one's)."""
+        if self.local is not None:
+            return
+        from repro.app.environment import relevant_env, variable_differences
+
+        here = relevant_env()
+        recipes = request_recipe(req).recipe.reproducer.env.keys()
+        for r in replies:
+            there = (r.info or {}).get("env")
+            if not isinstance(there, dict):
+                continue
+            for d in variable_differences(here, there, recipes):
+                key = f"{r.worker} {d}"
+                with self._notes_lock:
+                    if key in self._said:
+                        continue
+                    self._said.add(key)
+                    self._notes.append(
+                        f"worker {r.worker}: {d}: its runs use its own value; set the "
+                        "variable in the recipe's reproducer.env to run with one everywhere"
+                    )
 
     @classmethod
     def open(
@@ -687,6 +728,7 @@ class Cluster:
         if any(r.stopped for r in replies):
             raise BuildCancelled("the build was stopped")
         good = [r for r in replies if r.error is None]
+        self._compare_variables(req, good)
         if not good:
             first = replies[0]
             where = f"on worker {first.worker}: {first.error}"

@@ -19,7 +19,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -400,6 +400,35 @@ class InterpreterSoon:
             raise self._box["error"]
         record: dict[str, Any] | None = self._box["record"]
         return record
+
+
+# Variables that change how a run behaves without naming a place on one machine: a
+# remote worker with another value of one of them runs another experiment.
+_PATH_VARIABLES = frozenset(
+    {"PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONPYCACHEPREFIX", "PYTHONSTARTUP",
+     "PYTHONEXECUTABLE", "PYTHONPLATLIBDIR", "PYTHON_HISTORY"}
+)  # fmt: skip
+
+
+def _behaves(name: str) -> bool:
+    return (name.startswith("PYTHON") and name not in _PATH_VARIABLES) or name.endswith(
+        "SAN_OPTIONS"
+    )
+
+
+def variable_differences(
+    here: Mapping[str, str], there: Mapping[str, str], recipes: Collection[str] = ()
+) -> list[str]:
+    """``NAME (here X, there Y)`` for each run variable whose value differs between this
+    process (``here``) and a worker's prepared run (``there``), leaving out those the
+    recipe sets (both sides have the recipe's, up to its placeholders)."""
+    out = []
+    for name in sorted((here.keys() | there.keys()) - set(recipes)):
+        a, b = here.get(name), there.get(name)
+        if a != b and _behaves(name):
+            out.append(f"{name} (here {'unset' if a is None else repr(a)}, "
+                       f"there {'unset' if b is None else repr(b)})")  # fmt: skip
+    return out
 
 
 def this_process_variables() -> dict[str, Any]:

@@ -191,6 +191,7 @@ def _run_stress(
             highlight=False,
         )
         prepared = cluster.prepare_local(loaded, overrides, ext_ref=ref)
+        cluster.tell(console)
         executor = cluster.runner(prepared)
     limits = Limits(
         runs=None if runs is None else max(0, int(runs) - record.counts.runs),
