@@ -141,8 +141,14 @@ def test_a_lambda_renumbered_by_a_new_lambda_keeps_its_signature(
         binary = compile_c(
             PROGRAM_DIR / "lambda_race.cpp", tmp_path / name, compiler=compiler, extra=extra
         )
-        _, parsed = run_and_parse(binary)
-        races = [r for r in parsed.reports if r.kind == "data race"]
+        # The race is intermittent: clang 19's TSAN missed it in 6 of 200 runs, when
+        # the first thread had ended before the second began. Run until it shows.
+        races: list[Report] = []
+        for _ in range(8):
+            _, parsed = run_and_parse(binary)
+            races = [r for r in parsed.reports if r.kind == "data race"]
+            if races:
+                break
         assert races, parsed
         reports.append(races[0])
     raw = [r.current.stack[0].function for r in reports if r.current]
