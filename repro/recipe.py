@@ -393,6 +393,16 @@ class Recipe(_Strict):
     signature: SignatureSpec = SignatureSpec()
     bisect: BisectSpec | None = None
 
+    def variables(self) -> frozenset[str]:
+        """Every environment variable the recipe sets for a build or a run (the
+        reproducer's, the extension's, and those of its commit ranges)."""
+        names = set(self.reproducer.env)
+        if self.extension is not None:
+            names |= set(self.extension.env)
+            for rng in self.extension.env_ranges:
+                names |= set(rng.env)
+        return frozenset(names)
+
 
 @dataclass(frozen=True)
 class LoadedRecipe:

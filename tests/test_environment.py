@@ -163,7 +163,13 @@ def test_run_variables_that_differ_on_a_worker_are_named() -> None:
     from repro.app.environment import variable_differences
 
     here = {"PYTHON_GIL": "0", "PYTHONPATH": "/a", "TSAN_OPTIONS": "x=1", "CC": "gcc"}
-    there = {"PYTHONPATH": "/b", "TSAN_OPTIONS": "x=2", "CC": "clang", "PYTHONMALLOC": "m"}
+    there = {
+        "PYTHONPATH": "/b",
+        "PYTHON": "/cache/python3",  # the interpreter repro built on the worker
+        "TSAN_OPTIONS": "x=2",
+        "CC": "clang",
+        "PYTHONMALLOC": "m",
+    }
     # Paths are each machine's own, build variables are not the run's, and what the
     # recipe sets is the same everywhere.
     assert variable_differences(here, there, ["PYTHONMALLOC"]) == [

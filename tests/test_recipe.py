@@ -519,3 +519,17 @@ def test_set_python_source_replaces_the_other_source(tmp_path: Path) -> None:
         parse_recipe(
             text, tmp_path / "r.yaml", ["python.executable=/opt/py", "python.version=3.13.4"]
         )
+
+
+def test_the_variables_a_recipe_sets_for_builds_and_runs() -> None:
+    """A remote worker's value of one of these is the recipe's, not the worker's own:
+    the cluster compares only the others with the shell's."""
+    text = (
+        "name: v\n"
+        "extension:\n  repo: .\n  build: [make]\n  env: {CC: clang}\n"
+        "  env_ranges:\n    - before: abc123\n      env: {UNSAFE_PYO3_SKIP_VERSION_CHECK: '1'}\n"
+        "reproducer:\n  command: ./t\n  env: {PYTHON_GIL: '0'}\n"
+        "target:\n  kind: data race\n  functions: [f]\n"
+    )
+    recipe = parse_recipe(text, Path("/x/recipe.yaml"))
+    assert recipe.variables() == {"CC", "UNSAFE_PYO3_SKIP_VERSION_CHECK", "PYTHON_GIL"}

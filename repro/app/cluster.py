@@ -537,7 +537,7 @@ class Cluster:
         from repro.app.environment import relevant_env, variable_differences
 
         here = relevant_env()
-        recipes = request_recipe(req).recipe.reproducer.env.keys()
+        recipes = request_recipe(req).recipe.variables()
         for r in replies:
             there = (r.info or {}).get("env")
             if not isinstance(there, dict):

@@ -403,10 +403,11 @@ class InterpreterSoon:
 
 
 # Variables that change how a run behaves without naming a place on one machine: a
-# remote worker with another value of one of them runs another experiment.
+# remote worker with another value of one of them runs another experiment. PYTHON is
+# the interpreter repro built, in each worker's own cache.
 _PATH_VARIABLES = frozenset(
-    {"PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONPYCACHEPREFIX", "PYTHONSTARTUP",
-     "PYTHONEXECUTABLE", "PYTHONPLATLIBDIR", "PYTHON_HISTORY"}
+    {"PYTHON", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONPYCACHEPREFIX",
+     "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONPLATLIBDIR", "PYTHON_HISTORY"}
 )  # fmt: skip
 
 
