@@ -10,7 +10,6 @@ from rich.markup import escape
 from repro.app.bisect_run import BisectOptions, BisectRun, fail
 from repro.app.loop import Limits
 from repro.app.view import fmt_seconds
-from repro.redact import redact
 from repro.runlog import StrategyEvent
 from repro.strategy.bisect import RateBelief, clean_end_prior
 
@@ -94,8 +93,9 @@ def calibrated(run: BisectRun, opts: BisectOptions) -> bool:
     variables = run.run_variables()
     if variables is not None:
         # The record began with this process's variables, before anything was built;
-        # the runs started from those of the racy end's prepared run (a worker's own).
-        changes["environment"] = {**meta.get("environment", {}), **redact(variables)}
+        # the runs started from those of the racy end's prepared run (a worker's own),
+        # redacted where they were read (relevant_env).
+        changes["environment"] = {**meta.get("environment", {}), **variables}
     run.rundir.update_meta(**changes)
     run.meta.update(changes)
     return True

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -150,21 +150,16 @@ def _work_dir() -> Path:
     return base / "repro-runs"
 
 
-def request_recipe(req: BuildRequest) -> LoadedRecipe:
-    """The recipe a request carries, read as repro read it (its sets applied)."""
-    with tempfile.TemporaryDirectory(prefix="repro-recipe-") as tmp:
-        path = Path(tmp) / "recipe.yaml"
-        path.write_text(req.recipe_text, encoding="utf-8")
-        return load_recipe(path, req.sets, located_at=req.recipe_path)
-
-
 def prepare_here(req: BuildRequest) -> Prepared:
     """Build (or find) what the request names on this worker, once per process."""
     with _LOCK:
         known = _PREPARED.get(req)
         if known is not None:
             return known
-        loaded = request_recipe(req)
+        with tempfile.TemporaryDirectory(prefix="repro-recipe-") as tmp:
+            path = Path(tmp) / "recipe.yaml"
+            path.write_text(req.recipe_text, encoding="utf-8")
+            loaded = load_recipe(path, req.sets, located_at=req.recipe_path)
         old = os.environ.get("REPRO_CACHE_DIR")
         if req.cache_dir:
             os.environ["REPRO_CACHE_DIR"] = req.cache_dir
@@ -529,15 +524,15 @@ class Cluster:
         for note in notes:
             console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
-    def _compare_variables(self, req: BuildRequest, replies: Sequence[PrepareReply]) -> None:
+    def _compare_variables(self, recipes: Collection[str], replies: Sequence[PrepareReply]) -> None:
         """A remote worker's reproducers start from its environment, not this one: say
-        where a variable that changes a run differs (a LocalCluster's are this one's)."""
+        where a variable that changes a run differs (a LocalCluster's are this one's).
+        ``recipes``: the variables the recipe sets, the same everywhere."""
         if self.local is not None:
             return
         from repro.app.environment import relevant_env, variable_differences
 
         here = relevant_env()
-        recipes = request_recipe(req).recipe.variables()
         for r in replies:
             there = (r.info or {}).get("env")
             if not isinstance(there, dict):
@@ -681,6 +676,7 @@ class Cluster:
         req: BuildRequest,
         workers: Sequence[str] | None = None,
         stop: threading.Event | None = None,
+        recipes: Collection[str] = (),
     ) -> ClusterPrepared:
         """Build on every worker at once (or on ``workers``); the runs then go to those
         that succeeded.
@@ -728,7 +724,7 @@ class Cluster:
         if any(r.stopped for r in replies):
             raise BuildCancelled("the build was stopped")
         good = [r for r in replies if r.error is None]
-        self._compare_variables(req, good)
+        self._compare_variables(recipes, good)
         if not good:
             first = replies[0]
             where = f"on worker {first.worker}: {first.error}"
@@ -772,6 +768,7 @@ class Cluster:
             ),
             workers,
             stop,
+            loaded.recipe.variables(),
         )
 
 

@@ -434,7 +434,8 @@ def variable_differences(
 
 def this_process_variables() -> dict[str, Any]:
     """The ``env`` and ``tsan_options`` of a snapshot, read in this process."""
-    return {"env": relevant_env(), "tsan_options": child_environ().get("TSAN_OPTIONS")}
+    env = child_environ()
+    return {"env": relevant_env(env), "tsan_options": env.get("TSAN_OPTIONS")}
 
 
 def run_variables(info: Mapping[str, Any]) -> dict[str, Any] | None:

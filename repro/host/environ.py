@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 # Dask's own marker: the pid of the process whose nanny(s) spawn the workers.
 PARENT_PID = "__DASK_PARENT_PID"
@@ -67,7 +68,7 @@ def _launched(pid: str) -> dict[str, str] | None:
     if not pid.isdigit():
         return None
     try:
-        return parse_proc_environ(open(f"/proc/{pid}/environ", "rb").read())
+        return parse_proc_environ(Path(f"/proc/{pid}/environ").read_bytes())
     except OSError:
         return None
 
