@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +57,14 @@ def dask_processes(
     *,
     nanny: bool = False,
     worker_env: dict[str, str] | None = None,
+    each_worker: Sequence[dict[str, str]] = (),
     **scheduler_env: str,
 ) -> Iterator[Dask]:
     """`dask scheduler` and `n` `dask worker`s on loopback, each worker its own cache.
 
     Without a nanny by default (one process per worker: the tests kill workers); with
-    one, as `dask worker` runs unless told otherwise."""
+    one, as `dask worker` runs unless told otherwise. ``each_worker[k]``: variables that
+    worker ``k`` alone has, as on machines set up apart."""
     tmp.mkdir(parents=True, exist_ok=True)
     sched_file = tmp / "scheduler.json"
     procs: list[subprocess.Popen[bytes]] = []
@@ -117,6 +119,7 @@ def dask_processes(
                     stderr=log,
                     env={
                         **(_env() if worker_env is None else worker_env),
+                        **(each_worker[k] if k < len(each_worker) else {}),
                         "REPRO_CACHE_DIR": str(cache),
                     },
                     start_new_session=True,
@@ -201,8 +204,15 @@ def test_a_reproducer_on_a_worker_sees_the_environment_it_sees_locally(
         else:
             # A variable the workers' machine has and this one not: the run record
             # states what the reproducers ran with, from where they ran.
+            # And one that only the second worker has: the record states one worker's
+            # variables, and where the others' differ (their runs count in one rate).
             on_workers = {**launch, "PYTHON_GIL": "0"}
-            with dask_processes(tmp_path / "dask", nanny=True, worker_env=on_workers) as dask:
+            with dask_processes(
+                tmp_path / "dask",
+                nanny=True,
+                worker_env=on_workers,
+                each_worker=[{}, {"PYTHONMALLOC": "malloc"}],
+            ) as dask:
                 res = repro(*args, "--cluster", dask.address, env=launch)
                 # A bisect's record too, once the racy end is built where it runs.
                 bis = repro(
@@ -215,8 +225,17 @@ def test_a_reproducer_on_a_worker_sees_the_environment_it_sees_locally(
                     said = [x for x in out_text.splitlines() if "PYTHON_GIL (here unset" in x]
                     assert len(said) == 2, out_text
                     assert all("there '0'" in x and "reproducer.env" in x for x in said)
+                    said = [x for x in out_text.splitlines() if "PYTHONMALLOC (here" in x]
+                    assert len(said) == 1 and "there 'malloc'" in said[0], out_text
             bmeta = json.loads((_only_dir(tmp_path / "bisect") / "meta.json").read_text())
             assert bmeta["environment"]["env"].get("PYTHON_GIL") == "0", bmeta["environment"]
+            _one_worker_differs(bmeta["environment"], "PYTHONMALLOC", "malloc")
+            stress_dir = _only_dir(tmp_path / "runs-nanny")
+            smeta = json.loads((stress_dir / "meta.json").read_text())
+            _one_worker_differs(smeta["environment"], "PYTHONMALLOC", "malloc")
+            report = repro("report", str(stress_dir)).stdout
+            assert "Other workers' run variables" in report, report
+            assert "PYTHONMALLOC=" in report, report
         assert res.returncode in (0, 1), res.stdout + res.stderr
         if how != "nanny":
             assert "note: worker" not in res.stdout, res.stdout
@@ -225,6 +244,8 @@ def test_a_reproducer_on_a_worker_sees_the_environment_it_sees_locally(
         ignored[how] = {f.read_text() for f in out.glob("sig-*")}
         meta = json.loads((_only_dir(tmp_path / f"runs-{how}") / "meta.json").read_text())
         recorded[how] = meta["environment"]["env"]
+        if how != "nanny":  # one machine: every worker's variables are repro's
+            assert "worker_env" not in meta["environment"], meta["environment"]
     for how, envs in found.items():
         for env in envs:
             assert not _DASK_WRITES & env.keys(), (how, _DASK_WRITES & env.keys())
@@ -240,11 +261,17 @@ def test_a_reproducer_on_a_worker_sees_the_environment_it_sees_locally(
     # Only a worker's own cache directory and the shell's bookkeeping may differ.
     loose = {"REPRO_CACHE_DIR", "SHLVL", "_", "OLDPWD"}
     assert keys["workers"] ^ keys["local"] <= loose, keys["workers"] ^ keys["local"]
-    assert keys["nanny"] ^ keys["local"] <= loose | {"PYTHON_GIL"}
+    assert keys["nanny"] ^ keys["local"] <= loose | {"PYTHON_GIL", "PYTHONMALLOC"}
     assert all(e["PYTHON_GIL"] == "0" for e in found["nanny"])
     assert recorded["nanny"].get("PYTHON_GIL") == "0", recorded["nanny"]
     assert "PYTHON_GIL" not in recorded["local"] and "PYTHON_GIL" not in recorded["workers"]
     assert "PYTHONHASHSEED" not in recorded["workers"], recorded["workers"]
+
+
+def _one_worker_differs(environment: dict[str, Any], name: str, value: str) -> None:
+    """The record states one worker's ``name``, and the other worker's other value."""
+    (diff,) = environment["worker_env"].values()
+    assert diff == {name: None if environment["env"].get(name) == value else value}, environment
 
 
 def test_local_cluster_stress_same_as_local(demo: Path, tmp_path: Path) -> None:

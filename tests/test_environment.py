@@ -176,3 +176,20 @@ def test_run_variables_that_differ_on_a_worker_are_named() -> None:
         "PYTHON_GIL (here '0', there unset)",
         "TSAN_OPTIONS (here 'x=1', there 'x=2')",
     ]
+
+
+def test_the_record_names_each_worker_whose_run_variables_differ() -> None:
+    from repro.app.environment import run_variables, worker_variables
+
+    recorded = {"PYTHON_GIL": "0", "PYTHONPATH": "/a", "CC": "gcc", "TSAN_OPTIONS": "x=1"}
+    others = {
+        "tcp://b:1": {"PYTHON_GIL": "0", "PYTHONPATH": "/b", "CC": "clang", "TSAN_OPTIONS": "x=1"},
+        "tcp://c:1": {"PYTHONPATH": "/a", "TSAN_OPTIONS": "x=1", "PYTHONMALLOC": "malloc"},
+    }
+    # b differs only in a path and a build variable: the same experiment.
+    differ = worker_variables(recorded, others)
+    assert differ == {"tcp://c:1": {"PYTHON_GIL": None, "PYTHONMALLOC": "malloc"}}
+    # The record takes them from the prepared run, beside its env.
+    snap = run_variables({"env": recorded, "worker_env": differ})
+    assert snap == {"env": recorded, "tsan_options": "x=1", "worker_env": differ}
+    assert "worker_env" not in (run_variables({"env": recorded, "worker_env": {}}) or {})

@@ -737,7 +737,7 @@ class Cluster:
             spec=best.spec,
             matcher=best.matcher,
             ext_sha=best.ext_sha,
-            info=best.info,
+            info=_with_worker_variables(best, good[1:]),
             request=req,
             holders=tuple(dict.fromkeys(r.worker for r in good)),
         )
@@ -770,6 +770,24 @@ class Cluster:
             stop,
             loaded.recipe.variables(),
         )
+
+
+def _with_worker_variables(best: PrepareReply, others: Sequence[PrepareReply]) -> dict[str, Any]:
+    """``best``'s ``info``, which the run record states, and where the other workers'
+    run variables differ from it (``worker_variables``): their runs count in one rate."""
+    from repro.app.environment import worker_variables
+
+    info = best.info
+    env = info.get("env")
+    if not isinstance(env, dict):
+        return info
+    theirs = {
+        r.worker: r.info["env"]
+        for r in others
+        if r.worker != best.worker and isinstance(r.info.get("env"), dict)
+    }
+    differ = worker_variables(env, theirs)
+    return {**info, "worker_env": differ} if differ else info
 
 
 def _all_done(futures: Sequence[Any]) -> threading.Event:

@@ -432,6 +432,26 @@ def variable_differences(
     return out
 
 
+def worker_variables(
+    recorded: Mapping[str, str], others: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str | None]]:
+    """For each other worker (address -> its prepared run's ``env``), the run variables
+    whose value differs from ``recorded`` (the worker whose environment the record
+    states; None: unset there). A record of a cluster's runs states one worker's
+    variables, and a stress rate pooled over workers that ran other experiments should
+    say so, not hide it behind the first one's."""
+    out: dict[str, dict[str, str | None]] = {}
+    for worker, env in sorted(others.items()):
+        diff = {
+            name: env.get(name)
+            for name in sorted(recorded.keys() | env.keys())
+            if _behaves(name) and recorded.get(name) != env.get(name)
+        }
+        if diff:
+            out[worker] = diff
+    return out
+
+
 def this_process_variables() -> dict[str, Any]:
     """The ``env`` and ``tsan_options`` of a snapshot, read in this process."""
     env = child_environ()
@@ -441,11 +461,17 @@ def this_process_variables() -> dict[str, Any]:
 def run_variables(info: Mapping[str, Any]) -> dict[str, Any] | None:
     """The ``env`` and ``tsan_options`` of a snapshot from a prepared run's ``info``
     (``context.prepare``: the variables the reproducer starts from, taken where it runs,
-    which on a cluster is a worker with an environment of its own); None without one."""
+    which on a cluster is a worker with an environment of its own), and ``worker_env``
+    when other workers ran it with other run variables (``worker_variables``); None
+    without one."""
     env = info.get("env")
     if not isinstance(env, Mapping):
         return None
-    return {"env": dict(env), "tsan_options": env.get("TSAN_OPTIONS")}
+    out: dict[str, Any] = {"env": dict(env), "tsan_options": env.get("TSAN_OPTIONS")}
+    workers = info.get("worker_env")
+    if isinstance(workers, Mapping) and workers:
+        out["worker_env"] = {str(w): dict(d) for w, d in workers.items()}
+    return out
 
 
 def collect_environment(

@@ -476,6 +476,15 @@ def _env_rows(env: Mapping[str, Any], files: RunFiles) -> list[list[str]]:
     if recipe_opts:
         tsan += "; recipe: " + " ".join(f"{k}={v}" for k, v in recipe_opts.items())
     add("TSAN_OPTIONS", tsan)
+    workers = env.get("worker_env") or {}
+    if workers:
+        add(
+            "Other workers' run variables",
+            "; ".join(
+                f"{w}: " + ", ".join(f"{k}={'(unset)' if v is None else v}" for k, v in d.items())
+                for w, d in workers.items()
+            ),
+        )
     bits = env.get("vm_mmap_rnd_bits")
     add("vm.mmap_rnd_bits", bits if bits is not None else "unknown")
     if run.get("prefix"):
