@@ -862,3 +862,22 @@ def test_a_provisional_strategy_counts_the_runs_as_the_live_one_does() -> None:
     assert made.next_step() == live.next_step()
     none_yet = provisional_bisector(200, 0, 7, {})
     assert none_yet.next_step() == Bisector(200, calib_hits=1, calib_runs=8).next_step()
+
+
+def test_a_lane_does_not_build_next_to_a_commit_in_flight() -> None:
+    """``next_step`` does not know what is in flight: its commit may be the neighbour of
+    one, and a lane that built it would learn what the other is about to."""
+    from repro.strategy.bisect import propose_probes
+
+    bis = Bisector(1000, calib_hits=3, calib_runs=10)
+    best = bis.next_step()
+    assert isinstance(best, Probe)
+    # In flight next to it: the free lane still goes below (more than half the mass),
+    # but to the middle of what is left there, not beside the commit in flight.
+    (one,) = propose_probes(bis, 1, busy={best.index + 1})  # type: ignore[misc]
+    assert one.index < best.index - 20, (one, best)
+    # Built, it costs no build: the best single probe is kept where it falls.
+    bis.mark_built(best.index)
+    step = bis.next_step()
+    assert isinstance(step, Probe)
+    assert propose_probes(bis, 1, busy={step.index + 1}) == [step]

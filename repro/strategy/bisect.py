@@ -875,7 +875,8 @@ def propose_probes(bisector: Bisector, k: int, busy: Collection[int] = ()) -> li
     flight, the posterior's ``i/(k+1)``: ``log2(k+1)`` bits together where one probe gives
     at most one). The best single probe (``next_step``, which knows which commits are
     built) replaces the nearest pick of its segment: without it, 4 lanes built 27 commits
-    instead of 23 and took 0.52 of the makespan instead of 0.48. Every probe asks for that probe's
+    instead of 23 and took 0.52 of the makespan instead of 0.48. It does not where it
+    would split next to a commit in flight (``_with_best``). Every probe asks for that probe's
     number of runs. An empty list: nothing worth probing that is not in flight already
     (wait for a result). The answer and its stopping rule are ``next_step``'s, so the
     guarantee holds as for one probe. With ``k == 1`` and nothing busy this is
@@ -917,7 +918,7 @@ def propose_probes(bisector: Bisector, k: int, busy: Collection[int] = ()) -> li
         i = max(open_, key=lambda i: segments[i][0] / (counts[i] + 1))
         counts[i] += 1
     chosen: list[int] = []
-    for (mass, a, free), m in zip(segments, counts, strict=True):
+    for (mass, a, free), m, c in zip(segments, counts, edges[1:], strict=True):
         if not m:
             continue
         levels = [cdf[t] for t in free]
@@ -926,8 +927,14 @@ def propose_probes(bisector: Bisector, k: int, busy: Collection[int] = ()) -> li
             q = bisect_left(levels, cdf[a] + mass * j / (m + 1))
             picks.append(free[min(q, len(free) - 1)])
         if step.index in free:
-            nearest = min(range(m), key=lambda i: abs(picks[i] - step.index))
-            picks[nearest] = step.index
+            picks = _with_best(
+                picks,
+                step.index,
+                step.index in bisector._built,
+                (cdf[a], cdf[c]),
+                cdf,
+                mass / (m + 1),
+            )
         picks = sorted(dict.fromkeys(picks))
         # Quantiles that fell on the same commit (a narrow posterior): spread to free neighbours.
         rest = [t for t in free if t not in picks]
@@ -938,6 +945,42 @@ def propose_probes(bisector: Bisector, k: int, busy: Collection[int] = ()) -> li
             insort(picks, t)
         chosen.extend(picks)
     return [Probe(t, step.runs) for t in sorted(chosen)]
+
+
+# The best single probe takes a quantile pick's place unless a piece it leaves in its
+# segment holds less than this share of a quantile piece: see ``_with_best``.
+BEST_PROBE_PIECE = 0.25
+
+
+def _with_best(
+    picks: list[int],
+    best: int,
+    built: bool,
+    ends: tuple[float, float],
+    cdf: Sequence[float],
+    piece: float,
+) -> list[int]:
+    """``picks`` (a segment's quantiles) with ``best`` in place of the nearest, unless
+    ``best`` is not ``built`` and that leaves a piece of the segment (between ``ends``'
+    levels) smaller than ``BEST_PROBE_PIECE * piece``.
+
+    ``next_step`` knows which commits are built but not which are in flight, so its
+    commit can be the neighbour of one in flight (two lanes on commits 125 and 128 of
+    1,000, each about to split the same place): a second build for a probe that would
+    learn almost nothing. A built commit is kept wherever it falls: it costs no build.
+    Simulated (n = 1,000, build 60 s, run 1 s, 60 histories), the makespan of 4 lanes
+    against one: 0.452 -> 0.446 at p = 0.5 (0.450 -> 0.445 on other seeds), 0.430 ->
+    0.422 at p = 0.1, 0.401 -> 0.397 at p = 0.02. Without the exception for built
+    commits, 0.442 / 0.427 / 0.407 (more builds at p = 0.02); keeping only built ones,
+    0.444 / 0.432, and 2 lanes at p = 0.1 went from 0.628 to 0.639.
+    """
+    nearest = min(range(len(picks)), key=lambda i: abs(picks[i] - best))
+    trial = sorted([*picks[:nearest], best, *picks[nearest + 1 :]])
+    if built:
+        return trial
+    levels = [ends[0], *(cdf[t] for t in trial), ends[1]]
+    smallest = min(y - x for x, y in itertools.pairwise(levels))
+    return trial if smallest >= BEST_PROBE_PIECE * piece else picks
 
 
 # A probe in flight whose smaller side holds less than this share of the error allowed
