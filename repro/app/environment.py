@@ -424,12 +424,19 @@ def variable_differences(
     process (``here``) and a worker's prepared run (``there``), leaving out those the
     recipe sets (both sides have the recipe's, up to its placeholders)."""
     out = []
-    for name in sorted((here.keys() | there.keys()) - set(recipes)):
+    for name in _differing(here, there, recipes):
         a, b = here.get(name), there.get(name)
-        if a != b and _behaves(name):
-            out.append(f"{name} (here {'unset' if a is None else repr(a)}, "
-                       f"there {'unset' if b is None else repr(b)})")  # fmt: skip
+        out.append(f"{name} (here {'unset' if a is None else repr(a)}, "
+                   f"there {'unset' if b is None else repr(b)})")  # fmt: skip
     return out
+
+
+def _differing(
+    a: Mapping[str, str], b: Mapping[str, str], leave_out: Collection[str] = ()
+) -> list[str]:
+    """The run variables (``_behaves``) whose values differ between ``a`` and ``b``."""
+    names = (a.keys() | b.keys()) - set(leave_out)
+    return [n for n in sorted(names) if _behaves(n) and a.get(n) != b.get(n)]
 
 
 def worker_variables(
@@ -442,11 +449,7 @@ def worker_variables(
     say so, not hide it behind the first one's."""
     out: dict[str, dict[str, str | None]] = {}
     for worker, env in sorted(others.items()):
-        diff = {
-            name: env.get(name)
-            for name in sorted(recorded.keys() | env.keys())
-            if _behaves(name) and recorded.get(name) != env.get(name)
-        }
+        diff = {name: env.get(name) for name in _differing(recorded, env)}
         if diff:
             out[worker] = diff
     return out
