@@ -20,7 +20,7 @@ DATA = Path(__file__).resolve().parent / "data" / "tsan"
 LOG = DATA / "cpython-ext-lazy-init.log"
 
 
-def _stress(root: Path, functions: list[str], drop: list[str] | None = None) -> Path:
+def _stress(root: Path, functions: list[str], drop: list[str] | None = None) -> tuple[Path, str]:
     script = root / "replay.sh"
     script.write_text(f"#!/bin/sh\ncat '{LOG}'\nexit 66\n")
     script.chmod(0o755)
@@ -35,7 +35,7 @@ def _stress(root: Path, functions: list[str], drop: list[str] | None = None) -> 
     res = repro("stress", str(recipe), "--runs", "2", "--runs-dir", str(runs))
     assert res.returncode == 0, res.stdout + res.stderr
     (path,) = [p for p in runs.iterdir() if p.is_dir()]
-    return path
+    return path, res.stdout
 
 
 def _reports(run_dir: Path, tmp: Path) -> tuple[str, str, dict[str, Any]]:
@@ -57,7 +57,7 @@ def _reports(run_dir: Path, tmp: Path) -> tuple[str, str, dict[str, Any]]:
 def test_races_inside_cpython_beside_an_extension_target(
     tmp_path: Path, functions: list[str], flagged: int
 ) -> None:
-    run_dir = _stress(tmp_path, functions)
+    run_dir, console = _stress(tmp_path, functions)
     md, html, doc = _reports(run_dir, tmp_path)
     inside = [o["signature"] for o in doc["other_races"] if o["inside_cpython"]]
     assert len(inside) == flagged, doc["other_races"]
@@ -71,6 +71,12 @@ def test_races_inside_cpython_beside_an_extension_target(
         # The extension's own race is never flagged, and the flagged ones are CPython's.
         assert not any("ring_tag" in line.split("|")[3] for line in rows), rows
         assert all(f"`{sig}`" in "\n".join(rows) for sig in inside)
+    # The console says what the report says: the same races marked in its table, and
+    # the same note (before, it listed them as bare "other" races).
+    marked = [line for line in console.splitlines() if "inside CPython" in line and "│" in line]
+    assert sorted(sig for sig in inside if any(sig in line for line in marked)) == sorted(inside)
+    assert len(marked) == flagged, console
+    assert (said in " ".join(console.split())) == bool(flagged), console
 
 
 def test_the_recipes_frames_to_drop_decide_where_a_race_starts(tmp_path: Path) -> None:
@@ -79,8 +85,9 @@ def test_the_recipes_frames_to_drop_decide_where_a_race_starts(tmp_path: Path) -
     as the run's signatures and the target suggestion do: then no other race is "inside
     CPython". With only the default frames dropped, the report said it was (and the
     extension-target case above flags two)."""
-    run_dir = _stress(tmp_path, ["ring_tag"], ["Include/*", "PyTuple_Pack"])
+    run_dir, console = _stress(tmp_path, ["ring_tag"], ["Include/*", "PyTuple_Pack"])
     md, _, doc = _reports(run_dir, tmp_path)
     assert doc["other_races"], doc
     assert not any(o["inside_cpython"] for o in doc["other_races"]), doc["other_races"]
     assert "start inside CPython" not in md and "starts inside CPython" not in md
+    assert "inside CPython" not in console, console

@@ -34,7 +34,13 @@ from repro.app.executors import RunnerGone
 from repro.app.lanes import LanesDoNotPay, probe_lanes
 from repro.app.loop import Limits
 from repro.app.runner import reap_orphans
-from repro.app.view import INVALID_HINTS, fmt_seconds, print_near_misses
+from repro.app.view import (
+    INVALID_HINTS,
+    fmt_seconds,
+    other_race_verdicts,
+    print_near_misses,
+    print_symptom_note,
+)
 from repro.builds.cache import BuildError
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
@@ -337,6 +343,8 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
     terms = run.terms
     result = _write_outputs(run, opts, done, interrupted=False)
     console.print(run.steps_table())
+    if run.record.other_signature_ids:
+        print_symptom_note(console, other_race_verdicts(console, run.rundir.path))
     print_near_misses(console, run.rundir.path, run.record.counts.runs)
     if done is None:
         return 0 if run.meta.get("status") == "planned" else 1

@@ -20,6 +20,7 @@ from repro.app.view import (
     INVALID_HINTS,
     PlainTicker,
     StressView,
+    other_race_verdicts,
     print_near_misses,
     print_summary,
 )
@@ -270,7 +271,8 @@ def _run_stress(
     runlog.write_signatures()
     summary = build_summary(record, meta)
     rundir.write("summary.json", summary)
-    print_summary(console, summary, str(rundir.path))
+    inside = other_race_verdicts(console, rundir.path) if record.other_signature_ids else []
+    print_summary(console, summary, str(rundir.path), inside)
     print_near_misses(console, rundir.path, record.counts.runs, suggest)
     if state.lost:
         console.print(

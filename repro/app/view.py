@@ -8,6 +8,7 @@ that the run log's fold produced (the same dict as summary.json and --json-out).
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,9 @@ def render_state(state: StressState, title: str, log_dir: str) -> RenderableType
     return Panel(grid, title=title, expand=False)
 
 
-def summary_table(summary: dict[str, Any]) -> RenderableType:
+def summary_table(summary: dict[str, Any], inside: Collection[str] = ()) -> RenderableType:
+    """The races of a run; ``inside``: the other races that start inside CPython beside
+    a target in the extension (``other_race_verdicts``), marked as the report marks them."""
     sigs = Table(title="Races seen", show_lines=False)
     sigs.add_column("", width=6)
     sigs.add_column("signature")
@@ -147,8 +150,11 @@ def summary_table(summary: dict[str, Any]) -> RenderableType:
     sigs.add_column("top frames")
     sigs.add_column("reports", justify="right")
     sigs.add_column("runs", justify="right")
+    if inside:
+        sigs.add_column("note")
     for s in summary["signatures"]:
         frames = " | ".join(" <- ".join(side) for side in s["top_frames"])
+        note = ["inside CPython" if s["id"] in inside else ""] if inside else []
         sigs.add_row(
             Text("TARGET", style="bold red") if s["target"] else "other",
             s["id"],
@@ -156,6 +162,7 @@ def summary_table(summary: dict[str, Any]) -> RenderableType:
             escape(frames),
             str(s["count"]),
             str(s["runs"]),
+            *note,
         )
     return Group(sigs) if summary["signatures"] else Text("No TSAN reports at all.")
 
@@ -200,12 +207,43 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def print_summary(console: Console, summary: dict[str, Any], run_dir: str) -> None:
+def print_summary(
+    console: Console, summary: dict[str, Any], run_dir: str, inside: Collection[str] = ()
+) -> None:
     console.print()
-    console.print(summary_table(summary))
+    console.print(summary_table(summary, inside))
+    print_symptom_note(console, inside)
     for line in summary_lines(summary):
         console.print(line, highlight=False)
     console.print(f"run directory: {run_dir}", highlight=False, markup=False)
+
+
+def other_race_verdicts(console: Console, run_dir: Path) -> list[str]:
+    """The other races that start inside CPython beside a target in the extension's
+    code (the report's verdict), read after the run like the near misses; a damaged run
+    directory only loses the mark."""
+    from repro.errors import ReproError
+    from repro.report.near import inside_cpython
+
+    try:
+        return inside_cpython(run_dir)
+    except (ReproError, OSError) as exc:
+        console.print(f"[yellow]races inside CPython not checked:[/] {escape(str(exc))}")
+        return []
+
+
+def print_symptom_note(console: Console, inside: Collection[str]) -> None:
+    """Say, as the report does, that races inside CPython may be the target's doing:
+    listed bare, they read as CPython bugs to report."""
+    from repro.report.tsantext import symptom_note
+
+    if inside:
+        console.print(
+            f"note: other races {', '.join(inside)}: {symptom_note(len(inside))}",
+            style="yellow",
+            highlight=False,
+            markup=False,
+        )
 
 
 def print_near_misses(console: Console, run_dir: Path, runs: int, suggest: bool = False) -> None:

@@ -109,6 +109,19 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget] | None:
     return chosen.entry.id, suggest_target(report, drop)
 
 
+def inside_cpython(run_dir: Path) -> list[str]:
+    """The other races that start inside CPython beside a target in the extension's code.
+
+    Read off the report's own document (``inside_cpython`` in its JSON), so that the
+    console names the same races the report does: two copies of that verdict would
+    drift apart.
+    """
+    from repro.report.data import build_document
+
+    doc = build_document(run_dir)
+    return [str(o["signature"]) for o in doc["other_races"] if o.get("inside_cpython")]
+
+
 def near_miss_lines(run_dir: Path, runs: int, hint: bool = True) -> list[str]:
     """What the console prints at the end: each near miss with its runs and fixes."""
     lines: list[str] = []
