@@ -229,7 +229,12 @@ def other_race_verdicts(console: Console, run_dir: Path) -> list[str]:
         return inside_cpython(run_dir)
     except (ReproError, OSError) as exc:
         console.print(f"[yellow]races inside CPython not checked:[/] {escape(str(exc))}")
-        return []
+    except Exception as exc:  # a mark is not worth a traceback after the runs
+        console.print(
+            f"[yellow]races inside CPython not checked:[/] {type(exc).__name__}: "
+            f"{escape(str(exc))}"
+        )
+    return []
 
 
 def print_symptom_note(console: Console, inside: Collection[str]) -> None:
