@@ -231,8 +231,7 @@ def other_race_verdicts(console: Console, run_dir: Path) -> list[str]:
         console.print(f"[yellow]races inside CPython not checked:[/] {escape(str(exc))}")
     except Exception as exc:  # a mark is not worth a traceback after the runs
         console.print(
-            f"[yellow]races inside CPython not checked:[/] {type(exc).__name__}: "
-            f"{escape(str(exc))}"
+            f"[yellow]races inside CPython not checked:[/] {type(exc).__name__}: {escape(str(exc))}"
         )
     return []
 
