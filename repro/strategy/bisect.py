@@ -931,17 +931,10 @@ class Bisector:
         if now <= 1:
             return None
 
-        # Predictive of the first hit at f: E[(1-p)**i] over the posterior of p.
+        # Predictive of the first hit at f: E[(1-p)**i] over the posterior of p, which is
+        # _ktable's all-miss chance weighed by each stretch's mass (its sf[0]).
         def miss_run(i: int) -> float:
-            total = 0.0
-            for comp in v.comps:
-                a = comp.a
-                for j, (x, lb, lab, w) in enumerate(
-                    zip(comp.bb, comp.lg_b, comp.lg_ab, comp.w, strict=True)
-                ):
-                    lf = math.lgamma(x + i) - lb - math.lgamma(a + x + i) + lab
-                    total += v.mass[j] * w * math.exp(lf)
-            return total
+            return self._ktable(v, i).sf[0]
 
         ks = [1 << e for e in range(now.bit_length()) if 1 << e <= now]
         top_k = ks[-1]
