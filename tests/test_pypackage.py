@@ -6,13 +6,14 @@ The slow end-to-end test with the TSAN CPython is in test_pypackage_e2e.py.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from repro.builds.cache import BuildError
-from repro.builds.pypackage import extension_modules, find_backend, unpack_wheel
+from repro.builds.pypackage import extension_modules, find_backend, host_scripts, unpack_wheel
 from repro.recipe import RecipeError, parse_recipe
 from repro.tsan.pytest_attrib import reported_tests, run_detail
 
@@ -143,3 +144,21 @@ def test_missing_tsan_symbol_at_import_explained() -> None:
     err = "ImportError: /x/rtick.cpython-313t-x86_64-linux-gnu.so: undefined symbol: __tsan_memcpy"
     assert "compiler: clang" in runtime_hint(err)
     assert runtime_hint("ImportError: No module named 'numpy'") == ""
+
+
+def test_cached_scripts_outlive_the_venv_that_installed_them(tmp_path: Path) -> None:
+    """A build-requirements directory installed by a venv since deleted (a new clone)
+    still gives working console scripts; other files are left alone."""
+    bindir = tmp_path / "deps" / "bin"
+    bindir.mkdir(parents=True)
+    (bindir / "tool").write_text(
+        "#!/gone/.venv/bin/python\nimport sys\nprint('ran', sys.argv[1:])\n"
+    )
+    (bindir / "tool").chmod(0o755)
+    (bindir / "ninja").write_bytes(b"\x7fELF not a script")
+    with pytest.raises(FileNotFoundError):
+        subprocess.run([str(bindir / "tool")], check=False)
+    out = Path(host_scripts(bindir, tmp_path / "scratch" / "bin"))
+    done = subprocess.run([str(out / "tool"), "x"], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "ran ['x']"
+    assert not (out / "ninja").exists()
