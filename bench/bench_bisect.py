@@ -200,6 +200,11 @@ def main() -> None:
     )
     ap.add_argument("--repro-only", action="store_true", help="skip the git bisect baselines")
     ap.add_argument(
+        "--no-rate-probes",
+        action="store_true",
+        help="repro as before session 15: no runs at the highest hit to learn the rate",
+    )
+    ap.add_argument(
         "--verified-end",
         action="store_true",
         help="repro as before: the clean end checked apart before the search",
@@ -218,7 +223,8 @@ def main() -> None:
         f"unusable commits: {100 * args.skips:g}%; repro confidence 0.99, batch {args.batch}; "
         f"interior rate x{args.interior_rate:g}; build weight {args.build_weight:g}; "
         f"rate mixture {mixture or RATE_MIXTURE}; clean end "
-        f"{'checked apart' if args.verified_end else 'in the posterior'}\n"
+        f"{'checked apart' if args.verified_end else 'in the posterior'}; rate probes "
+        f"{'off' if args.no_rate_probes else 'on'}\n"
     )
     print(
         "|     n |    p | method             | accuracy |     runs | (bisect) |  bound | ratio "
@@ -262,6 +268,7 @@ def main() -> None:
                         rate_mixture=mixture,
                         clean_end_racy=0.0 if args.verified_end else clean_end_prior(n),
                         build_weight=args.build_weight,
+                        rate_probes=not args.no_rate_probes,
                     )
                 )
                 if args.repro_only:

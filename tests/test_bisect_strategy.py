@@ -28,6 +28,7 @@ from repro.strategy.bisect import (
     SimResult,
     baseline_git_bisect,
     clean_end_prior,
+    propose_probes,
     simulate,
 )
 
@@ -186,7 +187,7 @@ def test_done_when_every_candidate_is_unusable() -> None:
     assert asked <= set(range(1, n - 1))
 
 
-def test_never_asks_for_ends_unusable_or_known_racy() -> None:
+def test_never_asks_for_ends_unusable_or_known_racy_but_to_learn_the_rate() -> None:
     rng = random.Random(11)
     for trial in range(30):
         n = rng.randint(3, 300)
@@ -202,7 +203,8 @@ def test_never_asks_for_ends_unusable_or_known_racy() -> None:
                 break
             assert 0 < step.index < n - 1
             assert step.index not in seen_unusable
-            assert step.index > highest_hit
+            # Known racy only to learn the rate, and then the highest hit itself.
+            assert step.index > highest_hit or (step.for_rate and step.index == highest_hit)
             assert step.runs >= 1 and step.runs % (1 + trial % 3) == 0
             if step.index in skips:
                 bis.record_unusable(step.index)
@@ -881,3 +883,54 @@ def test_a_lane_does_not_build_next_to_a_commit_in_flight() -> None:
     step = bis.next_step()
     assert isinstance(step, Probe)
     assert propose_probes(bis, 1, busy={step.index + 1}) == [step]
+
+
+def _end_game(rate_probes: bool) -> Bisector:
+    """A search near its end: a hit at 3, a few misses at 4, the commits after it clean."""
+    bis = Bisector(8, calib_hits=3, calib_runs=30, clean_end_racy=1 / 8, rate_probes=rate_probes)
+    for i in range(1, 8):
+        bis.mark_built(i)
+    bis.record_run(3, True)
+    for _ in range(4):
+        bis.record_run(4, False)
+    for j in range(5, 8):
+        for _ in range(30):
+            bis.record_run(j, False)
+    return bis
+
+
+def test_a_rate_probe_goes_to_the_highest_hit_next_to_the_culprit() -> None:
+    """At the end, runs at the known-racy neighbour are cheaper than misses at the culprit
+    alone; without rate probes the strategy never asks for a commit it knows is racy."""
+    step = _end_game(True).next_step()
+    assert isinstance(step, Probe) and step.for_rate and step.index == 3 and step.runs >= 1
+    plain = _end_game(False).next_step()
+    assert isinstance(plain, Probe) and not plain.for_rate and plain.index > 3
+    lanes = propose_probes(_end_game(True), 3)
+    assert isinstance(lanes, list)
+    assert [p.index for p in lanes if p.for_rate] == [3]  # one lane learns the rate
+    assert all(p.index > 3 for p in lanes if not p.for_rate)
+
+
+@pytest.mark.parametrize(("n", "p", "histories"), [(200, 0.1, 40), (60, 0.3, 60)])
+def test_rate_probes_save_runs_at_the_culprit(n: int, p: float, histories: int) -> None:
+    """On the same simulated histories: fewer runs at the first clean commit (measured 15%
+    and 20% fewer), no more bisect runs in all, every answer right at 0.99."""
+    totals: dict[bool, tuple[float, float, int]] = {}
+    for rate_probes in (False, True):
+        runs = culprit = right = 0
+        for i in range(histories):
+            rng = random.Random(f"rate-{i}")
+            b = rng.randint(1, n - 1)
+            r = simulate(n, b, p, rng, rate_probes=rate_probes, clean_end_racy=clean_end_prior(n))
+            runs += r.runs - r.calib_runs
+            culprit += r.culprit_runs
+            right += r.correct
+        totals[rate_probes] = (runs / histories, culprit / histories, right)
+    (runs_off, culprit_off, right_off), (runs_on, culprit_on, right_on) = (
+        totals[False],
+        totals[True],
+    )
+    assert right_on == right_off == histories
+    assert culprit_on <= 0.9 * culprit_off, (culprit_on, culprit_off)
+    assert runs_on < runs_off, (runs_on, runs_off)

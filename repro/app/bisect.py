@@ -295,12 +295,7 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
                 return _finish(run, opts, step)
             assert isinstance(step, Probe)
             pos = step.index
-            c = run.stats(pos).counts
-            console.print(
-                f"[bold]step[/] {escape(run.describe(pos))}: up to {step.runs} runs "
-                f"(so far {c.evidence} runs, {c.hits} hits)",
-                highlight=False,
-            )
+            console.print(f"[bold]step[/] {run.probe_line(step)}", highlight=False)
             state = run.run(pos, Limits(runs=step.runs, until_hits=1, jobs=run.jobs), "bisect")
             st = run.stats(pos)
             if st.unusable and pos == len(run.positions) - 1:

@@ -39,7 +39,7 @@ from repro.runlog import (
     UnusableEvent,
 )
 from repro.runlog.bisect_view import position_rows
-from repro.strategy.bisect import Bisector, clean_end_prior, provisional_bisector
+from repro.strategy.bisect import Bisector, Probe, clean_end_prior, provisional_bisector
 from repro.strategy.terms import Side, Terms
 from repro.text import truncate
 from repro.tsan.outcome import Outcome
@@ -284,6 +284,21 @@ class BisectRun:
         p = self.positions[pos]
         subject = p.info.get("subject")
         return f"{p.label}" + (f" {subject!r}" if subject else "")
+
+    def probe_line(self, probe: Probe) -> str:
+        """What a probe will do, for the console: where, how many runs, what is known, and
+        why when it probes a commit already known racy."""
+        c = self.stats(probe.index).counts
+        line = (
+            f"{escape(self.describe(probe.index))}: up to {probe.runs} runs "
+            f"(so far {c.evidence} runs, {c.hits} hits)"
+        )
+        if probe.for_rate:
+            line += (
+                "; already racy: hits here sharpen the race's rate, so each miss at the "
+                "next commit weighs more"
+            )
+        return line
 
     def build(
         self, pos: int, workers: Sequence[str] = (), stop: threading.Event | None = None

@@ -118,11 +118,9 @@ def probe_lanes(run: BisectRun, k: int, calibrate: BisectOptions | None = None) 
                 break
             for p in proposed:
                 lane = idle.pop(0)
-                c = run.stats(p.index).counts
                 ahead = " (building ahead)" if run.bisector is None else ""
                 console.print(
-                    f"  lane {lane.number}: [bold]probe[/] {escape(run.describe(p.index))}: "
-                    f"up to {p.runs} runs (so far {c.evidence} runs, {c.hits} hits){ahead}",
+                    f"  lane {lane.number}: [bold]probe[/] {run.probe_line(p)}{ahead}",
                     highlight=False,
                 )
                 start(lane, p, Limits(runs=p.runs, until_hits=1, jobs=slots), "bisect")
