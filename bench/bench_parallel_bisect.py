@@ -43,12 +43,18 @@ def main() -> None:
     ap.add_argument(
         "--build-weight", type=float, default=BUILD_WEIGHT, help="1 = builds at full price (before)"
     )
+    ap.add_argument(
+        "--no-rate-probes",
+        action="store_true",
+        help="no runs at the highest hit to learn the rate (before session 15)",
+    )
     args = ap.parse_args()
     print(
         f"n={args.n}, build {args.build:g} s, run {args.run:g} s, confidence {CONFIDENCE}, "
         f"{args.mode}{'' if args.no_preempt else ', settled probes left'}, "
         f"build weight {args.build_weight:g}, "
         f"{'lanes after calibration' if args.no_build_ahead else 'building ahead'}, "
+        f"rate probes {'off' if args.no_rate_probes else 'on'}, "
         f"{args.trials} trials a cell (same seeds for every k)\n"
     )
     print("|    p | k | makespan (min) | vs k=1 | runs | builds | right |")
@@ -65,6 +71,7 @@ def main() -> None:
                         args.n, b, p, k, rng, build=args.build, run=args.run,
                         rounds=args.mode == "rounds", preempt=not args.no_preempt,
                         build_weight=args.build_weight, build_ahead=not args.no_build_ahead,
+                        rate_probes=not args.no_rate_probes,
                     )
                 )  # fmt: skip
             mk = statistics.mean(t.seconds for t in trials) / 60

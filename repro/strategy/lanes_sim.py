@@ -75,6 +75,7 @@ def simulate_lanes(
     confidence: float = CONFIDENCE,
     build_weight: float = BUILD_WEIGHT,
     build_ahead: bool = True,
+    rate_probes: bool = True,
 ) -> Trial:
     """One bisection by ``k`` lanes against a history whose first clean position is ``b``."""
     ahead = build_ahead and k > 1 and not rounds
@@ -92,6 +93,7 @@ def simulate_lanes(
             run_cost=run,
             clean_end_racy=clean_end_prior(n),
             build_weight=build_weight,
+            rate_probes=rate_probes,
         )
 
     bis: Bisector | None = None
