@@ -934,3 +934,19 @@ def test_rate_probes_save_runs_at_the_culprit(n: int, p: float, histories: int) 
     assert right_on == right_off == histories
     assert culprit_on <= 0.9 * culprit_off, (culprit_on, culprit_off)
     assert runs_on < runs_off, (runs_on, runs_off)
+
+
+@given(st.integers(1, 300), st.integers(1, 400), st.integers(1, 300))
+def test_first_true_finds_the_threshold_from_any_hint(threshold: int, hint: int, cap: int) -> None:
+    """The gallop from a hint finds the same least m as a scan, and the cap when none."""
+    from repro.strategy.bisect import _first_true
+
+    asked: list[int] = []
+
+    def pred(m: int) -> bool:
+        asked.append(m)
+        return m >= threshold
+
+    found = _first_true(pred, max(1, min(hint, cap)), cap)
+    assert found == (threshold if threshold <= cap else cap)
+    assert all(1 <= m <= cap for m in asked)
