@@ -200,6 +200,12 @@ def main() -> None:
     )
     ap.add_argument("--repro-only", action="store_true", help="skip the git bisect baselines")
     ap.add_argument(
+        "--calibration-hits",
+        type=int,
+        default=CALIB_HITS,
+        help=f"hits repro calibrates the racy end to (default {CALIB_HITS}, repro's)",
+    )
+    ap.add_argument(
         "--no-rate-probes",
         action="store_true",
         help="repro as before session 15: no runs at the highest hit to learn the rate",
@@ -260,7 +266,7 @@ def main() -> None:
                         random.Random(seed),
                         confidence=0.99,
                         skips=skips,
-                        calib_hits_target=CALIB_HITS,
+                        calib_hits_target=args.calibration_hits,
                         build_cost=build_cost,
                         run_cost=RUN_COST,
                         batch=args.batch,
@@ -308,7 +314,8 @@ def main() -> None:
             sys.stdout.flush()
     print(
         "\nruns: all runs, including calibration (until "
-        f"{CALIB_HITS} hits at the racy end) and clean-end check for repro and the git N(...) "
+        f"{args.calibration_hits} hits at the racy end for repro, {CALIB_HITS} for the git "
+        "N(...) rows) and clean-end check for repro and the git N(...) "
         "rows; (bisect): runs after those; builds include the ends where they were built; "
         "cost: builds x build + runs x run, "
         "in minutes. git N=k (oracle): k tuned to the true rate; N(p^): tuned to the measured "
