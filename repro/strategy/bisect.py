@@ -619,6 +619,13 @@ class Bisector:
             for j in range(len(v.lo))
         )
 
+    def _usable_from(self, pos: int) -> int:
+        """The first usable position at or after ``pos`` (the last position, usable or not,
+        if none is): where an answer range that starts at ``pos`` ends."""
+        while pos < self._n - 1 and pos in self._unusable:
+            pos += 1
+        return pos
+
     def _answer(self, v: _View) -> Done:
         """The range of indistinguishable boundaries that holds the posterior median.
 
@@ -634,9 +641,7 @@ class Bisector:
         target = pcum[v.lo[j] - 1] + need
         med = bisect_left(pcum, target, v.lo[j], v.hi[j] + 1)
         med = min(max(med, v.lo[j]), v.hi[j])
-        nxt = med
-        while nxt < self._n - 1 and nxt in self._unusable:
-            nxt += 1
+        nxt = self._usable_from(med)
         prv = med - 1
         while prv > 0 and prv in self._unusable:
             prv -= 1
@@ -945,9 +950,7 @@ class Bisector:
         is) and then runs at ``t`` alone, for each of its outcomes.
         """
         f = v.floor
-        nxt = f + 1
-        while nxt < self._n - 1 and nxt in self._unusable:
-            nxt += 1
+        nxt = self._usable_from(f + 1)
         # Only inside the range: the racy end's rate is the calibration's to measure, and
         # the rate next to the culprit is the one its misses are weighed against.
         if t != nxt or f < 1 or f not in self._built:
