@@ -574,15 +574,11 @@ def test_rate_estimate_learns_from_interior_evidence() -> None:
 
 
 def test_propose_probes_one_worker_is_next_step() -> None:
-    from repro.strategy.bisect import propose_probes
-
     bis = Bisector(200, calib_hits=3, calib_runs=10)
     assert propose_probes(bis, 1) == [bis.next_step()]
 
 
 def test_propose_probes_are_joint_not_copies() -> None:
-    from repro.strategy.bisect import propose_probes
-
     bis = Bisector(1000, calib_hits=3, calib_runs=10)
     for t in range(0, 300, 7):  # evidence: hits up to 294, so b is above it
         bis.record_run(t, True)
@@ -599,8 +595,6 @@ def test_propose_probes_are_joint_not_copies() -> None:
 
 
 def test_a_freed_worker_probes_the_largest_segment_the_others_leave_open() -> None:
-    from repro.strategy.bisect import propose_probes
-
     bis = Bisector(1000, calib_hits=3, calib_runs=10)
     # In flight at 100 and 300: (300, 999] holds about 70% of the mass, so one free
     # worker goes there (at the best single probe, which falls inside it), never onto
@@ -665,7 +659,7 @@ def test_a_free_lane_waits_rather_than_probe_a_settled_commit() -> None:
     """The answer hangs on 3 (in flight) against 4; 4 and later are all but decided.
     A free lane used to probe 4 again and again (two lanes on the demo: 21 probes of
     36 runs at one commit while the other built the commit that mattered)."""
-    from repro.strategy.bisect import propose_probes, settled_probes
+    from repro.strategy.bisect import settled_probes
 
     bis = Bisector(16, calib_hits=3, calib_runs=10)
     bis.record_run(2, True)
@@ -733,8 +727,6 @@ def test_a_build_weighed_at_a_share_of_its_cost_saves_runs_and_cost(p: float, mo
 
 
 def test_propose_probes_passes_the_answer_through() -> None:
-    from repro.strategy.bisect import propose_probes
-
     bis = Bisector(3, calib_hits=3, calib_runs=10)
     for _ in range(200):
         bis.record_run(1, False)
@@ -869,8 +861,6 @@ def test_a_provisional_strategy_counts_the_runs_as_the_live_one_does() -> None:
 def test_a_lane_does_not_build_next_to_a_commit_in_flight() -> None:
     """``next_step`` does not know what is in flight: its commit may be the neighbour of
     one, and a lane that built it would learn what the other is about to."""
-    from repro.strategy.bisect import propose_probes
-
     bis = Bisector(1000, calib_hits=3, calib_runs=10)
     best = bis.next_step()
     assert isinstance(best, Probe)
