@@ -28,17 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from repro.strategy.bisect import (
-    BUILD_WEIGHT,
-    CALIBRATION_HITS,
-    RATE_MIXTURE,
-    RateBelief,
-    SimResult,
-    baseline_git_bisect,
-    clean_end_prior,
-    simulate,
-)
+from repro.strategy.bisect import BUILD_WEIGHT, clean_end_prior
 from repro.strategy.information import fano_bound
+from repro.strategy.rate import CALIBRATION_HITS, RATE_MIXTURE, RateBelief
+from repro.strategy.simulate import SimResult, baseline_git_bisect, simulate
 
 __all__ = [
     "baseline_accuracy",

@@ -31,7 +31,7 @@ from pydantic import (
 
 from repro.errors import ReproError
 from repro.recipe_yaml import RecipeYAMLError, compose_and_load
-from repro.strategy.bisect import CALIBRATION_HITS
+from repro.strategy.rate import CALIBRATION_HITS
 
 if TYPE_CHECKING:
     from repro.tsan.signature import TargetRule

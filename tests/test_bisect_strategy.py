@@ -19,18 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repro.strategy.bisect import (
-    RATE_MIXTURE,
-    Bisector,
-    Done,
-    Probe,
-    RateBelief,
-    SimResult,
-    baseline_git_bisect,
-    clean_end_prior,
-    propose_probes,
-    simulate,
-)
+from repro.strategy.bisect import Bisector, Done, Probe, clean_end_prior
+from repro.strategy.proposals import propose_probes
+from repro.strategy.rate import RATE_MIXTURE, RateBelief
+from repro.strategy.simulate import SimResult, baseline_git_bisect, simulate
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -641,7 +633,7 @@ def test_lanes_keep_the_guarantee_in_simulation() -> None:
 
 
 def test_a_probe_whose_side_the_evidence_has_decided_is_settled() -> None:
-    from repro.strategy.bisect import SETTLED_SHARE, settled_probes
+    from repro.strategy.proposals import SETTLED_SHARE, settled_probes
 
     bis = Bisector(1000, calib_hits=3, calib_runs=10)
     assert settled_probes(bis, {100, 500, 900}) == []  # the prior decides nothing
@@ -659,7 +651,7 @@ def test_a_free_lane_waits_rather_than_probe_a_settled_commit() -> None:
     """The answer hangs on 3 (in flight) against 4; 4 and later are all but decided.
     A free lane used to probe 4 again and again (two lanes on the demo: 21 probes of
     36 runs at one commit while the other built the commit that mattered)."""
-    from repro.strategy.bisect import settled_probes
+    from repro.strategy.proposals import settled_probes
 
     bis = Bisector(16, calib_hits=3, calib_runs=10)
     bis.record_run(2, True)
@@ -841,7 +833,7 @@ def test_a_provisional_strategy_counts_the_runs_as_the_live_one_does() -> None:
     """The strategy made at the calibration's end from the runs of lanes that built ahead
     is the one that had seen them live; before the first hit, the calibration counts as if
     its next run hit."""
-    from repro.strategy.bisect import provisional_bisector
+    from repro.strategy.proposals import provisional_bisector
 
     live = Bisector(200, calib_hits=4, calib_runs=11)
     runs = [(50, False), (120, True), (50, False), (160, False), (120, False), (160, False)]

@@ -20,7 +20,7 @@ from builds_fixtures import (  # noqa: F401  (fixtures)
 )
 from conftest import ROOT, repro
 
-from repro.strategy.bisect import RateBelief
+from repro.strategy.rate import RateBelief
 
 pytestmark = pytest.mark.slow
 

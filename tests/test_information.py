@@ -9,8 +9,9 @@ import statistics
 
 import pytest
 
-from repro.strategy.bisect import RateBelief, simulate
 from repro.strategy.information import capacity, fano_bound, plan
+from repro.strategy.rate import RateBelief
+from repro.strategy.simulate import simulate
 
 
 def test_capacity_known_values() -> None:

@@ -39,7 +39,8 @@ from repro.runlog import (
     UnusableEvent,
 )
 from repro.runlog.bisect_view import position_rows
-from repro.strategy.bisect import Bisector, Probe, clean_end_prior, provisional_bisector
+from repro.strategy.bisect import Bisector, Probe, clean_end_prior
+from repro.strategy.proposals import provisional_bisector
 from repro.strategy.terms import Side, Terms
 from repro.text import truncate
 from repro.tsan.outcome import Outcome

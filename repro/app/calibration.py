@@ -11,7 +11,8 @@ from repro.app.bisect_run import BisectOptions, BisectRun, fail
 from repro.app.loop import Limits
 from repro.app.view import fmt_seconds
 from repro.runlog import StrategyEvent
-from repro.strategy.bisect import RateBelief, clean_end_prior
+from repro.strategy.bisect import clean_end_prior
+from repro.strategy.rate import RateBelief
 
 
 def calibrate(run: BisectRun, opts: BisectOptions) -> bool:

@@ -21,7 +21,8 @@ from repro.app.calibration import calibrated, calibration_left
 from repro.app.loop import Limits, StressState
 from repro.app.view import fmt_seconds
 from repro.builds.stop import BuildCancelled
-from repro.strategy.bisect import Done, Probe, propose_probes, settled_probes
+from repro.strategy.bisect import Done, Probe
+from repro.strategy.proposals import propose_probes, settled_probes
 
 # Marks the calibration's lane among the lanes' probes (no strategy proposes the racy end).
 CALIBRATION = Probe(0, 0)

@@ -111,28 +111,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import random
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-__all__ = [
-    "BUILD_WEIGHT",
-    "CALIBRATION_HITS",
-    "RATE_MIXTURE",
-    "Bisector",
-    "Done",
-    "Probe",
-    "RateBelief",
-    "SimResult",
-    "Step",
-    "baseline_git_bisect",
-    "clean_end_prior",
-    "propose_probes",
-    "provisional_bisector",
-    "simulate",
-]
+from repro.strategy.rate import RATE_MIXTURE, RateBelief
+
+__all__ = ["BUILD_WEIGHT", "Bisector", "Done", "Probe", "Step", "clean_end_prior"]
 
 # Relative slack in information per cost within which we prefer a built or "stabilised" position
 # over the strict optimum. Measured: 0.1 costs nothing in simulation; reused builds save minutes.
@@ -143,19 +128,8 @@ _FALLS = 1
 _MAX_BATCHES = 1 << 14
 # Below this expected information (nats) a probe is not worth asking for.
 _MIN_INFO = 1e-12
-# The rate at racy commits inside the range, relative to the calibrated end: (ratio, weight).
-RATE_MIXTURE: tuple[tuple[float, float], ...] = ((1.0, 0.7), (0.5, 0.2), (0.25, 0.1))
 # The share of a build's cost that the probe choice weighs it at (see "Choosing the probe").
 BUILD_WEIGHT = 0.1
-# Hits at the racy end before the search starts (``repro bisect``'s default, a recipe's
-# ``bisect.calibration_hits``).  Measured with this strategy (``simulate``, runs in all,
-# calibration included), 3 / 4 / 5 / 6 / 8 hits: n = 200, p = 0.1, a build worth 30 runs
-# (400 histories) 355 / 344 / 342 / 342 / 348, standard deviation 241 / 164 / 143 / 131 / 114;
-# n = 16, p = 0.25: 105 / 98 / 96 / 96 / 102; n = 150, p = 0.5: 67 / 65 / 63 / 64 / 67;
-# n = 50 and 1000, p = 0.02 (150 histories): 1465 / 1400 / 1429 / 1425 / 1519 and 1931 /
-# 1884 / 1894 / 1896 / 1955; p = 1 (n = 169) 26-28 for all.  With 3 hits the rate belief is
-# so vague that an unlucky calibration costs hundreds of runs at the culprit.
-CALIBRATION_HITS = 5
 
 
 def _first_true(pred: Callable[[int], bool], hint: int, cap: int) -> int:
@@ -208,73 +182,6 @@ def _tz(a: int) -> int:
     if a == 0:
         return 1 << 30
     return (a & -a).bit_length() - 1
-
-
-@dataclass(frozen=True)
-class RateBelief:
-    """Belief about the per-run hit rate ``p`` at a racy commit: ``Beta(alpha, beta)``.
-
-    Kept as a distribution, not a point estimate, because a lucky calibration (3 hits in 5 runs
-    of a 20% race) would otherwise make every later miss look far too conclusive.
-    """
-
-    alpha: float
-    beta: float
-
-    @classmethod
-    def from_calibration(cls, hits: int, runs: int) -> RateBelief:
-        """Posterior after ``hits`` in ``runs`` under the log-uniform base prior ``p**-1``."""
-        if hits < 1:
-            raise ValueError("calibration needs at least one hit: the racy end must be racy")
-        if runs < hits:
-            raise ValueError(f"calibration has more hits ({hits}) than runs ({runs})")
-        return cls(float(hits), float(runs - hits + 1))
-
-    def scaled(self, ratio: float) -> RateBelief:
-        """The belief about a rate ``ratio`` times this one: same ``alpha``, mean times ``ratio``.
-
-        Keeping ``alpha`` keeps the relative spread (about ``1/sqrt(alpha)``) that the
-        calibration's hits justify.
-        """
-        if ratio == 1.0:
-            return self
-        a = self.alpha
-        return RateBelief(a, (a + self.beta) / ratio - a)
-
-    def mean(self) -> float:
-        """Posterior mean of ``p``."""
-        return self.alpha / (self.alpha + self.beta)
-
-    def log_miss_probability(self, runs: int) -> float:
-        """``log E[(1-p)**runs]``: how likely a racy commit is to miss ``runs`` times in a row."""
-        a, b = self.alpha, self.beta
-        return (
-            math.lgamma(b + runs) - math.lgamma(b) - math.lgamma(a + b + runs) + math.lgamma(a + b)
-        )
-
-    def miss_probability(self, runs: int) -> float:
-        """``E[(1-p)**runs]``, averaged over the uncertainty about ``p``."""
-        return math.exp(self.log_miss_probability(runs))
-
-    def runs_to_rule_out(self, confidence: float, *, max_runs: int = 1 << 24) -> int:
-        """Fewest runs whose all-miss outcome makes "racy" at most ``1 - confidence`` likely.
-
-        This is what a clean-end check needs: with fewer runs, a clean verdict on the clean end
-        would rest on luck.  Uses the whole belief, so a vague calibration asks for more runs.
-        """
-        target = math.log1p(-confidence)
-        if self.log_miss_probability(max_runs) > target:
-            return max_runs
-        lo, hi = 0, 1
-        while self.log_miss_probability(hi) > target:
-            lo, hi = hi, hi * 2
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self.log_miss_probability(mid) > target:
-                lo = mid
-            else:
-                hi = mid
-        return hi
 
 
 @dataclass(frozen=True)
@@ -478,6 +385,26 @@ class Bisector:
         # An unverified clean end is built only if the search asks for it.
         self._built: set[int] = {0, n - 1}
 
+    # ------------------------------------------------------------------ state
+
+    @property
+    def confidence(self) -> float:
+        """The posterior probability an answer must hold."""
+        return self._confidence
+
+    @property
+    def highest_hit(self) -> int:
+        """The highest position with a hit (0, the racy end, before any): ``b`` lies above."""
+        return self._floor
+
+    def is_built(self, i: int) -> bool:
+        """A build of ``i`` exists (or runs there went as far as the reproducer)."""
+        return i in self._built
+
+    def is_unusable(self, i: int) -> bool:
+        """``i`` was recorded unusable and is never asked for."""
+        return i in self._unusable
+
     # ------------------------------------------------------------------ events
 
     def _check_index(self, i: int) -> None:
@@ -607,6 +534,11 @@ class Bisector:
             for b in range(s, h + 1):
                 out[b] = cj * (pcum[b] - pcum[b - 1])
         return out
+
+    def cdf(self) -> list[float]:
+        """``P(b <= t)`` for each position ``t``: the posterior probability that ``t`` is clean."""
+        v = self._view()
+        return [self._cum(v, t) for t in range(self._n)]
 
     def rate_estimate(self) -> float:
         """Posterior mean of the rate at racy commits inside the range, from all the evidence.
@@ -996,402 +928,3 @@ class Bisector:
         if best_k == 0:
             return None
         return Probe(f, best_k, for_rate=True)
-
-
-def propose_probes(bisector: Bisector, k: int, busy: Collection[int] = ()) -> list[Probe] | Done:
-    """Up to ``k`` probes for free workers while others still probe ``busy``, or the answer.
-
-    Chosen jointly, not as ``k`` copies of the best single probe. The commits in flight cut
-    the posterior of ``b`` into segments whose outcomes are still to come; the new probes
-    go where they split the most mass: one at a time, each to the segment whose pieces
-    would stay largest, and within a segment at its quantiles ``i/(m+1)`` (with nothing in
-    flight, the posterior's ``i/(k+1)``: ``log2(k+1)`` bits together where one probe gives
-    at most one). The best single probe (``next_step``, which knows which commits are
-    built) replaces the nearest pick of its segment: without it, 4 lanes built 27 commits
-    instead of 23 and took 0.52 of the makespan instead of 0.48. It does not where it
-    would split next to a commit in flight (``_with_best``). Every probe asks for that probe's
-    number of runs. An empty list: nothing worth probing that is not in flight already
-    (wait for a result). The answer and its stopping rule are ``next_step``'s, so the
-    guarantee holds as for one probe. With ``k == 1`` and nothing busy this is
-    ``next_step``.
-
-    Taking probes as workers free up, instead of in rounds that wait for the slowest,
-    keeps the workers whose probe hit early busy (simulated, n = 1,000, p = 0.1, build
-    60 s, run 1 s, 4 workers: 0.54 of one worker's makespan in rounds, 0.49 this way).
-    """
-    step = bisector.next_step()
-    if isinstance(step, Done):
-        return step
-    taken = set(busy)
-    if not taken and k <= 1:
-        return [step]
-    rate: Probe | None = None
-    if step.for_rate:
-        # Runs to learn the rate at a known-racy commit: one lane takes them (unless one
-        # already does), the others probe where the boundary may be.
-        rate = None if step.index in taken else step
-        main = bisector.next_step(rate_probe=False)
-        if isinstance(main, Done):
-            return main
-        step = main
-        if rate is not None:
-            k -= 1
-            if k <= 0:
-                return [rate]
-    post = bisector.posterior_b()
-    cdf = list(itertools.accumulate(post))
-    top = bisector.n - 1  # the last real position; index n is the virtual "racy at the end"
-    floor = bisector._floor
-    edges = [floor, *sorted(t for t in taken if floor < t <= top), len(post) - 1]
-    # Segment (a, c]: c is in flight, or the last edge (the virtual "racy at the end" when
-    # the clean end is open, else the verified clean end): the free positions are a+1..c-1.
-    # A commit whose outcome the evidence has all but decided is no probe (two lanes once
-    # ran one such commit 21 times over while another built the commit that mattered).
-    settled = _settled_test(bisector)
-    segments = []
-    for a, c in itertools.pairwise(edges):
-        free = [
-            t
-            for t in range(a + 1, min(c, top + 1))
-            if t not in bisector._unusable and (t == step.index or not settled(t))
-        ]
-        segments.append((cdf[c] - cdf[a], a, free))
-    counts = [0] * len(segments)
-    for _ in range(k):
-        open_ = [i for i, (m, _, free) in enumerate(segments) if m > 0 and counts[i] < len(free)]
-        if not open_:
-            break
-        i = max(open_, key=lambda i: segments[i][0] / (counts[i] + 1))
-        counts[i] += 1
-    chosen: list[int] = []
-    for (mass, a, free), m, c in zip(segments, counts, edges[1:], strict=True):
-        if not m:
-            continue
-        levels = [cdf[t] for t in free]
-        picks: list[int] = []
-        for j in range(1, m + 1):
-            q = bisect_left(levels, cdf[a] + mass * j / (m + 1))
-            picks.append(free[min(q, len(free) - 1)])
-        if step.index in free:
-            picks = _with_best(
-                picks,
-                step.index,
-                step.index in bisector._built,
-                (cdf[a], cdf[c]),
-                cdf,
-                mass / (m + 1),
-            )
-        picks = sorted(dict.fromkeys(picks))
-        # Quantiles that fell on the same commit (a narrow posterior): spread to free neighbours.
-        rest = [t for t in free if t not in picks]
-        while len(picks) < m and rest:
-            mid = picks[len(picks) // 2]
-            t = min(rest, key=lambda t: (abs(t - mid), t))
-            rest.remove(t)
-            insort(picks, t)
-        chosen.extend(picks)
-    probes = [Probe(t, step.runs) for t in sorted(chosen)]
-    return probes if rate is None else [rate, *probes]
-
-
-# The best single probe takes a quantile pick's place unless a piece it leaves in its
-# segment holds less than this share of a quantile piece: see ``_with_best``.
-BEST_PROBE_PIECE = 0.25
-
-
-def _with_best(
-    picks: list[int],
-    best: int,
-    built: bool,
-    ends: tuple[float, float],
-    cdf: Sequence[float],
-    piece: float,
-) -> list[int]:
-    """``picks`` (a segment's quantiles) with ``best`` in place of the nearest, unless
-    ``best`` is not ``built`` and that leaves a piece of the segment (between ``ends``'
-    levels) smaller than ``BEST_PROBE_PIECE * piece``.
-
-    ``next_step`` knows which commits are built but not which are in flight, so its
-    commit can be the neighbour of one in flight (two lanes on commits 125 and 128 of
-    1,000, each about to split the same place): a second build for a probe that would
-    learn almost nothing. A built commit is kept wherever it falls: it costs no build.
-    Simulated (n = 1,000, build 60 s, run 1 s, 60 histories), the makespan of 4 lanes
-    against one: 0.452 -> 0.446 at p = 0.5 (0.450 -> 0.445 on other seeds), 0.430 ->
-    0.422 at p = 0.1, 0.401 -> 0.397 at p = 0.02. Without the exception for built
-    commits, 0.442 / 0.427 / 0.407 (more builds at p = 0.02); keeping only built ones,
-    0.444 / 0.432, and 2 lanes at p = 0.1 went from 0.628 to 0.639.
-    """
-    nearest = min(range(len(picks)), key=lambda i: abs(picks[i] - best))
-    trial = sorted([*picks[:nearest], best, *picks[nearest + 1 :]])
-    if built:
-        return trial
-    levels = [ends[0], *(cdf[t] for t in trial), ends[1]]
-    smallest = min(y - x for x, y in itertools.pairwise(levels))
-    return trial if smallest >= BEST_PROBE_PIECE * piece else picks
-
-
-# A probe in flight whose smaller side holds less than this share of the error allowed
-# (``1 - confidence``) can no longer move the answer: see ``settled_probes``.
-SETTLED_SHARE = 1.0
-
-
-def provisional_bisector(
-    n: int,
-    calib_hits: int,
-    calib_runs: int,
-    counts: Mapping[int, Sequence[int]],
-    built: Iterable[int] = (),
-    unusable: Iterable[int] = (),
-    **options: Any,
-) -> Bisector:
-    """The strategy as the evidence so far makes it: a calibration (``calib_hits`` in
-    ``calib_runs``), ``counts`` (position -> ``(hits, misses)``), the ``built`` positions and
-    the ``unusable`` ones.
-
-    While one lane calibrates the racy end, the other lanes build ahead: they need probes
-    before the calibration is over. With no hit yet, the calibration counts as if its next
-    run hit (``Beta(1, runs + 1)``): the lower the rate, the more runs a probe asks for,
-    and probes that leave a built commit after a run or two are what made lanes build
-    twice the commits when this was first tried. The runs count as they are: the
-    posterior of a strategy made at the calibration's end from every run so far is the
-    same as if they had come after it (the likelihood does not depend on the order).
-    ``options`` are ``Bisector``'s.
-    """
-    if calib_hits < 1:
-        calib_hits, calib_runs = 1, calib_runs + 1
-    bis = Bisector(n, calib_hits=calib_hits, calib_runs=calib_runs, **options)
-    for pos in built:
-        bis.mark_built(pos)
-    for pos, (hits, misses) in sorted(counts.items()):
-        for _ in range(hits):
-            bis.record_run(pos, True)
-        for _ in range(misses):
-            bis.record_run(pos, False)
-    for pos in unusable:  # after its runs, as it is logged: a run would make it usable again
-        bis.record_unusable(pos)
-    return bis
-
-
-def settled_probes(bisector: Bisector, busy: Collection[int]) -> list[int]:
-    """The positions in flight whose outcome the evidence has already all but decided.
-
-    A lane probes ``t`` to learn on which side of ``t`` the boundary lies. Once other
-    lanes' results leave less than ``SETTLED_SHARE * (1 - confidence)`` of the
-    posterior on one side, neither outcome at ``t`` can move the answer much; the lane
-    had better leave (its build too, if it is still building) and take a probe that
-    can. The best single probe (``next_step``'s) is never settled: it would only be
-    proposed again. Simulated (n = 1,000, build 60 s, run 1 s, 4 lanes, 60 trials),
-    against lanes that keep their probes: builds 21.7/20.6/21.2 -> 20.4/17.9/16.4 at
-    p = 0.02/0.1/0.5, makespan against one lane 0.39/0.48/0.56 -> 0.40/0.47/0.51. A
-    tenth of the error as the share gave the same makespans with 5-28% more runs;
-    letting a settled lane finish its build first gained nothing, so the build is
-    stopped. The answer and its guarantee are untouched: leaving a probe only drops
-    runs that were not yet made.
-    """
-    if not busy:
-        return []
-    step = bisector.next_step()
-    best = step.index if isinstance(step, Probe) else -1
-    settled = _settled_test(bisector)
-    return [t for t in sorted(set(busy)) if t != best and settled(t)]
-
-
-def _settled_test(bisector: Bisector) -> Callable[[int], bool]:
-    """Is the outcome at ``t`` all but decided (less than the settled share on a side)?"""
-    tol = SETTLED_SHARE * (1.0 - bisector._confidence)
-    v = bisector._view()
-
-    def settled(t: int) -> bool:
-        left = bisector._cum(v, t)  # P(b <= t): "clean at t"
-        return min(left, 1.0 - left) < tol
-
-    return settled
-
-
-# ------------------------------------------------------------------ simulation
-
-
-@dataclass(frozen=True)
-class SimResult:
-    """Outcome of one simulated bisection; ``runs`` and ``builds`` include calibration."""
-
-    found_lo: int
-    found_hi: int
-    correct: bool
-    runs: int
-    builds: int
-    calib_runs: int = 0
-    confidence: float = math.nan
-    failed: bool = False
-    end_runs: int = 0  # of ``calib_runs``: the clean-end check
-    culprit_runs: int = 0  # bisect runs at the true first clean position itself
-
-
-def _run_batch(rng: random.Random, p: float, racy: bool, k: int) -> list[bool]:
-    return [racy and rng.random() < p for _ in range(k)]
-
-
-def simulate(
-    n: int,
-    b: int,
-    p: float,
-    rng: random.Random,
-    *,
-    confidence: float = 0.99,
-    skips: frozenset[int] = frozenset(),
-    calib_runs_max: int = 5000,
-    calib_hits_target: int = CALIBRATION_HITS,
-    build_cost: float = 60.0,
-    run_cost: float = 1.0,
-    batch: int = 1,
-    max_runs: int = 2_000_000,
-    interior_rate: float | None = None,
-    calib_hits_for: Callable[[int, int], bool] | None = None,
-    rate_mixture: Sequence[tuple[float, float]] | None = None,
-    clean_end_racy: float = 0.0,
-    build_weight: float = BUILD_WEIGHT,
-    rate_probes: bool = True,
-) -> SimResult:
-    """One bisection with ``repro``'s strategy against a simulated history, costs included.
-
-    It calibrates position 0 (until ``calib_hits_target`` hits, at most ``calib_runs_max`` runs),
-    checks the clean end with as many runs as the calibration says are needed at
-    ``confidence``, then follows ``next_step``.  Runs go in parallel batches of ``batch``: all
-    runs of a batch count, and a probe stops after the batch that hit.  A failed build of an
-    unusable position counts as a build.
-
-    ``interior_rate`` is the rate at the racy commits inside the range (default ``p``, the
-    calibrated end's), to measure what a rate that differs along the range does.
-    ``clean_end_racy`` > 0 checks the clean end inside the posterior (see ``Bisector``)
-    instead of before the search; then ``b == n`` (the race shows at the clean end too) is
-    a history that can be simulated.
-    ``calib_hits_for(hits, runs)``, if given, says whether calibration goes on (instead of the
-    fixed ``calib_hits_target``), within ``calib_runs_max``.
-    """
-    top = n if clean_end_racy > 0.0 else n - 1
-    if not 1 <= b <= top:
-        raise ValueError(f"b must be in 1..{top}, got {b}")
-    runs = 0
-    hits = 0
-    inner = p if interior_rate is None else interior_rate
-
-    def more(h: int, r: int) -> bool:
-        if calib_hits_for is not None:
-            return calib_hits_for(h, r)
-        return h < calib_hits_target
-
-    while runs < calib_runs_max and (hits == 0 or more(hits, runs)):
-        hits += sum(_run_batch(rng, p, True, batch))
-        runs += batch
-    calib_hit_runs = runs
-    builds = 1
-    if hits == 0:
-        return SimResult(0, n - 1, False, runs, builds, runs, 0.0, failed=True)
-    if clean_end_racy > 0.0:
-        end_runs = 0  # the clean end is a hypothesis of the posterior, probed when it pays
-    else:
-        end_runs = RateBelief.from_calibration(hits, runs).runs_to_rule_out(confidence)
-        end_runs = -(-end_runs // batch) * batch  # the clean end never hits in this model
-    runs += end_runs
-    builds += 0 if clean_end_racy > 0.0 else 1
-    calib_runs = runs
-    at_culprit = 0
-
-    bis = Bisector(
-        n,
-        confidence=confidence,
-        calib_hits=hits,
-        calib_runs=calib_hit_runs,
-        build_cost=build_cost,
-        run_cost=run_cost,
-        batch=batch,
-        rate_mixture=rate_mixture,
-        clean_end_racy=clean_end_racy,
-        build_weight=build_weight,
-        rate_probes=rate_probes,
-    )
-    built: set[int] = set()
-    while True:
-        step = bis.next_step()
-        if isinstance(step, Done):
-            ok = step.lo <= b <= step.hi
-            return SimResult(
-                step.lo,
-                step.hi,
-                ok,
-                runs,
-                builds,
-                calib_runs,
-                step.confidence,
-                end_runs=end_runs,
-                culprit_runs=at_culprit,
-            )
-        t = step.index
-        if t not in built:
-            builds += 1
-            built.add(t)
-        if t in skips:
-            bis.record_unusable(t)
-            continue
-        done = 0
-        while done < step.runs:
-            out = _run_batch(rng, inner, t < b, batch)
-            runs += batch
-            at_culprit += batch if t == b else 0
-            done += batch
-            for hit in out:
-                bis.record_run(t, hit)
-            if any(out):
-                break
-        if runs > max_runs:
-            return SimResult(0, n - 1, False, runs, builds, calib_runs, 0.0, failed=True)
-
-
-def baseline_git_bisect(
-    n: int,
-    b: int,
-    p: float,
-    rng: random.Random,
-    *,
-    repeats: int,
-    skips: frozenset[int] = frozenset(),
-) -> SimResult:
-    """Plain binary search where a commit is bad if any of ``repeats`` runs hits.
-
-    This is ``git bisect run`` with a loop in the script, the usual workaround today.  The
-    script stops at the first hit, so a racy commit costs fewer than ``repeats`` runs.  An
-    unusable midpoint is skipped to the nearest usable commit, as ``git bisect skip`` does; if
-    none is left, the answer is the whole remaining range.  No calibration, no end checks.
-    """
-    if not 1 <= b <= n - 1:
-        raise ValueError(f"b must be in 1..{n - 1}, got {b}")
-    lo, hi = 0, n - 1  # lo is "bad" (racy), hi is "good" (clean)
-    runs = builds = 0
-    tried: set[int] = set()
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        pick: int | None = None
-        # Walk outwards from the midpoint; each unusable commit met on the way costs a failed
-        # build the first time (git hands it out, the build breaks, the user skips it).
-        for c in sorted(range(lo + 1, hi), key=lambda c: (abs(c - mid), c)):
-            if c not in skips:
-                pick = c
-                break
-            if c not in tried:
-                tried.add(c)
-                builds += 1
-        if pick is None:
-            break
-        builds += 1
-        bad = False
-        for _ in range(repeats):
-            runs += 1
-            if pick < b and rng.random() < p:
-                bad = True
-                break
-        if bad:
-            lo = pick
-        else:
-            hi = pick
-    ok = lo + 1 <= b <= hi
-    return SimResult(lo + 1, hi, ok, runs, builds, 0, math.nan)

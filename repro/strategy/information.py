@@ -17,7 +17,8 @@ import math
 import random
 from dataclasses import dataclass
 
-from repro.strategy.bisect import Bisector, Done, RateBelief, clean_end_prior
+from repro.strategy.bisect import Bisector, Done, clean_end_prior
+from repro.strategy.rate import RateBelief
 
 __all__ = ["Plan", "capacity", "fano_bound", "plan"]
 

@@ -24,17 +24,9 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from repro.strategy.bisect import (
-    BUILD_WEIGHT,
-    CALIBRATION_HITS,
-    Bisector,
-    Done,
-    Probe,
-    clean_end_prior,
-    propose_probes,
-    provisional_bisector,
-    settled_probes,
-)
+from repro.strategy.bisect import BUILD_WEIGHT, Bisector, Done, Probe, clean_end_prior
+from repro.strategy.proposals import propose_probes, provisional_bisector, settled_probes
+from repro.strategy.rate import CALIBRATION_HITS
 
 CONFIDENCE = 0.99
 POLL = 8  # runs between two looks at the answer (the app polls every 0.2 s)
