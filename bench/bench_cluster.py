@@ -6,7 +6,7 @@ cluster's overhead (a task per run, a scheduler round trip, logs sent back). Two
 per configuration: the stress loop's own time (``elapsed`` in summary.json, from the first
 run to the last) and the whole command (for `--workers`, starting and stopping the
 LocalCluster too). Configurations alternate, several rounds, medians reported, since this
-machine is shared and noisy.
+machine is shared and noisy; odd rounds reverse the order.
 
 ``--idle``: instead, what an idle LocalCluster of two workers costs in CPU over 10 s
 (user + system time of the whole process tree), with Dask's defaults and with the
@@ -170,7 +170,11 @@ def main() -> None:
         stress(recipe, 10, ["-j", "2"], work, "warm")  # the build, once, outside the timing
         results: dict[str, list[tuple[float, float, int]]] = {k: [] for k in configs}
         for r in range(args.rounds):
-            for name, extra in configs.items():
+            # Odd rounds run the configurations in the reverse order, so that whatever the
+            # second command of a round meets (a warmer machine, another process's burst)
+            # falls on each configuration equally (ABBA).
+            order = list(configs.items())
+            for name, extra in order if r % 2 == 0 else order[::-1]:
                 results[name].append(stress(recipe, args.runs, extra, work, f"r{r}", trees[name]))
                 loop, wall, hits = results[name][-1]
                 print(

@@ -342,6 +342,83 @@ def test_a_worker_holds_its_next_chunk_while_it_runs_one(demo: Path, monkeypatch
     assert sorted(f.index for f in got) == list(range(QUEUE_DEPTH))  # each once
 
 
+def test_top_ups_fill_whole_tasks_when_the_chunk_size_moves(demo: Path, monkeypatch: Any) -> None:
+    """Room was ``tasks * chunk`` runs: once the chunk size moved (it does at the first
+    result, and with every hit's longer run), a top-up left a remainder that the next wait
+    sent as a task of its own (400 demo runs went as 99-144 tasks, not about 50)."""
+    from repro.app.cluster import Cluster
+    from repro.app.context import Overrides
+    from repro.recipe import load_recipe
+
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    loaded = load_recipe(demo, ())
+    sizes: list[tuple[int, int]] = []  # (runs in a task, the chunk size when it was sent)
+    with Cluster.open(1, None) as cluster:
+        runner = cluster.runner(cluster.prepare_local(loaded, Overrides()))
+        nxt = 0
+        # Until a few top-ups sent chunks of more than one run (a new binary's first runs
+        # can be slow enough for chunks of one).
+        for _ in range(60):
+            if sum(chunk > 1 for _, chunk in sizes) >= 3:
+                break
+            known = set(runner.index)
+            chunk = runner.chunk
+            while runner.pending() < runner.slots:  # the stress loop's top-up
+                runner.submit(nxt)
+                nxt += 1
+            # Nothing waits in the buffer for the next wait to send as a part task.
+            assert runner.pending() == sum(len(v) for v in runner.index.values())
+            sizes += [(len(v), chunk) for k, v in runner.index.items() if k not in known]
+            assert runner.wait(60)
+        runner.cancel()
+        list(runner.drain())
+        runner.close()
+    later = sizes[1:]  # the first top-up is before any run time is known: chunks of one
+    assert later and all(n == chunk for n, chunk in later), sizes
+    assert any(chunk > 1 for _, chunk in later), sizes  # the size did move
+
+
+def test_the_wait_asks_the_scheduler_without_holding_up_its_event_loop(
+    demo: Path, monkeypatch: Any
+) -> None:
+    """The wait for results checks on the workers with a call to the scheduler. Made
+    while holding the condition on which the event loop reports a finished task, it
+    stalled both until the call's timeout when a task ended meanwhile: 5 s without a run
+    started, in 1 of 20 to 3 of 30 `--workers 2` stresses of 400 short runs here."""
+    from repro.app.cluster import Cluster
+    from repro.app.context import Overrides
+    from repro.recipe import load_recipe
+
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    loaded = load_recipe(demo, ())
+    answers: list[str] = []
+    with Cluster.open(1, None) as cluster:
+        runner = cluster.runner(cluster.prepare_local(loaded, Overrides()))
+
+        class Asking:
+            """The worker check, made slow enough for a task to end during it."""
+
+            def check(self, lost: str) -> None:
+                time.sleep(0.5)  # a run takes tens of milliseconds: one ends meanwhile
+                try:
+                    runner.client.nthreads(callback_timeout=3)
+                    answers.append("answered")
+                except Exception as exc:
+                    answers.append(type(exc).__name__)
+
+        runner._watch = Asking()  # type: ignore[assignment]
+        for i in range(runner.slots):
+            runner.submit(i)
+        got = []
+        while runner.pending() and len(answers) < 3:
+            got.extend(runner.wait(30))
+        runner.cancel()
+        got.extend(runner.drain())
+        runner.close()
+    assert answers and set(answers) == {"answered"}, answers
+    assert got
+
+
 def _worker_config(keys: list[str]) -> dict[str, Any]:
     """Dask's settings as a worker process sees them (run there by ``Client.run``)."""
     import dask
