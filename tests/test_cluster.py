@@ -306,12 +306,12 @@ def test_local_cluster_stress_same_as_local(demo: Path, tmp_path: Path) -> None:
     # time than threads on the demo's 400 runs; chunked, 5%). How many depends on how long
     # they took, which load changes: whenever they were fast enough for chunks of two,
     # fewer tasks than runs.
-    from repro.app.cluster import CHUNK_SECONDS
+    from repro.app.cluster import LONG_CHUNKS
 
     tasks = meta["cluster"]["tasks"]
     mean = sum(r["duration"] for r in runs) / len(runs)
     assert 0 < tasks <= n
-    if mean < CHUNK_SECONDS / 3:
+    if mean < LONG_CHUNKS.seconds / 3:
         assert tasks < n, (tasks, mean)
 
 
@@ -651,13 +651,18 @@ def test_a_cancel_reaches_a_worker_while_it_builds(demo: Path, monkeypatch: Any)
 
 
 def test_chunk_size_follows_the_run_time() -> None:
-    from repro.app.cluster import CHUNK_SECONDS, MAX_CHUNK, chunk_size
+    from repro.app.cluster import LONG_CHUNKS, SHORT_CHUNKS
 
-    assert chunk_size(10.0) == 1  # a TSAN CPython run: one a task, as before chunks
-    assert chunk_size(CHUNK_SECONDS) == 1
-    assert chunk_size(CHUNK_SECONDS / 3) == 3
-    assert chunk_size(0.001) == MAX_CHUNK  # a hit wastes at most the rest of a chunk
-    assert chunk_size(0.0) == MAX_CHUNK
+    short = SHORT_CHUNKS
+    assert short.size(10.0) == 1  # a TSAN CPython run: one a task, as before chunks
+    assert short.size(short.seconds) == 1
+    assert short.size(short.seconds / 3) == 3
+    assert short.size(0.001) == short.most  # a hit wastes at most the rest of a chunk
+    assert short.size(0.0) == short.most
+    # Without a hit to end the loop, tasks carry more runs of the same length.
+    assert LONG_CHUNKS.size(10.0) == 1
+    assert LONG_CHUNKS.size(0.02) > short.size(0.02) > 1
+    assert LONG_CHUNKS.size(0.0) == LONG_CHUNKS.most
 
 
 def test_separate_processes_stress_and_bisect(demo: Path, tmp_path: Path) -> None:

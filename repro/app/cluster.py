@@ -46,9 +46,34 @@ from repro.tsan.outcome import Matcher, Outcome
 # How long a drain for cancelled runs waits.
 DRAIN_SECONDS = 30.0
 _KEEP_SESSIONS = 256
-# A task lasts about this long: several runs of a fast reproducer, one of a slow one.
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """How many runs a task carries: enough to last ``seconds``, at most ``most``."""
+
+    seconds: float
+    most: int
+
+    def size(self, run_seconds: float) -> int:
+        if run_seconds <= 0:
+            return self.most
+        return max(1, min(self.most, int(self.seconds / run_seconds)))
+
+
+# A task lasts about this long: several runs of a fast reproducer, one of a slow one. When
+# a hit ends the loop (a bisect's probe, a calibration, --until-first), a hit wastes the
+# rest of its chunk: short ones.
 CHUNK_SECONDS = 0.25
 MAX_CHUNK = 8
+SHORT_CHUNKS = Chunking(CHUNK_SECONDS, MAX_CHUNK)
+# When only a run or time limit ends it, no run of a chunk is wasted, and each task costs
+# the scheduler, this process and the worker about 12 ms of CPU (client submit, scheduler
+# transitions, the result's gather). Measured on the demo's 400 runs, `--workers 2` on 2
+# cores: 131-165 tasks with short chunks, 35-40 with these, and the Python processes'
+# CPU 4.1-5.0 s against 3.2-3.4 s (`-j 2`: 1.8-2.0 s). Longer ones would idle one worker
+# for longer while the other ends the last chunk.
+LONG_CHUNKS = Chunking(0.5, 32)
 # Tasks kept in flight per cluster thread. With one, a worker that ends a chunk sits idle
 # for a round trip (its result to this process, the next task back); with two the next
 # chunk already waits on the worker. Measured (bench_cluster.py, 400 demo runs, 5 rounds,
@@ -326,13 +351,19 @@ class DaskRunner:
     """The stress loop's runs as Dask tasks (see ``repro.app.executors.Runner``).
 
     Runs travel in chunks: one task runs up to ``chunk`` of them on one worker, so that
-    a task lasts about ``CHUNK_SECONDS`` (runs of a few seconds go one a task, the
-    demo's 20 ms runs eight). The chunk size follows the runs' measured durations. The
+    a task lasts about ``chunking.seconds`` (runs of a few seconds go one a task, the
+    demo's 20 ms runs several). The chunk size follows the runs' measured durations. The
     loop still sees single runs: ``slots`` counts the runs the chunks in flight hold,
     ``QUEUE_DEPTH`` chunks for each of the ``threads`` that run them.
     """
 
-    def __init__(self, client: Any, prepared: ClusterPrepared, slots: int) -> None:
+    def __init__(
+        self,
+        client: Any,
+        prepared: ClusterPrepared,
+        slots: int,
+        chunking: Chunking = SHORT_CHUNKS,
+    ) -> None:
         from distributed import as_completed
 
         assert prepared.request is not None
@@ -342,6 +373,7 @@ class DaskRunner:
         self.session = uuid.uuid4().hex
         self.threads = max(1, slots)
         self._tasks = QUEUE_DEPTH * self.threads
+        self.chunking = chunking
         self.chunk = 1
         self.tasks = 0  # submitted, for the run's record
         self._mean: float | None = None  # seconds a run, smoothed
@@ -398,7 +430,7 @@ class DaskRunner:
 
     def _learn(self, seconds: float) -> None:
         self._mean = seconds if self._mean is None else 0.8 * self._mean + 0.2 * seconds
-        self.chunk = chunk_size(self._mean)
+        self.chunk = self.chunking.size(self._mean)
 
     def _finish(self, fut: Any, res: Any) -> list[Finished]:
         indices = self.index.pop(fut.key)
@@ -482,14 +514,6 @@ class DaskRunner:
                 self.client.cancel(live)
         self.index.clear()
         self.futures.clear()
-
-
-def chunk_size(run_seconds: float) -> int:
-    """Runs a task carries: enough to last ``CHUNK_SECONDS``, at most ``MAX_CHUNK`` (a
-    hit that ends a probe wastes the rest of its chunk)."""
-    if run_seconds <= 0:
-        return MAX_CHUNK
-    return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / run_seconds)))
 
 
 def start_method() -> str:
@@ -752,8 +776,8 @@ class Cluster:
             holders=tuple(dict.fromkeys(r.worker for r in good)),
         )
 
-    def runner(self, prepared: ClusterPrepared) -> DaskRunner:
-        return DaskRunner(self.client, prepared, self.threads())
+    def runner(self, prepared: ClusterPrepared, chunking: Chunking = SHORT_CHUNKS) -> DaskRunner:
+        return DaskRunner(self.client, prepared, self.threads(), chunking)
 
     def prepare_local(
         self,

@@ -193,7 +193,10 @@ def _run_stress(
         )
         prepared = cluster.prepare_local(loaded, overrides, ext_ref=ref)
         cluster.tell(console)
-        executor = cluster.runner(prepared)
+        from repro.app.cluster import LONG_CHUNKS, SHORT_CHUNKS
+
+        # Only a hit that ends the loop wastes the rest of its chunk.
+        executor = cluster.runner(prepared, SHORT_CHUNKS if until_first else LONG_CHUNKS)
     limits = Limits(
         runs=None if runs is None else max(0, int(runs) - record.counts.runs),
         seconds=None if seconds is None else max(0.0, float(seconds) - elapsed_before),
