@@ -311,8 +311,23 @@ def test_local_cluster_stress_same_as_local(demo: Path, tmp_path: Path) -> None:
     tasks = meta["cluster"]["tasks"]
     mean = sum(r["duration"] for r in runs) / len(runs)
     assert 0 < tasks <= n
+    # No hit ends this stress: no run of a chunk is wasted, so the long ones.
+    assert meta["cluster"]["chunk_seconds"] == LONG_CHUNKS.seconds
     if mean < LONG_CHUNKS.seconds / 3:
         assert tasks < n, (tasks, mean)
+
+
+def test_a_stress_until_the_first_hit_sends_short_chunks(demo: Path, tmp_path: Path) -> None:
+    """The first hit ends it, and the runs after the hit in its chunk are wasted."""
+    from repro.app.cluster import SHORT_CHUNKS
+
+    res = repro(
+        "stress", str(demo), "--until-first", "--workers", "2", "--runs-dir", str(tmp_path),
+        env=_env(),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    meta = json.loads((_only_dir(tmp_path) / "meta.json").read_text())
+    assert meta["cluster"]["chunk_seconds"] == SHORT_CHUNKS.seconds
 
 
 def test_a_worker_holds_its_next_chunk_while_it_runs_one(demo: Path, monkeypatch: Any) -> None:
@@ -345,7 +360,7 @@ def test_a_worker_holds_its_next_chunk_while_it_runs_one(demo: Path, monkeypatch
 def test_top_ups_fill_whole_tasks_when_the_chunk_size_moves(demo: Path, monkeypatch: Any) -> None:
     """Room was ``tasks * chunk`` runs: once the chunk size moved (it does at the first
     result, and with every hit's longer run), a top-up left a remainder that the next wait
-    sent as a task of its own (400 demo runs went as 99-144 tasks, not about 50)."""
+    sent as a task of its own (400 demo runs went as 99-165 tasks, not about 50)."""
     from repro.app.cluster import Cluster
     from repro.app.context import Overrides
     from repro.recipe import load_recipe

@@ -64,15 +64,14 @@ class Chunking:
 # A task lasts about this long: several runs of a fast reproducer, one of a slow one. When
 # a hit ends the loop (a bisect's probe, a calibration, --until-first), a hit wastes the
 # rest of its chunk: short ones.
-CHUNK_SECONDS = 0.25
-MAX_CHUNK = 8
-SHORT_CHUNKS = Chunking(CHUNK_SECONDS, MAX_CHUNK)
+SHORT_CHUNKS = Chunking(0.25, 8)
 # When only a run or time limit ends it, no run of a chunk is wasted, and each task costs
 # the scheduler, this process and the worker about 12 ms of CPU (client submit, scheduler
 # transitions, the result's gather). Measured on the demo's 400 runs, `--workers 2` on 2
-# cores: 131-165 tasks with short chunks, 35-40 with these, and the Python processes'
-# CPU 4.1-5.0 s against 3.2-3.4 s (`-j 2`: 1.8-2.0 s). Longer ones would idle one worker
-# for longer while the other ends the last chunk.
+# cores: 131-165 tasks with short chunks and the Python processes' CPU 4.1-5.0 s; 50-56
+# tasks and 2.8-3.1 s with these (`-j 2`: 1.4-2.0 s); 1 s chunks (at most 32) gave 35-40
+# tasks and 3.2-3.4 s, and would idle one worker for longer while the other ends the
+# last chunk.
 LONG_CHUNKS = Chunking(0.5, 32)
 # Tasks kept in flight per cluster thread. With one, a worker that ends a chunk sits idle
 # for a round trip (its result to this process, the next task back); with two the next
@@ -389,7 +388,7 @@ class DaskRunner:
         # Room for a whole chunk per free task, on top of what is in flight: the loop tops
         # up to this, so the runs it adds fill whole tasks. Counted as ``_tasks * chunk``,
         # a chunk size that moved between two top-ups left a remainder that the next wait
-        # sent as a task of its own: 99-144 tasks for 400 demo runs instead of 50.
+        # sent as a task of its own: 99-165 tasks for 400 demo runs instead of about 50.
         free = max(0, self._tasks - len(self.index))
         return sum(len(v) for v in self.index.values()) + free * self.chunk
 
@@ -463,7 +462,7 @@ class DaskRunner:
             # Not under ``cond``: the watch asks the scheduler, through the event loop, and
             # the event loop takes ``cond`` to say that a task finished. A task that ended
             # during that call held both sides until the call's timeout: 5 s without a run
-            # started, in about one `--workers 2` stress of 400 demo runs in five.
+            # started, in 1 of 20 `--workers 2` stresses of 400 short runs here.
             self._check_client()
             self._watch.check(f"{self.pending()} run(s) in flight were not counted")
             left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())

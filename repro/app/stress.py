@@ -182,6 +182,13 @@ def _run_stress(
         )
     from repro.builds.progress import RichBuildProgress
 
+    limits = Limits(
+        runs=None if runs is None else max(0, int(runs) - record.counts.runs),
+        seconds=None if seconds is None else max(0.0, float(seconds) - elapsed_before),
+        until_first=until_first and not record.counts.hits,
+        jobs=opts.jobs,
+        stop_on=frozenset() if opts.keep_going else frozenset({Outcome.UNSYMBOLIZED}),
+    )
     executor = None
     if cluster is None:
         prepared = prepare(loaded, overrides, ext_ref=ref, progress=RichBuildProgress(console))
@@ -195,15 +202,10 @@ def _run_stress(
         cluster.tell(console)
         from repro.app.cluster import LONG_CHUNKS, SHORT_CHUNKS
 
-        # Only a hit that ends the loop wastes the rest of its chunk.
-        executor = cluster.runner(prepared, SHORT_CHUNKS if until_first else LONG_CHUNKS)
-    limits = Limits(
-        runs=None if runs is None else max(0, int(runs) - record.counts.runs),
-        seconds=None if seconds is None else max(0.0, float(seconds) - elapsed_before),
-        until_first=until_first and not record.counts.hits,
-        jobs=opts.jobs,
-        stop_on=frozenset() if opts.keep_going else frozenset({Outcome.UNSYMBOLIZED}),
-    )
+        # Only a hit that ends the loop wastes the rest of its chunk (a resumed
+        # --until-first that already hit has no hit goal left).
+        chunking = SHORT_CHUNKS if limits.hit_goal is not None else LONG_CHUNKS
+        executor = cluster.runner(prepared, chunking)
     meta.update(
         {
             "kind": "stress",
@@ -270,6 +272,7 @@ def _run_stress(
     if executor is not None and meta.get("cluster"):
         # How many Dask tasks carried the runs (chunks: see DaskRunner).
         meta["cluster"]["tasks"] = meta["cluster"].get("tasks", 0) + executor.tasks
+        meta["cluster"]["chunk_seconds"] = executor.chunking.seconds
     rundir.write_meta(meta)
     runlog.write_signatures()
     summary = build_summary(record, meta)
