@@ -44,7 +44,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from heldout_repo import RACY_AT, History, make_history, pick_case  # noqa: E402
+from heldout_repo import NARROWED_AT, RACY_AT, History, make_history, pick_case  # noqa: E402
 
 from repro.strategy.information import fano_bound  # noqa: E402
 
@@ -152,15 +152,17 @@ def repro_env(cache: Path, root: Path = ROOT) -> dict[str, str]:
     }
 
 
-def write_recipe(path: Path, repo: Path, args: str) -> Path:
-    path.write_text(RECIPE.format(repo=repo, racy="v2.0", fixed="main", args=args))
+def write_recipe(path: Path, repo: Path, args: str, racy: str = "v2.0") -> Path:
+    path.write_text(RECIPE.format(repo=repo, racy=racy, fixed="main", args=args))
     return path
 
 
-def measure_rate(history: History, work: Path, args: str, runs: int) -> dict[str, Any]:
-    """``repro stress`` at the racy tag: the rate the bound and the README quote."""
-    recipe = write_recipe(work / "stress-recipe.yaml", history.path, args)
-    out = work / "stress.json"
+def measure_rate(
+    history: History, work: Path, args: str, runs: int, ref: str = "v2.0", tag: str = ""
+) -> dict[str, Any]:
+    """``repro stress`` at ``ref`` (the racy tag): the rate the bound and the README quote."""
+    recipe = write_recipe(work / f"stress{tag}-recipe.yaml", history.path, args, ref)
+    out = work / f"stress{tag}.json"
     t0 = time.perf_counter()
     subprocess.run(
         [
@@ -172,11 +174,11 @@ def measure_rate(history: History, work: Path, args: str, runs: int) -> dict[str
             "-j",
             "1",
             "--runs-dir",
-            str(work / "stress-runs"),
+            str(work / f"stress{tag}-runs"),
             "--json-out",
             str(out),
         ],
-        env=repro_env(work / "stress-cache"),
+        env=repro_env(work / f"stress{tag}-cache"),
         cwd=ROOT,
         check=False,
         capture_output=True,
@@ -490,6 +492,13 @@ def main() -> int:
     ap.add_argument("--broken", type=int, default=4, help="unbuildable commits in the range")
     ap.add_argument("--args", default="300 6000", help="WINDOW_US POLL_US of the program")
     ap.add_argument("--stress-runs", type=int, default=600, help="0: do not measure the rate")
+    ap.add_argument(
+        "--inner-window",
+        type=float,
+        default=1.0,
+        help="the race window inside the range relative to the racy tag's (0.5: a commit "
+        "after the tag halves it, so the rate inside is about half the calibrated one)",
+    )
     ap.add_argument("--methods", default="repro,git20,git50,bayesect")
     ap.add_argument(
         "--baseline",
@@ -507,7 +516,13 @@ def main() -> int:
     methods = opts.methods.split(",")
     opts.work.mkdir(parents=True, exist_ok=True)
     n = opts.commits - RACY_AT - 1  # candidate first clean commits after the racy tag
-    meta: dict[str, Any] = {"commits": opts.commits, "candidates": n, "args": opts.args}
+    meta: dict[str, Any] = {
+        "commits": opts.commits,
+        "candidates": n,
+        "args": opts.args,
+        "inner_window": opts.inner_window,
+    }
+    iw = opts.inner_window
 
     exe: Path | None = None
     if "bayesect" in methods:
@@ -523,7 +538,9 @@ def main() -> int:
     t_start = time.perf_counter()
     if opts.stress_runs:
         fix_at, broken = pick_case(opts.commits, opts.first_seed, opts.broken)
-        h = make_history(opts.work / "stress-repo", opts.commits, fix_at, broken, opts.first_seed)
+        h = make_history(
+            opts.work / "stress-repo", opts.commits, fix_at, broken, opts.first_seed, iw
+        )
         meta["stress"] = measure_rate(h, opts.work, opts.args, opts.stress_runs)
         s = meta["stress"]
         print(
@@ -531,6 +548,16 @@ def main() -> int:
             f"(95% CI {s['rate_ci95']}), {s['mean_run_seconds']} s a run",
             flush=True,
         )
+        if iw < 1.0:
+            inner = h.sha(NARROWED_AT + 1)
+            meta["stress_inside"] = si = measure_rate(
+                h, opts.work, opts.args, opts.stress_runs, inner, "-inside"
+            )
+            print(
+                f"rate inside the range at {inner[:10]} (window x{iw:g}, {si['runs']} runs): "
+                f"{si['rate']:.3f} (95% CI {si['rate_ci95']})",
+                flush=True,
+            )
 
     names = {
         "repro": "repro @0.99",
@@ -548,7 +575,7 @@ def main() -> int:
         tdir = opts.work / f"trial-{seed}"
         if tdir.exists():
             shutil.rmtree(tdir)
-        h = make_history(tdir / "repo", opts.commits, fix_at, broken, seed)
+        h = make_history(tdir / "repo", opts.commits, fix_at, broken, seed, iw)
         print(f"trial {seed}: fix at index {fix_at} of {opts.commits}, broken {broken}", flush=True)
         for m in methods:
             mdir = tdir / m
@@ -561,7 +588,7 @@ def main() -> int:
             elif m in ("git20", "git50"):
                 r = run_git_bisect(h, mdir, opts.args, int(m[3:]), seed, opts.timeout)
             elif m == "bayesect" and exe is not None:
-                clean = make_history(tdir / "repo-buildable", opts.commits, fix_at, (), seed)
+                clean = make_history(tdir / "repo-buildable", opts.commits, fix_at, (), seed, iw)
                 r = run_bayesect(clean, mdir, opts.args, exe, seed, opts.timeout)
             else:
                 raise SystemExit(f"unknown method {m}")
@@ -587,7 +614,10 @@ def main() -> int:
 
     meta["seconds"] = round(time.perf_counter() - t_start, 1)
     print()
-    print(f"{opts.trials} trials, {n} candidate commits, program args {opts.args!r}")
+    print(
+        f"{opts.trials} trials, {n} candidate commits, program args {opts.args!r}, "
+        f"window inside the range x{iw:g}"
+    )
     print(table(results, [names[m] for m in methods], opts.trials))
     print()
     print(repro_phases(results))
@@ -604,6 +634,12 @@ def main() -> int:
             f"at p = {p:.3f} ({fano_bound(n, hi, 0.01):.0f} to {fano_bound(n, lo, 0.01):.0f} "
             f"over the rate's 95% interval)"
         )
+        if "stress_inside" in meta:
+            pi = float(meta["stress_inside"]["rate"])
+            print(
+                f"at the rate inside the range, p = {pi:.3f}: {fano_bound(n, pi, 0.01):.0f} runs "
+                "(every run at a racy commit the search probes sees this rate)"
+            )
     print(f"total bench time {meta['seconds'] / 60:.1f} min")
     if opts.json:
         opts.json.write_text(

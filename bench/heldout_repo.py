@@ -18,8 +18,12 @@ measures it with ``repro stress`` rather than trusting the formula.
 ``make_history(dest, fix_at, broken, seed)``: the same arguments give the same commit shas
 (fixed dates and author), so the method runs of one trial see one repository. Passing
 ``broken=()`` gives the same history with every commit buildable (for tools without a skip).
+``inner_window=0.5``: the commit right after the racy tag sends the heartbeat after half the
+window, so every racy commit inside the range shows the race at about half the tag's rate
+(issue 15's item 3: a later commit made the window narrower).
 
 Usage: heldout_repo.py DEST [--commits 205] [--fix-at 120] [--broken 30,77,140,181] [--seed 0]
+                       [--inner-window 0.5]
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from pathlib import Path
 INTRODUCED_AT = 2  # commit index (0-based) that introduces the race
 RACY_TAG = "v2.0"  # tagged a few commits after the race is introduced
 RACY_AT = 4
+NARROWED_AT = RACY_AT + 1  # with inner_window < 1: the commit that shortens the window
+HEARTBEAT = "usleep((useconds_t)window_us);"
 
 HEADER = """\
 #ifndef SENSOR_H
@@ -215,6 +221,7 @@ class History:
     broken: tuple[int, ...]  # indices of the commits that do not build
     racy_ref: str
     fixed_ref: str
+    inner_window: float = 1.0  # the window inside the range, relative to the racy tag's
 
     def sha(self, index: int) -> str:
         return _git(self.path, "rev-parse", f"main~{self.commits - 1 - index}")
@@ -252,13 +259,22 @@ def _subject(i: int, rng: random.Random) -> str:
 
 
 def make_history(
-    dest: Path, commits: int, fix_at: int, broken: Sequence[int], seed: int = 0
+    dest: Path,
+    commits: int,
+    fix_at: int,
+    broken: Sequence[int],
+    seed: int = 0,
+    inner_window: float = 1.0,
 ) -> History:
     """Create the repository at ``dest`` (replacing it); fixed dates give fixed shas."""
+    if not 0.0 < inner_window <= 1.0:
+        raise ValueError(f"inner_window must be in (0, 1], got {inner_window}")
+    if HEARTBEAT not in STRESS_C:
+        raise ValueError("the stress program lost its heartbeat line; inner_window needs it")
     if not RACY_AT < fix_at < commits:
         raise ValueError(f"fix_at must be in ({RACY_AT}, {commits}), got {fix_at}")
     bad = set(broken)
-    if bad & {0, RACY_AT, fix_at, fix_at - 1, commits - 1}:
+    if bad & {0, RACY_AT, NARROWED_AT, fix_at, fix_at - 1, commits - 1}:
         raise ValueError("the ends, the fix and its parent must build")
     if dest.exists():
         shutil.rmtree(dest)
@@ -290,6 +306,9 @@ def make_history(
             publish = PUBLISH_FIXED
         else:
             subject, publish = _subject(i, rng), PUBLISH_FIXED
+        narrowed = inner_window < 1.0 and i >= NARROWED_AT
+        if narrowed and i == NARROWED_AT:
+            subject = "sampler: send the heartbeat sooner"
         if i in bad:
             subject = f"WIP: rework sensor_poll ({i})"
         if subject.startswith("util:"):
@@ -305,7 +324,12 @@ def make_history(
         )
         (dest / "util.c").write_text(UTIL_C.format(helpers=helper_defs))
         (dest / "version.h").write_text(f'#define SENSORD_VERSION "2.{i // 10}.{i % 10}"\n')
-        (dest / "sensor_stress.c").write_text(STRESS_C)
+        stress_c = STRESS_C
+        if narrowed:
+            stress_c = STRESS_C.replace(
+                HEARTBEAT, f"usleep((useconds_t)(window_us * {inner_window!r}));"
+            )
+        (dest / "sensor_stress.c").write_text(stress_c)
         (dest / "Makefile").write_text(MAKEFILE)
         (dest / "README.md").write_text(README)
         (dest / "CHANGES").write_text("\n".join(changelog) + "\n")
@@ -315,7 +339,7 @@ def make_history(
         _git(dest, "commit", "-q", "-m", subject, env=cenv)
         if i == RACY_AT:
             _git(dest, "tag", RACY_TAG, env=cenv)
-    return History(dest, commits, fix_at, tuple(sorted(bad)), RACY_TAG, "main")
+    return History(dest, commits, fix_at, tuple(sorted(bad)), RACY_TAG, "main", inner_window)
 
 
 def main(argv: list[str]) -> int:
@@ -325,13 +349,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--fix-at", type=int, default=None)
     ap.add_argument("--broken", default=None, help="comma-separated indices; '' for none")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--inner-window", type=float, default=1.0)
     args = ap.parse_args(argv)
     fix_at, broken = pick_case(args.commits, args.seed)
     if args.fix_at is not None:
         fix_at = args.fix_at
     if args.broken is not None:
         broken = tuple(int(b) for b in args.broken.split(",") if b)
-    h = make_history(args.dest, args.commits, fix_at, broken, args.seed)
+    h = make_history(args.dest, args.commits, fix_at, broken, args.seed, args.inner_window)
     print(
         f"{h.path}: {h.commits} commits, racy {h.racy_ref} (index {RACY_AT}), "
         f"fixed at index {h.fix_at} ({h.sha(h.fix_at)[:10]}), broken {list(h.broken)}"
