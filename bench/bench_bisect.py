@@ -241,6 +241,9 @@ def main() -> None:
         steps = racy_steps(n)
         for p in args.p:
             rng = random.Random(f"{args.seed}-{n}-{p}")
+            # Every run inside the range, repro's or a baseline's (told the ends, it runs
+            # nowhere else), sees the interior rate; so does the floor.
+            p_in = p * args.interior_rate
             cases = []
             for _ in range(args.trials):
                 b = rng.randint(1, n - 1)
@@ -267,7 +270,7 @@ def main() -> None:
                         build_cost=build_cost,
                         run_cost=RUN_COST,
                         batch=args.batch,
-                        interior_rate=p * args.interior_rate,
+                        interior_rate=p_in,
                         rate_mixture=mixture,
                         clean_end_racy=0.0 if args.verified_end else clean_end_prior(n),
                         build_weight=args.build_weight,
@@ -276,9 +279,6 @@ def main() -> None:
                 )
                 if args.repro_only:
                     continue
-                # The baseline only runs inside the range (it is told the ends), so every run
-                # it makes at a racy commit sees the interior rate.
-                p_in = p * args.interior_rate
                 for r, row in rows.items():
                     res = baseline_git_bisect(
                         n, b, p_in, random.Random(seed), repeats=r, skips=skips
@@ -308,8 +308,7 @@ def main() -> None:
                             r_cal,
                         )
                     )
-            # Runs inside the range see the interior rate, so the floor is the one for it.
-            bound = fano_bound(n - 1, p * args.interior_rate, 0.01)
+            bound = fano_bound(n - 1, p_in, 0.01)
             shown = [ours] if args.repro_only else [ours, *rows.values(), plug_in, believer]
             for row in shown:
                 print(row.line(n, p, build_cost, bound))

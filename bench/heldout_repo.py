@@ -221,7 +221,6 @@ class History:
     broken: tuple[int, ...]  # indices of the commits that do not build
     racy_ref: str
     fixed_ref: str
-    inner_window: float = 1.0  # the window inside the range, relative to the racy tag's
 
     def sha(self, index: int) -> str:
         return _git(self.path, "rev-parse", f"main~{self.commits - 1 - index}")
@@ -339,7 +338,7 @@ def make_history(
         _git(dest, "commit", "-q", "-m", subject, env=cenv)
         if i == RACY_AT:
             _git(dest, "tag", RACY_TAG, env=cenv)
-    return History(dest, commits, fix_at, tuple(sorted(bad)), RACY_TAG, "main", inner_window)
+    return History(dest, commits, fix_at, tuple(sorted(bad)), RACY_TAG, "main")
 
 
 def main(argv: list[str]) -> int:
