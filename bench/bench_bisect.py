@@ -9,11 +9,12 @@ do, not what it does.
 Every row also shows Fano's floor on the mean runs of *any* bisect that knows the rate (the
 bound, ``repro.strategy.information``) and the ratio of the row's runs after calibration to it.  A
 second table splits repro's runs: calibration, clean-end check, bisect, and the bisect runs
-spent at the true first clean commit itself.  ``--interior-rate 0.5`` makes the racy commits
-inside the range show the race at half the calibrated end's rate, for every method (the git
-rows' repeat counts stay tuned to the end's rate, which is what their users would measure or
-assume); ``--single-rate`` gives the
-strategy the single calibrated rate it had before the rate mixture (for before/after tables).
+spent at the true first clean commit itself, against the floor on those (``culprit_bound``:
+the runs any bisect knowing the rate must average there).  ``--interior-rate 0.5`` makes the
+racy commits inside the range show the race at half the calibrated end's rate, for every
+method (the git rows' repeat counts stay tuned to the end's rate, which is what their users
+would measure or assume); ``--single-rate`` gives the strategy the single calibrated rate it
+had before the rate mixture (for before/after tables).
 
     .venv/bin/python bench/bench_bisect.py [--trials N] [--skips 0.05] [--seed 1]
 """
@@ -31,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from repro.strategy.bisect import BUILD_WEIGHT, clean_end_prior
-from repro.strategy.information import fano_bound
+from repro.strategy.information import culprit_bound, fano_bound
 from repro.strategy.rate import CALIBRATION_HITS, RATE_MIXTURE, RateBelief
 from repro.strategy.simulate import SimResult, baseline_git_bisect, simulate
 
@@ -148,7 +149,7 @@ class Row:
             f"| {cost / 60:7.1f} |"
         )
 
-    def breakdown(self, n: int, p: float, bound: float) -> str:
+    def breakdown(self, n: int, p: float, bound: float, floor: float) -> str:
         k = len(self.results)
         calib = sum(r.calib_runs - r.end_runs for r in self.results) / k
         end = sum(r.end_runs for r in self.results) / k
@@ -157,8 +158,8 @@ class Row:
         wrong = sum(not r.correct for r in self.results)
         return (
             f"| {n:>5} | {p:>4} | {calib:7.1f} | {end:7.1f} | {bisect_runs:8.1f} "
-            f"| {culprit:8.1f} | {bound:6.1f} | {bisect_runs / bound if bound else math.inf:5.2f} "
-            f"| {wrong:>3}/{k} |"
+            f"| {culprit:8.1f} | {floor:6.1f} | {bound:6.1f} "
+            f"| {bisect_runs / bound if bound else math.inf:5.2f} | {wrong:>3}/{k} |"
         )
 
 
@@ -312,7 +313,7 @@ def main() -> None:
             shown = [ours] if args.repro_only else [ours, *rows.values(), plug_in, believer]
             for row in shown:
                 print(row.line(n, p, build_cost, bound))
-            splits.append(ours.breakdown(n, p, bound))
+            splits.append(ours.breakdown(n, p, bound, culprit_bound(n - 1, p_in, 0.01)))
             sys.stdout.flush()
     print(
         "\nruns: all runs, including calibration (until "
@@ -323,11 +324,18 @@ def main() -> None:
         "in minutes. git N=k (oracle): k tuned to the true rate; N(p^): tuned to the measured "
         "rate; N(belief): tuned to the rate's posterior (repro's information). bound: Fano's "
         "floor on mean runs at 1% error knowing the rate (inside the range); ratio: "
-        "(bisect) / bound."
+        "(bisect) / bound; culprit: bisect runs at the true first clean commit; floor: "
+        "the least mean any bisect knowing the rate can spend there at 1% error."
     )
     print("\nWhere repro's runs go (means per bisect):\n")
-    print("|     n |    p |   calib |     end | (bisect) |  culprit |  bound | ratio | wrong |")
-    print("|------:|-----:|--------:|--------:|---------:|---------:|-------:|------:|------:|")
+    print(
+        "|     n |    p |   calib |     end | (bisect) |  culprit |  floor |  bound | ratio "
+        "| wrong |"
+    )
+    print(
+        "|------:|-----:|--------:|--------:|---------:|---------:|-------:|-------:|------:"
+        "|------:|"
+    )
     for line in splits:
         print(line)
     print(f"elapsed {time.perf_counter() - start:.0f} s", file=sys.stderr)

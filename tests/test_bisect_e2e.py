@@ -56,7 +56,7 @@ def test_bisect_finds_the_fix(demo: tuple[Path, Path], tmp_path: Path) -> None:
 
 
 def test_bisect_finds_the_regression(demo: tuple[Path, Path], tmp_path: Path) -> None:
-    _repo, recipe = demo
+    repo, recipe = demo
     out = tmp_path / "bisect.json"
     res = repro(
         "bisect",
@@ -76,6 +76,10 @@ def test_bisect_finds_the_regression(demo: tuple[Path, Path], tmp_path: Path) ->
     data = json.loads(out.read_text())
     assert data["direction"] == "regression"
     assert data["culprit"]["subject"] == RACE_SUBJECT
+    # The answer rests on the commit before the culprit: the last clean one.
+    at = data["information"]["at_answer"]
+    assert at["role"] == "last clean commit"
+    assert subject_of(repo, at["commit"]) == subject_of(repo, data["culprit"]["sha"] + "^")
 
 
 def test_bisect_refuses_a_clean_end_that_races(demo: tuple[Path, Path], tmp_path: Path) -> None:
@@ -183,8 +187,26 @@ def test_plan_then_resume(demo: tuple[Path, Path], tmp_path: Path) -> None:
     # ratio from the unrounded bound; bound_runs is shown to 0.1
     assert info["ratio"] == pytest.approx(info["bisect_runs"] / info["bound_runs"], rel=0.02)
     assert "x the bound" in " ".join(res.stdout.split())
+    # The runs at the first clean commit (the fix), counted from the event log apart.
+    events = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+    at_fix = [
+        e
+        for e in events
+        if e.get("event") == "run"
+        and e.get("phase") == "bisect"
+        and e.get("id") == data["culprit"]["id"]
+        and e.get("outcome") in ("target", "clean", "other")
+    ]
+    at = info["at_answer"]
+    assert at["commit"] == data["culprit"]["label"] and at["role"] == "first fixed commit"
+    assert at["runs"] == len(at_fix) > 0
+    assert 0 < at["floor_runs"] < info["bound_runs"] + at["runs"]
+    assert f"{at['runs']} of them at {at['commit']}" in " ".join(res.stdout.split())
     md = repro("report", str(run_dir)).stdout
     assert "Runs against the bound" in md and f"{info['bisect_runs']} runs after calibration" in md
+    assert f"{at['runs']} of them at {at['commit']} (the first fixed commit)" in " ".join(
+        md.split()
+    )
 
 
 def test_the_calibrations_progress_says_it_stops_at_its_hits(

@@ -9,7 +9,8 @@ import statistics
 
 import pytest
 
-from repro.strategy.information import capacity, fano_bound, plan
+from repro.strategy.bisect import Bisector, Done
+from repro.strategy.information import capacity, culprit_bound, fano_bound, plan
 from repro.strategy.rate import RateBelief
 from repro.strategy.simulate import simulate
 
@@ -70,3 +71,63 @@ def test_plan_matches_the_simulated_bisect() -> None:
     got = plan(n, RateBelief.from_calibration(5, 25), confidence, 60.0, 1.0, trials=48)
     assert got.runs == pytest.approx(measured_runs, rel=0.25)
     assert got.builds == pytest.approx(measured_builds, rel=0.2)
+
+
+def _two_commit_cost(p: float, delta: float) -> float:
+    """The best strategy for two candidates: K runs at the first, blame it if all miss.
+
+    Wrong only when the second is the answer and the first (racy) missed K times, so the least
+    K with ``(1-p)**K / 2 <= delta``; it runs at the true first clean commit only when that is
+    the first one, half the time.
+    """
+    k = 0
+    while (1.0 - p) ** k / 2.0 > delta:
+        k += 1
+    return k / 2.0
+
+
+@pytest.mark.parametrize("p", [0.02, 0.1, 0.5, 1.0])
+def test_culprit_bound_is_nearly_reached_by_two_commits(p: float) -> None:
+    # With two candidates the best strategy is known in closed form: the floor must lie below
+    # it, and not far below (it is a floor, not a guess).
+    best = _two_commit_cost(p, 0.01)
+    floor = culprit_bound(2, p, 0.01)
+    assert floor <= best
+    assert floor >= 0.9 * best
+
+
+def test_culprit_bound_known_values_and_shape() -> None:
+    # About ln(1/delta) / -ln(1-p) for many candidates.
+    assert culprit_bound(1000, 0.1, 0.01) == pytest.approx(math.log(99) / -math.log(0.9), rel=0.02)
+    assert culprit_bound(1000, 0.02, 0.01) == pytest.approx(225, abs=1)
+    # At p = 1 one run at the commit is needed, nearly always.
+    assert culprit_bound(1000, 1.0, 0.01) == pytest.approx(0.98, abs=0.01)
+    ps = [0.01, 0.05, 0.1, 0.5, 1.0]
+    assert all(
+        culprit_bound(150, a, 0.01) > culprit_bound(150, b, 0.01) for a, b in itertools.pairwise(ps)
+    )
+    # A looser error rate needs fewer runs; one candidate needs none.
+    assert culprit_bound(150, 0.1, 0.05) < culprit_bound(150, 0.1, 0.01)
+    assert culprit_bound(1, 0.1, 0.01) == 0.0
+
+
+def test_the_bisect_spends_at_least_the_culprit_floor() -> None:
+    # The strategy with the rate all but known (calibration to 400 hits), at n = 40, p = 0.2:
+    # its mean runs at the true first clean commit lie above the floor, and within 2x of it.
+    n, p = 40, 0.2
+    rng = random.Random(7)
+    at_culprit: list[int] = []
+    for _ in range(150):
+        b = rng.randint(1, n - 1)
+        bis = Bisector(n, calib_hits=400, calib_runs=2000, rate_mixture=[(1.0, 1.0)])
+        runs = 0
+        while not isinstance(step := bis.next_step(), Done):
+            for _ in range(step.runs):
+                hit = step.index < b and rng.random() < p
+                bis.record_run(step.index, hit)
+                runs += step.index == b
+                if hit:
+                    break
+        at_culprit.append(runs)
+    floor = culprit_bound(n - 1, p, 0.01)
+    assert floor <= statistics.fmean(at_culprit) <= 2.0 * floor

@@ -45,6 +45,7 @@ from repro.builds.cache import BuildError
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import BisectSpec, LoadedRecipe, check_option, load_recipe, load_run_recipe
+from repro.report.fmt import at_answer
 from repro.runlog import RunDir, RunLog
 from repro.strategy.bisect import Done, Probe
 from repro.strategy.terms import Find, Side, Terms
@@ -382,6 +383,8 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
             f"({info['ratio']:.1f}x the bound)",
             highlight=False,
         )
+        if at := info.get("at_answer"):
+            console.print(f"  {escape(at_answer(at))}", highlight=False)
     if conf < float(run.meta["confidence"]):
         console.print(
             "[yellow]The requested confidence was not reached: nothing more could be "
@@ -489,17 +492,28 @@ def _write_outputs(
     result["calibration"] = {"hits": calib.hits, "runs": calib.evidence}
     result["plan"] = meta.get("plan")
     if run.bisector is not None:
-        from repro.strategy.information import fano_bound
+        from repro.strategy.information import culprit_bound, fano_bound
 
         bisect_runs = sum(len(p.bisect_runs) for p in record.positions.values())
         rate = run.bisector.rate_estimate()
-        bound = fano_bound(max(1, len(run.positions) - 1), rate, 1.0 - float(meta["confidence"]))
+        candidates = max(1, len(run.positions) - 1)
+        delta = 1.0 - float(meta["confidence"])
+        bound = fano_bound(candidates, rate, delta)
         result["information"] = {
             "bisect_runs": bisect_runs,
             "bound_runs": round(bound, 1),
             "ratio": round(bisect_runs / bound, 2) if bound > 0 else None,
             "rate_estimate": rate,
         }
+        if done is not None and done.lo == done.hi:
+            # The runs at the first clean position, the one the answer rests on, against the
+            # least any bisect must spend there (repro.strategy.information.culprit_bound).
+            result["information"]["at_answer"] = {
+                "commit": run.positions[done.lo].label,
+                "role": f"{run.terms.answer_clean_word} {run.terms.unit}",
+                "runs": len(run.stats(done.lo).bisect_runs),
+                "floor_runs": round(culprit_bound(candidates, rate, delta), 1),
+            }
     if done is not None:
         lo, hi = run.terms.culprit_positions(done.lo, done.hi)
         blamed = [run.positions[k] for k in range(min(lo, hi), max(lo, hi) + 1)]

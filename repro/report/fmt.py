@@ -112,3 +112,13 @@ def commit_word(bisect: Mapping[str, Any]) -> str:
 def culprit_label(bisect: Mapping[str, Any]) -> str:
     what = "fixed" if bisect.get("direction") == "fix" else "introduced"
     return f"Race {what} by"
+
+
+def at_answer(at: Mapping[str, Any]) -> str:
+    """The runs at the clean commit an answer rests on, against the least any bisect needs
+    there (``information.at_answer`` of a bisect's JSON); the console says it in these words
+    too."""
+    return (
+        f"{at.get('runs')} of them at {at.get('commit')} (the {at.get('role')}), where no "
+        f"bisect can average fewer than {float(at.get('floor_runs') or 0):.0f}"
+    )

@@ -144,6 +144,7 @@ def _bisect_rows(b: Mapping[str, Any], s: Mapping[str, Any]) -> list[Row]:
                         f"average fewer than {info['bound_runs']:.0f} at rate "
                         f"{float(info.get('rate_estimate') or 0):.1%}"
                         + (f" ({ratio:.1f}x the bound)" if ratio else "")
+                        + (f"; {fmt.at_answer(info['at_answer'])}" if info.get("at_answer") else "")
                     ),
                 ),
             )

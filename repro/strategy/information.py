@@ -8,6 +8,13 @@ search needs to name one commit among ``n`` with error at most ``delta``, even k
 Printing that floor next to what a bisect spent says how much room is left; printing a plan
 before the work says what it will cost while the user can still change their mind.
 
+Fano's floor counts bits and says nothing about *where* the runs go. A second floor does: only
+runs at the first clean commit itself tell "it is the first clean one" from "the next one is",
+since every other run has the same odds under both answers. A racy commit misses ``K`` runs in
+a row with probability ``(1-p)**K``, so an answer right with probability ``1 - delta`` must
+spend about ``ln(1/delta) / -ln(1-p)`` runs there (``culprit_bound``). The two floors are each
+true alone; their sum is not proven to be one.
+
 Pure: no I/O; ``plan`` uses its own seeded random generator, so it answers the same every time.
 """
 
@@ -20,7 +27,7 @@ from dataclasses import dataclass
 from repro.strategy.bisect import Bisector, Done, clean_end_prior
 from repro.strategy.rate import RateBelief
 
-__all__ = ["Plan", "capacity", "fano_bound", "plan"]
+__all__ = ["Plan", "capacity", "culprit_bound", "fano_bound", "plan"]
 
 
 def capacity(p: float) -> float:
@@ -42,6 +49,45 @@ def fano_bound(n: int, p: float, delta: float) -> float:
     if not 0.0 <= delta < 1.0:
         raise ValueError(f"error rate must be in [0, 1), got {delta}")
     return max(0.0, ((1.0 - delta) * math.log2(n) - 1.0) / capacity(p))
+
+
+def culprit_bound(n: int, p: float, delta: float) -> float:
+    """Fewest runs on average at the first clean commit itself, among ``n`` equally likely ones.
+
+    Proof sketch.  Answers ``b`` and ``b + 1`` differ only in runs at ``b``: racy under
+    ``b + 1``, clean under ``b``.  So the chance of answering ``b`` when ``b + 1`` is true is at
+    least ``E_b[answer b; (1-p)**K_b]``, with ``K_b`` the runs at ``b``.  ``(1-p)**K`` lies above
+    its convex piecewise-linear hull ``psi`` over the integers, and Jensen's inequality on the
+    ``n - 1`` pairs that have a right neighbour, each right with probability ``alpha_b``, gives
+    ``a * psi(k) <= delta`` with ``a = 1 - delta - 1/n`` and ``k`` the mean runs at the true
+    commit when it is named.  The floor is ``a * psi^-1(delta / a)``: about
+    ``ln(1/delta) / -ln(1-p)`` runs, and at ``p = 1`` about one (a miss is conclusive, but some
+    run must be made there).  It holds for any strategy that knows ``p``; not knowing it only
+    costs more.
+    """
+    if n < 1:
+        raise ValueError(f"need at least one candidate commit, got n={n}")
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"rate must be in (0, 1], got {p}")
+    if not 0.0 <= delta < 1.0:
+        raise ValueError(f"error rate must be in [0, 1), got {delta}")
+    a = 1.0 - delta - 1.0 / n
+    if a <= delta:
+        return 0.0
+    eps = delta / a
+    if eps <= 0.0:
+        return math.inf
+    if p == 1.0:
+        return a * (1.0 - eps)
+    log_x = math.log1p(-p)
+    k = math.floor(math.log(eps) / log_x)
+    # Float rounding can put the bracket one off: x**k >= eps > x**(k+1) must hold.
+    while k > 0 and math.exp(k * log_x) < eps:
+        k -= 1
+    while math.exp((k + 1) * log_x) >= eps:
+        k += 1
+    hi, lo = math.exp(k * log_x), math.exp((k + 1) * log_x)
+    return a * (k + (hi - eps) / (hi - lo))
 
 
 @dataclass(frozen=True)

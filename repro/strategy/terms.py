@@ -72,6 +72,12 @@ class Terms:
         return "first fixed" if self.find is Find.FIX else "first bad"
 
     @property
+    def answer_clean_word(self) -> str:
+        """The clean commit an answer rests on: the fix itself, or the last clean one before
+        the regression (the search's first clean position either way)."""
+        return "first fixed" if self.find is Find.FIX else "last clean"
+
+    @property
     def clean_option(self) -> str:
         return "--fixed" if self.find is Find.FIX else "--clean"
 
