@@ -10,7 +10,7 @@ Every row also shows Fano's floor on the mean runs of *any* bisect that knows th
 bound, ``repro.strategy.information``) and the ratio of the row's runs after calibration to it.  A
 second table splits repro's runs: calibration, clean-end check, bisect, and the bisect runs
 spent at the true first clean commit itself, against the floor on those (``culprit_bound``:
-the runs any bisect knowing the rate must average there).  ``--interior-rate 0.5`` makes the
+the runs any bisect must average there at that rate).  ``--interior-rate 0.5`` makes the
 racy commits inside the range show the race at half the calibrated end's rate, for every
 method (the git rows' repeat counts stay tuned to the end's rate, which is what their users
 would measure or assume); ``--single-rate`` gives the strategy the single calibrated rate it
@@ -325,7 +325,7 @@ def main() -> None:
         "rate; N(belief): tuned to the rate's posterior (repro's information). bound: Fano's "
         "floor on mean runs at 1% error knowing the rate (inside the range); ratio: "
         "(bisect) / bound; culprit: bisect runs at the true first clean commit; floor: "
-        "the least mean any bisect knowing the rate can spend there at 1% error."
+        "the least mean any bisect right 99% of the time at that rate can spend there."
     )
     print("\nWhere repro's runs go (means per bisect):\n")
     print(

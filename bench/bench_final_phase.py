@@ -147,7 +147,7 @@ def main() -> None:
                 )
 
     floor = culprit_bound(1000, p, 1 - args.confidence)
-    print(f"\nfloor on runs at b for any bisect knowing the rate (n = 1000): {floor:.1f}")
+    print(f"\nfloor on runs at b for any bisect at this rate (n = 1000): {floor:.1f}")
 
 
 if __name__ == "__main__":

@@ -109,6 +109,9 @@ def test_culprit_bound_known_values_and_shape() -> None:
     # A looser error rate needs fewer runs; one candidate needs none.
     assert culprit_bound(150, 0.1, 0.05) < culprit_bound(150, 0.1, 0.01)
     assert culprit_bound(1, 0.1, 0.01) == 0.0
+    # Never wrong: impossible below p = 1, one run per answer at p = 1.
+    assert culprit_bound(150, 0.1, 0.0) == math.inf
+    assert culprit_bound(150, 1.0, 0.0) == pytest.approx(1 - 1 / 150)
 
 
 def test_the_bisect_spends_at_least_the_culprit_floor() -> None:

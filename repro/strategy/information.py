@@ -12,8 +12,8 @@ Fano's floor counts bits and says nothing about *where* the runs go. A second fl
 runs at the first clean commit itself tell "it is the first clean one" from "the next one is",
 since every other run has the same odds under both answers. A racy commit misses ``K`` runs in
 a row with probability ``(1-p)**K``, so an answer right with probability ``1 - delta`` must
-spend about ``ln(1/delta) / -ln(1-p)`` runs there (``culprit_bound``). The two floors are each
-true alone; their sum is not proven to be one.
+spend about ``ln(1/delta) / -ln(1-p)`` runs there (``culprit_bound``), whether it knows ``p``
+or not. The two floors are each true alone; their sum is not proven to be one.
 
 Pure: no I/O; ``plan`` uses its own seeded random generator, so it answers the same every time.
 """
@@ -62,8 +62,8 @@ def culprit_bound(n: int, p: float, delta: float) -> float:
     ``a * psi(k) <= delta`` with ``a = 1 - delta - 1/n`` and ``k`` the mean runs at the true
     commit when it is named.  The floor is ``a * psi^-1(delta / a)``: about
     ``ln(1/delta) / -ln(1-p)`` runs, and at ``p = 1`` about one (a miss is conclusive, but some
-    run must be made there).  It holds for any strategy that knows ``p``; not knowing it only
-    costs more.
+    run must be made there).  Nothing in it asks the strategy to know ``p``: it holds for
+    every strategy whose error at this rate is at most ``delta``.
     """
     if n < 1:
         raise ValueError(f"need at least one candidate commit, got n={n}")
@@ -75,10 +75,10 @@ def culprit_bound(n: int, p: float, delta: float) -> float:
     if a <= delta:
         return 0.0
     eps = delta / a
-    if eps <= 0.0:
-        return math.inf
     if p == 1.0:
         return a * (1.0 - eps)
+    if eps <= 0.0:  # never wrong at a rate below 1: no number of misses is enough
+        return math.inf
     log_x = math.log1p(-p)
     k = math.floor(math.log(eps) / log_x)
     # Float rounding can put the bracket one off: x**k >= eps > x**(k+1) must hold.
