@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from repro.strategy.bisect import Bisector, Done
+from repro.strategy.bisect import clean_end_prior
 from repro.strategy.information import capacity, culprit_bound, fano_bound, plan
 from repro.strategy.rate import RateBelief
 from repro.strategy.simulate import simulate
@@ -115,22 +115,22 @@ def test_culprit_bound_known_values_and_shape() -> None:
 
 
 def test_the_bisect_spends_at_least_the_culprit_floor() -> None:
-    # The strategy with the rate all but known (calibration to 400 hits), at n = 40, p = 0.2:
-    # its mean runs at the true first clean commit lie above the floor, and within 2x of it.
+    # The strategy with the rate all but known (calibration to 400 hits, one rate), at
+    # n = 40, p = 0.2: its mean runs at the true first clean commit lie above the floor, and
+    # within 2x of it.
     n, p = 40, 0.2
     rng = random.Random(7)
-    at_culprit: list[int] = []
-    for _ in range(150):
-        b = rng.randint(1, n - 1)
-        bis = Bisector(n, calib_hits=400, calib_runs=2000, rate_mixture=[(1.0, 1.0)])
-        runs = 0
-        while not isinstance(step := bis.next_step(), Done):
-            for _ in range(step.runs):
-                hit = step.index < b and rng.random() < p
-                bis.record_run(step.index, hit)
-                runs += step.index == b
-                if hit:
-                    break
-        at_culprit.append(runs)
+    at_culprit = [
+        simulate(
+            n,
+            rng.randint(1, n - 1),
+            p,
+            random.Random(rng.getrandbits(64)),
+            calib_hits_target=400,
+            rate_mixture=[(1.0, 1.0)],
+            clean_end_racy=clean_end_prior(n),
+        ).culprit_runs
+        for _ in range(150)
+    ]
     floor = culprit_bound(n - 1, p, 0.01)
     assert floor <= statistics.fmean(at_culprit) <= 2.0 * floor
