@@ -55,10 +55,12 @@ class FinalPhase:
         self.h0, self.m0 = racy[0], racy[1] - racy[0]
         self.p_racy = p_racy
         self.confidence = confidence
+        # Each state's belief is asked for by the stopping test and by the choice: once.
+        self.belief = functools.lru_cache(maxsize=None)(self._belief)
         self.value = functools.lru_cache(maxsize=None)(self._value)
         self.cost = functools.lru_cache(maxsize=None)(self._cost)
 
-    def belief(self, hf: int, nf: int, k: int) -> tuple[float, float, float]:
+    def _belief(self, hf: int, nf: int, k: int) -> tuple[float, float, float]:
         """P(b racy), and the mean rate under "b clean" and "b racy", after this evidence."""
         h, m = self.h0 + hf, self.m0 + nf - hf
         clean: list[tuple[float, float]] = []
@@ -76,16 +78,16 @@ class FinalPhase:
         e1 = math.fsum(math.exp(x - top) * e for x, e in racy) * self.p_racy / z1
         return z1 / (z0 + z1), e0, e1
 
-    def _choices(self, hf: int, nf: int, k: int, use_f: bool) -> tuple[float, float, float]:
-        """(value of a run at b, value of a run at f, P(hit at f)) under the belief."""
+    def _choices(self, hf: int, nf: int, k: int, use_f: bool) -> tuple[float, float]:
+        """(value of a run at b, value of a run at f) under the belief."""
         p1, e0, e1 = self.belief(hf, nf, k)
         at_b = 1 + (1 - p1 * e1) * self.value(hf, nf, k + 1, use_f)
         if not use_f or nf >= _CAP_F:
-            return at_b, math.inf, 0.0
+            return at_b, math.inf
         pf = (1 - p1) * e0 + p1 * e1
         at_f = 1 + pf * self.value(hf + 1, nf + 1, k, use_f)
         at_f += (1 - pf) * self.value(hf, nf + 1, k, use_f)
-        return at_b, at_f, pf
+        return at_b, at_f
 
     def _done(self, hf: int, nf: int, k: int) -> bool:
         return 1 - self.belief(hf, nf, k)[0] >= self.confidence
@@ -95,8 +97,7 @@ class FinalPhase:
             return 0.0
         if k >= _CAP_B:
             return math.inf
-        at_b, at_f, _ = self._choices(hf, nf, k, use_f)
-        return min(at_b, at_f)
+        return min(self._choices(hf, nf, k, use_f))
 
     def _cost(self, hf: int, nf: int, k: int, use_f: bool, p: float) -> tuple[float, float]:
         """(runs at b, runs at f) that the policy spends when b is clean and the rate is p."""
@@ -104,7 +105,7 @@ class FinalPhase:
             return 0.0, 0.0
         if k >= _CAP_B:
             return math.inf, 0.0
-        at_b, at_f, _ = self._choices(hf, nf, k, use_f)
+        at_b, at_f = self._choices(hf, nf, k, use_f)
         if at_f < at_b:
             hb, hff = self.cost(hf + 1, nf + 1, k, use_f, p)
             mb, mf = self.cost(hf, nf + 1, k, use_f, p)
