@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TEST_CONFIDENCE, repro
 
+from repro.tsan.outcome import Outcome
+
 sys.path.insert(0, str(ROOT / "demo"))
 from make_repo import make_demo_recipe
 
@@ -195,7 +197,7 @@ def test_plan_then_resume(demo: tuple[Path, Path], tmp_path: Path) -> None:
         if e.get("event") == "run"
         and e.get("phase") == "bisect"
         and e.get("id") == data["culprit"]["id"]
-        and e.get("outcome") in ("target", "clean", "other")
+        and Outcome(e["outcome"]).is_evidence
     ]
     at = info["at_answer"]
     assert at["commit"] == data["culprit"]["label"] and at["role"] == "first fixed commit"
