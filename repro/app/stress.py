@@ -62,12 +62,14 @@ class StressOptions:
     shared_cache: Path | None = None  # a cache every worker sees
 
 
-def build_summary(record: Record, meta: dict[str, Any]) -> dict[str, Any]:
-    """summary.json, --json-out and the console's closing lines: one dict."""
+def build_summary(record: Record, meta: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """summary.json, --json-out and the console's closing lines: one dict. It names its
+    run directory, so `repro bisect --calibration-from stress.json` finds the runs."""
     summary = record.summary_json()
     summary.update(
         {
             "kind": "stress",
+            "run_dir": str(run_dir),
             "recipe": meta.get("recipe"),
             "recipe_path": meta.get("recipe_path"),
             "interrupted": bool(meta.get("interrupted")),
@@ -275,7 +277,7 @@ def _run_stress(
         meta["cluster"]["chunk_seconds"] = executor.chunking.seconds
     rundir.write_meta(meta)
     runlog.write_signatures()
-    summary = build_summary(record, meta)
+    summary = build_summary(record, meta, rundir.path)
     rundir.write("summary.json", summary)
     inside = other_race_verdicts(console, rundir.path) if record.other_signature_ids else []
     print_summary(console, summary, str(rundir.path), inside)
