@@ -37,7 +37,8 @@ demo: demo-repo
 	$(BIN)/repro recipe validate recipes/demo.yaml
 	$(BIN)/repro stress recipes/demo.yaml --runs 200 --jobs 2 --runs-dir demo-work/runs \
 		--json-out demo-work/stress.json || test $$? -eq 1
-	$(BIN)/repro bisect recipes/demo.yaml --runs-dir demo-work/runs \
+	$(BIN)/repro bisect recipes/demo.yaml --jobs 2 --runs-dir demo-work/runs \
+		--calibration-from demo-work/stress.json \
 		--json-out demo-work/bisect.json --report demo-work/report.md
 	@echo
 	@echo "report: demo-work/report.md (also: repro report demo-work/runs/<dir> --format html)"

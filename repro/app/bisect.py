@@ -27,12 +27,13 @@ from repro.app.bisect_run import (
     fail,
     say_step,
 )
-from repro.app.calibration import calibrate
+from repro.app.calibration import calibrate, calibrated
 from repro.app.context import Overrides, extension_location
 from repro.app.environment import collect_environment, interpreter_record
 from repro.app.executors import RunnerGone
 from repro.app.lanes import LanesDoNotPay, probe_lanes
 from repro.app.loop import Limits
+from repro.app.reuse import check_recipe, find_stress_record, import_calibration
 from repro.app.runner import reap_orphans
 from repro.app.view import (
     INVALID_HINTS,
@@ -111,6 +112,10 @@ def run_bisect(opts: BisectOptions, console: Console) -> int:
         if opts.recipe is None:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
         fresh = load_recipe(opts.recipe, opts.sets, needs_target=True)
+        if opts.calibration_from is not None:
+            check_recipe(find_stress_record(opts.calibration_from), fresh, opts.timeout)
+    elif opts.calibration_from is not None:
+        raise ReproError("--calibration-from starts a bisect; a resumed one has its calibration")
     cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
     if cluster is None:
         return _run_bisect(opts, console, None, fresh)
@@ -237,6 +242,15 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         "confidence": confidence,
         "calibration_runs": opts.calibration_runs or spec.max_calibration_runs,
         "calibration_hits": spec.calibration_hits,
+        "calibration_from": (
+            None
+            if opts.calibration_from is None
+            else {
+                "path": str(find_stress_record(opts.calibration_from).path),
+                "base": 0,  # the run indices the imported runs take: none is used yet
+                "status": "pending",
+            }
+        ),
         "positions": [vars(p) for p in positions],
         "anchors": anchors,
         "jobs": opts.jobs,
@@ -258,9 +272,34 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
     return BisectRun(RunLog(rundir), loaded, meta, console, opts.jobs, overrides, opts.keep_going)
 
 
+def _reuse_calibration(run: BisectRun, opts: BisectOptions) -> bool:
+    """Take a stress record's runs as the calibration, once; False: the racy end does not
+    build. A refusal fails the bisect (its run directory says why) and is said as an error."""
+    wanted = run.meta.get("calibration_from") or {}
+    if wanted.get("status") != "pending":
+        return True
+    try:
+        if not import_calibration(run, find_stress_record(Path(wanted["path"]))):
+            return calibrated(run, opts)  # says that the racy end does not build
+    except ReproError as exc:
+        run.meta.update(status="failed", failure=str(exc))
+        run.rundir.write_meta(run.meta)
+        raise
+    done = run.meta["calibration_from"]
+    run.console.print(
+        f"[bold]calibration[/] at the racy end {escape(run.describe(0))}: reusing "
+        f"{done['hits']} hits in {done['runs']} runs (the first {done['runs']} of "
+        f"{done['of']}) of the stress record {escape(done['path'])}",
+        highlight=False,
+    )
+    return True
+
+
 def _drive(run: BisectRun, opts: BisectOptions) -> int:
     console = run.console
     try:
+        if run.bisector is None and not _reuse_calibration(run, opts):
+            return _finish(run, opts, None)
         k = run.parallel_probes()
         laned = False
         if run.bisector is None and k > 1:  # lanes build ahead of the calibration
@@ -489,7 +528,17 @@ def _write_outputs(
         "signatures": record.signatures_json(),
     }
     calib = run.stats(0).counts
-    result["calibration"] = {"hits": calib.hits, "runs": calib.evidence}
+    reused = meta.get("calibration_from") or {}
+    result["calibration"] = {
+        "hits": calib.hits,
+        "runs": calib.evidence,
+        # of these, the runs taken from a stress record (--calibration-from)
+        "reused": (
+            {k: reused[k] for k in ("path", "runs", "hits")}
+            if reused.get("status") == "imported"
+            else None
+        ),
+    }
     result["plan"] = meta.get("plan")
     if run.bisector is not None:
         from repro.strategy.information import culprit_bound, fano_bound

@@ -112,6 +112,7 @@ class BisectOptions:
     report: Path | None = None
     resume: Path | None = None
     calibration_runs: int | None = None
+    calibration_from: Path | None = None  # a stress record of the racy end, reused
     threads: int | None = None
     timeout: float | None = None
     sets: tuple[str, ...] = ()

@@ -261,6 +261,14 @@ def bisect(
     calibration_runs: Annotated[
         int | None, typer.Option(help="Most runs spent measuring the rate at the racy end.")
     ] = None,
+    calibration_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration-from",
+            help="A stress record of the racy end (its run directory or --json-out file): "
+            "its runs are the calibration, if they ran as the bisect runs.",
+        ),
+    ] = None,
     threads: ThreadsOpt = None,
     timeout: TimeoutOpt = None,
     json_out: Annotated[
@@ -316,6 +324,7 @@ def bisect(
         report=report,
         resume=resume,
         calibration_runs=calibration_runs,
+        calibration_from=calibration_from,
         threads=threads,
         timeout=timeout,
         sets=tuple(set_ or ()),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from repro.report import fmt
@@ -110,7 +111,14 @@ def _bisect_rows(b: Mapping[str, Any], s: Mapping[str, Any]) -> list[Row]:
     ce = b.get("clean_end") or {}
     ce_runs = ce.get("evidence_runs", ce.get("runs", 0))
     fixed = b.get("direction") == "fix"
-    rows.append(Row("Rate at the racy end", (Text(fmt.rate(s)),)))
+    reused = b.get("calibration_from") or {}
+    rate_text = fmt.rate(s)
+    if reused.get("status") == "imported":
+        rate_text += (
+            f" ({reused.get('runs')} of them from the stress record "
+            f"{Path(str(reused.get('path'))).name})"
+        )
+    rows.append(Row("Rate at the racy end", (Text(rate_text),)))
     end_text = f"{ce.get('hits', 0)} hits in {ce_runs} runs"
     if not ce_runs and not ce.get("hits"):
         # Checked inside the search: the misses that confirm the answer rule out a racy end.

@@ -1,0 +1,139 @@
+"""`repro bisect --calibration-from`: a stress record of the racy end as the calibration,
+on the demo's history (real TSAN runs, a git repository the test creates)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import repro
+from test_bisect_e2e import FIX_SUBJECT, demo  # noqa: F401  (the fixture)
+
+from repro.tsan.outcome import Outcome
+
+
+def _events(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def _stress(recipe: Path, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "stress.json"
+    res = repro(
+        "stress", str(recipe), "--runs", "60", "--jobs", "1", "--runs-dir",
+        str(tmp_path / "stress-runs"), "--json-out", str(out), *extra,
+    )  # fmt: skip
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_bisect_takes_a_stress_record_as_its_calibration(
+    demo: tuple[Path, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    _, recipe = demo
+    stress = _stress(recipe, tmp_path)
+    assert stress["hits"] > 0, stress  # the demo's race shows in ~15% of runs: 60 runs hit
+    runs = tmp_path / "runs"
+    out = tmp_path / "bisect.json"
+    res = repro(
+        "bisect", str(recipe), "--jobs", "1", "--calibration-from", str(tmp_path / "stress.json"),
+        "--runs-dir", str(runs), "--json-out", str(out), "--report", str(tmp_path / "r.md"),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["culprit"]["subject"] == FIX_SUBJECT
+    # What a calibration would have run: the stress runs in order, up to the 5th hit.
+    record = sorted(
+        (e for e in _events(Path(stress["run_dir"])) if e.get("event") == "run"),
+        key=lambda e: e["index"],
+    )
+    prefix, seen = 0, 0
+    for e in record:
+        if seen == 5:
+            break
+        if Outcome(e["outcome"]).is_evidence:
+            prefix += 1
+            seen += Outcome(e["outcome"]) is Outcome.TARGET
+    reused = data["calibration"]["reused"]
+    assert (reused["runs"], reused["hits"]) == (prefix, min(5, stress["hits"]))
+    assert Path(reused["path"]) == Path(stress["run_dir"])
+    text = " ".join(res.stdout.split())
+    of = stress["evidence_runs"]
+    assert f"reusing {reused['hits']} hits in {prefix} runs (the first {prefix} of {of})" in text
+    # The log holds those runs at the racy end, and new runs there only while the hits were
+    # short of the calibration's goal.
+    run_dir = next(runs.iterdir())
+    calib = [
+        e
+        for e in _events(run_dir)
+        if e.get("event") == "run" and e.get("phase") == "calibrate" and e.get("pos") == 0
+    ]
+    hits = sum(Outcome(e["outcome"]) is Outcome.TARGET for e in calib)
+    assert data["calibration"]["runs"] == len(calib) and data["calibration"]["hits"] == hits
+    if stress["hits"] >= 5:
+        assert len(calib) == prefix and hits == 5
+    else:
+        assert len(calib) > prefix and hits == 5
+    assert f"{prefix} of them from the stress record" in (tmp_path / "r.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_stress_record_that_ran_otherwise_is_refused_by_name(
+    demo: tuple[Path, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    _, recipe = demo
+    _stress(recipe, tmp_path, "--threads", "4")
+    runs = tmp_path / "runs"
+    res = repro(
+        "bisect", str(recipe), "--jobs", "1", "--calibration-from", str(tmp_path / "stress.json"),
+        "--runs-dir", str(runs),
+    )  # fmt: skip
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2, text
+    assert "cannot stand for the racy end's" in text and "threads: stress 4, racy end 8" in text
+    assert "Traceback" not in text
+    meta = json.loads((next(runs.iterdir()) / "meta.json").read_text())
+    assert meta["status"] == "failed" and "threads" in meta["failure"]
+    # Other parallelism: said before anything is built.
+    res = repro(
+        "bisect", str(recipe), "--jobs", "2", "--calibration-from", str(tmp_path / "stress.json"),
+        "--runs-dir", str(tmp_path / "runs2"), "--threads", "4",
+    )  # fmt: skip
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2 and "runs at once: stress 1, bisect 2 (give --jobs 1)" in text
+
+
+@pytest.mark.slow
+def test_what_cannot_be_a_calibration_is_refused(
+    demo: tuple[Path, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    _, recipe = demo
+
+    def bisect(source: Path, *extra: str) -> str:
+        res = repro(
+            "bisect", str(recipe), "--calibration-from", str(source),
+            "--runs-dir", str(tmp_path / "runs"), *extra,
+        )  # fmt: skip
+        text = " ".join((res.stdout + res.stderr).split())
+        assert res.returncode == 2 and "Traceback" not in text, text
+        return text
+
+    assert "no such stress record" in bisect(tmp_path / "nowhere")
+    (tmp_path / "other.json").write_text('{"kind": "bisect"}')
+    assert "not the JSON of a stress run" in bisect(tmp_path / "other.json")
+    (tmp_path / "broken.json").write_text("{")
+    assert "not a stress JSON" in bisect(tmp_path / "broken.json")
+    # The fixed end never shows the race: its record cannot show the racy end is racy.
+    stress = _stress(recipe, tmp_path, "--ref", "main")
+    assert stress["hits"] == 0
+    assert "has no hit of the target" in bisect(tmp_path / "stress.json")
+    # A stress record of another target.
+    _stress(recipe, tmp_path, "--set", "target.functions=[tq_poll]")
+    assert "counted another race as the target" in bisect(tmp_path / "stress.json")
+    assert not (tmp_path / "runs").exists()  # all said before a run directory was made
+    res = repro("bisect", "--resume", str(tmp_path), "--calibration-from", str(tmp_path))
+    assert res.returncode == 2 and "a resumed one has its calibration" in res.stdout + res.stderr
