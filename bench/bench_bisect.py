@@ -202,6 +202,14 @@ def main() -> None:
         help=f"hits repro calibrates the racy end to (default {CALIB_HITS}, repro's)",
     )
     ap.add_argument(
+        "--stress-runs",
+        type=int,
+        default=0,
+        help="repro's calibration takes all of this many runs at the racy end (a whole "
+        "stress record), then runs on while short of the hit goal; `repro bisect "
+        "--calibration-from` takes only the runs up to the goal",
+    )
+    ap.add_argument(
         "--no-rate-probes",
         action="store_true",
         help="repro as before session 15: no runs at the highest hit to learn the rate",
@@ -212,6 +220,10 @@ def main() -> None:
         help="repro as before: the clean end checked apart before the search",
     )
     args = ap.parse_args()
+
+    def stress_calibration(hits: int, runs: int) -> bool:
+        return runs < args.stress_runs or hits < args.calibration_hits
+
     mixture: tuple[tuple[float, float], ...] | None = None
     if args.single_rate:
         mixture = ((1.0, 1.0),)
@@ -268,6 +280,7 @@ def main() -> None:
                         confidence=0.99,
                         skips=skips,
                         calib_hits_target=args.calibration_hits,
+                        calib_hits_for=stress_calibration,
                         build_cost=build_cost,
                         run_cost=RUN_COST,
                         batch=args.batch,
