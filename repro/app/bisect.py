@@ -27,13 +27,13 @@ from repro.app.bisect_run import (
     fail,
     say_step,
 )
-from repro.app.calibration import calibrate, calibrated
+from repro.app.calibration import calibrate
 from repro.app.context import Overrides, extension_location
 from repro.app.environment import collect_environment, interpreter_record
 from repro.app.executors import RunnerGone
 from repro.app.lanes import LanesDoNotPay, probe_lanes
 from repro.app.loop import Limits
-from repro.app.reuse import check_recipe, find_stress_record, import_calibration
+from repro.app.reuse import check_recipe, find_stress_record, reuse_calibration
 from repro.app.runner import reap_orphans
 from repro.app.view import (
     INVALID_HINTS,
@@ -272,33 +272,10 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
     return BisectRun(RunLog(rundir), loaded, meta, console, opts.jobs, overrides, opts.keep_going)
 
 
-def _reuse_calibration(run: BisectRun, opts: BisectOptions) -> bool:
-    """Take a stress record's runs as the calibration, once; False: the racy end does not
-    build. A refusal fails the bisect (its run directory says why) and is said as an error."""
-    wanted = run.meta.get("calibration_from") or {}
-    if wanted.get("status") != "pending":
-        return True
-    try:
-        if not import_calibration(run, find_stress_record(Path(wanted["path"]))):
-            return calibrated(run, opts)  # says that the racy end does not build
-    except ReproError as exc:
-        run.meta.update(status="failed", failure=str(exc))
-        run.rundir.write_meta(run.meta)
-        raise
-    done = run.meta["calibration_from"]
-    run.console.print(
-        f"[bold]calibration[/] at the racy end {escape(run.describe(0))}: reusing "
-        f"{done['hits']} hits in {done['runs']} runs (the first {done['runs']} of "
-        f"{done['of']}) of the stress record {escape(done['path'])}",
-        highlight=False,
-    )
-    return True
-
-
 def _drive(run: BisectRun, opts: BisectOptions) -> int:
     console = run.console
     try:
-        if run.bisector is None and not _reuse_calibration(run, opts):
+        if run.bisector is None and not reuse_calibration(run, opts):
             return _finish(run, opts, None)
         k = run.parallel_probes()
         laned = False

@@ -21,6 +21,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
+
+from repro.app.calibration import calibrated
 from repro.errors import ReproError
 from repro.recipe import LoadedRecipe, load_run_recipe
 from repro.runlog import RunDir
@@ -28,7 +31,7 @@ from repro.runlog.events import RunEvent, SignatureEvent
 from repro.tsan.outcome import Outcome
 
 if TYPE_CHECKING:
-    from repro.app.bisect_run import BisectRun
+    from repro.app.bisect_run import BisectOptions, BisectRun
 
 # The run context's fields that decide what a run does (``prepare``'s ``info``); the paths
 # that follow from them (the build's directory) are left out, the build's key stands in.
@@ -223,4 +226,27 @@ def import_calibration(run: BisectRun, source: StressSource) -> bool:
         "of": len(record),
     }
     run.rundir.update_meta(calibration_from=meta["calibration_from"])
+    return True
+
+
+def reuse_calibration(run: BisectRun, opts: BisectOptions) -> bool:
+    """Take a stress record's runs as the calibration, once; False: the racy end does not
+    build. A refusal fails the bisect (its run directory says why) and is said as an error."""
+    wanted = run.meta.get("calibration_from") or {}
+    if wanted.get("status") != "pending":
+        return True
+    try:
+        if not import_calibration(run, find_stress_record(Path(wanted["path"]))):
+            return calibrated(run, opts)  # says that the racy end does not build
+    except ReproError as exc:
+        run.meta.update(status="failed", failure=str(exc))
+        run.rundir.write_meta(run.meta)
+        raise
+    done = run.meta["calibration_from"]
+    run.console.print(
+        f"[bold]calibration[/] at the racy end {escape(run.describe(0))}: reusing "
+        f"{done['hits']} hits in {done['runs']} runs (the first {done['runs']} of "
+        f"{done['of']}) of the stress record {escape(done['path'])}",
+        highlight=False,
+    )
     return True
