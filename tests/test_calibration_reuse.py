@@ -4,6 +4,8 @@ on the demo's history (real TSAN runs, a git repository the test creates)."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,13 @@ def _stress(recipe: Path, tmp_path: Path, *extra: str) -> dict:
         str(tmp_path / "stress-runs"), "--json-out", str(out), *extra,
     )  # fmt: skip
     assert res.returncode in (0, 1), res.stdout + res.stderr
-    return json.loads(out.read_text())
+    data = json.loads(out.read_text())
+    # The closing lines spell out the bisect that takes these runs (when they hit).
+    text = " ".join(res.stdout.split())
+    hint = re.search(r"as its calibration: (repro bisect .*--calibration-from \S+)", text)
+    assert (hint is not None) == (data["hits"] > 0), text
+    data["hint"] = shlex.split(hint.group(1))[2:] if hint else None
+    return data
 
 
 @pytest.mark.slow
@@ -37,8 +45,12 @@ def test_bisect_takes_a_stress_record_as_its_calibration(
     assert stress["hits"] > 0, stress  # the demo's race shows in ~15% of runs: 60 runs hit
     runs = tmp_path / "runs"
     out = tmp_path / "bisect.json"
+    # The command the stress printed, as it printed it.
+    assert stress["hint"] == [
+        str(recipe), "-j", "1", "--calibration-from", stress["run_dir"]
+    ]  # fmt: skip
     res = repro(
-        "bisect", str(recipe), "--jobs", "1", "--calibration-from", str(tmp_path / "stress.json"),
+        "bisect", *stress["hint"],
         "--runs-dir", str(runs), "--json-out", str(out), "--report", str(tmp_path / "r.md"),
     )  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
@@ -85,7 +97,8 @@ def test_a_stress_record_that_ran_otherwise_is_refused_by_name(
     tmp_path: Path,
 ) -> None:
     _, recipe = demo
-    _stress(recipe, tmp_path, "--threads", "4")
+    stress = _stress(recipe, tmp_path, "--threads", "4")
+    assert stress["hint"][-4:] == ["--threads", "4", "--calibration-from", stress["run_dir"]]
     runs = tmp_path / "runs"
     res = repro(
         "bisect", str(recipe), "--jobs", "1", "--calibration-from", str(tmp_path / "stress.json"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,32 @@ def build_summary(record: Record, meta: dict[str, Any], run_dir: Path) -> dict[s
         }
     )
     return summary
+
+
+def _say_bisect_hint(
+    console: Console, loaded: LoadedRecipe, overrides: Overrides, jobs: int, run_dir: Path
+) -> None:
+    """The bisect that can take this stress record as its calibration, spelled out with
+    the options that make it run as the stress did (none when the bisect has no option
+    for one of them: it would refuse the record)."""
+    if overrides.taskset or overrides.switch_interval is not None:
+        return
+    extra = [f"--set {shlex.quote(s)}" for s in loaded.sets]
+    for option, value in (
+        ("--repo", overrides.extension_repo),
+        ("--threads", overrides.threads),
+        ("--timeout", overrides.timeout),
+    ):
+        if value is not None:
+            extra.append(f"{option} {shlex.quote(str(value))}")
+    console.print(
+        "if this is the racy end of the recipe's range, a bisect can take these runs as its "
+        f"calibration:  repro bisect {shlex.quote(str(loaded.path))} -j {jobs} "
+        + "".join(f"{x} " for x in extra)
+        + f"--calibration-from {shlex.quote(str(run_dir))}",
+        highlight=False,
+        markup=False,
+    )
 
 
 def _extension_web_url(loaded: LoadedRecipe, overrides: Overrides) -> str | None:
@@ -298,6 +325,8 @@ def _run_stress(
         )
     elif interrupted:
         console.print(f"interrupted: resume with  repro stress --resume {rundir.path}")
+    elif record.counts.hits and loaded.recipe.bisect is not None and executor is None:
+        _say_bisect_hint(console, loaded, overrides, int(meta["jobs"]), rundir.path)
     from repro.app.outputs import write_outputs
 
     write_outputs(rundir.path, json.dumps(summary, indent=2) + "\n", opts.json_out, opts.report)
