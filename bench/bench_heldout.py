@@ -202,10 +202,38 @@ def run_repro(
     timeout: float,
     root: Path = ROOT,
     name: str = "repro @0.99",
+    stress_first: int = 0,
 ) -> Result:
+    """One bisect; ``stress_first`` > 0: a stress record of that many runs at the racy tag
+    first (the usual order of work), taken as the calibration (``--calibration-from``).
+    The result's runs are then the bisect's own; the detail has the stress's."""
     truth = history.sha(history.fix_at)
     recipe = write_recipe(work / "recipe.yaml", history.path, args)
     out = work / "repro.json"
+    before: list[str] = []
+    stress: dict[str, Any] = {}
+    if stress_first:
+        subprocess.run(
+            [
+                *repro_cmd(),
+                "stress",
+                str(recipe),
+                "--runs",
+                str(stress_first),
+                "-j",
+                "1",
+                "--runs-dir",
+                str(work / "repro-runs"),
+                "--json-out",
+                str(work / "stress.json"),
+            ],
+            env=repro_env(work / "repro-cache", root),
+            cwd=root,
+            check=False,
+            capture_output=True,
+        )
+        stress = json.loads((work / "stress.json").read_text())
+        before = ["--calibration-from", str(work / "stress.json")]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -221,6 +249,7 @@ def run_repro(
                 str(work / "repro-runs"),
                 "--json-out",
                 str(out),
+                *before,
             ],
             env=repro_env(work / "repro-cache", root),
             # `python -m` puts the working directory first on sys.path, before PYTHONPATH:
@@ -241,7 +270,8 @@ def run_repro(
     data = json.loads(out.read_text())
     culprit = (data.get("culprit") or {}).get("sha")
     info = data.get("information") or {}
-    calib = int((data.get("calibration") or {}).get("runs") or 0)
+    reused = int(((data.get("calibration") or {}).get("reused") or {}).get("runs") or 0)
+    calib = int((data.get("calibration") or {}).get("runs") or 0) - reused
     bisect_runs = int(info.get("bisect_runs") or 0)
     evidence = int(data.get("evidence_runs") or 0)
     # Bisect runs by where they fell: racy commits inside the range, the fix commit itself,
@@ -257,7 +287,7 @@ def run_repro(
         "confidence": data.get("confidence"),
         "calibration_runs": calib,
         "calibration_hits": (data.get("calibration") or {}).get("hits"),
-        "end_check_runs": evidence - calib - bisect_runs,
+        "end_check_runs": evidence - reused - calib - bisect_runs,
         "bisect_runs": bisect_runs,
         "racy_side_runs": split["racy"],
         "at_culprit_runs": split["fix"],
@@ -269,13 +299,16 @@ def run_repro(
         "plan_runs": (data.get("plan") or {}).get("runs"),
         "culprit_range": data.get("culprit_range"),
         "status": data.get("status"),
+        "stress_runs": stress.get("runs"),
+        "stress_hits": stress.get("hits"),
+        "reused_runs": reused,
         "phases": [[s.get("label"), s.get("runs"), s.get("phases")] for s in data["steps"]],
     }
     return Result(
         name,
         trial,
         culprit == truth,
-        int(data["runs"]),
+        int(data["runs"]) - reused,
         int(data["builds"]),
         seconds,
         culprit,
@@ -462,6 +495,8 @@ def repro_phases(results: list[Result], name: str = "repro @0.99") -> str:
     if not rs:
         return ""
     keys = [
+        ("stress_runs", "the stress record's runs, before the bisect (not counted)"),
+        ("reused_runs", "calibration taken from the stress record (not counted)"),
         ("calibration_runs", "calibration"),
         ("end_check_runs", "clean-end check"),
         ("bisect_runs", "bisect"),
@@ -499,7 +534,18 @@ def main() -> int:
         help="the race window inside the range relative to the racy tag's (0.5: a commit "
         "after the tag halves it, so the rate inside is about half the calibrated one)",
     )
-    ap.add_argument("--methods", default="repro,git20,git50,bayesect")
+    ap.add_argument(
+        "--methods",
+        default="repro,git20,git50,bayesect",
+        help="of repro, stressed (repro after a stress of the racy tag, taken as its "
+        "calibration), git20, git50, bayesect, base",
+    )
+    ap.add_argument(
+        "--stress-first",
+        type=int,
+        default=100,
+        help="method stressed: the stress's runs (not counted as the bisect's)",
+    )
     ap.add_argument(
         "--baseline",
         type=Path,
@@ -565,6 +611,7 @@ def main() -> int:
         "git50": "git N=50",
         "bayesect": "git-bayesect @0.99",
         "base": "repro @0.99 (baseline)",
+        "stressed": "repro @0.99, stress first",
     }
     if opts.baseline is not None and "base" not in methods:
         methods.insert(1, "base")
@@ -582,6 +629,11 @@ def main() -> int:
             mdir.mkdir(parents=True)
             if m == "repro":
                 r = run_repro(h, mdir, opts.args, seed, opts.timeout)
+            elif m == "stressed":
+                r = run_repro(
+                    h, mdir, opts.args, seed, opts.timeout, name=names[m],
+                    stress_first=opts.stress_first,
+                )  # fmt: skip
             elif m == "base" and opts.baseline is not None:
                 root = opts.baseline.resolve()
                 r = run_repro(h, mdir, opts.args, seed, opts.timeout, root, names["base"])
@@ -594,7 +646,7 @@ def main() -> int:
                 raise SystemExit(f"unknown method {m}")
             results.append(r)
             extra = ""
-            if m in ("repro", "base") and "bisect_runs" in r.detail:
+            if m in ("repro", "base", "stressed") and "bisect_runs" in r.detail:
                 d = r.detail
                 extra = (
                     f" (calib {d['calibration_runs']}, end {d['end_check_runs']}, "
@@ -621,6 +673,9 @@ def main() -> int:
     print(table(results, [names[m] for m in methods], opts.trials))
     print()
     print(repro_phases(results))
+    if "stressed" in methods:
+        print()
+        print(repro_phases(results, names["stressed"]))
     if "base" in methods:
         print()
         print("baseline:")

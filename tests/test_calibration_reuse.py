@@ -12,6 +12,8 @@ import pytest
 from conftest import repro
 from test_bisect_e2e import FIX_SUBJECT, demo  # noqa: F401  (the fixture)
 
+from repro.app.reuse import calibration_prefix, differences
+from repro.runlog.events import RunEvent
 from repro.tsan.outcome import Outcome
 
 
@@ -150,3 +152,41 @@ def test_what_cannot_be_a_calibration_is_refused(
     assert not (tmp_path / "runs").exists()  # all said before a run directory was made
     res = repro("bisect", "--resume", str(tmp_path), "--calibration-from", str(tmp_path))
     assert res.returncode == 2 and "a resumed one has its calibration" in res.stdout + res.stderr
+
+
+def _run(index: int, hit: bool) -> RunEvent:
+    return RunEvent(index=index, outcome=Outcome.TARGET if hit else Outcome.CLEAN)
+
+
+def test_the_prefix_is_the_calibration_that_would_have_run() -> None:
+    runs = [_run(i, hit) for i, hit in enumerate([0, 1, 0, 0, 1, 1, 0, 1])]
+    assert [e.index for e in calibration_prefix(runs, goal=2, budget=100)] == [0, 1, 2, 3, 4]
+    assert [e.index for e in calibration_prefix(runs, goal=9, budget=100)] == list(range(8))
+    assert [e.index for e in calibration_prefix(runs, goal=3, budget=3)] == [0, 1, 2]
+    assert calibration_prefix([], goal=5, budget=10) == []
+
+
+def test_differences_name_what_would_change_the_rate() -> None:
+    info = {
+        "extension": {"sha": "a" * 40, "key": "k1"},
+        "python": {"key": "py1"},
+        "command": "./stress_test 3",
+        "threads": 8,
+        "switch_interval": None,
+        "prefix": [],
+        "tsan_options": {},
+        "env": {"PATH": "/usr/bin", "CFLAGS": "-fsanitize=thread"},
+        "cwd": "/cache/k1/src",
+    }
+    host = {"cpu": {"count": 2, "usable": 2, "model": "AMD EPYC"}, "os": {"machine": "x86_64"}}
+    same = {**info, "env": {**info["env"], "PATH": "/elsewhere"}, "cwd": "/other/k1/src"}
+    assert differences(info, same, host, host) == []
+    other = {**info, "threads": 4, "python": {"key": "py2"}}
+    bigger = {**host, "cpu": {**host["cpu"], "count": 16}}
+    assert differences(info, other, host, bigger) == [
+        "CPython build: stress 'py1', racy end 'py2'",
+        "threads: stress 8, racy end 4",
+        "cpu.count: stress 2, racy end 16",
+    ]
+    flags = {**info, "env": {**info["env"], "CFLAGS": "-O2"}}
+    assert [d.split(":")[0] for d in differences(info, flags, host, host)] == ["environment"]
