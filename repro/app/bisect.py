@@ -8,6 +8,7 @@ events into a fresh strategy and continues exactly where the last process stoppe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -113,7 +114,9 @@ def run_bisect(opts: BisectOptions, console: Console) -> int:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
         fresh = load_recipe(opts.recipe, opts.sets, needs_target=True)
         if opts.calibration_from is not None:
-            check_recipe(find_stress_record(opts.calibration_from), fresh, opts.timeout)
+            source = find_stress_record(opts.calibration_from)
+            check_recipe(source, fresh, opts.timeout)
+            opts = dataclasses.replace(opts, calibration_from=source.path)  # found once
     elif opts.calibration_from is not None:
         raise ReproError("--calibration-from starts a bisect; a resumed one has its calibration")
     cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
@@ -245,11 +248,7 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         "calibration_from": (
             None
             if opts.calibration_from is None
-            else {
-                "path": str(find_stress_record(opts.calibration_from).path),
-                "base": 0,  # the run indices the imported runs take: none is used yet
-                "status": "pending",
-            }
+            else {"path": str(opts.calibration_from), "status": "pending"}
         ),
         "positions": [vars(p) for p in positions],
         "anchors": anchors,

@@ -200,7 +200,6 @@ def import_calibration(run: BisectRun, source: StressSource) -> bool:
     record = [first[i] for i in sorted(first) if first[i].outcome.is_evidence]
     runs = calibration_prefix(record, int(meta["calibration_hits"]), int(meta["calibration_runs"]))
     used = {s for e in runs for s in e.signatures}
-    base = int(meta["calibration_from"]["base"])
     position = run.positions[0]
     for ev in events:
         if isinstance(ev, SignatureEvent) and ev.id in used:
@@ -209,7 +208,7 @@ def import_calibration(run: BisectRun, source: StressSource) -> bool:
         run.runlog.log(
             replace(
                 ev,
-                index=base + k,
+                index=k,  # the import comes first: no run has an index yet
                 log_dir=None,
                 pos=0,
                 id=position.id,

@@ -363,7 +363,8 @@ def _bisect(files: RunFiles) -> dict[str, Any]:
         "build_seconds": round(rec.build_seconds, 1),
         "run_seconds": summary.get("run_seconds"),
         "calibration": calib.to_json(),
-        "calibration_from": meta.get("calibration_from"),
+        # the runs taken from a stress record, as the bisect's own result states them
+        "calibration_from": (summary.get("calibration") or {}).get("reused"),
         "clean_end": clean_end.to_json(),
         "information": summary.get("information"),
         "plan": meta.get("plan"),

@@ -111,9 +111,9 @@ def _bisect_rows(b: Mapping[str, Any], s: Mapping[str, Any]) -> list[Row]:
     ce = b.get("clean_end") or {}
     ce_runs = ce.get("evidence_runs", ce.get("runs", 0))
     fixed = b.get("direction") == "fix"
-    reused = b.get("calibration_from") or {}
+    reused = b.get("calibration_from")
     rate_text = fmt.rate(s)
-    if reused.get("status") == "imported":
+    if reused:
         rate_text += (
             f" ({reused.get('runs')} of them from the stress record "
             f"{Path(str(reused.get('path'))).name})"
