@@ -37,6 +37,17 @@ def _stress(recipe: Path, tmp_path: Path, *extra: str) -> dict:
     return data
 
 
+def _refused(recipe: Path, source: Path, runs_dir: Path, *extra: str) -> str:
+    """A bisect that must refuse ``source`` as its calibration: what it said, one line."""
+    res = repro(
+        "bisect", str(recipe), "--calibration-from", str(source),
+        "--runs-dir", str(runs_dir), *extra,
+    )  # fmt: skip
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2 and "Traceback" not in text, text
+    return text
+
+
 @pytest.mark.slow
 def test_bisect_takes_a_stress_record_as_its_calibration(
     demo: tuple[Path, Path],  # noqa: F811
@@ -102,23 +113,15 @@ def test_a_stress_record_that_ran_otherwise_is_refused_by_name(
     stress = _stress(recipe, tmp_path, "--threads", "4")
     assert stress["hint"][-4:] == ["--threads", "4", "--calibration-from", stress["run_dir"]]
     runs = tmp_path / "runs"
-    res = repro(
-        "bisect", str(recipe), "--jobs", "1", "--calibration-from", str(tmp_path / "stress.json"),
-        "--runs-dir", str(runs),
-    )  # fmt: skip
-    text = " ".join((res.stdout + res.stderr).split())
-    assert res.returncode == 2, text
+    text = _refused(recipe, tmp_path / "stress.json", runs, "--jobs", "1")
     assert "cannot stand for the racy end's" in text and "threads: stress 4, racy end 8" in text
-    assert "Traceback" not in text
     meta = json.loads((next(runs.iterdir()) / "meta.json").read_text())
     assert meta["status"] == "failed" and "threads" in meta["failure"]
     # Other parallelism: said before anything is built.
-    res = repro(
-        "bisect", str(recipe), "--jobs", "2", "--calibration-from", str(tmp_path / "stress.json"),
-        "--runs-dir", str(tmp_path / "runs2"), "--threads", "4",
-    )  # fmt: skip
-    text = " ".join((res.stdout + res.stderr).split())
-    assert res.returncode == 2 and "runs at once: stress 1, bisect 2 (give --jobs 1)" in text
+    text = _refused(
+        recipe, tmp_path / "stress.json", tmp_path / "runs2", "--jobs", "2", "--threads", "4"
+    )
+    assert "runs at once: stress 1, bisect 2 (give --jobs 1)" in text
 
 
 @pytest.mark.slow
@@ -128,14 +131,8 @@ def test_what_cannot_be_a_calibration_is_refused(
 ) -> None:
     _, recipe = demo
 
-    def bisect(source: Path, *extra: str) -> str:
-        res = repro(
-            "bisect", str(recipe), "--calibration-from", str(source),
-            "--runs-dir", str(tmp_path / "runs"), *extra,
-        )  # fmt: skip
-        text = " ".join((res.stdout + res.stderr).split())
-        assert res.returncode == 2 and "Traceback" not in text, text
-        return text
+    def bisect(source: Path) -> str:
+        return _refused(recipe, source, tmp_path / "runs")
 
     assert "no such stress record" in bisect(tmp_path / "nowhere")
     (tmp_path / "other.json").write_text('{"kind": "bisect"}')
