@@ -393,6 +393,101 @@ def test_top_ups_fill_whole_tasks_when_the_chunk_size_moves(demo: Path, monkeypa
     assert any(chunk > 1 for _, chunk in later), sizes  # the size did move
 
 
+def _run_on(runner: Any, n: int, after: Any = None) -> list[Any]:
+    """``n`` runs through ``runner`` as the stress loop sends them (topped up to its
+    slots); ``after(got)`` is called after each wait."""
+    got: list[Any] = []
+    nxt = 0
+    deadline = time.monotonic() + 240
+    while len(got) < n and time.monotonic() < deadline:
+        while nxt < n and runner.pending() < runner.slots:
+            runner.submit(nxt)
+            nxt += 1
+        got.extend(f for f in runner.wait(5) if f.result is not None)
+        if after is not None:
+            after(got)
+    runner.close()
+    return got
+
+
+def test_a_lanes_runs_stay_on_its_workers_while_the_others_idle(
+    demo: Path, monkeypatch: Any
+) -> None:
+    """A lane's runs go to its own workers only. Allowed elsewhere, Dask's work stealing
+    moved them to an idle worker: a lane's calibration ran on the other lane's worker (1
+    CI run), where a build not in a shared cache is built first."""
+    import dataclasses
+
+    from repro.app.cluster import Cluster, DaskRunner
+    from repro.app.context import Overrides
+    from repro.recipe import load_recipe
+
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    loaded = load_recipe(demo, ())
+    with Cluster.open(2, None) as cluster:
+        prepared = cluster.prepare_local(loaded, Overrides())
+        own, other = sorted(cluster.workers())
+        lane = dataclasses.replace(prepared, holders=(own,))
+        got = _run_on(DaskRunner(cluster.client, lane, 1), 300)
+    assert sorted(f.index for f in got) == list(range(300))
+    assert {f.worker for f in got} == {own}, {
+        w: sum(f.worker == w for f in got) for w in (own, other)
+    }
+
+
+def test_a_lanes_runs_go_elsewhere_once_its_workers_are_gone(demo: Path, monkeypatch: Any) -> None:
+    """Held to its workers, a lane whose workers all left would wait for ever: its runs
+    then go to the workers that are left, each run counted once."""
+    import dataclasses
+
+    from repro.app.cluster import Cluster, DaskRunner
+    from repro.app.context import Overrides
+    from repro.recipe import load_recipe
+
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    loaded = load_recipe(demo, ())
+    with Cluster.open(2, None) as cluster:
+        prepared = cluster.prepare_local(loaded, Overrides())
+        own, other = sorted(cluster.workers())
+        lane = dataclasses.replace(prepared, holders=(own,))
+        gone: list[int] = []
+
+        def retire(got: list[Any]) -> None:
+            if len(got) >= 20 and not gone:
+                gone.append(len(got))
+                cluster.client.retire_workers(workers=[own], close_workers=True, remove=True)
+
+        got = _run_on(DaskRunner(cluster.client, lane, 1), 120, retire)
+    assert sorted(f.index for f in got) == list(range(120))
+    assert gone and {f.worker for f in got[: gone[0]]} == {own}
+    assert {f.worker for f in got[gone[0] + 2 :]} == {other}, [f.worker for f in got]
+
+
+def test_a_worker_that_joins_a_stress_takes_runs(demo: Path, monkeypatch: Any) -> None:
+    """Every worker held the build: the runs are not held to them, and a worker started
+    during the stress builds and takes its share (a lane's runs are held: above)."""
+    from repro.app.cluster import Cluster
+    from repro.app.context import Overrides
+    from repro.recipe import load_recipe
+
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    loaded = load_recipe(demo, ())
+    with Cluster.open(1, None) as cluster:
+        (first,) = cluster.workers()
+        runner = cluster.runner(cluster.prepare_local(loaded, Overrides()))
+        joined: list[int] = []
+
+        def scale(got: list[Any]) -> None:
+            if len(got) >= 20 and not joined:
+                joined.append(len(got))
+                cluster.local.scale(2)
+
+        got = _run_on(runner, 400, scale)
+    assert sorted(f.index for f in got) == list(range(400))
+    assert joined and {f.worker for f in got[: joined[0]]} == {first}
+    assert {f.worker for f in got} - {first}, "the worker that joined ran nothing"
+
+
 def test_the_wait_asks_the_scheduler_without_holding_up_its_event_loop(
     demo: Path, monkeypatch: Any
 ) -> None:
@@ -412,6 +507,8 @@ def test_the_wait_asks_the_scheduler_without_holding_up_its_event_loop(
 
         class Asking:
             """The worker check, made slow enough for a task to end during it."""
+
+            seen = None  # no workers known: the runs stay with their holders
 
             def check(self, lost: str) -> None:
                 time.sleep(0.5)  # a run takes tens of milliseconds: one ends meanwhile

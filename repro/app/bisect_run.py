@@ -188,6 +188,7 @@ class BisectRun:
         self.bisector: Bisector | None = None
         self.started = time.monotonic()
         self._prepared: dict[int, Prepared] = {}
+        self._tried: dict[int, set[str]] = {}  # position -> workers asked to build it
         self.cluster: Cluster | None = None  # builds and runs on Dask workers when set
         self.probes: int | None = None  # --probes
         runlog.listeners.append(self._feed)
@@ -309,16 +310,21 @@ class BisectRun:
 
         ``workers``: on a cluster, the workers that must hold the build (a lane's); by
         default every worker. A build already held elsewhere is made on the missing
-        ones only (found at once in a shared cache). ``stop`` set meanwhile stops the
-        build (``BuildCancelled``: nothing is logged, the position stays usable)."""
+        ones only (found at once in a shared cache): the runs go to the holders alone
+        (``DaskRunner``), so a commit a lane built on its worker is built on the others
+        before they run it, once lanes give way. A worker where it failed is not asked
+        again but by a lane. ``stop`` set meanwhile stops the build (``BuildCancelled``:
+        nothing is logged, the position stays usable)."""
         from repro.app.cluster import ClusterPrepared
 
         known = self._prepared.get(pos)
         missing: list[str] = []
         if known is not None:
-            if not workers or not isinstance(known, ClusterPrepared):
+            if self.cluster is None or not isinstance(known, ClusterPrepared):
                 return known
-            missing = [w for w in workers if w not in known.holders]
+            tried = self._tried.setdefault(pos, set())
+            wanted = workers or [w for w in self.cluster.workers() if w not in tried]
+            missing = [w for w in wanted if w not in known.holders]
             if not missing:
                 return known
         side = self.terms.side
@@ -328,6 +334,9 @@ class BisectRun:
             Side.EXTENSION: {"ext_ref": p.id},
             Side.PYTHON: {"python_ref": p.id},
         }.get(side, {"python_version": p.id})
+        if self.cluster is not None:
+            asked = missing or workers or self.cluster.workers()
+            self._tried.setdefault(pos, set()).update(asked)
         try:
             if self.cluster is not None:
                 prepared: Prepared = self.cluster.prepare_local(
@@ -342,6 +351,8 @@ class BisectRun:
                 progress = RichBuildProgress(self.console)
                 prepared = prepare(self.loaded, self.overrides, progress=progress, **refs)
         except BuildError as exc:
+            if known is not None and not workers:
+                return known  # the workers that hold it run it
             seconds = time.monotonic() - t0
             first = str(exc).splitlines()[0] if str(exc) else "build failed"
             log = getattr(exc, "log_path", None)

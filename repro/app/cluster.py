@@ -374,7 +374,7 @@ class DaskRunner:
         self._tasks = QUEUE_DEPTH * self.threads
         self.chunking = chunking
         self.chunk = 1
-        self.tasks = 0  # submitted, for the run's record
+        self.tasks = 0  # submitted (sent again too), for the run's record
         self._mean: float | None = None  # seconds a run, smoothed
         self._buffer: list[int] = []  # submitted, not yet in a task
         self.index: dict[str, tuple[int, ...]] = {}
@@ -402,8 +402,13 @@ class DaskRunner:
             return
         indices = tuple(self._buffer)
         self._buffer = []
-        # Runs go to the workers that hold the build; another worker may take them
-        # (and build first) only if none of those is left.
+        self._send(indices)
+
+    def _send(self, indices: tuple[int, ...]) -> None:
+        # Runs go to the workers that hold the build, and only to them while one is left
+        # (``_free_if_holders_gone``). Dask's work stealing moves a task that is merely
+        # allowed elsewhere to any idle worker: a lane's calibration ran on the other
+        # lane's worker, in 1 CI run of many, and there it would build the racy end first.
         try:
             fut = self.client.submit(
                 run_chunk,
@@ -412,8 +417,7 @@ class DaskRunner:
                 indices,
                 pure=False,
                 workers=self.holders or None,
-                allow_other_workers=True,
-                key=f"repro-run-{self.session[:8]}-{indices[0]}",
+                key=f"repro-run-{self.session[:8]}-{self.tasks}",  # a chunk sent again: a new key
             )
         except Exception:
             if self.client.status != "running":  # closed: ClosedClientError
@@ -431,8 +435,28 @@ class DaskRunner:
         self._mean = seconds if self._mean is None else 0.8 * self._mean + 0.2 * seconds
         self.chunk = self.chunking.size(self._mean)
 
+    def _free_if_holders_gone(self) -> None:
+        """Once no worker that holds the build is left, let any worker take the runs.
+
+        Another worker then builds first. The chunks waiting for a holder are sent again
+        without one: they cannot be running, as no holder is there to run them.
+        """
+        seen = self._watch.seen
+        if not self.holders or not seen or not seen.isdisjoint(self.holders):
+            return  # no workers at all is WorkerWatch's to judge
+        self.holders = []
+        waiting = [key for key, fut in self.futures.items() if not fut.done()]
+        for key in waiting:
+            indices = self.index.pop(key)
+            fut = self.futures.pop(key)
+            with contextlib.suppress(Exception):
+                self.client.cancel([fut])
+            self._send(indices)
+
     def _finish(self, fut: Any, res: Any) -> list[Finished]:
-        indices = self.index.pop(fut.key)
+        indices = self.index.pop(fut.key, None)
+        if indices is None:
+            return []  # sent again to other workers (``_free_if_holders_gone``)
         self.futures.pop(fut.key, None)
         if fut.status == "cancelled":
             return [Finished(i) for i in indices]
@@ -465,6 +489,7 @@ class DaskRunner:
             # started, in 1 of 20 `--workers 2` stresses of 400 short runs here.
             self._check_client()
             self._watch.check(f"{self.pending()} run(s) in flight were not counted")
+            self._free_if_holders_gone()
             left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if left <= 0:
                 break
@@ -776,7 +801,13 @@ class Cluster:
         )
 
     def runner(self, prepared: ClusterPrepared, chunking: Chunking = SHORT_CHUNKS) -> DaskRunner:
-        return DaskRunner(self.client, prepared, self.threads(), chunking)
+        """Runs on every worker (``holders`` here). Held to the holders only when some
+        worker lacks the build (it failed there): when all hold it, a worker that joins
+        later takes runs too, and builds first."""
+        workers = self.workers()
+        if set(prepared.holders) >= set(workers):
+            prepared = dataclasses.replace(prepared, holders=())
+        return DaskRunner(self.client, prepared, max(1, sum(workers.values())), chunking)
 
     def prepare_local(
         self,

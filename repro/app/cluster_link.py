@@ -140,6 +140,8 @@ class WorkerWatch:
         self.client = client
         self.last_look = time.monotonic()
         self.since: float | None = None
+        # The workers' addresses at the last answer (None: none yet).
+        self.seen: frozenset[str] | None = None
 
     def check(self, lost: str) -> None:
         now = time.monotonic()
@@ -150,10 +152,12 @@ class WorkerWatch:
             return  # reconnecting: the scheduler's fate is _check_client's to judge
         try:
             # Bounded: a call to a scheduler that is going away may never be answered.
-            if self.client.nthreads(callback_timeout=5):
-                self.since = None
-                return
+            workers = self.client.nthreads(callback_timeout=5)
         except Exception:  # no answer: nothing known about the workers, judge later
+            return
+        self.seen = frozenset(workers)
+        if workers:
+            self.since = None
             return
         if self.since is None:
             self.since = now
