@@ -196,6 +196,12 @@ def main() -> None:
     )
     ap.add_argument("--repro-only", action="store_true", help="skip the git bisect baselines")
     ap.add_argument(
+        "--confidence",
+        type=float,
+        default=0.99,
+        help="repro's confidence (default 0.99, as the baselines' tuning and the bound)",
+    )
+    ap.add_argument(
         "--calibration-hits",
         type=int,
         default=CALIB_HITS,
@@ -234,7 +240,8 @@ def main() -> None:
 
     print(
         f"trials per cell: {args.trials}; build = {build_cost:g} s, run = {RUN_COST:g} s; "
-        f"unusable commits: {100 * args.skips:g}%; repro confidence 0.99, batch {args.batch}; "
+        f"unusable commits: {100 * args.skips:g}%; repro confidence {args.confidence:g}, "
+        f"batch {args.batch}; "
         f"interior rate x{args.interior_rate:g}; build weight {args.build_weight:g}; "
         f"rate mixture {mixture or RATE_MIXTURE}; clean end "
         f"{'checked apart' if args.verified_end else 'in the posterior'}; rate probes "
@@ -264,7 +271,7 @@ def main() -> None:
                 cases.append((b, skips, rng.getrandbits(64)))
             tuned = tuned_repeats(steps, p)
             fixed = sorted({1, 10, 50, tuned})
-            ours = Row("repro @0.99", [])
+            ours = Row(f"repro @{args.confidence:g}", [])
             # "oracle": tuned to the true rate; with a lower rate inside, only to the end's.
             tag = " (oracle)" if args.interior_rate == 1.0 else " (end's p)"
             rows = {r: Row(f"git N={r}" + (tag if r == tuned else ""), []) for r in fixed}
@@ -277,7 +284,7 @@ def main() -> None:
                         b,
                         p,
                         random.Random(seed),
-                        confidence=0.99,
+                        confidence=args.confidence,
                         skips=skips,
                         calib_hits_target=args.calibration_hits,
                         calib_hits_for=stress_calibration,
