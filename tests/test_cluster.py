@@ -720,6 +720,35 @@ def test_a_stopped_build_ends_on_the_worker_and_is_no_failure(demo: Path, monkey
     assert len(BuildCache().failures()) == failures
 
 
+def test_a_build_for_a_worker_that_left_is_made_by_another(demo: Path, monkeypatch: Any) -> None:
+    """A build is held to the worker it was asked of (merely allowed elsewhere, Dask's work
+    stealing can give it to a worker that then builds twice); when that worker leaves
+    while it builds, the build goes to a worker that is left, which then holds it."""
+    import threading
+
+    from repro.app.cluster import Cluster
+    from repro.app.context import Overrides
+    from repro.recipe import load_recipe
+
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    marker = f"sleep 4.{os.getpid() % 1000:03d}"  # a build of its own, not in the cache
+    loaded = load_recipe(demo, (f'extension.build=["{marker}", "make"]',))
+    with Cluster.open(2, None) as cluster:
+        first, second = sorted(cluster.workers())
+
+        def retire_once_it_builds() -> None:
+            deadline = time.monotonic() + 60
+            while not _commands_with(marker) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            cluster.client.retire_workers(workers=[first], close_workers=True, remove=True)
+
+        watcher = threading.Thread(target=retire_once_it_builds)
+        watcher.start()
+        prepared = cluster.prepare_local(loaded, Overrides(), workers=[first])
+        watcher.join()
+    assert prepared.holders == (second,)
+
+
 def test_a_cancel_reaches_a_worker_while_it_builds(demo: Path, monkeypatch: Any) -> None:
     """A lane that ends tells every worker to kill its session's runs (``Client.run``,
     in the worker's event loop). That call used to wait for the lock a build holds: a

@@ -753,12 +753,17 @@ class Cluster:
                 f"are to run, with `dask worker {addr}` (docs/cluster.md)"
             )
         build_id = uuid.uuid4().hex
-        futs = [
-            self.client.submit(
-                prepare_task, req, build_id, workers=[w], allow_other_workers=True, pure=False
+
+        def submit(worker: str | None) -> Any:
+            # Held to its worker (strict): merely allowed elsewhere, Dask's work stealing
+            # gives a build queued behind a run that is ending to an idle worker, which
+            # then builds twice while the first never holds the build.
+            return self.client.submit(
+                prepare_task, req, build_id, workers=[worker] if worker else None, pure=False
             )
-            for w in targets
-        ]
+
+        futs = [submit(w) for w in targets]
+        asked: list[str | None] = list(targets)  # None: sent again to any worker
         watch = WorkerWatch(self.client)
         stopping = False
         # Woken by the last build's end, not by polling: a build found in the cache
@@ -768,8 +773,10 @@ class Cluster:
             if stop is not None and not stopping and stop.is_set():
                 stopping = True
                 with contextlib.suppress(Exception):  # a worker gone has nothing to stop
-                    self.client.run(stop_build, build_id, workers=targets)
+                    self.client.run(stop_build, build_id)
             watch.check("nothing was built")
+            if _send_again_where_gone(futs, asked, watch.seen, submit, self.client):
+                all_done = _all_done(futs)
         try:
             replies: Sequence[PrepareReply] = self.client.gather(futs)
         except Exception as exc:
@@ -852,6 +859,27 @@ def _with_worker_variables(best: PrepareReply, others: Sequence[PrepareReply]) -
     }
     differ = worker_variables(env, theirs)
     return {**info, "worker_env": differ} if differ else info
+
+
+def _send_again_where_gone(
+    futs: list[Any],
+    asked: list[str | None],
+    seen: frozenset[str] | None,
+    submit: Callable[[str | None], Any],
+    client: Any,
+) -> bool:
+    """Builds still waiting for a worker that has left go to any worker; True if any."""
+    if not seen:
+        return False  # no workers at all is WorkerWatch's to judge
+    moved = False
+    for i, (fut, worker) in enumerate(zip(futs, asked, strict=True)):
+        if worker is not None and worker not in seen and not fut.done():
+            with contextlib.suppress(Exception):
+                client.cancel([fut])
+            futs[i] = submit(None)
+            asked[i] = None
+            moved = True
+    return moved
 
 
 def _all_done(futures: Sequence[Any]) -> threading.Event:
