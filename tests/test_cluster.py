@@ -410,12 +410,10 @@ def _run_on(runner: Any, n: int, after: Any = None) -> list[Any]:
     return got
 
 
-def test_a_lanes_runs_stay_on_its_workers_while_the_others_idle(
-    demo: Path, monkeypatch: Any
-) -> None:
-    """A lane's runs go to its own workers only. Allowed elsewhere, Dask's work stealing
-    moved them to an idle worker: a lane's calibration ran on the other lane's worker (1
-    CI run), where a build not in a shared cache is built first."""
+@contextlib.contextmanager
+def _lane_of_one(demo: Path, monkeypatch: Any) -> Iterator[tuple[Any, Any, str, str]]:
+    """A LocalCluster of two, the demo built on both, and the runner of a lane that has
+    the first worker alone: (cluster, runner, its worker, the other)."""
     import dataclasses
 
     from repro.app.cluster import Cluster, DaskRunner
@@ -428,7 +426,17 @@ def test_a_lanes_runs_stay_on_its_workers_while_the_others_idle(
         prepared = cluster.prepare_local(loaded, Overrides())
         own, other = sorted(cluster.workers())
         lane = dataclasses.replace(prepared, holders=(own,))
-        got = _run_on(DaskRunner(cluster.client, lane, 1), 300)
+        yield cluster, DaskRunner(cluster.client, lane, 1), own, other
+
+
+def test_a_lanes_runs_stay_on_its_workers_while_the_others_idle(
+    demo: Path, monkeypatch: Any
+) -> None:
+    """A lane's runs go to its own workers only. Allowed elsewhere, Dask's work stealing
+    moved them to an idle worker: a lane's calibration ran on the other lane's worker (1
+    CI run), where a build not in a shared cache is built first."""
+    with _lane_of_one(demo, monkeypatch) as (_, lane, own, other):
+        got = _run_on(lane, 300)
     assert sorted(f.index for f in got) == list(range(300))
     assert {f.worker for f in got} == {own}, {
         w: sum(f.worker == w for f in got) for w in (own, other)
@@ -438,18 +446,7 @@ def test_a_lanes_runs_stay_on_its_workers_while_the_others_idle(
 def test_a_lanes_runs_go_elsewhere_once_its_workers_are_gone(demo: Path, monkeypatch: Any) -> None:
     """Held to its workers, a lane whose workers all left would wait for ever: its runs
     then go to the workers that are left, each run counted once."""
-    import dataclasses
-
-    from repro.app.cluster import Cluster, DaskRunner
-    from repro.app.context import Overrides
-    from repro.recipe import load_recipe
-
-    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
-    loaded = load_recipe(demo, ())
-    with Cluster.open(2, None) as cluster:
-        prepared = cluster.prepare_local(loaded, Overrides())
-        own, other = sorted(cluster.workers())
-        lane = dataclasses.replace(prepared, holders=(own,))
+    with _lane_of_one(demo, monkeypatch) as (cluster, lane, own, other):
         gone: list[int] = []
 
         def retire(got: list[Any]) -> None:
@@ -457,7 +454,7 @@ def test_a_lanes_runs_go_elsewhere_once_its_workers_are_gone(demo: Path, monkeyp
                 gone.append(len(got))
                 cluster.client.retire_workers(workers=[own], close_workers=True, remove=True)
 
-        got = _run_on(DaskRunner(cluster.client, lane, 1), 120, retire)
+        got = _run_on(lane, 120, retire)
     assert sorted(f.index for f in got) == list(range(120))
     assert gone and {f.worker for f in got[: gone[0]]} == {own}
     assert {f.worker for f in got[gone[0] + 2 :]} == {other}, [f.worker for f in got]

@@ -322,7 +322,7 @@ class BisectRun:
         if known is not None:
             if self.cluster is None or not isinstance(known, ClusterPrepared):
                 return known
-            tried = self._tried.setdefault(pos, set())
+            tried = self._tried.get(pos, set())
             wanted = workers or [w for w in self.cluster.workers() if w not in tried]
             missing = [w for w in wanted if w not in known.holders]
             if not missing:
@@ -334,15 +334,14 @@ class BisectRun:
             Side.EXTENSION: {"ext_ref": p.id},
             Side.PYTHON: {"python_ref": p.id},
         }.get(side, {"python_version": p.id})
-        if self.cluster is not None:
-            asked = missing or workers or self.cluster.workers()
-            self._tried.setdefault(pos, set()).update(asked)
         try:
             if self.cluster is not None:
+                asked = missing or list(workers) or list(self.cluster.workers())
+                self._tried.setdefault(pos, set()).update(asked)
                 prepared: Prepared = self.cluster.prepare_local(
                     self.loaded,
                     self.overrides,
-                    workers=missing or workers or None,
+                    workers=asked,
                     stop=stop,
                     **refs,
                 )
