@@ -122,6 +122,14 @@ def test_a_stress_record_that_ran_otherwise_is_refused_by_name(
         recipe, tmp_path / "stress.json", tmp_path / "runs2", "--jobs", "2", "--threads", "4"
     )
     assert "runs at once: stress 1, bisect 2 (give --jobs 1)" in text
+    # A variable the recipe sets for the reproducer, whatever its name, is part of the run:
+    # a knob that changes the rate (here one no reproducer reads) is refused by name too.
+    text = _refused(
+        recipe, tmp_path / "stress.json", tmp_path / "runs3", "--jobs", "1", "--threads",
+        "4", "--set", 'reproducer.env={DEMO_KNOB: "0"}',
+    )  # fmt: skip
+    assert "variable DEMO_KNOB: stress None, racy end '0'" in text
+    assert "threads" not in text.split("cannot stand")[1]  # only what differs is named
 
 
 @pytest.mark.slow
@@ -186,4 +194,11 @@ def test_differences_name_what_would_change_the_rate() -> None:
         "cpu.count: stress 2, racy end 16",
     ]
     flags = {**info, "env": {**info["env"], "CFLAGS": "-O2"}}
-    assert [d.split(":")[0] for d in differences(info, flags, host, host)] == ["environment"]
+    assert differences(info, flags, host, host) == [
+        "variable CFLAGS: stress '-fsanitize=thread', racy end '-O2'"
+    ]
+    # A variable of the reproducer's own (a recipe's reproducer.env), set on one side only.
+    knob = {**info, "env": {**info["env"], "STRESS_ROUNDS": "0"}}
+    assert differences(info, knob, host, host) == [
+        "variable STRESS_ROUNDS: stress None, racy end '0'"
+    ]

@@ -219,6 +219,7 @@ def prepare(
     """Build (or find in the cache) what the recipe needs and describe one run."""
     r = loaded.recipe
     env = base_env()
+    set_here: set[str] = set()  # what the recipe and the build set: recorded by name
     values: dict[str, str] = {"recipe_dir": str(loaded.base_dir)}
     info: dict[str, Any] = {"recipe": r.name}
     python = None
@@ -270,6 +271,7 @@ def prepare(
                 progress=progress,
             )
         env.update(extension.env)
+        set_here.update(extension.env)
         values["worktree"] = str(extension.worktree)
         cwd = Path(extension.worktree)
         info["extension"] = {"repo": r.extension.repo, "sha": ext_sha, "key": extension.key}
@@ -289,9 +291,10 @@ def prepare(
         plugins = [p for p in env.get("PYTEST_PLUGINS", "").split(",") if p]
         env["PYTEST_PLUGINS"] = ",".join([*plugins, "repro_tsan_attrib"])
     env.update(r.reproducer.env)
+    set_here.update(r.reproducer.env)
     # What the reproducer starts from, as the run record states it: taken where it runs
     # (on a cluster, a worker, whose environment is its own), not where repro was started.
-    info["env"] = relevant_env(env)
+    info["env"] = relevant_env(env, also=set_here)
     if r.reproducer.cwd:
         cwd = Path(expand(r.reproducer.cwd, values))
         if not cwd.is_absolute():

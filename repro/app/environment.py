@@ -56,13 +56,20 @@ _ENV_EXACT = (
 _ENV_PREFIXES = ("PYTHON", "CARGO", "RUST", "PYO3", "REPRO_")
 
 
-def relevant_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The variables that matter for a TSAN build or run, redacted, sorted by name."""
+def relevant_env(
+    environ: Mapping[str, str] | None = None, also: Collection[str] = ()
+) -> dict[str, str]:
+    """The variables that matter for a TSAN build or run, redacted, sorted by name.
+
+    ``also``: names that matter whatever they are called, such as the ones a recipe
+    sets for its reproducer (a knob of the reproducer's own changes the rate as surely
+    as ``TSAN_OPTIONS`` does, and a record that left it out could not tell two such runs
+    apart)."""
     env = child_environ() if environ is None else environ
     keep = {
         k: v
         for k, v in env.items()
-        if k in _ENV_EXACT or k.startswith(_ENV_PREFIXES) or k.endswith("SAN_OPTIONS")
+        if k in _ENV_EXACT or k in also or k.startswith(_ENV_PREFIXES) or k.endswith("SAN_OPTIONS")
     }
     redacted: dict[str, str] = redact(keep)
     return dict(sorted(redacted.items()))

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 # The run context's fields that decide what a run does (``prepare``'s ``info``); the paths
 # that follow from them (the build's directory) are left out, the build's key stands in.
 _CONTEXT_FIELDS = ("command", "threads", "switch_interval", "prefix", "tsan_options")
+# Variables the context sets from the fields above (compared there, once).
+_FROM_FIELDS = ("PATH", "REPRO_THREADS", "REPRO_SWITCH_INTERVAL")
 # The host's fields that bear on a race's rate: another machine is another rate.
 _HOST_FIELDS = (("cpu", "count"), ("cpu", "usable"), ("cpu", "model"), ("os", "machine"))
 
@@ -106,9 +108,13 @@ def differences(
         ("CPython build", _dig(stress_info, "python", "key"), _dig(racy_info, "python", "key")),
     ]
     pairs += [(f, stress_info.get(f), racy_info.get(f)) for f in _CONTEXT_FIELDS]
-    env_a = {k: v for k, v in (stress_info.get("env") or {}).items() if k != "PATH"}
-    env_b = {k: v for k, v in (racy_info.get("env") or {}).items() if k != "PATH"}
-    pairs.append(("environment", env_a, env_b))
+    env_a = stress_info.get("env") or {}
+    env_b = racy_info.get("env") or {}
+    pairs += [
+        (f"variable {k}", env_a.get(k), env_b.get(k))
+        for k in sorted(set(env_a) | set(env_b))
+        if k not in _FROM_FIELDS
+    ]
     pairs += [(".".join(k), _dig(stress_host, *k), _dig(racy_host, *k)) for k in _HOST_FIELDS]
     return [f"{name}: stress {a!r}, racy end {b!r}" for name, a, b in pairs if a != b]
 
