@@ -66,6 +66,29 @@ def test_function_deeper_than_depth(lost_history_report: Report) -> None:
     assert matches(lost_history_report, TargetRule(functions=("first", "second"), depth=2))
 
 
+def test_a_pattern_the_race_does_not_contain(lost_history_report: Report) -> None:
+    """Every pattern must be in the race: a third function (say, of a race the user meant
+    to count too) makes the race read as another, with every run "0 hits"."""
+    rule = TargetRule(functions=("write_shared", "read_shared", "stats_reader"))
+    assert not matches(lost_history_report, rule)
+    miss = near_miss(lost_history_report, rule)
+    assert miss is not None
+    assert miss.fixes == ('remove "stats_reader" from target.functions',)
+    assert "names 'stats_reader', which neither access has" in miss.unmatched[0]
+    both = replace(rule, files=("lost_history.c", "stats.c"))
+    miss = near_miss(lost_history_report, both)
+    assert miss is not None
+    assert miss.fixes == (
+        'remove "stats_reader" from target.functions and remove "stats.c" from target.files',
+    )
+    # Both accesses in one named function, the other named function nowhere: the same.
+    one = TargetRule(functions=("write_shared", "stats_reader"), accesses="any")
+    miss = near_miss(lost_history_report, one)
+    assert miss is not None and miss.fixes == ('remove "stats_reader" from target.functions',)
+    # Not when the rest is in one access only: that is another race through the function.
+    assert near_miss(lost_history_report, TargetRule(functions=("write_shared", "x"))) is None
+
+
 def test_kind_differs(lost_history_report: Report) -> None:
     rule = TargetRule(kind="heap-use-after-free", functions=("write_shared", "read_shared"))
     miss = near_miss(lost_history_report, rule)

@@ -160,7 +160,11 @@ def render(facts: Facts, name: str, source: str) -> str:
             f'  command: "{FILL_ME}: the command that shows the race"',
             "  timeout: 120",
         ]
-    lines += ["", "# Which race counts: each access must have one of these in its top frames."]
+    lines += [
+        "",
+        "# Which race counts: every name must be in the race's top frames, and each access",
+        "# must have one of them (one target per recipe: a list is not alternatives).",
+    ]
     lines += [
         f"target:  # {facts.race_from}" if facts.race_from else "target:",
         f"  kind: {q(facts.kind)}",

@@ -5,8 +5,9 @@ matches under ``accesses: each``, and every run then reads as "0 hits" while the
 race is on screen under "other races". That is the commonest way to write a wrong
 target, so instead of leaving the user to compare stacks by eye, each other race is
 tried against the target with one rule relaxed at a time (the kind, the depth, the
-per-access demand); the smallest relaxation that makes it match says what did not
-match and which recipe change would make it the target. Pure: reports in, text out.
+per-access demand, a pattern the race does not contain at all); the smallest
+relaxation that makes it match says what did not match and which recipe change would
+make it the target. Pure: reports in, text out.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ __all__ = [
     "suggest_target",
 ]
 
-_KIND, _DEPTH, _ACCESSES = "kind", "depth", "accesses"
+_KIND, _DEPTH, _ACCESSES, _ABSENT = "kind", "depth", "accesses", "absent"
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,18 @@ def near_miss(
     two_sided = report.current is not None and report.previous is not None
     if rule.accesses == "each" and two_sided:
         available.append(_ACCESSES)
+    # Every pattern must be in the race: a target naming a third function (or the
+    # function of another race) never matches the race the other patterns describe.
+    absent = _absent_patterns(report, rule, drop, deepest)
+    left = len(rule.functions) - len(absent[0]), len(rule.files) - len(absent[1])
+    if any(absent) and (left[0] > 0 or (not rule.functions and left[1] > 0)):
+        available.append(_ABSENT)
     relaxed: tuple[str, ...] | None = None
     for size in range(1, len(available) + 1):
         for combo in combinations(available, size):
-            if matches(report, _relax(rule, combo, deepest), drop):
+            if _ABSENT in combo and _ACCESSES in combo:
+                continue  # a race through one named function, with another: not this one
+            if matches(report, _relax(rule, combo, deepest, absent), drop):
                 relaxed = combo
                 break
         if relaxed:
@@ -122,9 +131,25 @@ def near_miss(
     if _KIND in relaxed:
         unmatched.append(f"its kind is {report.kind!r}, the target's {rule.kind!r}")
         choices.append([f"target.kind: {json.dumps(report.kind)}"])
+    if _ABSENT in relaxed:
+        for field, pats in zip(("functions", "files"), absent, strict=True):
+            for name in pats:
+                unmatched.append(
+                    f"target.{field} names {name!r}, which neither access has (every "
+                    "pattern must be in the race)"
+                )
+        choices.append(
+            [
+                " and ".join(
+                    f"remove {json.dumps(name)} from target.{field}"
+                    for field, pats in zip(("functions", "files"), absent, strict=True)
+                    for name in pats
+                )
+            ]
+        )
     if _DEPTH in relaxed:
         others = tuple(r for r in relaxed if r != _DEPTH)
-        base = _relax(rule, others, deepest)
+        base = _relax(rule, others, deepest, absent)
         need = _min_depth(report, base, drop, deepest)
         unmatched.append(
             f"the target's frames are there but deeper than target.depth {rule.depth} "
@@ -133,7 +158,7 @@ def near_miss(
         choices.append([f"target.depth: {need}"])
     if _ACCESSES in relaxed:
         others = tuple(r for r in relaxed if r != _ACCESSES)
-        base = _relax(rule, others, deepest)
+        base = _relax(rule, others, deepest, absent)
         missing = [s for s in _stacks(report) if not access_matches(s, base, drop)]
         hit = [significant_frames(s, drop)[:1] for s in _stacks(report) if s not in missing]
         tops = [significant_frames(s, drop)[:1] for s in missing]
@@ -163,7 +188,31 @@ def near_miss(
     return NearMiss(sig, tuple(unmatched), fixes)
 
 
-def _relax(rule: TargetRule, parts: Sequence[str], deepest: int) -> TargetRule:
+def _absent_patterns(
+    report: Report, rule: TargetRule, drop: tuple[str, ...], deepest: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The function and file patterns of ``rule`` that no frame of ``report`` matches, at
+    any kind, depth or side."""
+    loose = TargetRule(kind=None, depth=max(rule.depth, deepest), accesses="any")
+    functions = tuple(
+        f for f in rule.functions if not matches(report, replace(loose, functions=(f,)), drop)
+    )
+    files = tuple(f for f in rule.files if not matches(report, replace(loose, files=(f,)), drop))
+    return functions, files
+
+
+def _relax(
+    rule: TargetRule,
+    parts: Sequence[str],
+    deepest: int,
+    absent: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
+) -> TargetRule:
+    if _ABSENT in parts:
+        rule = replace(
+            rule,
+            functions=tuple(f for f in rule.functions if f not in absent[0]),
+            files=tuple(f for f in rule.files if f not in absent[1]),
+        )
     if _KIND in parts:
         rule = replace(rule, kind=None)
     if _DEPTH in parts:
