@@ -93,6 +93,7 @@ class GitRepo:
         self._repo = git.Repo(mirror)
         self._lock = FileLock(str(mirror) + ".lock")
         self._refreshed = False
+        self._in_source: set[str] = set()  # shas the local source was seen to hold
         self.web_url = web_url or self._config("repro.weburl")
 
     # --- opening -------------------------------------------------------------------
@@ -197,7 +198,29 @@ class GitRepo:
             sha = self._try_resolve(ref)
         if sha is None:
             raise GitError(f"unknown ref {ref!r} in {self.source} (mirror {self.mirror})")
+        if self._gone_from_source(sha):
+            raise GitError(
+                f"unknown ref {ref!r} in {self.source}: the cached mirror ({self.mirror}) "
+                f"still holds {sha[:12]}, but {self.source} does not (was the repository "
+                "made again, or rewritten?); give a commit it holds"
+            )
         return sha
+
+    def _gone_from_source(self, sha: str) -> bool:
+        """Whether a local source no longer holds ``sha``, which its mirror does: a fetch
+        with ``--prune`` drops refs, never objects, so a repository made again (or
+        rebased and collected) leaves its old commits resolvable in the mirror only,
+        and a build of one would test code that is nowhere in the user's repository.
+        Asked once a sha; False when the source cannot be asked (a URL, a path that
+        is gone: then the mirror is all there is)."""
+        if sha in self._in_source or is_url(self.source) or not Path(self.source).exists():
+            return False
+        try:
+            git.Git(self.source).rev_parse("--verify", "--quiet", f"{sha}^{{commit}}")
+        except git.GitCommandError as exc:
+            return exc.status == 1
+        self._in_source.add(sha)
+        return False
 
     def _refresh_quietly(self) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -101,6 +102,30 @@ def test_resolve_unknown_ref_names_ref_and_repo(
     assert "no-such-branch" in str(err.value)
     assert str(repo_path) in str(err.value)
     assert isinstance(err.value, ReproError)
+
+
+def test_a_commit_the_source_no_longer_holds_is_unknown(tmp_path: Path) -> None:
+    """A repository made again under the same path: its old commits stay in the mirror
+    (a fetch prunes refs, not objects), and must not be built as if they were the user's."""
+    repo = tmp_path / "upstream"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    old = commit(repo, "a", "first life")
+    r = GitRepo.open_cached(str(repo), tmp_path / "cache")
+    assert r.resolve(old) == old
+    shutil.rmtree(repo)
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    new = commit(repo, "a", "second life")
+    again = GitRepo.open_cached(str(repo), tmp_path / "cache")
+    assert again.resolve("main") == new
+    with pytest.raises(GitError) as err:
+        again.resolve(old[:10])
+    assert f"unknown ref '{old[:10]}' in {repo}" in str(err.value)
+    assert "does not (was the repository made again" in str(err.value)
+    # With the source gone altogether, the mirror is all there is: it still answers.
+    shutil.rmtree(repo)
+    assert again.resolve(new) == new
 
 
 def test_open_cached_missing_repository(tmp_path: Path) -> None:
