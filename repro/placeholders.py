@@ -7,6 +7,7 @@ can never become shell code in one of them and not the others.
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 from collections.abc import Callable, Collection, Mapping
@@ -28,6 +29,33 @@ def _placeholder_at(template: str, i: int) -> int:
     return m.end()
 
 
+def known_names(*, extension: bool) -> frozenset[str]:
+    """The placeholders a recipe's reproducer (command, cwd, setup) may use: what
+    `context.prepare` fills in. ``{worktree}`` is the extension's checkout, so there is
+    none without an extension."""
+    names = {"python", "recipe_dir", "threads", "work"}
+    return frozenset(names | {"worktree"} if extension else names)
+
+
+def _unknown_message(key: str, known: Collection[str]) -> str:
+    names = ", ".join("{" + k + "}" for k in sorted(known))
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"; did you mean {{{close[0]}}}?" if close else ""
+    if key == "worktree" and key not in known:
+        hint = " ({worktree} is the extension's checkout, and the recipe has no extension)"
+    return f"unknown placeholder {{{key}}} (known: {names}){hint}"
+
+
+def unknown_placeholder(template: str, known: Collection[str]) -> str | None:
+    """What is wrong with ``template``'s placeholders, or None: for checking a recipe
+    when it is read, not after a build."""
+    try:
+        _parts(template, known)
+    except ReproError as exc:
+        return str(exc)
+    return None
+
+
 def _parts(template: str, known: Collection[str]) -> list[tuple[bool, str]]:
     """The template cut into (is_placeholder, text) pieces; `{{` and `}}` are braces."""
     out: list[tuple[bool, str]] = []
@@ -41,8 +69,7 @@ def _parts(template: str, known: Collection[str]) -> list[tuple[bool, str]]:
         elif c == "{" and (j := _placeholder_at(template, i)) >= 0:
             key = template[i + 1 : j]
             if key not in known:
-                names = ", ".join("{" + k + "}" for k in sorted(known))
-                raise ReproError(f"unknown placeholder {{{key}}} in command (known: {names})")
+                raise ReproError(_unknown_message(key, known))
             if text:
                 out.append((False, "".join(text)))
                 text = []

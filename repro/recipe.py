@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from repro.errors import ReproError
+from repro.placeholders import known_names, unknown_placeholder
 from repro.recipe_yaml import RecipeYAMLError, compose_and_load
 from repro.strategy.rate import CALIBRATION_HITS
 
@@ -742,6 +743,16 @@ def _check_files(
         shlex.split(r.reproducer.command)
     except ValueError as exc:
         fail(("reproducer", "command"), f"cannot be parsed as a shell command: {exc}")
+    known = known_names(extension=r.extension is not None)
+    templates: list[tuple[tuple[Any, ...], str | None]] = [
+        (("reproducer", "command"), r.reproducer.command),
+        (("reproducer", "cwd"), r.reproducer.cwd),
+        *((("reproducer", "setup", i), c) for i, c in enumerate(r.reproducer.setup)),
+    ]
+    for loc, template in templates:
+        problem = unknown_placeholder(template, known) if template else None
+        if problem:
+            fail(loc, problem)
     if r.amplify.taskset:
         problem = unavailable_cpus(r.amplify.taskset)
         if problem:

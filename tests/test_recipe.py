@@ -107,6 +107,23 @@ def test_missing_extension_repo(tmp_path: Path) -> None:
     assert "extension.repo: repository not found" in msg
 
 
+def test_placeholders_are_checked_when_the_recipe_is_read(tmp_path: Path) -> None:
+    """A misspelt placeholder is a recipe error with its line, not a failure after the
+    builds; {worktree} needs an extension; {work} is there with or without setup."""
+    bad = GOOD.replace("./prog {threads}", "env {pyhton} prog.py")
+    assert "r.yaml:3: reproducer.command: unknown placeholder {pyhton}" in error_of(tmp_path, bad)
+    assert "did you mean {python}?" in error_of(tmp_path, bad)
+    setup = GOOD + "  setup:\n    - cc -o {work}/prog {recipe_dir}/prog.c\n    - cp {wrk}/x .\n"
+    setup = setup.replace("  timeout: 5\n", "  timeout: 5\n  cwd: '{work}'\n")
+    text = setup.replace("target:\n  functions: [racy_fn]\n", "") + "target:\n  functions: [f]\n"
+    msg = error_of(tmp_path, text)
+    assert "reproducer.setup.1: unknown placeholder {wrk}" in msg and "r.yaml:8:" in msg, msg
+    assert "{worktree} is the extension's checkout" in error_of(
+        tmp_path, GOOD.replace("./prog {threads}", "env {worktree}/prog")
+    )
+    assert load_recipe(write(tmp_path, GOOD.replace("./prog", "env {work}/prog"))).recipe
+
+
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="no such recipe file"):
         load_recipe(tmp_path / "absent.yaml")

@@ -99,10 +99,13 @@ def run_setup(
     info: dict[str, Any],
     progress: Any,
 ) -> Path:
-    """Run the recipe's setup commands once per (recipe, Python build) in a scratch dir.
+    """The reproducer's scratch directory, ``{work}``, with the recipe's setup commands
+    run in it once per (recipe, Python build, extension build).
 
     A setup that already succeeded for the same inputs is not run again: a bisect
-    prepares the same context many times.
+    prepares the same context many times. Without setup commands the directory is there
+    all the same, so that ``{work}`` means one thing in every recipe (and in the
+    reproduce.sh of a report, which always has one).
     """
     import hashlib
     import json
@@ -126,6 +129,8 @@ def run_setup(
     if done.exists():
         return work
     work.mkdir(parents=True, exist_ok=True)
+    if not r.reproducer.setup:
+        return work
     values = {**values, "work": str(work)}
     log = work / "setup.log"
     with log.open("w") as out:
@@ -295,14 +300,13 @@ def prepare(
     # What the reproducer starts from, as the run record states it: taken where it runs
     # (on a cluster, a worker, whose environment is its own), not where repro was started.
     info["env"] = relevant_env(env, also=set_here)
+    values["work"] = str(run_setup(loaded, values, env, info, progress))
     if r.reproducer.cwd:
         cwd = Path(expand(r.reproducer.cwd, values))
         if not cwd.is_absolute():
             cwd = (loaded.base_dir / cwd).resolve()
     if not cwd.is_dir():
         raise ReproError(f"{loaded.path}: reproducer.cwd: no such directory: {cwd}")
-    if r.reproducer.setup:
-        values["work"] = str(run_setup(loaded, values, env, info, progress))
     command = expand_for_shell(r.reproducer.command, values)
     check_command(command, cwd, env, loaded)
     tsan_options: dict[str, Any] = dict(r.tsan.options)
