@@ -381,6 +381,22 @@ class BisectSpec(_Strict):
     max_calibration_runs: int = Field(default=400, ge=1)
     calibration_hits: int = Field(default=CALIBRATION_HITS, ge=1)
 
+    @model_validator(mode="after")
+    def _ends_fit_the_direction(self) -> BisectSpec:
+        # A `clean:` in a fix search (or `fixed:` in a regression search) is never read:
+        # the search would ask for an end the recipe seems to give.
+        if self.find == "fix" and self.clean is not None and self.fixed is None:
+            raise ValueError(
+                "`clean:` is the end of a regression search; with `find: fix` give "
+                "`fixed:` (a commit where the race is gone), or set `find: regression`"
+            )
+        if self.find == "regression" and self.fixed is not None and self.clean is None:
+            raise ValueError(
+                "`fixed:` is the end of a fix search; with `find: regression` give "
+                "`clean:` (a commit before the race), or set `find: fix`"
+            )
+        return self
+
 
 class Recipe(_Strict):
     name: str

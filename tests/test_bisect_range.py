@@ -192,3 +192,22 @@ def test_unsymbolized_runs_stop_a_bisect_without_an_answer(tmp_path: Path) -> No
     assert data["outcomes"]["unsymbolized"] == data["runs"] >= 1  # runs in flight kept
     assert not [s for s in data["steps"] if s["verdict"].startswith("clean")]
     assert "--keep-going" in " ".join(res.stdout.split())
+
+
+def test_a_range_end_of_the_other_direction_is_named(tmp_path: Path) -> None:
+    """`clean:` in a fix search (or `fixed:` in a regression search) is never read: the
+    recipe says so where it is written, and a --find that turns the search round says why
+    the end it gives does not count."""
+    repo, shas = _history(tmp_path, broken=0)
+    r = _recipe(tmp_path, repo)
+    base = r.read_text()
+    r.write_text(base + f"bisect: {{find: fix, racy: {shas['racy']}, clean: {shas['fix']}}}\n")
+    res = repro("recipe", "validate", str(r))
+    assert res.returncode == 2
+    assert f"{r}:6: bisect: " in res.stderr and "with `find: fix` give `fixed:`" in res.stderr
+    r.write_text(base + f"bisect: {{racy: {shas['racy']}, fixed: {shas['fix']}}}\n")
+    res = repro("bisect", str(r), "--find", "regression", "--runs-dir", str(tmp_path / "runs"))
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2 and "Traceback" not in text, text
+    assert "give --clean (or bisect.clean in the recipe)" in text, text
+    assert f"the recipe's bisect.fixed ({shas['fix']}) ends a fix search" in text, text

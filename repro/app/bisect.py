@@ -222,9 +222,21 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
     else:
         terms = Terms(find, Side(spec.side))
         if racy is None or other is None:
+            opts_missing = [
+                o for o, v in (("--racy", racy), (terms.clean_option, other)) if v is None
+            ]
+            keys = " and ".join("bisect." + o.lstrip("-") for o in opts_missing)
+            why = ""
+            wrong = spec.clean if find is Find.FIX else spec.fixed
+            if wrong is not None and other is None:
+                had, kind = ("clean", "regression") if find is Find.FIX else ("fixed", "fix")
+                why = (
+                    f"; the recipe's bisect.{had} ({wrong}) ends a {kind} search, and this "
+                    f"one looks for a {find.value}"
+                )
             raise ReproError(
-                f"{loaded.path}: the range is not known: give --racy and {terms.clean_option} "
-                "(or `bisect.racy` and `bisect.fixed`/`bisect.clean` in the recipe)"
+                f"{loaded.path}: the range is not known: give {' and '.join(opts_missing)} "
+                f"(or {keys} in the recipe){why}"
             )
         if r.python is not None and r.python.version and terms.side is Side.EXTENSION:
             check_versions(loaded, [r.python.version])
