@@ -43,6 +43,8 @@ def test_lost_stack_is_incomplete_not_other(lost: Path) -> None:
     outcome, text = _verdict(lost, "history_size=0")
     assert "[failed to restore the stack]" in text
     assert outcome is Outcome.INCOMPLETE
+    # Nor is it one more distinct race among the others: it has no signature.
+    assert classify(parse_log(text), 66, False, MATCHER).signatures == ()
     # The fix the hint names: a larger history gives the complete report, the target.
     outcome, text = _verdict(lost, "history_size=7")
     assert "failed to restore" not in text
@@ -53,6 +55,7 @@ def test_unsymbolized_frames_are_not_other(lost: Path) -> None:
     outcome, text = _verdict(lost, "history_size=7 symbolize=0")
     assert "<null>" in text
     assert outcome is Outcome.UNSYMBOLIZED
+    assert classify(parse_log(text), 66, False, MATCHER).signatures == ()
 
 
 def test_truncated_report_never_counts_as_target(lost: Path) -> None:
@@ -68,6 +71,7 @@ def test_truncated_report_never_counts_as_target(lost: Path) -> None:
     # other race, whatever the missing part.
     elsewhere = Matcher(TargetRule(functions=("write_shared",)))
     assert classify(parsed, 66, False, elsewhere).outcome is Outcome.OTHER
+    assert len(classify(parsed, 66, False, elsewhere).signatures) == 1
     # Complete, with the other access elsewhere: other, as before.
     assert classify(full, 66, False, elsewhere).outcome is Outcome.OTHER
 

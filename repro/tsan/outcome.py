@@ -193,11 +193,16 @@ def classify(
     incomplete: list[int] = []
     for i, report in enumerate(parsed.reports):
         hit = False
+        # A report that cannot say which race it is has no signature: counted among
+        # the other races it would read as one more distinct race ("? | f", or
+        # "<null> | <null>"), where it may be the target itself.
         if is_unsymbolized(report):
             unsymbolized.append(i)
-        elif is_incomplete(report):
+            continue
+        if is_incomplete(report):
             if could_be_target(report, matcher):
                 incomplete.append(i)
+                continue
         elif matches(report, matcher.rule, drop=drop):
             target += 1
             hit = True
