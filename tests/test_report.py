@@ -190,6 +190,10 @@ def test_bisect_report(demo: Demo) -> None:
     assert "**culprit**" in md
     calib = doc["summary"]
     assert calib["scope"] == "racy end" and calib["hits"] >= 3
+    # Every figure of the summary is the racy end's; the whole bisect's are all_*.
+    assert calib["other_races"]["runs"] <= calib["runs"] < calib["all_runs"]
+    assert calib["all_other_races"]["runs"] >= calib["other_races"]["runs"]
+    assert sum(st["runs"] for st in steps) == calib["all_runs"]
     assert "Rate at the racy end" in md and "(95% CI" in md
     assert "repro bisect recipe.yaml --racy v1.1 --fixed main --confidence 0.99" in md
     assert PLAIN_MARKER in md

@@ -266,13 +266,38 @@ def _status(files: RunFiles) -> dict[str, Any]:
 
 
 def _summary(files: RunFiles, counts: Counts, scope: str) -> dict[str, Any]:
-    """The counts the report states: the fold's, as the console and summary.json state them."""
+    """The counts the report states: the fold's, as the console and summary.json state them.
+
+    Every figure is of one scope: a bisect's summary is its racy end's (the rate the
+    search assumed), and what covers the whole bisect is under ``all_*`` keys."""
     out = counts.to_json()
     rec = files.record
     runs = files.runs
     elapsed = files.meta.get("elapsed") if files.kind == "stress" else None
-    if files.kind == "bisect" and files.summary:
-        elapsed = files.summary.get("run_seconds")
+    if files.kind == "stress" and elapsed is None and rec.counts.runs:
+        elapsed = rec.last_elapsed  # a run still going (or killed): its record so far
+    other_races = rec.other_races_json()
+    invalid = dict(rec.invalid_details)
+    mean_run = rec.mean_run_seconds() if rec.counts.runs else None
+    if files.kind == "bisect":
+        racy_end = rec.positions.get(0)
+        other_races = {
+            "runs": racy_end.runs_with_other if racy_end else 0,
+            "distinct": len(racy_end.other_signatures) if racy_end else 0,
+        }
+        invalid = dict(racy_end.invalid_details) if racy_end else {}
+        mean_run = (
+            racy_end.run_seconds / racy_end.counts.runs
+            if racy_end and racy_end.counts.runs
+            else None
+        )
+        out.update(
+            {
+                "all_runs": rec.counts.runs,
+                "all_run_seconds": (files.summary or {}).get("run_seconds"),
+                "all_other_races": rec.other_races_json(),
+            }
+        )
     first_hit_run = rec.first_hit_run if files.kind == "stress" else None
     first_hit_time = rec.first_hit_elapsed if files.kind == "stress" else None
     if files.kind == "bisect":
@@ -288,11 +313,11 @@ def _summary(files: RunFiles, counts: Counts, scope: str) -> dict[str, Any]:
             "scope": scope,
             "time_to_first_hit": first_hit_time,
             "first_hit_run": first_hit_run,
-            "mean_run_seconds": round(rec.mean_run_seconds(), 4) if rec.counts.runs else None,
+            "mean_run_seconds": round(mean_run, 4) if mean_run is not None else None,
             "elapsed_seconds": round(float(elapsed), 3) if elapsed is not None else None,
             "jobs": files.meta.get("jobs"),
-            "other_races": rec.other_races_json(),
-            "invalid": dict(rec.invalid_details),
+            "other_races": other_races,
+            "invalid": invalid,
         }
     )
     return out
@@ -703,7 +728,6 @@ def build_document(run_dir: Path) -> dict[str, Any]:
     if bisect is not None:
         racy_end = files.record.positions.get(0)
         summary = _summary(files, racy_end.counts if racy_end else Counts(), "racy end")
-        summary["all_runs"] = files.record.counts.runs
     else:
         summary = _summary(files, files.record.counts, "all runs")
     target, others = _races(files)
