@@ -9,6 +9,7 @@ race shows in every run at history_size=7), two commits that do not build, then 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -94,7 +95,11 @@ def test_untestable_commits_before_the_fix_give_a_range_not_a_culprit(tmp_path: 
     for s in data["steps"]:
         assert (s["built"] is False) == (s["id"] in skipped)
     report = repro("report", str(next((tmp_path / "runs").iterdir())))
-    assert "one of" in report.stdout
+    assert "one of 3" in report.stdout and "2 of them could not be tested" in report.stdout
+    # The probability that the answer is in the range, as the console stated it.
+    stated = re.search(r"with probability (0\.\d+)", text)
+    assert stated is not None, text
+    assert f"| Confidence | {float(stated.group(1)) * 100:.2f}%" in report.stdout, report.stdout
 
 
 def test_buildable_history_names_the_fix(tmp_path: Path) -> None:

@@ -82,11 +82,20 @@ def _bisect_rows(b: Mapping[str, Any], s: Mapping[str, Any]) -> list[Row]:
                 (
                     Text(f"one of {len(candidates)}: "),
                     *_joined([_commit(x) for x in candidates]),
-                    Text(" (no single commit can be named: the others could not be tested)"),
+                    Text(
+                        " (no single commit can be named: "
+                        + (
+                            "one of them could not be tested)"
+                            if len(candidates) == 2
+                            else f"{len(candidates) - 1} of them could not be tested)"
+                        )
+                    ),
                 ),
                 strong=True,
             )
         )
+        if b.get("confidence") is not None:
+            rows.append(Row("Confidence", (Text(fmt.confidence(b)),)))
     if c:
         rows.append(Row(label, (_commit(c), Text(" " + str(c.get("subject") or ""))), True))
         if len(candidates) > 1:
