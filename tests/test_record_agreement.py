@@ -80,6 +80,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "doc": doc,
         "md": md.read_text(),
         "html": html,
+        "run_dir": run_dir,
     }
 
 
@@ -98,6 +99,18 @@ def test_every_outcome_is_counted_once(mixed: dict[str, Any]) -> None:
         "gil-enabled": 0,
         "incomplete": 2,
     }
+
+
+def test_failed_runs_say_how_they_ended(mixed: dict[str, Any]) -> None:
+    """A crash is told by its exit status and a timeout by the knob to raise, with where
+    the output is: "crash 2" alone left the user to find out why."""
+    s = mixed["summary"]
+    assert s["failed"] == {"crash: exit 3": 2, "timeout": 2}
+    assert s["failed_log"] and (mixed["run_dir"] / s["failed_log"]).is_dir()
+    text = " ".join(mixed["res"].stdout.split())
+    assert "the reproducer failed without a TSAN report (exit 3 x2)" in text, text
+    assert "2 run(s) did not end in time" in text and "raise reproducer.timeout" in text
+    assert f"first such log: {s['failed_log']}" in text
 
 
 def test_all_outputs_state_the_same_figures(mixed: dict[str, Any]) -> None:

@@ -197,6 +197,23 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             f"first hit after {fmt_seconds(summary['time_to_first_hit'])} "
             f"(run {summary['first_hit_run']})"
         )
+    failed = summary.get("failed") or {}
+    crashes = {k: n for k, n in failed.items() if k != "timeout"}
+    if crashes:
+        how = ", ".join(f"{escape(k.removeprefix('crash: '))} x{n}" for k, n in crashes.items())
+        lines.append(
+            f"[yellow]crash:[/] the reproducer failed without a TSAN report ({how}): "
+            "not evidence either way; see its output"
+        )
+    if failed.get("timeout"):
+        lines.append(
+            f"[yellow]timeout:[/] {failed['timeout']} run(s) did not end in time; if the "
+            "reproducer is slow rather than hung, raise reproducer.timeout (or --timeout)"
+        )
+    if failed and summary.get("failed_log"):
+        lines.append(
+            f"  first such log: {escape(str(summary['failed_log']))} (in the run directory)"
+        )
     for msg in summary.get("tsan_failures") or []:
         lines.append(f"[red]TSAN failure:[/] {escape(msg)}")
     for outcome in (*INVALID, Outcome.TSAN_FAILURE):

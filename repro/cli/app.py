@@ -136,10 +136,13 @@ def stress(
     """Run the reproducer again and again; count the target race apart from all others."""
     from repro.app.stress import StressOptions, run_stress
 
+    seconds = parse_duration(time_) if time_ is not None else None
+    if seconds is not None and seconds <= 0:
+        raise fail(f"--time {time_}: give a time longer than 0 (e.g. 90s, 5m, 1h)")
     opts = StressOptions(
         recipe=recipe,
         runs=runs,
-        seconds=parse_duration(time_) if time_ else None,
+        seconds=seconds,
         jobs=jobs or os.cpu_count() or 1,
         until_first=until_first,
         ref=ref,

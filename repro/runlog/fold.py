@@ -11,6 +11,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -145,6 +146,9 @@ class Record:
     last_elapsed: float = 0.0
     fatal_examples: list[str] = field(default_factory=list)
     invalid_details: Counter[str] = field(default_factory=Counter)
+    # Crashes and timeouts: how they ended ("exit 134", "timeout"), and the first kept log.
+    failed_details: Counter[str] = field(default_factory=Counter)
+    failed_log: str | None = None
     settings: dict[str, Counts] = field(default_factory=dict)  # amplify: per setting
     runs_with_other: int = 0  # runs that showed at least one other race (any outcome)
     _seen_runs: set[int] = field(default_factory=set)
@@ -194,6 +198,10 @@ class Record:
                 self.fatal_examples.append(msg)
         if ev.outcome.is_invalid:
             self.invalid_details[f"{ev.outcome.value}: {ev.detail or ''}".rstrip(": ")] += 1
+        if ev.outcome in (Outcome.CRASH, Outcome.TIMEOUT):
+            self.failed_details[_how_it_ended(ev)] += 1
+            if self.failed_log is None and ev.log_dir:
+                self.failed_log = ev.log_dir
         others: set[str] = set()
         for sid in ev.signatures:
             stats = self.signatures.get(sid)
@@ -254,6 +262,8 @@ class Record:
                 "first_hit_run": self.first_hit_run,
                 "mean_run_seconds": round(self.mean_run_seconds(), 4),
                 "tsan_failures": list(self.fatal_examples),
+                "failed": dict(self.failed_details),
+                "failed_log": self.failed_log,
             }
         )
         return out
@@ -285,3 +295,19 @@ def step_verdict(p: PositionRecord, clean_end: bool, p_clean: float | None = Non
     if p_clean is not None:
         return f"clean ({p_clean:.1%})"
     return f"no hit in {c.evidence} runs"
+
+
+def _how_it_ended(ev: RunEvent) -> str:
+    """A crash's exit status (a signal by name when the status is one), or "timeout"."""
+    if ev.outcome is Outcome.TIMEOUT:
+        return "timeout"
+    code = ev.exit_code
+    if code is None:
+        return "crash"
+    signo = -code if code < 0 else code - 128 if 128 < code < 160 else None
+    if signo is not None:
+        try:
+            return f"crash: exit {code} ({signal.Signals(signo).name})"
+        except ValueError:
+            pass
+    return f"crash: exit {code}"
