@@ -700,3 +700,48 @@ def test_every_report_kind_and_pid_in_raw() -> None:
             m = re.match(r"WARNING: ThreadSanitizer: (.*) \(pid=(\d+)\)", r.raw)
             assert m is not None
             assert normalise_kind(m.group(1)) == r.kind and int(m.group(2)) == r.pid
+
+
+# --- the program's own output around a report ------------------------------------------
+
+
+def _sig(report: Report) -> list[list[str]]:
+    return [[f.function for f in a.stack] for a in (report.current, report.previous) if a]
+
+
+def test_program_output_inside_a_report_is_not_part_of_it() -> None:
+    """A thread that prints "status:" (a line ending in a colon, like TSAN's headers) or
+    "#1 Heading" (like a frame) while TSAN writes a report: neither is TSAN's."""
+    clean = parse_log(stored_log("gcc-racy_counter.log")).reports[0]
+    noisy = []
+    for line in stored_log("gcc-racy_counter.log").splitlines():
+        noisy.append(line)
+        if line.rstrip().endswith(":"):
+            noisy += ["worker 3 status:", "#1 Heading printed by the program"]
+    parsed = parse_log("\n".join(noisy))
+    assert len(parsed.reports) == 1
+    assert _sig(parsed.reports[0]) == _sig(clean) and _sig(clean)
+    assert len(parsed.reports[0].other_stacks) == len(clean.other_stacks)
+
+
+def test_a_report_in_pytest_failure_lines() -> None:
+    """pytest quotes a subprocess's stderr in its "E   " lines (and a diff's "E     + "):
+    the report in them is read, columns kept; the assertion's one-line repr of the same
+    text (with its \\n's) is no report, and no kind made of a whole line."""
+    log = stored_log("gcc-racy_counter.log").splitlines()
+    clean = parse_log("\n".join(log)).reports[0]
+    quoted = ["E       AssertionError: assert '" + "\\n".join(log[:6]) + "' == ''"]
+    quoted += ["E         + " + line for line in log]
+    parsed = parse_log("\n".join(quoted))
+    assert [r.kind for r in parsed.reports] == ["data race"]
+    assert _sig(parsed.reports[0]) == _sig(clean)
+
+
+def test_an_option_out_of_range_is_a_tsan_failure(builder: TsanBuilder) -> None:
+    """gcc's runtime refuses history_size above 7 and runs nothing: a TSAN failure, which
+    stress reports as such, not as a crash."""
+    proc = run_tsan(builder.c("racy_counter"), tsan_options="history_size=9")
+    parsed = parse_log(proc.stderr)
+    if "incorrect value" not in proc.stderr:
+        pytest.skip(f"this runtime takes history_size=9: {proc.stderr[:200]}")
+    assert parsed.fatal and "history_size" in parsed.fatal[0]

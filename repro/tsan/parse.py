@@ -56,10 +56,18 @@ _TIMESTAMP = re.compile(
     r"^\[?\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?\]? ?"
 )
 _PID_PREFIX = re.compile(r"^==\d+==")
+# pytest's failure lines ("E   " and, in a diff, "E     + "): the text after them keeps
+# its columns, so the "E" and the diff mark become spaces.
+_PYTEST_E = re.compile(r"^E(?P<pad> +)(?:[+-] )?")
 
 # --- report structure --------------------------------------------------------------------------
 
-_WARNING = re.compile(r"WARNING: ThreadSanitizer:\s*(?P<kind>.*?)(?: \(pid=(?P<pid>\d+)\))?\s*$")
+# A kind is a few words (with parentheses and slashes: "unlock of an unlocked mutex (or
+# by a wrong thread)"); a line that quotes a report inside a string (an assertion's repr,
+# with its "\n"s) has quotes and backslashes after the colon, and is no report.
+_WARNING = re.compile(
+    r"WARNING: ThreadSanitizer:\s*(?P<kind>[^\\'\"]{0,120}?)(?: \(pid=(?P<pid>\d+)\))?\s*$"
+)
 _SUMMARY = re.compile(r"SUMMARY: ThreadSanitizer: (?P<text>.*?)\s*$")
 _REPORTED = re.compile(r"ThreadSanitizer: reported (?P<n>\d+) warnings?")
 _SEPARATOR = re.compile(r"^={10,}$")
@@ -75,6 +83,7 @@ _EXTERNAL_ACCESS = re.compile(
     r" by (?P<thread>.+?)(?: \(mutexes: (?P<mutexes>[^)]*)\))?:$",
     re.IGNORECASE,
 )
+_LOOKS_LIKE_A_FRAME = re.compile(r"\+0x[0-9a-fA-F]+\)|\(BuildId: |<null>|\.\w+:\d+")
 _LOCATION = re.compile(r"^Location is (?P<rest>.*)$")
 _FAILED_STACK = "[failed to restore the stack]"
 
@@ -116,6 +125,7 @@ _FATAL = re.compile(
     r"|ThreadSanitizer: .*\bDying\b"
     r"|ThreadSanitizer: can't "
     r"|ThreadSanitizer: memory layout is incompatible, even though"
+    r"|ThreadSanitizer: incorrect value for "  # a TSAN_OPTIONS value out of range
 )
 # The program crashed; TSAN only printed it (handle_segv=1 and friends).
 _CRASH = re.compile(
@@ -163,6 +173,9 @@ def clean_line(line: str) -> str:
     """
     line = _ANSI.sub("", line).rstrip("\r\n")
     line = line.replace("\r", "")
+    m = _PYTEST_E.match(line)
+    if m and len(m.group("pad")) >= 3:
+        line = " " * m.end() + line[m.end() :]
     stripped = line.lstrip()
     changed = True
     while changed:
@@ -285,6 +298,9 @@ class _Builder:
     kind: str
     pid: int | None
     lines: list[str]
+    # The column of the WARNING line: TSAN indents the headers of a report's stacks by
+    # two more, and a line of the program's own output that ends in ":" is not one.
+    indent: int = 0
     sections: list[_Section] = field(default_factory=list)
     location: str | None = None
     summary: str | None = None
@@ -296,7 +312,10 @@ class _Builder:
         if not s:
             return
         m = _FRAME.match(s)
-        if m:
+        if m and (len(line) - len(line.lstrip()) > self.indent or _LOOKS_LIKE_A_FRAME.search(s)):
+            # TSAN indents frames past the WARNING line; a "#1 ..." of the program's own
+            # output is not a frame, unless it reads like one (a log that lost its
+            # indentation).
             self._add_frame(int(m.group("index")), m.group("rest"))
             return
         if s == _FAILED_STACK:
@@ -345,7 +364,7 @@ class _Builder:
         if s == "and:":
             self.sections.append(_Section(label="stack"))
             return
-        if s.endswith(":"):
+        if s.endswith(":") and len(line) - len(line.lstrip()) == self.indent + 2:
             self.sections.append(_Section(label=_clean_header(s)))
             return
         # Anything else ("Cycle in lock order graph", hints, program output) is ignored.
@@ -453,8 +472,14 @@ class LogScanner:
                 kind=normalise_kind(m.group("kind")) or "unknown",
                 pid=int(pid) if pid else None,
                 lines=[s[m.start() :]],
+                indent=line.find("WARNING: ThreadSanitizer"),
             )
             return done
+
+        if "WARNING: ThreadSanitizer:" in s:
+            # A report quoted inside other text (an assertion's repr): not one, and not
+            # part of the report before it either.
+            return self._close()
 
         m = _SUMMARY.search(s)
         if m:
