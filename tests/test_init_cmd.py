@@ -121,3 +121,30 @@ def test_init_in_a_package_targets_the_race_that_starts_in_its_code(tmp_path: Pa
     assert res.returncode == 0, res.stdout + res.stderr
     first = yaml.safe_load(out.read_text())["target"]["functions"]
     assert "ring_tag" not in first and "new_reference" in first, first
+
+
+def test_the_test_named_is_the_one_the_chosen_race_came_in(tmp_path: Path) -> None:
+    """Two tests, two races: each race's recipe runs the test it showed in (not the
+    first test of the log), and says which race of the log it is."""
+    root = checkout(tmp_path)
+    log = tmp_path / "two.log"
+    log.write_text(
+        "tests/test_a.py::test_lock_order \n"
+        + (DATA / "gcc-lock_order.log").read_text()
+        + "PASSED\ntests/test_b.py::test_half \n"
+        + (DATA / "gcc-half_locked.log").read_text()
+        + (DATA / "gcc-half_locked.log").read_text()
+        + "FAILED\n"
+    )
+    listing = repro("parse", str(log), "--json")
+    races = {
+        r["kind"]: n for n, r in enumerate(__import__("json").loads(listing.stdout)["races"], 1)
+    }
+    for kind, test in (("data race", "test_b.py::test_half"), ("lock-order-inversion", "test_a")):
+        n = next(v for k, v in races.items() if k.startswith(kind))
+        out = root / f"r{n}.yaml"
+        res = repro("init", "--from-log", str(log), "--race", str(n), "-o", str(out), cwd=root)
+        assert res.returncode == 0, res.stdout + res.stderr
+        data = yaml.safe_load(out.read_text())
+        assert test in data["reproducer"]["pytest"]["tests"][0], (kind, data["reproducer"])
+        assert f"race {n} of 2 in the log" in out.read_text()

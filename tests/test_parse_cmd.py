@@ -162,3 +162,43 @@ def test_streaming_reads_what_parse_log_reads(name: str) -> None:
     whole = parse_log(text)
     assert streamed == list(whole.reports)
     assert scanner.parsed(streamed) == whole
+
+
+def test_skeleton_is_never_wrapped_and_reaches_its_frames(tmp_path: Path) -> None:
+    """The skeleton is a file to save: a terminal's width must not cut its lines (a cut
+    comment is invalid YAML), and its depth reaches the frames it names (a Rust race is
+    named by its caller, below the library's frames)."""
+    log = tmp_path / "rust.log"
+    log.write_text((DATA / "pyo3-borrowflag-racy.log").read_text())
+    res = repro("parse", str(log), "--recipe-skeleton", "1", env={"COLUMNS": "40"})
+    assert res.returncode == 0, res.stderr
+    recipe = tmp_path / "s.yaml"
+    recipe.write_text(res.stdout.replace("FILL_ME: the command that triggers the race", "./x"))
+    check = repro("recipe", "validate", str(recipe))
+    assert check.returncode == 0, check.stdout + check.stderr
+    from repro.recipe import load_recipe
+    from repro.tsan.signature import matches
+
+    rule = load_recipe(recipe).recipe.target.rule()
+    reports = parse_log(log.read_text()).reports
+    assert any(matches(r, rule) for r in reports), (rule, res.stdout)
+
+
+def test_reports_that_cannot_name_their_race_are_counted_apart(tmp_path: Path) -> None:
+    """A lost stack or a cut report is not one more race (nor two unreadable reports one
+    race): the count says what they are."""
+    text = (DATA / "gcc-racy_counter.log").read_text()
+    cut = text[: text.index("Previous")]
+    log = tmp_path / "mixed.log"
+    log.write_text(text + "\n" + cut.replace("Read", "Write"))
+    data = json.loads(repro("parse", str(log), "--json").stdout)
+    assert data["reports"] == 2 and len(data["races"]) == 1
+    assert data["unreadable"] == {"incomplete": 1}
+    table = repro("parse", str(log))
+    assert "1 report(s) cannot say which race they are (1 incomplete)" in " ".join(
+        table.stdout.split()
+    )
+    only = tmp_path / "only.log"
+    only.write_text(cut)
+    res = repro("parse", str(only))
+    assert res.returncode == 1 and "1 TSAN report(s), none complete and readable" in res.stdout

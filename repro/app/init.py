@@ -18,6 +18,7 @@ from pathlib import Path
 from repro.errors import ReproError
 from repro.recipe import FILL_ME
 from repro.tsan.nearmiss import extension_race_first, suggest_target
+from repro.tsan.signature import Signature, signature_of
 
 _PY_VERSION = re.compile(r"\bPython (3\.\d+\.\d+)(\S*)([^\n]*)")
 _CP_TAG = re.compile(r"\bcp3(\d+)(t?)\b")
@@ -78,8 +79,8 @@ def target_from_log(log: Path, race: int | None, facts: Facts) -> None:
         race = 1
         if facts.package:
             race = 1 + extension_race_first(r.outside_interpreter for r in tally.races)
-        if len(tally.races) > 1:
-            facts.race_from = f"race {race} of {len(tally.races)} in the log (--race N: another)"
+    if len(tally.races) > 1:
+        facts.race_from = f"race {race} of {len(tally.races)} in the log (--race N: another)"
     sig = tally.races[race - 1].signature
     report = first_report(log, sig, 3)
     target = suggest_target(report)
@@ -89,11 +90,35 @@ def target_from_log(log: Path, race: int | None, facts: Facts) -> None:
     facts.kind = sig.kind
     facts.summary = report.summary or sig.kind
     text = log.read_text(encoding="utf-8", errors="replace")
-    cut = text.find("WARNING: ThreadSanitizer")
-    nodes = _NODE.findall(text[:cut] if cut > 0 else text)
-    if nodes and not facts.tests:
-        facts.tests = [nodes[-1].rstrip(":")]
+    node = _test_of(text, sig)
+    if node and not facts.tests:
+        facts.tests = [node]
     python_from_log(text, facts)
+
+
+def _test_of(text: str, sig: Signature) -> str | None:
+    """The pytest test the first report of ``sig`` came in: the last test id the log
+    named before that report began (or, when none did, the one named by its end)."""
+    from repro.tsan.parse import LogScanner
+
+    scanner = LogScanner()
+    last: str | None = None
+    at_start: str | None = None
+    for line in [*text.splitlines(), None]:
+        if line is None:
+            report = scanner.finish()
+        else:
+            if "WARNING: ThreadSanitizer:" in line:
+                at_start = last
+            report = scanner.feed(line)
+        if report is not None and signature_of(report, depth=3) == sig:
+            found = at_start or last
+            return found.rstrip(":") if found else None
+        if line is not None and "WARNING: ThreadSanitizer:" not in line:
+            nodes = _NODE.findall(line)
+            if nodes:
+                last = nodes[-1]
+    return None
 
 
 def repo_from_checkout(cwd: Path, facts: Facts) -> None:

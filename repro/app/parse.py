@@ -9,7 +9,7 @@ same for a 10 MB log as for a 1 GB one with the same races.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -20,6 +20,7 @@ from repro.errors import ReproError
 from repro.recipe import FILL_ME
 from repro.tsan.model import ParsedLog, Report
 from repro.tsan.nearmiss import starts_outside_interpreter, suggest_target
+from repro.tsan.outcome import is_incomplete, is_unsymbolized
 from repro.tsan.parse import LogScanner, read_reports
 from repro.tsan.signature import Signature, signature_of
 
@@ -54,7 +55,7 @@ target:
   kind: {json.dumps(sig.kind)}
   functions:
 {fn_lines}
-{files_block}  depth: 3
+{files_block}  depth: {target.depth}
 """
 
 
@@ -75,6 +76,10 @@ class LogTally:
     races: list[Race]  # most frequent first, ties in order of first appearance
     reports: int
     log: ParsedLog  # fatal errors, crashes, warning counts (no reports kept)
+    # Reports that cannot say which race they are, by why (as a stress run counts them:
+    # repro.tsan.outcome): listed as races they would merge ("<null> | <null>") or split
+    # ("? | main" beside "chatter | main").
+    unreadable: dict[str, int] = field(default_factory=dict)
 
 
 def _open(log: Path) -> TextIO:
@@ -84,14 +89,40 @@ def _open(log: Path) -> TextIO:
         raise ReproError(f"{log}: cannot read: {exc.strerror or exc}") from None
 
 
+_UNREADABLE_HINT = (
+    "a lost stack wants a larger tsan.options.history_size, a cut report a whole log, "
+    "frames without names a symbolizer (repro doctor)"
+)
+
+
+def unreadable(report: Report) -> str | None:
+    """Why ``report`` cannot name its race ("unsymbolized", "incomplete"), or None."""
+    if is_unsymbolized(report):
+        return "unsymbolized"
+    if is_incomplete(report):
+        return "incomplete"
+    return None
+
+
+def _no_races(found: LogTally) -> str:
+    if found.reports:
+        return f"{found.reports} TSAN report(s), none complete and readable"
+    return "no TSAN reports found"
+
+
 def tally_log(log: Path, depth: int) -> LogTally:
     """Count the distinct races of a log file in one streaming pass."""
     scanner = LogScanner()
     seen: dict[Signature, Race] = {}
+    unread: dict[str, int] = {}
     total = 0
     with _open(log) as stream:
         for report in read_reports(stream, scanner):
             total += 1
+            why = unreadable(report)
+            if why is not None:
+                unread[why] = unread.get(why, 0) + 1
+                continue
             sig = signature_of(report, depth=depth)
             race = seen.get(sig)
             if race is None:
@@ -100,14 +131,14 @@ def tally_log(log: Path, depth: int) -> LogTally:
                 race.count += 1
     order = {sig: i for i, sig in enumerate(seen)}
     races = sorted(seen.values(), key=lambda r: (-r.count, order[r.signature]))
-    return LogTally(races=races, reports=total, log=scanner.parsed())
+    return LogTally(races=races, reports=total, log=scanner.parsed(), unreadable=unread)
 
 
 def first_report(log: Path, sig: Signature, depth: int) -> Report:
     """The first report of the log with this signature (a second streaming pass)."""
     with _open(log) as stream:
         for report in read_reports(stream):
-            if signature_of(report, depth=depth) == sig:
+            if unreadable(report) is None and signature_of(report, depth=depth) == sig:
                 return report
     raise ReproError(f"{log}: changed while it was read (race {sig.id} is gone)")
 
@@ -117,17 +148,21 @@ def run_parse(log: Path, skeleton: int | None, as_json: bool, depth: int, consol
     races = found.races
     if skeleton is not None:
         if not races:
-            raise ReproError(f"{log}: no TSAN reports found, so no race to target")
+            raise ReproError(f"{log}: {_no_races(found)}, so no race to target")
         if not 1 <= skeleton <= len(races):
             raise ReproError(f"--recipe-skeleton takes 1 to {len(races)} for this log")
         sig = races[skeleton - 1].signature
         example = first_report(log, sig, depth)
-        console.print(recipe_skeleton(example, sig, log.name), markup=False, highlight=False)
+        # Never wrapped at the terminal's width: the text is a file to save.
+        console.print(
+            recipe_skeleton(example, sig, log.name), markup=False, highlight=False, soft_wrap=True
+        )
         return 0
     if as_json:
         data = {
             "reports": found.reports,
             "fatal": list(found.log.fatal),
+            "unreadable": found.unreadable,
             "races": [
                 {
                     **r.signature.to_json(),
@@ -142,8 +177,16 @@ def run_parse(log: Path, skeleton: int | None, as_json: bool, depth: int, consol
         return 0 if races else 1
     for msg in found.log.fatal:
         console.print(f"[red]TSAN failure:[/] {msg}", highlight=False)
+    unread = sum(found.unreadable.values())
+    if unread:
+        why = ", ".join(f"{n} {k}" for k, n in found.unreadable.items())
+        console.print(
+            f"[yellow]{unread} report(s) cannot say which race they are[/] ({why}): not "
+            f"listed as races; {_UNREADABLE_HINT}",
+            highlight=False,
+        )
     if not races:
-        console.print(f"{log}: no TSAN reports found")
+        console.print(f"{log}: {_no_races(found)}", highlight=False)
         return 1
     table = Table(title=f"{found.reports} reports, {len(races)} distinct races in {log}")
     table.add_column("#", justify="right")
