@@ -148,3 +148,22 @@ def test_the_test_named_is_the_one_the_chosen_race_came_in(tmp_path: Path) -> No
         data = yaml.safe_load(out.read_text())
         assert test in data["reproducer"]["pytest"]["tests"][0], (kind, data["reproducer"])
         assert f"race {n} of 2 in the log" in out.read_text()
+
+
+def test_a_bare_version_line_does_not_make_the_build_a_gil_one(tmp_path: Path) -> None:
+    """pytest's header prints "Python 3.13.5" for a free-threaded build too: only what
+    says which build (a banner, a wheel tag) sets free_threading."""
+    root = checkout(tmp_path)
+    log = tmp_path / "pytest.log"
+    log.write_text(
+        "platform linux -- Python 3.13.5, pytest-8.3.4, pluggy-1.5.0\n"
+        "tests/test_x.py::test_y \n" + (DATA / "gcc-half_locked.log").read_text()
+    )
+    out = root / "r.yaml"
+    assert repro("init", "--from-log", str(log), "-o", str(out), cwd=root).returncode == 0
+    data = yaml.safe_load(out.read_text())
+    assert data["python"]["version"] == "3.13.5" and data["python"]["free_threading"] is True
+    log.write_text(log.read_text() + "Building wheel pkg-1.0-cp313-cp313-linux_x86_64.whl\n")
+    out.unlink()
+    assert repro("init", "--from-log", str(log), "-o", str(out), cwd=root).returncode == 0
+    assert yaml.safe_load(out.read_text())["python"]["free_threading"] is False

@@ -50,13 +50,16 @@ def python_from_log(text: str, facts: Facts) -> None:
     if m:
         facts.version, facts.version_from = m.group(1), f"from the log: {m.group(0).strip()[:70]}"
         rest = (m.group(2) + m.group(3)).lower()
-        facts.free_threading = "free-threading" in rest or m.group(2) == "t"
-        facts.ft_from = f"from the log ({'free-threading' if facts.free_threading else 'GIL'})"
-        return
+        if "free-threading" in rest or m.group(2) == "t":
+            facts.free_threading, facts.ft_from = True, "from the log (free-threading)"
+            return
+        # "Python 3.13.5" alone (pytest's header line prints it so for either build)
+        # does not say which build: a wheel tag may, else the assumption stands.
     tag = _CP_TAG.search(text)
     if tag:
-        facts.version = f"3.{tag.group(1)}"
-        facts.version_from = f"from the log's wheel tag {tag.group(0)} (pick a release)"
+        if not m:
+            facts.version = f"3.{tag.group(1)}"
+            facts.version_from = f"from the log's wheel tag {tag.group(0)} (pick a release)"
         facts.free_threading = tag.group(2) == "t"
         facts.ft_from = f"from the log's wheel tag {tag.group(0)}"
 
