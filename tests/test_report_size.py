@@ -169,3 +169,20 @@ def test_any_budget_is_kept(run_dir: Path, budget: int) -> None:
         assert "the target's TSAN report" not in note
     else:
         assert "the target's TSAN report after" in note
+
+
+def test_a_title_fits_a_github_issue_whatever_the_function_is_called() -> None:
+    """A C++ target's name with its template arguments: the title elides them, and any
+    title stays within GitHub's 256 characters."""
+    from repro.report.data import TITLE_LIMIT, race_name
+
+    long = (
+        "std::_Rb_tree<int, std::pair<int const, int>, std::less<int> >::_M_insert("
+        + ("std::vector<std::map<int, std::string>>, " * 40)
+        + "int)"
+    )
+    name = race_name({"kind": "data race", "function": long, "file": "race.cpp"})
+    assert name == "data race in std::_Rb_tree<...>::_M_insert(...) (race.cpp)"
+    unbalanced = race_name({"kind": "data race", "function": "f" * 300})
+    assert len(unbalanced) < TITLE_LIMIT
+    assert race_name({"kind": "data race", "function": "operator<"}).endswith("operator<")

@@ -208,12 +208,38 @@ def _recipe_target(files: RunFiles) -> dict[str, Any] | None:
     }
 
 
+# GitHub refuses an issue title longer than 256 characters; a C++ function's name with
+# its template arguments can be thousands.
+TITLE_LIMIT = 256
+_FUNCTION_IN_TITLE = 100
+
+
+def _short_function(name: str) -> str:
+    """A function's name for a title: template and argument lists elided ("<...>",
+    "(...)"), then cut."""
+    out: list[str] = []
+    depth = 0
+    for c in name:
+        if c in "<(":
+            if depth == 0:
+                out.append(c + "...")
+            depth += 1
+        elif c in ">)" and depth:
+            depth -= 1
+            if depth == 0:
+                out.append(c)
+        elif depth == 0:
+            out.append(c)
+    short = "".join(out) if depth == 0 else name
+    return short if len(short) <= _FUNCTION_IN_TITLE else short[: _FUNCTION_IN_TITLE - 3] + "..."
+
+
 def race_name(race: Mapping[str, Any] | None) -> str:
     if race is None:
         return "race"
     name = str(race.get("kind") or "race")
     if race.get("function"):
-        name += f" in {race['function']}"
+        name += f" in {_short_function(str(race['function']))}"
     if race.get("file"):
         name += f" ({race['file']})"
     return name
@@ -733,6 +759,8 @@ def build_document(run_dir: Path) -> dict[str, Any]:
     target, others = _races(files)
     race = target or _recipe_target(files)
     title = _title(files, race, summary, bisect, status)
+    if len(title) > TITLE_LIMIT:
+        title = title[: TITLE_LIMIT - 3] + "..."
     ctx = files.meta.get("context") or {}
     tested = None
     if files.kind == "stress" and ctx.get("extension"):
