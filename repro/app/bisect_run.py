@@ -498,8 +498,10 @@ class BisectRun:
             return ""
         post = self.bisector.posterior_b()
         best = max(range(len(post)), key=lambda b: post[b])
-        lo = min((b for b, w in enumerate(post) if w > 1e-4), default=best)
-        hi = max((b for b, w in enumerate(post) if w > 1e-4), default=best)
+        # The span is of commits: "the clean end is racy too" (the last hypothesis) has
+        # its own sentence, not a place in the range.
+        inside = [b for b, w in enumerate(post) if w > 1e-4 and b < len(self.positions)]
+        lo, hi = (min(inside), max(inside)) if inside else (best, best)
         span = f"plausible range {hi - lo + 1} {self.terms.units}"
         if best >= len(self.positions):
             return f"the race may show at the {self.terms.clean_word} end too; {span}"

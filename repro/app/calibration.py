@@ -60,7 +60,8 @@ def calibrated(run: BisectRun, opts: BisectOptions) -> bool:
         return fail(
             run,
             f"The racy end {run.positions[0].label} did not reproduce the target race in "
-            f"{c0.evidence} runs (rate below {upper_rate_if_clean(c0.evidence):.2%} at 95%). "
+            f"{c0.evidence} runs (so its rate is below {upper_rate_if_clean(c0.evidence):.1%}, "
+            "one-sided at 95%). "
             "Check the recipe's target and reproducer, or raise --calibration-runs.",
         )
     belief = RateBelief.from_calibration(c0.hits, c0.evidence)
