@@ -23,6 +23,9 @@ from repro.errors import ReproError
 _FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
+_NOTED_DIRTY: set[str] = set()  # sources whose uncommitted changes were mentioned
+
+
 class GitError(ReproError):
     """A repository or ref that cannot be used; the message names both."""
 
@@ -205,6 +208,26 @@ class GitRepo:
                 "made again, or rewritten?); give a commit it holds"
             )
         return sha
+
+    def uncommitted_note(self) -> str | None:
+        """A warning when a local source's checkout has changes that are not committed:
+        repro tests commits (through its mirror), so an edit a user made to try a fix is
+        not what runs. Said once per source and process; None for a URL or a clean tree."""
+        if self.source in _NOTED_DIRTY or is_url(self.source) or not Path(self.source).is_dir():
+            return None
+        try:
+            out = git.Git(self.source).status("--porcelain", "--untracked-files=no")
+        except git.GitCommandError:
+            return None  # a bare repository, or not one at all: nothing to say
+        changed = [line[3:] for line in str(out).splitlines() if line.strip()]
+        if not changed:
+            return None
+        _NOTED_DIRTY.add(self.source)
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        return (
+            f"{self.source} has uncommitted changes ({', '.join(changed[:3])}{more}): "
+            "repro builds and runs commits, not the working tree; commit them to test them"
+        )
 
     def _gone_from_source(self, sha: str) -> bool:
         """Whether a local source no longer holds ``sha``, which its mirror does: a fetch

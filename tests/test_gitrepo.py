@@ -252,3 +252,17 @@ def test_worktree_after_a_kill_during_its_creation(
     (wt / ".git").unlink()  # the checkout never got as far as its .git file
     assert r.worktree(s["b"], wt) == wt.absolute()
     assert git(wt, "rev-parse", "HEAD") == s["b"] and (wt / "b").exists()
+
+
+def test_uncommitted_changes_in_a_local_source_are_mentioned_once(
+    history: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    repo_path, _ = history
+    r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    (repo_path / "untracked.txt").write_text("not part of any commit")
+    assert r.uncommitted_note() is None  # clean tracked files: nothing to say
+    (repo_path / "c").write_text("an edit to try a fix")
+    again = GitRepo.open_cached(str(repo_path) + "/", tmp_path / "cache2")
+    note = again.uncommitted_note()
+    assert note is not None and "uncommitted changes (c)" in note and "commit them" in note
+    assert again.uncommitted_note() is None  # once per source and process

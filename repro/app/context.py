@@ -262,6 +262,9 @@ def prepare(
             extension_location(loaded, overrides), cache.base, web_url=r.extension.web_url
         )
         ext_sha = repo.resolve(ext_ref or r.extension.ref)
+        note = repo.uncommitted_note()
+        if note and progress is not None:
+            progress.waiting(f"warning: {note}")
         if r.extension.kind == "python-package":
             extension = _python_package(loaded, repo, ext_sha, python, cache, progress)
             values["python"] = str(extension.python)
