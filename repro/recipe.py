@@ -775,6 +775,15 @@ def _check_files(
             fail(("amplify", "taskset"), problem)
 
 
+def edited_since(loaded: LoadedRecipe) -> bool:
+    """Whether the recipe file a run was made from now says something else than the copy
+    the run keeps (a resume runs the copy: what the run measured stays one experiment)."""
+    try:
+        return loaded.path.read_text(encoding="utf-8") != loaded.text
+    except (OSError, UnicodeDecodeError):
+        return True
+
+
 def load_run_recipe(run_dir: Path, kind: str) -> tuple[LoadedRecipe, dict[str, Any]]:
     """The recipe a run directory was made with, as it was run, for --resume."""
 

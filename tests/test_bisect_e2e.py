@@ -235,3 +235,28 @@ def test_the_calibrations_progress_says_it_stops_at_its_hits(
     child.close()
     assert child.exitstatus == 0, child.before
     assert not re.search(r"\d+ / \d+\s+\(\d+ running", child.before or "")
+
+
+def test_a_resume_says_when_the_recipe_file_changed(
+    demo: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A resume runs the recipe as the run began with it (its copy), and says so when the
+    file now reads otherwise; the bisect it suggests would be of another recipe, so it
+    suggests none."""
+    _, recipe = demo
+    runs = tmp_path / "runs"
+    res = repro("stress", str(recipe), "--runs", "2", "-j", "1", "--runs-dir", str(runs))
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    run_dir = next(runs.iterdir())
+    res = repro("stress", "--resume", str(run_dir), "--runs", "3", "-j", "1")
+    assert "changed since this run began" not in res.stdout
+    recipe.write_text(recipe.read_text().replace("tq_poll", "tq_size"))
+    res = repro("stress", "--resume", str(run_dir), "--runs", "40", "-j", "1")
+    text = " ".join(res.stdout.split())
+    assert res.returncode in (0, 1), text
+    assert (
+        f"{recipe} changed since this run began; the resume runs the recipe as it was run" in text
+    )
+    hits = json.loads((run_dir / "summary.json").read_text())["hits"]
+    assert hits > 0  # the demo's race shows in ~15% of runs: 40 runs hit
+    assert "--calibration-from" not in text

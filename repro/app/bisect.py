@@ -46,7 +46,14 @@ from repro.app.view import (
 from repro.builds.cache import BuildError
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
-from repro.recipe import BisectSpec, LoadedRecipe, check_option, load_recipe, load_run_recipe
+from repro.recipe import (
+    BisectSpec,
+    LoadedRecipe,
+    check_option,
+    edited_since,
+    load_recipe,
+    load_run_recipe,
+)
 from repro.report.fmt import at_answer
 from repro.runlog import RunDir, RunLog
 from repro.strategy.bisect import Done, Probe
@@ -138,6 +145,12 @@ def _run_bisect(
         runlog.dir.lock()
         ended = reap_orphans(runlog.dir.logs)
         loaded, meta = load_run_recipe(runlog.dir.path, "bisect")
+        if edited_since(loaded):
+            console.print(
+                f"[yellow]note:[/] {escape(str(loaded.path))} changed since this run began; "
+                "the resume runs the recipe as it was run (the run directory's recipe.yaml)",
+                highlight=False,
+            )
         overrides = Overrides(**meta.get("overrides", {}))
         run = BisectRun(runlog, loaded, meta, console, opts.jobs, overrides, opts.keep_going)
         runlog.replay()

@@ -27,7 +27,7 @@ from repro.app.view import (
 )
 from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
-from repro.recipe import FILL_ME, LoadedRecipe, load_recipe, load_run_recipe
+from repro.recipe import FILL_ME, LoadedRecipe, edited_since, load_recipe, load_run_recipe
 from repro.runlog import Record, RunDir, RunLog
 from repro.tsan.outcome import Outcome
 
@@ -168,6 +168,12 @@ def _run_stress(
         if ended:
             console.print(f"ended {len(ended)} reproducer(s) left running by the killed repro")
         loaded, meta = load_run_recipe(rundir.path, "stress")
+        if edited_since(loaded):
+            console.print(
+                f"[yellow]note:[/] {escape(str(loaded.path))} changed since this run began; "
+                "the resume runs the recipe as it was run (the run directory's recipe.yaml)",
+                highlight=False,
+            )
         interpreter = InterpreterSoon(loaded)
         limits_meta = meta.get("limits", {})
         # Resumed runs keep their original limits unless new ones are given.
@@ -325,7 +331,12 @@ def _run_stress(
         )
     elif interrupted:
         console.print(f"interrupted: resume with  repro stress --resume {rundir.path}")
-    elif record.counts.hits and loaded.recipe.bisect is not None and executor is None:
+    elif (
+        record.counts.hits
+        and loaded.recipe.bisect is not None
+        and executor is None
+        and not edited_since(loaded)  # a bisect of the file now is not this record's
+    ):
         _say_bisect_hint(console, loaded, overrides, int(meta["jobs"]), rundir.path)
     from repro.app.outputs import write_outputs
 
