@@ -216,3 +216,18 @@ def test_a_range_end_of_the_other_direction_is_named(tmp_path: Path) -> None:
     assert res.returncode == 2 and "Traceback" not in text, text
     assert "give --clean (or bisect.clean in the recipe)" in text, text
     assert f"the recipe's bisect.fixed ({shas['fix']}) ends a fix search" in text, text
+
+
+def test_a_range_given_the_wrong_way_round_is_named_in_the_options_given(
+    tmp_path: Path,
+) -> None:
+    repo, shas = _history(tmp_path, broken=0)
+    r = _recipe(tmp_path, repo)
+    res = repro(
+        "bisect", str(r), "--racy", "HEAD", "--fixed", shas["racy"][:10],
+        "--runs-dir", str(tmp_path / "runs"),
+    )  # fmt: skip
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2 and "Traceback" not in text, text
+    assert f"--racy HEAD and --fixed {shas['racy'][:10]}: the racy end is the newer" in text
+    assert "--find regression" in text

@@ -63,6 +63,27 @@ if TYPE_CHECKING:
     from repro.app.cluster import Cluster
 
 
+def _range_problem(repo: Any, terms: Terms, old: str, new: str, old_sha: str, new_sha: str) -> str:
+    """Why ``old``..``new`` is no range, in the options the user gave."""
+    racy, other = (old, new) if terms.find is Find.FIX else (new, old)
+    given = f"--racy {racy} and {terms.clean_option} {other}"
+    if repo.is_ancestor(new_sha, old_sha):
+        if terms.find is Find.FIX:
+            return (
+                f"{given}: the racy end is the newer commit; a fix search goes from a racy "
+                "commit to a later one where the race is gone (for where it began, "
+                "--find regression with --clean OLDER --racy NEWER)"
+            )
+        return (
+            f"{given}: the clean end is the newer commit; a regression search goes from a "
+            "clean commit to a later racy one (for where it was fixed, --find fix)"
+        )
+    return (
+        f"{given}: the two are not on one line of history (following first parents from "
+        f"{new} does not reach {old}); give two commits of one branch"
+    )
+
+
 def _commit_positions(
     loaded: LoadedRecipe, overrides: Overrides, terms: Terms, old: str, new: str
 ) -> tuple[list[Position], list[int], dict[str, Any]]:
@@ -86,7 +107,10 @@ def _commit_positions(
     # The recipe's web_url from the first bisect on, so links are there from the start.
     repo = GitRepo.open_cached(location, cache.base, web_url=web_url)
     old_sha, new_sha = repo.resolve(old), repo.resolve(new)
-    shas = repo.first_parent_range(old_sha, new_sha)
+    try:
+        shas = repo.first_parent_range(old_sha, new_sha)
+    except ReproError:
+        raise ReproError(_range_problem(repo, terms, old, new, old_sha, new_sha)) from None
     if len(shas) < 2:
         raise ReproError(f"the range {old}..{new} has no commits to search")
     positions = []
