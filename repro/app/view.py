@@ -120,7 +120,7 @@ def render_state(state: StressState, title: str, log_dir: str) -> RenderableType
     grid.add_column()
     grid.add_row(
         "runs",
-        f"{runs_progress(state, ' / ')}   ({state.in_flight} running, {limit.jobs} jobs)",
+        f"{runs_progress(state, ' / ')}   ({state.in_flight} running, {limit.jobs} at once)",
     )
     grid.add_row("target hits", Text(str(t.hits), style="bold red" if t.hits else "green"))
     grid.add_row("rate", rate_text(t))

@@ -183,7 +183,8 @@ def _stress_rows(doc: Mapping[str, Any], s: Mapping[str, Any]) -> list[Row]:
             "Run time",
             (
                 Text(
-                    f"{fmt.seconds(s.get('elapsed_seconds'))} with {s.get('jobs') or 1} jobs, "
+                    f"{fmt.seconds(s.get('elapsed_seconds'))} with {s.get('jobs') or 1} "
+                    f"job{'s' if (s.get('jobs') or 1) != 1 else ''} at once, "
                     f"{fmt.seconds(s.get('mean_run_seconds'))} per run"
                 ),
             ),
