@@ -202,3 +202,20 @@ def test_reports_that_cannot_name_their_race_are_counted_apart(tmp_path: Path) -
     only.write_text(cut)
     res = repro("parse", str(only))
     assert res.returncode == 1 and "1 TSAN report(s), none complete and readable" in res.stdout
+
+
+def test_a_skeleton_says_which_other_races_its_target_would_count(tmp_path: Path) -> None:
+    """Two races through the same top functions from different callers: distinct races,
+    one suggested target. The skeleton says so, naming the other race's number."""
+    text = (DATA / "gcc-racy_counter.log").read_text()
+    other = text.replace("#1 worker ", "#1 other_worker ")
+    log = tmp_path / "two.log"
+    log.write_text(text + "\n" + other + "\n" + text)
+    races = json.loads(repro("parse", str(log), "--json").stdout)["races"]
+    assert len(races) == 2 and [r["count"] for r in races] == [2, 1]
+    res = repro("parse", str(log), "--recipe-skeleton", "1")
+    assert res.returncode == 0, res.stderr
+    assert "# This target also matches race(s) 2 of the log" in res.stdout
+    alone = tmp_path / "one.log"
+    alone.write_text(text)
+    assert "also matches" not in repro("parse", str(alone), "--recipe-skeleton", "1").stdout
