@@ -179,6 +179,10 @@ def test_plan_then_resume(demo: tuple[Path, Path], tmp_path: Path) -> None:
     run_dir = next(runs.iterdir())
     planned = json.loads((run_dir / "meta.json").read_text())["plan"]
     assert planned["runs"] > 0 and planned["bound_runs"] > 0
+    # What the bisect began with stays: a --confidence given now would be ignored.
+    res = repro("bisect", "--resume", str(run_dir), "--confidence", "0.6", "--racy", "v1.0")
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2 and "--racy, --confidence cannot be given" in text, text
     out = tmp_path / "b.json"
     res = repro("bisect", "--resume", str(run_dir), "--json-out", str(out))
     assert res.returncode == 0, res.stdout + res.stderr

@@ -89,6 +89,32 @@ def test_until_first_stops_at_the_first_hit(tmp_path: Path, tsan_bin: Path) -> N
     assert data["time_to_first_hit"] is not None
 
 
+def test_a_resume_continues_the_same_experiment(tmp_path: Path, tsan_bin: Path) -> None:
+    """A resume may raise the limits, nothing that changes the rate (a --ref would mix
+    two commits' runs into one rate; -j another parallelism); one of a finished
+    --until-first has nothing left to run (it ran until interrupted)."""
+    r = recipe(tmp_path, str(tsan_bin / "flaky_race"), ["publish", "poll_result"])
+    code, data, _ = stress(tmp_path, r, "--until-first", "--jobs", "1")
+    assert code == 0 and data["hits"] == 1
+    run_dir = Path(data["run_dir"])
+    res = repro("stress", "--resume", str(run_dir), timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    again = json.loads((run_dir / "summary.json").read_text())
+    assert again["runs"] == data["runs"] and again["hits"] == 1
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["jobs"] == 1  # a resume without -j keeps the run's own
+    for extra, said in (
+        (["--ref", "main"], "--ref cannot be given"),
+        (["--timeout", "1", "--threads", "2"], "--threads, --timeout cannot be given"),
+        ([str(r)], "a recipe file cannot be given"),
+        (["-j", "2"], "was run with -j 1"),
+    ):
+        res = repro("stress", "--resume", str(run_dir), "--runs", "50", *extra)
+        text = " ".join((res.stdout + res.stderr).split())
+        assert res.returncode == 2 and said in text and "Traceback" not in text, text
+    assert json.loads((run_dir / "summary.json").read_text())["runs"] == data["runs"]
+
+
 def test_hang_is_a_timeout_and_is_killed(tmp_path: Path) -> None:
     r = recipe(tmp_path, "sleep 30; echo never", ["x"], timeout=0.5)
     t0 = time.monotonic()

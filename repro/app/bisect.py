@@ -150,6 +150,31 @@ def run_bisect(opts: BisectOptions, console: Console) -> int:
             opts = dataclasses.replace(opts, calibration_from=source.path)  # found once
     elif opts.calibration_from is not None:
         raise ReproError("--calibration-from starts a bisect; a resumed one has its calibration")
+    else:
+        given = [
+            name
+            for name, value in (
+                ("a recipe file", opts.recipe),
+                ("--racy", opts.racy),
+                ("--fixed", opts.fixed),
+                ("--clean", opts.clean),
+                ("--find", opts.find),
+                ("--confidence", opts.confidence),
+                ("--versions", opts.versions),
+                ("--repo", opts.repo),
+                ("--threads", opts.threads),
+                ("--timeout", opts.timeout),
+                ("--calibration-runs", opts.calibration_runs),
+                ("--set", opts.sets or None),
+            )
+            if value is not None
+        ]
+        if given:
+            # Ignored, they read as if taken: a --confidence 0.6 ended at 0.99 as begun.
+            raise ReproError(
+                f"--resume continues {opts.resume} as it began, so {', '.join(given)} cannot "
+                "be given with it; start a new bisect to change them"
+            )
     cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
     if cluster is None:
         return _run_bisect(opts, console, None, fresh)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 from collections.abc import Callable
@@ -43,7 +44,7 @@ class StressOptions:
     recipe: Path | None
     runs: int | None
     seconds: float | None
-    jobs: int
+    jobs: int | None  # None: the machine's cores (on a resume, the run's own)
     until_first: bool
     ref: str | None = None
     repo: str | None = None
@@ -137,6 +138,8 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
     # A bad recipe is said before a cluster is started or reached, not seconds after.
     fresh = None
     interpreter = None
+    if opts.resume is not None:
+        _refuse_changes_on_resume(opts)
     if opts.resume is None:
         if opts.recipe is None:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
@@ -148,6 +151,32 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
         return _run_stress(opts, console, err, live_cls, None, fresh, interpreter)
     with cluster:
         return _run_stress(opts, console, err, live_cls, cluster, fresh, interpreter)
+
+
+def _refuse_changes_on_resume(opts: StressOptions) -> None:
+    """A resume continues one experiment: what decides a run's rate (the recipe, the
+    commit, the reproducer's knobs) stays as the run began; only the limits may grow.
+    Taken silently, a --ref would put another commit's runs into the same rate."""
+    given = [
+        name
+        for name, value in (
+            ("a recipe file", opts.recipe),
+            ("--ref", opts.ref),
+            ("--repo", opts.repo),
+            ("--threads", opts.threads),
+            ("--switch-interval", opts.switch_interval),
+            ("--taskset", opts.taskset),
+            ("--timeout", opts.timeout),
+            ("--set", opts.sets or None),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ReproError(
+            f"--resume continues {opts.resume} as it began, so {', '.join(given)} cannot "
+            "be given with it (only --runs, --time, --until-first and where to run); "
+            "start a new stress to change them"
+        )
 
 
 def _run_stress(
@@ -180,7 +209,14 @@ def _run_stress(
         runs = opts.runs if opts.runs is not None else limits_meta.get("runs")
         seconds = opts.seconds if opts.seconds is not None else limits_meta.get("seconds")
         until_first = opts.until_first or bool(limits_meta.get("until_first"))
-        ref = opts.ref or (meta.get("context") or {}).get("extension", {}).get("sha")
+        ref = (meta.get("context") or {}).get("extension", {}).get("sha")
+        before = meta.get("jobs")
+        if opts.jobs is not None and before is not None and cluster is None and opts.jobs != before:
+            raise ReproError(
+                f"-j {opts.jobs}: {rundir.path} was run with -j {before}, and runs at "
+                f"once change the rate; resume with -j {before} (or start a new stress)"
+            )
+        jobs = opts.jobs or before or os.cpu_count() or 1
         overrides = Overrides(**meta.get("overrides", {}))
         for problem in rundir.problems:
             err.print(f"[yellow]warning:[/] {problem}", highlight=False)
@@ -192,6 +228,7 @@ def _run_stress(
         if runs is None and seconds is None and not until_first:
             runs = 100
         ref = opts.ref
+        jobs = opts.jobs or os.cpu_count() or 1
         overrides = Overrides(
             threads=opts.threads,
             switch_interval=opts.switch_interval,
@@ -217,11 +254,13 @@ def _run_stress(
         )
     from repro.builds.progress import RichBuildProgress
 
+    if until_first and record.counts.hits and runs is None and seconds is None:
+        runs = record.counts.runs  # its first hit is in: nothing left to run
     limits = Limits(
         runs=None if runs is None else max(0, int(runs) - record.counts.runs),
         seconds=None if seconds is None else max(0.0, float(seconds) - elapsed_before),
         until_first=until_first and not record.counts.hits,
-        jobs=opts.jobs,
+        jobs=jobs,
         stop_on=frozenset() if opts.keep_going else frozenset({Outcome.UNSYMBOLIZED}),
     )
     executor = None
@@ -248,7 +287,7 @@ def _run_stress(
             "recipe_path": str(loaded.path),
             "set": list(loaded.sets),
             "limits": {"runs": runs, "seconds": seconds, "until_first": until_first},
-            "jobs": opts.jobs if executor is None else executor.threads,
+            "jobs": jobs if executor is None else executor.threads,
             "cluster": cluster.describe() if cluster is not None else None,
             "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
             "context": prepared.info,

@@ -143,7 +143,7 @@ def stress(
         recipe=recipe,
         runs=runs,
         seconds=seconds,
-        jobs=jobs or os.cpu_count() or 1,
+        jobs=jobs,
         until_first=until_first,
         ref=ref,
         repo=repo,
