@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pexpect
+import pytest
 from conftest import repro
 
 
@@ -248,3 +249,19 @@ def test_amplify_measures_each_knob(tmp_path: Path, tsan_bin: Path) -> None:
     bad = repro("amplify", str(r))
     assert bad.returncode == 2
     assert "give at least one knob" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["stress", "--time", "999999999d"], "give at most 365d"),
+        (["amplify", "--runs", "2", "--jobs", "0"], "--jobs 0: give 1 or more"),
+        (["amplify", "--runs", "2", "--threads", "0,2"], "--threads 0: give 1 or more"),
+    ],
+)
+def test_out_of_range_values_are_usage_errors(tmp_path: Path, args: list[str], said: str) -> None:
+    """Not an internal error (an overflow in a timer, a pool of no workers)."""
+    r = recipe(tmp_path, "true", ["x"])
+    res = repro(args[0], str(r), *args[1:], "--runs-dir", str(tmp_path / "runs"))
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2 and said in text and "internal error" not in text, text

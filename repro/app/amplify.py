@@ -55,12 +55,16 @@ def settings_from(
     out = [Setting("recipe as is", Overrides(), base_jobs)]
     try:
         for v in parse_values(threads):
+            if int(v) < 1:
+                raise ValueError(f"--threads {v}: give 1 or more")
             out.append(Setting(f"threads={v}", Overrides(threads=int(v)), base_jobs))
         for v in parse_values(switch_interval):
             out.append(
                 Setting(f"switch_interval={v}", Overrides(switch_interval=float(v)), base_jobs)
             )
         for v in parse_values(jobs):
+            if int(v) < 1:
+                raise ValueError(f"--jobs {v}: give 1 or more runs at once")
             out.append(Setting(f"jobs={v}", Overrides(), int(v)))
     except ValueError as exc:
         raise ReproError(f"cannot read a knob value: {exc}") from None

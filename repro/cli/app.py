@@ -139,6 +139,8 @@ def stress(
     seconds = parse_duration(time_) if time_ is not None else None
     if seconds is not None and seconds <= 0:
         raise fail(f"--time {time_}: give a time longer than 0 (e.g. 90s, 5m, 1h)")
+    if seconds is not None and seconds > MAX_STRESS_SECONDS:
+        raise fail(f"--time {time_}: give at most 365d (or leave --time out: --runs decides)")
     opts = StressOptions(
         recipe=recipe,
         runs=runs,
@@ -192,6 +194,9 @@ def parse(
         raise fail(f"{log}: no such file")
     raise typer.Exit(run_parse(log, recipe_skeleton, as_json, depth, console))
 
+
+# A year: beyond the timers' range (threading.TIMEOUT_MAX) a wait overflows.
+MAX_STRESS_SECONDS = 365 * 86400.0
 
 # --- amplify --------------------------------------------------------------------------
 
