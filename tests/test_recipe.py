@@ -124,6 +124,17 @@ def test_placeholders_are_checked_when_the_recipe_is_read(tmp_path: Path) -> Non
     assert load_recipe(write(tmp_path, GOOD.replace("./prog", "env {work}/prog"))).recipe
 
 
+def test_a_misspelt_target_kind_is_named(tmp_path: Path) -> None:
+    """It would match no report, and a stress would say so only after all its runs; a
+    kind repro does not know at all (a newer TSAN's) is taken as written."""
+    msg = error_of(tmp_path, GOOD.replace("target:\n", "target:\n  kind: data rcae\n"))
+    assert "r.yaml:6: target.kind: no TSAN report is of kind 'data rcae'" in msg, msg
+    assert "did you mean 'data race'?" in msg
+    for kind in ("lock-order-inversion (potential deadlock)", "thread leak", "a future kind"):
+        text = GOOD.replace("target:\n", f"target:\n  kind: {kind}\n")
+        assert load_recipe(write(tmp_path, text)).recipe.target.kind == kind
+
+
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="no such recipe file"):
         load_recipe(tmp_path / "absent.yaml")

@@ -256,7 +256,7 @@ def test_amplify_measures_each_knob(tmp_path: Path, tsan_bin: Path) -> None:
     [
         (["stress", "--time", "999999999d"], "give at most 365d"),
         (["amplify", "--runs", "2", "--jobs", "0"], "--jobs 0: give 1 or more"),
-        (["amplify", "--runs", "2", "--threads", "0,2"], "--threads 0: give 1 or more"),
+        (["amplify", "--runs", "2", "--threads", "0,2"], "error: --threads: "),
     ],
 )
 def test_out_of_range_values_are_usage_errors(tmp_path: Path, args: list[str], said: str) -> None:

@@ -55,8 +55,6 @@ def settings_from(
     out = [Setting("recipe as is", Overrides(), base_jobs)]
     try:
         for v in parse_values(threads):
-            if int(v) < 1:
-                raise ValueError(f"--threads {v}: give 1 or more")
             out.append(Setting(f"threads={v}", Overrides(threads=int(v)), base_jobs))
         for v in parse_values(switch_interval):
             out.append(

@@ -30,6 +30,7 @@ from typing import Any, TextIO
 from repro.tsan.model import Access, Frame, ParsedLog, Report
 
 __all__ = [
+    "KNOWN_KINDS",
     "LogScanner",
     "clean_line",
     "normalise_kind",
@@ -152,6 +153,13 @@ _KINDS = {
     "double lock": "double lock",
     "use of an invalid mutex (e.g. uninitialized or destroyed)": "use of an invalid mutex",
     "use of an invalid mutex": "use of an invalid mutex",
+}
+
+
+# Every kind named above, as a target names it, and the two vptr kinds kept verbatim.
+KNOWN_KINDS = frozenset(_KINDS.values()) | {
+    "data race on vptr (ctor/dtor vs virtual call)",
+    "heap-use-after-free (virtual call vs free)",
 }
 
 
