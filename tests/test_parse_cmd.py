@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -219,3 +220,25 @@ def test_a_skeleton_says_which_other_races_its_target_would_count(tmp_path: Path
     alone = tmp_path / "one.log"
     alone.write_text(text)
     assert "also matches" not in repro("parse", str(alone), "--recipe-skeleton", "1").stdout
+
+
+def test_a_log_from_standard_input_or_a_pipe(tmp_path: Path) -> None:
+    """`... | repro parse -` and `repro parse <(...)`: read once, skeleton included."""
+    text = (DATA / "gcc-racy_counter.log").read_text()
+    res = subprocess.run(
+        [sys.executable, "-m", "repro", "parse", "-", "--recipe-skeleton", "1"],
+        input=text, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "from standard input" in res.stdout and "increment_counter" in res.stdout
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repro", "parse", str(fifo), "--json"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    fifo.write_text(text)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and json.loads(out)["reports"] == 1
+    res = repro("parse", str(tmp_path))
+    assert res.returncode == 2 and "is a directory" in res.stderr

@@ -171,12 +171,21 @@ def _races_matching(
     return sorted(found)
 
 
-def run_parse(log: Path, skeleton: int | None, as_json: bool, depth: int, console: Console) -> int:
+def run_parse(
+    log: Path,
+    skeleton: int | None,
+    as_json: bool,
+    depth: int,
+    console: Console,
+    shown: str | None = None,
+) -> int:
+    """``shown``: how to name the log (standard input, read into a file first)."""
+    name = shown or str(log)
     found = tally_log(log, depth)
     races = found.races
     if skeleton is not None:
         if not races:
-            raise ReproError(f"{log}: {_no_races(found)}, so no race to target")
+            raise ReproError(f"{name}: {_no_races(found)}, so no race to target")
         if not 1 <= skeleton <= len(races):
             raise ReproError(f"--recipe-skeleton takes 1 to {len(races)} for this log")
         sig = races[skeleton - 1].signature
@@ -187,7 +196,7 @@ def run_parse(log: Path, skeleton: int | None, as_json: bool, depth: int, consol
         )
         # Never wrapped at the terminal's width: the text is a file to save.
         console.print(
-            recipe_skeleton(example, sig, log.name, others),
+            recipe_skeleton(example, sig, shown or log.name, others),
             markup=False,
             highlight=False,
             soft_wrap=True,
@@ -221,9 +230,9 @@ def run_parse(log: Path, skeleton: int | None, as_json: bool, depth: int, consol
             highlight=False,
         )
     if not races:
-        console.print(f"{log}: {_no_races(found)}", highlight=False)
+        console.print(f"{name}: {_no_races(found)}", highlight=False)
         return 1
-    table = Table(title=f"{found.reports} reports, {len(races)} distinct races in {log}")
+    table = Table(title=f"{found.reports} reports, {len(races)} distinct races in {name}")
     table.add_column("#", justify="right")
     table.add_column("count", justify="right")
     table.add_column("signature")

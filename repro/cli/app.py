@@ -174,7 +174,12 @@ def stress(
 
 @app.command()
 def parse(
-    log: Annotated[Path, typer.Argument(help="A TSAN log (a CI log pasted into a file works).")],
+    log: Annotated[
+        Path,
+        typer.Argument(
+            help="A TSAN log (a CI log pasted into a file works; - reads standard input)."
+        ),
+    ],
     recipe_skeleton: Annotated[
         int | None,
         typer.Option(
@@ -190,8 +195,26 @@ def parse(
     from repro.recipe import SignatureSpec, check_option
 
     check_option(SignatureSpec, "depth", depth, "--depth")
-    if not log.is_file():
+    if log.is_dir():
+        raise fail(f"{log}: is a directory; give a log file (or - for standard input)")
+    if str(log) != "-" and not log.exists():
         raise fail(f"{log}: no such file")
+    if str(log) == "-" or not log.is_file():
+        # Standard input, a pipe, <(...): read once into a file, since a skeleton reads
+        # the log again for its race.
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="repro-parse-") as tmp:
+            copy = Path(tmp) / ("stdin.log" if str(log) == "-" else log.name or "log")
+            with copy.open("wb") as out:
+                if str(log) == "-":
+                    shutil.copyfileobj(sys.stdin.buffer, out)
+                else:
+                    with log.open("rb") as src:
+                        shutil.copyfileobj(src, out)
+            shown = "standard input" if str(log) == "-" else str(log)
+            raise typer.Exit(run_parse(copy, recipe_skeleton, as_json, depth, console, shown))
     raise typer.Exit(run_parse(log, recipe_skeleton, as_json, depth, console))
 
 
