@@ -265,3 +265,17 @@ def test_out_of_range_values_are_usage_errors(tmp_path: Path, args: list[str], s
     res = repro(args[0], str(r), *args[1:], "--runs-dir", str(tmp_path / "runs"))
     text = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 2 and said in text and "internal error" not in text, text
+
+
+def test_a_report_says_when_the_run_record_is_gone(tmp_path: Path) -> None:
+    """A run directory whose events.jsonl was lost: the report's figures start from
+    nothing, and it says why instead of reading as a run that never ran."""
+    r = recipe(tmp_path, "true", ["x"])
+    code, data, _ = stress(tmp_path, r, "--runs", "2", "-j", "1")
+    run_dir = Path(data["run_dir"])
+    (run_dir / "events.jsonl").unlink()
+    res = repro("report", str(run_dir))
+    text = " ".join(res.stderr.split())
+    assert res.returncode == 0 and "events.jsonl: missing, though" in text, text
+    res = repro("report", str(run_dir / "summary.json"))
+    assert res.returncode == 2 and "a file, not a run directory" in res.stderr

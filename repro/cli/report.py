@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from repro.cli.common import err_console, fail
 from repro.errors import ReproError
@@ -38,13 +39,19 @@ def report(
 
     try:
         name = format_for(output, fmt)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ReproError(f"{run_dir}: a file, not a run directory")
         if not run_dir.is_dir():
             raise ReproError(f"{run_dir}: no such run directory")
+        doc = build_document(run_dir)
+        for problem in doc.get("problems") or []:
+            # Said before the report, whose figures leave those parts out.
+            _err.print(f"[yellow]warning:[/] {escape(str(problem))}", highlight=False)
         if output is None:
-            sys.stdout.write(render(build_document(run_dir), name))
+            sys.stdout.write(render(doc, name))
             sys.stdout.flush()
         else:
-            for written in write_report_files(run_dir, output, name):
+            for written in write_report_files(run_dir, output, name, doc):
                 _err.print(f"report: {written}", highlight=False, markup=False)
     except ReproError as exc:
         raise _fail(str(exc)) from None

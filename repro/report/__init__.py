@@ -80,7 +80,9 @@ def other_races_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}-other-races{path.suffix or '.md'}")
 
 
-def write_report_files(run_dir: Path, path: Path, fmt: str | None = None) -> list[Path]:
+def write_report_files(
+    run_dir: Path, path: Path, fmt: str | None = None, doc: dict[str, Any] | None = None
+) -> list[Path]:
     """Write the report of ``run_dir`` to ``path``; the files written, report first.
 
     A Markdown report must fit an issue, so it lists the other races one line each;
@@ -89,7 +91,7 @@ def write_report_files(run_dir: Path, path: Path, fmt: str | None = None) -> lis
     from repro.report.markdown import render_other_races
 
     name = format_for(Path(path), fmt)
-    doc = build_document(Path(run_dir))
+    doc = build_document(Path(run_dir)) if doc is None else doc
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     written = [out]

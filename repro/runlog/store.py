@@ -156,6 +156,13 @@ class RunDir:
             except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 self.problems.append(f"{self.signatures_path}: skipped ({exc})")
         if not self.events_path.exists():
+            if (self.path / "summary.json").exists():
+                # Runs were made (their summary is here) and their record is not: every
+                # figure folded now would read as a run that never ran.
+                self.problems.append(
+                    f"{self.events_path}: missing, though {self.path / 'summary.json'} "
+                    "says runs were made: the record of those runs is gone"
+                )
             return
         with self.events_path.open("rb") as f:
             for number, raw in enumerate(f, start=1):
