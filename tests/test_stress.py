@@ -271,7 +271,7 @@ def test_a_report_says_when_the_run_record_is_gone(tmp_path: Path) -> None:
     """A run directory whose events.jsonl was lost: the report's figures start from
     nothing, and it says why instead of reading as a run that never ran."""
     r = recipe(tmp_path, "true", ["x"])
-    code, data, _ = stress(tmp_path, r, "--runs", "2", "-j", "1")
+    _, data, _ = stress(tmp_path, r, "--runs", "2", "-j", "1")
     run_dir = Path(data["run_dir"])
     (run_dir / "events.jsonl").unlink()
     res = repro("report", str(run_dir))
@@ -279,3 +279,35 @@ def test_a_report_says_when_the_run_record_is_gone(tmp_path: Path) -> None:
     assert res.returncode == 0 and "events.jsonl: missing, though" in text, text
     res = repro("report", str(run_dir / "summary.json"))
     assert res.returncode == 2 and "a file, not a run directory" in res.stderr
+
+
+def test_a_second_interrupt_does_not_cut_the_closing_writes(tmp_path: Path) -> None:
+    """Ctrl-C twice in quick succession (or `timeout`, which signals repro and its
+    group): the record, the summary, --json-out and the resume hint are all written."""
+    import signal
+    import subprocess
+
+    r = recipe(tmp_path, "sleep 0.3", ["x"])
+    out = tmp_path / "s.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repro", "stress", str(r), "--runs", "400", "-j", "1",
+         "--runs-dir", str(tmp_path / "runs"), "--json-out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        logs = list((tmp_path / "runs").glob("*/events.jsonl"))
+        if logs and len(logs[0].read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, text
+    assert "interrupted: resume with" in text, text
+    data = json.loads(out.read_text())
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["runs"] == data["runs"] >= 3
+    assert json.loads((run_dir / "meta.json").read_text())["interrupted"] is True

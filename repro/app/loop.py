@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -262,6 +263,7 @@ def stress_loop(
     except KeyboardInterrupt:
         interrupted = True
         state.stopping = "interrupted"
+        shield_the_closing_writes()
         cancel()
         # Runs that finish while we stop are still counted: nothing measured is lost.
         for fin in runner.drain():
@@ -274,6 +276,31 @@ def stress_loop(
         if on_change:
             on_change(state)
     return state, interrupted
+
+
+def shield_the_closing_writes() -> None:
+    """After the first Ctrl-C (or SIGTERM), the next one does not cut the closing writes.
+
+    Stopping takes a moment: runs in flight are ended and counted, then the run
+    directory's meta and summary and the --json-out are written. A second signal there
+    (a user pressing twice, or `timeout`, which signals both repro and its process
+    group) left the summary stale and the resume hint unsaid. The second is said and
+    passed over; a third quits at once. Main thread only, where signals are handled.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    seen = [0]
+
+    def again(signum: int, frame: object) -> None:
+        seen[0] += 1
+        if seen[0] >= 2:
+            raise KeyboardInterrupt
+        import sys
+
+        sys.stderr.write("stopping: writing what was measured (once more to quit at once)\n")
+
+    signal.signal(signal.SIGINT, again)
+    signal.signal(signal.SIGTERM, again)
 
 
 def _record(
