@@ -311,3 +311,28 @@ def test_a_second_interrupt_does_not_cut_the_closing_writes(tmp_path: Path) -> N
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["runs"] == data["runs"] >= 3
     assert json.loads((run_dir / "meta.json").read_text())["interrupted"] is True
+
+
+def test_a_full_disk_stops_the_runs_instead_of_counting_crashes(tmp_path: Path) -> None:
+    """A run whose output cannot be written fails ("crash"); on a full disk every run
+    would, and each was counted. The first such run stops the stress, uncounted."""
+    import subprocess
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(tiny)]).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        (tiny / "filler").write_bytes(b"\0" * (4 * 1024 * 1024 - 300 * 1024))
+        r = recipe(tmp_path, "head -c 2000000 /dev/zero", ["x"])
+        res = repro("stress", str(r), "--runs", "20", "-j", "1", "--runs-dir", str(tiny / "runs"))
+        text = " ".join((res.stdout + res.stderr).split())
+        assert res.returncode == 2, text
+        # Said either way: the stop, or the record's own write that the full disk refused.
+        assert "the disk is full" in text or "meta.json: No space left on device" in text, text
+        (run_dir,) = (tiny / "runs").iterdir()
+        events = run_dir / "events.jsonl"
+        counted = events.read_text().splitlines() if events.exists() else []
+        assert not any('"crash"' in e for e in counted), counted
+    finally:
+        subprocess.run(["umount", str(tiny)])

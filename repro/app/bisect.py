@@ -404,9 +404,11 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
         # there once the cluster is back.
         run.rundir.update_meta(status="interrupted")
         again = f" --cluster {opts.cluster}" if opts.cluster else ""
+        on_cluster = opts.cluster or opts.workers or run.cluster is not None
+        when = "when the cluster is back, " if on_cluster else ""
         console.print(
-            f"\n[red]stopped:[/] {escape(str(gone))}\neverything measured is saved; when "
-            f"the cluster is back, resume with:\n  repro bisect --resume {run.rundir.path}"
+            f"\n[red]stopped:[/] {escape(str(gone))}\neverything measured is saved; "
+            f"{when}resume with:\n  repro bisect --resume {run.rundir.path}"
             f"{escape(again)}",
             highlight=False,
         )

@@ -215,6 +215,16 @@ def stress_loop(
             return
         if done.result is None:
             return  # cancelled: never counted
+        if done.result.outcome is Outcome.CRASH and state.gone is None:
+            full = disk_full(runlog.dir.path)
+            if full is not None:
+                # Its output could not be written: a fault of the disk, not a run's
+                # outcome. Not counted, and no more runs to fail the same way.
+                launched -= 1
+                state.gone = full
+                state.stopping = "the disk is full"
+                cancel()
+                return
         with runlog.lock:  # the check for new signatures and their logging, as one step
             _record(done, matcher, runlog, state, tags)
         result = done.result
@@ -276,6 +286,24 @@ def stress_loop(
         if on_change:
             on_change(state)
     return state, interrupted
+
+
+# Below this much free space a run directory cannot take a run's logs.
+MIN_FREE_BYTES = 1 << 20
+
+
+def disk_full(path: Path) -> str | None:
+    """What to say when the file system of ``path`` is (nearly) full, else None."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return None
+    if free >= MIN_FREE_BYTES:
+        return None
+    return (
+        f"{path}: the disk is full ({free} bytes free), so a run's output could not be "
+        "written (that run is not counted); free some space, then --resume"
+    )
 
 
 def shield_the_closing_writes() -> None:

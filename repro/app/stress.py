@@ -362,8 +362,9 @@ def _run_stress(
     if state.gone:
         err.print(f"[red]stopped:[/] {escape(state.gone)}", highlight=False)
         again = f" --cluster {opts.cluster}" if opts.cluster else ""
+        when = "when the cluster is back, " if cluster is not None else ""
         console.print(
-            f"{record.counts.runs} runs kept; when the cluster is back, resume with  "
+            f"{record.counts.runs} runs kept; {when}resume with  "
             f"repro stress --resume {rundir.path}{again}",
             highlight=False,
             markup=False,
