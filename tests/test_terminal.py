@@ -138,3 +138,23 @@ def test_narrow_terminal_width_is_kept(demo: Demo) -> None:
     assert any(re.search(r"runs\s+\d+ / 6", line) for line in lines)  # the live panel
     wide = [line for line in lines if len(line) > 60]
     assert wide == []
+
+
+def test_the_panel_counts_runs_of_the_whole_record_as_it_counts_hits() -> None:
+    """A resume's limit is what is left; the panel's runs, like its hits, are the whole
+    record's ("runs 3 / 3" stood beside "hits 8")."""
+    from repro.app.loop import Limits, StressState
+    from repro.app.view import runs_progress
+    from repro.runlog import Counts
+    from repro.tsan.outcome import Outcome
+
+    total, session = Counts(), Counts()
+    for _ in range(5):
+        total.add(Outcome.TARGET)  # five runs before the resume, all hits
+    for outcome in (Outcome.TARGET, Outcome.CLEAN, Outcome.CLEAN):
+        total.add(outcome)
+        session.add(outcome)
+    state = StressState(Limits(runs=3), started=0.0, total=total, session=session)
+    assert runs_progress(state) == "8/8" and state.total.hits == 6
+    capped = StressState(Limits(runs=400, until_hits=5), started=0.0, total=total, session=session)
+    assert runs_progress(capped) == "8 (until 5 hits, at most 405)"

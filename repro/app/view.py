@@ -54,12 +54,15 @@ def runs_progress(state: StressState, sep: str = "/") -> str:
     limit is a cap, and "runs 3/399" read as 396 runs still to go.
     """
     limit = state.limits
-    runs = state.session.runs
+    # Of the whole record, as the hits beside it are: a resume's limit is what is left,
+    # and "runs 3 / 3" stood beside "hits 8" from the earlier sessions.
+    before = state.total.runs - state.session.runs
+    runs = state.total.runs
     if limit.runs is None:
         return str(runs)
     if limit.until_hits is not None:
-        return f"{runs} (until {limit.until_hits} hits, at most {limit.runs})"
-    return f"{runs}{sep}{limit.runs}"
+        return f"{runs} (until {limit.until_hits} hits, at most {before + limit.runs})"
+    return f"{runs}{sep}{before + limit.runs}"
 
 
 def status_line(state: StressState) -> str:
