@@ -336,3 +336,12 @@ def test_a_full_disk_stops_the_runs_instead_of_counting_crashes(tmp_path: Path) 
         assert not any('"crash"' in e for e in counted), counted
     finally:
         subprocess.run(["umount", str(tiny)])
+
+
+def test_a_stress_that_cannot_start_leaves_no_run_directory(tmp_path: Path) -> None:
+    """A reproducer that does not exist is said before any run; the directory made for
+    the runs would only be a husk that report and --resume refuse."""
+    r = recipe(tmp_path, "./no-such-program", ["x"])
+    res = repro("stress", str(r), "--runs", "2", "--runs-dir", str(tmp_path / "runs"))
+    assert res.returncode == 2 and "no-such-program" in res.stderr, res.stderr
+    assert not any((tmp_path / "runs").iterdir())

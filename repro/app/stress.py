@@ -265,7 +265,14 @@ def _run_stress(
     )
     executor = None
     if cluster is None:
-        prepared = prepare(loaded, overrides, ext_ref=ref, progress=RichBuildProgress(console))
+        try:
+            prepared = prepare(loaded, overrides, ext_ref=ref, progress=RichBuildProgress(console))
+        except (ReproError, KeyboardInterrupt):
+            # Nothing was run: a new run directory would only be a husk that report and
+            # --resume refuse ("no meta.json"). A resumed one keeps its runs.
+            if opts.resume is None:
+                shutil.rmtree(rundir.path, ignore_errors=True)
+            raise
     else:
         where = cluster.describe()
         console.print(
