@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 # find a value. Only the description and the target's functions may keep it: a stress
 # run can find the target (`--suggest-target`); anything else would fail in every run.
 FILL_ME = "FILL_ME"
+# Far above any real recipe (the bundled ones are 1-4 KiB), far below what would take the
+# YAML parser minutes and gigabytes.
+MAX_RECIPE_BYTES = 1024 * 1024
 _MAY_STAY_UNFILLED = (("description",), ("target", "functions"))
 
 
@@ -703,9 +706,19 @@ def load_recipe(
     if p.is_dir():
         raise RecipeError(f"{p}: is a directory, expected a recipe YAML file")
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{p}: cannot read: {exc}") from None
+        size = p.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise RecipeError(
+                f"{p}: {size // 1024} KiB is not a recipe (a recipe is a short YAML file; "
+                f"at most {MAX_RECIPE_BYTES // 1024} KiB)"
+            )
+        raw = p.read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise RecipeError(f"{p}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
+    except OSError as exc:
+        raise RecipeError(f"{p}: cannot read: {exc.strerror or exc}") from None
     recipe = parse_recipe(text, p, sets)
     where = Path(located_at).resolve() if located_at is not None else p.resolve()
     loaded = LoadedRecipe(recipe=recipe, path=where, text=text, sets=tuple(sets))

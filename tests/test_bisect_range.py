@@ -231,3 +231,10 @@ def test_a_range_given_the_wrong_way_round_is_named_in_the_options_given(
     assert res.returncode == 2 and "Traceback" not in text, text
     assert f"--racy HEAD and --fixed {shas['racy'][:10]}: the racy end is the newer" in text
     assert "--find regression" in text
+    # An end of the other direction's search given as an option: named, not dropped.
+    res = repro(
+        "bisect", str(r), "--find", "regression", "--racy", "HEAD", "--fixed", shas["racy"],
+        "--runs-dir", str(tmp_path / "runs"),
+    )  # fmt: skip
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2 and "a regression search takes --clean" in text, text

@@ -135,6 +135,17 @@ def test_a_misspelt_target_kind_is_named(tmp_path: Path) -> None:
         assert load_recipe(write(tmp_path, text)).recipe.target.kind == kind
 
 
+def test_a_recipe_that_is_not_text_or_too_big(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(GOOD.encode() + "description: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(RecipeError, match=r"latin1.yaml:7: not UTF-8 text \(byte 0xe9\)"):
+        load_recipe(bad)
+    big = tmp_path / "big.yaml"
+    big.write_text(GOOD + "# padding\n" * 200_000)
+    with pytest.raises(RecipeError, match="is not a recipe"):
+        load_recipe(big)
+
+
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="no such recipe file"):
         load_recipe(tmp_path / "absent.yaml")

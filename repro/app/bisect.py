@@ -263,6 +263,16 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
     find = Find(find_text)
     confidence = opts.confidence or spec.confidence
     check_option(BisectSpec, "confidence", confidence, "--confidence")  # the recipe's rule
+    if find is Find.FIX and opts.clean is not None:
+        raise ReproError(
+            "--clean is the end of a regression search; a fix search takes --fixed "
+            "(or give --find regression)"
+        )
+    if find is Find.REGRESSION and opts.fixed is not None:
+        raise ReproError(
+            "--fixed is the end of a fix search; a regression search takes --clean "
+            "(or leave --find regression out)"
+        )
     racy = opts.racy or spec.racy
     other = (opts.fixed or spec.fixed) if find is Find.FIX else (opts.clean or spec.clean)
     overrides = Overrides(extension_repo=opts.repo, threads=opts.threads, timeout=opts.timeout)

@@ -261,7 +261,12 @@ def prepare(
         repo = GitRepo.open_cached(
             extension_location(loaded, overrides), cache.base, web_url=r.extension.web_url
         )
-        ext_sha = repo.resolve(ext_ref or r.extension.ref)
+        try:
+            ext_sha = repo.resolve(ext_ref or r.extension.ref)
+        except ReproError as exc:
+            if ext_ref is not None:
+                raise
+            raise ReproError(f"{loaded.path}: extension.ref: {exc}") from None
         note = repo.uncommitted_note()
         if note and progress is not None:
             progress.waiting(f"warning: {note}")
