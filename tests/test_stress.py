@@ -345,3 +345,12 @@ def test_a_stress_that_cannot_start_leaves_no_run_directory(tmp_path: Path) -> N
     res = repro("stress", str(r), "--runs", "2", "--runs-dir", str(tmp_path / "runs"))
     assert res.returncode == 2 and "no-such-program" in res.stderr, res.stderr
     assert not any((tmp_path / "runs").iterdir())
+
+
+def test_setup_steps_say_what_runs_and_where_the_log_is(tmp_path: Path) -> None:
+    r = recipe(tmp_path, "true", ["x"])
+    r.write_text(r.read_text().replace("  timeout:", "  setup: ['echo preparing']\n  timeout:"))
+    res = repro("stress", str(r), "--runs", "1", "--runs-dir", str(tmp_path / "runs"))
+    text = " ".join(res.stdout.split())
+    assert res.returncode == 1, text
+    assert "setup 1/1: echo preparing (log: " in text and "setup.log)" in text, text

@@ -136,6 +136,11 @@ def run_setup(
     with log.open("w") as out:
         for i, template in enumerate(r.reproducer.setup):
             cmd = expand_for_shell(template, values)
+            if progress is not None:
+                # What runs and where its output goes: a slow step is not a hang.
+                progress.waiting(
+                    f"setup {i + 1}/{len(r.reproducer.setup)}: {cmd[:80]} (log: {log})"
+                )
             out.write(f"$ {cmd}\n")
             out.flush()
             res = subprocess.run(
