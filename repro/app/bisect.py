@@ -29,7 +29,7 @@ from repro.app.bisect_run import (
     say_step,
 )
 from repro.app.calibration import calibrate
-from repro.app.context import Overrides, extension_location
+from repro.app.context import Overrides, extension_location, refuse_on_resume
 from repro.app.environment import collect_environment, interpreter_record
 from repro.app.executors import RunnerGone
 from repro.app.lanes import LanesDoNotPay, probe_lanes
@@ -151,9 +151,9 @@ def run_bisect(opts: BisectOptions, console: Console) -> int:
     elif opts.calibration_from is not None:
         raise ReproError("--calibration-from starts a bisect; a resumed one has its calibration")
     else:
-        given = [
-            name
-            for name, value in (
+        refuse_on_resume(
+            opts.resume,
+            [
                 ("a recipe file", opts.recipe),
                 ("--racy", opts.racy),
                 ("--fixed", opts.fixed),
@@ -165,16 +165,10 @@ def run_bisect(opts: BisectOptions, console: Console) -> int:
                 ("--threads", opts.threads),
                 ("--timeout", opts.timeout),
                 ("--calibration-runs", opts.calibration_runs),
-                ("--set", opts.sets or None),
-            )
-            if value is not None
-        ]
-        if given:
-            # Ignored, they read as if taken: a --confidence 0.6 ended at 0.99 as begun.
-            raise ReproError(
-                f"--resume continues {opts.resume} as it began, so {', '.join(given)} cannot "
-                "be given with it; start a new bisect to change them"
-            )
+                ("--set", opts.sets),
+            ],
+            "bisect",
+        )
     cluster = open_cluster(opts.workers, opts.cluster, opts.shared_cache)
     if cluster is None:
         return _run_bisect(opts, console, None, fresh)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,6 +215,22 @@ def _python_package(
         requirements=requirements,
         progress=progress,
     )
+
+
+def refuse_on_resume(
+    run_dir: Path, given: Sequence[tuple[str, object]], kind: str, allowed: str = ""
+) -> None:
+    """A resume continues one experiment: what decides a run's rate (the recipe, the
+    commit, the reproducer's knobs, a bisect's range and confidence) stays as the run
+    began. ``given``: (option, value) pairs, a value of None or empty not given. Taken
+    silently, a --ref put another commit's runs into the same rate, and a --confidence
+    read as taken."""
+    named = [name for name, value in given if value is not None and value != ()]
+    if named:
+        raise ReproError(
+            f"--resume continues {run_dir} as it began, so {', '.join(named)} cannot be "
+            f"given with it{allowed}; start a new {kind} to change them"
+        )
 
 
 def prepare(

@@ -21,7 +21,7 @@ from repro.errors import ReproError
 from repro.recipe import FILL_ME
 from repro.tsan.model import ParsedLog, Report
 from repro.tsan.nearmiss import starts_outside_interpreter, suggest_target
-from repro.tsan.outcome import is_incomplete, is_unsymbolized
+from repro.tsan.outcome import unreadable
 from repro.tsan.parse import LogScanner, read_reports
 from repro.tsan.signature import Signature, TargetRule, matches, signature_of
 
@@ -104,15 +104,6 @@ _UNREADABLE_HINT = (
     "a lost stack wants a larger tsan.options.history_size, a cut report a whole log, "
     "frames without names a symbolizer (repro doctor)"
 )
-
-
-def unreadable(report: Report) -> str | None:
-    """Why ``report`` cannot name its race ("unsymbolized", "incomplete"), or None."""
-    if is_unsymbolized(report):
-        return "unsymbolized"
-    if is_incomplete(report):
-        return "incomplete"
-    return None
 
 
 def _no_races(found: LogTally) -> str:

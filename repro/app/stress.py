@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from repro.app.context import Overrides, prepare
+from repro.app.context import Overrides, prepare, refuse_on_resume
 from repro.app.environment import InterpreterSoon, collect_environment
 from repro.app.loop import Limits, StressState, stress_loop
 from repro.app.runner import reap_orphans
@@ -139,7 +139,21 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
     fresh = None
     interpreter = None
     if opts.resume is not None:
-        _refuse_changes_on_resume(opts)
+        refuse_on_resume(
+            opts.resume,
+            [
+                ("a recipe file", opts.recipe),
+                ("--ref", opts.ref),
+                ("--repo", opts.repo),
+                ("--threads", opts.threads),
+                ("--switch-interval", opts.switch_interval),
+                ("--taskset", opts.taskset),
+                ("--timeout", opts.timeout),
+                ("--set", opts.sets),
+            ],
+            "stress",
+            " (only --runs, --time, --until-first and where to run)",
+        )
     if opts.resume is None:
         if opts.recipe is None:
             raise ReproError("give a recipe file (or --resume RUN_DIR)")
@@ -151,32 +165,6 @@ def run_stress(opts: StressOptions, console: Console, err: Console, live_cls: An
         return _run_stress(opts, console, err, live_cls, None, fresh, interpreter)
     with cluster:
         return _run_stress(opts, console, err, live_cls, cluster, fresh, interpreter)
-
-
-def _refuse_changes_on_resume(opts: StressOptions) -> None:
-    """A resume continues one experiment: what decides a run's rate (the recipe, the
-    commit, the reproducer's knobs) stays as the run began; only the limits may grow.
-    Taken silently, a --ref would put another commit's runs into the same rate."""
-    given = [
-        name
-        for name, value in (
-            ("a recipe file", opts.recipe),
-            ("--ref", opts.ref),
-            ("--repo", opts.repo),
-            ("--threads", opts.threads),
-            ("--switch-interval", opts.switch_interval),
-            ("--taskset", opts.taskset),
-            ("--timeout", opts.timeout),
-            ("--set", opts.sets or None),
-        )
-        if value is not None
-    ]
-    if given:
-        raise ReproError(
-            f"--resume continues {opts.resume} as it began, so {', '.join(given)} cannot "
-            "be given with it (only --runs, --time, --until-first and where to run); "
-            "start a new stress to change them"
-        )
 
 
 def _run_stress(

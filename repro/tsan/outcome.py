@@ -132,6 +132,16 @@ def is_incomplete(report: Report) -> bool:
     return any(a is None or not a.stack for a in (report.current, report.previous))
 
 
+def unreadable(report: Report) -> str | None:
+    """Why ``report`` cannot name its race ("unsymbolized", "incomplete"), or None: the
+    one order in which a stress run and `repro parse` ask."""
+    if is_unsymbolized(report):
+        return "unsymbolized"
+    if is_incomplete(report):
+        return "incomplete"
+    return None
+
+
 def could_be_target(report: Report, matcher: Matcher) -> bool:
     """Whether the parts of an incomplete report that survive agree with the target.
 
@@ -196,10 +206,11 @@ def classify(
         # A report that cannot say which race it is has no signature: counted among
         # the other races it would read as one more distinct race ("? | f", or
         # "<null> | <null>"), where it may be the target itself.
-        if is_unsymbolized(report):
+        why = unreadable(report)
+        if why == "unsymbolized":
             unsymbolized.append(i)
             continue
-        if is_incomplete(report):
+        if why == "incomplete":
             if could_be_target(report, matcher):
                 incomplete.append(i)
                 continue
