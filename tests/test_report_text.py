@@ -113,8 +113,8 @@ def test_shq_writes_home_as_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 def test_loop_runs() -> None:
     assert loop_runs(0, 40, 0.0) == 100
-    assert loop_runs(30, 60, 0.36) == 16  # (1 - 0.36)^16 < 0.001
-    assert loop_runs(60, 60, 0.94) == 10
+    assert loop_runs(30, 60, 0.36) == 74  # (1 - 0.36 / 4)^74 < 0.001 <= (1 - 0.09)^73
+    assert loop_runs(60, 60, 0.94) == 26  # at 0.235: 0.765^26 < 0.001
     assert loop_runs(1, 10000, 0.00001) == 100_000
 
 

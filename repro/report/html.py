@@ -227,7 +227,7 @@ def _reproduce(doc: Mapping[str, Any]) -> str:
         out.append(
             "<p>Without repro: build everything with TSAN and run the reproducer in a loop "
             f"(up to {_e(r.get('loop_runs'))} runs, enough to see the race with 99.9% "
-            "probability at the measured rate):</p>"
+            "probability at a quarter of the measured rate, as another machine may show it):</p>"
         )
         out.append(_pre(str(r["shell"])))
     elif r.get("shell_problem"):

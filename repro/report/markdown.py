@@ -329,7 +329,7 @@ def _reproduce(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
             "",
             "Without repro: build everything with TSAN and run the reproducer in a loop "
             f"(up to {r.get('loop_runs')} runs, enough to see the race with 99.9% "
-            "probability at the measured rate):",
+            "probability at a quarter of the measured rate, as another machine may show it):",
             "",
             PLAIN_MARKER,
             code(str(r["shell"]), "sh"),
