@@ -129,6 +129,25 @@ def test_damaged_run_directories_are_named_not_crashed_on(tmp_path: Path) -> Non
         assert "meta.json" in res.stderr and "not a JSON object" in res.stderr
 
 
+def test_repeated_runs_and_unknown_event_types_are_named(tmp_path: Path) -> None:
+    r = _recipe(tmp_path, "true")
+    runs = tmp_path / "runs"
+    assert repro("stress", str(r), "-n", "3", "-j", "1", "--runs-dir", str(runs)).returncode == 1
+    run_dir = next(runs.iterdir())
+    events = run_dir / "events.jsonl"
+    first_run = next(line for line in events.read_text().splitlines() if '"event":"run"' in line)
+    with events.open("a") as f:
+        f.write(first_run + "\n")
+        f.write(json.dumps({"event": "probe-v9", "x": 1}) + "\n")
+    res = repro("report", str(run_dir), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["summary"]["runs"] == 3
+    problems = "\n".join(doc["problems"])
+    assert "counted once" in problems and "events.jsonl:" in problems
+    assert "'probe-v9' (1)" in problems
+
+
 def test_versions_that_cannot_be_had_fail_before_any_run(tmp_path: Path) -> None:
     mirror = tmp_path / "mirror"
     mirror.mkdir()

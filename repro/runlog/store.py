@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from repro.errors import ReproError
-from repro.runlog.events import BadEvent, Event, SignatureEvent, event_from_json
+from repro.runlog.events import BadEvent, Event, RunEvent, SignatureEvent, event_from_json
 from repro.runlog.fold import Record, fold
 
 LOCK_NAME = ".lock"
@@ -172,13 +173,17 @@ class RunDir:
                     "says runs were made: the record of those runs is gone"
                 )
             return
+        unknown: Counter[str] = Counter()
+        seen_runs: set[int] = set()
+        doubled: list[str] = []
         with self.events_path.open("rb") as f:
             for number, raw in enumerate(f, start=1):
                 if not raw.endswith(b"\n"):
                     break
                 where = f"{self.events_path}:{number}"
                 try:
-                    event = event_from_json(json.loads(raw.decode("utf-8")))
+                    decoded = json.loads(raw.decode("utf-8"))
+                    event = event_from_json(decoded)
                 except UnicodeDecodeError:
                     self.problems.append(f"{where}: not UTF-8, skipped")
                     continue
@@ -188,8 +193,25 @@ class RunDir:
                 except BadEvent as exc:
                     self.problems.append(f"{where}: {exc}, skipped")
                     continue
-                if event is not None:
-                    yield event
+                if event is None:
+                    unknown[str(decoded.get("event"))] += 1
+                    continue
+                if isinstance(event, RunEvent):
+                    # The fold counts a run once; a log that holds one twice (edited, or
+                    # joined from two copies) is worth saying, not only surviving.
+                    if event.index in seen_runs:
+                        doubled.append(f"{where}: run {event.index} again, counted once")
+                    seen_runs.add(event.index)
+                yield event
+        self.problems.extend(doubled[:5])
+        if len(doubled) > 5:
+            self.problems.append(f"{self.events_path}: {len(doubled) - 5} more repeated runs")
+        if unknown:
+            kinds = ", ".join(f"{k!r} ({n})" for k, n in sorted(unknown.items()))
+            self.problems.append(
+                f"{self.events_path}: {sum(unknown.values())} line(s) of event types this "
+                f"repro does not know, left out: {kinds} (written by a newer repro?)"
+            )
 
     def record(self) -> Record:
         """The fold of the whole log."""
