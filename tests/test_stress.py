@@ -313,6 +313,34 @@ def test_a_second_interrupt_does_not_cut_the_closing_writes(tmp_path: Path) -> N
     assert json.loads((run_dir / "meta.json").read_text())["interrupted"] is True
 
 
+def test_an_interrupt_during_setup_says_so_and_leaves_no_run_directory(tmp_path: Path) -> None:
+    """Ctrl-C before any run (a slow setup step, a build) used to end repro with exit
+    130 and not a word."""
+    import signal
+    import subprocess
+
+    r = tmp_path / "r.yaml"
+    r.write_text(
+        "name: slowsetup\n"
+        f"reproducer: {{command: 'true', setup: ['touch {tmp_path}/began; sleep 60']}}\n"
+        "target: {functions: [x]}\n"
+    )
+    env = {**os.environ, "REPRO_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repro", "stress", str(r), "--runs", "3",
+         "--runs-dir", str(tmp_path / "runs")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "began").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err, out + err
+    assert not list((tmp_path / "runs").glob("*")), "a run directory with no runs was left"
+
+
 def test_a_full_disk_stops_the_runs_instead_of_counting_crashes(tmp_path: Path) -> None:
     """A run whose output cannot be written fails ("crash"); on a full disk every run
     would, and each was counted. The first such run stops the stress, uncounted."""

@@ -404,6 +404,12 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except SystemExit as exc:
+        # typer turns a Ctrl-C that no command caught (during a build or a setup step,
+        # before any run) into a silent exit 130; the user is owed the word.
+        if exc.code == 130 and _interrupted(exc):
+            err_console.print("interrupted")
+        raise
     except Exception as exc:
         from repro.app.outputs import environment_fault
 
@@ -413,6 +419,21 @@ def main(argv: list[str] | None = None) -> Any:
             sys.exit(2)
         _internal_error(exc)
         sys.exit(3)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is behind this exception (cause or context, any depth)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        todo += [e.__cause__, e.__context__]
+    return False
 
 
 def _error(message: str) -> None:
