@@ -13,6 +13,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import repro
 from tsan_helpers import PROGRAMS
 
@@ -123,9 +124,23 @@ def test_buildable_history_names_the_fix(tmp_path: Path) -> None:
     assert not [s for s in data["steps"] if s["verdict"] == "skipped"]
 
 
-def test_commits_whose_runs_cannot_show_the_race_are_skipped_not_clean(tmp_path: Path) -> None:
-    """Runs with incomplete reports count like crashes: the commits are skipped with the
-    reason, never called clean, and no culprit is named from them (issue 9)."""
+# How a commit's runs come to show nothing: TSAN's history too small to restore the
+# earlier access (every report incomplete), or the test renamed so that the runner
+# runs none and exits 0 (a new user's Rust crate, which a bisect blamed at 0.99).
+CANNOT_SHOW = {
+    "incomplete": '#!/bin/sh\nTSAN_OPTIONS="$TSAN_OPTIONS history_size=0" exec ./prog\n',
+    "no-test": "#!/bin/sh\nprintf 'running 0 tests\\n\\ntest result: ok. 0 passed; 0 failed; "
+    "0 ignored; 1 filtered out\\n'\n",
+}
+
+
+@pytest.mark.parametrize("why", sorted(CANNOT_SHOW))
+def test_commits_whose_runs_cannot_show_the_race_are_skipped_not_clean(
+    tmp_path: Path, why: str
+) -> None:
+    """Runs with incomplete reports, or runs that ran no test, count like crashes: the
+    commits are skipped with the reason, never called clean, and no culprit is named
+    from them (issue 9)."""
     repo = tmp_path / "proj"
     repo.mkdir()
     _git(repo, "init", "-q", "-b", "main")
@@ -134,10 +149,7 @@ def test_commits_whose_runs_cannot_show_the_race_are_skipped_not_clean(tmp_path:
     (repo / "run.sh").write_text("#!/bin/sh\nexec ./prog\n")
     (repo / "run.sh").chmod(0o755)
     shas = {"racy": _commit(repo, "racy")}
-    # TSAN's history too small to restore the earlier access: every report is incomplete.
-    (repo / "run.sh").write_text(
-        '#!/bin/sh\nTSAN_OPTIONS="$TSAN_OPTIONS history_size=0" exec ./prog\n'
-    )
+    (repo / "run.sh").write_text(CANNOT_SHOW[why])
     for k in range(3):
         (repo / "note.txt").write_text(str(k))
         shas[f"invalid{k}"] = _commit(repo, f"small history {k}")
@@ -168,7 +180,7 @@ def test_commits_whose_runs_cannot_show_the_race_are_skipped_not_clean(tmp_path:
     for s in data["steps"]:
         if s["id"] in invalid:
             assert s["verdict"] == "skipped" and s["runs"] == 0, s
-            assert "incomplete" in s["unusable"], s
+            assert why in s["unusable"], s
             assert s["invalid_runs"] >= 3
     assert {c["id"] for c in data["culprit_range"]} <= invalid | {shas["fix"]}
 

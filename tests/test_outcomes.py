@@ -19,7 +19,7 @@ from conftest import repro
 from tsan_helpers import PROGRAMS, compile_c, run_tsan
 
 from repro.builds.cpython import PythonBuild
-from repro.tsan.outcome import Matcher, Outcome, classify, is_incomplete
+from repro.tsan.outcome import Matcher, Outcome, classify, is_incomplete, ran_no_test
 from repro.tsan.parse import parse_log
 from repro.tsan.signature import TargetRule
 
@@ -283,3 +283,41 @@ def test_tsan_start_failure_hint_names_what_exists(lost: Path, tmp_path: Path) -
     text = " ".join(res.stdout.split())
     assert "repro doctor" in text and "vm.mmap_rnd_bits=28" in text
     assert "--setarch" not in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(
+    ("output", "said"),
+    [
+        ("running 0 tests\n\ntest result: ok. 0 passed; 0 failed; 2 filtered out\n",
+         "running 0 tests"),
+        # cargo test: unit tests ran one, doc tests none: a test did run.
+        ("running 1 test\ntest a ... ok\n\nrunning 0 tests\n", None),
+        ("============================ no tests ran in 0.01s =============================\n",
+         "no tests ran in 0.01s"),
+        ("ERROR: not found: /w/tests/test_x.py::test_y\n(no match in any of [<Module>])\n",
+         "ERROR: not found: /w/tests/test_x.py::test_y"),
+        ("collected 0 items\n", "collected 0 items"),
+        ("\n----------------------------------------------------------------------\n"
+         "Ran 0 tests in 0.000s\n\nNO TESTS RAN\n", "Ran 0 tests in 0.000s"),
+        ("[==========] 0 tests from 0 test suites ran. (0 ms total)\n",
+         "[==========] 0 tests from 0 test suites ran. (0 ms total)"),
+        ("No tests were found!!!\n", "No tests were found!!!"),
+        ("collected 3 items\n...\n3 passed in 0.2s\n", None),
+        ("Ran 12 tests in 0.3s\nOK\n", None),
+        ("the word running 0 tests inside a line\n", None),
+    ],
+)  # fmt: skip
+def test_a_runner_that_ran_no_test_is_told_apart(output: str, said: str | None) -> None:
+    assert ran_no_test(output) == said
+
+
+def test_a_run_that_ran_no_test_is_invalid_but_a_target_report_still_wins(lost: Path) -> None:
+    """A renamed test exits 0 with nothing to say: read as clean it was evidence that the
+    race was gone, and a bisect named the rename as the fix."""
+    nothing = "running 0 tests\n"
+    verdict = classify(parse_log(""), 0, False, MATCHER, nothing)
+    assert verdict.outcome is Outcome.NO_TEST and verdict.outcome.is_invalid
+    assert verdict.detail == "running 0 tests"
+    proc = run_tsan(lost, tsan_options="history_size=7")
+    both = classify(parse_log(proc.stderr), 66, False, MATCHER, proc.stderr + nothing)
+    assert both.outcome is Outcome.TARGET

@@ -2,7 +2,7 @@
 report formats state the same runs, hits, rate and interval (issue 10).
 
 A real stress run whose reproducer cycles through every outcome (target, other, clean,
-crash, timeout, incomplete, unsymbolized) with real TSAN programs, and a real bisect
+crash, timeout, incomplete, unsymbolized, no test run) with real TSAN programs, and a real bisect
 of the demo's history.
 """
 
@@ -26,7 +26,7 @@ CYCLE = """#!/bin/sh
 # Each run takes the next behaviour, in order (one run at a time: -j 1).
 n=$(cat "$0.count" 2>/dev/null || echo 0)
 echo $((n + 1)) > "$0.count"
-case $((n % 7)) in
+case $((n % 8)) in
   0) TSAN_OPTIONS="$TSAN_OPTIONS history_size=7" exec {lost} ;;
   1) exec {other} ;;
   2) exit 0 ;;
@@ -34,6 +34,7 @@ case $((n % 7)) in
   4) exec sleep 30 ;;
   5) TSAN_OPTIONS="$TSAN_OPTIONS history_size=0" exec {lost} ;;
   6) TSAN_OPTIONS="$TSAN_OPTIONS symbolize=0" exec {lost} ;;
+  7) printf 'running 0 tests\n\ntest result: ok. 0 passed; 0 failed; 2 filtered out\n' ;;
 esac
 """
 
@@ -59,7 +60,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "stress",
         str(recipe),
         "-n",
-        "14",
+        "16",
         "-j",
         "1",
         "--keep-going",
@@ -98,6 +99,7 @@ def test_every_outcome_is_counted_once(mixed: dict[str, Any]) -> None:
         "unsymbolized": 2,
         "gil-enabled": 0,
         "incomplete": 2,
+        "no-test": 2,
     }
 
 
@@ -119,14 +121,14 @@ def test_all_outputs_state_the_same_figures(mixed: dict[str, Any]) -> None:
     for k in keys:
         assert j[k] == s[k] == d[k], k
     # 2 hits over the 6 runs that could show the race (target, other, clean).
-    assert (j["hits"], j["evidence_runs"], j["runs"]) == (2, 6, 14)
+    assert (j["hits"], j["evidence_runs"], j["runs"]) == (2, 6, 16)
     lo, hi = j["rate_ci95"]
     console = f"2 of 6 runs hit the target race: rate {j['rate']:.1%} (95% CI {lo:.1%} to {hi:.1%})"
     assert console in re.sub(r"\s+", " ", mixed["res"].stdout)
     stated = f"{pct(j['rate'])} (95% CI {pct(lo)} to {pct(hi)}), 2 of 6 runs"
     assert stated in mixed["md"]
     assert stated in mixed["html"]
-    assert "8 more could not show the race" in mixed["md"]
+    assert "10 more could not show the race" in mixed["md"]
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,8 @@ INVALID_HINTS = {
     "reproducer.env, or declare Py_mod_gil (Py_MOD_GIL_NOT_USED) in the module",
     Outcome.INCOMPLETE: "reports lacked a stack or were cut off; raise tsan.options."
     "history_size (e.g. 7; `repro amplify` can measure it)",
+    Outcome.NO_TEST: "the test runner ran no test (renamed, moved or filtered out at this "
+    "commit?): check the test named in reproducer.command; the run's log is kept",
     Outcome.TSAN_FAILURE: "TSAN failed to start; run `repro doctor` (on kernels with "
     "vm.mmap_rnd_bits > 28: sysctl vm.mmap_rnd_bits=28, or run under setarch -R)",
 }

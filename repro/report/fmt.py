@@ -61,6 +61,7 @@ def outcomes(counts: Mapping[str, int]) -> str:
         "unsymbolized": "unsymbolized reports",
         "gil-enabled": "GIL switched back on",
         "incomplete": "incomplete reports",
+        "no-test": "no test ran",
     }
     parts = [f"{names.get(k, k)} {v}" for k, v in counts.items() if v]
     return ", ".join(parts) or "none"

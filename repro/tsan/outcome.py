@@ -38,6 +38,7 @@ class Outcome(StrEnum):
     UNSYMBOLIZED = "unsymbolized"
     GIL_ENABLED = "gil-enabled"
     INCOMPLETE = "incomplete"
+    NO_TEST = "no-test"
 
     @property
     def is_evidence(self) -> bool:
@@ -51,7 +52,9 @@ class Outcome(StrEnum):
 
 
 EVIDENCE = frozenset({Outcome.TARGET, Outcome.OTHER, Outcome.CLEAN})
-INVALID = frozenset({Outcome.UNSYMBOLIZED, Outcome.GIL_ENABLED, Outcome.INCOMPLETE})
+INVALID = frozenset(
+    {Outcome.UNSYMBOLIZED, Outcome.GIL_ENABLED, Outcome.INCOMPLETE, Outcome.NO_TEST}
+)
 FAILED = frozenset({Outcome.CRASH, Outcome.TIMEOUT, Outcome.TSAN_FAILURE})
 # The order in which every table, summary and report lists outcomes.
 ORDER: tuple[Outcome, ...] = tuple(Outcome)
@@ -179,6 +182,37 @@ def gil_enabled_modules(output: str) -> list[str]:
     return seen
 
 
+# --- a test runner that ran nothing ---------------------------------------------------
+
+# What the common test runners print when they ran no test: a renamed or filtered-out
+# test exits 0 (libtest, unittest before 3.12) or with a code of its own, and without
+# this it reads as a clean run, evidence that the race is gone.
+_LIBTEST_RUNNING = re.compile(r"^running (\d+) tests?\s*$", re.MULTILINE)
+_RAN_NOTHING = re.compile(
+    r"^(?:=+ )?no tests ran(?: in [\d.]+s)?(?: =+)?\s*$"  # pytest
+    r"|^ERROR: not found: .*$"  # pytest, a node id that does not exist
+    r"|^collected 0 items\s*$"  # pytest
+    r"|^Ran 0 tests in [\d.]+s\s*$"  # unittest
+    r"|^\[=+\] 0 tests from .*$"  # GoogleTest
+    r"|^No tests were found!!!\s*$",  # ctest
+    re.MULTILINE,
+)
+
+
+def ran_no_test(output: str) -> str | None:
+    """The line that says a test runner ran no test, or None.
+
+    libtest prints ``running N tests`` once per test binary (cargo test runs several:
+    unit tests, integration tests, doc tests); only when every one of them ran none
+    did the run test nothing.
+    """
+    counts = _LIBTEST_RUNNING.findall(output)
+    if counts and all(int(n) == 0 for n in counts):
+        return "running 0 tests"
+    m = _RAN_NOTHING.search(output)
+    return m.group(0).strip(" =\t\r\n") if m else None
+
+
 # --- the outcome ------------------------------------------------------------------------
 
 
@@ -192,7 +226,8 @@ def classify(
     """The outcome of one run from what it printed and how it ended.
 
     A complete, symbolized target report is conclusive and wins over everything
-    else. Then, in order: TSAN could not start; a report nobody can read
+    else. Then, in order: TSAN could not start; the test runner ran no test (a
+    renamed or filtered-out test: not a clean run); a report nobody can read
     (unsymbolized); the GIL was switched on; a report that might have been the
     target but was cut short; a timeout; other races; a crash; clean.
     """
@@ -224,6 +259,9 @@ def classify(
         return Verdict(Outcome.TARGET, target, sigs)
     if parsed.fatal:
         return Verdict(Outcome.TSAN_FAILURE, 0, sigs, parsed.fatal[0])
+    nothing = ran_no_test(output)
+    if nothing is not None:
+        return Verdict(Outcome.NO_TEST, 0, sigs, nothing)
     if unsymbolized:
         return Verdict(
             Outcome.UNSYMBOLIZED,
