@@ -172,11 +172,16 @@ def test_plan_then_resume(demo: tuple[Path, Path], tmp_path: Path) -> None:
     --resume spends it and states the runs used against the bound."""
     _, recipe = demo
     runs = tmp_path / "runs"
-    res = repro("bisect", str(recipe), "--plan", "--runs-dir", str(runs))
+    res = repro("bisect", str(recipe), "--plan", "--runs-dir", str(runs), "-j", "1")
     assert res.returncode == 0, res.stdout + res.stderr
     text = " ".join(res.stdout.split())
     assert "plan: about" in text and "Fano's bound" in text
     run_dir = next(runs.iterdir())
+    # Calibrated one run at a time: probes two at a time would be weighed against a rate
+    # that is not theirs. Without -j the resume keeps the bisect's own.
+    res = repro("bisect", "--resume", str(run_dir), "-j", "2")
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2 and "was run with -j 1" in text, text
     planned = json.loads((run_dir / "meta.json").read_text())["plan"]
     assert planned["runs"] > 0 and planned["bound_runs"] > 0
     # What the bisect began with stays: a --confidence given now would be ignored.
@@ -188,6 +193,7 @@ def test_plan_then_resume(demo: tuple[Path, Path], tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     data = json.loads(out.read_text())
     assert data["culprit"]["subject"] == FIX_SUBJECT
+    assert json.loads((run_dir / "meta.json").read_text())["jobs"] == 1
     info = data["information"]
     assert info["bisect_runs"] > 0 and info["bound_runs"] > 0
     # ratio from the unrounded bound; bound_runs is shown to 0.1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -148,6 +149,11 @@ def run_bisect(opts: BisectOptions, console: Console) -> int:
             source = find_stress_record(opts.calibration_from)
             check_recipe(source, fresh, opts.timeout)
             opts = dataclasses.replace(opts, calibration_from=source.path)  # found once
+            stress_jobs = source.meta.get("jobs")
+            if opts.jobs is None and isinstance(stress_jobs, int) and stress_jobs > 0:
+                # Its runs are the calibration only at their own parallelism: without a
+                # -j of the user's, take theirs rather than refuse the cores' count.
+                opts = dataclasses.replace(opts, jobs=stress_jobs)
     elif opts.calibration_from is not None:
         raise ReproError("--calibration-from starts a bisect; a resumed one has its calibration")
     else:
@@ -195,7 +201,16 @@ def _run_bisect(
                 highlight=False,
             )
         overrides = Overrides(**meta.get("overrides", {}))
-        run = BisectRun(runlog, loaded, meta, console, opts.jobs, overrides, opts.keep_going)
+        before = meta.get("jobs")
+        if opts.jobs is not None and before is not None and cluster is None and opts.jobs != before:
+            # The calibrated rate is the rate at that many runs at once; probes at another
+            # count would be weighed against a rate that is not theirs.
+            raise ReproError(
+                f"-j {opts.jobs}: {runlog.dir.path} was run with -j {before}, and runs at "
+                f"once change the rate; resume with -j {before} (or start a new bisect)"
+            )
+        jobs = opts.jobs or before or os.cpu_count() or 1
+        run = BisectRun(runlog, loaded, meta, console, jobs, overrides, opts.keep_going)
         runlog.replay()
         for problem in runlog.dir.problems:
             console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
@@ -309,6 +324,7 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         old, new = (racy, other) if find is Find.FIX else (other, racy)
         positions, anchors, extra = _commit_positions(loaded, overrides, terms, old, new)
         racy_ref, clean_ref = racy, other
+    jobs = opts.jobs or os.cpu_count() or 1
     rundir = RunDir.create(opts.runs_dir or default_runs_dir(), r.name, "bisect")
     shutil.copyfile(loaded.path, rundir.path / "recipe.yaml")
     meta = {
@@ -330,7 +346,7 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         ),
         "positions": [vars(p) for p in positions],
         "anchors": anchors,
-        "jobs": opts.jobs,
+        "jobs": jobs,
         "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
         "status": "started",
         "environment": collect_environment(
@@ -346,7 +362,7 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         f"confidence {confidence:g}"
     )
     console.print(f"run directory: {rundir.path}", highlight=False)
-    return BisectRun(RunLog(rundir), loaded, meta, console, opts.jobs, overrides, opts.keep_going)
+    return BisectRun(RunLog(rundir), loaded, meta, console, jobs, overrides, opts.keep_going)
 
 
 def _drive(run: BisectRun, opts: BisectOptions) -> int:
@@ -535,7 +551,7 @@ def _continue_over_commits(run: BisectRun, opts: BisectOptions, done: Done) -> i
         clean=None if fix else clean_tag,
         find=run.terms.find.value,
         confidence=float(run.meta["confidence"]),
-        jobs=opts.jobs,
+        jobs=run.jobs,
         runs_dir=opts.runs_dir,
         json_out=opts.json_out,
         report=opts.report,

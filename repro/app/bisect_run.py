@@ -105,7 +105,7 @@ class BisectOptions:
     find: str | None = None
     confidence: float | None = None
     versions: str | None = None
-    jobs: int = 1
+    jobs: int | None = None  # None: a new bisect takes the cores, a resumed one its own
     repo: str | None = None
     runs_dir: Path | None = None
     json_out: Path | None = None

@@ -16,6 +16,7 @@ where they came from.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -244,6 +245,11 @@ def reuse_calibration(run: BisectRun, opts: BisectOptions) -> bool:
         if not import_calibration(run, find_stress_record(Path(wanted["path"]))):
             return calibrated(run, opts)  # says that the racy end does not build
     except ReproError as exc:
+        if opts.resume is None and not run.record.counts.runs:
+            # Refused before its first run: the directory would be a husk whose resume
+            # went on without the check that refused it.
+            shutil.rmtree(run.rundir.path, ignore_errors=True)
+            raise
         run.meta.update(status="failed", failure=str(exc))
         run.rundir.write_meta(run.meta)
         raise

@@ -348,7 +348,7 @@ def bisect(
         find=find,
         confidence=confidence,
         versions=versions,
-        jobs=jobs or os.cpu_count() or 1,
+        jobs=jobs,
         repo=repo,
         runs_dir=runs_dir,
         json_out=json_out,
