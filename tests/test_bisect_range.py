@@ -250,3 +250,28 @@ def test_a_range_given_the_wrong_way_round_is_named_in_the_options_given(
     )  # fmt: skip
     text = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 2 and "a regression search takes --clean" in text, text
+
+
+def test_a_build_that_failed_is_built_again_with_retry_failed(tmp_path: Path) -> None:
+    """The cache remembers a failed build so that a bisect does not build it twice; when
+    the cause was outside the commit (here a missing file the build reads), stress
+    must be able to ask again, as its error message says."""
+    repo, shas = _history(tmp_path, broken=0)
+    gate = tmp_path / "gate"
+    recipe = _recipe(tmp_path, repo)
+    recipe.write_text(
+        recipe.read_text().replace(
+            "build: ['sh build.sh']", f"build: ['test -e {gate}', 'sh build.sh']"
+        )
+    )
+    env_cache = {"REPRO_CACHE_DIR": str(tmp_path / "cache")}
+    args = ("stress", str(recipe), "--ref", shas["racy"], "-n", "2", "-j", "1",
+            "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
+    first = repro(*args, env=env_cache)
+    assert first.returncode == 2, first.stdout + first.stderr
+    gate.write_text("")
+    again = repro(*args, env=env_cache)
+    text = " ".join((again.stdout + again.stderr).split())
+    assert again.returncode == 2 and "failed before" in text and "--retry-failed" in text, text
+    retried = repro(*args, "--retry-failed", env=env_cache)
+    assert retried.returncode == 0, retried.stdout + retried.stderr

@@ -229,13 +229,19 @@ class BuildCache:
     """Builds under ``<base>/builds/<key>`` (base defaults to :func:`cache_dir`).
 
     ``retry_failed`` makes known failures build again instead of failing fast; it
-    lives on the cache so a CLI flag reaches every builder without plumbing.
+    lives on the cache so a CLI flag reaches every builder without plumbing
+    (``retry_failed_default``: what `--retry-failed` of stress and bisect sets for
+    every cache the command opens).
     """
 
-    def __init__(self, base: Path | None = None, *, retry_failed: bool = False) -> None:
+    retry_failed_default: bool = False
+
+    def __init__(self, base: Path | None = None, *, retry_failed: bool | None = None) -> None:
         self.base = (base if base is not None else cache_dir()).absolute()
         self.root = self.base / "builds"
-        self.retry_failed = retry_failed
+        self.retry_failed = (
+            BuildCache.retry_failed_default if retry_failed is None else retry_failed
+        )
         for sub in (self.root, self.root / "failed", self.root / ".locks"):
             sub.mkdir(parents=True, exist_ok=True)
 
@@ -308,7 +314,7 @@ class BuildCache:
             if known is not None and not retry:
                 raise BuildError(
                     f"this build failed before ({known.error}); log: {known.log}; "
-                    "pass --retry-failed to try again",
+                    "pass --retry-failed (to repro stress, bisect or build) to try again",
                     key=key,
                     log=known.log,
                     tail=tail_lines(known.log),

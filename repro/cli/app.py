@@ -22,6 +22,7 @@ from repro.cli.common import (
     JobsOpt,
     KeepGoingOpt,
     RepoOpt,
+    RetryFailedOpt,
     RunsDirOpt,
     SetOpt,
     SharedCacheOpt,
@@ -122,6 +123,7 @@ def stress(
     runs_dir: RunsDirOpt = None,
     set_: SetOpt = None,
     keep_going: KeepGoingOpt = False,
+    retry_failed: RetryFailedOpt = False,
     suggest_target: Annotated[
         bool,
         typer.Option(
@@ -165,6 +167,7 @@ def stress(
         shared_cache=shared_cache,
     )
     check_outputs(json_out=json_out, report=report, runs_dir=runs_dir, resume=resume)
+    _retry_failed(retry_failed)
     code = run_stress(opts, console, err_console, Live)
     raise typer.Exit(code)
 
@@ -314,6 +317,7 @@ def bisect(
     runs_dir: RunsDirOpt = None,
     set_: SetOpt = None,
     keep_going: KeepGoingOpt = False,
+    retry_failed: RetryFailedOpt = False,
     plan: Annotated[
         bool, typer.Option("--plan", help="Calibrate, say what the bisect will cost, stop.")
     ] = False,
@@ -368,6 +372,7 @@ def bisect(
         shared_cache=shared_cache,
     )
     check_outputs(json_out=json_out, report=report, runs_dir=runs_dir, resume=resume)
+    _retry_failed(retry_failed)
     raise typer.Exit(run_bisect(opts, console))
 
 
@@ -382,6 +387,13 @@ cli_report.register(app)
 from repro.cli import init as cli_init  # noqa: E402  (registers `init`)
 
 cli_init.register(app)
+
+
+def _retry_failed(wanted: bool) -> None:
+    if wanted:
+        from repro.builds.cache import BuildCache
+
+        BuildCache.retry_failed_default = True
 
 
 def _sigterm(signum: int, frame: object) -> None:

@@ -72,6 +72,13 @@ KeepGoingOpt = Annotated[
         help="Count runs whose reports are unsymbolized apart and go on (default: stop).",
     ),
 ]
+RetryFailedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--retry-failed",
+        help="Build again what failed to build before (the cache remembers failures).",
+    ),
+]
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
