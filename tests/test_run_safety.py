@@ -148,6 +148,29 @@ def test_repeated_runs_and_unknown_event_types_are_named(tmp_path: Path) -> None
     assert "'probe-v9' (1)" in problems
 
 
+def test_a_resume_after_a_torn_last_line_loses_no_run(tmp_path: Path) -> None:
+    """A kill mid-write leaves the last event without its newline; the resume's first
+    event ran on from it, and the two made one unreadable line: a run lost, and the
+    report stated another rate than the console."""
+    r = _recipe(tmp_path, "true")
+    runs = tmp_path / "runs"
+    assert repro("stress", str(r), "-n", "4", "-j", "1", "--runs-dir", str(runs)).returncode == 1
+    run_dir = next(runs.iterdir())
+    events = run_dir / "events.jsonl"
+    data = events.read_bytes()
+    events.write_bytes(data[: len(data) - len(data.splitlines()[-1]) // 2 - 1])
+    report = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
+    assert any("cut short" in p for p in report["problems"]), report["problems"]
+    res = repro("stress", "--resume", str(run_dir), "-n", "6")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "cut short by a kill" in " ".join((res.stdout + res.stderr).split())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    report = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
+    assert summary["runs"] == report["summary"]["runs"] == 6
+    assert all(line.startswith(b'{"') for line in events.read_bytes().splitlines())
+    assert not [p for p in report["problems"] if "not JSON" in p], report["problems"]
+
+
 def test_versions_that_cannot_be_had_fail_before_any_run(tmp_path: Path) -> None:
     mirror = tmp_path / "mirror"
     mirror.mkdir()

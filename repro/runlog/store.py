@@ -52,6 +52,7 @@ class RunDir:
     path: Path
     problems: list[str] = field(default_factory=list)  # lines of the log that were skipped
     _lock: FileLock | None = None
+    mended: int = 0  # bytes of a torn last line cut when this process took the directory
 
     @classmethod
     def create(cls, base: Path, name: str, kind: str) -> RunDir:
@@ -103,6 +104,27 @@ class RunDir:
         except OSError as exc:
             raise ReproError(f"{self.path}: cannot lock: {exc.strerror or exc}") from None
         self._lock = lock
+        self._mend_torn_end()
+
+    def _mend_torn_end(self) -> None:
+        """Cut a last line that a kill left without its newline: the next event appended
+        would run on from it, and the two would be one unreadable line (a run lost).
+        Only the holder of the lock writes, so only it may cut."""
+        try:
+            with self.events_path.open("rb+") as f:
+                size = f.seek(0, os.SEEK_END)
+                if size == 0:
+                    return
+                f.seek(size - 1)
+                if f.read(1) == b"\n":
+                    return
+                f.seek(max(0, size - (1 << 20)))
+                tail = f.read()
+                cut = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+                f.truncate(cut)
+        except FileNotFoundError:
+            return
+        self.mended = size - cut
 
     def unlock(self) -> None:
         if self._lock is not None:
@@ -157,6 +179,11 @@ class RunDir:
         ``problems`` (file and line), so a damaged log still gives what it holds.
         """
         self.problems = []
+        if self.mended:
+            self.problems.append(
+                f"{self.events_path}: its last line was cut short by a kill mid-write "
+                f"({self.mended} bytes); left out, and the resume goes on after it"
+            )
         if self.signatures_path.is_file():
             # Older run directories kept signatures only in this file.
             try:
@@ -179,6 +206,10 @@ class RunDir:
         with self.events_path.open("rb") as f:
             for number, raw in enumerate(f, start=1):
                 if not raw.endswith(b"\n"):
+                    self.problems.append(
+                        f"{self.events_path}:{number}: cut short ({len(raw)} bytes without "
+                        "an end: a kill mid-write, or a run still writing), left out"
+                    )
                     break
                 where = f"{self.events_path}:{number}"
                 try:
