@@ -275,3 +275,28 @@ def test_a_build_that_failed_is_built_again_with_retry_failed(tmp_path: Path) ->
     assert again.returncode == 2 and "failed before" in text and "--retry-failed" in text, text
     retried = repro(*args, "--retry-failed", env=env_cache)
     assert retried.returncode == 0, retried.stdout + retried.stderr
+
+
+def test_an_interrupted_start_leaves_a_directory_that_resumes_or_none(tmp_path: Path) -> None:
+    """Ctrl-C while a bisect starts (probing the machine, making its run directory) left a
+    directory without meta.json, which neither --resume nor report could open."""
+    import signal
+    import sys
+    import time
+
+    repo, shas = _history(tmp_path, broken=0)
+    recipe = _recipe(tmp_path, repo)
+    for k, delay in enumerate((0.3, 0.6, 0.9, 1.2, 1.6, 2.2)):
+        runs = tmp_path / f"runs{k}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "repro", "bisect", str(recipe), "--racy", shas["racy"],
+             "--fixed", shas["after"], "--runs-dir", str(runs)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode in (0, 130), out
+        for d in runs.glob("*"):
+            assert (d / "meta.json").is_file(), (delay, out)
+            assert repro("report", str(d)).returncode == 0

@@ -325,8 +325,11 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         positions, anchors, extra = _commit_positions(loaded, overrides, terms, old, new)
         racy_ref, clean_ref = racy, other
     jobs = opts.jobs or os.cpu_count() or 1
-    rundir = RunDir.create(opts.runs_dir or default_runs_dir(), r.name, "bisect")
-    shutil.copyfile(loaded.path, rundir.path / "recipe.yaml")
+    # Probed before the directory exists: a Ctrl-C during the probe left a directory
+    # without meta.json, which neither --resume nor report could open.
+    environment = collect_environment(
+        None, interpreter_record(r.python, r.reproducer.command, loaded.base_dir)
+    )
     meta = {
         "kind": "bisect",
         "recipe": r.name,
@@ -349,12 +352,16 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         "jobs": jobs,
         "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
         "status": "started",
-        "environment": collect_environment(
-            None, interpreter_record(r.python, r.reproducer.command, loaded.base_dir)
-        ),
+        "environment": environment,
         **extra,
     }
-    rundir.write_meta(meta)
+    rundir = RunDir.create(opts.runs_dir or default_runs_dir(), r.name, "bisect")
+    try:
+        shutil.copyfile(loaded.path, rundir.path / "recipe.yaml")
+        rundir.write_meta(meta)
+    except BaseException:
+        shutil.rmtree(rundir.path, ignore_errors=True)
+        raise
     console.print(
         f"[bold]repro bisect[/] {escape(r.name)}: find the {terms.find.value} in "
         f"{len(positions)} {terms.units} "
