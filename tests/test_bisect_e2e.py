@@ -174,7 +174,7 @@ def test_plan_then_resume(demo: tuple[Path, Path], tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     res = repro("bisect", str(recipe), "--plan", "--runs-dir", str(runs), "-j", "1")
     assert res.returncode == 0, res.stdout + res.stderr
-    text = " ".join(res.stdout.split())
+    text = plan_text = " ".join(res.stdout.split())
     assert "plan: about" in text and "Fano's bound" in text
     run_dir = next(runs.iterdir())
     # Calibrated one run at a time: probes two at a time would be weighed against a rate
@@ -184,6 +184,14 @@ def test_plan_then_resume(demo: tuple[Path, Path], tmp_path: Path) -> None:
     assert res.returncode == 2 and "was run with -j 1" in text, text
     planned = json.loads((run_dir / "meta.json").read_text())["plan"]
     assert planned["runs"] > 0 and planned["bound_runs"] > 0
+    # One bound at one rate, in the console and the report.
+    assert (
+        f"fewer than {planned['bound_runs']:.0f} runs on average at rate {planned['rate']:.1%}"
+        in plan_text
+    )
+    doc = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
+    assert doc["status"]["state"] == "planned", doc["status"]
+    assert doc["bisect"]["information"]["bound_runs"] == planned["bound_runs"]
     # What the bisect began with stays: a --confidence given now would be ignored.
     res = repro("bisect", "--resume", str(run_dir), "--confidence", "0.6", "--racy", "v1.0")
     text = " ".join((res.stdout + res.stderr).split())

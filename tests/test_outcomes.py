@@ -110,6 +110,11 @@ def test_unsymbolized_run_stops_stress_with_what_to_do(lost: Path, tmp_path: Pat
     assert data["outcomes"]["unsymbolized"] == 1 and data["runs"] == 1
     assert data["evidence_runs"] == 0 and data["rate"] is None
     assert data["outcomes"]["other"] == 0 and data["outcomes"]["clean"] == 0
+    # The report says why it stopped, not "killed, or still running".
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    status = json.loads(repro("report", str(run_dir), "--format", "json").stdout)["status"]
+    assert status["state"] == "stopped" and "unsymbolized" in status["message"], status
+    assert "llvm" in status["message"]
 
 
 def test_keep_going_counts_invalid_runs_apart(lost: Path, tmp_path: Path) -> None:

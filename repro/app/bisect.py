@@ -38,7 +38,6 @@ from repro.app.loop import Limits
 from repro.app.reuse import check_recipe, find_stress_record, reuse_calibration
 from repro.app.runner import reap_orphans
 from repro.app.view import (
-    INVALID_HINTS,
     fmt_seconds,
     other_race_verdicts,
     print_near_misses,
@@ -59,6 +58,7 @@ from repro.report.fmt import at_answer
 from repro.runlog import RunDir, RunLog
 from repro.strategy.bisect import Done, Probe
 from repro.strategy.terms import Find, Side, Terms
+from repro.tsan.outcome import INVALID_HINTS
 
 if TYPE_CHECKING:
     from repro.app.cluster import Cluster
@@ -620,13 +620,8 @@ def _write_outputs(
     }
     result["plan"] = meta.get("plan")
     if run.bisector is not None:
-        from repro.strategy.information import culprit_bound, fano_bound
-
         bisect_runs = sum(len(p.bisect_runs) for p in record.positions.values())
-        rate = run.bisector.rate_estimate()
-        candidates = max(1, len(run.positions) - 1)
-        delta = 1.0 - float(meta["confidence"])
-        bound = fano_bound(candidates, rate, delta)
+        rate, bound, floor = run.bound()
         result["information"] = {
             "bisect_runs": bisect_runs,
             "bound_runs": round(bound, 1),
@@ -640,7 +635,7 @@ def _write_outputs(
                 "commit": run.positions[done.lo].label,
                 "role": f"{run.terms.answer_clean_word} {run.terms.unit}",
                 "runs": len(run.stats(done.lo).bisect_runs),
-                "floor_runs": round(culprit_bound(candidates, rate, delta), 1),
+                "floor_runs": round(floor, 1),
             }
     if done is not None:
         lo, hi = run.terms.culprit_positions(done.lo, done.hi)

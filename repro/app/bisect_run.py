@@ -257,6 +257,18 @@ class BisectRun:
             len(self.positions), calib_hits, calib_runs, counts, built, unusable, **options
         )
 
+    def bound(self) -> tuple[float, float, float]:
+        """(rate, Fano's bound, the floor at the answer) for this bisect as its evidence
+        stands: the one computation behind the plan's line, the closing line and the
+        report, which once stated two bounds at two rates for one run."""
+        from repro.strategy.information import culprit_bound, fano_bound
+
+        assert self.bisector is not None
+        rate = self.bisector.rate_estimate()
+        candidates = max(1, len(self.positions) - 1)
+        delta = 1.0 - float(self.meta["confidence"])
+        return rate, fano_bound(candidates, rate, delta), culprit_bound(candidates, rate, delta)
+
     def costs(self) -> tuple[float, float]:
         """What a build and a run cost, in seconds, as measured so far (a build at least 30
         runs' worth: a cached racy end says nothing of what the other commits cost)."""

@@ -109,18 +109,19 @@ def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost:
 
     n = len(run.positions)
     pl = plan(n, belief, float(run.meta["confidence"]), build_cost, run_cost)
+    rate, bound, _ = run.bound()
     run.meta["plan"] = {
         "runs": round(pl.runs),
         "runs_p90": round(pl.runs_high),
         "builds": round(pl.builds),
         "seconds": round(pl.seconds),
-        "bound_runs": round(pl.bound, 1),
-        "rate": pl.rate,
+        "bound_runs": round(bound, 1),
+        "rate": rate,
     }
     run.rundir.write_meta(run.meta)
     run.console.print(
         f"[bold]plan[/]: about {pl.runs:.0f} runs (90% within {pl.runs_high:.0f}) and "
         f"{pl.builds:.0f} builds, {fmt_seconds(pl.seconds)}; no bisect can need fewer than "
-        f"{pl.bound:.0f} runs on average at rate {pl.rate:.1%} (Fano's bound)",
+        f"{bound:.0f} runs on average at rate {rate:.1%} (Fano's bound)",
         highlight=False,
     )

@@ -19,7 +19,6 @@ from repro.app.environment import InterpreterSoon, collect_environment
 from repro.app.loop import Limits, StressState, stress_loop
 from repro.app.runner import reap_orphans
 from repro.app.view import (
-    INVALID_HINTS,
     PlainTicker,
     StressView,
     other_race_verdicts,
@@ -30,7 +29,7 @@ from repro.errors import ReproError
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import FILL_ME, LoadedRecipe, edited_since, load_recipe, load_run_recipe
 from repro.runlog import Record, RunDir, RunLog
-from repro.tsan.outcome import Outcome
+from repro.tsan.outcome import INVALID_HINTS, Outcome
 
 if TYPE_CHECKING:
     from repro.app.cluster import Cluster

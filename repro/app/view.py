@@ -21,21 +21,7 @@ from rich.text import Text
 from repro.app.loop import StressState
 from repro.report.fmt import seconds
 from repro.runlog import Counts
-from repro.tsan.outcome import FAILED, INVALID, ORDER, Outcome
-
-# What to do about each kind of run that cannot count, said once.
-INVALID_HINTS = {
-    Outcome.UNSYMBOLIZED: "TSAN could not name the frames: install the LLVM tools that match "
-    "the compiler (e.g. apt-get install llvm-19 for clang-19) and see `repro doctor`",
-    Outcome.GIL_ENABLED: "an extension switched the GIL back on; set PYTHON_GIL=0 in "
-    "reproducer.env, or declare Py_mod_gil (Py_MOD_GIL_NOT_USED) in the module",
-    Outcome.INCOMPLETE: "reports lacked a stack or were cut off; raise tsan.options."
-    "history_size (e.g. 7; `repro amplify` can measure it)",
-    Outcome.NO_TEST: "the test runner ran no test (renamed, moved or filtered out at this "
-    "commit?): check the test named in reproducer.command; the run's log is kept",
-    Outcome.TSAN_FAILURE: "TSAN failed to start; run `repro doctor` (on kernels with "
-    "vm.mmap_rnd_bits > 28: sysctl vm.mmap_rnd_bits=28, or run under setarch -R)",
-}
+from repro.tsan.outcome import FAILED, INVALID, INVALID_HINTS, ORDER, Outcome
 
 
 def fmt_seconds(s: float | None) -> str:

@@ -32,7 +32,7 @@ from repro.report.tsantext import (
 from repro.runlog import Counts, Event, Record, RunDir, RunEvent, SignatureEvent, fold
 from repro.runlog.bisect_view import position_rows
 from repro.strategy.terms import Terms
-from repro.tsan.outcome import ORDER
+from repro.tsan.outcome import INVALID, INVALID_HINTS, ORDER, Outcome
 from repro.tsan.signature import DEFAULT_DROP
 
 SCHEMA_VERSION = 2
@@ -261,6 +261,15 @@ def _status(files: RunFiles) -> dict[str, Any]:
                 "(everything measured before the interruption). Resume with "
                 "`repro stress --resume RUN_DIR`.",
             }
+        stopped = (files.summary or {}).get("stopped_by")
+        if stopped in {o.value for o in INVALID}:
+            return {
+                "state": "stopped",
+                "partial": True,
+                "message": f"The run stopped at a run that cannot count ({stopped}): "
+                f"{INVALID_HINTS[Outcome(stopped)]}. These are the runs before it; "
+                "`--keep-going` counts such runs apart and goes on.",
+            }
         return {
             "state": "incomplete",
             "partial": True,
@@ -276,6 +285,13 @@ def _status(files: RunFiles) -> dict[str, Any]:
             "partial": False,
             "message": "The bisect stopped without an answer: "
             + str(meta.get("failure") or (files.summary or {}).get("failure") or "see the log"),
+        }
+    if status == "planned":
+        return {
+            "state": "planned",
+            "partial": True,
+            "message": "The bisect was planned (`--plan`): it calibrated and stopped before "
+            "the search. Run it with `repro bisect --resume RUN_DIR`.",
         }
     if status == "interrupted":
         msg = "The bisect was interrupted: these are partial results. "

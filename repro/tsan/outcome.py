@@ -56,6 +56,20 @@ INVALID = frozenset(
     {Outcome.UNSYMBOLIZED, Outcome.GIL_ENABLED, Outcome.INCOMPLETE, Outcome.NO_TEST}
 )
 FAILED = frozenset({Outcome.CRASH, Outcome.TIMEOUT, Outcome.TSAN_FAILURE})
+# What to do about each kind of run that cannot count, said once.
+INVALID_HINTS: dict[Outcome, str] = {
+    Outcome.UNSYMBOLIZED: "TSAN could not name the frames: install the LLVM tools that match "
+    "the compiler (e.g. apt-get install llvm-19 for clang-19) and see `repro doctor`",
+    Outcome.GIL_ENABLED: "an extension switched the GIL back on; set PYTHON_GIL=0 in "
+    "reproducer.env, or declare Py_mod_gil (Py_MOD_GIL_NOT_USED) in the module",
+    Outcome.INCOMPLETE: "reports lacked a stack or were cut off; raise tsan.options."
+    "history_size (e.g. 7; `repro amplify` can measure it)",
+    Outcome.NO_TEST: "the test runner ran no test (renamed, moved or filtered out at this "
+    "commit?): check the test named in reproducer.command; the run's log is kept",
+    Outcome.TSAN_FAILURE: "TSAN failed to start; run `repro doctor` (on kernels with "
+    "vm.mmap_rnd_bits > 28: sysctl vm.mmap_rnd_bits=28, or run under setarch -R)",
+}
+
 # The order in which every table, summary and report lists outcomes.
 ORDER: tuple[Outcome, ...] = tuple(Outcome)
 
