@@ -392,3 +392,35 @@ def test_plain_script_installs_a_python_package_with_tsan(tmp_path: Path) -> Non
     symbols = subprocess.run(["nm", "-D", str(module)], capture_output=True, text=True).stdout
     assert "__tsan_" in symbols
     assert (venv / "bin" / "pytest").exists()
+
+
+@pytest.mark.parametrize(
+    "functions",
+    [("deposit", "main"), ("deposit", "peek_balance"), ("depositor",), ("pthread_mutex_init",)],
+)
+def test_the_plain_loop_matches_the_target_where_repro_does(
+    tmp_path: Path, functions: tuple[str, ...]
+) -> None:
+    """In the access stacks only: `main` is in the mutex's and the threads' creation
+    stacks, and the plain loop once called a race the target that repro had counted as
+    another (a new user's report, pasted, said "race reproduced in run 1")."""
+    from tsan_helpers import PROGRAMS, compile_c, run_tsan
+
+    from repro.recipe import parse_recipe
+    from repro.report.shell import access_stacks, target_greps
+    from repro.tsan.signature import TargetRule, matches
+
+    binary = compile_c(PROGRAMS / "half_locked.c", tmp_path / "half_locked")
+    log = tmp_path / "run.log"
+    log.write_text(run_tsan(binary).stderr)
+    (report,) = parse_log(log.read_text()).reports
+    recipe = parse_recipe(
+        f"name: t\nreproducer: {{command: x}}\ntarget: {{functions: [{', '.join(functions)}]}}\n",
+        tmp_path / "r.yaml",
+    )
+    frames = tmp_path / "access.log"
+    conds = " && ".join(target_greps(recipe, shq(str(log)), shq(str(frames))))
+    script = f"{access_stacks(shq(str(log)), shq(str(frames)))}\nif {conds}; then echo yes; fi"
+    said = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    repro_says = matches(report, TargetRule(functions=functions))
+    assert (said.stdout.strip() == "yes") == repro_says, (functions, log.read_text())

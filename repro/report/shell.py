@@ -89,21 +89,52 @@ def _glob_to_ere(pattern: str) -> str:
     return "".join(out)
 
 
-def target_greps(recipe: Recipe, log: str) -> list[str]:
+# The frames of the memory accesses of a report ("Write of size 8 at ... by thread T1:",
+# "Previous atomic read of size 4 ..."), each stack up to its blank line, all of them to
+# OUT and stack K also to OUT.K: repro matches the target in these only, and a pattern
+# found in a mutex's or a thread's creation stack made the plain loop report a race
+# repro had counted as another.
+ACCESS_STACKS_AWK = (
+    r"/^[ \t]*(Previous )?([Aa]tomic )?([Rr]ead|[Ww]rite) of size/{s=1;k++;next} "
+    r'/^[ \t]*$/{s=0} s{print > out; print > (out "." k)}'
+)
+
+
+def access_stacks(log: str, out: str) -> str:
+    """A shell line that writes the access stacks of ``log``'s reports to ``out`` (and
+    each to ``out.K``); the whole log when it has none (a lock-order inversion, a thread
+    leak: repro then matches every stack)."""
+    return (
+        f"rm -f {out} {out}.*; awk -v out={out} {shq(ACCESS_STACKS_AWK)} {log}; "
+        f"[ -s {out} ] || cp {log} {out}"
+    )
+
+
+def target_greps(recipe: Recipe, log: str, frames: str | None = None) -> list[str]:
     """grep conditions that, together, recognise the target race in a log.
 
-    This approximates repro's matcher (every function and file pattern must occur
-    in a frame of the race) closely enough for a loop: a frame line is
-    ``#N function file:line``.
+    This approximates repro's matcher closely enough for a loop: every function and
+    file pattern in a frame (``#N function file:line``) of the race's accesses, and,
+    with ``accesses: each``, some function pattern (and file pattern) in each of the
+    two. ``frames`` is the file that ``access_stacks`` wrote (the log when not given);
+    the frames' depth and the dropped runtime frames are not modelled.
     """
     t = recipe.target
+    where = frames or log
     conds = []
     if t.kind:
         conds.append(f"grep -qF {shq('WARNING: ThreadSanitizer: ' + t.kind)} {log}")
-    for fn in t.functions:
-        conds.append(f"grep -qE {shq('#[0-9]+ [^ ]*' + _glob_to_ere(fn))} {log}")
-    for f in t.files:
-        conds.append(f"grep -qE {shq('#[0-9]+ .*' + _glob_to_ere(f.lstrip('/')) + ':[0-9]')} {log}")
+    fn_res = ["#[0-9]+ [^ ]*" + _glob_to_ere(fn) for fn in t.functions]
+    file_res = ["#[0-9]+ .*" + _glob_to_ere(f.lstrip("/")) + ":[0-9]" for f in t.files]
+    conds += [f"grep -qE {shq(r)} {where}" for r in (*fn_res, *file_res)]
+    if frames is not None and t.accesses == "each":
+        for res in (fn_res, file_res):
+            if res:
+                alt = shq("|".join(f"({r})" for r in res))
+                # Both accesses, when the report has two (an unquoted path: a glob).
+                conds += [
+                    f"{{ [ ! -e {frames}.{k} ] || grep -qE {alt} {frames}.{k}; }}" for k in (1, 2)
+                ]
     if any(_CONTROL.search(p) for p in (*t.functions, *t.files)):
         # No frame line holds a newline, so repro never matches such a pattern; grep
         # would read each line of it as a pattern of its own (an empty one matches all).
@@ -410,7 +441,8 @@ def plain_script(inp: PlainInputs) -> str:
     prefix = " ".join(shq(p) for p in inp.prefix)
     run = f"timeout {math.ceil(timeout)} {prefix + ' ' if prefix else ''}{command}"
     log = '"$WORK/run.log"'
-    conds = " && ".join(target_greps(r, log))
+    frames = '"$WORK/access.log"'
+    conds = " && ".join(target_greps(r, log, frames))
     out += [
         "",
         "# Run the reproducer until TSAN reports the race",
@@ -418,6 +450,7 @@ def plain_script(inp: PlainInputs) -> str:
         "found=",
         f"for i in $(seq 1 {n}); do",
         f"  {run} > {log} 2>&1 || true",
+        f"  {access_stacks(log, frames)}",
         f"  if {conds}; then found=$i; break; fi",
         "done",
         'if [ -n "$found" ]; then',
