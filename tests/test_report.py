@@ -487,3 +487,29 @@ def test_run_without_recorded_environment(demo: Demo, tmp_path: Path) -> None:
     md = demo.report(old)
     assert "did not record its environment" in md
     assert "tq_publish" in md.splitlines()[0]
+
+
+def test_the_reports_recipe_works_saved_anywhere(tmp_path: Path) -> None:
+    """The recipe in "Reproduce with repro" names the extension's repository as the run
+    found it: `repo: ../ticketq`, relative to a file the reader does not have, failed
+    with "repository not found" once pasted elsewhere."""
+    work = tmp_path / "proj"
+    repo = make_repo(work / "ticketq")
+    recipe = work / "recipes" / "demo.yaml"
+    recipe.parent.mkdir(parents=True)
+    text = (
+        (ROOT / "recipes" / "demo.yaml").read_text().replace("../demo-work/ticketq", "../ticketq")
+    )
+    recipe.write_text(text)
+    runs = tmp_path / "runs"
+    res = repro("stress", str(recipe), "--runs", "2", "-j", "1", "--runs-dir", str(runs))
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    doc = json.loads(repro("report", str(_only_dir(runs)), "--format", "json").stdout)
+    pasted = tmp_path / "elsewhere" / "a" / "recipe.yaml"
+    pasted.parent.mkdir(parents=True)
+    pasted.write_text(doc["reproduce"]["recipe"])
+    assert f"repo: {repo.resolve()}" in pasted.read_text()
+    check = repro("recipe", "validate", str(pasted))
+    assert check.returncode == 0, check.stdout + check.stderr
+    # The comments and everything else are the recipe as written.
+    assert pasted.read_text().replace(str(repo.resolve()), "../ticketq") == text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -620,8 +621,40 @@ def _reproduce(
         "shell": script,
         "shell_problem": problem,
         "loop_runs": n,
-        "recipe": files.recipe_text,
+        "recipe": _portable_recipe(files),
     }
+
+
+def _is_local_relative(value: str) -> bool:
+    return not (
+        "://" in value or value.startswith(("git@", "/", "~", "{")) or Path(value).is_absolute()
+    )
+
+
+def _portable_recipe(files: RunFiles) -> str | None:
+    """The recipe as run, its relative local paths (the extension's repository, the
+    Python source, patch files) made absolute: saved anywhere else, a `repo: ../crate`
+    named a directory that is not there."""
+    text = files.recipe_text
+    recipe_path = files.meta.get("recipe_path")
+    if text is None or files.recipe is None or not recipe_path:
+        return text
+    base = Path(str(recipe_path)).parent
+    r = files.recipe
+    values = [r.extension.repo if r.extension is not None else None]
+    if r.python is not None:
+        values += [r.python.source, *r.python.patches]
+    for value in {v for v in values if v and _is_local_relative(v)}:
+        absolute = str((base / value.removeprefix("file:")).resolve())
+        # The value as a YAML scalar after a key or in a flow list, bare or quoted.
+        pattern = re.compile(
+            r"(?P<pre>(?:[:\[,-])[ \t]*)(?P<q>[\"']?)"
+            + re.escape(value)
+            + r"(?P=q)(?=[ \t]*(?:[,\]}#]|$))",
+            re.MULTILINE,
+        )
+        text = pattern.sub(lambda m: f"{m['pre']}{m['q']}{absolute}{m['q']}", text)  # noqa: B023
+    return text
 
 
 def extension_public_repo(files: RunFiles) -> str | None:
