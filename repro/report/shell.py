@@ -89,57 +89,74 @@ def _glob_to_ere(pattern: str) -> str:
     return "".join(out)
 
 
-# The frames of the memory accesses of a report ("Write of size 8 at ... by thread T1:",
-# "Previous atomic read of size 4 ..."), each stack up to its blank line, all of them to
-# OUT and stack K also to OUT.K: repro matches the target in these only, and a pattern
-# found in a mutex's or a thread's creation stack made the plain loop report a race
-# repro had counted as another.
-ACCESS_STACKS_AWK = (
-    r"/^[ \t]*(Previous )?([Aa]tomic )?([Rr]ead|[Ww]rite) of size/{s=1;k++;next} "
-    r'/^[ \t]*$/{s=0} s{print > out; print > (out "." k)}'
-)
+# Whether a log holds the target race, report by report, as repro's matcher decides it:
+# every function and file pattern in a frame of the report's accesses ("Write of size 8
+# at ... by thread T1:", "Previous atomic read ...", each stack up to its blank line; all
+# its stacks when it has no access, as a lock-order inversion), and with `accesses: each`
+# some function (and file) pattern in each of two accesses. The patterns come in the
+# environment (tab-separated EREs), which awk does not unescape. Grepping the whole log
+# once found a pattern in a mutex's creation stack, and the pasted loop said "race
+# reproduced" where repro had counted another race. The frames' depth and the dropped
+# runtime frames are not modelled.
+TARGET_AWK = r"""
+function judge(  i, ok) {
+  if (!inrep) return
+  ok = kindok
+  for (i = 1; i <= nf; i++) if (!(na ? uf[i] : af0[i])) ok = 0
+  for (i = 1; i <= nl; i++) if (!(na ? ul[i] : al0[i])) ok = 0
+  if (each && na >= 2 && !eachok) ok = 0
+  if (ok) found = 1
+}
+function endacc() {
+  if (s && ((nf && !hitf) || (nl && !hitl))) eachok = 0
+  s = 0
+}
+BEGIN {
+  nf = split(ENVIRON["REPRO_FUNCTIONS"], F, "	"); nl = split(ENVIRON["REPRO_FILES"], L, "	")
+  kind = ENVIRON["REPRO_KIND"]; each = ENVIRON["REPRO_EACH"] == "1"
+}
+/WARNING: ThreadSanitizer: / {
+  endacc(); judge(); inrep = 1; na = 0; eachok = 1
+  split("", uf); split("", ul); split("", af0); split("", al0)
+  kindok = kind == "" || index($0, "WARNING: ThreadSanitizer: " kind) > 0
+  next
+}
+/^[ 	]*(Previous )?([Aa]tomic )?([Rr]ead|[Ww]rite) of size/ {
+  endacc(); s = 1; na++; hitf = 0; hitl = 0; next
+}
+/^[ 	]*$/ { endacc() }
+/#[0-9]+ / {
+  for (i = 1; i <= nf; i++) if ($0 ~ F[i]) { af0[i] = 1; if (s) { uf[i] = 1; hitf = 1 } }
+  for (i = 1; i <= nl; i++) if ($0 ~ L[i]) { al0[i] = 1; if (s) { ul[i] = 1; hitl = 1 } }
+}
+END { endacc(); judge(); exit !found }
+"""
 
 
-def access_stacks(log: str, out: str) -> str:
-    """A shell line that writes the access stacks of ``log``'s reports to ``out`` (and
-    each to ``out.K``); the whole log when it has none (a lock-order inversion, a thread
-    leak: repro then matches every stack)."""
-    return (
-        f"rm -f {out} {out}.*; awk -v out={out} {shq(ACCESS_STACKS_AWK)} {log}; "
-        f"[ -s {out} ] || cp {log} {out}"
-    )
-
-
-def target_greps(recipe: Recipe, log: str, frames: str | None = None) -> list[str]:
-    """grep conditions that, together, recognise the target race in a log.
-
-    This approximates repro's matcher closely enough for a loop: every function and
-    file pattern in a frame (``#N function file:line``) of the race's accesses, and,
-    with ``accesses: each``, some function pattern (and file pattern) in each of the
-    two. ``frames`` is the file that ``access_stacks`` wrote (the log when not given);
-    the frames' depth and the dropped runtime frames are not modelled.
-    """
+def target_function(recipe: Recipe) -> list[str]:
+    """Lines of sh that define ``is_target LOG``: whether LOG holds the target race, as
+    repro's matcher decides it (TARGET_AWK)."""
     t = recipe.target
-    where = frames or log
-    conds = []
-    if t.kind:
-        conds.append(f"grep -qF {shq('WARNING: ThreadSanitizer: ' + t.kind)} {log}")
+    if any(_CONTROL.search(p) for p in (*t.functions, *t.files)):
+        # No frame line holds a newline, so repro never matches such a pattern.
+        return ["is_target() { false; }"]
     fn_res = ["#[0-9]+ [^ ]*" + _glob_to_ere(fn) for fn in t.functions]
     file_res = ["#[0-9]+ .*" + _glob_to_ere(f.lstrip("/")) + ":[0-9]" for f in t.files]
-    conds += [f"grep -qE {shq(r)} {where}" for r in (*fn_res, *file_res)]
-    if frames is not None and t.accesses == "each":
-        for res in (fn_res, file_res):
-            if res:
-                alt = shq("|".join(f"({r})" for r in res))
-                # Both accesses, when the report has two (an unquoted path: a glob).
-                conds += [
-                    f"{{ [ ! -e {frames}.{k} ] || grep -qE {alt} {frames}.{k}; }}" for k in (1, 2)
-                ]
-    if any(_CONTROL.search(p) for p in (*t.functions, *t.files)):
-        # No frame line holds a newline, so repro never matches such a pattern; grep
-        # would read each line of it as a pattern of its own (an empty one matches all).
-        conds = ["false"]
-    return conds
+    env = {
+        "REPRO_FUNCTIONS": "\t".join(fn_res),
+        "REPRO_FILES": "\t".join(file_res),
+        "REPRO_KIND": t.kind or "",
+        "REPRO_EACH": "1" if t.accesses == "each" else "0",
+    }
+    program = TARGET_AWK.strip("\n").splitlines()
+    assert not any("'" in line for line in program)
+    return [
+        "is_target() {",
+        "  " + " ".join(f"{k}={shq(v)}" for k, v in env.items()) + " awk '",
+        *program,
+        '\' "$1"',
+        "}",
+    ]
 
 
 @dataclass
@@ -441,8 +458,8 @@ def plain_script(inp: PlainInputs) -> str:
     prefix = " ".join(shq(p) for p in inp.prefix)
     run = f"timeout {math.ceil(timeout)} {prefix + ' ' if prefix else ''}{command}"
     log = '"$WORK/run.log"'
-    frames = '"$WORK/access.log"'
-    conds = " && ".join(target_greps(r, log, frames))
+    out += ["", "# Whether a run's output holds the target race (as repro matches it)"]
+    out += target_function(r)
     out += [
         "",
         "# Run the reproducer until TSAN reports the race",
@@ -450,8 +467,7 @@ def plain_script(inp: PlainInputs) -> str:
         "found=",
         f"for i in $(seq 1 {n}); do",
         f"  {run} > {log} 2>&1 || true",
-        f"  {access_stacks(log, frames)}",
-        f"  if {conds}; then found=$i; break; fi",
+        f"  if is_target {log}; then found=$i; break; fi",
         "done",
         'if [ -n "$found" ]; then',
         f'  echo "{PLAIN_OK} $found (TSAN report: $WORK/run.log)"',
