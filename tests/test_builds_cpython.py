@@ -53,15 +53,23 @@ def test_tarball_from_file_path_file_url_and_relative(mirror: Path, tmp_path: Pa
     assert tarball_origin("3.13.5", "mirror/Python-3.13.5.tar.xz", tmp_path) == str(f)
 
 
-def test_tarball_from_mirror_directory(mirror: Path, tmp_path: Path) -> None:
+def test_tarball_from_mirror_directory(
+    mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPRO_CPYTHON_MIRROR", raising=False)
     assert tarball_origin("3.13.5", str(mirror), tmp_path) == str(mirror / "Python-3.13.5.tar.xz")
     assert tarball_origin("3.12.1", "mirror", tmp_path) == str(
         mirror / "3.12.1" / "Python-3.12.1.tar.xz"
     )
     with pytest.raises(BuildError, match=r"no tarball for CPython 3\.9\.1 .*Python-3\.13\.5"):
         tarball_origin("3.9.1", str(mirror), tmp_path)
-    with pytest.raises(BuildError, match="not found"):
+    with pytest.raises(BuildError, match=r"not found.*--set python\.source=PATH"):
         tarball_origin("3.13.5", str(tmp_path / "nowhere.tar.xz"), tmp_path)
+    # A recipe's own path that is not on this machine: the user's mirror stands in.
+    monkeypatch.setenv("REPRO_CPYTHON_MIRROR", str(mirror))
+    assert tarball_origin("3.13.5", str(tmp_path / "nowhere.tar.xz"), tmp_path) == str(
+        mirror / "Python-3.13.5.tar.xz"
+    )
 
 
 def test_tarball_env_mirror_overrides_default_but_not_source(

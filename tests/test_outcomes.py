@@ -326,3 +326,19 @@ def test_a_run_that_ran_no_test_is_invalid_but_a_target_report_still_wins(lost: 
     proc = run_tsan(lost, tsan_options="history_size=7")
     both = classify(parse_log(proc.stderr), 66, False, MATCHER, proc.stderr + nothing)
     assert both.outcome is Outcome.TARGET
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "<frozen importlib._bootstrap>:488: RuntimeWarning: The global interpreter lock (GIL) "
+        "has been enabled to load module 'hitcount._hc', which has not declared that it can "
+        "run safely without the GIL.\n",
+        # pytest-run-parallel ends the session with its own words (exit 1: read as a crash).
+        "ERROR: GIL was dynamically re-enabled during test collection to load module "
+        "'hitcount._hc'. When running under a free-threaded interpreter ...\n",
+    ],
+)
+def test_a_module_that_switched_the_gil_on_is_named(output: str) -> None:
+    verdict = classify(parse_log(""), 1, False, MATCHER, output)
+    assert verdict.outcome is Outcome.GIL_ENABLED and verdict.detail == "hitcount._hc"

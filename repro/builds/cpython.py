@@ -210,7 +210,15 @@ def tarball_origin(version: str, source: str | None, base_dir: Path) -> str:
         )
     if p.is_file():
         return str(p)
-    raise BuildError(f"CPython source tarball not found: {p}")
+    mirror = os.environ.get("REPRO_CPYTHON_MIRROR")
+    if source and mirror and origin != mirror:
+        # A recipe's own path, on a machine where it is not: the user's mirror holds
+        # the same release (the build's key is the tarball's checksum, not its path).
+        return tarball_origin(version, None, base_dir)
+    raise BuildError(
+        f"CPython source tarball not found: {p}; give one with --set python.source=PATH "
+        "(a tarball or a directory of them), or set REPRO_CPYTHON_MIRROR to such a directory"
+    )
 
 
 def fetch_tarball(origin: str, downloads: Path, notify: Callable[[str], None]) -> Path:
@@ -232,7 +240,8 @@ def fetch_tarball(origin: str, downloads: Path, notify: Callable[[str], None]) -
             tmp.unlink(missing_ok=True)
             raise BuildError(
                 f"cannot download {origin}: {getattr(exc, 'reason', exc)}. Without network, "
-                "give a local tarball with --source PATH (or `source:` in the recipe), or set "
+                "give a local tarball with --set python.source=PATH (`source:` in the "
+                "recipe; `repro build cpython` takes --source), or set "
                 "REPRO_CPYTHON_MIRROR to a directory holding Python-X.Y.Z.tar.xz"
             ) from None
         os.replace(tmp, dest)

@@ -179,6 +179,8 @@ def could_be_target(report: Report, matcher: Matcher) -> bool:
 
 _GIL_ENABLED = re.compile(
     r"The global interpreter lock \(GIL\) has been enabled to load module '([^']+)'"
+    # pytest-run-parallel's own words, when it stops the session for it
+    r"|GIL was dynamically re-enabled [^\n']*?to load module '([^']+)'"
 )
 
 
@@ -191,8 +193,9 @@ def gil_enabled_modules(output: str) -> list[str]:
     """
     seen: list[str] = []
     for m in _GIL_ENABLED.finditer(output):
-        if m.group(1) not in seen:
-            seen.append(m.group(1))
+        module = m.group(1) or m.group(2)
+        if module not in seen:
+            seen.append(module)
     return seen
 
 
