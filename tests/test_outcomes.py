@@ -342,3 +342,20 @@ def test_a_run_that_ran_no_test_is_invalid_but_a_target_report_still_wins(lost: 
 def test_a_module_that_switched_the_gil_on_is_named(output: str) -> None:
     verdict = classify(parse_log(""), 1, False, MATCHER, output)
     assert verdict.outcome is Outcome.GIL_ENABLED and verdict.detail == "hitcount._hc"
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "outcome"),
+    [(66, Outcome.OTHER), (1, Outcome.OTHER), (-11, Outcome.CRASH), (139, Outcome.CRASH),
+     (134, Outcome.CRASH), (-6, Outcome.CRASH), (-9, Outcome.OTHER)],
+)  # fmt: skip
+def test_a_run_cut_short_by_a_signal_is_no_evidence_whatever_it_reported(
+    tmp_path: Path, exit_code: int, outcome: Outcome
+) -> None:
+    """A run that segfaulted after another race's report was counted as a miss: it may
+    never have reached the code that races. (-9: repro's own timeout kills so.)"""
+    other = compile_c(PROGRAMS / "racy_counter.c", tmp_path / "racy_counter")
+    proc = run_tsan(other)
+    parsed = parse_log(proc.stderr)
+    assert parsed.reports
+    assert classify(parsed, exit_code, False, MATCHER, proc.stderr).outcome is outcome

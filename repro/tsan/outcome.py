@@ -232,6 +232,20 @@ def ran_no_test(output: str) -> str | None:
 
 # --- the outcome ------------------------------------------------------------------------
 
+# A shell reports a child killed by signal N as 128 + N: SIGILL, SIGABRT, SIGBUS, SIGFPE,
+# SIGSEGV. (SIGKILL and SIGTERM are left out: repro's own timeout sends them.)
+_FATAL_SIGNALS = frozenset({4, 6, 7, 8, 11})
+
+
+def died_of_a_signal(exit_code: int | None) -> bool:
+    """Whether the process was killed by a fatal signal of its own (Popen's negative
+    code, or a shell's 128 + N)."""
+    if exit_code is None:
+        return False
+    if exit_code < 0:
+        return -exit_code in _FATAL_SIGNALS
+    return exit_code - 128 in _FATAL_SIGNALS
+
 
 def classify(
     parsed: ParsedLog,
@@ -246,7 +260,8 @@ def classify(
     else. Then, in order: TSAN could not start; the test runner ran no test (a
     renamed or filtered-out test: not a clean run); a report nobody can read
     (unsymbolized); the GIL was switched on; a report that might have been the
-    target but was cut short; a timeout; other races; a crash; clean.
+    target but was cut short; a timeout; a death by a fatal signal (whatever else
+    it printed); other races; a crash; clean.
     """
     drop = matcher.all_drop
     found: list[Found] = []
@@ -297,6 +312,10 @@ def classify(
         )
     if timed_out:
         return Verdict(Outcome.TIMEOUT, 0, sigs)
+    if died_of_a_signal(exit_code):
+        # Cut short (a segfault, an abort): it may not have reached the code that races,
+        # so another race's report does not make it evidence that the target is absent.
+        return Verdict(Outcome.CRASH, 0, sigs)
     if parsed.reports:
         return Verdict(Outcome.OTHER, 0, sigs)
     if exit_code not in (0, None):
