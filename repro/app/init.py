@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from repro.errors import ReproError
 from repro.recipe import FILL_ME
@@ -82,6 +84,8 @@ def target_from_log(log: Path, race: int | None, facts: Facts) -> None:
         race = 1
         if facts.package:
             race = 1 + extension_race_first(r.outside_interpreter for r in tally.races)
+        else:
+            race = _first_not_noise(log, tally.races)
     if len(tally.races) > 1:
         facts.race_from = f"race {race} of {len(tally.races)} in the log (--race N: another)"
     sig = tally.races[race - 1].signature
@@ -97,6 +101,19 @@ def target_from_log(log: Path, race: int | None, facts: Facts) -> None:
     if node and not facts.tests:
         facts.tests = [node]
     python_from_log(text, facts)
+
+
+def _first_not_noise(log: Path, races: Sequence[Any]) -> int:
+    """The number of the most frequent race not wholly inside code the build does not
+    instrument (Rust's std, glibc): those are noise the report itself labels so, and a
+    new user's init once chose one as the target."""
+    from repro.app.parse import first_report
+    from repro.report.tsantext import report_noise_module
+
+    for number, r in enumerate(races, start=1):
+        if report_noise_module(first_report(log, r.signature, 3)) is None:
+            return number
+    return 1
 
 
 def _test_of(text: str, sig: Signature) -> str | None:

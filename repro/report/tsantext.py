@@ -217,7 +217,11 @@ def noise_module(text: str, python_tsan: bool | None = None) -> str | None:
     reports = parse_log(text).reports
     if not reports:
         return None
-    report = reports[0]
+    return report_noise_module(reports[0], python_tsan)
+
+
+def report_noise_module(report: Report, python_tsan: bool | None = None) -> str | None:
+    """``noise_module`` of a parsed report."""
     accesses = _accesses(report)
     if not accesses:
         return None
