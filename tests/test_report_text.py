@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -433,3 +434,31 @@ def test_the_plain_loop_matches_the_target_where_repro_does(
     said = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
     repro_says = any(matches(r, TargetRule(functions=functions)) for r in reports)
     assert (said.stdout.strip() == "yes") == repro_says, (functions, log.read_text())
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["<core::sync::atomic::AtomicUsize>::fetch_sub", "core::sync::atomic::AtomicUsize::fetch_sub",
+     "AtomicUsize::fetch_sub", "core::sync::atomic::AtomicUsize::fetch_add"],
+)  # fmt: skip
+def test_a_rust_method_is_named_by_its_path_or_as_tsan_prints_it(pattern: str) -> None:
+    """TSAN prints `<crate::Type>::method`; a user writes `crate::Type::method`, and a new
+    user's target of that form matched nothing, in repro and in the plain loop."""
+    from repro.recipe import parse_recipe
+    from repro.report.shell import target_function
+    from repro.tsan.signature import TargetRule, matches
+
+    log = ROOT / "tests" / "data" / "tsan" / "pyo3-borrowflag-fixed.log"
+    rule = TargetRule(functions=(pattern,), accesses="any", depth=5)
+    said_by_repro = any(matches(r, rule) for r in parse_log(log.read_text()).reports)
+    assert said_by_repro == ("fetch_sub" in pattern)
+    recipe = parse_recipe(
+        "name: t\nreproducer: {command: x}\n"
+        f"target: {{functions: [{json.dumps(pattern)}], accesses: any}}\n",
+        Path("r.yaml"),
+    )
+    script = "\n".join(
+        [*target_function(recipe), f"if is_target {shq(str(log))}; then echo yes; fi"]
+    )
+    said = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert (said.stdout.strip() == "yes") == said_by_repro

@@ -97,7 +97,8 @@ def _glob_to_ere(pattern: str) -> str:
 # environment (tab-separated EREs), which awk does not unescape. Grepping the whole log
 # once found a pattern in a mutex's creation stack, and the pasted loop said "race
 # reproduced" where repro had counted another race. The frames' depth and the dropped
-# runtime frames are not modelled.
+# runtime frames are not modelled. A Rust frame `<crate::Type>::method` is also tried as
+# `crate::Type::method` (repro.tsan.signature.rust_path).
 TARGET_AWK = r"""
 function judge(  i, ok) {
   if (!inrep) return
@@ -126,7 +127,12 @@ BEGIN {
 }
 /^[ 	]*$/ { endacc() }
 /#[0-9]+ / {
-  for (i = 1; i <= nf; i++) if ($0 ~ F[i]) { af0[i] = 1; if (s) { uf[i] = 1; hitf = 1 } }
+  alt = $0
+  if (match($0, /#[0-9]+ <[^<> ]+>::/)) {
+    m = substr($0, RSTART, RLENGTH); sp = index(m, " ")
+    alt = substr($0, 1, RSTART - 1) substr(m, 1, sp) substr(m, sp + 2, RLENGTH - sp - 4) "::" substr($0, RSTART + RLENGTH)
+  }
+  for (i = 1; i <= nf; i++) if ($0 ~ F[i] || alt ~ F[i]) { af0[i] = 1; if (s) { uf[i] = 1; hitf = 1 } }
   for (i = 1; i <= nl; i++) if ($0 ~ L[i]) { al0[i] = 1; if (s) { ul[i] = 1; hitl = 1 } }
 }
 END { endacc(); judge(); exit !found }

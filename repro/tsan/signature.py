@@ -408,8 +408,19 @@ def _single(pattern: str) -> re.Pattern[str]:
     return re.compile(_glob_regex(pattern))
 
 
+# Rust prints a method of an inherent impl as `<crate::Type>::method`; its path, as a
+# user writes it, is `crate::Type::method`. A pattern may name either.
+_RUST_INHERENT = re.compile(r"^<([^<> ]+)>::")
+
+
+def rust_path(function: str) -> str:
+    """``<crate::Type>::method`` as ``crate::Type::method`` (anything else unchanged)."""
+    return _RUST_INHERENT.sub(r"\1::", function)
+
+
 def _function_matches(pattern: str, functions: Sequence[str]) -> bool:
     pattern = normalise_function(pattern)
+    functions = [*functions, *(p for f in functions if (p := rust_path(f)) != f)]
     if not _has_glob(pattern):
         return any(pattern in f for f in functions)
     regex = _single(pattern)
