@@ -321,3 +321,17 @@ def test_a_race_that_starts_in_the_extension_is_told_from_its_symptoms_in_cpytho
     )
     assert is_interpreter_frame(replace(incref, module="libpython3.13t.so.1.0"))
     assert is_interpreter_frame(replace(incref, module=None))  # Include/object.h
+
+
+def test_a_target_with_nothing_of_any_race_says_which_race_there_was(
+    tmp_path: Path, lost_history_bin: Path
+) -> None:
+    """Every pattern wrong (a name written otherwise than TSAN prints it): no race is a
+    near miss, and the console only said "0 of 4 runs hit the target race"."""
+    r = _recipe(tmp_path, lost_history_bin, ["read_and_write"])
+    res = repro("stress", str(r), "--runs", "4", "-j", "2", "--runs-dir", str(tmp_path / "runs"))
+    out = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 1, out
+    assert "near miss: race" not in out
+    assert "no race seen has all of the target's names; race" in out, out
+    assert "read_shared" in out and "write_shared" in out and "--suggest-target" in out

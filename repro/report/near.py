@@ -103,6 +103,19 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget] | None:
                 for st in stats
             )
             chosen = stats[extension_race_first(outside)]
+        else:
+            # Not a race wholly inside code the build does not instrument (Rust's std,
+            # glibc), which the report itself calls noise.
+            from repro.report.tsantext import report_noise_module
+
+            chosen = next(
+                (
+                    st
+                    for st in stats
+                    if (r := report_of(st)) is not None and report_noise_module(r) is None
+                ),
+                chosen,
+            )
     report = report_of(chosen)
     if report is None:
         return None
@@ -139,4 +152,15 @@ def near_miss_lines(run_dir: Path, runs: int, hint: bool = True) -> list[str]:
             "a target naming both accesses: repro stress RECIPE --suggest-target "
             "(or repro parse LOG --recipe-skeleton N)"
         )
+    if not misses and hint and not load_run(run_dir).record.counts.hits:
+        # Nothing of the target in any race seen: a name written otherwise than TSAN
+        # prints it, or the wrong race. Say which race was there, so the user can tell.
+        suggestion = suggested_target(run_dir)
+        if suggestion is not None:
+            sig_id, target = suggestion
+            names = ", ".join([*target.functions, *target.files])
+            lines.append(
+                f"no race seen has all of the target's names; race {sig_id} has {names}: "
+                "repro stress RECIPE --suggest-target prints a target for it"
+            )
     return lines

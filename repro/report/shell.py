@@ -130,9 +130,11 @@ BEGIN {
   alt = $0
   if (match($0, /#[0-9]+ <[^<> ]+>::/)) {
     m = substr($0, RSTART, RLENGTH); sp = index(m, " ")
-    alt = substr($0, 1, RSTART - 1) substr(m, 1, sp) substr(m, sp + 2, RLENGTH - sp - 4) "::" substr($0, RSTART + RLENGTH)
+    alt = substr($0, 1, RSTART - 1) substr(m, 1, sp) substr(m, sp + 2, RLENGTH - sp - 4)
+    alt = alt "::" substr($0, RSTART + RLENGTH)
   }
-  for (i = 1; i <= nf; i++) if ($0 ~ F[i] || alt ~ F[i]) { af0[i] = 1; if (s) { uf[i] = 1; hitf = 1 } }
+  for (i = 1; i <= nf; i++)
+    if ($0 ~ F[i] || alt ~ F[i]) { af0[i] = 1; if (s) { uf[i] = 1; hitf = 1 } }
   for (i = 1; i <= nl; i++) if ($0 ~ L[i]) { al0[i] = 1; if (s) { ul[i] = 1; hitl = 1 } }
 }
 END { endacc(); judge(); exit !found }
