@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TEST_CONFIDENCE, repro
 
+from repro.report.fmt import floor_runs
 from repro.tsan.outcome import Outcome
 
 sys.path.insert(0, str(ROOT / "demo"))
@@ -186,8 +187,8 @@ def test_plan_then_resume(demo: tuple[Path, Path], tmp_path: Path) -> None:
     assert planned["runs"] > 0 and planned["bound_runs"] > 0
     # One bound at one rate, in the console and the report.
     assert (
-        f"fewer than {planned['bound_runs']:.0f} runs on average at rate {planned['rate']:.1%}"
-        in plan_text
+        f"fewer than {floor_runs(planned['bound_runs'])} runs on average at rate "
+        f"{planned['rate']:.1%}" in plan_text
     )
     doc = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
     assert doc["status"]["state"] == "planned", doc["status"]

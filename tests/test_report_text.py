@@ -462,3 +462,12 @@ def test_a_rust_method_is_named_by_its_path_or_as_tsan_prints_it(pattern: str) -
     )
     said = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
     assert (said.stdout.strip() == "yes") == said_by_repro
+
+
+def test_a_floor_on_runs_is_never_rounded_up() -> None:
+    """ "no bisect can average fewer than 4" for a bound of 3.6 was false, and "fewer
+    than 0" said nothing."""
+    from repro.report.fmt import floor_runs
+
+    assert floor_runs(3.6) == "3.6" and floor_runs(0.04) == "0.0" and floor_runs(9.99) == "9.9"
+    assert floor_runs(11.9) == "11" and floor_runs(829.8) == "829" and floor_runs(None) == "0.0"

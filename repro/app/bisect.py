@@ -54,7 +54,7 @@ from repro.recipe import (
     load_recipe,
     load_run_recipe,
 )
-from repro.report.fmt import at_answer
+from repro.report.fmt import against_bound, at_answer
 from repro.runlog import RunDir, RunLog
 from repro.strategy.bisect import Done, Probe
 from repro.strategy.terms import Find, Side, Terms
@@ -481,6 +481,9 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
                 highlight=False,
             )
         console.print(f"  no single {terms.unit} can be named; {figures}")
+        info = result.get("information") or {}
+        if info.get("ratio") is not None:
+            console.print(f"  {escape(against_bound(info))}", highlight=False)
         console.print(f"run directory: {run.rundir.path}", highlight=False)
         return 1
     c = result["culprit"]
@@ -495,12 +498,7 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
     console.print(f"  confidence {conf:.4f} (asked {run.meta['confidence']:g}); {figures}")
     info = result.get("information") or {}
     if info.get("ratio") is not None:
-        console.print(
-            f"  {info['bisect_runs']} runs after calibration; no bisect can average fewer "
-            f"than {info['bound_runs']:.0f} at rate {info['rate_estimate']:.1%} "
-            f"({info['ratio']:.1f}x the bound)",
-            highlight=False,
-        )
+        console.print(f"  {escape(against_bound(info))}", highlight=False)
         if at := info.get("at_answer"):
             console.print(f"  {escape(at_answer(at))}", highlight=False)
     if conf < float(run.meta["confidence"]):

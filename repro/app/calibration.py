@@ -10,6 +10,7 @@ from rich.markup import escape
 from repro.app.bisect_run import BisectOptions, BisectRun, fail
 from repro.app.loop import Limits
 from repro.app.view import fmt_seconds
+from repro.report.fmt import floor_runs
 from repro.runlog import StrategyEvent
 from repro.strategy.bisect import clean_end_prior
 from repro.strategy.rate import RateBelief
@@ -122,6 +123,6 @@ def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost:
     run.console.print(
         f"[bold]plan[/]: about {pl.runs:.0f} runs (90% within {pl.runs_high:.0f}) and "
         f"{pl.builds:.0f} builds, {fmt_seconds(pl.seconds)}; no bisect can need fewer than "
-        f"{bound:.0f} runs on average at rate {rate:.1%} (Fano's bound)",
+        f"{floor_runs(bound)} runs on average at rate {rate:.1%} (Fano's bound)",
         highlight=False,
     )

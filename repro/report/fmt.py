@@ -6,6 +6,7 @@ one place is what makes that true.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -115,11 +116,37 @@ def culprit_label(bisect: Mapping[str, Any]) -> str:
     return f"Race {what} by"
 
 
+def floor_runs(value: Any) -> str:
+    """A lower bound on runs as a reader may quote it: never rounded up (3.6 is not "at
+    least 4"), to a tenth below 10 and to the run below above it."""
+    x = max(0.0, float(value or 0))
+    return f"{math.floor(x * 10) / 10:.1f}" if x < 10 else str(math.floor(x))
+
+
 def at_answer(at: Mapping[str, Any]) -> str:
     """The runs at the clean commit an answer rests on, against the least any bisect needs
     there (``information.at_answer`` of a bisect's JSON); the console says it in these words
     too."""
     return (
         f"{at.get('runs')} of them at {at.get('commit')} (the {at.get('role')}), where no "
-        f"bisect can average fewer than {float(at.get('floor_runs') or 0):.0f}"
+        f"bisect can average fewer than {floor_runs(at.get('floor_runs'))}"
     )
+
+
+def against_bound(info: Mapping[str, Any]) -> str:
+    """The bisect's runs against Fano's bound (``information`` of a bisect's JSON), in the
+    words the console and every report format use."""
+    ratio = info.get("ratio")
+    return (
+        f"{info.get('bisect_runs')} runs after calibration; no bisect can average fewer "
+        f"than {floor_runs(info.get('bound_runs'))} at rate "
+        f"{float(info.get('rate_estimate') or 0):.1%}"
+        + (f" ({float(ratio):.1f}x the bound)" if ratio else "")
+    )
+
+
+# How many runs the report's plain loop allows, said once for Markdown and HTML.
+LOOP_RUNS_WHY = (
+    "enough to see the race with 99.9% probability at a quarter of the low end of the "
+    "measured rate's 95% interval, as another machine may show it"
+)

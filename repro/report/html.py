@@ -226,8 +226,7 @@ def _reproduce(doc: Mapping[str, Any]) -> str:
     if r.get("shell"):
         out.append(
             "<p>Without repro: build everything with TSAN and run the reproducer in a loop "
-            f"(up to {_e(r.get('loop_runs'))} runs, enough to see the race with 99.9% "
-            "probability at a quarter of the measured rate, as another machine may show it):</p>"
+            f"(up to {_e(r.get('loop_runs'))} runs, {_e(fmt.LOOP_RUNS_WHY)}):</p>"
         )
         out.append(_pre(str(r["shell"])))
     elif r.get("shell_problem"):

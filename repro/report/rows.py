@@ -129,7 +129,9 @@ def _bisect_rows(b: Mapping[str, Any], s: Mapping[str, Any]) -> list[Row]:
         )
     rows.append(Row("Rate at the racy end", (Text(rate_text),)))
     end_text = f"{ce.get('hits', 0)} hits in {ce_runs} runs"
-    if not ce_runs and not ce.get("hits"):
+    if not ce_runs and not ce.get("hits") and not (b.get("culprit") or b.get("culprit_range")):
+        end_text = "not run"
+    elif not ce_runs and not ce.get("hits"):
         # Checked inside the search: the misses that confirm the answer rule out a racy end.
         end_text = "not run: the runs at the answer rule out a racy end too"
     rows.append(Row(f"{'Fixed' if fixed else 'Clean'} end", (Text(end_text),)))
@@ -151,16 +153,12 @@ def _bisect_rows(b: Mapping[str, Any], s: Mapping[str, Any]) -> list[Row]:
     rows.append(Row("Cost", (Text(fmt.cost(b)),)))
     info = b.get("information") or {}
     if info.get("bound_runs"):
-        ratio = info.get("ratio")
         rows.append(
             Row(
                 "Runs against the bound",
                 (
                     Text(
-                        f"{info.get('bisect_runs')} runs after calibration; no bisect can "
-                        f"average fewer than {info['bound_runs']:.0f} at rate "
-                        f"{float(info.get('rate_estimate') or 0):.1%}"
-                        + (f" ({ratio:.1f}x the bound)" if ratio else "")
+                        fmt.against_bound(info)
                         + (f"; {fmt.at_answer(info['at_answer'])}" if info.get("at_answer") else "")
                     ),
                 ),
