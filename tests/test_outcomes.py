@@ -106,6 +106,8 @@ def test_unsymbolized_run_stops_stress_with_what_to_do(lost: Path, tmp_path: Pat
     assert res.returncode == 2, res.stdout + res.stderr
     assert "unsymbolized" in res.stderr and "llvm" in res.stderr
     assert "--keep-going" in res.stderr
+    said = " ".join((res.stdout + res.stderr).split())
+    assert "No TSAN reports at all" not in said and "No readable TSAN report: 1 run" in said
     data = json.loads(out.read_text())
     assert data["outcomes"]["unsymbolized"] == 1 and data["runs"] == 1
     assert data["evidence_runs"] == 0 and data["rate"] is None

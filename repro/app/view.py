@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from repro.app.loop import StressState
-from repro.report.fmt import seconds
+from repro.report.fmt import plural, seconds
 from repro.runlog import Counts
 from repro.tsan.outcome import FAILED, INVALID, INVALID_HINTS, ORDER, Outcome
 
@@ -155,7 +155,19 @@ def summary_table(summary: dict[str, Any], inside: Collection[str] = ()) -> Rend
             str(s["runs"]),
             *note,
         )
-    return Group(sigs) if summary["signatures"] else Text("No TSAN reports at all.")
+    if summary["signatures"]:
+        return Group(sigs)
+    outcomes = summary.get("outcomes") or {}
+    unreadable = sum(
+        int(outcomes.get(o.value) or 0) for o in (Outcome.UNSYMBOLIZED, Outcome.INCOMPLETE)
+    )
+    if unreadable:
+        # Their reports name no race: they are counted apart (outcomes), not absent.
+        return Text(
+            f"No readable TSAN report: {plural(unreadable, 'run')} had reports that "
+            "cannot name their race (see outcomes)."
+        )
+    return Text("No TSAN reports at all.")
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
