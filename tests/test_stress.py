@@ -311,6 +311,13 @@ def test_a_second_interrupt_does_not_cut_the_closing_writes(tmp_path: Path) -> N
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["runs"] == data["runs"] >= 3
     assert json.loads((run_dir / "meta.json").read_text())["interrupted"] is True
+    # The resume writes the run's --json-out again: it said "interrupted" after the
+    # resume had finished.
+    more = data["runs"] + 2
+    res = repro("stress", "--resume", str(run_dir), "--runs", str(more))
+    assert res.returncode == 1, res.stdout + res.stderr
+    again = json.loads(out.read_text())
+    assert again["runs"] == more and again["interrupted"] is False
 
 
 def test_an_interrupt_during_setup_says_so_and_leaves_no_run_directory(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from repro.app.environment import collect_environment, interpreter_record
 from repro.app.executors import RunnerGone
 from repro.app.lanes import LanesDoNotPay, probe_lanes
 from repro.app.loop import Limits
+from repro.app.outputs import outputs_meta, outputs_of_the_run
 from repro.app.reuse import check_recipe, find_stress_record, reuse_calibration
 from repro.app.runner import reap_orphans
 from repro.app.view import (
@@ -194,6 +195,7 @@ def _run_bisect(
         runlog.dir.lock()
         ended = reap_orphans(runlog.dir.logs)
         loaded, meta = load_run_recipe(runlog.dir.path, "bisect")
+        opts = outputs_of_the_run(opts, meta)
         if edited_since(loaded):
             console.print(
                 f"[yellow]note:[/] {escape(str(loaded.path))} changed since this run began; "
@@ -353,6 +355,7 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
         "status": "started",
         "environment": environment,
+        **outputs_meta(opts),
         **extra,
     }
     rundir = RunDir.create(opts.runs_dir or default_runs_dir(), r.name, "bisect")

@@ -10,11 +10,14 @@ the answer has been printed and stays in the run directory: say so, and carry on
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -92,6 +95,30 @@ def check_outputs(
     from repro.paths import runs_dir as default_runs_dir
 
     check_writable_dir(runs_dir or default_runs_dir(), "runs directory")
+
+
+_Opts = TypeVar("_Opts")
+
+
+def outputs_meta(opts: Any) -> dict[str, str | None]:
+    """Where the run was asked to write --json-out and --report (absolute), for its meta:
+    a resume writes them again there, or the file said "interrupted" after the resume
+    had finished."""
+    return {
+        name: str(Path(p).absolute()) if p is not None else None
+        for name, p in (("json_out", opts.json_out), ("report", opts.report))
+    }
+
+
+def outputs_of_the_run(opts: _Opts, meta: Mapping[str, Any]) -> _Opts:
+    """``opts`` of a resume, with the run's own --json-out and --report where none is
+    given now."""
+    changes = {
+        name: Path(str(meta[name]))
+        for name in ("json_out", "report")
+        if getattr(opts, name) is None and meta.get(name)
+    }
+    return dataclasses.replace(opts, **changes) if changes else opts  # type: ignore[type-var]
 
 
 def write_outputs(

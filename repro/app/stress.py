@@ -17,6 +17,7 @@ from rich.markup import escape
 from repro.app.context import Overrides, prepare, refuse_on_resume
 from repro.app.environment import InterpreterSoon, collect_environment
 from repro.app.loop import Limits, StressState, stress_loop
+from repro.app.outputs import outputs_meta, outputs_of_the_run
 from repro.app.runner import reap_orphans
 from repro.app.view import (
     PlainTicker,
@@ -191,6 +192,7 @@ def _run_stress(
                 highlight=False,
             )
         interpreter = InterpreterSoon(loaded)
+        opts = outputs_of_the_run(opts, meta)
         limits_meta = meta.get("limits", {})
         # Resumed runs keep their original limits unless new ones are given.
         runs = opts.runs if opts.runs is not None else limits_meta.get("runs")
@@ -293,6 +295,7 @@ def _run_stress(
             "interrupted": False,
             "finished": False,
             "elapsed": elapsed_before,
+            **outputs_meta(opts),
         }
     )
     rundir.write_meta(meta)
