@@ -323,3 +323,25 @@ def test_console_shows_one_build_line_for_several_commands(
     assert len(builds) == 2, out.getvalue()  # one per commit
     assert all("(2 commands)" in ln for ln in builds), builds
     assert sum("✓ worktree" in ln for ln in lines) == 2
+
+
+def test_a_failing_command_piped_into_tee_fails_at_its_own_step(
+    project: tuple[GitRepo, list[str]], tmp_path: Path
+) -> None:
+    """`cargo build | tee build.log` whose cargo failed went on: the next step (copying
+    its output) failed instead, with `cp: cannot stat ''`. Steps run with pipefail."""
+    repo, c = project
+    spec = ExtensionSpec(
+        repo="x",
+        sanitize="c",
+        build=(
+            "{ echo 'error[E0425]: cannot find value'; exit 101; } | tee build.log",
+            "cp nothing here",
+        ),
+    )
+    cache = BuildCache(tmp_path / "cache")
+    with pytest.raises(BuildError) as err:
+        ensure_extension(spec, repo, c[1], python=None, base_dir=tmp_path, cache=cache)
+    said = str(err.value)
+    assert "exit status 101" in said and "| tee build.log" in said, said
+    assert "cp nothing here" not in said and "\\'" not in said

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -120,7 +121,7 @@ class BuildContext:
         timeout: float | None = None,
     ) -> None:
         """Run a command, its output appended to the log; failure is a BuildError."""
-        shown = cmd if isinstance(cmd, str) else " ".join(cmd)
+        shown = cmd if isinstance(cmd, str) else shlex.join(cmd)  # pasteable into a shell
         check_stop()
         self.note(f"$ {shown}  (in {cwd})")
         deadline = None if timeout is None else time.monotonic() + timeout

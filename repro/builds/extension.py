@@ -246,10 +246,12 @@ def ensure_extension(
                 if left <= 0:
                     raise BuildError(f"build timed out after {spec.build_timeout:.0f} s")
                 ctx.run(
-                    ["bash", "-c", cmd],
+                    # pipefail, as CI runners do: `cargo build | tee log` that fails
+                    # fails here, not at the next step that looks for its output.
+                    ["bash", "-o", "pipefail", "-c", cmd],
                     cwd=worktree,
                     env=run_env,
-                    step=f"build command {cmd!r}",
+                    step=f"build command: {cmd}",
                     timeout=left,
                 )
         except BaseException:
