@@ -54,7 +54,17 @@ def test_init_from_log_in_a_package(tmp_path: Path) -> None:
 
 def test_init_pytest_only(tmp_path: Path) -> None:
     root = checkout(tmp_path)
+    (root / "tests").mkdir()
+    (root / "tests" / "test_a.py").write_text("import threading\n\n\ndef test_b():\n    pass\n")
     out = root / "r.yaml"
+    # A node id that names no test ran nothing in every run: said now, with what is wrong.
+    for node, said in (
+        ("tests/nothere.py::test_b", "tests/nothere.py is not a file under"),
+        ("tests/test_a.py::test_nope", "tests/test_a.py defines no test test_nope"),
+    ):
+        res = repro("init", "--pytest", node, "-o", str(out), cwd=root)
+        assert res.returncode == 2 and said in " ".join(res.stderr.split()), res.stderr
+        assert not out.exists()
     res = repro("init", "--pytest", "tests/test_a.py::test_b", "-o", str(out), cwd=root)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "FILL_ME" in res.stdout

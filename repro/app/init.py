@@ -232,6 +232,22 @@ def render(facts: Facts, name: str, source: str) -> str:
     return "\n".join(lines)
 
 
+def check_node(node: str, cwd: Path) -> None:
+    """A pytest node id that names no test ran nothing in every run (pytest's "ERROR: not
+    found", exit 4): say so now, not after a stress of such runs."""
+    path, _, rest = node.partition("::")
+    file = cwd / path
+    if not file.is_file():
+        raise ReproError(f"--pytest {node}: {path} is not a file under {cwd}")
+    names = [part.split("[", 1)[0] for part in rest.split("::") if part]
+    if not names:
+        return
+    text = file.read_text(encoding="utf-8", errors="replace")
+    test = names[-1]
+    if not re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(test)}\s*\(", text, re.MULTILINE):
+        raise ReproError(f"--pytest {node}: {path} defines no test {test}")
+
+
 def run_init(
     *,
     from_log: Path | None,
@@ -252,6 +268,8 @@ def run_init(
     repo_from_checkout(cwd, facts)
     if pytest_nodes and not facts.package:
         raise ReproError(f"{cwd}: --pytest needs a Python package (pyproject.toml or setup.py)")
+    for node in pytest_nodes:
+        check_node(node, cwd)
     source = []
     if from_log is not None:
         if not from_log.is_file():
