@@ -253,8 +253,15 @@ def _pytest_to_command(data: Any) -> Any:
         return data
     if data.get("command"):
         raise ValueError("give either `command` or `pytest`, not both")
-    spec = PytestSpec.model_validate(data["pytest"])
     out = dict(data)
+    try:
+        spec = PytestSpec.model_validate(data["pytest"])
+    except ValidationError:
+        # Left to the `pytest` field's own validation, whose errors name the field
+        # (reproducer.pytest.threads) and its line; raised here they named
+        # `reproducer.threads`, another field, at the line of `reproducer:`.
+        out["command"] = "pytest"
+        return out
     if spec.threads is not None:
         if "threads" in data and data["threads"] != spec.threads:
             raise ValueError("`threads` and `pytest.threads` differ: give one")
@@ -669,8 +676,13 @@ def parse_recipe(text: str, path: Path, sets: Sequence[str] = ()) -> Recipe:
         return Recipe.model_validate(data)
     except ValidationError as exc:
         problems = []
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        errors = exc.errors()
+        locs = [tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p)) for e in errors]
+        for err, loc in zip(errors, locs, strict=True):
+            if err["type"] == "too_short" and any(
+                len(o) > len(loc) and o[: len(loc)] == loc for o in locs
+            ):
+                continue  # a list emptied by its own items' errors, which are said
             line = None
             probe = loc
             while probe and line is None:

@@ -572,3 +572,34 @@ def test_the_variables_a_recipe_sets_for_builds_and_runs() -> None:
     )
     recipe = parse_recipe(text, Path("/x/recipe.yaml"))
     assert recipe.variables() == {"CC", "UNSAFE_PYO3_SKIP_VERSION_CHECK", "PYTHON_GIL"}
+
+
+@pytest.mark.parametrize(
+    ("inner", "said"),
+    [
+        ("    thread: 4\n", "r.yaml:8: reproducer.pytest.thread: unknown key `thread`"),
+        ("    threads: two\n", "r.yaml:8: reproducer.pytest.threads: Input should be a valid int"),
+        ("    iterations: 0\n", "r.yaml:8: reproducer.pytest.iterations:"),
+    ],
+)  # fmt: skip
+def test_an_error_inside_reproducer_pytest_names_its_field_and_line(
+    tmp_path: Path, inner: str, said: str
+) -> None:
+    """Raised while `pytest:` was turned into a command, these named `reproducer.thread`
+    or `reproducer.threads` (another field) at the line of `reproducer:`."""
+    text = (
+        "name: t\n"
+        "reproducer:\n"
+        "  timeout: 30\n"
+        "  pytest:\n"
+        "    tests:\n"
+        "      - tests/test_x.py::test_y\n"
+        "    args: []\n" + inner + "target: {functions: [a]}\n"
+    )
+    err = error_of(tmp_path, text)
+    assert said in err, err
+    assert err.count("\n") == 0, err  # one problem, one line
+    bad_item = text.replace("      - tests/test_x.py::test_y\n", "      - 42\n").replace(inner, "")
+    err = error_of(tmp_path, bad_item)
+    said = "reproducer.pytest.tests.0: Input should be a valid string (got 42)"
+    assert err == f"{tmp_path / 'r.yaml'}:6: {said}"
