@@ -765,14 +765,22 @@ def _check_files(
     if node is not None:
         _line_map(node, (), lines)
 
-    def fail(loc: tuple[Any, ...], msg: str) -> None:
+    def said(loc: tuple[Any, ...], msg: str) -> str:
         line = lines.get(loc)
         where = f"{loaded.path}:{line}" if line else str(loaded.path)
-        raise RecipeError(f"{where}: {_field_name(loc)}: {msg}")
+        return f"{where}: {_field_name(loc)}: {msg}"
+
+    def fail(loc: tuple[Any, ...], msg: str) -> None:
+        raise RecipeError(said(loc, msg))
 
     if not unfilled_ok:
-        for loc in _unfilled(r.model_dump(exclude_defaults=True)):
-            fail(loc, f"still {FILL_ME}: replace it with the real value (repro init left it)")
+        # Every one at once: naming one per attempt made a user fix them one by one.
+        left = [
+            said(loc, f"still {FILL_ME}: replace it with the real value (repro init left it)")
+            for loc in _unfilled(r.model_dump(exclude_defaults=True))
+        ]
+        if left:
+            raise RecipeError("\n".join(left))
         if needs_target and r.target.unfilled:
             fail(
                 ("target", "functions"),

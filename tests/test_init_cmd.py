@@ -85,12 +85,15 @@ def test_a_placeholder_left_in_a_command_is_refused_with_its_line(tmp_path: Path
     assert "(valid)" not in res.stdout and "fill in the FILL_ME lines" in res.stdout
     lines = out.read_text().splitlines()
     build = next(i for i, t in enumerate(lines, 1) if t.strip().startswith("build:"))
+    command = next(i for i, t in enumerate(lines, 1) if t.strip().startswith("command:"))
     res = repro("recipe", "validate", str(out))
     assert res.returncode == 2
-    assert f"{out}:{build}: extension.build.0: still FILL_ME" in " ".join(res.stderr.split())
+    said = " ".join(res.stderr.split())
+    # Both at once: one per attempt made a user fix them one by one.
+    assert f"{out}:{build}: extension.build.0: still FILL_ME" in said
+    assert f"{out}:{command}: reproducer.command: still FILL_ME" in said
     fixed = out.read_text().replace('["FILL_ME: make"]', '["make"]')
     out.write_text(fixed)
-    command = next(i for i, t in enumerate(lines, 1) if t.strip().startswith("command:"))
     res = repro("stress", str(out), "--runs", "1")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert f"{out}:{command}: reproducer.command: still FILL_ME" in " ".join(res.stderr.split())
