@@ -308,9 +308,16 @@ def _warm_imports(requirements: Sequence[str]) -> list[str]:
     return names
 
 
+# The TSAN options of installing into the TSAN interpreter's environment: pip, its
+# build-isolation children and the build backends run on that interpreter, and a race
+# TSAN reports inside CPython at their exit makes them exit 66, which pip takes for a
+# failed step.
+INSTALL_TSAN_OPTIONS = "report_bugs=0"
+
+
 def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in child_environ().items() if not k.startswith(("PYTHON", "_PYTHON"))}
-    env["TSAN_OPTIONS"] = "report_bugs=0"
+    env["TSAN_OPTIONS"] = INSTALL_TSAN_OPTIONS
     return env
 
 

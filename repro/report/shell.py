@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.builds.pypackage import INSTALL_TSAN_OPTIONS
 from repro.placeholders import expand_for_shell
 from repro.recipe import Recipe
 from repro.redact import home_dirs, looks_secret
@@ -381,13 +382,15 @@ def _package_lines(inp: PlainInputs, out: list[str]) -> None:
         requirements += [t for t in PYTEST_TOOLS if t not in requirements]
     if inp.ext_backend is None:
         out.append(comment("(built as a C extension: meson-python and maturin need other flags)"))
+    quiet = f"TSAN_OPTIONS={INSTALL_TSAN_OPTIONS}"  # as repro installs (pypackage)
     out += [
         comment(f"its {backend} build with TSAN, installed into an environment of that Python"),
-        '[ -x "$WORK/venv/bin/python" ] || "$PYTHON" -m venv "$WORK/venv"',
+        f'[ -x "$WORK/venv/bin/python" ] || {quiet} "$PYTHON" -m venv "$WORK/venv"',
     ]
     if requirements:
         out.append(
-            '"$WORK/venv/bin/python" -m pip install -q ' + " ".join(shq(r) for r in requirements)
+            f'{quiet} "$WORK/venv/bin/python" -m pip install -q '
+            + " ".join(shq(r) for r in requirements)
         )
     out += [_export(k, env[k]) for k in sorted(env)]
     config: list[str] = []
@@ -395,7 +398,8 @@ def _package_lines(inp: PlainInputs, out: list[str]) -> None:
         for v in value if isinstance(value, list) else [value]:
             config.append(shq(f"--config-settings={key}={v}"))
     out.append(
-        '"$WORK/venv/bin/python" -m pip install -q --force-reinstall ' + " ".join([*config, "."])
+        f'{quiet} "$WORK/venv/bin/python" -m pip install -q --force-reinstall '
+        + " ".join([*config, "."])
     )
     out += ['PYTHON="$WORK/venv/bin/python"', 'cd "$WORK"']
 
