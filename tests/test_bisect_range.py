@@ -300,3 +300,25 @@ def test_an_interrupted_start_leaves_a_directory_that_resumes_or_none(tmp_path: 
         for d in runs.glob("*"):
             assert (d / "meta.json").is_file(), (delay, out)
             assert repro("report", str(d)).returncode == 0
+
+
+def test_a_build_this_machine_cannot_start_stops_the_bisect_instead_of_skipping(
+    tmp_path: Path,
+) -> None:
+    """No CPython source to be had is the machine's fault, not the commit's: it was
+    taken for the racy end not building ("the racy end cannot be tested", exit 1), and
+    remembered against the build."""
+    repo, shas = _history(tmp_path, broken=0)
+    recipe = _recipe(tmp_path, repo)
+    # A mirror nobody answers at (the discard port), as python.org is without network.
+    recipe.write_text(recipe.read_text() + "python: {version: '3.13.5'}\n")
+    env = {"REPRO_CPYTHON_MIRROR": "http://127.0.0.1:9/", "REPRO_CACHE_DIR": str(tmp_path / "c")}
+    args = ("bisect", str(recipe), "--racy", shas["racy"], "--fixed", shas["after"],
+            "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
+    res = repro(*args, env=env)
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2, text
+    assert "on this machine" in text and "cannot download" in text, text
+    assert "does not build" not in text and "cannot be tested" not in text
+    again = repro(*args, env=env)
+    assert "failed before" not in again.stdout + again.stderr

@@ -25,7 +25,7 @@ from repro.app.environment import extension_backend, run_variables
 from repro.app.executors import Runner, RunnerGone
 from repro.app.loop import Limits, StressState, Tags, stress_loop
 from repro.app.view import PlainTicker, StressView
-from repro.builds.cache import BuildError
+from repro.builds.cache import BuildError, MachineBuildError
 from repro.builds.progress import RichBuildProgress
 from repro.errors import ReproError
 from repro.recipe import LoadedRecipe
@@ -361,6 +361,10 @@ class BisectRun:
             else:
                 progress = RichBuildProgress(self.console)
                 prepared = prepare(self.loaded, self.overrides, progress=progress, **refs)
+        except MachineBuildError as exc:
+            # Not this commit's fault: every commit would fail so. Stop, as on any fault
+            # of the environment; the run directory resumes once it is mended.
+            raise ReproError(f"cannot build {self.describe(pos)} on this machine: {exc}") from None
         except BuildError as exc:
             if known is not None and not workers:
                 return known  # the workers that hold it run it

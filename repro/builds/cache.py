@@ -59,6 +59,17 @@ class BuildError(ReproError):
         self.record = record
 
 
+class MachineBuildError(BuildError):
+    """A build that cannot start on this machine, whatever is built: no compiler, no
+    CPython source to be had, no interpreter where the recipe says. A bisect must not
+    take it for the commit under test failing to build (every commit would), and the
+    cache must not remember it against the build: once the machine is mended, it builds.
+    """
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **{**kwargs, "record": False})
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 

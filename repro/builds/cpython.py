@@ -29,6 +29,7 @@ from repro.builds.cache import (
     BuildCache,
     BuildContext,
     BuildError,
+    MachineBuildError,
     cache_key,
     canonical_json,
     sha256_file,
@@ -150,7 +151,7 @@ def resolve_compiler(name: str) -> Compiler:
             version_output=out.strip(),
             family=family,
         )
-    raise BuildError(f"compiler {name!r} not found on PATH; {_install_hint(name)}")
+    raise MachineBuildError(f"compiler {name!r} not found on PATH; {_install_hint(name)}")
 
 
 def _ccache_setup(compiler: Compiler) -> tuple[str, str | None]:
@@ -205,7 +206,7 @@ def tarball_origin(version: str, source: str | None, base_dir: Path) -> str:
                     return str(cand)
         have = sorted(x.name for x in p.glob("Python-*.t*z"))
         listing = ", ".join(have) if have else "no Python-*.tar.xz at all"
-        raise BuildError(
+        raise MachineBuildError(
             f"no tarball for CPython {version} in mirror directory {p} (it has: {listing})"
         )
     if p.is_file():
@@ -215,7 +216,7 @@ def tarball_origin(version: str, source: str | None, base_dir: Path) -> str:
         # A recipe's own path, on a machine where it is not: the user's mirror holds
         # the same release (the build's key is the tarball's checksum, not its path).
         return tarball_origin(version, None, base_dir)
-    raise BuildError(
+    raise MachineBuildError(
         f"CPython source tarball not found: {p}; give one with --set python.source=PATH "
         "(a tarball or a directory of them), or set REPRO_CPYTHON_MIRROR to such a directory"
     )
@@ -238,7 +239,7 @@ def fetch_tarball(origin: str, downloads: Path, notify: Callable[[str], None]) -
                 shutil.copyfileobj(resp, out)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             tmp.unlink(missing_ok=True)
-            raise BuildError(
+            raise MachineBuildError(
                 f"cannot download {origin}: {getattr(exc, 'reason', exc)}. Without network, "
                 "give a local tarball with --set python.source=PATH (`source:` in the "
                 "recipe; `repro build cpython` takes --source), or set "
@@ -456,10 +457,10 @@ def inspect_executable(spec: PythonSpec, base_dir: Path) -> PythonBuild:
     else:
         found = shutil.which(exe)
         if found is None:
-            raise BuildError(f"python executable {exe!r} not found on PATH")
+            raise MachineBuildError(f"python executable {exe!r} not found on PATH")
         path = Path(found)
     if not path.exists():
-        raise BuildError(f"python executable not found: {path}")
+        raise MachineBuildError(f"python executable not found: {path}")
     info = probe_python(path)
     libs = []
     if info.get("libdir") and info.get("ldlibrary"):
@@ -567,7 +568,7 @@ def ensure_cpython(
     patches = [_resolve_path(p, base_dir) for p in spec.patches]
     for p in patches:
         if not p.is_file():
-            raise BuildError(f"patch file not found: {p}")
+            raise MachineBuildError(f"patch file not found: {p}")
     digests = [sha256_file(p) for p in patches]
 
     repo: GitRepo | None = None
