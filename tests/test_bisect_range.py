@@ -322,3 +322,28 @@ def test_a_build_this_machine_cannot_start_stops_the_bisect_instead_of_skipping(
     assert "does not build" not in text and "cannot be tested" not in text
     again = repro(*args, env=env)
     assert "failed before" not in again.stdout + again.stderr
+
+
+def test_a_regression_whose_test_came_after_the_race_says_so(tmp_path: Path) -> None:
+    """The clean end runs no test (it came later): "pick an earlier clean commit" was
+    advice that could not help."""
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "build.sh").write_text(BUILD)
+    (repo / "prog.c").write_text((PROGRAMS / "race_free.c").read_text())
+    (repo / "run.sh").write_text(CANNOT_SHOW["no-test"])
+    (repo / "run.sh").chmod(0o755)
+    clean = _commit(repo, "before the race and its test")
+    (repo / "prog.c").write_text((PROGRAMS / "lost_history.c").read_text())
+    _commit(repo, "the race")
+    (repo / "run.sh").write_text("#!/bin/sh\nexec ./prog\n")
+    racy = _commit(repo, "its test")
+    recipe = _recipe(tmp_path, repo)
+    recipe.write_text(recipe.read_text().replace("command: ./prog", "command: ./run.sh"))
+    res = repro("bisect", str(recipe), "--find", "regression", "--clean", clean, "--racy", racy,
+                "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 1, text
+    assert "The clean end cannot be tested" in text and "test does not exist" in text, text
+    assert "an earlier one" not in text

@@ -59,7 +59,7 @@ from repro.report.fmt import against_bound, at_answer
 from repro.runlog import RunDir, RunLog
 from repro.strategy.bisect import Done, Probe
 from repro.strategy.terms import Find, Side, Terms
-from repro.tsan.outcome import INVALID_HINTS
+from repro.tsan.outcome import INVALID_HINTS, Outcome
 
 if TYPE_CHECKING:
     from repro.app.cluster import Cluster
@@ -518,12 +518,24 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
 def _clean_end_unusable(run: BisectRun, opts: BisectOptions) -> int:
     terms = run.terms
     st = run.stats(len(run.positions) - 1)
+    why = f"{st.build_error or st.unusable}"
+    if st.counts.outcomes[Outcome.NO_TEST]:
+        # Another end will not help where the test itself is missing.
+        advice = (
+            f"the reproducer's test does not exist (or is not collected) at "
+            f"{run.positions[-1].label}: {INVALID_HINTS[Outcome.NO_TEST]}. For a regression "
+            "whose test came after the race, no clean commit has it: run a test that "
+            "exists there, or bring it in with reproducer.setup."
+        )
+    else:
+        advice = (
+            f"Pick another {terms.clean_word} {terms.unit} ({terms.clean_option}): for a "
+            "fix, a later one that builds (it must still contain the fix); for a "
+            "regression, an earlier one."
+        )
     fail(
         run,
-        f"the {terms.clean_word} end does not build or run: "
-        f"{st.build_error or st.unusable}. Pick another {terms.clean_word} "
-        f"{terms.unit} ({terms.clean_option}): for a fix, a later one that builds "
-        "(it must still contain the fix); for a regression, an earlier one.",
+        f"the {terms.clean_word} end does not build or run: {why}. {advice}",
         f"The {terms.clean_word} end cannot be tested:",
     )
     return _finish(run, opts, None)
