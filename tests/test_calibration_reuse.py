@@ -87,6 +87,10 @@ def test_bisect_takes_a_stress_record_as_its_calibration(
     text = " ".join(res.stdout.split())
     of = stress["evidence_runs"]
     assert f"reusing {reused['hits']} hits in {prefix} runs (the first {prefix} of {of})" in text
+    # Runs it took are not runs it spent: the cost says how many came from the record,
+    # on the console and in the report alike.
+    took = f"{data['runs']} runs ({prefix} of them from the stress record)"
+    assert took in text and took in " ".join((tmp_path / "r.md").read_text().split())
     # The log holds those runs at the racy end, and new runs there only while the hits were
     # short of the calibration's goal.
     run_dir = next(runs.iterdir())

@@ -55,7 +55,7 @@ from repro.recipe import (
     load_recipe,
     load_run_recipe,
 )
-from repro.report.fmt import against_bound, at_answer
+from repro.report.fmt import against_bound, at_answer, runs_made
 from repro.runlog import RunDir, RunLog
 from repro.strategy.bisect import Done, Probe
 from repro.strategy.terms import Find, Side, Terms
@@ -467,7 +467,8 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
         return 0 if run.meta.get("status") == "planned" else 1
     conf = result["confidence"]
     figures = (
-        f"{result['builds']} builds, {result['runs']} runs, "
+        f"{result['builds']} builds, "
+        f"{runs_made(result['runs'], (result['calibration']['reused'] or {}).get('runs'))}, "
         f"build time {fmt_seconds(result['build_seconds'])}, "
         f"run time {fmt_seconds(result['run_seconds'])}"
     )

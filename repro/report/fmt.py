@@ -102,9 +102,21 @@ def top_frames(frames: list[list[str]]) -> str:
     return " | ".join(" <- ".join(side) for side in frames if side) or "?"
 
 
+def runs_made(runs: Any, reused: Any = None) -> str:
+    """A bisect's runs, and how many of them it took from a stress record rather than ran
+    (--calibration-from): the console and every report say it so."""
+    text = plural(runs, "run")
+    if reused:
+        text += f" ({reused} of them from the stress record)"
+    return text
+
+
 def cost(bisect: Mapping[str, Any]) -> str:
+    """A report's bisect document: its builds and runs."""
     builds = plural(bisect.get("builds"), "build")
-    return f"{builds} ({seconds(bisect.get('build_seconds'))}), {plural(bisect.get('runs'), 'run')}"
+    reused = (bisect.get("calibration_from") or {}).get("runs")
+    runs = runs_made(bisect.get("runs"), reused)
+    return f"{builds} ({seconds(bisect.get('build_seconds'))}), {runs}"
 
 
 def commit_word(bisect: Mapping[str, Any]) -> str:
