@@ -110,9 +110,9 @@ def test_failed_runs_say_how_they_ended(mixed: dict[str, Any]) -> None:
     assert s["failed"] == {"crash: exit 3": 2, "timeout": 2}
     assert s["failed_log"] and (mixed["run_dir"] / s["failed_log"]).is_dir()
     text = " ".join(mixed["res"].stdout.split())
-    assert "the reproducer failed without a TSAN report (exit 3 x2)" in text, text
-    assert "2 run(s) did not end in time" in text and "raise reproducer.timeout" in text
-    assert f"first such log: {s['failed_log']}" in text
+    assert "the reproducer failed (exit 3 x2) without a report of the target" in text, text
+    assert "2 runs did not end in time" in text and "raise reproducer.timeout" in text
+    assert f"the first crashed or timed-out run's log: {s['failed_log']}" in text
 
 
 def test_all_outputs_state_the_same_figures(mixed: dict[str, Any]) -> None:

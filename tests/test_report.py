@@ -475,6 +475,9 @@ def test_output_file_and_format_from_suffix(demo: Demo, tmp_path: Path) -> None:
     res = repro("report", str(demo.stress), "-o", str(out), env=demo.report_env)
     assert res.returncode == 0 and res.stdout == ""
     assert json.loads(out.read_text())["schema_version"] == 2
+    # From inside the run directory: `.` named it "" in the footer and the JSON.
+    here = repro("report", ".", "--format", "json", cwd=demo.stress, env=demo.report_env)
+    assert json.loads(here.stdout)["run"]["name"] == demo.stress.name
 
 
 def test_run_without_recorded_environment(demo: Demo, tmp_path: Path) -> None:

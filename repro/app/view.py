@@ -205,17 +205,18 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     if crashes:
         how = ", ".join(f"{escape(k.removeprefix('crash: '))} x{n}" for k, n in crashes.items())
         lines.append(
-            f"[yellow]crash:[/] the reproducer failed without a TSAN report ({how}): "
-            "not evidence either way; see its output"
+            f"[yellow]crash:[/] the reproducer failed ({how}) without a report of the "
+            "target: not evidence either way; see its output"
         )
     if failed.get("timeout"):
         lines.append(
-            f"[yellow]timeout:[/] {failed['timeout']} run(s) did not end in time; if the "
+            f"[yellow]timeout:[/] {plural(failed['timeout'], 'run')} did not end in time; if the "
             "reproducer is slow rather than hung, raise reproducer.timeout (or --timeout)"
         )
     if failed and summary.get("failed_log"):
         lines.append(
-            f"  first such log: {escape(str(summary['failed_log']))} (in the run directory)"
+            f"  the first crashed or timed-out run's log: {escape(str(summary['failed_log']))} "
+            "(in the run directory)"
         )
     for msg in summary.get("tsan_failures") or []:
         lines.append(f"[red]TSAN failure:[/] {escape(msg)}")

@@ -75,6 +75,7 @@ class RunFiles:
 
 def load_run(path: Path) -> RunFiles:
     rd = RunDir.open(path)
+    path = rd.path  # absolute: `repro report .` named its run directory ""
     meta = rd.meta()
     if meta.get("kind") not in ("stress", "bisect"):
         raise ReproError(f"{path}: not a stress or bisect run directory")
