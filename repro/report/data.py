@@ -22,7 +22,7 @@ from repro import __version__
 from repro.errors import ReproError
 from repro.recipe import Recipe, RecipeError, parse_recipe
 from repro.redact import redact
-from repro.report import shell
+from repro.report import fmt, shell
 from repro.report.tsantext import (
     race_site,
     shorten_paths,
@@ -767,7 +767,7 @@ def _title(
     if hits:
         text = f"{name}: reproduced in {hits} of {runs} runs ({hits / runs:.0%})"
     else:
-        text = f"{name}: not reproduced in {runs} runs"
+        text = f"{name}: not reproduced in {fmt.plural(runs, 'run')}"
     if status["partial"]:
         text += f" ({status['state']}, partial results)"
     return text

@@ -21,6 +21,11 @@ def plural(n: Any, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def seen(reports: Any, runs: Any) -> str:
+    """How often a race showed: "3 reports in 2 runs", "1 report in 1 run"."""
+    return f"{plural(reports, 'report')} in {plural(runs, 'run')}"
+
+
 def seconds(s: float | None) -> str:
     if s is None:
         return "-"

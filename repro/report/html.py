@@ -145,7 +145,10 @@ def _race(doc: Mapping[str, Any]) -> str:
                     f"{_code(t.get('signature'))}: {_e(fmt.top_frames(t.get('top_frames') or []))}",
                 ),
                 *([("Location", _e(t["location"]))] if t.get("location") else []),
-                ("Seen", _e(f"{t.get('reports')} reports in {t.get('runs')} runs")),
+                (
+                    "Seen",
+                    _e(fmt.seen(t.get("reports"), t.get("runs"))),
+                ),
             ]
         )
     )

@@ -194,7 +194,7 @@ def _race(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
             f"{inline(t.get('signature'))}: {text(fmt.top_frames(t.get('top_frames') or []))}",
         ],
         *([["Location", text(t["location"])]] if t.get("location") else []),
-        ["Seen", f"{t.get('reports')} reports in {t.get('runs')} runs"],
+        ["Seen", fmt.seen(t.get("reports"), t.get("runs"))],
     ]
     out.append(table(["", ""], rows))
     if t.get("report"):
@@ -435,7 +435,7 @@ def render_other_races(doc: Mapping[str, Any]) -> str | None:
             "",
             f"## {inline(o['signature'])} {text(o.get('kind'))}",
             "",
-            f"{_html_escape(top)}; {o.get('reports')} reports in {o.get('runs')} runs"
+            f"{_html_escape(top)}; {fmt.seen(o.get('reports'), o.get('runs'))}"
             + (f"; log {inline(o['example_log'])}" if o.get("example_log") else "")
             + ".",
         ]

@@ -128,7 +128,7 @@ def _bisect_rows(b: Mapping[str, Any], s: Mapping[str, Any]) -> list[Row]:
             f"{Path(str(reused.get('path'))).name})"
         )
     rows.append(Row("Rate at the racy end", (Text(rate_text),)))
-    end_text = f"{ce.get('hits', 0)} hits in {ce_runs} runs"
+    end_text = f"{fmt.plural(ce.get('hits', 0), 'hit')} in {fmt.plural(ce_runs, 'run')}"
     if not ce_runs and not ce.get("hits") and not (b.get("culprit") or b.get("culprit_range")):
         end_text = "not run"
     elif not ce_runs and not ce.get("hits"):

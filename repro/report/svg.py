@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from repro.report.fmt import plural
+
 COLORS = {
     "target": "#d1242f",
     "other": "#e36209",
@@ -255,8 +257,8 @@ def bisect_chart(bisect: Mapping[str, Any]) -> str:
         failed = int(c.get("failed_runs", 0))
         total = runs + failed
         tip = (
-            f"{label} {c.get('subject') or ''}\n{hits} hits in {runs} runs"
-            + (f", {failed} failed runs" if failed else "")
+            f"{label} {c.get('subject') or ''}\n{plural(hits, 'hit')} in {plural(runs, 'run')}"
+            + (f", {plural(failed, 'failed run')}" if failed else "")
             + f"\nverdict: {c.get('verdict') or 'not tested'}"
         )
         if total:
