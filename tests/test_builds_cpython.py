@@ -261,7 +261,12 @@ def test_tsan_build_is_free_threaded_and_reports_races(
         check=True,
     )
     assert out.stdout.strip() == "1"
-    rc, output = run_tsan(pb, RACY_CTYPES)
+    # The race is intermittent (on two busy cores the threads ran one after another
+    # once in a whole suite): up to five tries, as a user's stress would.
+    for _ in range(5):
+        rc, output = run_tsan(pb, RACY_CTYPES)
+        if rc == 66:
+            break
     assert rc == 66, output[-3000:]  # TSAN's exit status when it reported races
     assert "WARNING: ThreadSanitizer: data race" in output, output[-3000:]
     assert "done" in output
