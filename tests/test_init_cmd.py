@@ -200,3 +200,37 @@ def test_init_passes_over_races_inside_code_the_build_does_not_instrument(
     res = repro("init", "--from-log", str(log), "-o", str(out), "--race", "1", "--force", cwd=root)
     first = yaml.safe_load(out.read_text())["target"]["functions"]
     assert "alloc::alloc::dealloc" in first, first  # --race still picks by the listed order
+
+
+def test_init_in_a_rust_crate_writes_a_cargo_recipe(tmp_path: Path) -> None:
+    """A cargo test log in a crate: the recipe got a CPython, `build: FILL_ME: make` and
+    no command, and, filled in by hand without `sanitize: rust`, built the crate without
+    TSAN. Now: the lib test binary built with Rust's TSAN flags, the race's own test run
+    alone, no CPython unless the log shows one."""
+    root = checkout(tmp_path, package=False)
+    (root / "Cargo.toml").write_text('[package]\nname = "pyo3"\nversion = "0.1.0"\n')
+    out = root / "r.yaml"
+    res = repro("init", "--from-log", str(DATA / "pyo3-borrowflag-racy.log"), "-o", str(out),
+                cwd=root)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "fill in the FILL_ME" not in res.stdout, res.stdout
+    data = yaml.safe_load(out.read_text())
+    assert "python" not in data
+    ext = data["extension"]
+    assert ext["sanitize"] == "rust" and ext["build"][0].startswith("cargo test --lib --no-run")
+    assert data["reproducer"]["command"] == (
+        "./repro-test-bin --exact pycell::impl_::tests::test_thread_safety_2 --test-threads 1"
+    )
+    assert repro("recipe", "validate", str(out)).returncode == 0
+
+
+def test_the_libtest_name_of_a_race_s_test() -> None:
+    from repro.app.init import rust_test_of
+
+    assert rust_test_of(["spinslot::slot::tests::concurrent_add::{closure#0}"]) == (
+        "slot::tests::concurrent_add"
+    )
+    assert rust_test_of(["<spinslot::slot::Slot>::add", "x::tests::t::{closure}::{closure}"]) == (
+        "tests::t"
+    )
+    assert rust_test_of(["racy::main::{closure#0}", "core::ptr::write"]) is None

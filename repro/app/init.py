@@ -45,10 +45,29 @@ class Facts:
     summary: str = ""
     tests: list[str] = field(default_factory=list)
     race_from: str = ""
+    crate: bool = False  # a Rust crate (Cargo.toml) that is not a Python package
+    python_seen: bool = False  # the log names a CPython
+    rust_test: str | None = None  # the libtest name of the race's test, from its frames
+
+
+# A Rust test's closures and the crate's own name around the test's path, as TSAN
+# prints its frames: `spinslot::slot::tests::concurrent_add::{closure#0}`.
+_RUST_TEST = re.compile(r"^[A-Za-z_]\w*::((?:\w+::)*tests?::\w+)(?:::\{closure[^}]*\})*$")
+
+
+def rust_test_of(functions: Sequence[str]) -> str | None:
+    """The name libtest runs a race's test by (`slot::tests::concurrent_add`), when one
+    of the race's frames is inside a `tests` module."""
+    for f in functions:
+        m = _RUST_TEST.match(f.replace("{closure}", "{closure#0}"))
+        if m:
+            return m.group(1)
+    return None
 
 
 def python_from_log(text: str, facts: Facts) -> None:
     m = _PY_VERSION.search(text)
+    facts.python_seen = m is not None
     if m:
         facts.version, facts.version_from = m.group(1), f"from the log: {m.group(0).strip()[:70]}"
         rest = (m.group(2) + m.group(3)).lower()
@@ -96,6 +115,8 @@ def target_from_log(log: Path, race: int | None, facts: Facts) -> None:
         facts.functions = [f for side in sig.accesses for f in side[:1]]
     facts.kind = sig.kind
     facts.summary = report.summary or sig.kind
+    frames = [f.function for a in (report.current, report.previous) if a for f in a.stack]
+    facts.rust_test = rust_test_of([*facts.functions, *frames])
     text = log.read_text(encoding="utf-8", errors="replace")
     node = _test_of(text, sig)
     if node and not facts.tests:
@@ -153,6 +174,7 @@ def repo_from_checkout(cwd: Path, facts: Facts) -> None:
         raise ReproError(f"{cwd}: not in a git checkout (repro init reads its remote and history)")
     root = Path(top)
     facts.package = (root / "pyproject.toml").is_file() or (root / "setup.py").is_file()
+    facts.crate = (root / "Cargo.toml").is_file() and not facts.package
     facts.repo, facts.repo_from = str(root), "this checkout (no git remote)"
     remote = git("remote", "get-url", "origin")
     if remote:
@@ -169,17 +191,32 @@ def render(facts: Facts, name: str, source: str) -> str:
         f"name: {name}",
         f"description: {q(facts.summary or f'{FILL_ME}: which race')}",
         "",
-        "# The CPython the race is reproduced with: built from python.org's tarball, with",
-        "# TSAN, and cached (or `executable:` for one you have).",
-        "python:",
-        f"  version: {q(facts.version)}    # {facts.version_from}",
-        f"  free_threading: {str(facts.free_threading).lower()}    # {facts.ft_from}",
-        "  tsan: true",
-        "",
-        "# The project under test, at each commit.",
-        "extension:",
     ]
-    if facts.package:
+    if facts.crate and not facts.python_seen:
+        lines += [
+            "# A Rust crate's tests: no CPython is built (add `python:` if the test binary",
+            "# links libpython, as PyO3's does).",
+        ]
+    else:
+        lines += [
+            "# The CPython the race is reproduced with: built from python.org's tarball, with",
+            "# TSAN, and cached (or `executable:` for one you have).",
+            "python:",
+            f"  version: {q(facts.version)}    # {facts.version_from}",
+            f"  free_threading: {str(facts.free_threading).lower()}    # {facts.ft_from}",
+            "  tsan: true",
+        ]
+    lines += ["", "# The project under test, at each commit.", "extension:"]
+    if facts.crate:
+        lines += [
+            "  sanitize: rust           # RUSTFLAGS=-Zsanitizer=thread on stable, --target",
+            "  build:                   # the lib test binary, once per commit, into the worktree",
+            "    - cargo test --lib --no-run 2>&1 | tee .repro-cargo.txt",
+            "    - >-",
+            """      cp "$(sed -n 's/.*Executable unittests src\\/lib.rs (\\(.*\\))$/\\1/p'""",
+            '      .repro-cargo.txt | tail -n 1)" repro-test-bin',
+        ]
+    elif facts.package:
         lines += [
             "  kind: python-package     # built with its own backend, with TSAN, per commit",
         ]
@@ -198,6 +235,12 @@ def render(facts: Facts, name: str, source: str) -> str:
             "    threads: 8",
             "    iterations: 20",
             "  timeout: 600",
+        ]
+    elif facts.crate and facts.rust_test:
+        lines += [
+            "reproducer:               # the test alone, one libtest thread (its own threads race)",
+            f"  command: ./repro-test-bin --exact {facts.rust_test} --test-threads 1",
+            "  timeout: 300",
         ]
     else:
         lines += [
@@ -285,4 +328,5 @@ def run_init(
     nxt = f"repro stress {output} --runs 20"
     if loaded.recipe.target.unfilled:
         nxt += " --suggest-target"  # a stress run can find what the target should be
-    return output, nxt, FILL_ME in text
+    left = any(FILL_ME in line.split("#", 1)[0] for line in text.splitlines())
+    return output, nxt, left

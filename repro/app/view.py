@@ -293,9 +293,15 @@ def print_near_misses(console: Console, run_dir: Path, runs: int, suggest: bool 
         if suggestion is None:
             console.print("no race seen, so no target to suggest", highlight=False)
             return
-        sig_id, target = suggestion
+        sig_id, target, noise = suggestion
         console.print(
             f"a target naming both accesses of race {sig_id} (replace the recipe's `target:`):",
             highlight=False,
         )
+        if noise is not None:
+            console.print(
+                f"  (every race seen is inside {noise}, which this build does not "
+                "instrument: likely noise, not the race you are after)",
+                highlight=False,
+            )
         console.print(target.yaml(), highlight=False, markup=False, end="")

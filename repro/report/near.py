@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repro.report.data import RunFiles, _example_report, load_run
+from repro.report.tsantext import report_noise_module
 from repro.runlog import SignatureStats
 from repro.tsan.model import Report
 from repro.tsan.nearmiss import (
@@ -69,8 +70,9 @@ def _report_of(files: RunFiles, sig_id: str, example: str | None) -> Report | No
     return report if isinstance(report, Report) else None
 
 
-def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget] | None:
-    """(signature id, target naming both accesses) for the race a user most likely means.
+def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget, str | None] | None:
+    """(signature id, target naming both accesses, the uninstrumented module the race is
+    wholly inside or None) for the race a user most likely means.
 
     The target race when runs hit it (its target then names both sides exactly);
     else the near miss seen in most runs; else the other race seen in most runs,
@@ -106,8 +108,6 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget] | None:
         else:
             # Not a race wholly inside code the build does not instrument (Rust's std,
             # glibc), which the report itself calls noise.
-            from repro.report.tsantext import report_noise_module
-
             chosen = next(
                 (
                     st
@@ -119,7 +119,7 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget] | None:
     report = report_of(chosen)
     if report is None:
         return None
-    return chosen.entry.id, suggest_target(report, drop)
+    return chosen.entry.id, suggest_target(report, drop), report_noise_module(report)
 
 
 def inside_cpython(run_dir: Path) -> list[str]:
@@ -156,8 +156,8 @@ def near_miss_lines(run_dir: Path, runs: int, hint: bool = True) -> list[str]:
         # Nothing of the target in any race seen: a name written otherwise than TSAN
         # prints it, or the wrong race. Say which race was there, so the user can tell.
         suggestion = suggested_target(run_dir)
-        if suggestion is not None:
-            sig_id, target = suggestion
+        if suggestion is not None and suggestion[2] is None:
+            sig_id, target, _ = suggestion
             names = ", ".join([*target.functions, *target.files])
             lines.append(
                 f"no race seen has all of the target's names; race {sig_id} has {names}: "
