@@ -214,3 +214,17 @@ def test_huge_output_is_kept_bounded(tmp_path: Path) -> None:
     size = outputs[0].stat().st_size
     assert size < 9_000_000
     assert b"bytes cut from the middle of this file" in outputs[0].read_bytes()
+
+
+def test_a_reproducer_built_without_tsan_is_named(tmp_path: Path) -> None:
+    """A Rust crate built without `sanitize: rust` ran clean in every run: evidence, to
+    a bisect, that the race was gone. The program is judged before the runs."""
+    src = PROGRAMS / "lost_history.c"
+    plain = tmp_path / "plain"
+    subprocess.run(["gcc", "-O1", "-o", str(plain), str(src), "-pthread"], check=True)
+    instrumented = compile_c(src, tmp_path / "instrumented")
+    for program, warned in ((plain, True), (instrumented, False)):
+        r = _recipe(tmp_path, str(program))
+        res = repro("stress", str(r), "-n", "1", "-j", "1", "--runs-dir", str(tmp_path / "runs"))
+        said = " ".join((res.stdout + res.stderr).split())
+        assert ("has no TSAN in it" in said) is warned, said

@@ -157,13 +157,16 @@ def run_setup(
     return work
 
 
-def check_command(command: str, cwd: Path, env: Mapping[str, str], loaded: LoadedRecipe) -> None:
-    """A reproducer that cannot start is an error now, not a thousand "crash" outcomes."""
+def check_command(
+    command: str, cwd: Path, env: Mapping[str, str], loaded: LoadedRecipe
+) -> Path | None:
+    """A reproducer that cannot start is an error now, not a thousand "crash" outcomes.
+    The program it starts, when a path names it."""
     from repro.app.runner import command_argv
 
     argv = command_argv(command)
     if argv[:2] == ["/bin/sh", "-c"]:
-        return  # shell syntax: only the shell can tell
+        return None  # shell syntax: only the shell can tell
     exe = argv[0]
     if "/" in exe:
         path = Path(exe) if Path(exe).is_absolute() else cwd / exe
@@ -173,8 +176,40 @@ def check_command(command: str, cwd: Path, env: Mapping[str, str], loaded: Loade
             )
         if not os.access(path, os.X_OK):
             raise ReproError(f"{loaded.path}: reproducer.command: `{exe}` is not executable")
-    elif shutil.which(exe, path=env.get("PATH")) is None:
+        return path
+    if shutil.which(exe, path=env.get("PATH")) is None:
         raise ReproError(f"{loaded.path}: reproducer.command: `{exe}` is not on PATH")
+    return None
+
+
+def _sanitize_hint(sanitize: str | None) -> str:
+    if sanitize == "rust":
+        return "does the build pass RUSTFLAGS (and --target) on to cargo?"
+    if sanitize == "c":
+        return (
+            "does the build use CFLAGS and LDFLAGS (extension.sanitize: c puts "
+            "-fsanitize=thread there)? For a Rust crate, extension.sanitize: rust"
+        )
+    return "extension.sanitize is none: the build must add TSAN itself"
+
+
+def without_tsan(path: Path) -> bool:
+    """Whether ``path`` is a program with no TSAN in it: an ELF file that never names
+    ``__tsan_init`` (which every instrumented binary calls, linked statically as Rust
+    does or from libtsan). A shell script, or anything unreadable, is not judged."""
+    needle = b"__tsan_init"
+    try:
+        with path.open("rb") as f:
+            if f.read(4) != b"\x7fELF":
+                return False
+            tail = b""
+            while chunk := f.read(1 << 20):
+                if needle in tail + chunk:
+                    return False
+                tail = chunk[-len(needle) :]
+    except OSError:
+        return False
+    return True
 
 
 def run_prefix(loaded: LoadedRecipe, overrides: Overrides) -> tuple[str, ...]:
@@ -337,7 +372,16 @@ def prepare(
     if not cwd.is_dir():
         raise ReproError(f"{loaded.path}: reproducer.cwd: no such directory: {cwd}")
     command = expand_for_shell(r.reproducer.command, values)
-    check_command(command, cwd, env, loaded)
+    program = check_command(command, cwd, env, loaded)
+    preloaded = "tsan" in env.get("LD_PRELOAD", "")
+    if program is not None and progress is not None and not preloaded and without_tsan(program):
+        # Every run would be clean, evidence that the race is gone: a user's Rust crate
+        # built without `sanitize: rust` ran so.
+        hint = _sanitize_hint(r.extension.sanitize if r.extension else None)
+        progress.waiting(
+            f"warning: {program} has no TSAN in it (it never names __tsan_init), so no "
+            f"race can show in it; {hint}"
+        )
     tsan_options: dict[str, Any] = dict(r.tsan.options)
     if r.tsan.suppressions:
         tsan_options["suppressions"] = str(loaded.resolve(r.tsan.suppressions))
