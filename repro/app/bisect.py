@@ -522,11 +522,16 @@ def _clean_end_unusable(run: BisectRun, opts: BisectOptions) -> int:
     why = f"{st.build_error or st.unusable}"
     if st.counts.outcomes[Outcome.NO_TEST]:
         # Another end will not help where the test itself is missing.
+        where = (
+            "A fix: pick a fixed commit where the test still runs under this name, or "
+            "name it as it is there (the commits between that lack it are skipped)."
+            if terms.find is Find.FIX
+            else "A regression whose test came after the race: no clean commit has it; "
+            "run a test that exists there, or bring it in with reproducer.setup."
+        )
         advice = (
-            f"the reproducer's test does not exist (or is not collected) at "
-            f"{run.positions[-1].label}: {INVALID_HINTS[Outcome.NO_TEST]}. For a regression "
-            "whose test came after the race, no clean commit has it: run a test that "
-            "exists there, or bring it in with reproducer.setup."
+            f"The reproducer's test does not run at {run.positions[-1].label} (not there, "
+            f"or not collected): {INVALID_HINTS[Outcome.NO_TEST]}. {where}"
         )
     else:
         advice = (
