@@ -545,6 +545,10 @@ def _first_model(ann: Any) -> type[BaseModel] | None:
     return None
 
 
+# Fields of the type Seconds, named in errors as what they are.
+_SECONDS_FIELDS = frozenset({"timeout", "build_timeout", "switch_interval"})
+
+
 def _describe(err: Mapping[str, Any]) -> str:
     loc = tuple(err["loc"])
     etype = err["type"]
@@ -561,6 +565,14 @@ def _describe(err: Mapping[str, Any]) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     inp = err.get("input")
+    # In the words of YAML, not of pydantic's types.
+    if etype == "tuple_type":
+        msg = "should be a list, e.g. [a, b]"
+    elif etype in ("float_parsing", "float_type") and loc and loc[-1] in _SECONDS_FIELDS:
+        msg = "should be a number of seconds, e.g. 60"
+    elif etype == "string_type" and isinstance(inp, int | float) and not isinstance(inp, bool):
+        # `version: 3.10` is the number 3.1 to YAML.
+        return f"should be text: put it in quotes (YAML read the number {inp!r})"
     if etype not in ("model_type",) and not isinstance(inp, dict | list) and inp is not None:
         msg += f" (got {inp!r})"
     return msg

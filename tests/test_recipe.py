@@ -601,5 +601,25 @@ def test_an_error_inside_reproducer_pytest_names_its_field_and_line(
     assert err.count("\n") == 0, err  # one problem, one line
     bad_item = text.replace("      - tests/test_x.py::test_y\n", "      - 42\n").replace(inner, "")
     err = error_of(tmp_path, bad_item)
-    said = "reproducer.pytest.tests.0: Input should be a valid string (got 42)"
+    said = "reproducer.pytest.tests.0: should be text: put it in quotes (YAML read the number 42)"
     assert err == f"{tmp_path / 'r.yaml'}:6: {said}"
+
+
+def test_type_errors_are_said_in_the_words_of_yaml(tmp_path: Path) -> None:
+    """`valid tuple`, `valid string (got 3.1)` and `valid number (got '60s')` were pydantic's
+    words: the fix was a list, quotes, a number of seconds."""
+    text = (
+        "name: t\n"
+        "python: {version: 3.10}\n"
+        "reproducer: {command: x, timeout: 60s}\n"
+        "target: {functions: read_shared}\n"
+    )
+    err = error_of(tmp_path, text)
+    assert (
+        "r.yaml:2: python.version: should be text: put it in quotes (YAML read the number 3.1)"
+        in err
+    )
+    assert "r.yaml:3: reproducer.timeout: should be a number of seconds, e.g. 60 (got '60s')" in err
+    assert "r.yaml:4: target.functions: should be a list, e.g. [a, b] (got 'read_shared')" in err
+    res = repro("recipe", "validate", str(tmp_path / "r.yaml"))
+    assert "e.g. [a, b]" in res.stderr  # not eaten as console markup

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 
 from repro import __version__
 from repro.app.outputs import check_outputs
@@ -73,12 +74,15 @@ def recipe_validate(
             loaded = load_recipe(path, tuple(set_ or ()))
         except RecipeError as exc:
             bad += 1
-            err_console.print(f"[red]{exc}[/]", highlight=False)
+            err_console.print(f"[red]{escape(str(exc))}[/]", highlight=False)
             continue
         note = ""
         if loaded.recipe.target.unfilled:
             note = f" (target.functions is still {FILL_ME}: stress can run, bisect cannot)"
-        console.print(f"[green]ok[/] {path}: {loaded.recipe.name}{note}", highlight=False)
+        console.print(
+            f"[green]ok[/] {escape(str(path))}: {escape(loaded.recipe.name)}{note}",
+            highlight=False,
+        )
     if bad:
         raise typer.Exit(2)
 
