@@ -347,3 +347,13 @@ def test_a_regression_whose_test_came_after_the_race_says_so(tmp_path: Path) -> 
     assert res.returncode == 1, text
     assert "The clean end cannot be tested" in text and "test does not run at" in text, text
     assert "an earlier one" not in text
+
+
+def test_an_unknown_end_is_named_by_its_option(tmp_path: Path) -> None:
+    """ "unknown ref 'v0.3.0' in REPO" did not say which end, nor where it was given."""
+    repo, shas = _history(tmp_path, broken=0)
+    res = repro("bisect", str(_recipe(tmp_path, repo)), "--racy", shas["racy"],
+                "--fixed", "v0.3.0", "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2, text
+    assert "--fixed v0.3.0 (or bisect.fixed in the recipe): unknown ref 'v0.3.0'" in text, text

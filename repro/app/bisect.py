@@ -108,7 +108,18 @@ def _commit_positions(
         location = loaded.resolve_repo(py.git)
     # The recipe's web_url from the first bisect on, so links are there from the start.
     repo = GitRepo.open_cached(location, cache.base, web_url=web_url)
-    old_sha, new_sha = repo.resolve(old), repo.resolve(new)
+    racy_first = terms.find is Find.FIX
+    names = ("racy", terms.clean_option.lstrip("-"))
+    old_name, new_name = names if racy_first else names[::-1]
+
+    def resolve(name: str, ref: str) -> str:
+        try:
+            return repo.resolve(ref)
+        except ReproError as exc:
+            # Which end it was, as the user gave it: an option or the recipe's field.
+            raise ReproError(f"--{name} {ref} (or bisect.{name} in the recipe): {exc}") from None
+
+    old_sha, new_sha = resolve(old_name, old), resolve(new_name, new)
     try:
         shas = repo.first_parent_range(old_sha, new_sha)
     except ReproError:
