@@ -183,6 +183,14 @@ def test_commits_whose_runs_cannot_show_the_race_are_skipped_not_clean(
             assert why in s["unusable"], s
             assert s["invalid_runs"] >= 3
     assert {c["id"] for c in data["culprit_range"]} <= invalid | {shas["fix"]}
+    # The report's step table says what the console's does: the runs not counted, and why
+    # a commit was skipped.
+    md = repro("report", str(next((tmp_path / "runs").iterdir()))).stdout
+    assert "| not counted | verdict |" in md
+    skipped = [s for s in data["steps"] if s["id"] in invalid]
+    for s in skipped:
+        row = next(line for line in md.splitlines() if line.startswith(f"| `{s['label']}`"))
+        assert f"| {s['invalid_runs']} | skipped: runs cannot show the race ({why}" in row, row
 
 
 def test_unsymbolized_runs_stop_a_bisect_without_an_answer(tmp_path: Path) -> None:

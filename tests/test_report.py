@@ -180,7 +180,7 @@ def test_bisect_report(demo: Demo) -> None:
     assert "| Author | Ada Example |" in md and "| Date | 2025-01-14T12:00:00" in md
     assert b["confidence"] >= 0.99 and "| Confidence | 99." in md
     # The step table: both ends, the culprit marked, oldest first.
-    assert "| commit | subject | build | runs | hits | other races | verdict |" in md
+    assert "| commit | subject | build | runs | hits | other races | not counted | verdict |" in md
     steps = b["steps"]
     # The clean end is run only if the search asked for it; if so, it comes last.
     assert steps[0]["end"] == "racy end"

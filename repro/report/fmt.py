@@ -21,6 +21,32 @@ def plural(n: Any, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+# The columns of a bisect's step table in every report format, as the console has them.
+STEP_COLUMNS = (
+    "commit",
+    "subject",
+    "build",
+    "runs",
+    "hits",
+    "other races",
+    "not counted",
+    "verdict",
+)
+
+
+def not_counted(step: Mapping[str, Any]) -> int:
+    """A step's runs that are no evidence (crashed, timed out, or could not show the race):
+    beside `runs`, which counts only the others."""
+    return int(step.get("failed_runs") or 0) + int(step.get("invalid_runs") or 0)
+
+
+def step_verdict(step: Mapping[str, Any]) -> str:
+    """A step's verdict, and why when it was skipped (as the console says it)."""
+    verdict = str(step.get("verdict") or "")
+    why = step.get("unusable")
+    return f"{verdict}: {why}" if verdict == "skipped" and why else verdict
+
+
 def seen(reports: Any, runs: Any) -> str:
     """How often a race showed: "3 reports in 2 runs", "1 report in 1 run"."""
     return f"{plural(reports, 'report')} in {plural(runs, 'run')}"

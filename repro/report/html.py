@@ -90,10 +90,7 @@ def _summary(doc: Mapping[str, Any]) -> str:
         out.append(f"<figure>{bisect_chart(b)}</figure>")
         if b.get("steps"):
             out.append(f"<h3>Bisection steps (oldest first, {len(b['steps'])} tested)</h3>")
-            head = "".join(
-                f"<th>{h}</th>"
-                for h in ("commit", "subject", "build", "runs", "hits", "other races", "verdict")
-            )
+            head = "".join(f"<th>{h}</th>" for h in fmt.STEP_COLUMNS)
             rows_html = []
             for st in b["steps"]:
                 classes = []
@@ -109,7 +106,8 @@ def _summary(doc: Mapping[str, Any]) -> str:
                     f"<td>{_e(fmt.build_cell(st))}</td><td class=num>{_e(st.get('runs'))}</td>"
                     f"<td class=num>{_e(st.get('hits'))}</td>"
                     f"<td class=num>{_e(st.get('other_races'))}</td>"
-                    f"<td>{_e(st.get('verdict'))}{mark}</td></tr>"
+                    f"<td class=num>{fmt.not_counted(st)}</td>"
+                    f"<td>{_e(fmt.step_verdict(st))}{mark}</td></tr>"
                 )
             out.append(f"<table><tr>{head}</tr>{''.join(rows_html)}</table>")
     if doc.get("timeline"):

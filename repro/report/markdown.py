@@ -159,16 +159,11 @@ def _summary(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
                     st.get("runs"),
                     st.get("hits"),
                     st.get("other_races"),
-                    text(st.get("verdict")) + mark,
+                    fmt.not_counted(st),
+                    text(fmt.step_verdict(st)) + mark,
                 ]
             )
-        out.append(
-            table(
-                ["commit", "subject", "build", "runs", "hits", "other races", "verdict"],
-                step_rows,
-                "lllrrrl",
-            )
-        )
+        out.append(table(list(fmt.STEP_COLUMNS), step_rows, "lllrrrrl"))
     return out
 
 
