@@ -114,6 +114,12 @@ def test_a_resume_continues_the_same_experiment(tmp_path: Path, tsan_bin: Path) 
         text = " ".join((res.stdout + res.stderr).split())
         assert res.returncode == 2 and said in text and "Traceback" not in text, text
     assert json.loads((run_dir / "summary.json").read_text())["runs"] == data["runs"]
+    # --until-first given now asks for a new hit: it stops at one, well before --runs.
+    res = repro("stress", "--resume", str(run_dir), "--until-first", "--runs", "2000",
+                timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    after = json.loads((run_dir / "summary.json").read_text())
+    assert after["hits"] == 2 and after["runs"] < data["runs"] + 2000
 
 
 def test_hang_is_a_timeout_and_is_killed(tmp_path: Path) -> None:

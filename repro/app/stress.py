@@ -243,12 +243,15 @@ def _run_stress(
         )
     from repro.builds.progress import RichBuildProgress
 
-    if until_first and record.counts.hits and runs is None and seconds is None:
+    # --until-first given now asks for a hit of this session; one the run began with is
+    # met once the record has a hit (a resumed run that had hit ran on for thousands).
+    first_now = opts.until_first
+    if until_first and not first_now and record.counts.hits and runs is None and seconds is None:
         runs = record.counts.runs  # its first hit is in: nothing left to run
     limits = Limits(
         runs=None if runs is None else max(0, int(runs) - record.counts.runs),
         seconds=None if seconds is None else max(0.0, float(seconds) - elapsed_before),
-        until_first=until_first and not record.counts.hits,
+        until_first=first_now or (until_first and not record.counts.hits),
         jobs=jobs,
         stop_on=frozenset() if opts.keep_going else frozenset({Outcome.UNSYMBOLIZED}),
     )
