@@ -120,9 +120,16 @@ def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost:
         "rate": rate,
     }
     run.rundir.write_meta(run.meta)
+    measured = max(run.stats(0).build_seconds, run.stats(n - 1).build_seconds)
+    assumed = (
+        f" (a build taken as {fmt_seconds(build_cost)}, 30 runs' worth, until one is "
+        "measured: the time is an upper guess)"
+        if build_cost > measured * 1.5
+        else ""
+    )
     run.console.print(
         f"[bold]plan[/]: about {pl.runs:.0f} runs (90% within {pl.runs_high:.0f}) and "
-        f"{pl.builds:.0f} builds, {fmt_seconds(pl.seconds)}; no bisect can need fewer than "
-        f"{floor_runs(bound)} runs on average at rate {rate:.1%} (Fano's bound)",
+        f"{pl.builds:.0f} builds, {fmt_seconds(pl.seconds)}{assumed}; no bisect can need "
+        f"fewer than {floor_runs(bound)} runs on average at rate {rate:.1%} (Fano's bound)",
         highlight=False,
     )
