@@ -516,3 +516,23 @@ def test_the_reports_recipe_works_saved_anywhere(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
     # The comments and everything else are the recipe as written.
     assert pasted.read_text().replace(str(repo.resolve()), "../ticketq") == text
+
+
+def test_the_bisects_counts_come_from_its_log(demo: Demo, tmp_path: Path) -> None:
+    """Counts are folded from events.jsonl, as every other count of the report: a
+    summary.json out of step with the log (a cut log, an edit) made one Summary table
+    state two numbers of runs."""
+    copy = tmp_path / demo.bisect.name
+    shutil.copytree(demo.bisect, copy)
+    honest = json.loads(repro("report", str(copy), "--format", "json", env=demo.report_env).stdout)
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["information"]["bisect_runs"] = 999
+    summary["run_seconds"] = 12345.0
+    summary["calibration"]["reused"] = {"path": "/elsewhere", "runs": 77, "hits": 5}
+    (copy / "summary.json").write_text(json.dumps(summary))
+    doc = json.loads(repro("report", str(copy), "--format", "json", env=demo.report_env).stdout)
+    for key in ("run_seconds", "calibration_from", "runs", "builds"):
+        assert doc["bisect"][key] == honest["bisect"][key], key
+    info = doc["bisect"]["information"]
+    assert info["bisect_runs"] == honest["bisect"]["information"]["bisect_runs"] != 999
+    assert info["at_answer"] == honest["bisect"]["information"]["at_answer"]

@@ -413,6 +413,7 @@ def _bisect(files: RunFiles) -> dict[str, Any]:
     commits = position_rows(rec, positions, terms, None, frozenset(culprit_ids), stored)
     calib = rec.positions[0].counts if 0 in rec.positions else Counts()
     clean_end = rec.positions[n - 1].counts if (n - 1) in rec.positions else Counts()
+    reused = meta.get("calibration_from") or {}
     return {
         "direction": terms.find.value,
         "side": terms.side.value,
@@ -430,16 +431,41 @@ def _bisect(files: RunFiles) -> dict[str, Any]:
         "runs": rec.counts.runs,
         "evidence_runs": rec.counts.evidence,
         "build_seconds": round(rec.build_seconds, 1),
-        "run_seconds": summary.get("run_seconds"),
+        "run_seconds": round(rec.run_seconds, 1),
         "calibration": calib.to_json(),
-        # the runs taken from a stress record, as the bisect's own result states them
-        "calibration_from": (summary.get("calibration") or {}).get("reused"),
+        # the runs taken from a stress record, as the import recorded them
+        "calibration_from": (
+            {k: reused[k] for k in ("path", "runs", "hits")}
+            if reused.get("status") == "imported"
+            else None
+        ),
         "clean_end": clean_end.to_json(),
-        "information": summary.get("information"),
+        "information": _information(summary.get("information"), rec, positions),
         "plan": meta.get("plan"),
         "commits": commits,
         "steps": [c for c in commits if c["tested"]],
     }
+
+
+def _information(
+    stated: Mapping[str, Any] | None, rec: Record, positions: list[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """The runs against the bound, its counts folded from the log like every other count
+    of the report; the bound, its rate and the floor as the bisect's strategy stated them
+    (they are its belief, not a count). A log cut short once made the report's Summary
+    say 60 runs in one row and 47 + 14 in the next."""
+    if not stated:
+        return None
+    info = dict(stated)
+    info["bisect_runs"] = sum(len(p.bisect_runs) for p in rec.positions.values())
+    bound = float(info.get("bound_runs") or 0)
+    info["ratio"] = round(info["bisect_runs"] / bound, 2) if bound > 0 else None
+    at = info.get("at_answer")
+    if isinstance(at, Mapping):
+        pos = next((i for i, p in enumerate(positions) if p.get("label") == at.get("commit")), None)
+        if pos is not None and pos in rec.positions:
+            info["at_answer"] = {**at, "runs": len(rec.positions[pos].bisect_runs)}
+    return info
 
 
 # --- environment -----------------------------------------------------------------------
