@@ -25,6 +25,15 @@ def _recipe(tmp_path: Path, command: str, timeout: float = 30) -> Path:
     return r
 
 
+def _clean_stress(tmp_path: Path, runs: int) -> Path:
+    """The run directory of a stress of ``runs`` runs that never race (exit 1)."""
+    r = _recipe(tmp_path, "true")
+    runs_dir = tmp_path / "runs"
+    res = repro("stress", str(r), "-n", str(runs), "-j", "1", "--runs-dir", str(runs_dir))
+    assert res.returncode == 1, res.stdout + res.stderr
+    return next(runs_dir.iterdir())
+
+
 def _start(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "repro", *args],
@@ -110,10 +119,7 @@ def test_reproducer_left_by_a_killed_repro_is_ended_and_never_counted(
 
 
 def test_damaged_run_directories_are_named_not_crashed_on(tmp_path: Path) -> None:
-    r = _recipe(tmp_path, "true")
-    runs = tmp_path / "runs"
-    assert repro("stress", str(r), "-n", "3", "-j", "1", "--runs-dir", str(runs)).returncode == 1
-    run_dir = next(runs.iterdir())
+    run_dir = _clean_stress(tmp_path, 3)
     events = run_dir / "events.jsonl"
     lines = events.read_bytes().splitlines(keepends=True)
     events.write_bytes(lines[0] + b"\xff\xfe not utf-8\n" + b"".join(lines[1:]))
@@ -130,10 +136,7 @@ def test_damaged_run_directories_are_named_not_crashed_on(tmp_path: Path) -> Non
 
 
 def test_repeated_runs_and_unknown_event_types_are_named(tmp_path: Path) -> None:
-    r = _recipe(tmp_path, "true")
-    runs = tmp_path / "runs"
-    assert repro("stress", str(r), "-n", "3", "-j", "1", "--runs-dir", str(runs)).returncode == 1
-    run_dir = next(runs.iterdir())
+    run_dir = _clean_stress(tmp_path, 3)
     events = run_dir / "events.jsonl"
     first_run = next(line for line in events.read_text().splitlines() if '"event":"run"' in line)
     with events.open("a") as f:
@@ -152,10 +155,7 @@ def test_a_resume_after_a_torn_last_line_loses_no_run(tmp_path: Path) -> None:
     """A kill mid-write leaves the last event without its newline; the resume's first
     event ran on from it, and the two made one unreadable line: a run lost, and the
     report stated another rate than the console."""
-    r = _recipe(tmp_path, "true")
-    runs = tmp_path / "runs"
-    assert repro("stress", str(r), "-n", "4", "-j", "1", "--runs-dir", str(runs)).returncode == 1
-    run_dir = next(runs.iterdir())
+    run_dir = _clean_stress(tmp_path, 4)
     events = run_dir / "events.jsonl"
     data = events.read_bytes()
     events.write_bytes(data[: len(data) - len(data.splitlines()[-1]) // 2 - 1])

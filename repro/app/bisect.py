@@ -30,7 +30,13 @@ from repro.app.bisect_run import (
     say_step,
 )
 from repro.app.calibration import calibrate
-from repro.app.context import Overrides, extension_location, refuse_on_resume
+from repro.app.context import (
+    Overrides,
+    extension_location,
+    jobs_on_resume,
+    refuse_on_resume,
+    say_if_edited,
+)
 from repro.app.environment import collect_environment, interpreter_record
 from repro.app.executors import RunnerGone
 from repro.app.lanes import LanesDoNotPay, probe_lanes
@@ -51,7 +57,6 @@ from repro.recipe import (
     BisectSpec,
     LoadedRecipe,
     check_option,
-    edited_since,
     load_recipe,
     load_run_recipe,
 )
@@ -207,22 +212,9 @@ def _run_bisect(
         ended = reap_orphans(runlog.dir.logs)
         loaded, meta = load_run_recipe(runlog.dir.path, "bisect")
         opts = outputs_of_the_run(opts, meta)
-        if edited_since(loaded):
-            console.print(
-                f"[yellow]note:[/] {escape(str(loaded.path))} changed since this run began; "
-                "the resume runs the recipe as it was run (the run directory's recipe.yaml)",
-                highlight=False,
-            )
+        say_if_edited(console, loaded)
         overrides = Overrides(**meta.get("overrides", {}))
-        before = meta.get("jobs")
-        if opts.jobs is not None and before is not None and cluster is None and opts.jobs != before:
-            # The calibrated rate is the rate at that many runs at once; probes at another
-            # count would be weighed against a rate that is not theirs.
-            raise ReproError(
-                f"-j {opts.jobs}: {runlog.dir.path} was run with -j {before}, and runs at "
-                f"once change the rate; resume with -j {before} (or start a new bisect)"
-            )
-        jobs = opts.jobs or before or os.cpu_count() or 1
+        jobs = jobs_on_resume(runlog.dir.path, opts.jobs, meta, cluster is not None, "bisect")
         run = BisectRun(runlog, loaded, meta, console, jobs, overrides, opts.keep_going)
         runlog.replay()
         for problem in runlog.dir.problems:

@@ -272,10 +272,13 @@ class BisectRun:
     def costs(self) -> tuple[float, float]:
         """What a build and a run cost, in seconds, as measured so far (a build at least 30
         runs' worth: a cached racy end says nothing of what the other commits cost)."""
-        built = [s.build_seconds for s in (self.stats(0), self.stats(len(self.positions) - 1))]
         mean_run = self.record.mean_run_seconds()
-        build_cost = max(max(built, default=0.0), 30.0 * max(mean_run, 0.01), 1.0)
+        build_cost = max(self.measured_build_seconds(), 30.0 * max(mean_run, 0.01), 1.0)
         return build_cost, max(mean_run, 0.001)
+
+    def measured_build_seconds(self) -> float:
+        """The longest build of the two ends so far (0 when neither was built here)."""
+        return max(s.build_seconds for s in (self.stats(0), self.stats(len(self.positions) - 1)))
 
     def provisional(self) -> Bisector:
         """The strategy while the racy end still calibrates, for the lanes that build ahead."""

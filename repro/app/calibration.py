@@ -120,11 +120,10 @@ def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost:
         "rate": rate,
     }
     run.rundir.write_meta(run.meta)
-    measured = max(run.stats(0).build_seconds, run.stats(n - 1).build_seconds)
     assumed = (
         f" (a build taken as {fmt_seconds(build_cost)}, 30 runs' worth, until one is "
         "measured: the time is an upper guess)"
-        if build_cost > measured * 1.5
+        if build_cost > run.measured_build_seconds() * 1.5
         else ""
     )
     run.console.print(

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from repro.app.environment import relevant_env
 from repro.app.runner import Matcher, RunSpec
 from repro.errors import ReproError
@@ -26,6 +28,7 @@ from repro.recipe import (
     LoadedRecipe,
     ReproducerSpec,
     check_option,
+    edited_since,
     repo_location,
     unavailable_cpus,
 )
@@ -266,6 +269,33 @@ def refuse_on_resume(
             f"--resume continues {run_dir} as it began, so {', '.join(named)} cannot be "
             f"given with it{allowed}; start a new {kind} to change them"
         )
+
+
+def say_if_edited(console: Any, loaded: LoadedRecipe) -> None:
+    """On a resume: the recipe file changed since the run began, and the run goes on with
+    its own copy (run directory's recipe.yaml), not with the file as it is now."""
+    if edited_since(loaded):
+        console.print(
+            f"[yellow]note:[/] {escape(str(loaded.path))} changed since this run began; "
+            "the resume runs the recipe as it was run (the run directory's recipe.yaml)",
+            highlight=False,
+        )
+
+
+def jobs_on_resume(
+    run_dir: Path, given: int | None, meta: Mapping[str, Any], on_cluster: bool, kind: str
+) -> int:
+    """The runs at once of a resumed stress or bisect: its own, unless it runs on a
+    cluster (whose threads decide). Another -j is refused: the rate measured so far is
+    the rate at that parallelism, and runs at another would be counted, or weighed by a
+    bisect, against a rate that is not theirs."""
+    before = meta.get("jobs")
+    if given is not None and before is not None and not on_cluster and given != before:
+        raise ReproError(
+            f"-j {given}: {run_dir} was run with -j {before}, and runs at once change the "
+            f"rate; resume with -j {before} (or start a new {kind})"
+        )
+    return given or before or os.cpu_count() or 1
 
 
 def prepare(

@@ -59,7 +59,7 @@ def rust_test_of(functions: Sequence[str]) -> str | None:
     """The name libtest runs a race's test by (`slot::tests::concurrent_add`), when one
     of the race's frames is inside a `tests` module."""
     for f in functions:
-        m = _RUST_TEST.match(f.replace("{closure}", "{closure#0}"))
+        m = _RUST_TEST.match(f)
         if m:
             return m.group(1)
     return None
@@ -129,12 +129,10 @@ def _first_not_noise(log: Path, races: Sequence[Any]) -> int:
     instrument (Rust's std, glibc): those are noise the report itself labels so, and a
     new user's init once chose one as the target."""
     from repro.app.parse import first_report
-    from repro.report.tsantext import report_noise_module
+    from repro.report.tsantext import first_not_noise
 
-    for number, r in enumerate(races, start=1):
-        if report_noise_module(first_report(log, r.signature, 3)) is None:
-            return number
-    return 1
+    found = first_not_noise(first_report(log, r.signature, 3) for r in races)
+    return 1 + (found or 0)
 
 
 def _test_of(text: str, sig: Signature) -> str | None:

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from repro.app.context import Overrides, prepare, refuse_on_resume
+from repro.app.context import (
+    Overrides,
+    jobs_on_resume,
+    prepare,
+    refuse_on_resume,
+    say_if_edited,
+)
 from repro.app.environment import InterpreterSoon, collect_environment
 from repro.app.loop import Limits, StressState, stress_loop
 from repro.app.outputs import outputs_meta, outputs_of_the_run
@@ -185,12 +191,7 @@ def _run_stress(
         if ended:
             console.print(f"ended {len(ended)} reproducer(s) left running by the killed repro")
         loaded, meta = load_run_recipe(rundir.path, "stress")
-        if edited_since(loaded):
-            console.print(
-                f"[yellow]note:[/] {escape(str(loaded.path))} changed since this run began; "
-                "the resume runs the recipe as it was run (the run directory's recipe.yaml)",
-                highlight=False,
-            )
+        say_if_edited(console, loaded)
         interpreter = InterpreterSoon(loaded)
         opts = outputs_of_the_run(opts, meta)
         limits_meta = meta.get("limits", {})
@@ -199,13 +200,7 @@ def _run_stress(
         seconds = opts.seconds if opts.seconds is not None else limits_meta.get("seconds")
         until_first = opts.until_first or bool(limits_meta.get("until_first"))
         ref = (meta.get("context") or {}).get("extension", {}).get("sha")
-        before = meta.get("jobs")
-        if opts.jobs is not None and before is not None and cluster is None and opts.jobs != before:
-            raise ReproError(
-                f"-j {opts.jobs}: {rundir.path} was run with -j {before}, and runs at "
-                f"once change the rate; resume with -j {before} (or start a new stress)"
-            )
-        jobs = opts.jobs or before or os.cpu_count() or 1
+        jobs = jobs_on_resume(rundir.path, opts.jobs, meta, cluster is not None, "stress")
         overrides = Overrides(**meta.get("overrides", {}))
         for problem in rundir.problems:
             err.print(f"[yellow]warning:[/] {problem}", highlight=False)

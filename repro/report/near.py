@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repro.report.data import RunFiles, _example_report, load_run
-from repro.report.tsantext import report_noise_module
+from repro.report.tsantext import first_not_noise, report_noise_module
 from repro.runlog import SignatureStats
 from repro.tsan.model import Report
 from repro.tsan.nearmiss import (
@@ -108,14 +108,8 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget, str | None] |
         else:
             # Not a race wholly inside code the build does not instrument (Rust's std,
             # glibc), which the report itself calls noise.
-            chosen = next(
-                (
-                    st
-                    for st in stats
-                    if (r := report_of(st)) is not None and report_noise_module(r) is None
-                ),
-                chosen,
-            )
+            found = first_not_noise(report_of(st) for st in stats)
+            chosen = stats[found] if found is not None else chosen
     report = report_of(chosen)
     if report is None:
         return None

@@ -220,6 +220,15 @@ def noise_module(text: str, python_tsan: bool | None = None) -> str | None:
     return report_noise_module(reports[0], python_tsan)
 
 
+def first_not_noise(reports: Iterable[Report | None]) -> int | None:
+    """The index of the first report not wholly inside uninstrumented code (None: every
+    one is, or none could be read); the reports are asked lazily, in order."""
+    for i, report in enumerate(reports):
+        if report is not None and report_noise_module(report) is None:
+            return i
+    return None
+
+
 def report_noise_module(report: Report, python_tsan: bool | None = None) -> str | None:
     """``noise_module`` of a parsed report."""
     accesses = _accesses(report)
