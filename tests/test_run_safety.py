@@ -228,3 +228,19 @@ def test_a_reproducer_built_without_tsan_is_named(tmp_path: Path) -> None:
         res = repro("stress", str(r), "-n", "1", "-j", "1", "--runs-dir", str(tmp_path / "runs"))
         said = " ".join((res.stdout + res.stderr).split())
         assert ("has no TSAN in it" in said) is warned, said
+
+
+def test_an_unterminated_tail_longer_than_any_event_is_not_cut(tmp_path: Path) -> None:
+    """The mend looks back 1 MiB for the last newline; with none there it cut the log to
+    nothing, every run with it. No event is that long: the tail is ended, not cut, and
+    the runs after it are read."""
+    run_dir = _clean_stress(tmp_path, 3)
+    events = run_dir / "events.jsonl"
+    with events.open("ab") as f:
+        f.write(b"x" * (3 << 19))  # 1.5 MiB, no newline
+    res = repro("stress", "--resume", str(run_dir), "-n", "4")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["runs"] == 4
+    doc = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
+    assert doc["summary"]["runs"] == 4
+    assert any("not JSON" in p for p in doc["problems"]), doc["problems"]

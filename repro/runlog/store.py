@@ -118,9 +118,16 @@ class RunDir:
                 f.seek(size - 1)
                 if f.read(1) == b"\n":
                     return
-                f.seek(max(0, size - (1 << 20)))
+                start = max(0, size - (1 << 20))
+                f.seek(start)
                 tail = f.read()
-                cut = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+                if b"\n" not in tail and start > 0:
+                    # No event line is that long: not a torn event. Ended, so that the
+                    # next event starts a line of its own (the tail is named as not JSON).
+                    f.seek(0, os.SEEK_END)
+                    f.write(b"\n")
+                    return
+                cut = start + tail.rfind(b"\n") + 1
                 f.truncate(cut)
         except FileNotFoundError:
             return
