@@ -12,7 +12,7 @@ import difflib
 import os
 import re
 import shlex
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -765,6 +765,41 @@ def _unfilled(data: Any, loc: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]
             yield from _unfilled(v, (*loc, i))
 
 
+def _check_tsan_options(
+    r: Recipe, loaded: LoadedRecipe, fail: Callable[[tuple[Any, ...], str], None]
+) -> None:
+    """Options the recipe gives TSAN must leave the target race printable: with
+    ``report_bugs=0`` or a suppression of the target, every run reads clean."""
+    from repro.tsan import options as tsan_options
+
+    given: list[tuple[tuple[Any, ...], dict[str, str]]] = [
+        (("tsan", "options"), {k: tsan_options.format_value(v) for k, v in r.tsan.options.items()}),
+        (
+            ("reproducer", "env", "TSAN_OPTIONS"),
+            tsan_options.parse(r.reproducer.env.get("TSAN_OPTIONS")),
+        ),
+    ]
+    for loc, opts in given:
+        for setting, why in tsan_options.defeats_counting(opts):
+            key = setting.split("=", 1)[0]
+            fail((*loc, key) if loc[0] == "tsan" else loc, f"{setting}: {why}; take it out")
+    if r.target.unfilled or not (r.target.functions or r.target.files):
+        return
+    named: list[tuple[tuple[Any, ...], str | None]] = [
+        (("tsan", "suppressions"), r.tsan.suppressions),
+        (("tsan", "options", "suppressions"), given[0][1].get("suppressions")),
+        (("reproducer", "env", "TSAN_OPTIONS"), given[1][1].get("suppressions")),
+    ]
+    for loc, name in named:
+        path = loaded.resolve(name) if name else None
+        if path is None or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        hides = tsan_options.hidden_target(text, r.target.kind, r.target.functions, r.target.files)
+        if hides:
+            fail(loc, f"{path}: " + "; ".join(hides) + "; take that line out of the file")
+
+
 def _check_files(
     loaded: LoadedRecipe, unfilled_ok: bool = False, needs_target: bool = False
 ) -> None:
@@ -809,6 +844,7 @@ def _check_files(
                 fail(("python", "executable"), f"no such interpreter: {loaded.resolve(exe)}")
     if r.tsan.suppressions and not loaded.resolve(r.tsan.suppressions).is_file():
         fail(("tsan", "suppressions"), f"file not found: {loaded.resolve(r.tsan.suppressions)}")
+    _check_tsan_options(r, loaded, fail)
     if r.extension and not is_repo_url(r.extension.repo):
         repo = Path(loaded.resolve_repo(r.extension.repo))
         if not repo.exists():

@@ -32,6 +32,7 @@ from repro.recipe import (
     repo_location,
     unavailable_cpus,
 )
+from repro.tsan import options as tsan_options
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,39 @@ def base_env() -> dict[str, str]:
     # A user's own TSAN_OPTIONS are merged by the runner; a stray log_path would
     # send reports where repro never looks.
     return env
+
+
+def check_users_tsan_options(loaded: LoadedRecipe, env: Mapping[str, str]) -> None:
+    """The user's own TSAN_OPTIONS reach every run; before any build, refuse those
+    under which the counts would be wrong (the recipe's own were checked with it)."""
+    r = loaded.recipe
+    if "TSAN_OPTIONS" in r.reproducer.env or not env.get("TSAN_OPTIONS"):
+        return
+    user = tsan_options.parse(env["TSAN_OPTIONS"])
+    way_out = "run repro without it (env -u TSAN_OPTIONS repro ...)"
+    effective = tsan_options.merge(None, env["TSAN_OPTIONS"], r.tsan.options)
+    problems = [
+        f"{setting}: {why}"
+        for setting, why in tsan_options.defeats_counting(effective)
+        if setting.split("=", 1)[0] in user
+    ]
+    name = user.get("suppressions")
+    if name and not (r.tsan.suppressions or "suppressions" in r.tsan.options):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            problems.append(f"suppressions={name}: no such file, so TSAN could not start")
+        elif not r.target.unfilled:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            hides = tsan_options.hidden_target(
+                text, r.target.kind, r.target.functions, r.target.files
+            )
+            problems.extend(f"suppressions={name}, {why}" for why in hides)
+    if problems:
+        raise ReproError(
+            "your environment's TSAN_OPTIONS would make the counts wrong:\n  "
+            + "\n  ".join(problems)
+            + f"\n{way_out}, or set the option in the recipe's tsan.options"
+        )
 
 
 def run_setup(
@@ -310,6 +344,7 @@ def prepare(
     """Build (or find in the cache) what the recipe needs and describe one run."""
     r = loaded.recipe
     env = base_env()
+    check_users_tsan_options(loaded, env)
     set_here: set[str] = set()  # what the recipe and the build set: recorded by name
     values: dict[str, str] = {"recipe_dir": str(loaded.base_dir)}
     info: dict[str, Any] = {"recipe": r.name}

@@ -8,8 +8,10 @@ runner's ``log_path``). Pure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from repro.tsan import suppressions
 
 
 def format_value(value: Any) -> str:
@@ -46,3 +48,54 @@ def merge(
 
 def to_string(opts: Mapping[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in opts.items())
+
+
+def flag(value: str | None) -> bool | None:
+    """A TSAN boolean as TSAN reads it (``0/no/false``, ``1/yes/true``), else None."""
+    low = (value or "").strip().lower()
+    if low in ("0", "no", "false"):
+        return False
+    if low in ("1", "yes", "true"):
+        return True
+    return None
+
+
+def defeats_counting(opts: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Each option under which runs could not be counted right, with why.
+
+    ``report_bugs=0`` prints no report, so every run reads clean. ``halt_on_error=1``
+    ends a run at its first report, so a run in which another race came first reads
+    as a miss of the target, evidence that it is not there.
+    """
+    found: list[tuple[str, str]] = []
+    if flag(opts.get("report_bugs")) is False:
+        found.append(
+            (
+                f"report_bugs={opts['report_bugs']}",
+                "TSAN then prints no report, so every run would count as clean",
+            )
+        )
+    if flag(opts.get("halt_on_error")):
+        found.append(
+            (
+                f"halt_on_error={opts['halt_on_error']}",
+                "a run then ends at its first report, so a run where another race came "
+                "first would count as a miss of the target",
+            )
+        )
+    return found
+
+
+def hidden_target(
+    suppressions_text: str, kind: str | None, functions: Sequence[str], files: Sequence[str]
+) -> list[str]:
+    """Why a suppressions file would hide the target race, a line each (none: it would
+    not, as far as the target's names tell)."""
+    found = suppressions.hiding_target(
+        suppressions.parse(suppressions_text), kind, functions, files
+    )
+    return [
+        f"line {sup.line}: {sup} matches {name!r}, so TSAN would not print the target "
+        "race, and every run would count as a miss"
+        for sup, name in found
+    ]

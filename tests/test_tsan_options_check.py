@@ -1,0 +1,188 @@
+"""TSAN options that would make the counts wrong are refused before any run.
+
+The matcher of suppression patterns is checked against real TSAN: the same file is
+given to a compiled program with two races, and the target must be hidden exactly
+when the check says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import repro
+
+from repro.tsan import options, suppressions
+from repro.tsan.parse import parse_log
+
+TARGET = ["target_writer"]
+
+
+def _run_with_suppressions(program: Path, sup: Path) -> str:
+    env = {**os.environ, "TSAN_OPTIONS": f"suppressions={sup}"}
+    res = subprocess.run([str(program)], env=env, capture_output=True, text=True, timeout=60)
+    return res.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "files"),
+    [
+        ("race:target_writer", []),
+        ("race:^target_w*", []),
+        ("race:*_writer$", []),
+        ("race:get_wri", []),
+        ("race_top:target_writer", []),
+        ("race:noise_writer", []),
+        ("race:^writer", []),
+        ("race:target_writer$x", []),
+        ("thread:target_writer", []),
+        ("mutex:target_writer", []),
+        ("race:two_races.c", ["two_races.c"]),
+    ],
+)
+def test_the_check_agrees_with_tsan_on_what_a_suppression_hides(
+    tmp_path: Path, tsan_bin: Path, line: str, files: list[str]
+) -> None:
+    sup = tmp_path / "sup.txt"
+    sup.write_text(f"# a comment\n{line}\n")
+    said = options.hidden_target(sup.read_text(), "data race", TARGET, files)
+    printed = parse_log(_run_with_suppressions(tsan_bin / "two_races", sup))
+    shown = any(
+        "target_writer" in frame.function
+        for report in printed.reports
+        for access in (report.current, report.previous)
+        if access is not None
+        for frame in access.stack[:1]
+    )
+    if files and said:
+        # A file pattern the target names stands for its frames; TSAN hides the
+        # target (and the other race, from the same file).
+        assert not shown, printed
+        return
+    assert shown == (not said), (line, said, printed.reports)
+
+
+def test_report_bugs_off_and_halt_on_error_are_named() -> None:
+    found = options.defeats_counting({"report_bugs": "false", "halt_on_error": "1"})
+    assert [s for s, _ in found] == ["report_bugs=false", "halt_on_error=1"]
+    assert options.defeats_counting({"report_bugs": "1", "halt_on_error": "no"}) == []
+    assert options.defeats_counting({"halt_on_error": "maybe"}) == []  # TSAN refuses it itself
+
+
+def test_patterns_anchor_and_wildcard_as_tsan_reads_them() -> None:
+    assert suppressions.matches("^tq_", "tq_publish")
+    assert not suppressions.matches("^publish", "tq_publish")
+    assert suppressions.matches("publish$", "tq_publish")
+    assert not suppressions.matches("tq$", "tq_publish")
+    assert suppressions.matches("tq*lish", "tq_publish")
+    assert suppressions.matches("tq_publish$x", "tq_publish")  # nothing after $ is read
+    assert suppressions.matches("tq*$", "tq_publish")
+    assert not suppressions.matches("t*h$", "tq_publish_b")  # no backtracking
+    assert not suppressions.matches("x", "")
+    # A glob target stands for names that hold its literal pieces.
+    found = suppressions.hiding_target(suppressions.parse("race:tq_pub\n"), None, ["tq_p*"], [])
+    assert found == []
+    found = suppressions.hiding_target(suppressions.parse("race:tq_p\n"), None, ["tq_p*h"], [])
+    assert [str(s) for s, _ in found] == ["race:tq_p"]
+
+
+def _recipe(tmp_path: Path, program: Path, extra: str = "") -> Path:
+    p = tmp_path / "recipe.yaml"
+    p.write_text(
+        "name: t\n"
+        f"reproducer:\n  command: {json.dumps(str(program))}\n  timeout: 30\n"
+        f"target:\n  functions: {json.dumps(TARGET)}\n" + extra
+    )
+    return p
+
+
+def test_a_users_suppressions_that_hide_the_target_are_refused_before_any_run(
+    tmp_path: Path, tsan_bin: Path
+) -> None:
+    r = _recipe(tmp_path, tsan_bin / "two_races")
+    hides = tmp_path / "hides.txt"
+    hides.write_text("race:noise_writer\nrace:target_*\n")
+    runs = tmp_path / "runs"
+    res = repro(
+        "stress", str(r), "--runs", "5", "--runs-dir", str(runs),
+        env={"TSAN_OPTIONS": f"suppressions={hides}"},
+    )  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr
+    out = " ".join((res.stdout + res.stderr).split())
+    assert "your environment's TSAN_OPTIONS" in out
+    assert "line 2: race:target_* matches 'target_writer'" in out
+    assert "env -u TSAN_OPTIONS" in out
+    assert not runs.exists() or not any(runs.iterdir())
+
+    # One that hides only the other race is taken, and the counts show it hidden.
+    other = tmp_path / "other.txt"
+    other.write_text("race:noise_writer\n")
+    summary = tmp_path / "s.json"
+    res = repro(
+        "stress", str(r), "--runs", "4", "--runs-dir", str(runs), "--json-out", str(summary),
+        env={"TSAN_OPTIONS": f"suppressions={other}"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(summary.read_text())
+    assert data["hits"] == 4
+    assert [s["target"] for s in data["signatures"]] == [True]
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ("report_bugs=0", "report_bugs=0: TSAN then prints no report"),
+        ("verbosity=0:halt_on_error=true", "halt_on_error=true: a run then ends"),
+        ("suppressions=/nonexistent/sup.txt", "no such file"),
+    ],
+)
+def test_a_users_options_that_defeat_counting_are_refused(
+    tmp_path: Path, tsan_bin: Path, env: str, said: str
+) -> None:
+    r = _recipe(tmp_path, tsan_bin / "two_races")
+    res = repro("stress", str(r), "--runs", "3", env={"TSAN_OPTIONS": env})
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert said in " ".join((res.stdout + res.stderr).split())
+
+
+def test_the_recipe_may_overrule_the_users_option(tmp_path: Path, tsan_bin: Path) -> None:
+    r = _recipe(tmp_path, tsan_bin / "two_races", "tsan:\n  options:\n    report_bugs: 1\n")
+    res = repro(
+        "stress", str(r), "--runs", "2", "--runs-dir", str(tmp_path / "runs"),
+        env={"TSAN_OPTIONS": "report_bugs=0"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "2 of 2 runs hit the target race" in " ".join(res.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "said"),
+    [
+        (
+            "tsan:\n  options:\n    report_bugs: false\n",
+            "tsan.options.report_bugs",
+            "report_bugs=0",
+        ),
+        ("tsan:\n  options:\n    halt_on_error: 1\n", "tsan.options.halt_on_error", "ends"),
+        ("tsan:\n  suppressions: sup.txt\n", "tsan.suppressions", "race:target_writer matches"),
+        (
+            "tsan:\n  options:\n    suppressions: sup.txt\n",
+            "tsan.options.suppressions",
+            "race:target_writer matches",
+        ),
+    ],
+)
+def test_the_recipes_own_options_are_refused_with_file_line_and_field(
+    tmp_path: Path, tsan_bin: Path, extra: str, field: str, said: str
+) -> None:
+    (tmp_path / "sup.txt").write_text("race:target_writer\n")
+    r = _recipe(tmp_path, tsan_bin / "two_races", extra)
+    line = r.read_text().splitlines().index(extra.splitlines()[-1]) + 1
+    res = repro("stress", str(r), "--runs", "2")
+    assert res.returncode == 2, res.stdout + res.stderr
+    out = " ".join((res.stdout + res.stderr).split())
+    assert f"{r}:{line}: {field}:" in out
+    assert said in out
