@@ -122,6 +122,23 @@ def test_buildable_history_names_the_fix(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["culprit"]["id"] == shas["fix"] and data["culprit_range"] is None
     assert not [s for s in data["steps"] if s["verdict"] == "skipped"]
+    assert data["builds_from_cache"] == sum(1 for s in data["steps"] if s["cached"])
+
+    # Again: every commit is in the cache now, and the counts say that none was built.
+    again = tmp_path / "again.json"
+    res = repro(
+        "bisect", str(_recipe(tmp_path, repo)), "--racy", shas["racy"], "--fixed",
+        shas["after"], "--runs-dir", str(tmp_path / "runs2"), "--json-out", str(again),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    second = json.loads(again.read_text())
+    n = second["builds"]
+    assert n >= 2 and second["builds_from_cache"] == n
+    assert all(s["cached"] for s in second["steps"] if s["built"])
+    assert f"{n} builds ({n} of them from the cache)" in " ".join(res.stdout.split())
+    report = repro("report", str(next((tmp_path / "runs2").iterdir())))
+    assert f"{n} builds ({n} of them from the cache)" in report.stdout, report.stdout
+    assert "| cached |" in report.stdout
 
 
 # How a commit's runs come to show nothing: TSAN's history too small to restore the

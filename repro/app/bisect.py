@@ -61,6 +61,7 @@ from repro.recipe import (
     load_run_recipe,
 )
 from repro.report.fmt import against_bound, at_answer, runs_made
+from repro.report.fmt import builds as fmt_builds
 from repro.runlog import RunDir, RunLog
 from repro.strategy.bisect import Done, Probe
 from repro.strategy.terms import Find, Side, Terms
@@ -470,7 +471,7 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
         return 0 if run.meta.get("status") == "planned" else 1
     conf = result["confidence"]
     figures = (
-        f"{result['builds']} builds, "
+        f"{fmt_builds(result['builds'], result['builds_from_cache'])}, "
         f"{runs_made(result['runs'], (result['calibration']['reused'] or {}).get('runs'))}, "
         f"build time {fmt_seconds(result['build_seconds'])}, "
         f"run time {fmt_seconds(result['run_seconds'])}"
@@ -611,7 +612,8 @@ def _write_outputs(
         "racy": meta["racy"],
         "clean": meta["clean"],
         "requested_confidence": meta["confidence"],
-        "builds": sum(1 for s in record.positions.values() if s.built is not None),
+        "builds": record.builds,
+        "builds_from_cache": record.builds_from_cache,
         "runs": record.counts.runs,
         "evidence_runs": record.counts.evidence,
         "outcomes": record.counts.to_json()["outcomes"],

@@ -29,6 +29,7 @@ from repro.builds.cache import BuildError, MachineBuildError
 from repro.builds.progress import RichBuildProgress
 from repro.errors import ReproError
 from repro.recipe import LoadedRecipe
+from repro.report.fmt import build_cell
 from repro.runlog import (
     BuildEvent,
     Event,
@@ -385,7 +386,8 @@ class BisectRun:
             return None
         seconds = time.monotonic() - t0
         backend = extension_backend(prepared.info)
-        self.runlog.log(BuildEvent(pos, p.id, True, seconds, backend=backend))
+        cached = self.cluster is None and progress.begun == 0
+        self.runlog.log(BuildEvent(pos, p.id, True, seconds, backend=backend, cached=cached))
         if isinstance(known, ClusterPrepared) and isinstance(prepared, ClusterPrepared):
             holders = tuple(dict.fromkeys((*known.holders, *prepared.holders)))
             prepared = dataclasses.replace(known, holders=holders)
@@ -555,13 +557,7 @@ class BisectRun:
         for s in self.rows():
             if not s["tested"]:
                 continue
-            build = (
-                "skipped"
-                if s["built"] is False
-                else f"{s['build_seconds']:.0f}s"
-                if s["built"]
-                else "-"
-            )
+            build = build_cell(s)
             other = (
                 f"{s['other_races']} in {s['runs_with_other_races']} runs"
                 if s["other_races"]

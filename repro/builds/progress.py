@@ -74,10 +74,13 @@ class RichBuildProgress:
         self._phase_started = 0.0
         self._started = 0.0
         self._begun = False
+        # Builds begun through this object: none means everything came from the cache.
+        self.begun = 0
 
     def begin(self, what: str, key: str) -> None:
         self._what = what
         self._begun = True
+        self.begun += 1
         self._started = time.monotonic()
         self.console.print(f"[bold]building[/] {escape(what)} [dim](key {key[:16]})[/]")
         self._progress = Progress(

@@ -111,8 +111,11 @@ def first_hit(summary: Mapping[str, Any]) -> str:
 
 
 def build_cell(step: Mapping[str, Any]) -> str:
+    """A step's build, alike on the console and in every report format."""
     if step.get("built") is False:
         return "fails"
+    if step.get("cached"):
+        return "cached"
     if step.get("built"):
         return seconds(step.get("build_seconds"))
     return "-"
@@ -142,12 +145,20 @@ def runs_made(runs: Any, reused: Any = None) -> str:
     return text
 
 
+def builds(count: int | None, from_cache: int | None) -> str:
+    """A bisect's builds, saying how many an earlier run had left in the cache."""
+    text = plural(count, "build")
+    if from_cache:
+        text += f" ({from_cache} of them from the cache)"
+    return text
+
+
 def cost(bisect: Mapping[str, Any]) -> str:
     """A report's bisect document: its builds and runs."""
-    builds = plural(bisect.get("builds"), "build")
+    builds_text = builds(bisect.get("builds"), bisect.get("builds_from_cache"))
     reused = (bisect.get("calibration_from") or {}).get("runs")
     runs = runs_made(bisect.get("runs"), reused)
-    return f"{builds} ({seconds(bisect.get('build_seconds'))}), {runs}"
+    return f"{builds_text} ({seconds(bisect.get('build_seconds'))}), {runs}"
 
 
 def commit_word(bisect: Mapping[str, Any]) -> str:

@@ -53,6 +53,7 @@ def position_rows(
                 "url": info.get("url"),
                 "tested": rec.tested,
                 "built": rec.built,
+                "cached": rec.cached,
                 "build_seconds": round(rec.build_seconds, 1),
                 "build_error": rec.build_error,
                 "build_log": rec.build_log,

@@ -134,6 +134,8 @@ class BuildEvent:
     # A Python package's build backend (meson-python, ...): the report's plain script
     # builds the package the way repro did.
     backend: str | None = None
+    # Found built in the cache (by an earlier stress or bisect): no build was paid here.
+    cached: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -143,6 +145,8 @@ class BuildEvent:
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
         }
+        if self.cached:
+            out["cached"] = True
         if self.error is not None:
             out["error"] = self.error
         if self.log is not None:
@@ -161,6 +165,7 @@ class BuildEvent:
             error=d.get("error"),
             log=d.get("log"),
             backend=d.get("backend") if isinstance(d.get("backend"), str) else None,
+            cached=d.get("cached") is True,
         )
 
 

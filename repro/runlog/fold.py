@@ -113,6 +113,7 @@ class PositionRecord:
 
     counts: Counts = field(default_factory=Counts)
     built: bool | None = None
+    cached: bool = False  # built before this run directory, found in the cache
     build_seconds: float = 0.0
     build_error: str | None = None
     build_log: str | None = None
@@ -153,6 +154,16 @@ class Record:
     runs_with_other: int = 0  # runs that showed at least one other race (any outcome)
     _seen_runs: set[int] = field(default_factory=set)
 
+    @property
+    def builds(self) -> int:
+        """Commits this run directory needed built (or tried to build), the cache's
+        included: what a bisect asked for, whatever an earlier one left behind."""
+        return sum(1 for p in self.positions.values() if p.built is not None)
+
+    @property
+    def builds_from_cache(self) -> int:
+        return sum(1 for p in self.positions.values() if p.built and p.cached)
+
     def position(self, pos: int) -> PositionRecord:
         rec = self.positions.get(pos)
         if rec is None:
@@ -171,6 +182,7 @@ class Record:
         elif isinstance(event, BuildEvent):
             p = self.position(event.pos)
             p.built = event.ok
+            p.cached = event.ok and event.cached
             p.build_seconds += event.seconds
             self.build_seconds += event.seconds
             p.backend = event.backend or p.backend
