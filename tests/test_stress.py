@@ -90,6 +90,27 @@ def test_until_first_stops_at_the_first_hit(tmp_path: Path, tsan_bin: Path) -> N
     assert data["time_to_first_hit"] is not None
 
 
+def test_the_first_hits_run_number_names_its_logs_and_its_place_in_the_timeline(
+    tmp_path: Path, tsan_bin: Path
+) -> None:
+    """Under -j 2 runs finish out of order; "run N" is one run everywhere."""
+    r = recipe(tmp_path, str(tsan_bin / "flaky_race"), ["publish", "poll_result"])
+    code, data, out = stress(tmp_path, r, "--runs", "40", "--jobs", "2")
+    assert code == 0, out
+    n = data["first_hit_run"]
+    run_dir = Path(out.split("run directory: ")[1].split()[0])
+    (folder,) = (run_dir / "logs").glob(f"run-{n:06d}-*")
+    assert "publish" in "".join(p.read_text() for p in folder.glob("tsan*"))
+    assert f"(run {n})" in " ".join(out.split())
+    doc = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
+    assert doc["summary"]["first_hit_run"] == n
+    (bucket,) = [b for b in doc["timeline"] if b["first"] <= n <= b["last"]]
+    assert bucket["outcomes"]["target"] >= 1
+    events = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+    first = next(e for e in events if e.get("event") == "run" and e["outcome"] == "target")
+    assert first["index"] + 1 == n
+
+
 def test_a_resume_continues_the_same_experiment(tmp_path: Path, tsan_bin: Path) -> None:
     """A resume may raise the limits, nothing that changes the rate (a --ref would mix
     two commits' runs into one rate; -j another parallelism); one of a finished

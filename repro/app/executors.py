@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from repro.app.runner import Cancelled, InFlight, Matcher, RunResult, RunSpec, run_once
+from repro.app.runner import (
+    Cancelled,
+    InFlight,
+    Matcher,
+    RunResult,
+    RunSpec,
+    log_folder_prefix,
+    run_once,
+)
 from repro.errors import ReproError
 from repro.runlog import RunLog
 from repro.tsan.model import ParsedLog
@@ -130,7 +138,7 @@ class ThreadRunner:
 def write_remote_logs(logs: Path, index: int, files: Mapping[str, bytes]) -> Path:
     """Keep the logs of a run made on another machine, as a local run keeps its own."""
     logs.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"run-{index:06d}-", dir=logs))
+    folder = Path(tempfile.mkdtemp(prefix=log_folder_prefix(index), dir=logs))
     for name, data in files.items():
         (folder / Path(name).name).write_bytes(data)
     return folder

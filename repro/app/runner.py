@@ -71,6 +71,13 @@ class RunResult:
     found: tuple[Found, ...] = ()  # each report's signature and whether it is the target
 
 
+def log_folder_prefix(index: int) -> str:
+    """A run's folder is named by its number as every figure states it ("run 4",
+    the timeline's runs 1-10): the index plus one. It was the bare index, so the
+    first hit "run 4" kept its logs in run-000003-*."""
+    return f"run-{index + 1:06d}-"
+
+
 def merge_tsan_options(
     base_env: Mapping[str, str],
     recipe_options: Mapping[str, Any],
@@ -334,7 +341,7 @@ def run_once(
     into the logs of a later run.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix=f"run-{index:06d}-", dir=work_dir))
+    run_dir = Path(tempfile.mkdtemp(prefix=log_folder_prefix(index), dir=work_dir))
     env = dict(spec.env)
     env["TSAN_OPTIONS"] = merge_tsan_options(
         spec.env, spec.tsan_options, run_dir / "tsan", spec.tsan_defaults

@@ -346,12 +346,14 @@ def _summary(files: RunFiles, counts: Counts, scope: str) -> dict[str, Any]:
     first_hit_time = rec.first_hit_elapsed if files.kind == "stress" else None
     if files.kind == "bisect":
         at_end = [e for e in runs if e.pos == 0]
-        first = next(((k, e) for k, e in enumerate(at_end, 1) if e.outcome.value == "target"), None)
-        if first is not None:
-            # From the start of the racy end's first run to the end of the hit, wall clock.
-            first_hit_run = first[0]
+        hits = [e for e in at_end if e.outcome.value == "target"]
+        if hits:
+            # The hit that ended first, named by its run number as for a stress; its
+            # time from the start of the racy end's first run, wall clock.
+            first = min(hits, key=lambda e: e.started + e.duration)
+            first_hit_run = first.index + 1
             t0 = min(e.started for e in at_end)
-            first_hit_time = round(first[1].started + first[1].duration - t0, 3)
+            first_hit_time = round(first.started + first.duration - t0, 3)
     out.update(
         {
             "scope": scope,

@@ -142,7 +142,9 @@ class Record:
     next_index: int = 0
     run_seconds: float = 0.0
     build_seconds: float = 0.0
-    first_hit_run: int | None = None  # 1-based count of runs when the first hit came
+    # The number of the run that hit first (its index + 1, as its log folder and the
+    # timeline name it); with -j 2 it need not be the count of runs finished by then.
+    first_hit_run: int | None = None
     first_hit_elapsed: float | None = None
     last_elapsed: float = 0.0
     fatal_examples: list[str] = field(default_factory=list)
@@ -203,7 +205,7 @@ class Record:
         self.run_seconds += ev.duration
         self.last_elapsed = max(self.last_elapsed, ev.elapsed)
         if ev.outcome is Outcome.TARGET and self.first_hit_run is None:
-            self.first_hit_run = self.counts.runs
+            self.first_hit_run = ev.index + 1
             self.first_hit_elapsed = ev.elapsed
         for msg in ev.fatal:
             if msg not in self.fatal_examples and len(self.fatal_examples) < 5:
