@@ -800,6 +800,18 @@ def _check_tsan_options(
             fail(loc, f"{path}: " + "; ".join(hides) + "; take that line out of the file")
 
 
+def field_said(loaded: LoadedRecipe, loc: tuple[Any, ...], msg: str) -> str:
+    """``file:line: field: msg``, as every recipe error is said (the line of the
+    field's key; the file alone when the recipe does not hold it, a default)."""
+    lines: dict[tuple[Any, ...], int] = {}
+    node, _data = compose_and_load(loaded.text)  # already read once without error
+    if node is not None:
+        _line_map(node, (), lines)
+    line = lines.get(loc)
+    where = f"{loaded.path}:{line}" if line else str(loaded.path)
+    return f"{where}: {_field_name(loc)}: {msg}"
+
+
 def _check_files(
     loaded: LoadedRecipe, unfilled_ok: bool = False, needs_target: bool = False
 ) -> None:
@@ -807,15 +819,9 @@ def _check_files(
     CPUs it pins runs to must exist on this machine; nothing `repro init` left to
     fill in is still `FILL_ME` (a command that is would fail in every run)."""
     r = loaded.recipe
-    lines: dict[tuple[Any, ...], int] = {}
-    node, _data = compose_and_load(loaded.text)  # already read once without error
-    if node is not None:
-        _line_map(node, (), lines)
 
     def said(loc: tuple[Any, ...], msg: str) -> str:
-        line = lines.get(loc)
-        where = f"{loaded.path}:{line}" if line else str(loaded.path)
-        return f"{where}: {_field_name(loc)}: {msg}"
+        return field_said(loaded, loc, msg)
 
     def fail(loc: tuple[Any, ...], msg: str) -> None:
         raise RecipeError(said(loc, msg))

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
@@ -29,10 +29,14 @@ from repro.recipe import (
     ReproducerSpec,
     check_option,
     edited_since,
+    field_said,
     repo_location,
     unavailable_cpus,
 )
 from repro.tsan import options as tsan_options
+
+if TYPE_CHECKING:
+    from repro.builds.cpython import PythonBuild
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,47 @@ def base_env() -> dict[str, str]:
     # A user's own TSAN_OPTIONS are merged by the runner; a stray log_path would
     # send reports where repro never looks.
     return env
+
+
+def check_declared_python(loaded: LoadedRecipe, python: PythonBuild) -> None:
+    """An ``executable:`` interpreter must be what the recipe says it is: a stress on
+    a GIL build or one without TSAN counts runs that could not show the race, and its
+    record would call them free-threaded TSAN runs."""
+    spec = loaded.recipe.python
+    assert spec is not None
+    declared = spec.model_fields_set
+
+    def said(field: str, value: bool) -> str:
+        return f"{field}: {str(value).lower()}" + ("" if field in declared else " (the default)")
+
+    problems = []
+    if spec.free_threading != python.gil_disabled:
+        problems.append(
+            f"the recipe says {said('free_threading', spec.free_threading)}, but it is "
+            + (
+                "a build with the GIL (Py_GIL_DISABLED is not set): give a free-threaded "
+                "one (python3.13t, configured --disable-gil)"
+                if spec.free_threading
+                else "free-threaded"
+            )
+            + f", or set python.free_threading: {str(python.gil_disabled).lower()}"
+        )
+    if spec.tsan and not python.tsan:
+        problems.append(
+            f"the recipe says {said('tsan', True)}, but it has no TSAN runtime (neither "
+            "linked nor in its libpython), so no race in CPython's own code can show: "
+            "build one (python.version or python.git instead of executable), or set "
+            "python.tsan: false when only the extension is built with TSAN"
+        )
+    if problems:
+        where = python.python
+        raise ReproError(
+            field_said(
+                loaded,
+                ("python", "executable"),
+                f"{where} (Python {python.version}): " + "; ".join(problems),
+            )
+        )
 
 
 def check_users_tsan_options(loaded: LoadedRecipe, env: Mapping[str, str]) -> None:
@@ -367,6 +412,8 @@ def prepare(
             git_ref=python_ref,
             progress=progress,
         )
+        if py_spec.executable:
+            check_declared_python(loaded, python)
         values["python"] = str(python.python)
         info["python"] = python.to_json()
         env["PATH"] = f"{Path(python.python).parent}{os.pathsep}{env.get('PATH', '')}"
