@@ -225,7 +225,7 @@ def test_a_race_through_the_target_seen_no_more_often_than_it_is_no_near_miss(
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     assert "3 of 3 runs hit the target race" in out
-    assert "other races: 1 distinct signatures, in 3 runs" in out, out
+    assert "other races: 1 distinct race, in 3 runs" in out, out
     assert "near miss" not in out and "target.depth" not in out, out
     # When the target never hits (a wrong kind here), both races are near misses again.
     r.write_text(r.read_text().replace("target:\n", "target:\n  kind: heap-use-after-free\n"))

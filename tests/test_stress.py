@@ -111,6 +111,32 @@ def test_the_first_hits_run_number_names_its_logs_and_its_place_in_the_timeline(
     assert first["index"] + 1 == n
 
 
+def test_a_report_missing_one_stack_is_not_counted_as_one_more_race(tmp_path: Path) -> None:
+    """One race, whose earlier access TSAN restores in every other run only (its
+    history is cut to nothing in the others): "? | read_shared" is that race again."""
+    from tsan_helpers import PROGRAMS, compile_c
+
+    prog = compile_c(PROGRAMS / "lost_history.c", tmp_path / "prog")
+    wrapper = tmp_path / "run.sh"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"n=$(cat {tmp_path}/count 2>/dev/null || echo 0); echo $((n + 1)) > {tmp_path}/count\n"
+        "if [ $((n % 2)) = 1 ]; then h=0; else h=7; fi\n"
+        f'TSAN_OPTIONS="$TSAN_OPTIONS history_size=$h" exec {prog}\n'
+    )
+    wrapper.chmod(0o755)
+    r = recipe(tmp_path, str(wrapper), ["not_in_this_program"])
+    code, data, out = stress(tmp_path, r, "--runs", "4", "--jobs", "1")
+    assert code == 1, out
+    sides = sorted(tuple(map(bool, s["top_frames"])) for s in data["signatures"])
+    assert sides == [(False, True), (True, True)], data["signatures"]  # both shapes seen
+    assert data["other_races"] == {"runs": 4, "distinct": 1}
+    assert "other races: 1 distinct race, in 4 runs" in " ".join(out.split())
+    run_dir = Path(out.split("run directory: ")[1].split()[0])
+    doc = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
+    assert doc["summary"]["other_races"]["distinct"] == 1
+
+
 def test_a_resume_continues_the_same_experiment(tmp_path: Path, tsan_bin: Path) -> None:
     """A resume may raise the limits, nothing that changes the rate (a --ref would mix
     two commits' runs into one rate; -j another parallelism); one of a finished

@@ -446,7 +446,10 @@ class BisectRun:
                 indices=lane.indices if lane is not None else None,
                 on_change=on_change,
                 tags=Tags(pos=pos, id=self.positions[pos].id, phase=phase),
-                other_races=lambda: (st.runs_with_other, len(st.other_signatures)),
+                other_races=lambda: (
+                    st.runs_with_other,
+                    self.record.distinct_races(st.other_signatures),
+                ),
                 executor=executor,
                 stop=lane.stop if lane is not None else None,
             )

@@ -327,7 +327,10 @@ def _run_stress(
             runlog,
             on_change=on_change,
             elapsed_before=elapsed_before,
-            other_races=lambda: (record.runs_with_other, len(record.other_signature_ids)),
+            other_races=lambda: (
+                record.runs_with_other,
+                record.distinct_races(record.other_signature_ids),
+            ),
             executor=executor,
         )
     meta.update(

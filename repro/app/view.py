@@ -116,7 +116,9 @@ def render_state(state: StressState, title: str, log_dir: str) -> RenderableType
     grid.add_row("target hits", Text(str(t.hits), style="bold red" if t.hits else "green"))
     grid.add_row("rate", rate_text(t))
     with_other, distinct = state.other_races()
-    grid.add_row("other races", f"in {with_other} runs, {distinct} distinct signatures")
+    grid.add_row(
+        "other races", f"in {plural(with_other, 'run')}, {plural(distinct, 'distinct race')}"
+    )
     grid.add_row("clean", f"{t.outcomes[Outcome.CLEAN]}  " + _outcome_list(t, FAILED))
     if t.invalid:
         grid.add_row(Text("invalid", style="yellow"), _outcome_list(t, INVALID))
@@ -193,7 +195,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     other = summary.get("other_races") or {}
     if other.get("distinct"):
         lines.append(
-            f"other races: {other['distinct']} distinct signatures, in {other['runs']} runs"
+            f"other races: {plural(other['distinct'], 'distinct race')}, "
+            f"in {plural(other['runs'], 'run')}"
         )
     if summary.get("time_to_first_hit") is not None:
         lines.append(

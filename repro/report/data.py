@@ -327,7 +327,7 @@ def _summary(files: RunFiles, counts: Counts, scope: str) -> dict[str, Any]:
         racy_end = rec.positions.get(0)
         other_races = {
             "runs": racy_end.runs_with_other if racy_end else 0,
-            "distinct": len(racy_end.other_signatures) if racy_end else 0,
+            "distinct": rec.distinct_races(racy_end.other_signatures) if racy_end else 0,
         }
         invalid = dict(racy_end.invalid_details) if racy_end else {}
         mean_run = (

@@ -62,7 +62,7 @@ def position_rows(
                 "runs": c.evidence,
                 "all_runs": c.runs,
                 "hits": c.hits,
-                "other_races": len(rec.other_signatures),
+                "other_races": record.distinct_races(rec.other_signatures),
                 "runs_with_other_races": rec.runs_with_other,
                 "failed_runs": c.failed,
                 "invalid_runs": c.invalid,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,6 +250,21 @@ class Record:
     def other_signature_ids(self) -> list[str]:
         return [sid for sid, s in self.signatures.items() if not s.entry.target]
 
+    def distinct_races(self, ids: Iterable[str]) -> int:
+        """How many races the signatures ``ids`` are. A report whose one side TSAN
+        could not restore reads "? | f"; where a complete signature of the record has
+        that side, it is that race once more, not one more race ("other races: 2"
+        was said of one race)."""
+        full = {
+            sid: s.entry
+            for sid, s in self.signatures.items()
+            if s.entry.top_frames and all(s.entry.top_frames)
+        }
+        races: set[str] = set()
+        for sid in ids:
+            races.add(_whole_of(self.signatures.get(sid), full) or sid)
+        return len(races)
+
     def signatures_json(self) -> list[dict[str, Any]]:
         ranked = sorted(
             self.signatures.values(),
@@ -261,8 +276,11 @@ class Record:
         return self.run_seconds / self.counts.runs if self.counts.runs else 0.0
 
     def other_races_json(self) -> dict[str, int]:
-        """Other races as a reader means them: runs that had one, and distinct signatures."""
-        return {"runs": self.runs_with_other, "distinct": len(self.other_signature_ids)}
+        """Other races as a reader means them: runs that had one, and distinct races."""
+        return {
+            "runs": self.runs_with_other,
+            "distinct": self.distinct_races(self.other_signature_ids),
+        }
 
     def summary_json(self) -> dict[str, Any]:
         """The counts of the whole record: what every output of a stress run states."""
@@ -281,6 +299,21 @@ class Record:
             }
         )
         return out
+
+
+def _whole_of(stats: SignatureStats | None, full: Mapping[str, SignatureEvent]) -> str | None:
+    """The complete signature a partial one is part of (the first by id if several)."""
+    if stats is None or not stats.entry.top_frames or all(stats.entry.top_frames):
+        return None
+    part = stats.entry
+    known = [side for side in part.top_frames if side]
+    if not known:
+        return None
+    for sid in sorted(full):
+        entry = full[sid]
+        if entry.kind == part.kind and all(side in entry.top_frames for side in known):
+            return sid
+    return None
 
 
 def fold(events: Iterable[Event]) -> Record:
