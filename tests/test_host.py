@@ -23,6 +23,7 @@ from repro.host.symbolizer import (
     choose,
     find_symbolizers,
     frame_resolved,
+    stop_hint,
 )
 from repro.tsan.model import Frame, ParsedLog
 from repro.tsan.signature import TargetRule
@@ -63,6 +64,17 @@ def test_only_older_ones_a_warning_naming_the_package() -> None:
     assert c.major == 14 and not c.suitable  # still set: better than no symbolizer at all
     assert c.warning is not None and "apt-get install llvm-19" in c.warning
     assert c.install == "apt-get install llvm-19"
+
+
+def test_the_warning_waits_for_a_run_without_names() -> None:
+    """An older symbolizer often names every frame: its warning is said with the stop
+    that an unsymbolized run makes, not above every command."""
+    c = choose(_sym(19), [RUSTC22])
+    assert c.warning is not None
+    assert stop_hint(c.to_json()) == f" The symbolizer: {c.warning}."
+    assert "apt-get install llvm-22" in stop_hint(c.to_json())
+    assert stop_hint(choose(_sym(19), [CLANG19]).to_json()) == ""
+    assert stop_hint(None) == ""
 
 
 def test_none_installed_a_warning_and_no_option() -> None:

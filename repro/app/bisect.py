@@ -52,6 +52,7 @@ from repro.app.view import (
 )
 from repro.builds.cache import BuildError
 from repro.errors import ReproError
+from repro.host.symbolizer import stop_hint
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import (
     BisectSpec,
@@ -451,8 +452,9 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
     except StopBisect as stop:
         fail(
             run,
-            f"a run was {stop.outcome.value} and cannot count: {INVALID_HINTS[stop.outcome]}. "
-            "Pass --keep-going to count such runs apart and go on.",
+            f"a run was {stop.outcome.value} and cannot count: {INVALID_HINTS[stop.outcome]}."
+            + (stop_hint(stop.symbolizer) if stop.outcome is Outcome.UNSYMBOLIZED else "")
+            + " Pass --keep-going to count such runs apart and go on.",
             "Stopped:",
         )
         _write_outputs(run, opts, None, interrupted=False)

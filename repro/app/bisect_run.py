@@ -10,7 +10,7 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,9 +66,10 @@ ROUND_BUILD_RUNS = 10.0
 class StopBisect(Exception):
     """A run showed that no run here can count (e.g. unsymbolized reports)."""
 
-    def __init__(self, outcome: Outcome) -> None:
+    def __init__(self, outcome: Outcome, symbolizer: Mapping[str, Any] | None = None) -> None:
         super().__init__(outcome.value)
         self.outcome = outcome
+        self.symbolizer = symbolizer  # the run's choice, for what to say of it
 
 
 @dataclass(frozen=True)
@@ -458,7 +459,7 @@ class BisectRun:
         if interrupted:
             raise KeyboardInterrupt
         if state.stopped_by is not None:
-            raise StopBisect(state.stopped_by)
+            raise StopBisect(state.stopped_by, prepared.info.get("symbolizer"))
         c = st.counts
         if (
             c.not_evidence >= UNUSABLE_AFTER

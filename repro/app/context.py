@@ -21,7 +21,7 @@ from repro.app.runner import Matcher, RunSpec
 from repro.errors import ReproError
 from repro.host.environ import child_environ
 from repro.host.setarch import needs_setarch, setarch_argv
-from repro.host.symbolizer import choose_for_run, warning_once
+from repro.host.symbolizer import choose_for_run
 from repro.placeholders import expand, expand_for_shell
 from repro.recipe import (
     AmplifySpec,
@@ -497,10 +497,8 @@ def prepare(
     tsan_options: dict[str, Any] = dict(r.tsan.options)
     if r.tsan.suppressions:
         tsan_options["suppressions"] = str(loaded.resolve(r.tsan.suppressions))
+    # Its warning is said only if a run's frames come out without names (stop_hint).
     symbolizer = choose_for_run(python, r.extension.sanitize if r.extension else None, env)
-    warning = warning_once(symbolizer)
-    if warning and progress is not None:
-        progress.waiting(f"warning: {warning}")
     spec = RunSpec(
         command=command,
         cwd=cwd,

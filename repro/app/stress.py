@@ -33,6 +33,7 @@ from repro.app.view import (
     print_summary,
 )
 from repro.errors import ReproError
+from repro.host.symbolizer import stop_hint
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import FILL_ME, LoadedRecipe, edited_since, load_recipe, load_run_recipe
 from repro.runlog import Record, RunDir, RunLog
@@ -384,10 +385,15 @@ def _run_stress(
     if interrupted:
         return 130
     if state.stopped_by is not None:
+        said_of_symbolizer = (
+            stop_hint(prepared.info.get("symbolizer"))
+            if state.stopped_by is Outcome.UNSYMBOLIZED
+            else ""
+        )
         err.print(
             f"[red]stopped: a run was {state.stopped_by.value}[/] and cannot count. "
-            f"{INVALID_HINTS[state.stopped_by]}. Pass --keep-going to count such runs apart "
-            "and go on.",
+            f"{INVALID_HINTS[state.stopped_by]}.{said_of_symbolizer} "
+            "Pass --keep-going to count such runs apart and go on.",
             highlight=False,
         )
         return EXIT_INVALID

@@ -239,16 +239,15 @@ def run_toolchains(python: Any, sanitize: str | None, env: Mapping[str, str]) ->
     return [t for t in out if t is not None]
 
 
-_WARNED: set[str] = set()
+def stop_hint(symbolizer: Mapping[str, Any] | None) -> str:
+    """What to say of the symbolizer when a run's frames came out without names.
 
-
-def warning_once(choice: Choice) -> str | None:
-    """The choice's warning the first time this process meets it (a bisect prepares
-    a run per commit and would repeat it at every step)."""
-    if choice.warning is None or choice.warning in _WARNED:
-        return None
-    _WARNED.add(choice.warning)
-    return choice.warning
+    A symbolizer older than the toolchain often still names every frame (Rust's
+    LLVM 22 code with Debian's LLVM 19), so its warning waits for a run that shows
+    it did not, instead of standing above every command.
+    """
+    warning = (symbolizer or {}).get("warning")
+    return f" The symbolizer: {warning}." if warning else ""
 
 
 def choose_for_run(python: Any, sanitize: str | None, env: Mapping[str, str]) -> Choice:
