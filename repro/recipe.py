@@ -288,6 +288,9 @@ class ReproducerSpec(_Strict):
         description="shell commands run once before the runs, in {work} (e.g. compile a "
         "reproducer against the Python under test)",
     )
+    setup_timeout: Seconds = Field(
+        default=1800.0, description="seconds each setup command may take before it is killed"
+    )
     cwd: str | None = Field(default=None, description="default: the worktree, else recipe dir")
     timeout: Seconds = 60.0
     env: dict[str, str] = Field(default_factory=dict)

@@ -442,3 +442,29 @@ def test_setup_steps_say_what_runs_and_where_the_log_is(tmp_path: Path) -> None:
     text = " ".join(res.stdout.split())
     assert res.returncode == 1, text
     assert "setup 1/1: echo preparing (log: " in text and "setup.log)" in text, text
+
+
+def test_a_setup_step_that_hangs_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    r = recipe(tmp_path, "true", ["x"])
+    step = f"sleep 300 & echo $! > {tmp_path}/pid; wait"
+    r.write_text(
+        r.read_text().replace(
+            "  timeout:", f"  setup: [{json.dumps(step)}]\n  setup_timeout: 2\n  timeout:"
+        )
+    )
+    t0 = time.monotonic()
+    res = repro("stress", str(r), "--runs", "1", "--runs-dir", str(tmp_path / "runs"))
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2, text
+    assert time.monotonic() - t0 < 60
+    assert "reproducer.setup.0 failed (killed after 2 s, reproducer.setup_timeout)" in text, text
+    pid = int((tmp_path / "pid").read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the setup's sleep {pid} outlived it")

@@ -193,6 +193,7 @@ def run_setup(
     import json
     import subprocess
 
+    from repro.builds.stop import kill_group
     from repro.paths import cache_dir
 
     r = loaded.recipe
@@ -225,13 +226,32 @@ def run_setup(
                 )
             out.write(f"$ {cmd}\n")
             out.flush()
-            res = subprocess.run(
-                ["bash", "-c", cmd], cwd=work, env=dict(env), stdout=out, stderr=subprocess.STDOUT
+            # Its own process group, so that a step that hangs is killed with all
+            # it started (a stuck pip would otherwise hold the stress forever).
+            proc = subprocess.Popen(
+                ["bash", "-c", cmd],
+                cwd=work,
+                env=dict(env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
-            if res.returncode != 0:
+            limit = r.reproducer.setup_timeout
+            try:
+                code: int | str = proc.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                kill_group(proc)
+                proc.wait()
+                code = f"killed after {limit:g} s, reproducer.setup_timeout"
+            except BaseException:
+                kill_group(proc)
+                proc.wait()
+                raise
+            if code != 0:
                 tail = log.read_text(errors="replace").splitlines()[-20:]
+                how = f"exit {code}" if isinstance(code, int) else code
                 raise ReproError(
-                    f"{loaded.path}: reproducer.setup.{i} failed (exit {res.returncode}): {cmd}\n"
+                    f"{loaded.path}: reproducer.setup.{i} failed ({how}): {cmd}\n"
                     + "\n".join(tail)
                     + f"\nlog: {log}"
                 )
