@@ -536,3 +536,49 @@ def test_the_bisects_counts_come_from_its_log(demo: Demo, tmp_path: Path) -> Non
     info = doc["bisect"]["information"]
     assert info["bisect_runs"] == honest["bisect"]["information"]["bisect_runs"] != 999
     assert info["at_answer"] == honest["bisect"]["information"]["at_answer"]
+
+    # The verdicts too: the strategy is replayed from the log, not read back.
+    summary["culprit"] = {"id": "0" * 40, "label": "bogus", "subject": "edited"}
+    summary["confidence"] = 0.5
+    summary["information"]["bound_runs"] = 1.0
+    for step in summary["steps"]:
+        step["verdict"] = "edited"
+    (copy / "summary.json").write_text(json.dumps(summary))
+    doc = json.loads(repro("report", str(copy), "--format", "json", env=demo.report_env).stdout)
+    for key in ("culprit", "culprit_range", "confidence", "steps", "information"):
+        assert doc["bisect"][key] == honest["bisect"][key], key
+    # ... and they are what the bisect said when it ended.
+    (copy / "summary.json").unlink()
+    doc = json.loads(repro("report", str(copy), "--format", "json", env=demo.report_env).stdout)
+    live = json.loads((demo.bisect / "summary.json").read_text())
+    assert doc["bisect"]["culprit"]["id"] == live["culprit"]["id"]
+    assert doc["bisect"]["confidence"] == live["confidence"]
+    assert [s["verdict"] for s in doc["bisect"]["steps"]] == [s["verdict"] for s in live["steps"]]
+
+
+def test_a_bisect_killed_before_its_summary_states_where_it_stood(
+    demo: Demo, tmp_path: Path
+) -> None:
+    """A bisect killed mid-search (kill -9: no summary.json, status still "running")
+    keeps its evidence; the report replays the strategy and names the most probable
+    answer with its probability, as the console did while it ran."""
+    copy = tmp_path / demo.bisect.name
+    shutil.copytree(demo.bisect, copy)
+    (copy / "summary.json").unlink()
+    meta = json.loads((copy / "meta.json").read_text())
+    meta["status"] = "running"
+    meta.pop("result", None)
+    (copy / "meta.json").write_text(json.dumps(meta))
+    lines = (copy / "events.jsonl").read_text().splitlines(keepends=True)
+    runs = [i for i, line in enumerate(lines) if '"event":"run"' in line.replace(" ", "")]
+    (copy / "events.jsonl").write_text("".join(lines[: runs[-12]]))  # the last 12 runs lost
+    doc = json.loads(repro("report", str(copy), "--format", "json", env=demo.report_env).stdout)
+    b = doc["bisect"]
+    assert b["culprit"] is None and b["confidence"] is None
+    likely = b["likely"]
+    assert likely is not None and 0 < likely["confidence"] < 1
+    (label,) = likely["commits"]
+    step = next(s for s in b["steps"] if s["label"] == label)
+    assert step["verdict"] == f"clean ({likely['confidence']:.1%})"
+    md = repro("report", str(copy), env=demo.report_env).stdout
+    assert f"most likely {label}" in md and f"({likely['confidence']:.1%}" in md

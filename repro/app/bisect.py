@@ -64,6 +64,7 @@ from repro.recipe import (
 from repro.report.fmt import against_bound, at_answer, runs_made
 from repro.report.fmt import builds as fmt_builds
 from repro.runlog import RunDir, RunLog
+from repro.runlog.bisect_answer import blame, information
 from repro.strategy.bisect import Done, Probe
 from repro.strategy.terms import Find, Side, Terms
 from repro.tsan.outcome import INVALID_HINTS, Outcome
@@ -645,46 +646,16 @@ def _write_outputs(
         ),
     }
     result["plan"] = meta.get("plan")
+    positions = [vars(p) for p in run.positions]
     if run.bisector is not None:
-        bisect_runs = sum(len(p.bisect_runs) for p in record.positions.values())
-        rate, bound, floor = run.bound()
-        result["information"] = {
-            "bisect_runs": bisect_runs,
-            "bound_runs": round(bound, 1),
-            "ratio": round(bisect_runs / bound, 2) if bound > 0 else None,
-            "rate_estimate": rate,
-        }
-        if done is not None and done.lo == done.hi:
-            # The runs at the first clean position, the one the answer rests on, against the
-            # least any bisect must spend there (repro.strategy.information.culprit_bound).
-            result["information"]["at_answer"] = {
-                "commit": run.positions[done.lo].label,
-                "role": f"{run.terms.answer_clean_word} {run.terms.unit}",
-                "runs": len(run.stats(done.lo).bisect_runs),
-                "floor_runs": round(floor, 1),
-            }
+        result["information"] = information(
+            run.bisector, record, positions, run.terms, float(meta["confidence"]), done
+        )
     if done is not None:
-        lo, hi = run.terms.culprit_positions(done.lo, done.hi)
-        blamed = [run.positions[k] for k in range(min(lo, hi), max(lo, hi) + 1)]
-        culprit_ids = frozenset(p.id for p in blamed)
-        if len(blamed) > 1:
-            result["culprit_range"] = [
-                {
-                    "id": p.id,
-                    "label": p.label,
-                    "subject": p.info.get("subject"),
-                    "unusable": run.stats(run.positions.index(p)).unusable,
-                }
-                for p in blamed
-            ]
-        else:
-            first = blamed[0]
-            result["culprit"] = {
-                "sha": first.info.get("sha"),
-                "id": first.id,
-                "label": first.label,
-                **{k: first.info.get(k) for k in ("subject", "author", "date", "url", "version")},
-            }
+        named = blame(done, positions, run.terms, record)
+        culprit_ids = named.ids
+        result["culprit"] = named.culprit
+        result["culprit_range"] = named.culprit_range
         result["confidence"] = done.confidence
     result["steps"] = [r for r in run.rows(culprit_ids) if r["tested"]]
     meta.update(

@@ -39,9 +39,9 @@ from repro.runlog import (
     StrategyEvent,
     UnusableEvent,
 )
+from repro.runlog.bisect_answer import bound, options_of, strategy_from
 from repro.runlog.bisect_view import position_rows
 from repro.strategy.bisect import Bisector, Probe, clean_end_prior
-from repro.strategy.proposals import provisional_bisector
 from repro.strategy.terms import Side, Terms
 from repro.text import truncate
 from repro.tsan.outcome import Outcome
@@ -228,48 +228,19 @@ class BisectRun:
             b.record_run(ev.pos, ev.outcome is Outcome.TARGET)
 
     def _make_bisector(self, ev: StrategyEvent) -> None:
-        self.bisector = self._strategy(
-            ev.calib_hits,
-            ev.calib_runs,
-            confidence=ev.confidence,
-            build_cost=ev.build_cost,
-            run_cost=ev.run_cost,
-            batch=ev.batch,
-            anchors=list(ev.anchors) if ev.anchors is not None else None,
-            clean_end_racy=ev.clean_end_racy,
-        )
+        self.bisector = self._strategy(ev.calib_hits, ev.calib_runs, **options_of(ev))
 
     def _strategy(self, calib_hits: int, calib_runs: int, **options: Any) -> Bisector:
-        """A strategy from everything measured so far (the record, as folded up to now):
-        the builds, the unusable commits and the runs of lanes that built ahead of the
-        calibration all count, as if they had come after it."""
-        counts: dict[int, tuple[int, int]] = {}
-        built, unusable = [], []
-        for pos, st in self.record.positions.items():
-            if pos == 0:
-                continue
-            if st.bisect_runs:
-                hits = sum(st.bisect_runs)
-                counts[pos] = (hits, len(st.bisect_runs) - hits)
-            if st.built and self._interior(pos):
-                built.append(pos)
-            if st.unusable and self._interior(pos):
-                unusable.append(pos)
-        return provisional_bisector(
-            len(self.positions), calib_hits, calib_runs, counts, built, unusable, **options
-        )
+        """A strategy from everything measured so far (``bisect_answer.strategy_from``,
+        which a report replays too)."""
+        return strategy_from(self.record, len(self.positions), calib_hits, calib_runs, **options)
 
     def bound(self) -> tuple[float, float, float]:
         """(rate, Fano's bound, the floor at the answer) for this bisect as its evidence
         stands: the one computation behind the plan's line, the closing line and the
         report, which once stated two bounds at two rates for one run."""
-        from repro.strategy.information import culprit_bound, fano_bound
-
         assert self.bisector is not None
-        rate = self.bisector.rate_estimate()
-        candidates = max(1, len(self.positions) - 1)
-        delta = 1.0 - float(self.meta["confidence"])
-        return rate, fano_bound(candidates, rate, delta), culprit_bound(candidates, rate, delta)
+        return bound(self.bisector, len(self.positions), float(self.meta["confidence"]))
 
     def costs(self) -> tuple[float, float]:
         """What a build and a run cost, in seconds, as measured so far (a build at least 30

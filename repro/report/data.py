@@ -31,6 +31,7 @@ from repro.report.tsantext import (
     trim_report,
 )
 from repro.runlog import Counts, Event, Record, RunDir, RunEvent, SignatureEvent, fold
+from repro.runlog.bisect_answer import blame, information, replayed
 from repro.runlog.bisect_view import position_rows
 from repro.strategy.terms import Terms
 from repro.tsan.outcome import INVALID, INVALID_HINTS, ORDER, Outcome
@@ -338,7 +339,7 @@ def _summary(files: RunFiles, counts: Counts, scope: str) -> dict[str, Any]:
         out.update(
             {
                 "all_runs": rec.counts.runs,
-                "all_run_seconds": (files.summary or {}).get("run_seconds"),
+                "all_run_seconds": round(rec.run_seconds, 1),
                 "all_other_races": rec.other_races_json(),
             }
         )
@@ -397,22 +398,22 @@ def timeline(runs: list[RunEvent], buckets: int = TIMELINE_BUCKETS) -> list[dict
 
 
 def _bisect(files: RunFiles) -> dict[str, Any]:
+    """The bisect as its log makes it: the strategy is replayed from the log
+    (``bisect_answer``), so the culprit, the confidence, the step verdicts and the bound
+    are computed as the live bisect computed them, for a finished bisect and for one
+    killed before it could write its summary."""
     meta = files.meta
-    summary = files.summary or {}
     positions = list(meta.get("positions") or [])
     n = len(positions)
     terms = Terms.from_meta(meta)
     rec = files.record
-    stored = {
-        int(s["pos"]): str(s.get("verdict"))
-        for s in summary.get("steps") or []
-        if isinstance(s, dict) and "pos" in s
-    }
-    culprit = summary.get("culprit")
-    culprit_ids = {str(c["id"]) for c in summary.get("culprit_range") or []}
-    if culprit:
-        culprit_ids.add(str(culprit.get("id") or culprit.get("sha")))
-    commits = position_rows(rec, positions, terms, None, frozenset(culprit_ids), stored)
+    bis = replayed(rec, n)
+    posterior = bis.posterior_b() if bis is not None else None
+    done = bis.best_answer() if bis is not None else None
+    finished = meta.get("status") == "done" and not meta.get("failure")
+    named = blame(done, positions, terms, rec) if done is not None and done.lo < n else None
+    culprit_ids = named.ids if named is not None and finished else frozenset()
+    commits = position_rows(rec, positions, terms, posterior, culprit_ids)
     calib = rec.positions[0].counts if 0 in rec.positions else Counts()
     clean_end = rec.positions[n - 1].counts if (n - 1) in rec.positions else Counts()
     reused = meta.get("calibration_from") or {}
@@ -424,10 +425,22 @@ def _bisect(files: RunFiles) -> dict[str, Any]:
         "repo": meta.get("repo"),
         "web_url": meta.get("web_url"),
         "requested_confidence": meta.get("confidence"),
-        "confidence": summary.get("confidence"),
-        "culprit": culprit,
-        "culprit_range": summary.get("culprit_range"),
-        "failure": meta.get("failure") or summary.get("failure"),
+        "confidence": done.confidence if finished and done is not None else None,
+        "culprit": named.culprit if finished and named is not None else None,
+        "culprit_range": named.culprit_range if finished and named is not None else None,
+        # Where a bisect that did not finish stands: its most probable answer.
+        "likely": (
+            {
+                "commits": [
+                    str(p.get("label")) for p in positions if str(p.get("id")) in named.ids
+                ],
+                "subject": (named.culprit or {}).get("subject"),
+                "confidence": done.confidence,
+            }
+            if not finished and named is not None and done is not None
+            else None
+        ),
+        "failure": meta.get("failure") or (files.summary or {}).get("failure"),
         "positions": n,
         "builds": rec.builds,
         "builds_from_cache": rec.builds_from_cache,
@@ -443,32 +456,22 @@ def _bisect(files: RunFiles) -> dict[str, Any]:
             else None
         ),
         "clean_end": clean_end.to_json(),
-        "information": _information(summary.get("information"), rec, positions),
+        "information": (
+            information(
+                bis,
+                rec,
+                positions,
+                terms,
+                float(meta.get("confidence") or 0.99),
+                done if finished else None,
+            )
+            if bis is not None
+            else None
+        ),
         "plan": meta.get("plan"),
         "commits": commits,
         "steps": [c for c in commits if c["tested"]],
     }
-
-
-def _information(
-    stated: Mapping[str, Any] | None, rec: Record, positions: list[Mapping[str, Any]]
-) -> dict[str, Any] | None:
-    """The runs against the bound, its counts folded from the log like every other count
-    of the report; the bound, its rate and the floor as the bisect's strategy stated them
-    (they are its belief, not a count). A log cut short once made the report's Summary
-    say 60 runs in one row and 47 + 14 in the next."""
-    if not stated:
-        return None
-    info = dict(stated)
-    info["bisect_runs"] = sum(len(p.bisect_runs) for p in rec.positions.values())
-    bound = float(info.get("bound_runs") or 0)
-    info["ratio"] = round(info["bisect_runs"] / bound, 2) if bound > 0 else None
-    at = info.get("at_answer")
-    if isinstance(at, Mapping):
-        pos = next((i for i, p in enumerate(positions) if p.get("label") == at.get("commit")), None)
-        if pos is not None and pos in rec.positions:
-            info["at_answer"] = {**at, "runs": len(rec.positions[pos].bisect_runs)}
-    return info
 
 
 # --- environment -----------------------------------------------------------------------

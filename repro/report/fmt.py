@@ -121,6 +121,20 @@ def build_cell(step: Mapping[str, Any]) -> str:
     return "-"
 
 
+def not_found(bisect: Mapping[str, Any]) -> str:
+    """A bisect without an answer, and where its belief stood when it stopped (the
+    console said it while it ran: "likely culprit X (85%)")."""
+    likely = bisect.get("likely")
+    if not likely or not likely.get("commits"):
+        return "not found yet"
+    commits = likely["commits"]
+    where = commits[0] if len(commits) == 1 else f"one of {commits[0]} .. {commits[-1]}"
+    subject = f" {likely['subject']}" if likely.get("subject") and len(commits) == 1 else ""
+    asked = bisect.get("requested_confidence")
+    below = f", short of the {asked * 100:g}% asked" if asked is not None else ""
+    return f"not found yet; most likely {where}{subject} ({likely['confidence']:.1%}{below})"
+
+
 def confidence(bisect: Mapping[str, Any]) -> str:
     conf = bisect.get("confidence")
     asked = bisect.get("requested_confidence")

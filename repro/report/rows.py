@@ -116,7 +116,7 @@ def _bisect_rows(b: Mapping[str, Any], s: Mapping[str, Any]) -> list[Row]:
     elif b.get("failure"):
         rows.append(Row("Bisect failed", (Text(str(b["failure"])),), strong=True))
     elif len(candidates) <= 1:
-        rows.append(Row("Culprit", (Text("not found yet"),)))
+        rows.append(Row("Culprit", (Text(fmt.not_found(b)),)))
     ce = b.get("clean_end") or {}
     ce_runs = ce.get("evidence_runs", ce.get("runs", 0))
     fixed = b.get("direction") == "fix"

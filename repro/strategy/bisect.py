@@ -827,6 +827,11 @@ class Bisector:
             answer.hi < self.n or v.floor >= self.n - 1
         )
 
+    def best_answer(self) -> Done:
+        """The most probable answer as the evidence stands, confident or not (a bisect
+        that stopped early, or ended because nothing more could be learnt)."""
+        return self._answer(self._view())
+
     def answered(self) -> Done | None:
         """The answer if the evidence so far gives it, without choosing a probe (cheap: a
         caller watching runs land, such as a round of parallel probes, asks often)."""

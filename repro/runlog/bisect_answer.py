@@ -1,0 +1,140 @@
+"""A bisect's belief and answer, from its log alone. Pure.
+
+The strategy's posterior does not depend on the order of the runs, so the strategy a
+finished (or killed) bisect held is the one its log makes: the settings of its
+``strategy`` event and every run of the search, as the fold counted them. The live
+bisect and every report ask this module, so that the culprit, the confidence, the
+step verdicts and the bound are one computation, not a live one and a stored copy
+(a bisect killed between its last run and its summary left a report that said
+"not found yet" of an answer at 85%).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from repro.runlog.events import StrategyEvent
+from repro.runlog.fold import Record
+from repro.strategy.bisect import Bisector, Done
+from repro.strategy.information import culprit_bound, fano_bound
+from repro.strategy.proposals import provisional_bisector
+from repro.strategy.terms import Terms
+
+
+def strategy_from(
+    record: Record, n: int, calib_hits: int, calib_runs: int, **options: Any
+) -> Bisector:
+    """The strategy from everything measured so far: the builds, the unusable commits
+    and the search's runs all count, as if they had come after the calibration."""
+    counts: dict[int, tuple[int, int]] = {}
+    built, unusable = [], []
+    for pos, st in record.positions.items():
+        if pos == 0:
+            continue
+        if st.bisect_runs:
+            hits = sum(st.bisect_runs)
+            counts[pos] = (hits, len(st.bisect_runs) - hits)
+        interior = 0 < pos < n - 1
+        if st.built and interior:
+            built.append(pos)
+        if st.unusable and interior:
+            unusable.append(pos)
+    return provisional_bisector(n, calib_hits, calib_runs, counts, built, unusable, **options)
+
+
+def options_of(ev: StrategyEvent) -> dict[str, Any]:
+    return {
+        "confidence": ev.confidence,
+        "build_cost": ev.build_cost,
+        "run_cost": ev.run_cost,
+        "batch": ev.batch,
+        "anchors": list(ev.anchors) if ev.anchors is not None else None,
+        "clean_end_racy": ev.clean_end_racy,
+    }
+
+
+def replayed(record: Record, n: int) -> Bisector | None:
+    """The strategy as the log leaves it; None before the calibration ended."""
+    ev = record.strategy
+    if ev is None or n < 2:
+        return None
+    return strategy_from(record, n, ev.calib_hits, ev.calib_runs, **options_of(ev))
+
+
+def bound(bisector: Bisector, n: int, confidence: float) -> tuple[float, float, float]:
+    """(rate, Fano's bound, the floor at the answer) as the evidence stands."""
+    rate = bisector.rate_estimate()
+    candidates = max(1, n - 1)
+    delta = 1.0 - float(confidence)
+    return rate, fano_bound(candidates, rate, delta), culprit_bound(candidates, rate, delta)
+
+
+@dataclass(frozen=True)
+class Blame:
+    """What an answer names, as every output states it."""
+
+    culprit: dict[str, Any] | None
+    culprit_range: list[dict[str, Any]] | None
+    ids: frozenset[str]
+
+
+def blame(
+    done: Done, positions: Sequence[Mapping[str, Any]], terms: Terms, record: Record
+) -> Blame:
+    """The commit (or the range of untestable ones) an answer ``done`` names."""
+    lo, hi = terms.culprit_positions(done.lo, done.hi)
+    picked = list(range(min(lo, hi), max(lo, hi) + 1))
+    blamed = [positions[k] for k in picked]
+    ids = frozenset(str(p.get("id")) for p in blamed)
+    if len(blamed) > 1:
+        rng = [
+            {
+                "id": p.get("id"),
+                "label": p.get("label"),
+                "subject": (p.get("info") or {}).get("subject"),
+                "unusable": record.positions[k].unusable if k in record.positions else None,
+            }
+            for k, p in zip(picked, blamed, strict=True)
+        ]
+        return Blame(None, rng, ids)
+    first = blamed[0]
+    info = first.get("info") or {}
+    culprit = {
+        "sha": info.get("sha"),
+        "id": first.get("id"),
+        "label": first.get("label"),
+        **{k: info.get(k) for k in ("subject", "author", "date", "url", "version")},
+    }
+    return Blame(culprit, None, ids)
+
+
+def information(
+    bisector: Bisector,
+    record: Record,
+    positions: Sequence[Mapping[str, Any]],
+    terms: Terms,
+    confidence: float,
+    done: Done | None,
+) -> dict[str, Any]:
+    """The runs against the bound; with an answer of one commit, the runs at it
+    against the least any bisect must spend there."""
+    n = len(positions)
+    bisect_runs = sum(len(p.bisect_runs) for p in record.positions.values())
+    rate, fano, floor = bound(bisector, n, confidence)
+    out: dict[str, Any] = {
+        "bisect_runs": bisect_runs,
+        "bound_runs": round(fano, 1),
+        "ratio": round(bisect_runs / fano, 2) if fano > 0 else None,
+        "rate_estimate": rate,
+    }
+    if done is not None and done.lo == done.hi and done.lo < n:
+        at = record.positions.get(done.lo)
+        out["at_answer"] = {
+            "commit": positions[done.lo].get("label"),
+            "role": f"{terms.answer_clean_word} {terms.unit}",
+            "runs": len(at.bisect_runs) if at is not None else 0,
+            "floor_runs": round(floor, 1),
+        }
+    return out
