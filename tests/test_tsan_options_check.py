@@ -186,3 +186,25 @@ def test_the_recipes_own_options_are_refused_with_file_line_and_field(
     out = " ".join((res.stdout + res.stderr).split())
     assert f"{r}:{line}: {field}:" in out
     assert said in out
+
+
+@pytest.mark.parametrize(
+    ("env", "said", "not_said"),
+    [
+        ("suppressions=relative/none.supp", "could not read the suppressions file", "sysctl"),
+        ("history_size=99", "a TSAN_OPTIONS value is not one TSAN takes", "sysctl"),
+    ],
+)
+def test_tsan_that_cannot_start_is_told_why_from_what_it_said(
+    tmp_path: Path, tsan_bin: Path, env: str, said: str, not_said: str
+) -> None:
+    """TSAN's start-up failures were all met with the kernel-layout advice (sysctl),
+    which does not mend a missing suppressions file or a value out of range."""
+    r = _recipe(tmp_path, tsan_bin / "two_races")
+    res = repro(
+        "stress", str(r), "--runs", "2", "--runs-dir", str(tmp_path / "runs"),
+        env={"TSAN_OPTIONS": env},
+    )  # fmt: skip
+    out = " ".join((res.stdout + res.stderr).split())
+    assert "outcomes: tsan-failure 2" in out, out
+    assert said in out and not_said not in out, out

@@ -158,9 +158,10 @@ def check_users_tsan_options(loaded: LoadedRecipe, env: Mapping[str, str]) -> No
     name = user.get("suppressions")
     if name and not (r.tsan.suppressions or "suppressions" in r.tsan.options):
         path = Path(name).expanduser()
-        if not path.is_file():
+        if not path.is_file() and path.is_absolute():
             problems.append(f"suppressions={name}: no such file, so TSAN could not start")
-        elif not r.target.unfilled:
+        # A relative path is TSAN's to find (from the run's directory, or the program's).
+        elif path.is_file() and not r.target.unfilled:
             text = path.read_text(encoding="utf-8", errors="replace")
             hides = tsan_options.hidden_target(
                 text, r.target.kind, r.target.functions, r.target.files

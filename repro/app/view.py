@@ -21,7 +21,14 @@ from rich.text import Text
 from repro.app.loop import StressState
 from repro.report.fmt import plural, seconds
 from repro.runlog import Counts
-from repro.tsan.outcome import FAILED, INVALID, INVALID_HINTS, ORDER, Outcome
+from repro.tsan.outcome import (
+    FAILED,
+    INVALID,
+    INVALID_HINTS,
+    ORDER,
+    Outcome,
+    tsan_failure_hint,
+)
 
 
 def fmt_seconds(s: float | None) -> str:
@@ -223,9 +230,12 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         )
     for msg in summary.get("tsan_failures") or []:
         lines.append(f"[red]TSAN failure:[/] {escape(msg)}")
-    for outcome in (*INVALID, Outcome.TSAN_FAILURE):
+    for outcome in INVALID:
         if o.get(outcome.value):
             lines.append(f"[yellow]{outcome.value}:[/] {INVALID_HINTS[outcome]}")
+    if o.get(Outcome.TSAN_FAILURE.value):
+        hint = tsan_failure_hint(summary.get("tsan_failures") or [])
+        lines.append(f"[yellow]{Outcome.TSAN_FAILURE.value}:[/] {escape(hint)}")
     for detail, n in (summary.get("invalid") or {}).items():
         lines.append(f"  {n} x {escape(detail)}")
     return lines

@@ -11,6 +11,7 @@ apart, as invalid runs, and never decide anything.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -69,6 +70,23 @@ INVALID_HINTS: dict[Outcome, str] = {
     Outcome.TSAN_FAILURE: "TSAN failed to start; run `repro doctor` (on kernels with "
     "vm.mmap_rnd_bits > 28: sysctl vm.mmap_rnd_bits=28, or run under setarch -R)",
 }
+
+
+def tsan_failure_hint(messages: Sequence[str]) -> str:
+    """What to do about TSAN failing to start, from what it said: the kernel's memory
+    layout is the usual cause, but not of "failed to read suppressions file", for
+    which that advice sent a user to sysctl."""
+    text = " ".join(messages)
+    if "suppressions file" in text:
+        return (
+            "TSAN could not read the suppressions file it was given (TSAN_OPTIONS "
+            "suppressions=, or the recipe's tsan.suppressions): name one that exists; "
+            "a relative path is read from the run's directory"
+        )
+    if "incorrect value" in text or "Invalid value" in text or "unknown flag" in text:
+        return "a TSAN_OPTIONS value is not one TSAN takes (yours, or the recipe's tsan.options)"
+    return INVALID_HINTS[Outcome.TSAN_FAILURE]
+
 
 # The order in which every table, summary and report lists outcomes.
 ORDER: tuple[Outcome, ...] = tuple(Outcome)
