@@ -130,3 +130,16 @@ def running_repro(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def scheduler_address(sched_file: Path, timeout: float = 60) -> str:
+    """The address a `dask scheduler --scheduler-file` wrote. The file appears before
+    its JSON is in it: reading it as soon as it exists once read an empty file."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return str(json.loads(sched_file.read_text())["address"])
+        except (OSError, ValueError, KeyError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -39,6 +39,7 @@ from cluster_helpers import (
     _wait_for_runs,
     _wait_workers,
     running_repro,
+    scheduler_address,
 )
 
 
@@ -89,10 +90,7 @@ def dask_processes(
                 start_new_session=True,
             )
         )
-        deadline = time.monotonic() + 60
-        while not sched_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        address = json.loads(sched_file.read_text())["address"]
+        address = scheduler_address(sched_file)
         caches = []
         for k in range(n):
             cache = tmp / f"worker-cache-{k}"

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from cluster_helpers import (
     _wait_for_runs,
     _wait_workers,
     running_repro,
+    scheduler_address,
 )
 
 
@@ -72,10 +72,7 @@ def cluster_on_hosts(
                 start_new_session=True,
             )  # fmt: skip
         try:
-            deadline = time.monotonic() + 60
-            while not sched_file.exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            address = json.loads(sched_file.read_text())["address"]
+            address = scheduler_address(sched_file)
             for host in made:
                 host.popen(
                     [
