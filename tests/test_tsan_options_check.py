@@ -208,3 +208,38 @@ def test_tsan_that_cannot_start_is_told_why_from_what_it_said(
     out = " ".join((res.stdout + res.stderr).split())
     assert "outcomes: tsan-failure 2" in out, out
     assert said in out and not_said not in out, out
+
+
+def test_options_are_read_and_written_as_tsan_reads_them() -> None:
+    text = "a=1:b=2,c=3 d=\"x y\" e='p:q' stray"
+    assert options.parse(text) == {"a": "1", "b": "2", "c": "3", "d": "x y", "e": "p:q"}
+    opts = {"log_path": "/tmp/My Projects/a:b,c/tsan", "q": 'say "hi" now', "h": "7"}
+    assert options.parse(options.to_string(opts)) == opts
+    # A comma separates too: report_bugs=0 after one is seen and refused.
+    said = options.defeats_counting(options.parse("history_size=3,report_bugs=0"))
+    assert [s for s, _ in said] == ["report_bugs=0"]
+
+
+def test_runs_from_a_directory_with_spaces_colons_and_commas_are_counted(
+    tmp_path: Path, tsan_bin: Path
+) -> None:
+    """The run's log_path is inside the run directory; unquoted, a space in it made TSAN
+    refuse its options ("expected '=' in TSAN_OPTIONS") and every run counted a crash."""
+    where = tmp_path / "My Projects" / "a:b,c"
+    where.mkdir(parents=True)
+    r = _recipe(tmp_path, tsan_bin / "two_races")
+    summary = where / "s.json"
+    res = repro(
+        "stress", str(r), "--runs", "3", "--runs-dir", str(where / "runs"),
+        "--json-out", str(summary),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads(summary.read_text())["hits"] == 3
+
+
+def test_options_tsan_cannot_read_are_a_tsan_failure_not_a_crash() -> None:
+    from repro.tsan.outcome import tsan_failure_hint
+
+    parsed = parse_log("ThreadSanitizer: ERROR: expected '=' in TSAN_OPTIONS\n")
+    assert parsed.fatal
+    assert "TSAN_OPTIONS value" in tsan_failure_hint(list(parsed.fatal))

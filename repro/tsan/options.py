@@ -1,6 +1,7 @@
 """TSAN_OPTIONS as one merge, used by the runner and by the generated reproduce script.
 
-TSAN reads ``key=value`` pairs separated by spaces or colons; a later key wins. The
+TSAN reads ``key=value`` pairs separated by spaces, colons or commas, a value in
+single or double quotes when it holds one of those; a later key wins. The
 order of precedence is repro's machine defaults (e.g. the symbolizer), then the user's
 own TSAN_OPTIONS, then the recipe's options, then what the caller must own (the
 runner's ``log_path``). Pure.
@@ -20,13 +21,39 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+# What separates two options for TSAN's flag parser.
+_SEPARATORS = frozenset(" ,:\t\n\r")
+
+
 def parse(text: str | None) -> dict[str, str]:
-    """The pairs of a TSAN_OPTIONS string (items without ``=`` are ignored, as TSAN does)."""
+    """The pairs of a TSAN_OPTIONS string, read as TSAN reads it: separators, quoted
+    values (a word without ``=`` is passed over here; TSAN refuses it)."""
     opts: dict[str, str] = {}
-    for item in (text or "").replace(":", " ").split():
-        if "=" in item:
-            key, value = item.split("=", 1)
-            opts[key] = value
+    s = text or ""
+    i, n = 0, len(s)
+    while i < n:
+        if s[i] in _SEPARATORS:
+            i += 1
+            continue
+        start = i
+        while i < n and s[i] != "=" and s[i] not in _SEPARATORS:
+            i += 1
+        if i >= n or s[i] != "=":
+            continue
+        key = s[start:i]
+        i += 1
+        if i < n and s[i] in "'\"":
+            quote = s[i]
+            end = s.find(quote, i + 1)
+            end = n if end < 0 else end
+            value = s[i + 1 : end]
+            i = end + 1
+        else:
+            start = i
+            while i < n and s[i] not in _SEPARATORS:
+                i += 1
+            value = s[start:i]
+        opts[key] = value
     return opts
 
 
@@ -46,8 +73,17 @@ def merge(
     return opts
 
 
+def quoted(value: str) -> str:
+    """A value as TSAN reads it back whole: a path with a space (a run directory under
+    "My Projects") once made every run end with "expected '=' in TSAN_OPTIONS"."""
+    if not value or not (any(c in _SEPARATORS for c in value) or value[0] in "'\""):
+        return value
+    quote = "'" if '"' in value else '"'
+    return f"{quote}{value}{quote}"
+
+
 def to_string(opts: Mapping[str, str]) -> str:
-    return " ".join(f"{k}={v}" for k, v in opts.items())
+    return " ".join(f"{k}={quoted(v)}" for k, v in opts.items())
 
 
 def flag(value: str | None) -> bool | None:

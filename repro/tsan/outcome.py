@@ -83,7 +83,10 @@ def tsan_failure_hint(messages: Sequence[str]) -> str:
             "suppressions=, or the recipe's tsan.suppressions): name one that exists; "
             "a relative path is read from the run's directory"
         )
-    if "incorrect value" in text or "Invalid value" in text or "unknown flag" in text:
+    if any(
+        word in text
+        for word in ("incorrect value", "Invalid value", "unknown flag", "in TSAN_OPTIONS")
+    ):
         return "a TSAN_OPTIONS value is not one TSAN takes (yours, or the recipe's tsan.options)"
     return INVALID_HINTS[Outcome.TSAN_FAILURE]
 

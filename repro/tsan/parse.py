@@ -127,6 +127,7 @@ _FATAL = re.compile(
     r"|ThreadSanitizer: can't "
     r"|ThreadSanitizer: memory layout is incompatible, even though"
     r"|ThreadSanitizer: incorrect value for "  # a TSAN_OPTIONS value out of range
+    r"|ThreadSanitizer: ERROR: "  # TSAN_OPTIONS it cannot read ("expected '=' in")
 )
 # The program crashed; TSAN only printed it (handle_segv=1 and friends).
 _CRASH = re.compile(
