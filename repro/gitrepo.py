@@ -38,6 +38,17 @@ class CommitInfo:
     author: str
     date: str  # ISO 8601, author date
     url: str | None
+    parents: tuple[str, ...] = ()  # two or more: a merge
+
+
+@dataclass(frozen=True)
+class Merged:
+    """What a merge commit brought in: the commits of the merged branch since it left
+    the mainline (``base``), up to its tip, oldest first."""
+
+    base: str
+    tip: str
+    commits: tuple[CommitInfo, ...]
 
 
 def is_url(location: str) -> bool:
@@ -288,9 +299,31 @@ class GitRepo:
 
     def info(self, sha: str) -> CommitInfo:
         full = self.resolve(sha)
-        out = str(self._repo.git.show("-s", "--format=%H%x00%h%x00%s%x00%an%x00%aI", full))
-        h, short, subject, author, date = out.split("\x00", 4)
-        return CommitInfo(h, short, subject, author, date.strip(), _commit_url(self.web_url, h))
+        out = str(self._repo.git.show("-s", "--format=%H%x00%h%x00%s%x00%an%x00%aI%x00%P", full))
+        h, short, subject, author, date, parents = out.split("\x00", 5)
+        return CommitInfo(
+            h,
+            short,
+            subject,
+            author,
+            date.strip(),
+            _commit_url(self.web_url, h),
+            tuple(parents.split()),
+        )
+
+    def merged(self, sha: str) -> Merged | None:
+        """The branch a merge commit brought in (None for a commit with one parent):
+        a bisect along first parents names the merge, and the change is among these."""
+        parents = self.info(sha).parents
+        if len(parents) < 2:
+            return None
+        first, tip = parents[0], parents[1]
+        try:
+            base = str(self._repo.git.merge_base(first, tip)).strip()
+            out = str(self._repo.git.rev_list("--first-parent", "--reverse", f"{base}..{tip}"))
+        except git.GitCommandError as exc:
+            raise GitError(f"git cannot read the merge {sha[:12]}: {_stderr(exc)}") from None
+        return Merged(base, tip, tuple(self.info(s) for s in out.split() if s))
 
     def changed_files(self, a: str, b: str) -> list[str]:
         out = str(self._repo.git.diff("--name-only", self.resolve(a), self.resolve(b)))

@@ -382,3 +382,49 @@ def test_an_unknown_end_is_named_by_its_option(tmp_path: Path) -> None:
     text = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 2, text
     assert "--fixed v0.3.0 (or bisect.fixed in the recipe): unknown ref 'v0.3.0'" in text, text
+
+
+def test_a_merge_named_as_the_fix_says_what_it_brought_and_how_to_name_one(
+    tmp_path: Path,
+) -> None:
+    """The search walks first parents, so a fix made on a branch enters as its merge;
+    the answer says so, and the bisect it suggests names the fix on the branch."""
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "build.sh").write_text(BUILD)
+    (repo / "prog.c").write_text((PROGRAMS / "lost_history.c").read_text())
+    racy = _commit(repo, "racy")
+    _git(repo, "checkout", "-q", "-b", "side")
+    (repo / "prog.c").write_text((PROGRAMS / "race_free.c").read_text())
+    fix = _commit(repo, "the fix, on a branch")
+    (repo / "side.txt").write_text("more")
+    _commit(repo, "more on the branch")
+    _git(repo, "checkout", "-q", "main")
+    (repo / "note.txt").write_text("main")
+    _commit(repo, "meanwhile on main")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "merge", "-q", "--no-ff", "side",
+         "-m", "Merge the branch")  # fmt: skip
+    merge = _git(repo, "rev-parse", "HEAD")
+    (repo / "note.txt").write_text("after")
+    after = _commit(repo, "after the merge")
+    recipe = _recipe(tmp_path, repo)
+    out = tmp_path / "b.json"
+    res = repro(
+        "bisect", str(recipe), "--racy", racy, "--fixed", after,
+        "--runs-dir", str(tmp_path / "runs"), "--json-out", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads(out.read_text())["culprit"]["id"] == merge
+    text = " ".join(res.stdout.split())
+    assert "a merge: it brought 2 commits" in text, text
+    suggested = text.split("to name the one among them: repro ")[1].split(" run directory")[0]
+    args = suggested.split()
+    assert args[:2] == ["bisect", str(recipe)]
+    report = repro("report", str(next((tmp_path / "runs").iterdir())))
+    assert "| Merge | a merge: it brought 2 commits" in report.stdout, report.stdout
+
+    again = tmp_path / "again.json"
+    res = repro(*args, "--runs-dir", str(tmp_path / "runs2"), "--json-out", str(again))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads(again.read_text())["culprit"]["id"] == fix

@@ -12,7 +12,9 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +63,7 @@ from repro.recipe import (
     load_recipe,
     load_run_recipe,
 )
-from repro.report.fmt import against_bound, at_answer, runs_made
+from repro.report.fmt import against_bound, at_answer, merge_text, runs_made
 from repro.report.fmt import builds as fmt_builds
 from repro.runlog import RunDir, RunLog
 from repro.runlog.bisect_answer import blame, information
@@ -148,6 +150,7 @@ def _commit_positions(
                     "author": info.author,
                     "date": info.date,
                     "url": info.url,
+                    **({"merge": True} if len(info.parents) > 1 else {}),
                 },
             )
         )
@@ -512,6 +515,9 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
         console.print(f"  {escape(against_bound(info))}", highlight=False)
         if at := info.get("at_answer"):
             console.print(f"  {escape(at_answer(at))}", highlight=False)
+    merged = _what_the_merge_brought(run, c)
+    if merged is not None:
+        console.print(f"  [yellow]{escape(merge_text(merged))}[/]", highlight=False)
     if conf < float(run.meta["confidence"]):
         console.print(
             "[yellow]The requested confidence was not reached: nothing more could be "
@@ -521,6 +527,43 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
     if opts.then_git and terms.side is Side.VERSIONS:
         return _continue_over_commits(run, opts, done)
     return 0
+
+
+def _what_the_merge_brought(run: BisectRun, culprit: Mapping[str, Any]) -> dict[str, Any] | None:
+    """When the answer is a merge commit (the search walks first parents, so a merged
+    branch enters as one commit), the commits it brought and the bisect that names one
+    of them; kept in meta.json for the report."""
+    pos = next((p for p in run.positions if p.id == culprit.get("id")), None)
+    if pos is None or not pos.info.get("merge") or run.terms.side is Side.VERSIONS:
+        return None
+    from repro.builds.cache import BuildCache
+    from repro.gitrepo import GitRepo
+
+    try:
+        repo = GitRepo.open_cached(str(run.meta["repo"]), BuildCache().base)
+        found = repo.merged(pos.id)
+        if found is None or not found.commits:
+            return None
+        short = {c.sha: c.short for c in found.commits}
+        short[found.base] = repo.info(found.base).short
+    except ReproError:
+        return None  # the answer stands; only the hint is lost
+    fix = run.terms.find is Find.FIX
+    racy, clean = (found.base, found.tip) if fix else (found.tip, found.base)
+    recipe = shlex.quote(str(run.loaded.path))
+    merged = {
+        "commit": pos.id,
+        "label": pos.label,
+        "count": len(found.commits),
+        "commits": [
+            {"id": c.sha, "label": c.short, "subject": c.subject} for c in found.commits[:20]
+        ],
+        "command": (
+            f"repro bisect {recipe} --racy {short[racy]} {run.terms.clean_option} {short[clean]}"
+        ),
+    }
+    run.rundir.update_meta(merged=merged)
+    return merged
 
 
 def _clean_end_unusable(run: BisectRun, opts: BisectOptions) -> int:

@@ -441,6 +441,16 @@ def _bisect(files: RunFiles) -> dict[str, Any]:
             else None
         ),
         "failure": meta.get("failure") or (files.summary or {}).get("failure"),
+        # A merge named as the culprit: what it brought (found in git when the bisect
+        # ended, kept in meta.json), for the answer the log gives.
+        "merged": (
+            meta.get("merged")
+            if finished
+            and named is not None
+            and named.culprit is not None
+            and (meta.get("merged") or {}).get("commit") == named.culprit.get("id")
+            else None
+        ),
         "positions": n,
         "builds": rec.builds,
         "builds_from_cache": rec.builds_from_cache,

@@ -121,6 +121,19 @@ def build_cell(step: Mapping[str, Any]) -> str:
     return "-"
 
 
+def merge_text(merged: Mapping[str, Any]) -> str:
+    """What a culprit that is a merge brought, and the bisect that names one of them,
+    alike on the console and in every report format."""
+    commits = list(merged.get("commits") or [])
+    count = int(merged.get("count") or len(commits))
+    shown = ", ".join(f"{c['label']} {c.get('subject') or ''}".strip() for c in commits[:3])
+    more = f", and {count - 3} more" if count > 3 else ""
+    return (
+        f"a merge: it brought {plural(count, 'commit')} ({shown}{more}); "
+        f"to name the one among them: {merged.get('command')}"
+    )
+
+
 def not_found(bisect: Mapping[str, Any]) -> str:
     """A bisect without an answer, and where its belief stood when it stopped (the
     console said it while it ran: "likely culprit X (85%)")."""

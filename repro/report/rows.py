@@ -108,6 +108,8 @@ def _bisect_rows(b: Mapping[str, Any], s: Mapping[str, Any]) -> list[Row]:
                     ),
                 )
             )
+        if b.get("merged"):
+            rows.append(Row("Merge", (Text(fmt.merge_text(b["merged"])),)))
         rows.append(Row("Author", (Text(str(c.get("author") or "")),)))
         rows.append(Row("Date", (Text(str(c.get("date") or "")),)))
         if c.get("url"):
