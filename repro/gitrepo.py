@@ -8,9 +8,11 @@ mirror also outlives the user's checkout, which keeps cached builds explainable.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +184,13 @@ class GitRepo:
     def fetch(self) -> None:
         """Bring the mirror up to date with its source (all refs, as a mirror does)."""
         with self._lock:
+            if self.shallow_note():
+                # A mirror of a shallow clone stays shallow on a plain fetch, even once
+                # its source has its whole history again.
+                with contextlib.suppress(git.GitCommandError):
+                    self._repo.git.fetch(
+                        "--unshallow", "--prune", "--force", "origin", "+refs/*:refs/*"
+                    )
             try:
                 self._repo.git.fetch("--prune", "--force", "origin", "+refs/*:refs/*")
             except git.GitCommandError as exc:
@@ -211,7 +220,9 @@ class GitRepo:
             self._refresh_quietly()
             sha = self._try_resolve(ref)
         if sha is None:
-            raise GitError(f"unknown ref {ref!r} in {self.source} (mirror {self.mirror})")
+            raise GitError(
+                f"unknown ref {ref!r} in {self.source} (mirror {self.mirror})" + self.shallow_note()
+            )
         if self._gone_from_source(sha):
             raise GitError(
                 f"unknown ref {ref!r} in {self.source}: the cached mirror ({self.mirror}) "
@@ -219,6 +230,21 @@ class GitRepo:
                 "made again, or rewritten?); give a commit it holds"
             )
         return sha
+
+    def shallow_note(self) -> str:
+        """A shallow clone lacks the older history a range reaches into; say so where a
+        ref is not found or a range is cut, with the command that brings it."""
+        try:
+            shallow = str(self._repo.git.rev_parse("--is-shallow-repository")).strip()
+        except git.GitCommandError:
+            return ""
+        if shallow != "true":
+            return ""
+        where = self.source if not is_url(self.source) else "your clone"
+        return (
+            f"; {where} is a shallow clone, without the older history: "
+            f"git -C {shlex.quote(where)} fetch --unshallow --tags"
+        )
 
     def uncommitted_note(self) -> str | None:
         """A warning when a local source's checkout has changes that are not committed:

@@ -266,3 +266,39 @@ def test_uncommitted_changes_in_a_local_source_are_mentioned_once(
     note = again.uncommitted_note()
     assert note is not None and "uncommitted changes (c)" in note and "commit them" in note
     assert again.uncommitted_note() is None  # once per source and process
+
+
+def test_a_shallow_clone_says_so_and_its_mirror_deepens_with_it(
+    history: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    repo_path, shas = history
+    shallow = tmp_path / "shallow"
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", f"file://{repo_path}", str(shallow)], check=True
+    )
+    r = GitRepo.open_cached(str(shallow), tmp_path / "cache")
+    with pytest.raises(GitError) as err:
+        r.resolve(shas["a"][:10])
+    said = str(err.value)
+    assert "is a shallow clone" in said and f"git -C {shallow} fetch --unshallow --tags" in said
+    # As the error says; the mirror made from the shallow clone deepens too.
+    git(shallow, "fetch", "-q", "--unshallow", "--tags")
+    r = GitRepo.open_cached(str(shallow), tmp_path / "cache")
+    assert r.resolve(shas["a"][:10]) == shas["a"]
+    assert r.first_parent_range(shas["a"], shas["c"]) == [
+        shas["a"],
+        shas["b"],
+        shas["m"],
+        shas["c"],
+    ]
+
+
+def test_a_merge_says_what_it_brought(history: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    repo_path, shas = history
+    r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    assert r.merged(shas["c"]) is None
+    merged = r.merged(shas["m"])
+    assert merged is not None
+    assert (merged.base, merged.tip) == (shas["a"], shas["s2"])
+    assert [c.sha for c in merged.commits] == [shas["s1"], shas["s2"]]
+    assert len(r.info(shas["m"]).parents) == 2

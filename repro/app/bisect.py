@@ -92,7 +92,7 @@ def _range_problem(repo: Any, terms: Terms, old: str, new: str, old_sha: str, ne
         )
     return (
         f"{given}: the two are not on one line of history (following first parents from "
-        f"{new} does not reach {old}); give two commits of one branch"
+        f"{new} does not reach {old}); give two commits of one branch" + str(repo.shallow_note())
     )
 
 
