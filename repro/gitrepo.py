@@ -375,6 +375,7 @@ class GitRepo:
                         raise GitError(
                             f"cannot move worktree {path} to {full}: {_stderr(exc)}"
                         ) from None
+                self._submodules(path, full)
                 return path
             if path.exists():
                 shutil.rmtree(path)
@@ -386,7 +387,26 @@ class GitRepo:
                 self._repo.git.worktree("add", "--detach", "--force", "--force", str(path), full)
             except git.GitCommandError as exc:
                 raise GitError(f"cannot create worktree {path}: {_stderr(exc)}") from None
+            self._submodules(path, full)
         return path
+
+    def _submodules(self, path: Path, sha: str) -> None:
+        """The submodules a commit names, checked out at its commits: a project's build
+        that needs one failed at every commit ("does not build"), as a fresh clone
+        without --recurse-submodules does."""
+        if not (path / ".gitmodules").is_file():
+            return
+        try:
+            # protocol.file: a submodule on this machine is a path, which git refuses now
+            # by default; the user's own repository named it.
+            git.Repo(path).git.execute(
+                ["git", "-c", "protocol.file.allow=always", "submodule", "update",
+                 "--init", "--recursive", "--force"]
+            )  # fmt: skip
+        except git.GitCommandError as exc:
+            raise GitError(
+                f"cannot check out the submodules of {sha[:12]} in {path}: {_stderr(exc)}"
+            ) from None
 
     def remove_worktree(self, path: Path) -> None:
         with self._lock:

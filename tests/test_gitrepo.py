@@ -302,3 +302,30 @@ def test_a_merge_says_what_it_brought(history: tuple[Path, dict[str, str]], tmp_
     assert (merged.base, merged.tip) == (shas["a"], shas["s2"])
     assert [c.sha for c in merged.commits] == [shas["s1"], shas["s2"]]
     assert len(r.info(shas["m"]).parents) == 2
+
+
+def test_a_worktree_has_its_commits_submodules(tmp_path: Path) -> None:
+    """A build that needs a submodule failed at every commit: worktrees had none."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    git(lib, "init", "-q", "-b", "main")
+    one = commit(lib, "extra.h", "#define EXTRA 1\n")
+    two = commit(lib, "extra.h", "#define EXTRA 2\n")
+    top = tmp_path / "top"
+    top.mkdir()
+    git(top, "init", "-q", "-b", "main")
+    commit(top, "main.c")
+    git(top, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), "lib")
+    git(top / "lib", "checkout", "-q", one)
+    git(top, "add", "lib")
+    git(top, "commit", "-q", "-m", "lib at one")
+    first = git(top, "rev-parse", "HEAD")
+    git(top / "lib", "checkout", "-q", two)
+    git(top, "add", "lib")
+    git(top, "commit", "-q", "-m", "lib at two")
+    second = git(top, "rev-parse", "HEAD")
+    r = GitRepo.open_cached(str(top), tmp_path / "cache")
+    wt = r.worktree(first, tmp_path / "wt")
+    assert (wt / "lib" / "extra.h").read_text() == "#define EXTRA 1\n"
+    r.worktree(second, wt)  # moved, as a bisect moves it
+    assert (wt / "lib" / "extra.h").read_text() == "#define EXTRA 2\n"
