@@ -137,6 +137,7 @@ def test_a_users_suppressions_that_hide_the_target_are_refused_before_any_run(
         ("report_bugs=0", "report_bugs=0: TSAN then prints no report"),
         ("verbosity=0:halt_on_error=true", "halt_on_error=true: a run then ends"),
         ("suppressions=/nonexistent/sup.txt", "no such file"),
+        ("halt_on_error 1", "'halt_on_error', '1': not name=value"),
     ],
 )
 def test_a_users_options_that_defeat_counting_are_refused(
@@ -213,6 +214,7 @@ def test_tsan_that_cannot_start_is_told_why_from_what_it_said(
 def test_options_are_read_and_written_as_tsan_reads_them() -> None:
     text = "a=1:b=2,c=3 d=\"x y\" e='p:q' stray"
     assert options.parse(text) == {"a": "1", "b": "2", "c": "3", "d": "x y", "e": "p:q"}
+    assert options.stray_words(text) == ["stray"]
     opts = {"log_path": "/tmp/My Projects/a:b,c/tsan", "q": 'say "hi" now', "h": "7"}
     assert options.parse(options.to_string(opts)) == opts
     # A comma separates too: report_bugs=0 after one is seen and refused.

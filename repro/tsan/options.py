@@ -9,7 +9,7 @@ runner's ``log_path``). Pure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from repro.tsan import suppressions
@@ -25,10 +25,9 @@ def format_value(value: Any) -> str:
 _SEPARATORS = frozenset(" ,:\t\n\r")
 
 
-def parse(text: str | None) -> dict[str, str]:
-    """The pairs of a TSAN_OPTIONS string, read as TSAN reads it: separators, quoted
-    values (a word without ``=`` is passed over here; TSAN refuses it)."""
-    opts: dict[str, str] = {}
+def _items(text: str | None) -> Iterator[tuple[str, str | None]]:
+    """The ``(name, value)`` items of a TSAN_OPTIONS string, read as TSAN reads it:
+    separators, a value in quotes; a word with no ``=`` comes with the value None."""
     s = text or ""
     i, n = 0, len(s)
     while i < n:
@@ -39,12 +38,12 @@ def parse(text: str | None) -> dict[str, str]:
         while i < n and s[i] != "=" and s[i] not in _SEPARATORS:
             i += 1
         if i >= n or s[i] != "=":
+            yield s[start:i], None
             continue
-        key = s[start:i]
+        name = s[start:i]
         i += 1
         if i < n and s[i] in "'\"":
-            quote = s[i]
-            end = s.find(quote, i + 1)
+            end = s.find(s[i], i + 1)
             end = n if end < 0 else end
             value = s[i + 1 : end]
             i = end + 1
@@ -53,8 +52,18 @@ def parse(text: str | None) -> dict[str, str]:
             while i < n and s[i] not in _SEPARATORS:
                 i += 1
             value = s[start:i]
-        opts[key] = value
-    return opts
+        yield name, value
+
+
+def stray_words(text: str | None) -> list[str]:
+    """Words that are no ``name=value`` (TSAN refuses them: "expected '='"); ``parse``
+    passes over them, so they must be said."""
+    return [name for name, value in _items(text) if value is None]
+
+
+def parse(text: str | None) -> dict[str, str]:
+    """The pairs of a TSAN_OPTIONS string (a later name wins, as in TSAN)."""
+    return {name: value for name, value in _items(text) if value is not None}
 
 
 def merge(
