@@ -175,7 +175,9 @@ def runs_made(runs: Any, reused: Any = None) -> str:
 def builds(count: int | None, from_cache: int | None) -> str:
     """A bisect's builds, saying how many an earlier run had left in the cache."""
     text = plural(count, "build")
-    if from_cache:
+    if from_cache and from_cache == count:
+        text += " (all from the cache)" if from_cache > 1 else " (from the cache)"
+    elif from_cache:
         text += f" ({from_cache} of them from the cache)"
     return text
 
