@@ -22,6 +22,7 @@ from repro.errors import ReproError
 from repro.host.environ import child_environ
 from repro.host.setarch import needs_setarch, setarch_argv
 from repro.host.symbolizer import choose_for_run
+from repro.host.tsan_binary import is_elf, names_tsan_init
 from repro.placeholders import expand, expand_for_shell
 from repro.recipe import (
     AmplifySpec,
@@ -303,21 +304,9 @@ def _sanitize_hint(sanitize: str | None) -> str:
 
 def without_tsan(path: Path) -> bool:
     """Whether ``path`` is a program with no TSAN in it: an ELF file that never names
-    ``__tsan_init`` (which every instrumented binary calls, linked statically as Rust
-    does or from libtsan). A shell script, or anything unreadable, is not judged."""
-    needle = b"__tsan_init"
-    try:
-        with path.open("rb") as f:
-            if f.read(4) != b"\x7fELF":
-                return False
-            tail = b""
-            while chunk := f.read(1 << 20):
-                if needle in tail + chunk:
-                    return False
-                tail = chunk[-len(needle) :]
-    except OSError:
-        return False
-    return True
+    ``__tsan_init`` (which every instrumented binary calls). A shell script, or anything
+    unreadable, is not judged."""
+    return is_elf(path) and not names_tsan_init(path)
 
 
 def run_prefix(loaded: LoadedRecipe, overrides: Overrides) -> tuple[str, ...]:

@@ -330,7 +330,8 @@ def probe_interpreter(executable: str) -> dict[str, Any]:
     at all, though a GIL build and a free-threaded one race differently.
     """
     from repro.builds.cache import BuildError
-    from repro.builds.cpython import probe_python, tsan_linked
+    from repro.builds.cpython import probe_python
+    from repro.host.tsan_binary import links_runtime
 
     found = executable if "/" in executable else shutil.which(executable)
     record: dict[str, Any] = {"executable": executable, "path": found}
@@ -350,7 +351,7 @@ def probe_interpreter(executable: str) -> dict[str, Any]:
         path=str(info.get("executable") or found),
         version=info.get("version"),
         gil_disabled=info.get("gil_disabled") == 1,
-        tsan="--with-thread-sanitizer" in config_args or tsan_linked(Path(found).resolve(), libs),
+        tsan="--with-thread-sanitizer" in config_args or links_runtime(Path(found).resolve(), libs),
     )
     return record
 

@@ -40,6 +40,7 @@ from repro.gitrepo import GitRepo, is_url
 from repro.host.compilers import clang_candidates, version_output
 from repro.host.environ import child_environ
 from repro.host.setarch import setarch_prefix
+from repro.host.tsan_binary import links_runtime
 from repro.recipe import PythonSpec
 
 DEFAULT_MIRROR = "https://www.python.org/ftp/python/{v}/Python-{v}.tar.xz"
@@ -426,28 +427,6 @@ def probe_python(python: Path) -> dict[str, Any]:
     return data
 
 
-def tsan_linked(binary: Path, extra_libs: Sequence[Path] = ()) -> bool:
-    """Whether the TSAN runtime is in the process image.
-
-    gcc links libtsan.so dynamically (ldd shows it); clang links its runtime into the
-    executable (a defined ``__tsan_init`` symbol). An instrumented shared libpython
-    counts too: the binary then gets the runtime through it.
-    """
-    for obj in (binary, *extra_libs):
-        if not obj.exists():
-            continue
-        ldd = subprocess.run(["ldd", str(obj)], capture_output=True, text=True, check=False)
-        if "libtsan" in ldd.stdout:
-            return True
-        for flags in (["-D", "--defined-only"], ["--defined-only"]):
-            nm = subprocess.run(
-                ["nm", *flags, str(obj)], capture_output=True, text=True, check=False
-            )
-            if re.search(r"\s[TtWw]\s+__tsan_init$", nm.stdout, re.M):
-                return True
-    return False
-
-
 def inspect_executable(spec: PythonSpec, base_dir: Path) -> PythonBuild:
     assert spec.executable is not None
     exe = spec.executable
@@ -465,7 +444,7 @@ def inspect_executable(spec: PythonSpec, base_dir: Path) -> PythonBuild:
     libs = []
     if info.get("libdir") and info.get("ldlibrary"):
         libs.append(Path(info["libdir"]) / str(info["ldlibrary"]))
-    tsan = tsan_linked(path.resolve(), libs)
+    tsan = links_runtime(path.resolve(), libs)
     ident = cache_key(
         {"kind": "executable", "path": str(path.resolve()), "sha256": sha256_file(path.resolve())}
     )
@@ -940,7 +919,7 @@ class _TreeBuild:
                 f"{1 if spec.free_threading else 0}"
             )
         libs = [ctx.staging / "lib" / str(info["ldlibrary"])] if info.get("ldlibrary") else []
-        tsan = tsan_linked(python.resolve(), libs)
+        tsan = links_runtime(python.resolve(), libs)
         if tsan != spec.tsan:
             problems.append(
                 "the TSAN runtime is " + ("linked in but was not asked for" if tsan else "missing")

@@ -42,6 +42,7 @@ from repro.builds.progress import BuildProgress, NullProgress, ensure_reported
 from repro.gitrepo import GitRepo
 from repro.host.environ import child_environ
 from repro.host.setarch import setarch_prefix
+from repro.host.tsan_binary import module_instrumented
 from repro.recipe import ExtensionSpec
 from repro.text import truncate
 
@@ -436,8 +437,7 @@ def extension_modules(site: Path) -> list[tuple[str, Path]]:
 
 def check_instrumented(modules: Sequence[tuple[str, Path]], site: Path, backend: Backend) -> None:
     for name, so in modules:
-        nm = subprocess.run(["nm", "-D", str(so)], capture_output=True, text=True, check=False)
-        if "__tsan_" not in nm.stdout:
+        if not module_instrumented(so):
             how = {
                 "setuptools": "CFLAGS/LDFLAGS (does setup.py overwrite them?)",
                 "meson-python": "-Db_sanitize=thread",
