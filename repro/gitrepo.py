@@ -212,6 +212,17 @@ class GitRepo:
         """
         if not ref or ref.startswith("-"):
             raise GitError(f"invalid ref {ref!r} in {self.source}")
+        self._refuse_ambiguous(ref)
+        here = self._in_local_source(ref)
+        if here is not None:
+            # HEAD, @, HEAD~3, a branch: what the user's checkout means now. The mirror's
+            # own HEAD was set when it was made and never follows the checkout, so a
+            # `--fixed HEAD` once named a commit of a branch the user had left.
+            if self._try_resolve(here) is None:
+                self._refresh_quietly()
+            if self._try_resolve(here) is not None:
+                self._in_source.add(here)
+                return here
         full_sha = bool(_FULL_SHA.match(ref))
         if not full_sha and not self._refreshed and not is_url(self.source):
             self._refresh_quietly()
@@ -230,6 +241,41 @@ class GitRepo:
                 "made again, or rewritten?); give a commit it holds"
             )
         return sha
+
+    def _in_local_source(self, ref: str) -> str | None:
+        """``ref`` as the user's own repository reads it (None for a URL source, or a
+        ref it does not know)."""
+        if is_url(self.source) or not Path(self.source).exists():
+            return None
+        try:
+            out = git.Git(self.source).rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
+        except git.GitCommandError:
+            return None
+        return str(out).strip() or None
+
+    def _refuse_ambiguous(self, ref: str) -> None:
+        """A name that is a tag and a branch both: git takes the tag, with a warning the
+        user never sees; a bisect then searched a line of history they did not mean."""
+        if (
+            not re.fullmatch(r"[\w./-]+", ref)
+            or _FULL_SHA.match(ref)
+            or ref.startswith(("refs/", "tags/", "heads/"))
+        ):
+            return
+        where = self.source if not is_url(self.source) and Path(self.source).exists() else None
+        repo = git.Git(where) if where is not None else self._repo.git
+        found = []
+        for kind in ("tags", "heads"):
+            try:
+                repo.rev_parse("--verify", "--quiet", f"refs/{kind}/{ref}")
+                found.append(kind)
+            except git.GitCommandError:
+                pass
+        if len(found) == 2:
+            raise GitError(
+                f"{ref!r} is both a tag and a branch in {self.source}: say tags/{ref} or "
+                f"heads/{ref}"
+            )
 
     def shallow_note(self) -> str:
         """A shallow clone lacks the older history a range reaches into; say so where a

@@ -428,3 +428,44 @@ def test_a_merge_named_as_the_fix_says_what_it_brought_and_how_to_name_one(
     res = repro(*args, "--runs-dir", str(tmp_path / "runs2"), "--json-out", str(again))
     assert res.returncode == 0, res.stdout + res.stderr
     assert json.loads(again.read_text())["culprit"]["id"] == fix
+
+
+# A commit whose build gives no program the runs can count with: the Makefile dropped
+# the TSAN flags (a new user's bisect named such a commit as the fix at 0.99), or the
+# program was renamed (the bisect stopped with a recipe error, and so did --resume).
+NOT_RUNNABLE = {
+    "no TSAN in it": "#!/bin/sh\nset -e\ngcc -g -O1 -o prog prog.c -pthread\n",
+    "does not exist": "#!/bin/sh\nset -e\ngcc -fsanitize=thread -g -O1 -o other prog.c -pthread\n",
+}
+
+
+@pytest.mark.parametrize("why", sorted(NOT_RUNNABLE))
+def test_commits_whose_build_cannot_run_the_reproducer_are_skipped(
+    tmp_path: Path, why: str
+) -> None:
+    repo, shas = _history(tmp_path, broken=0)
+    # Two commits between the racy end and the fix whose build is not usable.
+    _git(repo, "checkout", "-q", "-b", "work", shas["racy"])
+    (repo / "build.sh").write_text(NOT_RUNNABLE[why])
+    bad = []
+    for k in range(2):
+        (repo / "n").write_text(str(k))
+        bad.append(_commit(repo, f"bad build {k}"))
+    (repo / "build.sh").write_text(BUILD)
+    (repo / "prog.c").write_text((PROGRAMS / "race_free.c").read_text())
+    fix = _commit(repo, "the fix")
+    (repo / "n").write_text("after")
+    after = _commit(repo, "after")
+    out = tmp_path / "b.json"
+    res = repro(
+        "bisect", str(_recipe(tmp_path, repo)), "--racy", shas["racy"], "--fixed", after,
+        "--runs-dir", str(tmp_path / "runs"), "--json-out", str(out),
+    )  # fmt: skip
+    assert res.returncode == 1, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["culprit"] is None
+    assert [c["id"] for c in data["culprit_range"]] == [*bad, fix]
+    skipped = {s["id"]: s for s in data["steps"] if s["verdict"].startswith("skipped")}
+    assert set(skipped) <= set(bad) and skipped, data["steps"]
+    text = " ".join(res.stdout.split())
+    assert "its build cannot run the reproducer" in text and why in text, text

@@ -329,3 +329,33 @@ def test_a_worktree_has_its_commits_submodules(tmp_path: Path) -> None:
     assert (wt / "lib" / "extra.h").read_text() == "#define EXTRA 1\n"
     r.worktree(second, wt)  # moved, as a bisect moves it
     assert (wt / "lib" / "extra.h").read_text() == "#define EXTRA 2\n"
+
+
+def test_head_and_branches_mean_the_users_checkout_now(
+    history: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """The mirror's HEAD is set when it is made and never follows the checkout: a
+    `--fixed HEAD` once named a commit of a branch the user had left."""
+    repo_path, shas = history
+    git(repo_path, "checkout", "-q", "side")
+    r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    assert r.resolve("HEAD") == shas["s2"]
+    git(repo_path, "checkout", "-q", "main")
+    r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    assert r.resolve("HEAD") == shas["c"]
+    assert r.resolve("@") == shas["c"]
+    assert r.resolve("HEAD~1") == shas["m"]
+    assert r.first_parent_range(shas["a"], "HEAD")[-1] == shas["c"]
+
+
+def test_a_name_that_is_a_tag_and_a_branch_is_refused(
+    history: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    repo_path, shas = history
+    git(repo_path, "branch", "release", shas["s2"])
+    git(repo_path, "tag", "release", shas["c"])
+    r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
+    with pytest.raises(GitError, match=r"both a tag and a branch.*tags/release or heads/release"):
+        r.resolve("release")
+    assert r.resolve("tags/release") == shas["c"]
+    assert r.resolve("heads/release") == shas["s2"]

@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from repro.app.context import Overrides, Prepared, prepare
+from repro.app.context import NotRunnableHere, Overrides, Prepared, prepare
 from repro.app.environment import extension_backend, run_variables
 from repro.app.executors import Runner, RunnerGone
 from repro.app.loop import Limits, StressState, Tags, stress_loop
@@ -337,6 +337,17 @@ class BisectRun:
             else:
                 progress = RichBuildProgress(self.console)
                 prepared = prepare(self.loaded, self.overrides, progress=progress, **refs)
+        except NotRunnableHere as exc:
+            seconds = time.monotonic() - t0
+            why = str(exc).removeprefix(f"{self.loaded.path}: ")
+            self.runlog.log(BuildEvent(pos, p.id, True, seconds))
+            self.runlog.log(UnusableEvent(pos, p.id, f"cannot run: {why}"))
+            self.console.print(
+                f"  [yellow]skip[/] {escape(self.describe(pos))}: its build cannot run the "
+                f"reproducer: {escape(why)}",
+                highlight=False,
+            )
+            return None
         except MachineBuildError as exc:
             # Not this commit's fault: every commit would fail so. Stop, as on any fault
             # of the environment; the run directory resumes once it is mended.

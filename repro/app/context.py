@@ -67,6 +67,12 @@ class Overrides:
                 raise ReproError(f"--taskset: {problem}")
 
 
+class NotRunnableHere(ReproError):
+    """The project's build at this commit gives no program the runs can count with (the
+    reproducer is not there, or has no TSAN in it). A bisect skips such a commit, as
+    one that does not build; its runs would have read as clean, evidence of a fix."""
+
+
 @dataclass
 class Prepared:
     spec: RunSpec
@@ -266,6 +272,12 @@ def run_setup(
     return work
 
 
+class ProgramMissing(ReproError):
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 def check_command(
     command: str, cwd: Path, env: Mapping[str, str], loaded: LoadedRecipe
 ) -> Path | None:
@@ -280,11 +292,14 @@ def check_command(
     if "/" in exe:
         path = Path(exe) if Path(exe).is_absolute() else cwd / exe
         if not path.exists():
-            raise ReproError(
-                f"{loaded.path}: reproducer.command: `{exe}` does not exist (looked in {cwd})"
+            raise ProgramMissing(
+                f"{loaded.path}: reproducer.command: `{exe}` does not exist (looked in {cwd})",
+                path,
             )
         if not os.access(path, os.X_OK):
-            raise ReproError(f"{loaded.path}: reproducer.command: `{exe}` is not executable")
+            raise ProgramMissing(
+                f"{loaded.path}: reproducer.command: `{exe}` is not executable", path
+            )
         return path
     if shutil.which(exe, path=env.get("PATH")) is None:
         raise ReproError(f"{loaded.path}: reproducer.command: `{exe}` is not on PATH")
@@ -499,16 +514,29 @@ def prepare(
     if not cwd.is_dir():
         raise ReproError(f"{loaded.path}: reproducer.cwd: no such directory: {cwd}")
     command = expand_for_shell(r.reproducer.command, values)
-    program = check_command(command, cwd, env, loaded)
+    built = Path(extension.worktree).resolve() if extension is not None else None
+    try:
+        program = check_command(command, cwd, env, loaded)
+    except ProgramMissing as exc:
+        if built is not None and exc.path.resolve().is_relative_to(built):
+            raise NotRunnableHere(str(exc)) from None  # this commit's build made none
+        raise
     preloaded = "tsan" in env.get("LD_PRELOAD", "")
-    if program is not None and progress is not None and not preloaded and without_tsan(program):
+    if program is not None and not preloaded and without_tsan(program):
         # Every run would be clean, evidence that the race is gone: a user's Rust crate
-        # built without `sanitize: rust` ran so.
+        # built without `sanitize: rust` ran so, and a commit whose Makefile dropped the
+        # TSAN flags was named as the fix at 0.99.
         hint = _sanitize_hint(r.extension.sanitize if r.extension else None)
-        progress.waiting(
-            f"warning: {program} has no TSAN in it (it never names __tsan_init), so no "
-            f"race can show in it; {hint}"
+        said = (
+            f"{program} has no TSAN in it (it never names __tsan_init), so no race can "
+            f"show in it; {hint}"
         )
+        if built is not None and program.resolve().is_relative_to(built):
+            raise NotRunnableHere(said)
+        if progress is not None:
+            # A program of the machine's (an interpreter that runs instrumented ones)
+            # may be right: said, not refused.
+            progress.waiting(f"warning: {said}")
     tsan_options: dict[str, Any] = dict(r.tsan.options)
     if r.tsan.suppressions:
         tsan_options["suppressions"] = str(loaded.resolve(r.tsan.suppressions))
