@@ -383,19 +383,20 @@ class GitRepo:
             tuple(parents.split()),
         )
 
-    def merged(self, sha: str) -> Merged | None:
-        """The branch a merge commit brought in (None for a commit with one parent):
-        a bisect along first parents names the merge, and the change is among these."""
+    def merged(self, sha: str) -> list[Merged]:
+        """The branches a merge commit brought in, one for each parent after the first
+        (none for a commit with one parent; several for an octopus merge): a bisect
+        along first parents names the merge, and the change is among these."""
         parents = self.info(sha).parents
-        if len(parents) < 2:
-            return None
-        first, tip = parents[0], parents[1]
-        try:
-            base = str(self._repo.git.merge_base(first, tip)).strip()
-            out = str(self._repo.git.rev_list("--first-parent", "--reverse", f"{base}..{tip}"))
-        except git.GitCommandError as exc:
-            raise GitError(f"git cannot read the merge {sha[:12]}: {_stderr(exc)}") from None
-        return Merged(base, tip, tuple(self.info(s) for s in out.split() if s))
+        out: list[Merged] = []
+        for tip in parents[1:]:
+            try:
+                base = str(self._repo.git.merge_base(parents[0], tip)).strip()
+                shas = str(self._repo.git.rev_list("--first-parent", "--reverse", f"{base}..{tip}"))
+            except git.GitCommandError as exc:
+                raise GitError(f"git cannot read the merge {sha[:12]}: {_stderr(exc)}") from None
+            out.append(Merged(base, tip, tuple(self.info(s) for s in shas.split() if s)))
+        return out
 
     def changed_files(self, a: str, b: str) -> list[str]:
         out = str(self._repo.git.diff("--name-only", self.resolve(a), self.resolve(b)))

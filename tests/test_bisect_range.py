@@ -418,14 +418,15 @@ def test_a_merge_named_as_the_fix_says_what_it_brought_and_how_to_name_one(
     assert json.loads(out.read_text())["culprit"]["id"] == merge
     text = " ".join(res.stdout.split())
     assert "a merge: it brought 2 commits" in text, text
-    suggested = text.split("to name the one among them: repro ")[1].split(" run directory")[0]
+    suggested = text.split("to name the one among them: repro ")[1].split(" (unless")[0]
     args = suggested.split()
-    assert args[:2] == ["bisect", str(recipe)]
+    assert args[:2] == ["bisect", str(recipe)] and args[-4] == "--racy", args
     report = repro("report", str(next((tmp_path / "runs").iterdir())))
     assert "| Merge | a merge: it brought 2 commits" in report.stdout, report.stdout
 
     again = tmp_path / "again.json"
     res = repro(*args, "--runs-dir", str(tmp_path / "runs2"), "--json-out", str(again))
+    # (as printed: -j and the ends; the runs directory is this test's)
     assert res.returncode == 0, res.stdout + res.stderr
     assert json.loads(again.read_text())["culprit"]["id"] == fix
 

@@ -296,9 +296,8 @@ def test_a_shallow_clone_says_so_and_its_mirror_deepens_with_it(
 def test_a_merge_says_what_it_brought(history: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     repo_path, shas = history
     r = GitRepo.open_cached(str(repo_path), tmp_path / "cache")
-    assert r.merged(shas["c"]) is None
-    merged = r.merged(shas["m"])
-    assert merged is not None
+    assert r.merged(shas["c"]) == []
+    (merged,) = r.merged(shas["m"])
     assert (merged.base, merged.tip) == (shas["a"], shas["s2"])
     assert [c.sha for c in merged.commits] == [shas["s1"], shas["s2"]]
     assert len(r.info(shas["m"]).parents) == 2

@@ -515,7 +515,7 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
         console.print(f"  {escape(against_bound(info))}", highlight=False)
         if at := info.get("at_answer"):
             console.print(f"  {escape(at_answer(at))}", highlight=False)
-    merged = _what_the_merge_brought(run, c)
+    merged = _what_the_merge_brought(run, opts, c)
     if merged is not None:
         console.print(f"  [yellow]{escape(merge_text(merged))}[/]", highlight=False)
     if conf < float(run.meta["confidence"]):
@@ -529,7 +529,9 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
     return 0
 
 
-def _what_the_merge_brought(run: BisectRun, culprit: Mapping[str, Any]) -> dict[str, Any] | None:
+def _what_the_merge_brought(
+    run: BisectRun, opts: BisectOptions, culprit: Mapping[str, Any]
+) -> dict[str, Any] | None:
     """When the answer is a merge commit (the search walks first parents, so a merged
     branch enters as one commit), the commits it brought and the bisect that names one
     of them; kept in meta.json for the report."""
@@ -541,26 +543,42 @@ def _what_the_merge_brought(run: BisectRun, culprit: Mapping[str, Any]) -> dict[
 
     try:
         repo = GitRepo.open_cached(str(run.meta["repo"]), BuildCache().base)
-        found = repo.merged(pos.id)
-        if found is None or not found.commits:
+        branches = [b for b in repo.merged(pos.id) if b.commits]
+        if not branches:
             return None
-        short = {c.sha: c.short for c in found.commits}
-        short[found.base] = repo.info(found.base).short
+        short = {c.sha: c.short for b in branches for c in b.commits}
+        short.update({b.base: repo.info(b.base).short for b in branches})
     except ReproError:
         return None  # the answer stands; only the hint is lost
     fix = run.terms.find is Find.FIX
-    racy, clean = (found.base, found.tip) if fix else (found.tip, found.base)
-    recipe = shlex.quote(str(run.loaded.path))
+    # The bisect as it ran, on the merged branch: printed commands that left out
+    # --find regression, --repo or a --set failed as printed.
+    same = [str(run.loaded.path)]
+    if not fix:
+        same += ["--find", "regression"]
+    if run.overrides.extension_repo:
+        same += ["--repo", run.overrides.extension_repo]
+    for item in opts.sets:
+        same += ["--set", item]
+    same += ["-j", str(run.jobs)]
+    recipe = " ".join(shlex.quote(a) for a in same)
+    commands = []
+    for b in branches:
+        racy, clean = (b.base, b.tip) if fix else (b.tip, b.base)
+        commands.append(
+            f"repro bisect {recipe} --racy {short[racy]} {run.terms.clean_option} {short[clean]}"
+        )
+    commits = [c for b in branches for c in b.commits]
     merged = {
         "commit": pos.id,
         "label": pos.label,
-        "count": len(found.commits),
-        "commits": [
-            {"id": c.sha, "label": c.short, "subject": c.subject} for c in found.commits[:20]
-        ],
-        "command": (
-            f"repro bisect {recipe} --racy {short[racy]} {run.terms.clean_option} {short[clean]}"
-        ),
+        "count": len(commits),
+        "branches": len(branches),
+        "commits": [{"id": c.sha, "label": c.short, "subject": c.subject} for c in commits[:20]],
+        # One bisect a merged branch (an octopus merge brings several; the fix may
+        # also have been made in the merge itself, which no branch holds).
+        "commands": commands,
+        "command": commands[0],
     }
     run.rundir.update_meta(merged=merged)
     return merged

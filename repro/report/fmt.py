@@ -128,9 +128,15 @@ def merge_text(merged: Mapping[str, Any]) -> str:
     count = int(merged.get("count") or len(commits))
     shown = ", ".join(f"{c['label']} {c.get('subject') or ''}".strip() for c in commits[:3])
     more = f", and {count - 3} more" if count > 3 else ""
+    commands = list(merged.get("commands") or [merged.get("command")])
+    if len(commands) > 1:
+        how = f"a bisect of each of its {len(commands)} branches names the one among them: "
+        how += " ; ".join(str(c) for c in commands)
+    else:
+        how = f"to name the one among them: {commands[0]}"
     return (
-        f"a merge: it brought {plural(count, 'commit')} ({shown}{more}); "
-        f"to name the one among them: {merged.get('command')}"
+        f"a merge: it brought {plural(count, 'commit')} ({shown}{more}); {how} "
+        "(unless the merge made the change itself)"
     )
 
 
