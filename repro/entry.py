@@ -9,6 +9,12 @@ from typing import Any
 
 
 def main() -> Any:
+    import os
+
+    columns = os.environ.get("COLUMNS", "")
+    if columns and not (columns.isdigit() and int(columns) >= 40):
+        # COLUMNS=0 made rich print nothing at all, errors included; 5 dropped counts.
+        os.environ["COLUMNS"] = "80" if not columns.isdigit() or int(columns) == 0 else "40"
     try:
         from repro.cli.app import main as run
     except KeyboardInterrupt:

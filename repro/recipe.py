@@ -781,6 +781,10 @@ def _check_tsan_options(
             ("reproducer", "env", "TSAN_OPTIONS"),
             tsan_options.parse(r.reproducer.env.get("TSAN_OPTIONS")),
         ),
+        (
+            ("extension", "env", "TSAN_OPTIONS"),
+            tsan_options.parse(r.extension.env.get("TSAN_OPTIONS") if r.extension else None),
+        ),
     ]
     for loc, opts in given:
         for setting, why in tsan_options.defeats_counting(opts):

@@ -158,3 +158,18 @@ def test_the_panel_counts_runs_of_the_whole_record_as_it_counts_hits() -> None:
     assert runs_progress(state) == "8/8" and state.total.hits == 6
     capped = StressState(Limits(runs=400, until_hits=5), started=0.0, total=total, session=session)
     assert runs_progress(capped) == "8 (until 5 hits, at most 405)"
+
+
+@pytest.mark.parametrize("columns", ["0", "5", "wide"])
+def test_a_terminal_width_that_cannot_be_used_still_shows_everything(
+    tmp_path: Path, columns: str
+) -> None:
+    """COLUMNS=0 made rich print nothing at all, errors and --help included."""
+    from conftest import repro
+
+    missing = tmp_path / "nonexistent.yaml"
+    res = repro("stress", str(missing), env={"COLUMNS": columns})
+    assert res.returncode == 2
+    assert "no such recipe file" in res.stderr, res.stderr
+    shown = repro("--help", env={"COLUMNS": columns}).stdout
+    assert "Usage:" in shown and "stress" in shown, shown

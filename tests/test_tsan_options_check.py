@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,10 @@ def test_a_users_suppressions_that_hide_the_target_are_refused_before_any_run(
         ("verbosity=0:halt_on_error=true", "halt_on_error=true: a run then ends"),
         ("suppressions=/nonexistent/sup.txt", "no such file"),
         ("halt_on_error 1", "'halt_on_error', '1': not name=value"),
+        ("abort_on_error=1", "abort_on_error=1: TSAN then aborts a run"),
+        ("print_summary=0", "print_summary=0: reports then lack their SUMMARY line"),
+        ("stack_trace_format='%f %p'", "stack_trace_format=%f %p: repro reads frames"),
+        ("include=/tmp/elsewhere.txt", "include=/tmp/elsewhere.txt: the options in that file"),
     ],
 )
 def test_a_users_options_that_defeat_counting_are_refused(
@@ -168,6 +173,11 @@ def test_the_recipe_may_overrule_the_users_option(tmp_path: Path, tsan_bin: Path
             "report_bugs=0",
         ),
         ("tsan:\n  options:\n    halt_on_error: 1\n", "tsan.options.halt_on_error", "ends"),
+        (
+            "extension:\n  repo: .\n  env: {TSAN_OPTIONS: 'print_summary=0'}\n",
+            "extension.env.TSAN_OPTIONS",
+            "SUMMARY line",
+        ),
         ("tsan:\n  suppressions: sup.txt\n", "tsan.suppressions", "race:target_writer matches"),
         (
             "tsan:\n  options:\n    suppressions: sup.txt\n",
@@ -245,3 +255,18 @@ def test_options_tsan_cannot_read_are_a_tsan_failure_not_a_crash() -> None:
     parsed = parse_log("ThreadSanitizer: ERROR: expected '=' in TSAN_OPTIONS\n")
     assert parsed.fatal
     assert "TSAN_OPTIONS value" in tsan_failure_hint(list(parsed.fatal))
+
+
+def test_runs_from_a_directory_whose_name_is_not_utf8(tmp_path: Path, tsan_bin: Path) -> None:
+    """A byte of another locale in the directory's name raised UnicodeEncodeError (exit
+    3, a traceback) once the reproducer had started."""
+    where = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9"))
+    where.mkdir()
+    r = _recipe(tmp_path, tsan_bin / "two_races")
+    res = subprocess.run(
+        [sys.executable, "-m", "repro", "stress", str(r), "--runs", "2"],
+        cwd=where, capture_output=True, text=True, errors="replace", timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    assert "2 of 2 runs hit the target race" in " ".join(res.stdout.split())

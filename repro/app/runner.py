@@ -236,7 +236,9 @@ def _register(work_dir: Path, pgid: int) -> Path:
     if this one is killed (SIGKILL leaves the reproducer running, reparented to init)."""
     marker = work_dir / f"{PGID_PREFIX}{pgid}"
     with contextlib.suppress(OSError):
-        marker.write_text(str(work_dir), encoding="utf-8")
+        # surrogateescape: a directory whose name is not UTF-8 (a byte of another
+        # locale) made this write raise, after the reproducer had started.
+        marker.write_text(str(work_dir), encoding="utf-8", errors="surrogateescape")
     return marker
 
 

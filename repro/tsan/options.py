@@ -120,6 +120,39 @@ def defeats_counting(opts: Mapping[str, str]) -> list[tuple[str, str]]:
                 "TSAN then prints no report, so every run would count as clean",
             )
         )
+    if flag(opts.get("abort_on_error")):
+        found.append(
+            (
+                f"abort_on_error={opts['abort_on_error']}",
+                "TSAN then aborts a run that reported anything, so a run with only "
+                "another race reads as a crash and leaves the rate",
+            )
+        )
+    if flag(opts.get("print_summary")) is False:
+        found.append(
+            (
+                f"print_summary={opts['print_summary']}",
+                "reports then lack their SUMMARY line, by which repro tells a whole "
+                "report from a cut one: every hit would count as incomplete",
+            )
+        )
+    if opts.get("stack_trace_format") not in (None, "", "DEFAULT"):
+        found.append(
+            (
+                f"stack_trace_format={opts['stack_trace_format']}",
+                "repro reads frames in TSAN's default format; in another, every report "
+                "reads as incomplete",
+            )
+        )
+    for key in ("include", "include_if_exists"):
+        if opts.get(key):
+            found.append(
+                (
+                    f"{key}={opts[key]}",
+                    "the options in that file reach TSAN unseen by these checks: put "
+                    "them in TSAN_OPTIONS or the recipe's tsan.options",
+                )
+            )
     if flag(opts.get("halt_on_error")):
         found.append(
             (
