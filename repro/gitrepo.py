@@ -212,8 +212,12 @@ class GitRepo:
         """
         if not ref or ref.startswith("-"):
             raise GitError(f"invalid ref {ref!r} in {self.source}")
+        full_sha = bool(_FULL_SHA.match(ref))
         self._refuse_ambiguous(ref)
-        here = self._in_local_source(ref)
+        # A full sha means one commit everywhere (_gone_from_source checks the source
+        # holds it, once): no question to the source on this path, which info() takes
+        # for every commit of a range.
+        here = None if full_sha else self._in_local_source(ref)
         if here is not None:
             # HEAD, @, HEAD~3, a branch: what the user's checkout means now. The mirror's
             # own HEAD was set when it was made and never follows the checkout, so a
@@ -223,7 +227,6 @@ class GitRepo:
             if self._try_resolve(here) is not None:
                 self._in_source.add(here)
                 return here
-        full_sha = bool(_FULL_SHA.match(ref))
         if not full_sha and not self._refreshed and not is_url(self.source):
             self._refresh_quietly()
         sha = self._try_resolve(ref)
@@ -242,13 +245,21 @@ class GitRepo:
             )
         return sha
 
+    def _local_source(self) -> str | None:
+        """The source when it is a repository on this machine that can be asked (not a
+        URL, not a path that is gone): the user's own, as it is now."""
+        if is_url(self.source) or not Path(self.source).exists():
+            return None
+        return self.source
+
     def _in_local_source(self, ref: str) -> str | None:
         """``ref`` as the user's own repository reads it (None for a URL source, or a
         ref it does not know)."""
-        if is_url(self.source) or not Path(self.source).exists():
+        local = self._local_source()
+        if local is None:
             return None
         try:
-            out = git.Git(self.source).rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
+            out = git.Git(local).rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
         except git.GitCommandError:
             return None
         return str(out).strip() or None
@@ -262,8 +273,8 @@ class GitRepo:
             or ref.startswith(("refs/", "tags/", "heads/"))
         ):
             return
-        where = self.source if not is_url(self.source) and Path(self.source).exists() else None
-        repo = git.Git(where) if where is not None else self._repo.git
+        local = self._local_source()
+        repo = git.Git(local) if local is not None else self._repo.git
         found = []
         for kind in ("tags", "heads"):
             try:
@@ -319,7 +330,7 @@ class GitRepo:
         and a build of one would test code that is nowhere in the user's repository.
         Asked once a sha; False when the source cannot be asked (a URL, a path that
         is gone: then the mirror is all there is)."""
-        if sha in self._in_source or is_url(self.source) or not Path(self.source).exists():
+        if sha in self._in_source or self._local_source() is None:
             return False
         try:
             git.Git(self.source).rev_parse("--verify", "--quiet", f"{sha}^{{commit}}")

@@ -22,7 +22,7 @@ from repro.errors import ReproError
 from repro.host.environ import child_environ
 from repro.host.setarch import needs_setarch, setarch_argv
 from repro.host.symbolizer import choose_for_run
-from repro.host.tsan_binary import is_elf, names_tsan_init
+from repro.host.tsan_binary import without_tsan
 from repro.placeholders import expand, expand_for_shell
 from repro.recipe import (
     AmplifySpec,
@@ -315,13 +315,6 @@ def _sanitize_hint(sanitize: str | None) -> str:
             "-fsanitize=thread there)? For a Rust crate, extension.sanitize: rust"
         )
     return "extension.sanitize is none: the build must add TSAN itself"
-
-
-def without_tsan(path: Path) -> bool:
-    """Whether ``path`` is a program with no TSAN in it: an ELF file that never names
-    ``__tsan_init`` (which every instrumented binary calls). A shell script, or anything
-    unreadable, is not judged."""
-    return is_elf(path) and not names_tsan_init(path)
 
 
 def run_prefix(loaded: LoadedRecipe, overrides: Overrides) -> tuple[str, ...]:

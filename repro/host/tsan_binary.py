@@ -51,6 +51,13 @@ def is_elf(path: Path) -> bool:
         return False
 
 
+def without_tsan(path: Path) -> bool:
+    """Whether ``path`` is a program with no TSAN in it: an ELF file that never names
+    ``__tsan_init`` (which every instrumented binary calls). A shell script, or anything
+    unreadable, is not judged."""
+    return is_elf(path) and not names_tsan_init(path)
+
+
 def names_tsan_init(path: Path) -> bool:
     """Whether an ELF file holds ``__tsan_init`` in its bytes (read in 1 MiB chunks; a
     file that cannot be read is taken to, so that nothing is blamed on a guess)."""
