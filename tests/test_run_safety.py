@@ -244,3 +244,35 @@ def test_an_unterminated_tail_longer_than_any_event_is_not_cut(tmp_path: Path) -
     doc = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
     assert doc["summary"]["runs"] == 4
     assert any("not JSON" in p for p in doc["problems"]), doc["problems"]
+
+
+def test_a_target_report_in_the_middle_of_a_huge_log_is_counted(tmp_path: Path) -> None:
+    """A run that reported thousands of other races wrote the target's report in the
+    middle of a 24 MB log; the log was parsed from its first and last 4 MB, and the
+    run counted as a miss ("other races"). The log is read whole, and the file kept
+    (cut to its ends) still holds the target's report, which the bug report quotes."""
+    program = compile_c(PROGRAMS / "many_races.c", tmp_path / "many_races")
+    r = tmp_path / "r.yaml"
+    r.write_text(
+        "name: t\n"
+        f"reproducer: {{command: {json.dumps(str(program) + ' 100')}, timeout: 120}}\n"
+        "target: {functions: [write_shared]}\n"
+        "tsan: {options: {suppress_equal_stacks: 0, suppress_equal_addresses: 0}}\n"
+    )
+    runs = tmp_path / "runs"
+    out = tmp_path / "s.json"
+    res = repro(
+        "stress", str(r), "-n", "1", "-j", "1", "--runs-dir", str(runs), "--json-out", str(out)
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["hits"] == 1, data["outcomes"]
+    logs = list(runs.glob("*/logs/*/tsan*"))
+    assert len(logs) == 1
+    kept = logs[0].read_bytes()
+    assert len(kept) < 9_000_000  # cut, as any output
+    assert b"bytes cut from the middle of this file" in kept
+    assert b"write_shared" in kept  # the target's report survived the cut
+    report = repro("report", str(next(runs.iterdir())))
+    assert report.returncode == 0, report.stderr
+    assert "write_shared" in report.stdout

@@ -10,6 +10,7 @@ some start-up failures, so the outcome comes from parsing the logs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import os
 import shlex
@@ -26,9 +27,9 @@ from typing import Any
 
 from repro.errors import ReproError
 from repro.tsan import options as tsan_options
-from repro.tsan.model import ParsedLog
+from repro.tsan.model import ParsedLog, Report
 from repro.tsan.outcome import Found, Matcher, Outcome, classify, is_target
-from repro.tsan.parse import parse_log
+from repro.tsan.parse import LogScanner, read_reports
 
 OUTPUT_TAIL = 4000
 # A reproducer may print without bound; what is kept and parsed of one output or log
@@ -208,6 +209,27 @@ def command_argv(command: str) -> list[str]:
     return parts if parts else ["/bin/sh", "-c", command]
 
 
+def _cut_middle(path: Path, size: int, limit: int, keep: str = "") -> bytes:
+    """``path``'s head and tail (``limit`` bytes in all) with a note of the cut, and
+    ``keep`` (text from the cut part that must not be lost) inside the note; the file
+    is rewritten so, and the kept bytes returned."""
+    half = limit // 2
+    with path.open("rb") as f:
+        head = f.read(half)
+        f.seek(size - half)
+        tail = f.read(half)
+    note = f"\n[repro: {size - 2 * half} bytes cut from the middle of this file]\n"
+    if keep:
+        note += (
+            "[repro: the cut part held the target race's report; its first one follows]\n"
+            f"{keep}\n[repro: end of the kept report]\n"
+        )
+    kept = head + note.encode() + tail
+    with contextlib.suppress(OSError):
+        path.write_bytes(kept)
+    return kept
+
+
 def _read_bounded(path: Path, limit: int = KEEP_OUTPUT_BYTES) -> str:
     """The text of ``path``; past ``limit`` bytes, its head and tail and a note of the cut.
 
@@ -220,15 +242,65 @@ def _read_bounded(path: Path, limit: int = KEEP_OUTPUT_BYTES) -> str:
         return ""
     if size <= limit:
         return path.read_text(encoding="utf-8", errors="replace")
-    half = limit // 2
+    return _cut_middle(path, size, limit).decode("utf-8", errors="replace")
+
+
+def _scan_tsan_log(path: Path, scanner: LogScanner, raw_budget: list[int]) -> list[Report]:
+    """Every report of one TSAN log file, read whole as a stream.
+
+    A log is never parsed from its head and tail only: a run that reported thousands
+    of other races wrote the target's report in the middle, and reading the ends
+    counted that run a miss. Memory stays bounded instead by keeping the text
+    (``raw``) of reports only up to ``raw_budget`` characters in all; signatures need
+    only the stacks.
+    """
+    reports: list[Report] = []
+    try:
+        with path.open(encoding="utf-8", errors="replace", newline="") as f:
+            for report in read_reports(f, scanner):
+                if raw_budget[0] < len(report.raw):
+                    report = dataclasses.replace(report, raw="")
+                raw_budget[0] -= len(report.raw)
+                reports.append(report)
+    except OSError:
+        pass
+    return reports
+
+
+def _bound_tsan_log(path: Path, reports: Sequence[Report], matcher: Matcher) -> None:
+    """Cut a TSAN log past ``KEEP_OUTPUT_BYTES`` like any output, keeping the target's
+    first report (the one the bug report quotes) if the cut part held it."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return
+    if size <= KEEP_OUTPUT_BYTES:
+        return
+    half = KEEP_OUTPUT_BYTES // 2
     with path.open("rb") as f:
-        head = f.read(half)
+        head = f.read(half).decode("utf-8", errors="replace")
         f.seek(size - half)
-        tail = f.read(half)
-    note = f"\n[repro: {size - 2 * half} bytes cut from the middle of this file]\n".encode()
-    with contextlib.suppress(OSError):
-        path.write_bytes(head + note + tail)
-    return (head + note + tail).decode("utf-8", errors="replace")
+        tail = f.read(half).decode("utf-8", errors="replace")
+    keep = ""
+    target = next((r for r in reports if is_target(r, matcher)), None)
+    if target is not None:
+        text = target.raw or _reread_report(path, matcher)
+        if text not in head and text not in tail:
+            keep = text
+    _cut_middle(path, size, KEEP_OUTPUT_BYTES, keep)
+
+
+def _reread_report(path: Path, matcher: Matcher) -> str:
+    """The text of the first target report of ``path``, read again (its ``raw`` was
+    dropped to bound memory)."""
+    with (
+        contextlib.suppress(OSError),
+        path.open(encoding="utf-8", errors="replace", newline="") as f,
+    ):
+        for report in read_reports(f):
+            if is_target(report, matcher):
+                return report.raw
+    return ""
 
 
 def _register(work_dir: Path, pgid: int) -> Path:
@@ -397,12 +469,17 @@ def run_once(
         shutil.rmtree(run_dir, ignore_errors=True)
         raise Cancelled()
     duration = time.monotonic() - t0
-    texts = [_read_bounded(log) for log in sorted(run_dir.glob("tsan*"))]
+    scanner = LogScanner()
+    raw_budget = [KEEP_OUTPUT_BYTES]
+    logs = sorted(run_dir.glob("tsan*"))
+    per_log = [_scan_tsan_log(log, scanner, raw_budget) for log in logs]
     output = _read_bounded(out_path)
     # TSAN writes start-up failures to stderr before log_path takes effect, so the
     # program's own output is parsed too.
-    texts.append(output)
-    parsed = parse_log("\n".join(texts))
+    from_output = list(scanner.reports(output.splitlines()))
+    parsed = scanner.parsed([r for reports in per_log for r in reports] + from_output)
+    for log, reports in zip(logs, per_log, strict=True):
+        _bound_tsan_log(log, reports, matcher)
     verdict = classify(parsed, proc.returncode, timed_out.is_set(), matcher, output)
     result = RunResult(
         index=index,
