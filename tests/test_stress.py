@@ -11,6 +11,7 @@ from pathlib import Path
 import pexpect
 import pytest
 from conftest import repro
+from tsan_helpers import PROGRAMS, compile_c
 
 
 def recipe(tmp_path: Path, command: str, functions: list[str], timeout: float = 30) -> Path:
@@ -468,3 +469,30 @@ def test_a_setup_step_that_hangs_is_killed_with_what_it_started(tmp_path: Path) 
         time.sleep(0.1)
     else:
         raise AssertionError(f"the setup's sleep {pid} outlived it")
+
+
+def test_a_run_that_lost_its_report_to_a_full_disk_is_not_counted_clean(
+    tmp_path: Path,
+) -> None:
+    """On a nearly full disk a run's output took the last bytes, TSAN could not write
+    its report, and a reproducer that exits 0 (a wrapper, a test runner that keeps its
+    own status) was counted clean: evidence, to a bisect, that the race was gone."""
+    import subprocess
+
+    program = compile_c(PROGRAMS / "racy_counter.c", tmp_path / "racy")
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(tiny)]).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        (tiny / "filler").write_bytes(b"\0" * (4 * 1024 * 1024 - 200 * 1024))
+        r = recipe(tmp_path, f"head -c 400000 /dev/zero; {program}; exit 0", ["increment_counter"])
+        res = repro("stress", str(r), "--runs", "5", "-j", "1", "--runs-dir", str(tiny / "runs"))
+        text = " ".join((res.stdout + res.stderr).split())
+        assert res.returncode == 2, text
+        assert "the disk is full" in text or "No space left on device" in text, text
+        assert "clean 5" not in text and "0 of 5 runs" not in text, text
+        for events in (tiny / "runs").glob("*/events.jsonl"):
+            assert '"clean"' not in events.read_text(), events.read_text()
+    finally:
+        subprocess.run(["umount", str(tiny)])

@@ -215,11 +215,13 @@ def stress_loop(
             return
         if done.result is None:
             return  # cancelled: never counted
-        if done.result.outcome is Outcome.CRASH and state.gone is None:
+        if done.result.outcome is not Outcome.TARGET and state.gone is None:
             full = disk_full(runlog.dir.path)
             if full is not None:
-                # Its output could not be written: a fault of the disk, not a run's
-                # outcome. Not counted, and no more runs to fail the same way.
+                # Its output or its TSAN log may not have been written: a crash, or
+                # (a reproducer that exits 0) a clean run whose report was lost. A
+                # fault of the disk, not a run's outcome: not counted, and no more
+                # runs to fail the same way. A hit stands: its report was read.
                 launched -= 1
                 state.gone = full
                 state.stopping = "the disk is full"
@@ -288,8 +290,9 @@ def stress_loop(
     return state, interrupted
 
 
-# Below this much free space a run directory cannot take a run's logs.
-MIN_FREE_BYTES = 1 << 20
+# Below this much free space a run's TSAN log may not have been written whole: a run
+# prints megabytes of output before its report as often as not.
+MIN_FREE_BYTES = 16 << 20
 
 
 def disk_full(path: Path) -> str | None:
@@ -301,8 +304,9 @@ def disk_full(path: Path) -> str | None:
     if free >= MIN_FREE_BYTES:
         return None
     return (
-        f"{path}: the disk is full ({free} bytes free), so a run's output could not be "
-        "written (that run is not counted); free some space, then --resume"
+        f"{path}: the disk is full ({free} bytes free, under {MIN_FREE_BYTES >> 20} MB), "
+        "so a run's output or TSAN log may not have been written (that run is not "
+        "counted); free some space, then --resume"
     )
 
 
