@@ -150,6 +150,11 @@ def test_resume_after_kill(demo: tuple[Path, Path], tmp_path: Path) -> None:
         proc.wait()
     (run_dir,) = runs_dir.iterdir()
     before = (run_dir / "events.jsonl").read_text().splitlines()
+    # Runs under other TSAN_OPTIONS of the shell's would join the same rates: refused.
+    other = repro("bisect", "--resume", str(run_dir), env={"TSAN_OPTIONS": "history_size=7"})
+    said = " ".join((other.stdout + other.stderr).split())
+    assert other.returncode == 2 and "variable TSAN_OPTIONS" in said, said
+    assert (run_dir / "events.jsonl").read_text().splitlines() == before
     out = tmp_path / "bisect.json"
     res = repro("bisect", "--resume", str(run_dir), "--json-out", str(out))
     assert res.returncode == 0, res.stdout + res.stderr

@@ -276,3 +276,31 @@ def test_a_target_report_in_the_middle_of_a_huge_log_is_counted(tmp_path: Path) 
     report = repro("report", str(next(runs.iterdir())))
     assert report.returncode == 0, report.stderr
     assert "write_shared" in report.stdout
+
+
+def test_a_resume_under_other_tsan_options_is_refused(tmp_path: Path) -> None:
+    """`TSAN_OPTIONS=report_bugs=0`-like changes are refused before a stress starts;
+    a resume took the shell's TSAN_OPTIONS as they were then, and added runs made
+    under other options (history_size, which decides whether the target's stack can
+    be restored) to the runs recorded, as one rate."""
+    program = compile_c(PROGRAMS / "lost_history.c", tmp_path / "lost")
+    run_dir = tmp_path / "runs"
+    r = _recipe(tmp_path, str(program))
+    env = {k: v for k, v in os.environ.items() if k != "TSAN_OPTIONS"}
+    first = repro("stress", str(r), "-n", "1", "-j", "1", "--runs-dir", str(run_dir), env=env)
+    assert first.returncode in (0, 1), first.stdout + first.stderr
+    (rd,) = run_dir.iterdir()
+    res = repro(
+        "stress", "--resume", str(rd), "-n", "2", env={**env, "TSAN_OPTIONS": "history_size=7"}
+    )
+    said = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2, said
+    assert "TSAN_OPTIONS" in said and "history_size=7" in said, said
+    assert "start a new stress" in said, said
+    runs = [json.loads(x) for x in (rd / "events.jsonl").read_text().splitlines()]
+    assert sum(1 for e in runs if e.get("event") == "run") == 1  # nothing added
+    # The same environment resumes as before.
+    again = repro("stress", "--resume", str(rd), "-n", "2", env=env)
+    assert again.returncode in (0, 1), again.stdout + again.stderr
+    runs = [json.loads(x) for x in (rd / "events.jsonl").read_text().splitlines()]
+    assert sum(1 for e in runs if e.get("event") == "run") == 2

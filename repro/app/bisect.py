@@ -39,12 +39,21 @@ from repro.app.context import (
     refuse_on_resume,
     say_if_edited,
 )
-from repro.app.environment import collect_environment, interpreter_record
+from repro.app.environment import (
+    collect_environment,
+    interpreter_record,
+    this_process_variables,
+)
 from repro.app.executors import RunnerGone
 from repro.app.lanes import LanesDoNotPay, probe_lanes
 from repro.app.loop import Limits
 from repro.app.outputs import outputs_meta, outputs_of_the_run
-from repro.app.reuse import check_recipe, find_stress_record, reuse_calibration
+from repro.app.reuse import (
+    check_recipe,
+    find_stress_record,
+    refuse_another_experiment,
+    reuse_calibration,
+)
 from repro.app.runner import reap_orphans
 from repro.app.view import (
     fmt_seconds,
@@ -221,6 +230,16 @@ def _run_bisect(
         say_if_edited(console, loaded)
         overrides = Overrides(**meta.get("overrides", {}))
         jobs = jobs_on_resume(runlog.dir.path, opts.jobs, meta, cluster is not None, "bisect")
+        if cluster is None and "shell_env" in meta:
+            # On a cluster the workers' environments decide, and each build records its
+            # own. "environment" is rewritten by the builds (the reproducer's variables,
+            # the recipe's included): the shell's own are kept apart at the start.
+            refuse_another_experiment(
+                runlog.dir.path,
+                "bisect",
+                ({"env": meta["shell_env"]}, meta.get("environment") or {}),
+                ({"env": this_process_variables()["env"]}, collect_environment(None)),
+            )
         run = BisectRun(runlog, loaded, meta, console, jobs, overrides, opts.keep_going)
         runlog.replay()
         for problem in runlog.dir.problems:
@@ -364,6 +383,7 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
         "status": "started",
         "environment": environment,
+        "shell_env": this_process_variables()["env"],
         **outputs_meta(opts),
         **extra,
     }

@@ -92,9 +92,11 @@ def differences(
     racy_info: Mapping[str, Any],
     stress_host: Mapping[str, Any],
     racy_host: Mapping[str, Any],
+    labels: tuple[str, str] = ("stress", "racy end"),
 ) -> list[str]:
     """What differs between the stress record's runs and the racy end's, as
-    "field: stress X, racy end Y"; empty when its runs can stand for the racy end's."""
+    "field: stress X, racy end Y"; empty when its runs can stand for the racy end's.
+    A resumed stress asks the same of its record and the runs it is about to add."""
     pairs: list[tuple[str, Any, Any]] = [
         (
             "extension commit",
@@ -117,7 +119,25 @@ def differences(
         if k not in _FROM_FIELDS
     ]
     pairs += [(".".join(k), _dig(stress_host, *k), _dig(racy_host, *k)) for k in _HOST_FIELDS]
-    return [f"{name}: stress {a!r}, racy end {b!r}" for name, a, b in pairs if a != b]
+    before, after = labels
+    return [f"{name}: {before} {a!r}, {after} {b!r}" for name, a, b in pairs if a != b]
+
+
+Snapshot = tuple[Mapping[str, Any], Mapping[str, Any]]  # (run context, environment)
+
+
+def refuse_another_experiment(run_dir: Path, kind: str, before: Snapshot, now: Snapshot) -> None:
+    """A resume adds runs to the rates already measured; runs made under another
+    TSAN_OPTIONS (the user's shell, not the recipe), another build or on another
+    machine would be counted into them. Said before any run, with what differs."""
+    changed = differences(before[0], now[0], before[1], now[1], labels=("the run had", "now"))
+    if changed:
+        raise ReproError(
+            f"--resume {run_dir}: the runs it would add are not the same experiment as "
+            "the ones recorded, and both would be counted as one rate:\n  "
+            + "\n  ".join(changed)
+            + f"\nrun as the record was made (the same environment), or start a new {kind}"
+        )
 
 
 def calibration_prefix(runs: list[RunEvent], goal: int, budget: int) -> list[RunEvent]:

@@ -24,6 +24,7 @@ from repro.app.context import (
 from repro.app.environment import InterpreterSoon, collect_environment
 from repro.app.loop import Limits, StressState, stress_loop
 from repro.app.outputs import outputs_meta, outputs_of_the_run
+from repro.app.reuse import refuse_another_experiment
 from repro.app.runner import reap_orphans
 from repro.app.view import (
     PlainTicker,
@@ -275,6 +276,14 @@ def _run_stress(
         # --until-first that already hit has no hit goal left).
         chunking = SHORT_CHUNKS if limits.hit_goal is not None else LONG_CHUNKS
         executor = cluster.runner(prepared, chunking)
+    environment = collect_environment(prepared.info, interpreter())
+    if opts.resume is not None:
+        refuse_another_experiment(
+            rundir.path,
+            "stress",
+            (meta.get("context") or {}, meta.get("environment") or {}),
+            (prepared.info, environment),
+        )
     meta.update(
         {
             "kind": "stress",
@@ -287,10 +296,7 @@ def _run_stress(
             "overrides": {k: v for k, v in vars(overrides).items() if v is not None},
             "context": prepared.info,
             "web_url": _extension_web_url(loaded, overrides),
-            "environment": collect_environment(
-                prepared.info,
-                interpreter(),
-            ),
+            "environment": environment,
             "interrupted": False,
             "finished": False,
             "elapsed": elapsed_before,
