@@ -122,6 +122,7 @@ def test_buildable_history_names_the_fix(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["culprit"]["id"] == shas["fix"] and data["culprit_range"] is None
     assert not [s for s in data["steps"] if s["verdict"] == "skipped"]
+    assert data["begun_at_answer"] == []  # a fix that ends the race: no race begins there
     assert data["builds_from_cache"] == sum(1 for s in data["steps"] if s["cached"])
 
     # Again: every commit is in the cache now, and the counts say that none was built.
@@ -473,3 +474,48 @@ def test_commits_whose_build_cannot_run_the_reproducer_are_skipped(
     assert set(skipped) <= set(bad) and skipped, data["steps"]
     text = " ".join(res.stdout.split())
     assert "its build cannot run the reproducer" in text and why in text, text
+
+
+def test_a_renamed_target_named_as_the_fix_is_said(tmp_path: Path) -> None:
+    """A commit that renames the racing function ends the target's signature there, and
+    the bisect names it as the fix while the same race goes on under the new name, as
+    "another race" that begins at that very commit. The answer stands (the counts say
+    so) but it is said, on the console, in the JSON and in the report."""
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "build.sh").write_text(BUILD)
+    source = (PROGRAMS / "racy_counter.c").read_text()
+    (repo / "prog.c").write_text(source)
+    racy = _commit(repo, "racy")
+    for k in range(3):
+        (repo / "note.txt").write_text(str(k))
+        _commit(repo, f"unrelated {k}")
+    (repo / "prog.c").write_text(source.replace("increment_counter", "bump_counter"))
+    renamed = _commit(repo, "rename increment_counter to bump_counter")
+    for k in range(2):
+        (repo / "note.txt").write_text(f"after {k}")
+        last = _commit(repo, f"after {k}")
+    r = tmp_path / "r.yaml"
+    r.write_text(
+        "name: renamed\n"
+        f"extension: {{repo: {json.dumps(str(repo))}, build: ['sh build.sh'], sanitize: none}}\n"
+        "reproducer: {command: ./prog, timeout: 30}\n"
+        "target: {functions: [increment_counter]}\n"
+    )
+    out = tmp_path / "b.json"
+    res = repro(
+        "bisect", str(r), "--racy", racy, "--fixed", last,
+        "--runs-dir", str(tmp_path / "runs"), "--json-out", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads(out.read_text())
+    assert data["culprit"]["id"] == renamed
+    (begun,) = data["begun_at_answer"]
+    assert "bump_counter" in begun["description"]
+    assert begun["racy_side_runs"] > 0 and begun["seen_in"] > 0
+    said = " ".join(res.stdout.split())
+    assert "is the target under another name" in said and "bump_counter" in said, said
+    report = repro("report", str(next((tmp_path / "runs").iterdir())))
+    text = " ".join(report.stdout.split())
+    assert "| Warning |" in report.stdout and "is the target under another name" in text

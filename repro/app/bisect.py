@@ -72,7 +72,7 @@ from repro.recipe import (
     load_recipe,
     load_run_recipe,
 )
-from repro.report.fmt import against_bound, at_answer, merge_text, runs_made
+from repro.report.fmt import against_bound, at_answer, begun_text, merge_text, runs_made
 from repro.report.fmt import builds as fmt_builds
 from repro.runlog import RunDir, RunLog
 from repro.runlog.bisect_answer import blame, information
@@ -538,6 +538,9 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
     merged = _what_the_merge_brought(run, opts, c)
     if merged is not None:
         console.print(f"  [yellow]{escape(merge_text(merged))}[/]", highlight=False)
+    for race in result.get("begun_at_answer") or ():
+        text = begun_text(race, terms.find.value, terms.unit)
+        console.print(f"  [yellow]warning: {escape(text)}[/]", highlight=False)
     if conf < float(run.meta["confidence"]):
         console.print(
             "[yellow]The requested confidence was not reached: nothing more could be "
@@ -738,6 +741,7 @@ def _write_outputs(
         result["culprit"] = named.culprit
         result["culprit_range"] = named.culprit_range
         result["confidence"] = done.confidence
+        result["begun_at_answer"] = list(named.begun)
     result["steps"] = [r for r in run.rows(culprit_ids) if r["tested"]]
     meta.update(
         status=result["status"],

@@ -451,6 +451,8 @@ def _bisect(files: RunFiles) -> dict[str, Any]:
             and (meta.get("merged") or {}).get("commit") == named.culprit.get("id")
             else None
         ),
+        # Other races that begin where the target ends: a renamed target reads so.
+        "begun_at_answer": list(named.begun) if finished and named is not None else [],
         "positions": n,
         "builds": rec.builds,
         "builds_from_cache": rec.builds_from_cache,

@@ -121,6 +121,20 @@ def build_cell(step: Mapping[str, Any]) -> str:
     return "-"
 
 
+def begun_text(race: Mapping[str, Any], find: str, unit: str = "commit") -> str:
+    """An other race that begins where the target ends (``bisect_answer.begun_at_answer``),
+    alike on the console and in every report format."""
+    clean = "fixed" if find == "fix" else "clean"
+    culprit = "first fixed" if find == "fix" else "first bad"
+    return (
+        f"race {race['signature']} ({race['description']}) shows only where the target does "
+        f"not: in {race['seen_in']} of {race['clean_side_runs']} runs at {clean} {unit}s, in "
+        f"none of {race['racy_side_runs']} at racy ones. If the {culprit} {unit} renamed or "
+        "moved the racing code, this is the target under another name and the answer is no "
+        f"{find}: add its functions to target.functions and bisect again"
+    )
+
+
 def merge_text(merged: Mapping[str, Any]) -> str:
     """What a culprit that is a merge brought, and the bisect that names one of them,
     alike on the console and in every report format."""

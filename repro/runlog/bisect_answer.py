@@ -71,6 +71,11 @@ def bound(bisector: Bisector, n: int, confidence: float) -> tuple[float, float, 
     return rate, fano_bound(candidates, rate, delta), culprit_bound(candidates, rate, delta)
 
 
+# A race seen on the answer's clean side and never on its racy side is named when, at the
+# rate it shows at, so many racy-side runs would all have missed it less often than this.
+UNSEEN_CHANCE = 0.01
+
+
 @dataclass(frozen=True)
 class Blame:
     """What an answer names, as every output states it."""
@@ -78,6 +83,48 @@ class Blame:
     culprit: dict[str, Any] | None
     culprit_range: list[dict[str, Any]] | None
     ids: frozenset[str]
+    # Other races that begin where the target ends (``begun_at_answer``).
+    begun: tuple[dict[str, Any], ...] = ()
+
+
+def begun_at_answer(record: Record, first_clean: int) -> tuple[dict[str, Any], ...]:
+    """Other races seen at the answer's clean commit that no racy commit ever showed.
+
+    When a commit renames or moves the racing code (a function renamed, a body split),
+    the target's signature stops matching there and that commit reads as the fix, while
+    the same race goes on under another name, as "another race" that begins at that
+    very commit. A race is named when it shows at the clean commit next to the answer,
+    never in the racy side's runs, and those runs were enough that, at the rate it
+    shows on the clean side, all of them missing it has a chance under
+    ``UNSEEN_CHANCE``. A fix that brings a new race of its own is named too: the
+    user's look tells them apart, the counts cannot.
+    """
+    at = record.positions.get(first_clean)
+    if at is None or not at.other_runs:
+        return ()
+    racy = [p for pos, p in record.positions.items() if pos < first_clean]
+    clean = [p for pos, p in record.positions.items() if pos >= first_clean]
+    racy_runs = sum(p.counts.evidence for p in racy)
+    clean_runs = sum(p.counts.evidence for p in clean)
+    out = []
+    for sid in sorted(at.other_runs):
+        if any(p.other_runs.get(sid) for p in racy) or clean_runs == 0:
+            continue
+        seen = sum(p.other_runs.get(sid, 0) for p in clean)
+        rate = min(1.0, seen / clean_runs)
+        if racy_runs == 0 or (1.0 - rate) ** racy_runs >= UNSEEN_CHANCE:
+            continue
+        stats = record.signatures.get(sid)
+        out.append(
+            {
+                "signature": sid,
+                "description": stats.entry.description if stats is not None else sid,
+                "clean_side_runs": clean_runs,
+                "seen_in": seen,
+                "racy_side_runs": racy_runs,
+            }
+        )
+    return tuple(out)
 
 
 def blame(
@@ -88,6 +135,7 @@ def blame(
     picked = list(range(min(lo, hi), max(lo, hi) + 1))
     blamed = [positions[k] for k in picked]
     ids = frozenset(str(p.get("id")) for p in blamed)
+    begun = begun_at_answer(record, done.hi)
     if len(blamed) > 1:
         rng = [
             {
@@ -98,7 +146,7 @@ def blame(
             }
             for k, p in zip(picked, blamed, strict=True)
         ]
-        return Blame(None, rng, ids)
+        return Blame(None, rng, ids, begun)
     first = blamed[0]
     info = first.get("info") or {}
     culprit = {
@@ -107,7 +155,7 @@ def blame(
         "label": first.get("label"),
         **{k: info.get(k) for k in ("subject", "author", "date", "url", "version")},
     }
-    return Blame(culprit, None, ids)
+    return Blame(culprit, None, ids, begun)
 
 
 def information(

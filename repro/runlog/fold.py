@@ -123,6 +123,7 @@ class PositionRecord:
     phases: set[str] = field(default_factory=set)
     bisect_runs: list[bool] = field(default_factory=list)  # hit or not, strategy phase only
     other_signatures: set[str] = field(default_factory=set)
+    other_runs: Counter[str] = field(default_factory=Counter)  # runs with each of them
     runs_with_other: int = 0
     invalid_details: Counter[str] = field(default_factory=Counter)
 
@@ -240,6 +241,7 @@ class Record:
             if ev.phase == "bisect" and ev.outcome.is_evidence:
                 p.bisect_runs.append(ev.outcome is Outcome.TARGET)
             p.other_signatures |= others
+            p.other_runs.update(others)
             p.runs_with_other += bool(others)
             if ev.outcome.is_invalid:
                 p.invalid_details[ev.outcome.value] += 1
