@@ -64,3 +64,14 @@ def test_release_tags_around_the_answer() -> None:
     # a regression search runs newest first: position 0 is the newest (racy) release
     reg = SimpleNamespace(positions=[Position(id=v, label=v) for v in reversed(versions)])
     assert release_tags(reg, Done(2, 2, 0.99)) == ("v3.13.3", "v3.13.2")  # type: ignore[arg-type]
+
+
+def test_the_advice_for_an_end_that_races_points_the_right_way() -> None:
+    """A regression search whose clean end raced was told to pick "a later fixed
+    commit": the wrong way, and the wrong word."""
+    fix = Terms.parse("fix").other_end_advice
+    regression = Terms.parse("regression").other_end_advice
+    assert "later fixed commit" in fix and "--fixed" in fix
+    assert "earlier clean commit" in regression and "--clean" in regression
+    assert "fixed" not in regression and "later" not in regression
+    assert "earlier clean release" in Terms.parse("regression", "versions").other_end_advice

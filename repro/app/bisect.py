@@ -436,8 +436,7 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
                     run,
                     f"The target race reproduces at the {run.terms.clean_word} end "
                     f"{run.positions[last].label} ({c.hits} of {c.evidence} runs): "
-                    f"it is not a clean end. Pick a later fixed {run.terms.unit} "
-                    "(or an earlier clean one).",
+                    f"it is not a clean end. {run.terms.other_end_advice}",
                 )
                 return _finish(run, opts, None)
             if isinstance(step, Done):

@@ -78,6 +78,15 @@ class Terms:
         return "first fixed" if self.find is Find.FIX else "last clean"
 
     @property
+    def other_end_advice(self) -> str:
+        """Where to look for an end that is clean, when the one given races: later for a
+        fix, earlier for a regression (a regression's "later fixed" sent users the
+        wrong way)."""
+        if self.find is Find.FIX:
+            return f"Pick a later {self.clean_word} {self.unit} ({self.clean_option})."
+        return f"Pick an earlier {self.clean_word} {self.unit} ({self.clean_option})."
+
+    @property
     def clean_option(self) -> str:
         return "--fixed" if self.find is Find.FIX else "--clean"
 
