@@ -234,6 +234,13 @@ class GitRepo:
             self._refresh_quietly()
             sha = self._try_resolve(ref)
         if sha is None:
+            many = self._commits_beginning(ref)
+            if len(many) > 1:
+                shown = ", ".join(c[:12] for c in many[:4]) + (", ..." if len(many) > 4 else "")
+                raise GitError(
+                    f"{ref!r} is the start of {len(many)} commits in {self.source} ({shown}): "
+                    "give more of the sha"
+                )
             raise GitError(
                 f"unknown ref {ref!r} in {self.source} (mirror {self.mirror})" + self.shallow_note()
             )
@@ -244,6 +251,24 @@ class GitRepo:
                 "made again, or rewritten?); give a commit it holds"
             )
         return sha
+
+    def _commits_beginning(self, prefix: str) -> list[str]:
+        """The commits whose sha starts with ``prefix`` (a short sha that is not
+        unique is no unknown ref: said so, "unknown" sent users looking for a typo)."""
+        if not re.fullmatch(r"[0-9a-fA-F]{4,39}", prefix):
+            return []
+        try:
+            out = str(self._repo.git.rev_parse(f"--disambiguate={prefix.lower()}"))
+        except git.GitCommandError:
+            return []
+        commits = []
+        for sha in out.split():
+            try:
+                if str(self._repo.git.cat_file("-t", sha)).strip() == "commit":
+                    commits.append(sha)
+            except git.GitCommandError:
+                continue
+        return sorted(commits)
 
     def _local_source(self) -> str | None:
         """The source when it is a repository on this machine that can be asked (not a

@@ -358,3 +358,39 @@ def test_a_name_that_is_a_tag_and_a_branch_is_refused(
         r.resolve("release")
     assert r.resolve("tags/release") == shas["c"]
     assert r.resolve("heads/release") == shas["s2"]
+
+
+def test_a_short_sha_of_several_commits_is_called_ambiguous_not_unknown(tmp_path: Path) -> None:
+    """ "unknown ref" of a short sha that begins two commits sent users looking for a typo."""
+    import os
+    from collections import defaultdict
+
+    repo = tmp_path / "many"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    stream = []
+    for k in range(1500):  # at 4 digits, two commits of 1500 share one (near certain)
+        msg = f"c{k}\n".encode()
+        stream.append(
+            b"commit refs/heads/main\ncommitter Ada <a@e.org> 1700000000 +0000\n"
+            + f"data {len(msg)}\n".encode()
+            + msg
+            + b"\n"
+        )
+    subprocess.run(
+        ["git", "-C", str(repo), "fast-import", "--quiet"],
+        input=b"".join(stream),
+        check=True,
+        env={**os.environ, **ENV},
+    )
+    by_prefix: dict[str, list[str]] = defaultdict(list)
+    for sha in git(repo, "rev-list", "main").split():
+        by_prefix[sha[:4]].append(sha)
+    prefix = next(p for p, shas in sorted(by_prefix.items()) if len(shas) > 1)
+    r = GitRepo.open_cached(str(repo), tmp_path / "cache")
+    with pytest.raises(GitError) as err:
+        r.resolve(prefix)
+    said = str(err.value)
+    assert "give more of the sha" in said and "unknown" not in said, said
+    assert all(s[:12] in said for s in by_prefix[prefix][:4])
+    assert r.resolve(by_prefix[prefix][0][:12]) == by_prefix[prefix][0]
