@@ -304,3 +304,27 @@ def test_a_resume_under_other_tsan_options_is_refused(tmp_path: Path) -> None:
     assert again.returncode in (0, 1), again.stdout + again.stderr
     runs = [json.loads(x) for x in (rd / "events.jsonl").read_text().splitlines()]
     assert sum(1 for e in runs if e.get("event") == "run") == 2
+
+
+def test_a_race_of_a_child_the_reproducer_did_not_wait_for_is_counted(tmp_path: Path) -> None:
+    """A reproducer that starts the racy program in the background and exits: its
+    process group was killed the moment it exited, before TSAN in the child could
+    report, and every run counted clean. The child is part of the run for a few
+    seconds; one that outlives that is killed, and the end says so."""
+    program = compile_c(PROGRAMS / "lost_history.c", tmp_path / "racy")
+    r = _recipe(tmp_path, f"({program} &) ; exit 0")
+    out = tmp_path / "s.json"
+    res = repro("stress", str(r), "-n", "2", "-j", "1", "--runs-dir", str(tmp_path / "runs"),
+                "--json-out", str(out))  # fmt: skip
+    data = json.loads(out.read_text())
+    assert data["hits"] == 2, res.stdout + res.stderr
+    assert data["lingered"] == 0
+    # A child that outlives the grace: killed, counted as what was seen, and said.
+    r = _recipe(tmp_path, "(sleep 30 &) ; exit 0")
+    t0 = time.monotonic()
+    res = repro("stress", str(r), "-n", "1", "-j", "1", "--runs-dir", str(tmp_path / "runs2"),
+                "--json-out", str(out))  # fmt: skip
+    assert time.monotonic() - t0 < 25
+    data = json.loads(out.read_text())
+    assert data["lingered"] == 1, res.stdout + res.stderr
+    assert "processes of its own still running" in " ".join(res.stdout.split())

@@ -385,6 +385,7 @@ def _record(
             phase=tags.phase,
             setting=tags.setting,
             worker=done.worker,
+            lingered=result.lingered,
         )
     )
     state.last_event = f"run {result.index}: {result.outcome.value}"

@@ -36,6 +36,9 @@ OUTPUT_TAIL = 4000
 # file is its head and its tail (TSAN's reports and the exit reason are at the ends).
 KEEP_OUTPUT_BYTES = 8 * 1024 * 1024
 PGID_PREFIX = ".pgid-"
+# How long the processes a reproducer started may outlive it (a child it did not wait
+# for, racing after the parent exited) before they are killed and the run is read.
+LINGER = 5.0
 
 __all__ = ["Matcher", "Outcome", "classify", "is_target"]
 
@@ -70,6 +73,7 @@ class RunResult:
     started: float = 0.0
     detail: str | None = None
     found: tuple[Found, ...] = ()  # each report's signature and whether it is the target
+    lingered: bool = False  # its children were still running LINGER s after it exited
 
 
 def log_folder_prefix(index: int) -> str:
@@ -458,7 +462,10 @@ def run_once(
             WATCHDOG.forget(ticket)
             if inflight is not None:
                 inflight.remove(proc)
-        # A reproducer's children may outlive it; they must not leak into the next run.
+        # A reproducer's children may outlive it: they are part of the run (a race of a
+        # child it did not wait for was killed before TSAN could report it, and the run
+        # counted clean), up to LINGER seconds; then they must not leak into the next run.
+        lingered = _wait_for_group(proc.pid, min(time.monotonic() + LINGER, t0 + spec.timeout))
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
@@ -494,8 +501,45 @@ def run_once(
         started=started,
         detail=verdict.detail or _pytest_detail(output),
         found=verdict.found,
+        lingered=lingered,
     )
     return result, parsed
+
+
+def _wait_for_group(pgid: int, deadline: float) -> bool:
+    """Wait until no process of group ``pgid`` is left, or ``deadline``; True when some
+    were still running then. One signal-0 probe when none are (the common case)."""
+    delay = 0.005
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        if not _live_members(pgid):
+            return False  # zombies only, which an init that does not reap keeps forever
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _live_members(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is running (not a zombie)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def _pytest_detail(output: str) -> str | None:

@@ -25,7 +25,7 @@ from repro.app.environment import InterpreterSoon, collect_environment
 from repro.app.loop import Limits, StressState, stress_loop
 from repro.app.outputs import outputs_meta, outputs_of_the_run
 from repro.app.reuse import refuse_another_experiment
-from repro.app.runner import reap_orphans
+from repro.app.runner import LINGER, reap_orphans
 from repro.app.view import (
     PlainTicker,
     StressView,
@@ -359,6 +359,16 @@ def _run_stress(
     inside = other_race_verdicts(console, rundir.path) if record.other_signature_ids else []
     print_summary(console, summary, str(rundir.path), inside)
     print_near_misses(console, rundir.path, record.counts.runs, suggest)
+    if record.lingered:
+        console.print(
+            f"note: in {record.lingered} of {record.counts.runs} runs the reproducer exited "
+            f"with processes of its own still running; they were killed {LINGER:g} s later, "
+            "and a race of theirs after that is not counted (make the reproducer wait for "
+            "its children)",
+            style="yellow",
+            highlight=False,
+            markup=False,
+        )
     if state.lost:
         console.print(
             f"{state.lost} run(s) lost with the worker that ran them (not counted; "

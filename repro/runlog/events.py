@@ -42,6 +42,9 @@ class RunEvent:
     phase: str | None = None
     setting: str | None = None
     worker: str | None = None
+    # Processes it started were still running LINGER seconds after it exited, and were
+    # killed: a race of theirs after that is not in the run.
+    lingered: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -61,6 +64,8 @@ class RunEvent:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.lingered:
+            out["lingered"] = True
         return out
 
     @classmethod
@@ -82,6 +87,7 @@ class RunEvent:
             phase=d.get("phase"),
             setting=d.get("setting"),
             worker=d.get("worker"),
+            lingered=bool(d.get("lingered")),
         )
 
 

@@ -155,6 +155,7 @@ class Record:
     failed_log: str | None = None
     settings: dict[str, Counts] = field(default_factory=dict)  # amplify: per setting
     runs_with_other: int = 0  # runs that showed at least one other race (any outcome)
+    lingered: int = 0  # runs whose children outlived them and were killed
     _seen_runs: set[int] = field(default_factory=set)
 
     @property
@@ -204,6 +205,7 @@ class Record:
         self.next_index = max(self.next_index, ev.index + 1)
         self.counts.add(ev.outcome)
         self.run_seconds += ev.duration
+        self.lingered += ev.lingered
         self.last_elapsed = max(self.last_elapsed, ev.elapsed)
         if ev.outcome is Outcome.TARGET and self.first_hit_run is None:
             self.first_hit_run = ev.index + 1
@@ -298,6 +300,7 @@ class Record:
                 "tsan_failures": list(self.fatal_examples),
                 "failed": dict(self.failed_details),
                 "failed_log": self.failed_log,
+                "lingered": self.lingered,
             }
         )
         return out
