@@ -496,3 +496,34 @@ def test_a_run_that_lost_its_report_to_a_full_disk_is_not_counted_clean(
             assert '"clean"' not in events.read_text(), events.read_text()
     finally:
         subprocess.run(["umount", str(tiny)])
+
+
+def test_a_closed_terminal_keeps_what_was_measured(tmp_path: Path) -> None:
+    """A dropped ssh session or a closed terminal window (SIGHUP) ended repro at once:
+    no summary, a meta.json that said the run was still going, no word of a resume.
+    Now it stops as on Ctrl-C and writes everything it can."""
+    r = recipe(tmp_path, "sleep 0.2", ["x"])
+    runs = tmp_path / "runs"
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "repro", "stress", str(r), "--runs", "400", "-j", "1", "--runs-dir", str(runs)],
+        env={**os.environ, "COLUMNS": "120"},
+        timeout=60,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        logs = list(runs.glob("*/events.jsonl"))
+        if logs and len(logs[0].read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    child.close(force=False)  # the terminal goes away: the kernel sends SIGHUP
+    deadline = time.monotonic() + 60
+    (run_dir,) = runs.iterdir()
+    summary = run_dir / "summary.json"
+    while not summary.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    data = json.loads(summary.read_text())
+    assert data["interrupted"] is True and data["runs"] >= 3, data
+    assert json.loads((run_dir / "meta.json").read_text())["interrupted"] is True
+    res = repro("stress", "--resume", str(run_dir), "--runs", str(data["runs"] + 1))
+    assert res.returncode == 1, res.stdout + res.stderr

@@ -8,6 +8,7 @@ be resumed, and a bisect in the same process reads the fold directly.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import signal
@@ -310,6 +311,22 @@ def disk_full(path: Path) -> str | None:
     )
 
 
+def lose_the_terminal() -> None:
+    """After a hangup every write to the terminal fails (EIO), and the first one, in
+    the middle of the closing writes, ended repro before the summary was written: the
+    terminal's outputs go to /dev/null from here on (the run directory keeps it all)."""
+    import os
+
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    for target in (1, 2):
+        with contextlib.suppress(OSError):
+            os.dup2(fd, target)
+    os.close(fd)
+
+
 def shield_the_closing_writes() -> None:
     """After the first Ctrl-C (or SIGTERM), the next one does not cut the closing writes.
 
@@ -324,6 +341,8 @@ def shield_the_closing_writes() -> None:
     seen = [0]
 
     def again(signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            lose_the_terminal()
         seen[0] += 1
         if seen[0] >= 2:
             raise KeyboardInterrupt
@@ -333,6 +352,8 @@ def shield_the_closing_writes() -> None:
 
     signal.signal(signal.SIGINT, again)
     signal.signal(signal.SIGTERM, again)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, again)
 
 
 def _record(

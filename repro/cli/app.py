@@ -405,10 +405,22 @@ def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _sighup(signum: int, frame: object) -> None:
+    from repro.app.loop import lose_the_terminal
+
+    lose_the_terminal()
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> Any:
     import signal
 
     signal.signal(signal.SIGTERM, _sigterm)
+    # A closed terminal or a dropped ssh session (SIGHUP) ended repro with nothing
+    # written: the run directory said neither what was measured nor how to resume.
+    # Under nohup it stays ignored.
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _sighup)
     # A shell starts background jobs with SIGINT ignored, and children inherit that;
     # `kill -INT` must still stop a run cleanly wherever repro was started from.
     signal.signal(signal.SIGINT, signal.default_int_handler)
