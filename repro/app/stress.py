@@ -277,7 +277,8 @@ def _run_stress(
         chunking = SHORT_CHUNKS if limits.hit_goal is not None else LONG_CHUNKS
         executor = cluster.runner(prepared, chunking)
     environment = collect_environment(prepared.info, interpreter())
-    if opts.resume is not None:
+    if opts.resume is not None and cluster is None:
+        # On a cluster the workers' environments decide, and a resume has new ones.
         refuse_another_experiment(
             rundir.path,
             "stress",
