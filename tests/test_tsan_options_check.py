@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import repro
+from conftest import PROGRAMS, repro
 
 from repro.tsan import options, suppressions
 from repro.tsan.parse import parse_log
@@ -42,6 +42,10 @@ def _run_with_suppressions(program: Path, sup: Path) -> str:
         ("thread:target_writer", []),
         ("mutex:target_writer", []),
         ("race:two_races.c", ["two_races.c"]),
+        # a full path, as a user's suppressions file often has it
+        (f"race:{PROGRAMS.resolve()}/two_races.c", ["two_races.c"]),
+        (f"race:{PROGRAMS.resolve()}/two_races.c$", ["two_races.c"]),
+        ("race:/elsewhere/other.c", ["two_races.c"]),
     ],
 )
 def test_the_check_agrees_with_tsan_on_what_a_suppression_hides(

@@ -109,11 +109,25 @@ def hiding_target(
     """Each suppression that matches a name the target's report must have, with it."""
     types = _types_for(kind)
     names = _names([*functions, *files])
+    file_names = _names(files)
     found: list[tuple[Suppression, str]] = []
     for sup in suppressions:
         if sup.kind not in types:
             continue
         hit = next((name for name in names if matches(sup.pattern, name)), None)
+        if hit is None and "/" in sup.pattern:
+            # A full path (race:/home/u/proj/src/ext.c) is matched against the frame's
+            # full path, which the target's bare file name does not hold: its last part
+            # stands for it (the target's file, wherever the checkout is).
+            last = _last_part(sup.pattern)
+            hit = next((name for name in file_names if last and matches(last, name)), None)
         if hit is not None:
             found.append((sup, hit))
     return found
+
+
+def _last_part(pattern: str) -> str:
+    """The pattern after its last ``/``, anchored at the start of a name unless a glob
+    came before it in that part (``*/ext.c`` -> ``ext.c``; ``/src/ext*.c`` -> ``^ext*.c``)."""
+    tail = pattern[pattern.rfind("/") + 1 :]
+    return "^" + tail if tail and not tail.startswith("*") else tail
