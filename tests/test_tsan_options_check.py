@@ -274,3 +274,37 @@ def test_runs_from_a_directory_whose_name_is_not_utf8(tmp_path: Path, tsan_bin: 
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
     assert "2 of 2 runs hit the target race" in " ".join(res.stdout.split())
+
+
+def test_reports_a_suppression_hid_are_counted_and_said(tmp_path: Path, tsan_bin: Path) -> None:
+    """A suppression that matches the target through another frame (here its caller,
+    t2) passes the static check, and every run read as clean: 0% with nothing said.
+    TSAN is asked which suppressions matched (print_suppressions=1), and the end says
+    how many reports they hid, on the console, in the JSON and in the report."""
+    sup = tmp_path / "sup.txt"
+    sup.write_text("race:t2\n")
+    r = tmp_path / "r.yaml"
+    r.write_text(
+        "name: t\n"
+        f"reproducer: {{command: {json.dumps(str(tsan_bin / 'two_races'))}}}\n"
+        "target: {functions: [target_writer]}\n"
+        f"tsan: {{suppressions: {json.dumps(str(sup))}}}\n"
+    )
+    out = tmp_path / "s.json"
+    runs = tmp_path / "runs"
+    res = repro("stress", str(r), "-n", "3", "-j", "1", "--runs-dir", str(runs),
+                "--json-out", str(out))  # fmt: skip
+    said = " ".join(res.stdout.split())
+    data = json.loads(out.read_text())
+    assert data["hits"] == 0 and data["runs"] == 3, said
+    assert data["suppressed"] == {"runs": 3, "reports": 6, "by": {"race:t2": 6}}
+    assert "suppressions hid 6 reports in 3 of 3 runs (race:t2 x6)" in said, said
+    report = repro("report", str(next(runs.iterdir())))
+    text = " ".join(report.stdout.split())
+    assert "| Suppressed |" in report.stdout and "hid 6 reports in 3 of 3 runs" in text
+    # Without a suppression nothing is said.
+    r.write_text(r.read_text().replace(f"tsan: {{suppressions: {json.dumps(str(sup))}}}\n", ""))
+    res = repro("stress", str(r), "-n", "1", "-j", "1", "--runs-dir", str(tmp_path / "r2"),
+                "--json-out", str(out))  # fmt: skip
+    assert json.loads(out.read_text())["suppressed"]["reports"] == 0
+    assert "suppressions hid" not in res.stdout

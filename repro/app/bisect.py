@@ -72,7 +72,14 @@ from repro.recipe import (
     load_recipe,
     load_run_recipe,
 )
-from repro.report.fmt import against_bound, at_answer, begun_text, merge_text, runs_made
+from repro.report.fmt import (
+    against_bound,
+    at_answer,
+    begun_text,
+    merge_text,
+    runs_made,
+    suppressed_text,
+)
 from repro.report.fmt import builds as fmt_builds
 from repro.runlog import RunDir, RunLog
 from repro.runlog.bisect_answer import blame, information
@@ -492,6 +499,9 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
     if run.record.other_signature_ids:
         print_symptom_note(console, other_race_verdicts(console, run.rundir.path))
     print_near_misses(console, run.rundir.path, run.record.counts.runs)
+    hidden = suppressed_text(result["suppressed"], run.record.counts.runs)
+    if hidden:
+        console.print(f"note: {hidden}", style="yellow", highlight=False, markup=False)
     if done is None:
         return 0 if run.meta.get("status") == "planned" else 1
     conf = result["confidence"]
@@ -715,6 +725,7 @@ def _write_outputs(
         "culprit_range": None,
         "confidence": None,
         "signatures": record.signatures_json(),
+        "suppressed": record.suppressed_json(),
     }
     calib = run.stats(0).counts
     reused = meta.get("calibration_from") or {}

@@ -35,6 +35,7 @@ from repro.recipe import (
     unavailable_cpus,
 )
 from repro.tsan import options as tsan_options
+from repro.tsan.options import COUNTING_DEFAULTS
 
 if TYPE_CHECKING:
     from repro.builds.cpython import PythonBuild
@@ -542,7 +543,7 @@ def prepare(
         timeout=overrides.timeout or r.reproducer.timeout,
         tsan_options=tsan_options,
         prefix=run_prefix(loaded, overrides),
-        tsan_defaults=symbolizer.tsan_defaults(),
+        tsan_defaults={**COUNTING_DEFAULTS, **symbolizer.tsan_defaults()},
         tty=r.reproducer.tty,
     )
     info["symbolizer"] = symbolizer.to_json()

@@ -407,6 +407,7 @@ def _record(
             setting=tags.setting,
             worker=done.worker,
             lingered=result.lingered,
+            suppressed=result.suppressed,
         )
     )
     state.last_event = f"run {result.index}: {result.outcome.value}"

@@ -74,6 +74,7 @@ class RunResult:
     detail: str | None = None
     found: tuple[Found, ...] = ()  # each report's signature and whether it is the target
     lingered: bool = False  # its children were still running LINGER s after it exited
+    suppressed: dict[str, int] = field(default_factory=dict)  # reports TSAN hid, by line
 
 
 def log_folder_prefix(index: int) -> str:
@@ -502,6 +503,7 @@ def run_once(
         detail=verdict.detail or _pytest_detail(output),
         found=verdict.found,
         lingered=lingered,
+        suppressed=dict(parsed.extra.get("suppressed") or {}),
     )
     return result, parsed
 

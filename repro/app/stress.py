@@ -37,6 +37,7 @@ from repro.errors import ReproError
 from repro.host.symbolizer import stop_hint
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import FILL_ME, LoadedRecipe, edited_since, load_recipe, load_run_recipe
+from repro.report.fmt import suppressed_text
 from repro.runlog import Record, RunDir, RunLog
 from repro.tsan.outcome import INVALID_HINTS, Outcome
 
@@ -360,6 +361,9 @@ def _run_stress(
     inside = other_race_verdicts(console, rundir.path) if record.other_signature_ids else []
     print_summary(console, summary, str(rundir.path), inside)
     print_near_misses(console, rundir.path, record.counts.runs, suggest)
+    hidden = suppressed_text(summary.get("suppressed"), record.counts.runs)
+    if hidden:
+        console.print(f"note: {hidden}", style="yellow", highlight=False, markup=False)
     if record.lingered:
         console.print(
             f"note: in {record.lingered} of {record.counts.runs} runs the reproducer exited "

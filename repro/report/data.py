@@ -365,6 +365,8 @@ def _summary(files: RunFiles, counts: Counts, scope: str) -> dict[str, Any]:
             "jobs": files.meta.get("jobs"),
             "other_races": other_races,
             "invalid": invalid,
+            # over the whole record, as the console says it
+            "suppressed": rec.suppressed_json(),
         }
     )
     return out

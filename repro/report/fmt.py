@@ -135,6 +135,24 @@ def begun_text(race: Mapping[str, Any], find: str, unit: str = "commit") -> str:
     )
 
 
+def suppressed_text(suppressed: Mapping[str, Any] | None, runs: int) -> str | None:
+    """Reports TSAN's suppressions hid (``Record.summary_json()["suppressed"]``), alike on
+    the console and in every report format. Counted nowhere: a suppression that matched
+    the target through a frame the static check cannot see (a caller, a module, a
+    global's name) left its rate too low, or 0%."""
+    if not suppressed or not suppressed.get("reports"):
+        return None
+    by = list((suppressed.get("by") or {}).items())
+    shown = ", ".join(f"{line} x{n}" for line, n in by[:3])
+    more = f", and {len(by) - 3} more" if len(by) > 3 else ""
+    return (
+        f"TSAN's suppressions hid {plural(int(suppressed['reports']), 'report')} in "
+        f"{suppressed.get('runs')} of {runs} runs ({shown}{more}); a hidden report is "
+        "counted nowhere: if the target race was among them, the rate here is too low "
+        "(run without those lines to see what they hide)"
+    )
+
+
 def merge_text(merged: Mapping[str, Any]) -> str:
     """What a culprit that is a merge brought, and the bisect that names one of them,
     alike on the console and in every report format."""

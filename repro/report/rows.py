@@ -65,9 +65,12 @@ def _joined(items: Sequence[Part], sep: str = ", ") -> list[Part]:
 def summary_rows(doc: Mapping[str, Any]) -> list[Row]:
     s = doc["summary"]
     b = doc.get("bisect")
-    if b is None:
-        return _stress_rows(doc, s)
-    return _bisect_rows(b, s)
+    rows = _stress_rows(doc, s) if b is None else _bisect_rows(b, s)
+    # over the whole record: a bisect's summary is its racy end's, all_runs is the whole
+    hidden = fmt.suppressed_text(s.get("suppressed"), int(s.get("all_runs", s.get("runs")) or 0))
+    if hidden:
+        rows.append(Row("Suppressed", (Text(hidden),)))
+    return rows
 
 
 def _bisect_rows(b: Mapping[str, Any], s: Mapping[str, Any]) -> list[Row]:

@@ -10,7 +10,7 @@ later have defaults, and lines of unknown types are kept out of the fold.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from repro.tsan.outcome import Outcome
@@ -45,6 +45,8 @@ class RunEvent:
     # Processes it started were still running LINGER seconds after it exited, and were
     # killed: a race of theirs after that is not in the run.
     lingered: bool = False
+    # Reports TSAN's suppressions hid in this run, by suppression ("race:foo" -> hits).
+    suppressed: Mapping[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -66,6 +68,8 @@ class RunEvent:
                 out[key] = value
         if self.lingered:
             out["lingered"] = True
+        if self.suppressed:
+            out["suppressed"] = dict(self.suppressed)
         return out
 
     @classmethod
@@ -88,6 +92,7 @@ class RunEvent:
             setting=d.get("setting"),
             worker=d.get("worker"),
             lingered=bool(d.get("lingered")),
+            suppressed=_suppressed(d.get("suppressed")),
         )
 
 
@@ -273,3 +278,15 @@ __all__ = [
     "UnusableEvent",
     "event_from_json",
 ]
+
+
+def _suppressed(value: Any) -> dict[str, int]:
+    if not isinstance(value, Mapping):
+        return {}
+    out: dict[str, int] = {}
+    for k, v in value.items():
+        try:
+            out[str(k)] = int(v)
+        except (TypeError, ValueError):
+            continue
+    return out

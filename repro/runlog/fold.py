@@ -156,6 +156,8 @@ class Record:
     settings: dict[str, Counts] = field(default_factory=dict)  # amplify: per setting
     runs_with_other: int = 0  # runs that showed at least one other race (any outcome)
     lingered: int = 0  # runs whose children outlived them and were killed
+    suppressed: Counter[str] = field(default_factory=Counter)  # reports hid, by line
+    runs_suppressed: int = 0  # runs in which TSAN hid at least one report
     _seen_runs: set[int] = field(default_factory=set)
 
     @property
@@ -206,6 +208,9 @@ class Record:
         self.counts.add(ev.outcome)
         self.run_seconds += ev.duration
         self.lingered += ev.lingered
+        if ev.suppressed:
+            self.suppressed.update(ev.suppressed)
+            self.runs_suppressed += 1
         self.last_elapsed = max(self.last_elapsed, ev.elapsed)
         if ev.outcome is Outcome.TARGET and self.first_hit_run is None:
             self.first_hit_run = ev.index + 1
@@ -286,6 +291,14 @@ class Record:
             "distinct": self.distinct_races(self.other_signature_ids),
         }
 
+    def suppressed_json(self) -> dict[str, Any]:
+        """The reports TSAN's suppressions hid over the whole record (every format's)."""
+        return {
+            "runs": self.runs_suppressed,
+            "reports": sum(self.suppressed.values()),
+            "by": dict(self.suppressed.most_common()),
+        }
+
     def summary_json(self) -> dict[str, Any]:
         """The counts of the whole record: what every output of a stress run states."""
         out = self.counts.to_json()
@@ -301,6 +314,7 @@ class Record:
                 "failed": dict(self.failed_details),
                 "failed_log": self.failed_log,
                 "lingered": self.lingered,
+                "suppressed": self.suppressed_json(),
             }
         )
         return out

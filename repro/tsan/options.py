@@ -14,6 +14,10 @@ from typing import Any
 
 from repro.tsan import suppressions
 
+# Options repro sets for every run, below the user's and the recipe's: which suppressions
+# hid reports, so that a stress can say how many reports nobody counted.
+COUNTING_DEFAULTS = {"print_suppressions": "1"}
+
 
 def format_value(value: Any) -> str:
     if isinstance(value, bool):

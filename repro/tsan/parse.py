@@ -135,6 +135,10 @@ _CRASH = re.compile(
     r"|ThreadSanitizer:DEADLYSIGNAL"
 )
 _NOTICE = re.compile(r"ThreadSanitizer|Re-execing with|Program is run with")
+# print_suppressions=1: "ThreadSanitizer: Matched 2 suppressions (pid=N):", then one line
+# "HITS TYPE:PATTERN" for each suppression that hid a report.
+_MATCHED = re.compile(r"ThreadSanitizer: Matched (?P<n>\d+) suppressions?")
+_MATCHED_LINE = re.compile(r"^(?P<hits>\d+) (?P<supp>[a-z_]+:.+)$")
 
 # --- kinds -------------------------------------------------------------------------------------
 
@@ -448,6 +452,9 @@ class LogScanner:
         self.crashes: list[str] = []
         self.notices: list[str] = []
         self.warnings_total: int | None = None
+        # Reports TSAN hid, by suppression ("race:foo" -> hits), summed over processes.
+        self.suppressed: dict[str, int] = {}
+        self._suppression_lines = 0
         self._builder: _Builder | None = None
 
     def _close(self) -> Report | None:
@@ -464,6 +471,15 @@ class LogScanner:
         line = clean_line(raw_line[:MAX_LINE])
         s = line.strip()
         builder = self._builder
+        if self._suppression_lines:
+            self._suppression_lines -= 1
+            m = _MATCHED_LINE.match(s)
+            if m:
+                if len(self.suppressed) < MAX_MESSAGES or m.group("supp") in self.suppressed:
+                    key = m.group("supp")
+                    self.suppressed[key] = self.suppressed.get(key, 0) + int(m.group("hits"))
+                return None
+            self._suppression_lines = 0
         if not s or "Sanitizer" not in s:
             # Most lines: frames, headers, program output. Only TSAN's own lines need the
             # searches below.
@@ -507,6 +523,11 @@ class LogScanner:
             self.warnings_total = (self.warnings_total or 0) + int(m.group("n"))
             return self._close()
 
+        m = _MATCHED.search(s)
+        if m:
+            self._suppression_lines = int(m.group("n"))
+            return self._close()
+
         if _FATAL.search(s):
             self._keep(self.fatal, s)
         elif _CRASH.search(s):
@@ -534,7 +555,8 @@ class LogScanner:
     def parsed(self, reports: Iterable[Report] = ()) -> ParsedLog:
         """What was found besides the reports, with ``reports`` put in.
 
-        ``extra`` gets, only when there are any: ``"crashes"`` (the program died of a
+        ``extra`` gets, only when there are any: ``"suppressed"`` (reports TSAN hid,
+        by suppression, with print_suppressions=1), ``"crashes"`` (the program died of a
         signal that TSAN printed, e.g. ``ERROR: ThreadSanitizer: SEGV on unknown
         address``: not a TSAN failure, not a race) and ``"notices"`` (other
         ThreadSanitizer lines, e.g. the re-exec for high-entropy ASLR), as tuples of
@@ -545,6 +567,8 @@ class LogScanner:
             extra["crashes"] = tuple(self.crashes)
         if self.notices:
             extra["notices"] = tuple(self.notices)
+        if self.suppressed:
+            extra["suppressed"] = dict(self.suppressed)
         return ParsedLog(
             reports=tuple(reports),
             fatal=tuple(self.fatal),
