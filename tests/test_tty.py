@@ -85,3 +85,21 @@ def test_readme_recipe_documents_every_reproducer_and_target_field() -> None:
         text.replace("patches: [patches/revert-fix.patch]", "patches: []"), ROOT / "README.md"
     )
     assert recipe.target.accesses == "each" and recipe.reproducer.tty is False
+
+
+def test_a_process_that_left_the_group_does_not_hold_each_run(tmp_path: Path) -> None:
+    """A daemon the reproducer started in a session of its own keeps the pty open after
+    the run's group is gone; every run waited 10 s for its end of the terminal."""
+    import time
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: tty\nreproducer:\n"
+        "  command: 'setsid sleep 14 & echo started'\n  timeout: 30\n  tty: true\n"
+        "target:\n  functions: [x]\n"
+    )
+    t0 = time.monotonic()
+    res = repro("stress", str(recipe), "--runs", "2", "-j", "1",
+                "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert time.monotonic() - t0 < 15, "each run waited for the daemon's pty"

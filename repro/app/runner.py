@@ -39,6 +39,8 @@ PGID_PREFIX = ".pgid-"
 # How long the processes a reproducer started may outlive it (a child it did not wait
 # for, racing after the parent exited) before they are killed and the run is read.
 LINGER = 5.0
+# How long the pty's last output may take to arrive once the run's group is gone.
+PTY_DRAIN = 1.0
 
 __all__ = ["Matcher", "Outcome", "classify", "is_target"]
 
@@ -472,7 +474,10 @@ def run_once(
         with contextlib.suppress(OSError):
             marker.unlink()
         if copier is not None:
-            copier.join(timeout=10)  # the group is gone: the pty is at its end
+            # The group is gone: what is left in the pty is read at once. A process that
+            # left the group (setsid, a daemon) may hold the pty open for ever; it is no
+            # part of the run, and every run waited 10 s for it.
+            copier.join(timeout=PTY_DRAIN)
     if inflight is not None and inflight.cancelled.is_set():
         shutil.rmtree(run_dir, ignore_errors=True)
         raise Cancelled()
