@@ -519,3 +519,23 @@ def test_a_renamed_target_named_as_the_fix_is_said(tmp_path: Path) -> None:
     report = repro("report", str(next((tmp_path / "runs").iterdir())))
     text = " ".join(report.stdout.split())
     assert "| Warning |" in report.stdout and "is the target under another name" in text
+
+
+def test_a_git_dir_in_the_environment_does_not_redirect_repro(tmp_path: Path) -> None:
+    """From a git hook or an IDE's terminal GIT_DIR names another repository; every
+    question about the source went there, and a good range was refused ("unknown ref
+    ... was the repository made again?")."""
+    repo, shas = _history(tmp_path, broken=0)
+    other = tmp_path / "other"
+    other.mkdir()
+    _git(other, "init", "-q", "-b", "main")
+    (other / "x").write_text("x")
+    _commit(other, "another repository")
+    res = repro(
+        "bisect", str(_recipe(tmp_path, repo)), "--racy", shas["racy"], "--fixed",
+        shas["after"], "--runs-dir", str(tmp_path / "runs"), "--plan",
+        env={"GIT_DIR": str(other / ".git"), "GIT_WORK_TREE": str(other)},
+    )  # fmt: skip
+    said = res.stdout + res.stderr
+    assert res.returncode == 0, said
+    assert "unknown ref" not in said and "calibrat" in said, said

@@ -416,6 +416,9 @@ def main(argv: list[str] | None = None) -> Any:
     import signal
 
     signal.signal(signal.SIGTERM, _sigterm)
+    from repro.host.environ import forget_git_location
+
+    forget_git_location(os.environ)
     # A closed terminal or a dropped ssh session (SIGHUP) ended repro with nothing
     # written: the run directory said neither what was measured nor how to resume.
     # Under nohup it stays ignored.

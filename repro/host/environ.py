@@ -22,7 +22,7 @@ environment) are theirs and stay.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 # Dask's own marker: the pid of the process whose nanny(s) spawn the workers.
@@ -94,3 +94,34 @@ def child_environ() -> dict[str, str]:
     if pid is None:
         return dict(os.environ)
     return without_dask(os.environ, _written_by_dask(), _launched(pid))
+
+
+# The variables that point git at one repository whatever the directory it runs in
+# (`git rev-parse --local-env-vars`, less the configuration ones). Set by a git hook or
+# an IDE's terminal, GIT_DIR sent every question about the user's source and repro's
+# mirror to that other repository: "unknown ref 'HEAD' ... was the repository made
+# again?" of a repository that was fine.
+GIT_LOCATION_VARS = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_GRAFT_FILE",
+    "GIT_SHALLOW_FILE",
+    "GIT_PREFIX",
+    "GIT_NO_REPLACE_OBJECTS",
+    "GIT_REPLACE_REF_BASE",
+)
+
+
+def forget_git_location(environ: MutableMapping[str, str]) -> list[str]:
+    """Drop ``GIT_LOCATION_VARS`` from ``environ`` (repro's own, at start: its git
+    work and the builds in its worktrees must each find their own repository, as git
+    does for a submodule); the names dropped."""
+    dropped = [k for k in GIT_LOCATION_VARS if k in environ]
+    for k in dropped:
+        del environ[k]
+    return dropped
