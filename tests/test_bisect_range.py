@@ -539,3 +539,27 @@ def test_a_git_dir_in_the_environment_does_not_redirect_repro(tmp_path: Path) ->
     said = res.stdout + res.stderr
     assert res.returncode == 0, said
     assert "unknown ref" not in said and "calibrat" in said, said
+
+
+def test_a_build_its_reproducer_deleted_is_built_again(tmp_path: Path) -> None:
+    """A reproducer that removes its program after running it (a `make clean` at the
+    end, a test that cleans up) left a cached build without it: the next stress of
+    that commit took the cache and could not run. The cache sees the lost file and
+    builds again."""
+    repo, shas = _history(tmp_path, broken=0)
+    r = tmp_path / "r.yaml"
+    r.write_text(
+        "name: cleaner\n"
+        f"extension: {{repo: {json.dumps(str(repo))}, build: ['sh build.sh'], sanitize: none}}\n"
+        "reproducer: {command: './prog; status=$?; rm -f prog; exit $status', timeout: 30}\n"
+        "tsan: {options: {history_size: 7}}\n"
+        "target: {functions: [read_shared, write_shared]}\n"
+    )
+    for k in range(2):
+        out = tmp_path / f"s{k}.json"
+        res = repro("stress", str(r), "--ref", shas["racy"], "-n", "1", "-j", "1",
+                    "--runs-dir", str(tmp_path / f"runs{k}"), "--json-out", str(out))  # fmt: skip
+        said = " ".join((res.stdout + res.stderr).split())
+        assert res.returncode == 0, said
+        assert json.loads(out.read_text())["hits"] == 1, said
+    assert "has lost src/prog since it was built" in said, said

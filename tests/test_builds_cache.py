@@ -267,3 +267,34 @@ def test_step_killed_by_a_signal_is_not_a_known_failure(tmp_path: Path) -> None:
         cache.ensure("sig", {}, killed)
     assert err.value.record is False
     assert cache.failure("sig") is None and not cache.path("sig").exists()
+
+
+def test_an_entry_that_lost_a_file_is_built_again(tmp_path: Path) -> None:
+    """A reproducer that cleaned its build (make clean, rm -rf build) left an entry that
+    looked finished: every later stress and bisect step took it, and ran nothing."""
+    cache = BuildCache(tmp_path)
+    calls: list[str] = []
+
+    def build(ctx: BuildContext) -> dict[str, Any]:
+        calls.append(ctx.key)
+        (ctx.staging / "bin").mkdir()
+        (ctx.staging / "bin" / "prog").write_text("x")
+        (ctx.staging / "incremental").mkdir()
+        (ctx.staging / "incremental" / "session").write_text("s")
+        return {}
+
+    for in_place in (False, True):
+        key = f"k-{in_place}"
+        p = cache.ensure(key, {"what": "thing"}, build, in_place=in_place)
+        # A tool's own scratch (rustc's incremental sessions) may come and go.
+        (p / "incremental" / "session").unlink()
+        assert cache.ensure(key, {"what": "thing"}, build, in_place=in_place) == p
+        assert calls.count(key) == 1
+        (p / "bin" / "prog").unlink()
+        lost: list[str] = []
+        assert (
+            cache.ensure(key, {"what": "thing"}, build, in_place=in_place, on_damaged=lost.append)
+            == p
+        )
+        assert lost == ["bin/prog"] and calls.count(key) == 2
+        assert (p / "bin" / "prog").exists() and cache.lost_file(key) is None

@@ -36,6 +36,9 @@ BUILD_RECIPE_VERSION = 1
 
 META_FILE = "repro-build.json"
 LOG_FILE = "build.log"
+# The files a build made, one relative path a line: an entry that lost one since (a
+# reproducer that ran `make clean` or deleted its build) is built again, not trusted.
+MANIFEST_FILE = "repro-files.txt"
 
 
 class BuildError(ReproError):
@@ -274,6 +277,19 @@ class BuildCache:
             os.utime(meta_path)  # last use, for prune
         return BuildEntry(key, self.path(key), meta)
 
+    def lost_file(self, key: str) -> str | None:
+        """A file the build of ``key`` made that is gone now (None: none is, or the
+        entry is older than manifests)."""
+        root = self.path(key)
+        try:
+            listed = (root / MANIFEST_FILE).read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError:
+            return None
+        for rel in listed.splitlines():
+            if rel and not os.path.lexists(root / rel):
+                return rel
+        return None
+
     def failure(self, key: str) -> FailureRecord | None:
         p = self.root / "failed" / f"{key}.json"
         try:
@@ -302,6 +318,7 @@ class BuildCache:
         in_place: bool = False,
         retry_failed: bool | None = None,
         on_wait: Callable[[], None] | None = None,
+        on_damaged: Callable[[str], None] | None = None,
     ) -> Path:
         """The entry for ``key``, building it with ``build_fn`` if needed (once per key).
 
@@ -309,7 +326,7 @@ class BuildCache:
         move after the fact (git worktrees, virtualenvs); such an entry counts as
         finished only once its metadata file is written, which is atomic too.
         """
-        if self.lookup(key) is not None:
+        if self.lookup(key) is not None and self.lost_file(key) is None:
             return self.path(key)
         retry = self.retry_failed if retry_failed is None else retry_failed
         lock = self.lock(key)
@@ -321,7 +338,12 @@ class BuildCache:
             lock.acquire()
         try:
             if self.lookup(key) is not None:
-                return self.path(key)
+                lost = self.lost_file(key)
+                if lost is None:
+                    return self.path(key)
+                if on_damaged is not None:
+                    on_damaged(lost)
+                # _build removes what is left of it; a run that used it is not undone.
             known = self.failure(key)
             if known is not None and not retry:
                 raise BuildError(
@@ -379,6 +401,7 @@ class BuildCache:
             "log": str(dest / LOG_FILE),
             "recipe_version": BUILD_RECIPE_VERSION,
         }
+        _write_manifest(staging)
         tmp_meta = staging / f".{META_FILE}.tmp"
         tmp_meta.write_text(json.dumps(record, indent=2, sort_keys=True))
         if in_place:
@@ -489,6 +512,31 @@ class BuildCache:
             for t in targets.iterdir():
                 if t.is_dir() and t.stat().st_mtime < cutoff:
                     _rmtree(t)
+
+
+# Directories whose files their tools replace and delete as they go (rustc's incremental
+# sessions, cargo's fingerprints, bytecode caches): a reproducer that runs `cargo test`
+# there changes them without damaging the build.
+_VOLATILE_DIRS = frozenset({"incremental", ".fingerprint", "__pycache__", ".pytest_cache", ".git"})
+
+
+def _write_manifest(root: Path) -> None:
+    """The files under ``root`` (links as themselves, not followed), for ``lost_file``."""
+    rels = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _VOLATILE_DIRS]
+        base = Path(dirpath).relative_to(root)
+        for name in filenames:
+            rel = str(base / name) if str(base) != "." else name
+            if rel not in (LOG_FILE, META_FILE, MANIFEST_FILE) and not name.startswith(
+                f".{META_FILE}"
+            ):
+                rels.append(rel)
+        dirnames.sort()
+    with contextlib.suppress(OSError):
+        (root / MANIFEST_FILE).write_text(
+            "\n".join(sorted(rels)) + "\n", encoding="utf-8", errors="surrogateescape"
+        )
 
 
 def _rmtree(path: Path) -> None:

@@ -35,7 +35,7 @@ from repro.builds.cache import (
     sha256_file,
     tail_lines,
 )
-from repro.builds.progress import BuildProgress, NullProgress
+from repro.builds.progress import BuildProgress, NullProgress, lost_note
 from repro.gitrepo import GitRepo, is_url
 from repro.host.compilers import clang_candidates, version_output
 from repro.host.environ import child_environ
@@ -573,7 +573,7 @@ def ensure_cpython(
 
     key = cpython_key(source_id, spec, compiler, digests)
     hit = cache.lookup(key)
-    if hit is not None:
+    if hit is not None and cache.lost_file(key) is None:
         return PythonBuild.from_json(hit.meta["python_build"])
 
     what = describe(spec, compiler.command, git_ref)
@@ -635,6 +635,7 @@ def ensure_cpython(
             meta,
             build,
             on_wait=lambda: prog.waiting(f"another repro process is building {what}; waiting"),
+            on_damaged=lambda lost: prog.waiting(lost_note(what, lost)),
         )
     except BuildError as exc:
         prog.finish(ok=False, message=str(exc), log=exc.log, tail=exc.tail or tail_lines(exc.log))

@@ -22,7 +22,7 @@ from typing import Any
 
 from repro.builds.cache import BuildCache, BuildContext, BuildError, cache_key
 from repro.builds.cpython import PythonBuild
-from repro.builds.progress import BuildProgress, NullProgress, ensure_reported
+from repro.builds.progress import BuildProgress, NullProgress, ensure_reported, lost_note
 from repro.gitrepo import GitRepo
 from repro.host.environ import child_environ
 from repro.recipe import EnvRange, ExtensionSpec
@@ -219,7 +219,7 @@ def ensure_extension(
     dest = cache.path(key)
     worktree = dest / "src"
     hit = cache.lookup(key)
-    if hit is not None and (worktree / ".git").exists():
+    if hit is not None and (worktree / ".git").exists() and cache.lost_file(key) is None:
         return ExtensionBuild(worktree, env, key, dest / "build.log", full)
 
     info = repo.info(full)
@@ -271,6 +271,9 @@ def ensure_extension(
         "env": env,
     }
     if hit is not None:  # finished entry whose worktree was removed by hand: redo it
+        lost = cache.lost_file(key)
+        if lost is not None:
+            prog.waiting(lost_note(what, lost))
         shutil.rmtree(dest, ignore_errors=True)
     ensure_reported(cache, key, meta, build, prog, what)
     return ExtensionBuild(worktree, env, key, dest / "build.log", full)

@@ -155,6 +155,14 @@ class RichBuildProgress:
         self._what = ""
 
 
+def lost_note(what: str, lost: str) -> str:
+    """What a build that is built again because its cached entry lost a file says."""
+    return (
+        f"the cached build of {what} has lost {lost} since it was built (a reproducer "
+        "that cleans or deletes its build?); building it again"
+    )
+
+
 def ensure_reported(
     cache: BuildCache,
     key: str,
@@ -171,6 +179,7 @@ def ensure_reported(
             build,
             in_place=True,
             on_wait=lambda: progress.waiting(f"another repro process is building {what}; waiting"),
+            on_damaged=lambda lost: progress.waiting(lost_note(what, lost)),
         )
     except BuildError as exc:
         progress.finish(

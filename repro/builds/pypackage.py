@@ -346,7 +346,7 @@ def _ensure(
     progress: BuildProgress,
     what: str,
 ) -> None:
-    if cache.lookup(key) is not None:
+    if cache.lookup(key) is not None and cache.lost_file(key) is None:
         return
     ensure_reported(cache, key, meta, build, progress, what)
 
@@ -605,7 +605,7 @@ def ensure_python_package(
         "env": recipe_env,
     }
     hit = cache.lookup(key)
-    if hit is not None and not site.is_dir():
+    if hit is not None and (not site.is_dir() or cache.lost_file(key) is not None):
         shutil.rmtree(dest, ignore_errors=True)
         hit = None
     if hit is None:
