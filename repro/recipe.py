@@ -790,6 +790,16 @@ def _check_tsan_options(
         for setting, why in tsan_options.defeats_counting(opts):
             key = setting.split("=", 1)[0]
             fail((*loc, key) if loc[0] == "tsan" else loc, f"{setting}: {why}; take it out")
+    for loc, raw in (
+        (("reproducer", "env", "TSAN_OPTIONS"), r.reproducer.env.get("TSAN_OPTIONS")),
+        (
+            ("extension", "env", "TSAN_OPTIONS"),
+            r.extension.env.get("TSAN_OPTIONS") if r.extension else None,
+        ),
+    ):
+        stray = tsan_options.stray_problem(raw)
+        if stray:
+            fail(loc, stray)
     if r.target.unfilled or not (r.target.functions or r.target.files):
         return
     named: list[tuple[tuple[Any, ...], str | None]] = [

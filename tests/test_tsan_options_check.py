@@ -184,6 +184,11 @@ def test_the_recipe_may_overrule_the_users_option(tmp_path: Path, tsan_bin: Path
         ),
         ("tsan:\n  suppressions: sup.txt\n", "tsan.suppressions", "race:target_writer matches"),
         (
+            "extension:\n  repo: .\n  env: {TSAN_OPTIONS: 'history_size=3 halt_on_error'}\n",
+            "extension.env.TSAN_OPTIONS",
+            "'halt_on_error': not name=value",
+        ),
+        (
             "tsan:\n  options:\n    suppressions: sup.txt\n",
             "tsan.options.suppressions",
             "race:target_writer matches",

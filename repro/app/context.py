@@ -163,11 +163,9 @@ def check_users_tsan_options(loaded: LoadedRecipe, env: Mapping[str, str]) -> No
         for setting, why in tsan_options.defeats_counting(effective)
         if setting.split("=", 1)[0] in user
     ]
-    stray = tsan_options.stray_words(env["TSAN_OPTIONS"])
+    stray = tsan_options.stray_problem(env["TSAN_OPTIONS"])
     if stray:
-        problems.append(
-            f"{', '.join(map(repr, stray))}: not name=value, so TSAN would refuse to start"
-        )
+        problems.append(stray)
     name = user.get("suppressions")
     if name and not (r.tsan.suppressions or "suppressions" in r.tsan.options):
         path = Path(name).expanduser()

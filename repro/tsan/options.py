@@ -65,6 +65,15 @@ def stray_words(text: str | None) -> list[str]:
     return [name for name, value in _items(text) if value is None]
 
 
+def stray_problem(text: str | None) -> str | None:
+    """What to say of the stray words of a TSAN_OPTIONS string (None: there are none),
+    alike for the user's environment and the recipe's variables."""
+    stray = stray_words(text)
+    if not stray:
+        return None
+    return f"{', '.join(map(repr, stray))}: not name=value, so TSAN would refuse to start"
+
+
 def parse(text: str | None) -> dict[str, str]:
     """The pairs of a TSAN_OPTIONS string (a later name wins, as in TSAN)."""
     return {name: value for name, value in _items(text) if value is not None}
