@@ -327,4 +327,6 @@ def test_a_race_of_a_child_the_reproducer_did_not_wait_for_is_counted(tmp_path: 
     assert time.monotonic() - t0 < 25
     data = json.loads(out.read_text())
     assert data["lingered"] == 1, res.stdout + res.stderr
-    assert "processes of its own still running" in " ".join(res.stdout.split())
+    said = " ".join(res.stdout.split())
+    assert "processes of its own still running" in said
+    assert "1 run left processes running at exit" in said  # the live panel says it too

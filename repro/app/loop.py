@@ -78,6 +78,7 @@ class StressState:
     last_event: str = ""
     lost: int = 0  # runs whose worker died and that no other worker could finish
     gone: str | None = None  # why the runner went away mid-loop (RunnerGone), if it did
+    lingered: int = 0  # runs of this loop whose children outlived them (waited, killed)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -230,6 +231,7 @@ def stress_loop(
                 return
         with runlog.lock:  # the check for new signatures and their logging, as one step
             _record(done, matcher, runlog, state, tags)
+        state.lingered += done.result.lingered
         result = done.result
         if result.outcome in limits.stop_on and state.stopped_by is None:
             state.stopped_by = result.outcome

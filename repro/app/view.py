@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from repro.app.loop import StressState
+from repro.app.runner import LINGER
 from repro.report.fmt import plural, seconds
 from repro.runlog import Counts
 from repro.tsan.outcome import (
@@ -129,6 +130,13 @@ def render_state(state: StressState, title: str, log_dir: str) -> RenderableType
     grid.add_row("clean", f"{t.outcomes[Outcome.CLEAN]}  " + _outcome_list(t, FAILED))
     if t.invalid:
         grid.add_row(Text("invalid", style="yellow"), _outcome_list(t, INVALID))
+    if state.lingered:
+        # Said while it happens: each such run waits LINGER s, and the loop slows for it.
+        grid.add_row(
+            Text("left running", style="yellow"),
+            f"{plural(state.lingered, 'run')} left processes running at exit "
+            f"(each waited {LINGER:g} s for them, then killed them)",
+        )
     grid.add_row(
         "elapsed",
         f"{fmt_seconds(state.elapsed() + state.elapsed_before)}   ETA {fmt_seconds(state.eta())}"
