@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -310,12 +311,54 @@ def test_tsan_start_failure_hint_names_what_exists(lost: Path, tmp_path: Path) -
          "[==========] 0 tests from 0 test suites ran. (0 ms total)"),
         ("No tests were found!!!\n", "No tests were found!!!"),
         ("collected 3 items\n...\n3 passed in 0.2s\n", None),
+        # Every selected test skipped or deselected: the runner ran, no test did (a
+        # commit that marked the racy test skip read as the fix at 0.99).
+        ("============================== 3 skipped in 1.03s ==============================\n",
+         "3 skipped (no test ran)"),
+        ("sss   [100%]\n3 skipped in 0.88s\n", "3 skipped (no test ran)"),
+        ("\n3 deselected in 0.79s\n", "3 deselected (no test ran)"),
+        ("======= 1 skipped, 2 deselected, 1 warning in 1.32s =======\n",
+         "1 skipped, 2 deselected, 1 warning (no test ran)"),
+        ("======= 1 passed, 1 skipped in 0.3s =======\n", None),
+        ("======= 1 xfailed in 0.3s =======\n", None),
+        ("== 1 passed in 0.1s ==\n== 1 skipped in 0.1s ==\n", None),  # two sessions, one ran
+        ("Ran 1 test in 0.000s\n\nOK (skipped=1)\n", "Ran 1 tests, skipped=1 (no test ran)"),
+        ("Ran 2 tests in 0.000s\n\nOK (skipped=1)\n", None),
+        ("running 1 test\ntest t ... ignored\n\ntest result: ok. 0 passed; 0 failed; 1 ignored; "
+         "0 measured; 0 filtered out; finished in 0.00s\n",
+         "test result: ok. 0 passed; 0 failed; 1 ignored (no test ran)"),
+        ("running 2 tests\ntest result: ok. 1 passed; 0 failed; 1 ignored; 0 measured\n", None),
+        ("[  PASSED  ] 0 tests.\n[  SKIPPED ] 1 test, listed below:\n",
+         "[  SKIPPED ] 1 test (no test ran)"),
+        ("[  PASSED  ] 0 tests.\n[  FAILED  ] 1 test, listed below:\n", None),
+        ("12 iterations in 2.0s\n", None),
         ("Ran 12 tests in 0.3s\nOK\n", None),
         ("the word running 0 tests inside a line\n", None),
     ],
 )  # fmt: skip
 def test_a_runner_that_ran_no_test_is_told_apart(output: str, said: str | None) -> None:
     assert ran_no_test(output) == said
+
+
+def test_a_stress_whose_only_test_is_skipped_runs_no_test(tmp_path: Path) -> None:
+    """Real pytest: the selected test is marked skip, as a commit that calls a racy
+    test flaky does; every run is `no-test`, none is a clean run."""
+    (tmp_path / "test_s.py").write_text(
+        "import pytest\n@pytest.mark.skip(reason='flaky on CI')\ndef test_counter():\n    pass\n"
+    )
+    r = tmp_path / "r.yaml"
+    command = f"{sys.executable} -m pytest -q -p no:cacheprovider test_s.py"
+    r.write_text(
+        "name: skipped\n"
+        f"reproducer: {{command: {json.dumps(command)}, cwd: {json.dumps(str(tmp_path))}}}\n"
+        "target: {functions: [spin_bump]}\n"
+    )
+    out = tmp_path / "s.json"
+    res = repro("stress", str(r), "-n", "2", "-j", "1", "--keep-going",
+                "--runs-dir", str(tmp_path / "runs"), "--json-out", str(out))  # fmt: skip
+    data = json.loads(out.read_text())
+    assert data["outcomes"].get("no-test") == 2, res.stdout + res.stderr
+    assert not data["outcomes"].get("clean")
 
 
 def test_a_run_that_ran_no_test_is_invalid_but_a_target_report_still_wins(lost: Path) -> None:

@@ -237,18 +237,97 @@ _RAN_NOTHING = re.compile(
 )
 
 
+# The closing lines that count what ran; a run whose every such line counts nothing that
+# ran (all skipped, deselected or ignored) tested nothing: a commit that marked the racy
+# test skip ("flaky on CI", skipif free-threading) read as the fix at 0.99.
+_PYTEST_TALLY = re.compile(
+    r"^=*\s*(?P<parts>\d+ [a-z]+(?:, \d+ [a-z]+)*) in [\d.]+s(?: \([^)]*\))?\s*=*\s*$",
+    re.MULTILINE,
+)
+_PYTEST_RAN = frozenset({"passed", "failed", "xfailed", "xpassed", "error", "errors"})
+_PYTEST_NOT_RUN = frozenset({"skipped", "deselected"})
+_UNITTEST_RAN = re.compile(r"^Ran (?P<n>\d+) tests? in [\d.]+s\s*$", re.MULTILINE)
+_UNITTEST_END = re.compile(
+    r"^(?:OK|FAILED) \((?P<parts>[^)]*)\)\s*$|^(?P<bare>OK|FAILED)\s*$", re.MULTILINE
+)
+_LIBTEST_RESULT = re.compile(
+    r"^test result: \w+\. (?P<passed>\d+) passed; (?P<failed>\d+) failed; (?P<ignored>\d+) "
+    r"ignored",
+    re.MULTILINE,
+)
+_GTEST_PASSED = re.compile(r"^\[  PASSED  \] (?P<n>\d+) tests?\.", re.MULTILINE)
+_GTEST_OTHER = re.compile(r"^\[  (?:FAILED|SKIPPED) \] (?P<n>\d+) tests?", re.MULTILINE)
+
+
+def _pytest_skipped(output: str) -> str | None:
+    tallies = list(_PYTEST_TALLY.finditer(output))
+    counts = []
+    for m in tallies:
+        words = (part.split(" ", 1) for part in m.group("parts").split(", "))
+        counts.append({w: int(n) for n, w in words})
+    if not counts:
+        return None
+    for t in counts:
+        if any(t.get(w) for w in _PYTEST_RAN) or not any(t.get(w) for w in _PYTEST_NOT_RUN):
+            return None
+    return tallies[-1].group("parts")
+
+
+def _unittest_skipped(output: str) -> str | None:
+    ran = [int(m.group("n")) for m in _UNITTEST_RAN.finditer(output)]
+    ends = list(_UNITTEST_END.finditer(output))
+    if not ran or len(ends) != len(ran):
+        return None
+    for n, end in zip(ran, ends, strict=True):
+        fields = dict(kv.partition("=")[::2] for kv in (end.group("parts") or "").split(", "))
+        if n == 0 or fields.get("skipped") != str(n):
+            return None
+    return f"Ran {ran[-1]} tests, skipped={ran[-1]}"
+
+
+def _libtest_ignored(output: str) -> str | None:
+    results = list(_LIBTEST_RESULT.finditer(output))
+    if not results or not any(int(m.group("ignored")) for m in results):
+        return None
+    if any(int(m.group("passed")) or int(m.group("failed")) for m in results):
+        return None
+    return results[-1].group(0)
+
+
+def _gtest_skipped(output: str) -> str | None:
+    passed = _GTEST_PASSED.findall(output)
+    others = [m.group(0).strip() for m in _GTEST_OTHER.finditer(output)]
+    if not passed or any(int(n) for n in passed) or not others:
+        return None
+    if any("FAILED" in o for o in others):
+        return None
+    return others[-1]
+
+
+def _all_skipped(output: str) -> str | None:
+    """The tally that says every selected test was skipped, deselected or ignored (a
+    test runner that ran, but ran no test), or None."""
+    for check in (_pytest_skipped, _unittest_skipped, _libtest_ignored, _gtest_skipped):
+        said = check(output)
+        if said is not None:
+            return f"{said} (no test ran)"
+    return None
+
+
 def ran_no_test(output: str) -> str | None:
     """The line that says a test runner ran no test, or None.
 
     libtest prints ``running N tests`` once per test binary (cargo test runs several:
     unit tests, integration tests, doc tests); only when every one of them ran none
-    did the run test nothing.
+    did the run test nothing. A run whose every test was skipped tested nothing too.
     """
     counts = _LIBTEST_RUNNING.findall(output)
     if counts and all(int(n) == 0 for n in counts):
         return "running 0 tests"
     m = _RAN_NOTHING.search(output)
-    return m.group(0).strip(" =\t\r\n") if m else None
+    if m:
+        return m.group(0).strip(" =\t\r\n")
+    return _all_skipped(output)
 
 
 # --- the outcome ------------------------------------------------------------------------
