@@ -162,3 +162,51 @@ def test_cached_scripts_outlive_the_venv_that_installed_them(tmp_path: Path) -> 
     done = subprocess.run([str(out / "tool"), "x"], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "ran ['x']"
     assert not (out / "ninja").exists()
+
+
+def _local_project(root: Path, name: str, backend_body: str) -> Path:
+    """A project pip builds with an in-tree backend (nothing to download)."""
+    proj = root / name
+    proj.mkdir()
+    (proj / "pyproject.toml").write_text(
+        f'[project]\nname = "{name}"\nversion = "1.0"\n'
+        '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+    )
+    (proj / "backend.py").write_text(backend_body)
+    return proj
+
+
+def test_pip_killed_while_installing_is_no_failure_of_the_requirements(tmp_path: Path) -> None:
+    """A Ctrl-C that ended pip's process group while it installed the environment's
+    requirements was recorded as "pip could not install numpy, cffi", and every later
+    run refused the build until --retry-failed."""
+    from repro.builds.cache import BuildCache
+    from repro.builds.pypackage import host_pip
+
+    killer = _local_project(
+        tmp_path,
+        "killer",
+        "import os, signal\n"
+        "def get_requires_for_build_wheel(config_settings=None):\n"
+        "    os.killpg(os.getpgrp(), signal.SIGKILL)\n",
+    )
+    cache = BuildCache(tmp_path / "cache")
+    with pytest.raises(BuildError) as err:
+        cache.ensure(
+            "env", {"what": "env"},
+            lambda ctx: host_pip(ctx, ctx.staging / "site", [str(killer)], [], "requirements"),
+        )  # fmt: skip
+    assert not err.value.record
+    assert cache.failure("env") is None  # nothing remembered: the next run tries again
+    # A requirement that cannot be had is a failure, and the message names it, not
+    # the whole list.
+    first, second = "no-such-package-repro-a==1.0", "no-such-package-repro-b==1.0"
+    index = ["--index-url", (tmp_path / "empty-index").as_uri()]
+    with pytest.raises(BuildError) as err:
+        cache.ensure(
+            "env2", {"what": "env"},
+            lambda ctx: host_pip(ctx, ctx.staging / "site", [first, second], index, "reqs"),
+        )  # fmt: skip
+    said = str(err.value)
+    assert f"could not install {first} as wheels" in said and second not in said, said
+    assert cache.failure("env2") is not None

@@ -178,7 +178,13 @@ def host_pip(
     try:
         ctx.run([*cmd, *requirements], cwd=ctx.scratch, step=what, timeout=1800)
     except BuildError as exc:
-        wanted = ", ".join(requirements)
+        if not exc.record:
+            # pip was killed (a Ctrl-C that ended its process group, the timeout): that
+            # says nothing of the requirements, and recorded it blocked every later run
+            # ("pip could not install numpy") until --retry-failed.
+            raise
+        failed = _pip_failed_on(exc.tail)
+        wanted = failed or ", ".join(requirements)
         raise BuildError(
             f"{what}: pip could not install {wanted}"
             + (" as wheels for the Python under test" if tags else "")
@@ -186,6 +192,21 @@ def host_pip(
             log=exc.log,
             tail=exc.tail,
         ) from None
+
+
+_PIP_NOT_FOUND = re.compile(
+    r"(?:No matching distribution found for|Could not find a version that satisfies the "
+    r"requirement) (?P<req>\S+)"
+)
+
+
+def _pip_failed_on(tail: Sequence[str]) -> str | None:
+    """The requirement pip says it could not find (of several asked), or None."""
+    for line in reversed(tail):
+        m = _PIP_NOT_FOUND.search(line)
+        if m:
+            return m.group("req")
+    return None
 
 
 def target_tags(info: Mapping[str, Any]) -> list[str]:
