@@ -94,6 +94,19 @@ def test_build_env_c(project: tuple[GitRepo, list[str]], tmp_path: Path) -> None
         base_env=base,
     )
     assert "PATH" not in none and "LDFLAGS" not in none and "CFLAGS" in none  # from spec.env
+    # A recipe's CFLAGS for its own ends (a define) joins repro's TSAN flags: it replaced
+    # them, and the build came out without TSAN, blamed on setup.py.
+    own = build_env(
+        spec.model_copy(update={"env": {"CFLAGS": "-O2 -DNDEBUG", "LDFLAGS": "-lm"}}),
+        repo,
+        c[4],
+        python=py,
+        cache=BuildCache(tmp_path / "c"),
+        base_env=base,
+    )
+    assert own["CFLAGS"] == "-fsanitize=thread -g -O1 -O2 -DNDEBUG"
+    assert own["LDFLAGS"] == "-fsanitize=thread -lm"
+    assert own["CXXFLAGS"] == "-fsanitize=thread -g -O1"
 
 
 def test_build_env_rust(

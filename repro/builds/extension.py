@@ -166,8 +166,26 @@ def build_env(
         env["CARGO_TARGET_DIR"] = str(cargo_target_dir(spec, repo, python, cache))
         if python is not None and python.compiler:
             env["CC"] = python.compiler  # C code built by cc-rs must match the runtime
-    env.update(spec.env)
-    env.update(range_env(spec, repo, sha))
+    return with_recipe_env(env, {**spec.env, **range_env(spec, repo, sha)})
+
+
+# The variables repro sets to build with TSAN that a recipe also sets for its own ends
+# (a -D define, -std=...): the two are joined, repro's first, so that the recipe's
+# words win where they overlap; a value that names a sanitizer itself replaces repro's.
+_FLAG_VARS = ("CFLAGS", "CXXFLAGS", "LDFLAGS", "RUSTFLAGS", "RUSTDOCFLAGS")
+
+
+def with_recipe_env(ours: Mapping[str, str], recipe: Mapping[str, str]) -> dict[str, str]:
+    """``ours`` (repro's build variables) with the recipe's ``env`` over them. A recipe's
+    `CFLAGS: "-O2 -DNDEBUG"` replaced repro's `-fsanitize=thread`, and the build failed
+    as "built without TSAN" with the blame on setup.py."""
+    env = dict(ours)
+    for key, value in recipe.items():
+        mine = ours.get(key)
+        if key in _FLAG_VARS and mine and "sanitize" not in value:
+            env[key] = f"{mine} {value}".strip()
+        else:
+            env[key] = value
     return env
 
 

@@ -37,6 +37,7 @@ from repro.builds.extension import (
     ExtensionBuild,
     range_env,
     rustc_info,
+    with_recipe_env,
 )
 from repro.builds.progress import BuildProgress, NullProgress, ensure_reported
 from repro.gitrepo import GitRepo
@@ -567,8 +568,7 @@ def ensure_python_package(
             flags, settings = backend_flags(backend, python, spec)
             run_env = _clean_env()
             run_env.pop("TSAN_OPTIONS")
-            run_env.update(flags)
-            run_env.update(recipe_env)
+            run_env.update(with_recipe_env(flags, recipe_env))
             out = ctx.scratch / "wheel"
             if backend.runner == "host":
                 run_env["_PYTHON_SYSCONFIGDATA_NAME"] = str(env.info["sysconfigdata"])
