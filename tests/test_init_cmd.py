@@ -234,3 +234,47 @@ def test_the_libtest_name_of_a_race_s_test() -> None:
         "tests::t"
     )
     assert rust_test_of(["racy::main::{closure#0}", "core::ptr::write"]) is None
+
+
+def test_the_recipe_builds_the_commit_checked_out_not_the_remotes_head(tmp_path: Path) -> None:
+    """In a clone checked out at the racy release, the recipe said `ref: HEAD` of the
+    remote: the remote's default branch (the fixed release) was built, and every run
+    was clean. A commit that is not on the remote makes the checkout the source."""
+
+    def git(repo: Path, *args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    git(upstream, "init", "-q", "-b", "main")
+    (upstream / "pyproject.toml").write_text('[project]\nname = "pkg"\nversion = "1"\n')
+    (upstream / "tests").mkdir()
+    (upstream / "tests" / "test_a.py").write_text("def test_b():\n    pass\n")
+    git(upstream, "add", "-A")
+    git(upstream, "commit", "-q", "-m", "racy")
+    git(upstream, "tag", "v1.0")
+    racy = git(upstream, "rev-parse", "HEAD")
+    (upstream / "fix.txt").write_text("fixed")
+    git(upstream, "add", "-A")
+    git(upstream, "commit", "-q", "-m", "the fix")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(upstream), str(clone)], check=True)
+    git(clone, "checkout", "-q", "v1.0")
+    out = clone / "r.yaml"
+    res = repro("init", "--pytest", "tests/test_a.py::test_b", "-o", str(out), cwd=clone)
+    assert res.returncode == 0, res.stdout + res.stderr
+    ext = yaml.safe_load(out.read_text())["extension"]
+    assert ext["ref"] == racy and ext["repo"] == str(upstream)
+    assert "the commit checked out here (v1.0)" in out.read_text()
+    # A commit of this checkout's only: the checkout is the source.
+    git(clone, "checkout", "-q", "-b", "work")
+    (clone / "local.txt").write_text("mine")
+    git(clone, "add", "local.txt")
+    git(clone, "commit", "-q", "-m", "not pushed")
+    res = repro("init", "--pytest", "tests/test_a.py::test_b", "-o", str(out), "--force", cwd=clone)
+    assert res.returncode == 0, res.stdout + res.stderr
+    ext = yaml.safe_load(out.read_text())["extension"]
+    assert ext["ref"] == git(clone, "rev-parse", "HEAD") and ext["repo"] == str(clone)

@@ -37,6 +37,8 @@ class Facts:
     ft_from: str = "assumed (TSAN races of this kind need it)"
     repo: str = "."
     repo_from: str = "this checkout"
+    ref: str = "HEAD"
+    ref_from: str = "ASSUMED: the source's HEAD"
     web_url: str | None = None
     package: bool = False
     functions: list[str] = field(default_factory=list)
@@ -174,9 +176,25 @@ def repo_from_checkout(cwd: Path, facts: Facts) -> None:
     facts.package = (root / "pyproject.toml").is_file() or (root / "setup.py").is_file()
     facts.crate = (root / "Cargo.toml").is_file() and not facts.package
     facts.repo, facts.repo_from = str(root), "this checkout (no git remote)"
+    # The commit checked out here, not "HEAD": in the remote, HEAD is its default
+    # branch (a user who checked out the racy release got the fixed one built, and
+    # "not reproduced").
+    sha = git("rev-parse", "--verify", "HEAD^{commit}")
+    if sha is not None:
+        name = git("describe", "--tags", "--exact-match", "HEAD") or git(
+            "symbolic-ref", "--short", "-q", "HEAD"
+        )
+        facts.ref = sha
+        facts.ref_from = "the commit checked out here" + (f" ({name})" if name else "")
     remote = git("remote", "get-url", "origin")
-    if remote:
+    # The remote can stand for this checkout only if it has the commit (a local branch
+    # with commits not pushed: the checkout itself).
+    pushed = sha is None or bool(git("branch", "-r", "--contains", sha))
+    if remote and pushed:
         facts.repo, facts.repo_from = remote, "git remote origin of this checkout"
+    elif remote:
+        facts.repo_from = "this checkout: its commit is not on the remote origin"
+    if remote:
         m = re.match(r"(?:git@([^:]+):|https?://([^/]+)/)(.+?)(?:\.git)?/?$", remote)
         if m:
             facts.web_url = f"https://{m.group(1) or m.group(2)}/{m.group(3)}"
@@ -220,7 +238,10 @@ def render(facts: Facts, name: str, source: str) -> str:
         ]
     else:
         lines += [f'  build: ["{FILL_ME}: make"]   # ASSUMED: not a Python package']
-    lines += [f"  repo: {q(facts.repo)}    # {facts.repo_from}", "  ref: HEAD"]
+    lines += [
+        f"  repo: {q(facts.repo)}    # {facts.repo_from}",
+        f"  ref: {q(facts.ref)}    # {facts.ref_from}",
+    ]
     if facts.web_url:
         lines.append(f"  web_url: {q(facts.web_url)}")
     lines += ["", "# What to run, again and again."]
