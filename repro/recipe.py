@@ -872,6 +872,11 @@ def _check_files(
         repo = Path(loaded.resolve_repo(r.extension.repo))
         if not repo.exists():
             fail(("extension", "repo"), f"repository not found: {repo}")
+        elif repo.is_dir() and not _is_git_repository(repo):
+            fail(
+                ("extension", "repo"),
+                f"not a git repository: {repo} (give the top of a checkout, or a bare mirror)",
+            )
     try:
         shlex.split(r.reproducer.command)
     except ValueError as exc:
@@ -890,6 +895,12 @@ def _check_files(
         problem = unavailable_cpus(r.amplify.taskset)
         if problem:
             fail(("amplify", "taskset"), problem)
+
+
+def _is_git_repository(path: Path) -> bool:
+    """The top of a checkout (``.git``) or a bare repository (``HEAD`` beside ``objects``);
+    a directory inside a checkout is neither (repro builds whole repositories)."""
+    return (path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir())
 
 
 def edited_since(loaded: LoadedRecipe) -> bool:

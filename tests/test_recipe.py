@@ -105,6 +105,10 @@ def test_missing_patch_file(tmp_path: Path) -> None:
 def test_missing_extension_repo(tmp_path: Path) -> None:
     msg = error_of(tmp_path, GOOD + "extension:\n  repo: ../no-such-repo\n")
     assert "extension.repo: repository not found" in msg
+    # A directory that is no repository (a package's subdirectory): named with the field.
+    (tmp_path / "plain").mkdir()
+    msg = error_of(tmp_path, GOOD + "extension:\n  repo: plain\n")
+    assert "r.yaml:8: extension.repo: not a git repository" in msg, msg
 
 
 def test_placeholders_are_checked_when_the_recipe_is_read(tmp_path: Path) -> None:
@@ -483,6 +487,7 @@ def test_alias_bomb_in_set_value_is_refused(tmp_path: Path) -> None:
 def test_small_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
     text = GOOD.replace("  timeout: 5\n", "  timeout: 5\n  env: &common {A: '1', B: '2'}\n")
     text += "extension:\n  repo: .\n  env:\n    <<: *common\n    C: '3'\n"
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)  # repo: . must be one
     loaded = load_recipe(write(tmp_path, text))
     assert loaded.recipe.reproducer.env == {"A": "1", "B": "2"}
     assert loaded.recipe.extension is not None

@@ -94,7 +94,8 @@ def find_backend(worktree: Path, where: str) -> Backend:
         names = ", ".join(sorted({n for n, _ in BACKENDS.values()}))
         raise BuildError(
             f"{where}: pyproject.toml: build-system.build-backend `{module}` is not supported "
-            f"(supported: {names}); build it with `extension.build` commands instead"
+            f"(supported: {names}); build it with commands instead: `kind: commands` and "
+            "`build: [...]` in the recipe's extension"
         )
     return Backend(module, known[0], known[1], requires + tools_needed(known[0], requires))
 

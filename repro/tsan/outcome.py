@@ -66,7 +66,8 @@ INVALID_HINTS: dict[Outcome, str] = {
     Outcome.INCOMPLETE: "reports lacked a stack or were cut off; raise tsan.options."
     "history_size (e.g. 7; `repro amplify` can measure it)",
     Outcome.NO_TEST: "the test runner ran no test (renamed, moved or filtered out at this "
-    "commit?): check the test named in reproducer.command; the run's log is kept",
+    "commit, or marked skip?): check the test the reproducer names (reproducer.command "
+    "or reproducer.pytest.tests); the run's log is kept",
     Outcome.TSAN_FAILURE: "TSAN failed to start; run `repro doctor` (on kernels with "
     "vm.mmap_rnd_bits > 28: sysctl vm.mmap_rnd_bits=28, or run under setarch -R)",
 }
