@@ -61,3 +61,24 @@ def test_old_run_directory_is_read_and_resumed(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["runs"] == 6 and data["hits"] == 6
     assert [s["target"] for s in data["signatures"]] == [True]
+
+
+def test_a_commit_built_before_a_resume_stays_built_here() -> None:
+    """After kill -9 and --resume, the bisect found its own earlier builds in the cache,
+    and the record said "3 of them from the cache" of builds this bisect had paid for."""
+    from repro.runlog.events import BuildEvent
+    from repro.runlog.fold import fold
+
+    record = fold(
+        [
+            BuildEvent(pos=0, id="a", ok=True, seconds=40.0),
+            BuildEvent(pos=3, id="b", ok=True, seconds=0.0, cached=True),  # an earlier run's
+            # the resumed session
+            BuildEvent(pos=0, id="a", ok=True, seconds=0.0, cached=True),
+            BuildEvent(pos=3, id="b", ok=True, seconds=0.0, cached=True),
+            BuildEvent(pos=5, id="c", ok=True, seconds=30.0),
+        ]
+    )
+    assert record.builds == 3 and record.builds_from_cache == 1
+    assert not record.positions[0].cached and record.positions[3].cached
+    assert record.build_seconds == 70.0

@@ -187,8 +187,11 @@ class Record:
                 known.entry = event
         elif isinstance(event, BuildEvent):
             p = self.position(event.pos)
+            # Built by this run directory once, it stays so: a resumed bisect finds its
+            # own earlier builds in the cache, and the record said "from the cache" of them.
+            built_here = bool(p.built) and not p.cached
             p.built = event.ok
-            p.cached = event.ok and event.cached
+            p.cached = event.ok and event.cached and not built_here
             p.build_seconds += event.seconds
             self.build_seconds += event.seconds
             p.backend = event.backend or p.backend
