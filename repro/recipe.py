@@ -581,6 +581,16 @@ def _describe(err: Mapping[str, Any]) -> str:
     return msg
 
 
+def _set_for(sets: Sequence[str], loc: tuple[Any, ...]) -> str | None:
+    """The ``--set`` that gave the field at ``loc`` (its own key, or one above it)."""
+    path = [str(p) for p in loc]
+    for given in reversed(sets):
+        key = given.split("=", 1)[0].strip().split(".")
+        if key and path[: len(key)] == key:
+            return given
+    return None
+
+
 def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc if p not in ("function-after", "function-before"))
 
@@ -820,6 +830,10 @@ def _check_tsan_options(
 def field_said(loaded: LoadedRecipe, loc: tuple[Any, ...], msg: str) -> str:
     """``file:line: field: msg``, as every recipe error is said (the line of the
     field's key; the file alone when the recipe does not hold it, a default)."""
+    given = _set_for(loaded.sets, loc)
+    if given is not None:
+        # The value came from the command line: the file's line would point at another.
+        return f"{loaded.path} with --set {given}: {_field_name(loc)}: {msg}"
     lines: dict[tuple[Any, ...], int] = {}
     node, _data = compose_and_load(loaded.text)  # already read once without error
     if node is not None:

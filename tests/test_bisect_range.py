@@ -563,3 +563,19 @@ def test_a_build_its_reproducer_deleted_is_built_again(tmp_path: Path) -> None:
         assert res.returncode == 0, said
         assert json.loads(out.read_text())["hits"] == 1, said
     assert "has lost src/prog since it was built" in said, said
+
+
+def test_a_bad_ref_is_named_where_it_was_given(tmp_path: Path) -> None:
+    """`--set extension.ref=v9.9` was blamed on the recipe file, with no line, and a
+    bad ref in the file had no line either."""
+    repo, _ = _history(tmp_path, broken=0)
+    r = _recipe(tmp_path, repo)
+    res = repro("stress", str(r), "-n", "1", "--set", "extension.ref=v9.9",
+                "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 2, said
+    assert f"{r} with --set extension.ref=v9.9: extension.ref: unknown ref 'v9.9'" in said, said
+    r.write_text(r.read_text().replace("sanitize: none}", "sanitize: none, ref: v8.8}"))
+    res = repro("stress", str(r), "-n", "1", "--runs-dir", str(tmp_path / "runs"))
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 2 and f"{r}:2: extension.ref: unknown ref 'v8.8'" in said, said

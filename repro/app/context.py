@@ -456,7 +456,7 @@ def prepare(
         except ReproError as exc:
             if ext_ref is not None:
                 raise
-            raise ReproError(f"{loaded.path}: extension.ref: {exc}") from None
+            raise ReproError(field_said(loaded, ("extension", "ref"), str(exc))) from None
         note = repo.uncommitted_note()
         if note and progress is not None:
             progress.waiting(f"warning: {note}")
