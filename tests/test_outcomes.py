@@ -20,7 +20,14 @@ from conftest import repro
 from tsan_helpers import PROGRAMS, compile_c, run_tsan
 
 from repro.builds.cpython import PythonBuild
-from repro.tsan.outcome import Matcher, Outcome, classify, is_incomplete, ran_no_test
+from repro.tsan.outcome import (
+    Matcher,
+    Outcome,
+    classify,
+    is_incomplete,
+    parallel_threads_of,
+    ran_no_test,
+)
 from repro.tsan.parse import parse_log
 from repro.tsan.signature import TargetRule
 
@@ -338,6 +345,26 @@ def test_tsan_start_failure_hint_names_what_exists(lost: Path, tmp_path: Path) -
 )  # fmt: skip
 def test_a_runner_that_ran_no_test_is_told_apart(output: str, said: str | None) -> None:
     assert ran_no_test(output) == said
+
+
+def test_a_test_pytest_run_parallel_ran_in_one_thread_ran_no_test() -> None:
+    """A test marked thread_unsafe runs once, in one thread, under pytest-run-parallel:
+    a race between threads cannot show, and such runs were clean (a commit that added
+    the mark read as the fix). The lines are pytest-run-parallel 0.x's own."""
+    command = "{python} -P -m pytest -q --parallel-threads=4 --iterations=2 t.py::test_u"
+    none = "Collected 0 items to run in parallel\n.   [100%]\n1 passed in 0.13s\n"
+    some = "Collected 1 items to run in parallel\n.·  [100%]\n2 passed in 0.20s\n"
+    threads = parallel_threads_of(command.replace("{python}", "python3.13t"))
+    assert threads == 4
+    assert ran_no_test(none, threads) == (
+        "pytest-run-parallel ran no test in parallel (marked thread_unsafe?)"
+    )
+    assert ran_no_test(some, threads) is None
+    # Asked for one thread (the test makes its own): that line says nothing.
+    assert ran_no_test(none, parallel_threads_of("pytest --parallel-threads=1 t.py")) is None
+    assert ran_no_test(none, parallel_threads_of("pytest t.py")) is None
+    verdict = classify(parse_log(""), 0, False, MATCHER, none, threads)
+    assert verdict.outcome is Outcome.NO_TEST
 
 
 def test_a_stress_whose_only_test_is_skipped_runs_no_test(tmp_path: Path) -> None:

@@ -28,7 +28,14 @@ from typing import Any
 from repro.errors import ReproError
 from repro.tsan import options as tsan_options
 from repro.tsan.model import ParsedLog, Report
-from repro.tsan.outcome import Found, Matcher, Outcome, classify, is_target
+from repro.tsan.outcome import (
+    Found,
+    Matcher,
+    Outcome,
+    classify,
+    is_target,
+    parallel_threads_of,
+)
 from repro.tsan.parse import LogScanner, read_reports
 
 OUTPUT_TAIL = 4000
@@ -493,7 +500,14 @@ def run_once(
     parsed = scanner.parsed([r for reports in per_log for r in reports] + from_output)
     for log, reports in zip(logs, per_log, strict=True):
         _bound_tsan_log(log, reports, matcher)
-    verdict = classify(parsed, proc.returncode, timed_out.is_set(), matcher, output)
+    verdict = classify(
+        parsed,
+        proc.returncode,
+        timed_out.is_set(),
+        matcher,
+        output,
+        parallel_threads_of(spec.command),
+    )
     result = RunResult(
         index=index,
         outcome=verdict.outcome,

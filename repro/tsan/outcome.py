@@ -315,13 +315,31 @@ def _all_skipped(output: str) -> str | None:
     return None
 
 
-def ran_no_test(output: str) -> str | None:
+# pytest-run-parallel says, once collection is done, how many tests it will run in
+# threads; a test marked thread_unsafe (or using something it deems so) runs once, in
+# one thread, where a race between threads cannot show.
+_RUN_PARALLEL_NONE = re.compile(r"^Collected 0 items to run in parallel\s*$", re.MULTILINE)
+_PARALLEL_THREADS = re.compile(r"--parallel-threads[= ]+(\d+)")
+
+
+def parallel_threads_of(command: str) -> int:
+    """The threads a pytest-run-parallel command asks for (0: none asked)."""
+    found = _PARALLEL_THREADS.findall(command)
+    return int(found[-1]) if found else 0
+
+
+def ran_no_test(output: str, parallel_threads: int = 0) -> str | None:
     """The line that says a test runner ran no test, or None.
 
     libtest prints ``running N tests`` once per test binary (cargo test runs several:
     unit tests, integration tests, doc tests); only when every one of them ran none
-    did the run test nothing. A run whose every test was skipped tested nothing too.
+    did the run test nothing. A run whose every test was skipped tested nothing too,
+    and so did one that asked pytest-run-parallel for ``parallel_threads`` > 1 and
+    got every test run in one thread (a commit that marked the test thread_unsafe
+    read as the fix).
     """
+    if parallel_threads > 1 and _RUN_PARALLEL_NONE.search(output):
+        return "pytest-run-parallel ran no test in parallel (marked thread_unsafe?)"
     counts = _LIBTEST_RUNNING.findall(output)
     if counts and all(int(n) == 0 for n in counts):
         return "running 0 tests"
@@ -354,6 +372,7 @@ def classify(
     timed_out: bool,
     matcher: Matcher,
     output: str = "",
+    parallel_threads: int = 0,
 ) -> Verdict:
     """The outcome of one run from what it printed and how it ended.
 
@@ -392,7 +411,7 @@ def classify(
         return Verdict(Outcome.TARGET, target, sigs)
     if parsed.fatal:
         return Verdict(Outcome.TSAN_FAILURE, 0, sigs, parsed.fatal[0])
-    nothing = ran_no_test(output)
+    nothing = ran_no_test(output, parallel_threads)
     if nothing is not None:
         return Verdict(Outcome.NO_TEST, 0, sigs, nothing)
     if unsymbolized:
