@@ -247,7 +247,7 @@ def test_the_calibrations_progress_says_it_stops_at_its_hits(
         sys.executable,
         [
             "-m", "repro", "bisect", str(recipe), "--plan",
-            "--set", "reproducer.command=sleep 0.3 && ./stress_test 3 100 1000",
+            "--set", "reproducer.command=./stress_test 3 100 1000 && sleep 0.3",
             "--runs-dir", str(tmp_path / "runs"),
         ],
         env={**os.environ, "COLUMNS": "160"},
