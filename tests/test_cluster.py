@@ -29,6 +29,7 @@ pytest.importorskip("distributed")
 from cluster_helpers import (
     BIN,
     FIX_SUBJECT,
+    RACY,
     SLOW,
     Dask,
     _env,
@@ -277,11 +278,12 @@ def test_local_cluster_stress_same_as_local(demo: Path, tmp_path: Path) -> None:
     n = 40
     local = repro(
         "stress", str(demo), "--runs", str(n), "-j", "2", "--runs-dir", str(tmp_path / "local"),
+        "--set", RACY,
         "--json-out", str(tmp_path / "local.json"), env=_env(),
     )  # fmt: skip
     assert local.returncode == 0, local.stdout + local.stderr
     res = repro(
-        "stress", str(demo), "--runs", str(n), "--workers", "2",
+        "stress", str(demo), "--runs", str(n), "--workers", "2", "--set", RACY,
         "--runs-dir", str(tmp_path / "dask"), "--json-out", str(tmp_path / "dask.json"),
         env=_env(),
     )  # fmt: skip
@@ -805,7 +807,7 @@ def test_chunk_size_follows_the_run_time() -> None:
 def test_separate_processes_stress_and_bisect(demo: Path, tmp_path: Path) -> None:
     with dask_processes(tmp_path) as dask:
         res = repro(
-            "stress", str(demo), "--runs", "30", "--cluster", dask.address,
+            "stress", str(demo), "--runs", "30", "--cluster", dask.address, "--set", RACY,
             "--runs-dir", str(tmp_path / "stress"), env=_env(),
         )  # fmt: skip
         assert res.returncode == 0, res.stdout + res.stderr

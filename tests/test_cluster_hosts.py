@@ -30,6 +30,7 @@ pytest.importorskip("distributed")
 from cluster_helpers import (
     BIN,
     FIX_SUBJECT,
+    RACY,
     SLOW,
     _env,
     _kill_while_it_runs,
@@ -109,7 +110,7 @@ def _builds(host: Host) -> list[Path]:
 def test_workers_on_other_hosts_stress_and_bisect(demo: Path, tmp_path: Path) -> None:
     with cluster_on_hosts(tmp_path) as (address, made):
         res = repro(
-            "stress", str(demo), "--runs", "30", "--cluster", address,
+            "stress", str(demo), "--runs", "30", "--cluster", address, "--set", RACY,
             "--runs-dir", str(tmp_path / "stress"), env=_env(),
         )  # fmt: skip
         assert res.returncode == 0, res.stdout + res.stderr
