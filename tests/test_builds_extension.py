@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -358,3 +359,37 @@ def test_a_failing_command_piped_into_tee_fails_at_its_own_step(
     said = str(err.value)
     assert "exit status 101" in said and "| tee build.log" in said, said
     assert "cp nothing here" not in said and "\\'" not in said
+
+
+def test_a_crate_built_for_release_keeps_its_file_names(tmp_path: Path) -> None:
+    """`cargo build --release` (and maturin, which builds that profile) strips debug
+    info that RUSTFLAGS' `-g` asked for: cargo's release profile has `debug = 0`, and
+    since Rust 1.77 that means `strip = "debuginfo"`. The race's frames then named a
+    codegen unit (`racy.1a2b-cgu.0`) instead of `main.rs`, and a target with
+    `files: [main.rs]` matched no run: a rate of 0 at the racy end."""
+    if rustc_info() is None:
+        pytest.skip("no rustc")
+    from conftest import repro
+    from tsan_helpers import PROGRAMS
+
+    crate = tmp_path / "crate"
+    (crate / "src").mkdir(parents=True)
+    git(crate, "init", "-q", "-b", "main")
+    commit(crate, "src/main.rs", (PROGRAMS / "racy.rs").read_text())
+    commit(crate, "Cargo.toml", '[package]\nname = "racy"\nversion = "0.1.0"\nedition = "2021"\n')
+    recipe = tmp_path / "r.yaml"
+    build = 'cargo build --release && cp "$CARGO_TARGET_DIR/$CARGO_BUILD_TARGET/release/racy" .'
+    recipe.write_text(
+        "name: rust-release\n"
+        f"extension: {{repo: {json.dumps(str(crate))}, ref: main, sanitize: rust,\n"
+        f"  build: [{json.dumps(build)}]}}\n"
+        "reproducer: {command: ./racy}\n"
+        "target: {functions: [store_value, load_value], files: [main.rs]}\n"
+    )
+    runs = tmp_path / "runs"
+    env = {"REPRO_CACHE_DIR": str(tmp_path / "cache")}
+    res = repro("stress", str(recipe), "-n", "2", "-j", "1", "--runs-dir", str(runs), env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "2 of 2 runs hit the target race" in res.stdout, res.stdout
+    logs = "".join(p.read_text() for p in runs.rglob("tsan.*"))
+    assert re.search(r"#\d racy::store_value \S*/src/main\.rs:\d+", logs), logs[:3000]

@@ -31,6 +31,12 @@ from repro.text import truncate
 TSAN_CFLAGS = "-fsanitize=thread -g -O1"
 TSAN_LDFLAGS = "-fsanitize=thread"
 TSAN_RUSTFLAGS = "-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer"
+# cargo's release profile (`cargo build --release`, and maturin's wheels) has `debug = 0`,
+# which since Rust 1.77 also strips the debug info that `-g` in RUSTFLAGS made: a race's
+# frames then named a codegen unit (`racy.1a2b-cgu.0`), never a file, so a target with
+# `files: [lib.rs]` matched no run. Set for every cargo build repro makes; a recipe's
+# extension.env can still say otherwise.
+CARGO_DEBUG_ENV = {"CARGO_PROFILE_RELEASE_DEBUG": "true", "CARGO_PROFILE_RELEASE_STRIP": "none"}
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,7 @@ def build_env(
         env["RUSTC_BOOTSTRAP"] = "1"
         env["RUSTFLAGS"] = TSAN_RUSTFLAGS
         env["RUSTDOCFLAGS"] = TSAN_RUSTFLAGS
+        env.update(CARGO_DEBUG_ENV)
         env["CARGO_BUILD_TARGET"] = info[0]
         env["CARGO_TARGET_DIR"] = str(cargo_target_dir(spec, repo, python, cache))
         if python is not None and python.compiler:

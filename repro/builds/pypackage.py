@@ -31,6 +31,7 @@ from typing import Any
 from repro.builds.cache import BuildCache, BuildContext, BuildError, cache_key
 from repro.builds.cpython import PythonBuild
 from repro.builds.extension import (
+    CARGO_DEBUG_ENV,
     TSAN_CFLAGS,
     TSAN_LDFLAGS,
     TSAN_RUSTFLAGS,
@@ -131,7 +132,7 @@ def tsan_settings(
     if backend == "meson-python":
         settings["setup-args"] = ["-Db_sanitize=thread", "-Db_lundef=false", "-Ddebug=true"]
     elif backend == "maturin":
-        env.update(RUSTC_BOOTSTRAP="1", RUSTFLAGS=TSAN_RUSTFLAGS + " -g")
+        env.update(RUSTC_BOOTSTRAP="1", RUSTFLAGS=TSAN_RUSTFLAGS + " -g", **CARGO_DEBUG_ENV)
         if rust_target:
             settings["build-args"] = f"--target {rust_target}"
     else:
@@ -552,6 +553,9 @@ def ensure_python_package(
             "pyenv": env.key,
             "config_settings": spec.config_settings,
             "toolchain": f"{python.compiler} {python.compiler_version}",
+            # what repro asks of cargo (the backend is known only inside the worktree): a
+            # maturin wheel cached before it kept debug info must not be reused
+            "cargo": CARGO_DEBUG_ENV,
         }
     )
     dest = cache.path(key)
