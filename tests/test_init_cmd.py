@@ -52,6 +52,25 @@ def test_init_from_log_in_a_package(tmp_path: Path) -> None:
     assert again.returncode == 2 and "--force" in again.stderr
 
 
+def test_init_in_a_maturin_package_builds_the_python_with_clang(tmp_path: Path) -> None:
+    """Rust links LLVM's TSAN runtime, which a gcc-built TSAN CPython cannot load the
+    module with (`undefined symbol: __tsan_memcpy`): the recipe init wrote built the
+    default gcc CPython, and every build of the package failed."""
+    root = checkout(tmp_path)
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["maturin>=1,<2"]\nbuild-backend = "maturin"\n'
+        '[project]\nname = "pkg"\nversion = "1"\n'
+    )
+    (root / "tests").mkdir()
+    (root / "tests" / "test_a.py").write_text("def test_b():\n    pass\n")
+    out = root / "r.yaml"
+    res = repro("init", "--pytest", "tests/test_a.py::test_b", "-o", str(out), cwd=root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = yaml.safe_load(out.read_text())
+    assert data["python"]["compiler"] == "clang", out.read_text()
+    assert data["extension"]["kind"] == "python-package"
+
+
 def test_init_pytest_only(tmp_path: Path) -> None:
     root = checkout(tmp_path)
     (root / "tests").mkdir()

@@ -9,6 +9,7 @@ comment, and the recipe is validated before the next command is printed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.builds.cache import BuildError
+from repro.builds.pypackage import find_backend
 from repro.errors import ReproError
 from repro.recipe import FILL_ME
 from repro.tsan.nearmiss import extension_race_first, suggest_target
@@ -50,6 +53,7 @@ class Facts:
     crate: bool = False  # a Rust crate (Cargo.toml) that is not a Python package
     python_seen: bool = False  # the log names a CPython
     rust_test: str | None = None  # the libtest name of the race's test, from its frames
+    backend: str | None = None  # the package's build backend, as repro names it
 
 
 # A Rust test's closures and the crate's own name around the test's path, as TSAN
@@ -175,6 +179,11 @@ def repo_from_checkout(cwd: Path, facts: Facts) -> None:
     root = Path(top)
     facts.package = (root / "pyproject.toml").is_file() or (root / "setup.py").is_file()
     facts.crate = (root / "Cargo.toml").is_file() and not facts.package
+    if facts.package:
+        # An unknown backend: the build says so, with the commit; the recipe is still
+        # worth writing.
+        with contextlib.suppress(BuildError):
+            facts.backend = find_backend(root, str(root)).name
     facts.repo, facts.repo_from = str(root), "this checkout (no git remote)"
     # The commit checked out here, not "HEAD": in the remote, HEAD is its default
     # branch (a user who checked out the racy release got the fixed one built, and
@@ -222,6 +231,8 @@ def render(facts: Facts, name: str, source: str) -> str:
             f"  free_threading: {str(facts.free_threading).lower()}    # {facts.ft_from}",
             "  tsan: true",
         ]
+        if facts.backend == "maturin":
+            lines.append("  compiler: clang    # a maturin package: Rust links LLVM's TSAN runtime")
     lines += ["", "# The project under test, at each commit.", "extension:"]
     if facts.crate:
         lines += [
