@@ -235,6 +235,29 @@ def test_plan_then_resume(demo: tuple[Path, Path], tmp_path: Path) -> None:
     )
 
 
+def test_a_calibration_with_no_hit_names_the_near_miss_early(
+    demo: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A target that names a file the race's frames lack (here the header; in a maturin
+    wheel without debug info, every file) calibrated in silence to its run limit, while
+    `repro stress` would have named the race that nearly matched. The calibration says
+    it after its first runs, while it goes on."""
+    _, recipe = demo
+    res = repro(
+        "bisect", str(recipe), "--plan", "--calibration-runs", "30",
+        "--set", "target.files=[ticketq.h]",
+        "--set", "reproducer.command=./stress_test 10 100 1000",
+        "--runs-dir", str(tmp_path / "runs"),
+    )  # fmt: skip
+    out = " ".join(res.stdout.split())
+    assert res.returncode != 0, out
+    early = out.find("near miss: race")
+    assert early != -1, out
+    assert "target.files names 'ticketq.h'" in out, out
+    # said before the calibration ended, not only after it
+    assert early < out.find("did not reproduce the target race in 30 runs"), out
+
+
 def test_the_calibrations_progress_says_it_stops_at_its_hits(
     demo: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@ and the plan said before the search spends anything."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from rich.markup import escape
@@ -26,8 +27,32 @@ def calibrate(run: BisectRun, opts: BisectOptions) -> bool:
     limits = calibration_left(run, run.jobs)
     if limits is not None:
         run.console.print(f"[bold]calibrating[/] at the racy end {escape(run.describe(0))}")
+        limits = _early_look(run, limits)
+    if limits is not None:
         run.run(0, limits, "calibrate")
     return calibrated(run, opts)
+
+
+# Runs of the racy end after which, with no hit yet, the console names the races that
+# nearly match the target. A target naming a file that the frames lack (a maturin wheel
+# without debug info) calibrated in silence toward its run limit: 400 runs, 20 minutes
+# of a package's tests, before "did not reproduce".
+EARLY_LOOK_RUNS = 20
+
+
+def _early_look(run: BisectRun, limits: Limits) -> Limits | None:
+    """Run the calibration's first runs; with no hit in them, say the near misses seen.
+    The runs left to go (None: the calibration is over)."""
+    from repro.app.view import print_near_misses
+
+    c0 = run.stats(0).counts
+    first = EARLY_LOOK_RUNS - c0.evidence
+    if c0.hits or first <= 0 or limits.runs is None or limits.runs <= first:
+        return limits
+    run.run(0, replace(limits, runs=first), "calibrate")
+    if run.stats(0).counts.hits == 0:
+        print_near_misses(run.console, run.rundir.path, run.record.counts.runs)
+    return calibration_left(run, run.jobs)
 
 
 def calibration_left(run: BisectRun, jobs: int) -> Limits | None:
