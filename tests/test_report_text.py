@@ -477,3 +477,25 @@ def test_a_floor_on_runs_is_never_rounded_up() -> None:
 
     assert floor_runs(3.6) == "3.6" and floor_runs(0.04) == "0.0" and floor_runs(9.99) == "9.9"
     assert floor_runs(11.9) == "11" and floor_runs(829.8) == "829" and floor_runs(None) == "0.0"
+
+
+def test_plain_script_for_a_maturin_package_asks_for_cargo_and_debug_info(
+    tmp_path: Path,
+) -> None:
+    """The script builds a maturin package as repro does: cargo is needed, and the
+    release profile keeps its debug info (or the race's frames name no file)."""
+    from repro.recipe import parse_recipe
+    from repro.report.shell import PlainInputs, plain_script
+
+    text = (ROOT / "recipes" / "demo-pkg.yaml").read_text()
+    text = re.sub(
+        r"python:\n(  .*\n)+", f"python:\n  executable: {sys.executable}\n", text, count=1
+    )
+    recipe = parse_recipe(text, tmp_path / "r.yaml")
+    inputs = dict(recipe=recipe, recipe_dir=tmp_path, title="t", ext_repo="/x", ext_sha="a" * 40)
+    script = plain_script(PlainInputs(**inputs, ext_backend="maturin", runs=1))  # type: ignore[arg-type]
+    assert ", cargo." in script.splitlines()[1], script
+    assert "export CARGO_PROFILE_RELEASE_DEBUG=true" in script.splitlines(), script
+    other = plain_script(PlainInputs(**inputs, ext_backend="setuptools", runs=1))  # type: ignore[arg-type]
+    assert ", cargo" not in other.splitlines()[1]
+    assert "CARGO_PROFILE" not in other

@@ -410,7 +410,11 @@ def plain_script(inp: PlainInputs) -> str:
     out = [
         comment(f"Reproduce without repro: {inp.title}"),
         "# Needs git, make, a C compiler with TSAN (gcc or clang)"
-        + (", cargo" if r.extension and r.extension.sanitize == "rust" else "")
+        + (
+            ", cargo"
+            if r.extension and (r.extension.sanitize == "rust" or inp.ext_backend == "maturin")
+            else ""
+        )
         + ". Save as reproduce.sh, run: bash reproduce.sh",
         "set -e",
         'WORK="$PWD/repro-work"',
