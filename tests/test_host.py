@@ -15,7 +15,7 @@ from conftest import repro
 from tsan_helpers import TsanBuilder, tsan_builder
 
 from repro.app.runner import Matcher, RunSpec, run_once
-from repro.host.compilers import clang_candidates, find_clang, llvm_major
+from repro.host.compilers import clang_candidates, cxx_for, find_clang, llvm_major
 from repro.host.symbolizer import (
     Symbolizer,
     Toolchain,
@@ -166,6 +166,28 @@ def test_one_clang_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert find_clang("gcc") == "clang-17"
     _script(tmp_path / "clang", "exit 0")
     assert find_clang() == "clang"
+
+
+@pytest.mark.parametrize(
+    ("cc", "cxx"),
+    [
+        ("clang", "clang++"),
+        ("clang-19", "clang++-19"),
+        ("/opt/clang/bin/clang-19", "/opt/clang/bin/clang++-19"),
+        ("gcc-12", "g++-12"),
+        ("x86_64-linux-gnu-gcc", "x86_64-linux-gnu-g++"),
+        ("cc", "c++"),
+    ],
+)
+def test_a_package_builds_its_cpp_with_the_pythons_toolchain(cc: str, cxx: str) -> None:
+    """A package's C++ built by g++ next to a clang TSAN python puts two TSAN runtimes in
+    one process; every backend reads CXX, so the settings name it beside CC."""
+    from repro.builds.pypackage import tsan_settings
+
+    assert cxx_for(cc) == cxx
+    for backend in ("setuptools", "meson-python", "scikit-build-core", "maturin"):
+        env, _ = tsan_settings(backend, compiler=cc, rust_target=None, config_settings={})
+        assert (env["CC"], env["CXX"]) == (cc, cxx)
 
 
 def test_frame_resolved() -> None:

@@ -499,3 +499,63 @@ def test_plain_script_for_a_maturin_package_asks_for_cargo_and_debug_info(
     other = plain_script(PlainInputs(**inputs, ext_backend="setuptools", runs=1))  # type: ignore[arg-type]
     assert ", cargo" not in other.splitlines()[1]
     assert "CARGO_PROFILE" not in other
+
+
+def _fake_compilers(bindir: Path, names: list[str]) -> None:
+    bindir.mkdir()
+    for name in names:
+        (bindir / name).write_text("#!/bin/sh\nexit 0\n")
+        (bindir / name).chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("installed", "cc", "cxx"),
+    [
+        (["clang-17", "clang++-17", "clang-19", "clang++-19"], "clang-19", "clang++-19"),
+        (["clang", "clang++", "clang-19"], "clang", "clang++"),
+        ([], None, None),
+    ],
+)
+def test_the_plain_script_finds_clang_as_repro_does(
+    tmp_path: Path, installed: list[str], cc: str | None, cxx: str | None
+) -> None:
+    """A recipe says `compiler: clang`; a Debian machine may have only clang-19. repro falls
+    back to the newest clang-N, and the script must too, for CPython's configure and for
+    the package's C and C++ compilers (a C++ file built by g++ brings gcc's TSAN runtime
+    into a process whose python carries clang's)."""
+    from repro.recipe import parse_recipe
+    from repro.report.shell import PlainInputs, plain_script
+
+    text = (ROOT / "recipes" / "demo-pkg.yaml").read_text()
+    text = re.sub(r"python:\n", "python:\n  compiler: clang\n", text, count=1)
+    recipe = parse_recipe(text, tmp_path / "r.yaml")
+    script = plain_script(
+        PlainInputs(
+            recipe=recipe, recipe_dir=tmp_path, title="t", ext_repo="/x", ext_sha="a" * 40, runs=1
+        )
+    )
+    lines = script.splitlines()
+    configure = next(x for x in lines if x.startswith("./configure"))
+    assert '"CC=$CLANG"' in configure.split(), configure
+    assert 'export CC="$CLANG"' in lines and 'export CXX="$CLANGXX"' in lines, script
+    start = next(i for i, x in enumerate(lines) if x.startswith("CLANG="))
+    end = next(i for i, x in enumerate(lines) if x.startswith("CLANGXX="))
+    assert start < end < lines.index(configure)
+    bindir = tmp_path / "bin"
+    _fake_compilers(bindir, installed)
+    tools = tmp_path / "tools"  # what the lines use, and no compiler of this machine's
+    tools.mkdir()
+    for tool in ("grep", "sort", "head"):
+        (tools / tool).symlink_to(shutil.which(tool) or tool)
+    probe = "\n".join([*lines[start : end + 1], 'echo "$CLANG $CLANGXX"'])
+    done = subprocess.run(
+        [shutil.which("bash") or "bash", "-ec", probe],
+        env={"PATH": f"{bindir}:{tools}", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    if cc is None:
+        assert done.returncode == 1 and "needs clang" in done.stderr, done
+    else:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [str(bindir / cc), str(bindir / cxx)]

@@ -24,6 +24,7 @@ from repro.builds.cache import BuildCache, BuildContext, BuildError, cache_key
 from repro.builds.cpython import PythonBuild
 from repro.builds.progress import BuildProgress, NullProgress, ensure_reported, lost_note
 from repro.gitrepo import GitRepo
+from repro.host.compilers import cxx_for
 from repro.host.environ import child_environ
 from repro.recipe import EnvRange, ExtensionSpec
 from repro.text import truncate
@@ -91,15 +92,6 @@ def range_env(spec: ExtensionSpec, repo: GitRepo, sha: str) -> dict[str, str]:
     return env
 
 
-def _cxx_for(cc: str) -> str:
-    name = Path(cc).name
-    if name.startswith("clang"):
-        return cc.replace("clang", "clang++", 1)
-    if "gcc" in name:
-        return cc.replace("gcc", "g++", 1)
-    return "c++"
-
-
 def cargo_target_dir(
     spec: ExtensionSpec, repo: GitRepo, python: PythonBuild | None, cache: BuildCache
 ) -> Path:
@@ -157,7 +149,7 @@ def build_env(
         env["LDFLAGS"] = TSAN_LDFLAGS
         if python is not None and python.compiler:
             env["CC"] = python.compiler
-            env["CXX"] = _cxx_for(python.compiler)
+            env["CXX"] = cxx_for(python.compiler)
     elif spec.sanitize == "rust":
         info = rustc_info()
         if info is None:

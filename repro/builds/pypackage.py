@@ -42,6 +42,7 @@ from repro.builds.extension import (
 )
 from repro.builds.progress import BuildProgress, NullProgress, ensure_reported
 from repro.gitrepo import GitRepo
+from repro.host.compilers import cxx_for
 from repro.host.environ import child_environ
 from repro.host.setarch import setarch_prefix
 from repro.host.tsan_binary import module_instrumented
@@ -128,7 +129,7 @@ def tsan_settings(
     env: dict[str, str] = {}
     settings: dict[str, Any] = {}
     if compiler:
-        env["CC"] = compiler
+        env.update(CC=compiler, CXX=cxx_for(compiler))
     if backend == "meson-python":
         settings["setup-args"] = ["-Db_sanitize=thread", "-Db_lundef=false", "-Ddebug=true"]
     elif backend == "maturin":

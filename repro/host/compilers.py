@@ -45,6 +45,21 @@ def find_clang(preferred: str | None = None) -> str | None:
     return found[0] if found else None
 
 
+def cxx_for(cc: str) -> str:
+    """The C++ compiler of ``cc``'s toolchain: C++ sources built by another toolchain would
+    bring a second TSAN runtime into the process (g++'s libtsan beside clang's)."""
+    path = Path(cc)
+    if path.name.startswith("clang++") or path.name.startswith("g++"):
+        return cc
+    if path.name.startswith("clang"):
+        name = path.name.replace("clang", "clang++", 1)
+    elif "gcc" in path.name:
+        name = path.name.replace("gcc", "g++", 1)
+    else:
+        return "c++"
+    return name if path.name == cc else str(path.with_name(name))
+
+
 def version_output(cmd: str, timeout: float = 30.0) -> str | None:
     """The full ``cmd --version`` text (a build's cache key holds it), or None."""
     exe = shutil.which(cmd)

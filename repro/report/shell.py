@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.builds.pypackage import INSTALL_TSAN_OPTIONS
+from repro.host.compilers import cxx_for
 from repro.placeholders import expand_for_shell
 from repro.recipe import Recipe
 from repro.redact import home_dirs, looks_secret
@@ -229,6 +230,33 @@ def _read_small(path: Path) -> str | None:
         return None
 
 
+# A recipe's `clang` may be installed only as clang-N (Debian's clang-19): the script looks
+# for it as repro does (host.compilers.clang_candidates: clang, then the newest clang-N).
+_FIND_CLANG = [
+    "",
+    comment("clang, or the newest clang-N where only a versioned one is installed"),
+    "CLANG=\"$(command -v clang || command -v \"$(compgen -c clang- | grep -xE 'clang-[0-9]+'"
+    ' | sort -t- -k2 -rn | head -n1)" || true)"',
+    '[ -n "$CLANG" ] || { echo "reproduce.sh: needs clang (apt-get install clang)" >&2; exit 1; }',
+    'CLANGXX="${CLANG%/*}/clang++${CLANG##*/clang}"',
+]
+
+
+def _compiler_refs(cc: str | None) -> frozenset[str]:
+    """The exports whose values are the script's own variables (see ``_export``)."""
+    return frozenset({"CC", "CXX"}) if cc == "$CLANG" else frozenset()
+
+
+def _compilers(inp: PlainInputs) -> tuple[str | None, str | None]:
+    """(CC, CXX) as the script names them: a bare ``clang`` is the script's ``$CLANG``."""
+    compiler = inp.recipe.python.compiler if inp.recipe.python else None
+    if not compiler:
+        return None, None
+    if compiler == "clang":
+        return "$CLANG", "$CLANGXX"
+    return compiler, cxx_for(compiler)
+
+
 def _cpython_lines(inp: PlainInputs, out: list[str]) -> str | None:
     """Lines that build CPython; returns the python the rest of the script uses."""
     spec = inp.recipe.python
@@ -245,9 +273,11 @@ def _cpython_lines(inp: PlainInputs, out: list[str]) -> str | None:
     from repro.builds.cpython import configure_command
 
     placeholder = "/REPRO-PREFIX"
-    cmd = configure_command(spec, Path(placeholder), spec.compiler)
+    cmd = configure_command(spec, Path(placeholder), _compilers(inp)[0] or spec.compiler)
     configure = " ".join(
-        shq_var(a.replace(placeholder, "$WORK/cpython")) if placeholder in a else shq(a)
+        shq_var(a.replace(placeholder, "$WORK/cpython"))
+        if placeholder in a or a == "CC=$CLANG"
+        else shq(a)
         for a in cmd
     )
     out.append("")
@@ -327,11 +357,11 @@ def _extension_lines(inp: PlainInputs, out: list[str], python: str | None, step:
     env: dict[str, str] = {}
     if python is not None:
         env["PYO3_PYTHON"] = "$PYTHON"
-    compiler = inp.recipe.python.compiler if inp.recipe.python else None
+    cc, cxx = _compilers(inp)
     if ext.sanitize == "c":
         env.update(CFLAGS=TSAN_CFLAGS, CXXFLAGS=TSAN_CFLAGS, LDFLAGS=TSAN_LDFLAGS)
-        if compiler:
-            env["CC"] = compiler
+        if cc and cxx:
+            env.update(CC=cc, CXX=cxx)
     elif ext.sanitize == "rust":
         env.update(
             RUSTC_BOOTSTRAP="1",
@@ -339,8 +369,8 @@ def _extension_lines(inp: PlainInputs, out: list[str], python: str | None, step:
             RUSTDOCFLAGS=TSAN_RUSTFLAGS,
             CARGO_BUILD_TARGET=inp.rust_host or "x86_64-unknown-linux-gnu",
         )
-        if compiler:
-            env["CC"] = compiler
+        if cc:
+            env["CC"] = cc
     env.update(ext.env)
     conditional: list[str] = []
     for rng in ext.env_ranges:
@@ -352,7 +382,7 @@ def _extension_lines(inp: PlainInputs, out: list[str], python: str | None, step:
         when = f"before {rng.before}" if rng.before else f"since {rng.since}"
         assigns = " ".join(f"{k}={shq(v)}" for k, v in rng.env.items())
         conditional.append(comment(f"for commits {when} also: export {assigns}"))
-    refs = frozenset({"PYO3_PYTHON"} - set(ext.env))
+    refs = frozenset({"PYO3_PYTHON", *_compiler_refs(cc)} - set(ext.env))
     out += [_export(k, env[k], refs) for k in sorted(env)]
     out += conditional
     out += list(ext.build)
@@ -369,14 +399,17 @@ def _package_lines(inp: PlainInputs, out: list[str]) -> None:
     ext = inp.recipe.extension
     assert ext is not None
     backend = inp.ext_backend or "setuptools"
-    compiler = inp.recipe.python.compiler if inp.recipe.python else None
+    cc, cxx = _compilers(inp)
     env, settings = tsan_settings(
         backend,
-        compiler=compiler,
+        compiler=cc,
         rust_target=inp.rust_host or "x86_64-unknown-linux-gnu",
         config_settings=ext.config_settings,
     )
+    if cxx:
+        env["CXX"] = cxx
     env.update(ext.env)
+    refs = _compiler_refs(cc) - set(ext.env)
     requirements = list(ext.requirements)
     if inp.recipe.reproducer.pytest is not None:
         requirements += [t for t in PYTEST_TOOLS if t not in requirements]
@@ -392,7 +425,7 @@ def _package_lines(inp: PlainInputs, out: list[str]) -> None:
             f'{quiet} "$WORK/venv/bin/python" -m pip install -q '
             + " ".join(shq(r) for r in requirements)
         )
-    out += [_export(k, env[k]) for k in sorted(env)]
+    out += [_export(k, env[k], refs) for k in sorted(env)]
     config: list[str] = []
     for key, value in settings.items():
         for v in value if isinstance(value, list) else [value]:
@@ -420,6 +453,8 @@ def plain_script(inp: PlainInputs) -> str:
         'WORK="$PWD/repro-work"',
         'mkdir -p "$WORK" && cd "$WORK"',
     ]
+    if _compilers(inp)[0] == "$CLANG":
+        out += _FIND_CLANG
     python = _cpython_lines(inp, out)
     step = 2 if python is not None and r.python and not r.python.executable else 1
     worktree = _extension_lines(inp, out, python, step) if r.extension else None
