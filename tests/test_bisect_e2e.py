@@ -256,6 +256,19 @@ def test_a_calibration_with_no_hit_names_the_near_miss_early(
     assert "target.files names 'ticketq.h'" in out, out
     # said before the calibration ended, not only after it
     assert early < out.find("did not reproduce the target race in 30 runs"), out
+    # ... and the report of that bisect says it too: a reader of the issue sees which
+    # race nearly matched and the change to make, as the console said.
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    md = repro("report", str(run_dir))
+    assert md.returncode == 0, md.stdout + md.stderr
+    body = " ".join(md.stdout.split())
+    assert "was not seen in this run" in body, body
+    assert "Races that nearly match it" in body and "ticketq.h" in body, body
+    doc = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
+    (miss, *_) = doc["near_misses"]
+    assert f"race {miss['signature']}" in out, out  # the console's race
+    assert any("ticketq.h" in line for line in miss["lines"]), miss
+    assert 0 < miss["runs"] <= miss["of_runs"] == 30, miss
 
 
 def test_the_calibrations_progress_says_it_stops_at_its_hits(

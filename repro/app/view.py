@@ -265,7 +265,7 @@ def other_race_verdicts(console: Console, run_dir: Path) -> list[str]:
     code (the report's verdict), read after the run like the near misses; a damaged run
     directory only loses the mark."""
     from repro.errors import ReproError
-    from repro.report.near import inside_cpython
+    from repro.report import inside_cpython
 
     try:
         return inside_cpython(run_dir)

@@ -23,6 +23,7 @@ __all__ = [
     "FORMATS",
     "build_document",
     "format_for",
+    "inside_cpython",
     "other_races_path",
     "render",
     "write_report",
@@ -35,6 +36,17 @@ def build_document(run_dir: Path) -> dict[str, Any]:
     from repro.report.data import build_document as build
 
     return build(Path(run_dir))
+
+
+def inside_cpython(run_dir: Path) -> list[str]:
+    """The other races that start inside CPython beside a target in the extension's code.
+
+    Read off the report's own document (``inside_cpython`` in its JSON), so that the
+    console names the same races the report does: two copies of that verdict would
+    drift apart.
+    """
+    doc = build_document(run_dir)
+    return [str(o["signature"]) for o in doc["other_races"] if o.get("inside_cpython")]
 
 
 def format_for(path: Path | None, fmt: str | None = None) -> str:

@@ -9,20 +9,19 @@ in agreement; the document is redacted before any rendering sees it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from repro import __version__
 from repro.errors import ReproError
-from repro.recipe import Recipe, RecipeError, parse_recipe
 from repro.redact import redact
 from repro.report import fmt, shell
+from repro.report.near import MAX_SHOWN, near_misses_of, unmatched_race
+from repro.report.runfiles import RunFiles, example_report, load_run
 from repro.report.tsantext import (
     race_site,
     shorten_paths,
@@ -30,79 +29,16 @@ from repro.report.tsantext import (
     symptom_flags,
     trim_report,
 )
-from repro.runlog import Counts, Event, Record, RunDir, RunEvent, SignatureEvent, fold
+from repro.runlog import Counts, RunEvent, SignatureEvent
 from repro.runlog.bisect_answer import blame, information, replayed
 from repro.runlog.bisect_view import position_rows
 from repro.strategy.terms import Terms
 from repro.tsan.outcome import INVALID, INVALID_HINTS, ORDER, Outcome
-from repro.tsan.signature import DEFAULT_DROP
 
 SCHEMA_VERSION = 2
 OUTCOME_ORDER = tuple(o.value for o in ORDER)
 MAX_OTHER_RACES = 25
 TIMELINE_BUCKETS = 48
-
-
-@dataclass
-class RunFiles:
-    """What a run directory holds, read once and folded once."""
-
-    path: Path
-    meta: dict[str, Any]
-    summary: dict[str, Any] | None
-    events: list[Event]
-    record: Record
-    recipe_text: str | None
-    recipe: Recipe | None
-    problems: list[str]
-
-    @property
-    def kind(self) -> str:
-        return str(self.meta.get("kind") or "stress")
-
-    @property
-    def drop(self) -> tuple[str, ...]:
-        """The frames a stack's reading skips for this run: the defaults and the recipe's
-        own (``signature.drop_frames``), for every verdict the report makes."""
-        extra = self.recipe.signature.drop_frames if self.recipe is not None else ()
-        return (*DEFAULT_DROP, *extra)
-
-    @property
-    def runs(self) -> list[RunEvent]:
-        """Runs in index order (parallel jobs finish out of order)."""
-        runs = [e for e in self.events if isinstance(e, RunEvent)]
-        return sorted(runs, key=lambda e: e.index)
-
-
-def load_run(path: Path) -> RunFiles:
-    rd = RunDir.open(path)
-    path = rd.path  # absolute: `repro report .` named its run directory ""
-    meta = rd.meta()
-    if meta.get("kind") not in ("stress", "bisect"):
-        raise ReproError(f"{path}: not a stress or bisect run directory")
-    summary = None
-    with contextlib.suppress(ReproError):
-        summary = rd.read("summary.json")
-    if not isinstance(summary, dict):
-        summary = None
-    recipe_text = None
-    recipe = None
-    recipe_path = path / "recipe.yaml"
-    if recipe_path.is_file():
-        recipe_text = recipe_path.read_text(encoding="utf-8", errors="replace")
-        # Not load_recipe: the files a recipe names may be gone by the time a report
-        # is written, and the report does not need them.
-        # `--set` overrides given on the command line change the recipe as run.
-        sets = [str(x) for x in meta.get("set") or []]
-        with contextlib.suppress(RecipeError):
-            recipe = (
-                parse_recipe(recipe_text, recipe_path, sets)
-                if sets
-                else parse_recipe(recipe_text, recipe_path)
-            )
-    events = list(rd.events())
-    record = fold(events)
-    return RunFiles(path, meta, summary, events, record, recipe_text, recipe, list(rd.problems))
 
 
 # --- races -----------------------------------------------------------------------------
@@ -115,33 +51,6 @@ def _roots(files: RunFiles) -> list[str]:
     if py.get("prefix"):
         roots.append(str(py["prefix"]))
     return [r for r in roots if r]
-
-
-def _example_report(files: RunFiles, sig_id: str, example: str | None) -> Any:
-    """The parsed TSAN report of one signature from a kept log (None if none is kept)."""
-    from repro.tsan.parse import parse_log
-    from repro.tsan.signature import DEFAULT_DROP, signature_of
-
-    depth, drop = 3, tuple(DEFAULT_DROP)
-    if files.recipe is not None:
-        depth = files.recipe.signature.depth
-        drop = (*DEFAULT_DROP, *files.recipe.signature.drop_frames)
-    candidates = [example] if example else []
-    candidates += [ev.log_dir for ev in files.runs if ev.log_dir and sig_id in ev.signatures]
-    for rel in candidates:
-        log_dir = files.path / rel
-        if not log_dir.is_dir():
-            continue
-        texts = [
-            p.read_text(encoding="utf-8", errors="replace") for p in sorted(log_dir.glob("tsan*"))
-        ]
-        out = log_dir / "output.txt"
-        if out.is_file():
-            texts.append(out.read_text(encoding="utf-8", errors="replace"))
-        for report in parse_log("\n".join(texts)).reports:
-            if signature_of(report, depth=depth, drop=drop).id == sig_id:
-                return report, rel
-    return None, None
 
 
 def _race_entry(entry: SignatureEvent, reports: int, runs: int) -> dict[str, Any]:
@@ -163,7 +72,7 @@ def _race_entry(entry: SignatureEvent, reports: int, runs: int) -> dict[str, Any
 
 def _add_report(files: RunFiles, race: dict[str, Any]) -> None:
     """Fill in what only the kept TSAN log tells: the site, location and trimmed text."""
-    report, log = _example_report(files, race["signature"], race.get("example_log"))
+    report, log = example_report(files, race["signature"], race.get("example_log"))
     function, file = race_site(report) if report is not None else (None, None)
     if function is None:
         tops = [f[0] for f in race["top_frames"] if f]
@@ -839,6 +748,34 @@ def _suppressions(race: Mapping[str, Any] | None, title: str) -> dict[str, Any] 
     }
 
 
+def _nearest(files: RunFiles) -> dict[str, Any]:
+    """What nearly matched a target that no run hit: the console's end says it, and a
+    report pasted into an issue must say the same (one fold: ``report.near``)."""
+    runs = files.record.counts.runs
+    misses = [
+        {
+            "signature": seen.miss.signature.id,
+            "race": seen.miss.signature.describe(),
+            "runs": seen.runs,
+            "of_runs": runs,
+            "unmatched": list(seen.miss.unmatched),
+            "fixes": list(seen.miss.fixes),
+            # The console's own wording (NearMiss.lines), for every format to quote.
+            "lines": [line.strip() for line in seen.miss.lines()[1:]],
+            "example_log": seen.log,
+        }
+        for seen in near_misses_of(files)
+    ]
+    unmatched = unmatched_race(files) if not misses else None
+    return {
+        "near_misses": misses[:MAX_SHOWN],
+        "near_misses_total": len(misses),
+        "unmatched_race": (
+            {"signature": unmatched[0], "names": list(unmatched[1])} if unmatched else None
+        ),
+    }
+
+
 # --- the document ----------------------------------------------------------------------
 
 
@@ -880,6 +817,7 @@ def build_document(run_dir: Path) -> dict[str, Any]:
         "bisect": bisect,
         "target": race,
         "target_seen": target is not None,
+        **(_nearest(files) if target is None else {}),
         "other_races": others[:MAX_OTHER_RACES],
         "other_races_total": len(others),
         "environment": _environment(files),

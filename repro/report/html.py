@@ -121,6 +121,34 @@ def _summary(doc: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _nearest(doc: Mapping[str, Any]) -> list[str]:
+    """What nearly matched the target that no run hit (the console says it too)."""
+    out: list[str] = []
+    misses = doc.get("near_misses") or []
+    if misses:
+        out.append("<p>Races that nearly match it (each fix alone makes that race the target):</p>")
+        items = []
+        for m in misses:
+            sub = "".join(f"<li>{_e(line)}</li>" for line in m.get("lines") or [])
+            items.append(
+                f"<li>race {_code(m.get('signature'))} ({_e(m.get('race'))}), in "
+                f"{_e(m.get('runs'))} of {_e(m.get('of_runs'))} runs<ul>{sub}</ul></li>"
+            )
+        more = int(doc.get("near_misses_total") or 0) - len(misses)
+        if more > 0:
+            items.append(f"<li>... and {more} more near misses</li>")
+        out.append(f"<ul>{''.join(items)}</ul>")
+    u = doc.get("unmatched_race")
+    if u:
+        names = ", ".join(_code(n) for n in u.get("names") or [])
+        out.append(
+            f"<p>No race seen has all of the target's names; race {_code(u.get('signature'))} "
+            f"has {names} (<code>repro stress RECIPE --suggest-target</code> prints a target "
+            "for it).</p>"
+        )
+    return out
+
+
 def _race(doc: Mapping[str, Any]) -> str:
     t = doc.get("target")
     out = ["<h2>The race</h2>"]
@@ -131,7 +159,7 @@ def _race(doc: Mapping[str, Any]) -> str:
             f"<p>The target ({_e(t.get('kind'))} in {_code(t.get('function'))}, as the recipe "
             "describes it) was not seen in this run.</p>"
         )
-        return "\n".join(out)
+        return "\n".join(out + _nearest(doc))
     where = _code(t.get("function")) + (f" in {_code(t['file'])}" if t.get("file") else "")
     out.append(
         _kv(

@@ -177,7 +177,7 @@ def _race(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
             f"The target ({text(t.get('kind'))} in {inline(t.get('function'))}, as the recipe "
             "describes it) was not seen in this run."
         )
-        return out
+        return out + _nearest(doc)
     rows = [
         ["Kind", text(t.get("kind"))],
         [
@@ -207,6 +207,32 @@ def _race(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
         out += [
             "",
             details("TSAN report (runtime frames hidden, paths shortened)", code(report)),
+        ]
+    return out
+
+
+def _nearest(doc: Mapping[str, Any]) -> list[str]:
+    """What nearly matched the target that no run hit (the console says it too)."""
+    out: list[str] = []
+    misses = doc.get("near_misses") or []
+    if misses:
+        out += ["", "Races that nearly match it (each fix alone makes that race the target):", ""]
+    for m in misses:
+        out.append(
+            f"- race {inline(m.get('signature'))} ({text(m.get('race'))}), in "
+            f"{m.get('runs')} of {m.get('of_runs')} runs"
+        )
+        out += [f"  - {text(line)}" for line in m.get("lines") or []]
+    more = int(doc.get("near_misses_total") or 0) - len(misses)
+    if more > 0:
+        out.append(f"- ... and {more} more near misses")
+    u = doc.get("unmatched_race")
+    if u:
+        names = ", ".join(inline(n) for n in u.get("names") or [])
+        out += [
+            "",
+            f"No race seen has all of the target's names; race {inline(u.get('signature'))} "
+            f"has {names} (`repro stress RECIPE --suggest-target` prints a target for it).",
         ]
     return out
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.report.data import RunFiles, _example_report, load_run
+from repro.report.runfiles import RunFiles, example_report, load_run
 from repro.report.tsantext import first_not_noise, report_noise_module
 from repro.runlog import SignatureStats
 from repro.tsan.model import Report
@@ -36,6 +36,11 @@ class SeenNearMiss:
 
 
 def near_misses(run_dir: Path) -> list[SeenNearMiss]:
+    """The run's other races that nearly match the target (see ``near_misses_of``)."""
+    return near_misses_of(load_run(run_dir))
+
+
+def near_misses_of(files: RunFiles) -> list[SeenNearMiss]:
     """The run's other races that nearly match the target, most runs first: those seen
     in more runs than the target was.
 
@@ -45,7 +50,6 @@ def near_misses(run_dir: Path) -> list[SeenNearMiss]:
     stacks (a real bisect showed 3 of them in 6, 6 and 5 of 61 runs, the target in 6,
     and suggested `target.depth: 9` for each).
     """
-    files = load_run(run_dir)
     if files.recipe is None:
         return []
     rule = files.recipe.target.rule()
@@ -55,7 +59,7 @@ def near_misses(run_dir: Path) -> list[SeenNearMiss]:
     for st in files.record.signatures.values():
         if st.entry.target or st.runs <= target_runs:
             continue
-        report, log = _example_report(files, st.entry.id, st.entry.example)
+        report, log = example_report(files, st.entry.id, st.entry.example)
         if report is None:
             continue
         miss = near_miss(report, rule, files.drop, depth)
@@ -66,11 +70,16 @@ def near_misses(run_dir: Path) -> list[SeenNearMiss]:
 
 
 def _report_of(files: RunFiles, sig_id: str, example: str | None) -> Report | None:
-    report, _ = _example_report(files, sig_id, example)
+    report, _ = example_report(files, sig_id, example)
     return report if isinstance(report, Report) else None
 
 
 def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget, str | None] | None:
+    """The race a user most likely means (see ``suggested_target_of``)."""
+    return suggested_target_of(load_run(run_dir))
+
+
+def suggested_target_of(files: RunFiles) -> tuple[str, SuggestedTarget, str | None] | None:
     """(signature id, target naming both accesses, the uninstrumented module the race is
     wholly inside or None) for the race a user most likely means.
 
@@ -79,7 +88,6 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget, str | None] |
     where the recipe runs an extension in CPython, one that starts in the extension
     before any that lies wholly inside CPython (see ``starts_outside_interpreter``).
     """
-    files = load_run(run_dir)
     stats = sorted(
         files.record.signatures.values(), key=lambda s: (not s.entry.target, -s.runs, s.entry.id)
     )
@@ -95,7 +103,7 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget, str | None] |
 
     chosen = stats[0]
     if not chosen.entry.target:
-        misses = near_misses(run_dir)
+        misses = near_misses_of(files)
         if misses:
             sig_id = misses[0].miss.signature.id
             chosen = next(s for s in stats if s.entry.id == sig_id)
@@ -116,23 +124,24 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget, str | None] |
     return chosen.entry.id, suggest_target(report, drop), report_noise_module(report)
 
 
-def inside_cpython(run_dir: Path) -> list[str]:
-    """The other races that start inside CPython beside a target in the extension's code.
-
-    Read off the report's own document (``inside_cpython`` in its JSON), so that the
-    console names the same races the report does: two copies of that verdict would
-    drift apart.
-    """
-    from repro.report.data import build_document
-
-    doc = build_document(run_dir)
-    return [str(o["signature"]) for o in doc["other_races"] if o.get("inside_cpython")]
+def unmatched_race(files: RunFiles) -> tuple[str, tuple[str, ...]] | None:
+    """(signature id, its names) of the race a user most likely means, when no run hit
+    and nothing of the target is in any race seen: a name written otherwise than TSAN
+    prints it, or the wrong race. Saying which race was there lets the user tell."""
+    if files.record.counts.hits or near_misses_of(files):
+        return None
+    suggestion = suggested_target_of(files)
+    if suggestion is None or suggestion[2] is not None:
+        return None
+    sig_id, target, _ = suggestion
+    return sig_id, (*target.functions, *target.files)
 
 
 def near_miss_lines(run_dir: Path, runs: int, hint: bool = True) -> list[str]:
     """What the console prints at the end: each near miss with its runs and fixes."""
     lines: list[str] = []
-    misses = near_misses(run_dir)
+    files = load_run(run_dir)
+    misses = near_misses_of(files)
     for seen in misses[:MAX_SHOWN]:
         body = seen.miss.lines()
         body[0] = f"near miss: {body[0]}, in {seen.runs} of {runs} runs"
@@ -146,15 +155,11 @@ def near_miss_lines(run_dir: Path, runs: int, hint: bool = True) -> list[str]:
             "a target naming both accesses: repro stress RECIPE --suggest-target "
             "(or repro parse LOG --recipe-skeleton N)"
         )
-    if not misses and hint and not load_run(run_dir).record.counts.hits:
-        # Nothing of the target in any race seen: a name written otherwise than TSAN
-        # prints it, or the wrong race. Say which race was there, so the user can tell.
-        suggestion = suggested_target(run_dir)
-        if suggestion is not None and suggestion[2] is None:
-            sig_id, target, _ = suggestion
-            names = ", ".join([*target.functions, *target.files])
-            lines.append(
-                f"no race seen has all of the target's names; race {sig_id} has {names}: "
-                "repro stress RECIPE --suggest-target prints a target for it"
-            )
+    unmatched = unmatched_race(files) if hint else None
+    if unmatched is not None:
+        sig_id, names = unmatched
+        lines.append(
+            f"no race seen has all of the target's names; race {sig_id} has "
+            f"{', '.join(names)}: repro stress RECIPE --suggest-target prints a target for it"
+        )
     return lines
