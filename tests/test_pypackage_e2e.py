@@ -236,3 +236,83 @@ def test_other_backends_build_with_tsan(
     so = next(Path(build.env["PYTHONPATH"].split(":")[0]).glob("_mtick*.so"))
     nm = subprocess.run(["nm", "-D", str(so)], capture_output=True, text=True, check=True)
     assert "__tsan_" in nm.stdout
+
+
+FALLBACK_INIT = '''\
+"""Thread-safe counting: the C module, or pure Python where it does not build."""
+
+try:
+    from tally._tally import add, reset, total
+except ImportError:
+    import threading
+
+    _lock = threading.Lock()
+    _count = 0
+
+    def add(n):
+        global _count
+        with _lock:
+            _count += n
+
+    def total():
+        with _lock:
+            return _count
+
+    def reset():
+        global _count
+        with _lock:
+            _count = 0
+
+__all__ = ["add", "reset", "total"]
+'''
+
+
+def _commit(repo: Path, subject: str) -> str:
+    git = ["git", "-C", str(repo)]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", subject], check=True)
+    return subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_a_commit_whose_c_module_did_not_build_is_not_called_fixed(
+    tmp_path: Path,
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+) -> None:
+    """A package whose optional C extension fails to build installs as pure Python: its
+    runs are clean because the native code is not there, and a bisect named such a
+    commit the fix. A commit whose wheel has no extension module, where the racy end's
+    had one, is skipped like a commit that does not build."""
+    repo = make_tally(tmp_path)
+    subprocess.run(["git", "-C", str(repo), "checkout", "-qb", "fallback", "v0.2"], check=True)
+    source = repo / "src" / "tally" / "_tally.c"
+    racy_c = source.read_text()
+    setup = repo / "setup.py"
+    setup.write_text(setup.read_text().replace('"])]', '"], optional=True)]'))
+    (repo / "src" / "tally" / "__init__.py").write_text(FALLBACK_INIT)
+    source.write_text(racy_c + "\nstatic int tally_unused = ;\n")  # a typo: no C module
+    c1 = _commit(repo, "Fall back to pure Python where the C module does not build")
+    (repo / "README.md").write_text((repo / "README.md").read_text() + "\nPure Python too.\n")
+    c2 = _commit(repo, "README: the fallback")
+    fixed_c = racy_c.replace(
+        "    if (n == 1) {\n        /* A single increment is too small to need the lock. */\n"
+        "        tally_count += 1;\n        Py_RETURN_NONE;\n    }\n",
+        "",
+    )
+    assert fixed_c != racy_c
+    source.write_text(fixed_c)
+    c3 = _commit(repo, "Mend the C module, and always take the lock in add()")
+    (repo / "README.md").write_text((repo / "README.md").read_text() + "\n0.3: fixed.\n")
+    _commit(repo, "README: changelog")
+
+    code, data, text = run(
+        tmp_path, cpython_tsan_build, repo, "bisect", "--racy", "v0.2", "--fixed", "fallback"
+    )
+    assert code == 1, text
+    assert data["culprit"] is None, data["culprit"]
+    assert [c["id"] for c in data["culprit_range"]] == [c1, c2, c3], text
+    skipped = {s["id"]: s for s in data["steps"] if s["verdict"] == "skipped"}
+    assert set(skipped) <= {c1, c2} and skipped, data["steps"]
+    said = " ".join(text.split())
+    assert "its wheel holds no extension module (the racy end's had tally._tally)" in said, said

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from repro.app.context import NotRunnableHere, Overrides, Prepared, prepare
-from repro.app.environment import extension_backend, run_variables
+from repro.app.environment import extension_backend, extension_modules, run_variables
 from repro.app.executors import Runner, RunnerGone
 from repro.app.loop import Limits, StressState, Tags, stress_loop
 from repro.app.view import PlainTicker, StressView
@@ -369,13 +369,35 @@ class BisectRun:
             return None
         seconds = time.monotonic() - t0
         backend = extension_backend(prepared.info)
+        modules = extension_modules(prepared.info)
         cached = self.cluster is None and progress.begun == 0
-        self.runlog.log(BuildEvent(pos, p.id, True, seconds, backend=backend, cached=cached))
+        self.runlog.log(
+            BuildEvent(pos, p.id, True, seconds, backend=backend, cached=cached, modules=modules)
+        )
+        lost = self._modules_lost(pos, modules)
+        if lost is not None:
+            self.runlog.log(UnusableEvent(pos, p.id, lost))
+            self.console.print(
+                f"  [yellow]skip[/] {escape(self.describe(pos))}: {escape(lost)}", highlight=False
+            )
+            return None
         if isinstance(known, ClusterPrepared) and isinstance(prepared, ClusterPrepared):
             holders = tuple(dict.fromkeys((*known.holders, *prepared.holders)))
             prepared = dataclasses.replace(known, holders=holders)
         self._prepared[pos] = prepared
         return prepared
+
+    def _modules_lost(self, pos: int, modules: tuple[str, ...] | None) -> str | None:
+        """Why a commit whose wheel holds no extension module, where the racy end's held
+        some, is no evidence: a package whose optional C extension failed to build runs
+        as pure Python and shows no native race, so a bisect would call it fixed."""
+        racy = self.stats(0).modules
+        if pos == 0 or modules is None or modules or not racy:
+            return None
+        return (
+            f"its wheel holds no extension module (the racy end's had {', '.join(racy)}): "
+            "a pure-Python fallback cannot show the race"
+        )
 
     def run_variables(self) -> dict[str, Any] | None:
         """The run record's ``env`` and ``tsan_options`` as the racy end's runs had them

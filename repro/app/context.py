@@ -460,9 +460,17 @@ def prepare(
         note = repo.uncommitted_note()
         if note and progress is not None:
             progress.waiting(f"warning: {note}")
+        modules: list[str] | None = None
         if r.extension.kind == "python-package":
             extension = _python_package(loaded, repo, ext_sha, python, cache, progress)
             values["python"] = str(extension.python)
+            modules = list(extension.modules)
+            if not modules and progress is not None:
+                progress.waiting(
+                    f"warning: the package's wheel at {ext_sha[:12]} holds no extension "
+                    "module (an optional C extension that failed to build falls back to "
+                    "pure Python): a race in its native code cannot show"
+                )
         else:
             extension = ensure_extension(
                 r.extension,
@@ -478,6 +486,8 @@ def prepare(
         values["worktree"] = str(extension.worktree)
         cwd = Path(extension.worktree)
         info["extension"] = {"repo": r.extension.repo, "sha": ext_sha, "key": extension.key}
+        if modules is not None:
+            info["extension"]["modules"] = modules
 
     threads = overrides.threads or r.reproducer.threads
     values["threads"] = str(threads)

@@ -285,6 +285,15 @@ def _extension_build(key: str | None) -> dict[str, Any]:
     return out
 
 
+def extension_modules(info: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The extension modules of the Python package a prepared run built (its wheel's, as
+    ``context.prepare`` found them where it built); None for other extensions."""
+    ext = info.get("extension")
+    if not isinstance(ext, Mapping) or not isinstance(ext.get("modules"), list):
+        return None
+    return tuple(str(m) for m in ext["modules"])
+
+
 def extension_backend(info: Mapping[str, Any]) -> str | None:
     """The build backend of the Python package a prepared run (``Prepared.info``) built,
     as its build cache recorded it; None for other extensions, or a build kept elsewhere."""

@@ -528,6 +528,9 @@ class PackageBuild(ExtensionBuild):
     python: Path = Path()
     backend: str = ""
     gil_module: str | None = None
+    # The wheel's extension modules: none where an optional C extension failed to
+    # build and the package fell back to pure Python, which shows no native race.
+    modules: tuple[str, ...] = ()
 
 
 def ensure_python_package(
@@ -653,4 +656,5 @@ def ensure_python_package(
         python=env.python,
         backend=str(record.get("backend", "")),
         gil_module=record.get("gil_module"),
+        modules=tuple(str(m) for m in record.get("modules") or ()),
     )

@@ -147,6 +147,8 @@ class BuildEvent:
     backend: str | None = None
     # Found built in the cache (by an earlier stress or bisect): no build was paid here.
     cached: bool = False
+    # A Python package's extension modules, as its wheel held them (None: not a package).
+    modules: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -164,6 +166,8 @@ class BuildEvent:
             out["log"] = self.log
         if self.backend is not None:
             out["backend"] = self.backend
+        if self.modules is not None:
+            out["modules"] = list(self.modules)
         return out
 
     @classmethod
@@ -177,6 +181,9 @@ class BuildEvent:
             log=d.get("log"),
             backend=d.get("backend") if isinstance(d.get("backend"), str) else None,
             cached=d.get("cached") is True,
+            modules=(
+                tuple(str(m) for m in d["modules"]) if isinstance(d.get("modules"), list) else None
+            ),
         )
 
 

@@ -118,6 +118,7 @@ class PositionRecord:
     build_error: str | None = None
     build_log: str | None = None
     backend: str | None = None  # a Python package's build backend
+    modules: tuple[str, ...] | None = None  # a Python package's extension modules
     unusable: str | None = None
     run_seconds: float = 0.0
     phases: set[str] = field(default_factory=set)
@@ -195,6 +196,7 @@ class Record:
             p.build_seconds += event.seconds
             self.build_seconds += event.seconds
             p.backend = event.backend or p.backend
+            p.modules = event.modules if event.modules is not None else p.modules
             if not event.ok:
                 p.build_error = event.error
                 p.build_log = event.log
