@@ -18,7 +18,7 @@ import pytest
 from conftest import repro
 
 from repro.report import build_document
-from repro.report.markdown import BUDGET, render_markdown
+from repro.report.markdown import BUDGET, GITHUB_LIMIT, render_markdown
 from repro.report.tsantext import trim_report
 from repro.tsan.parse import parse_log
 
@@ -186,3 +186,39 @@ def test_a_title_fits_a_github_issue_whatever_the_function_is_called() -> None:
     unbalanced = race_name({"kind": "data race", "function": "f" * 300})
     assert len(unbalanced) < TITLE_LIMIT
     assert race_name({"kind": "data race", "function": "operator<"}).endswith("operator<")
+
+
+def test_the_other_races_file_fits_a_comment_too(run_dir: Path) -> None:
+    """The file of other races is pasted as a comment of its own: with 25 races of long
+    reports it ran past GitHub's 65,536 characters. Reports are cut to their first lines,
+    then the races left are named one line each; every race is still there."""
+    from repro.report.markdown import render_other_races
+
+    doc = build_document(run_dir)
+    big = _inflated(doc)
+    long = [
+        dict(
+            o,
+            report=str(o["report"])
+            + "\n"
+            + "\n".join(f"    #{k} frame_{k} x.c:{k}" for k in range(200)),
+        )
+        for o in big["other_races"]
+    ]
+    big["other_races"] = long
+    full_size = sum(len(str(o["report"])) for o in long)
+    assert full_size > 2 * GITHUB_LIMIT  # what the file held before
+    side = render_other_races(big)
+    assert side is not None
+    assert len(side) <= GITHUB_LIMIT, len(side)
+    for o in long:
+        assert f"`{o['signature']}`" in side, o["signature"]
+    first = long[0]
+    assert _frame_lines(str(first["report"]))[0] in side  # the first race's report begins
+    assert "more lines in the JSON and HTML reports" in side or "more (their full" in side
+    # A small run's file is whole, as before.
+    small = render_other_races(doc)
+    assert small is not None
+    for o in doc["other_races"]:
+        if o.get("report"):
+            assert str(o["report"]).splitlines()[-1] in small

@@ -27,6 +27,8 @@ PLAIN_MARKER = "<!-- repro:plain-shell -->"
 # the reporter writes around the pasted report.
 GITHUB_LIMIT = 65_536
 BUDGET = 50_000
+# The file of other races is a comment of its own, with nothing written around it.
+OTHERS_BUDGET = GITHUB_LIMIT - 1_536
 # Rows of the other-races table kept when even one line each is too much.
 OTHER_ROWS = 10
 # The top-frames column: Rust generics make one frame 150 characters long.
@@ -435,7 +437,10 @@ def _has(doc: Mapping[str, Any], name: str) -> bool:
 def render_other_races(doc: Mapping[str, Any]) -> str | None:
     """The file beside the report: every other race with its full TSAN report.
 
-    None when there is nothing to put in it (no other race has a kept report).
+    None when there is nothing to put in it (no other race has a kept report). It is
+    pasted as a comment of its own, so it keeps to the same budget as the report: a
+    report that does not fit is cut to its first lines, and once not even those fit,
+    the rest of the races are named, one line each, with where their reports are.
     """
     others = [o for o in doc.get("other_races") or [] if o.get("report")]
     if not others:
@@ -450,21 +455,62 @@ def render_other_races(doc: Mapping[str, Any]) -> str | None:
         f"most frequent first, from the run directory {inline(run)} (runtime frames hidden, "
         "paths shortened).",
     ]
-    for o in others:
+    size = sum(len(x) + 1 for x in out)
+    left_out: list[Mapping[str, Any]] = []
+    for i, o in enumerate(others):
         top = fmt.top_frames(o.get("top_frames") or [])
-        out += [
+        log = f"; log {inline(o['example_log'])}" if o.get("example_log") else ""
+        head = [
             "",
             f"## {inline(o['signature'])} {text(o.get('kind'))}",
             "",
-            f"{_html_escape(top)}; {fmt.seen(o.get('reports'), o.get('runs'))}"
-            + (f"; log {inline(o['example_log'])}" if o.get("example_log") else "")
-            + ".",
+            f"{_html_escape(top)}; {fmt.seen(o.get('reports'), o.get('runs'))}{log}.",
         ]
         module = noise_module(str(o["report"]), py_tsan)
         if module:
-            out += ["", f"> {noise_note(module)}"]
-        out += ["", code(str(o["report"]))]
+            head += ["", f"> {noise_note(module)}"]
+        # Room for this race, and a line each for those after it should they not fit.
+        room = OTHERS_BUDGET - size - sum(len(x) + 1 for x in head) - 200 * (len(others) - i)
+        report = _cut_report(str(o["report"]), room)
+        if report is None:
+            left_out = others[i:]
+            break
+        section = [*head, "", code(report)]
+        out += section
+        size += sum(len(x) + 1 for x in section)
+    if left_out:
+        out += [
+            "",
+            f"## {len(left_out)} more (their full reports are in the JSON and HTML reports "
+            "and in the run directory's logs)",
+            "",
+        ]
+        out += [
+            f"- {inline(o['signature'])} {text(o.get('kind'))}: "
+            f"{text(fmt.truncate(fmt.top_frames(o.get('top_frames') or []), FRAMES_CELL))}"
+            + (f"; log {inline(o['example_log'])}" if o.get("example_log") else "")
+            for o in left_out
+        ]
     return "\n".join(out) + "\n"
+
+
+def _cut_report(report: str, room: int) -> str | None:
+    """The report within ``room`` characters: whole, or its first lines with a note of
+    what is left out; None when not even a useful part of it fits."""
+    if len(report) + 10 <= room:
+        return report
+    if room < 1_000:
+        return None
+    kept: list[str] = []
+    used = 100  # the note below and the code fence
+    lines = report.splitlines()
+    for line in lines:
+        if used + len(line) + 1 > room:
+            break
+        kept.append(line)
+        used += len(line) + 1
+    cut = len(lines) - len(kept)
+    return "\n".join([*kept, f"... ({cut} more lines in the JSON and HTML reports)"])
 
 
 def _render(doc: Mapping[str, Any], opts: _Opts) -> str:
