@@ -30,7 +30,7 @@ case $((n % 8)) in
   0) TSAN_OPTIONS="$TSAN_OPTIONS history_size=7" exec {lost} ;;
   1) exec {other} ;;
   2) exit 0 ;;
-  3) exit 3 ;;
+  3) echo 'setting up'; echo 'fixture.db: no such file' >&2; exit 3 ;;
   4) exec sleep 30 ;;
   5) TSAN_OPTIONS="$TSAN_OPTIONS history_size=0" exec {lost} ;;
   6) TSAN_OPTIONS="$TSAN_OPTIONS symbolize=0" exec {lost} ;;
@@ -113,6 +113,8 @@ def test_failed_runs_say_how_they_ended(mixed: dict[str, Any]) -> None:
     assert "the reproducer failed (exit 3 x2) without a report of the target" in text, text
     assert "2 runs did not end in time" in text and "raise reproducer.timeout" in text
     assert f"the first crashed or timed-out run's log: {s['failed_log']}" in text
+    # ... and what it last printed, which is what the log would have been opened for
+    assert "its output ends: fixture.db: no such file" in text, text
 
 
 def test_all_outputs_state_the_same_figures(mixed: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from repro.app.loop import StressState
 from repro.app.runner import LINGER
 from repro.report.fmt import plural, seconds
 from repro.runlog import Counts
+from repro.text import truncate
 from repro.tsan.outcome import (
     FAILED,
     INVALID,
@@ -187,8 +188,25 @@ def summary_table(summary: dict[str, Any], inside: Collection[str] = ()) -> Rend
     return Text("No TSAN reports at all.")
 
 
-def summary_lines(summary: dict[str, Any]) -> list[str]:
-    """The closing lines (rich markup), from the one summary dict."""
+def last_output_line(run_dir: Path, log_dir: Any) -> str | None:
+    """The last line the first failed run printed (``No module named pytest``): what a
+    user would open its log for, said at once."""
+    if not log_dir:
+        return None
+    try:
+        with (run_dir / str(log_dir) / "output.txt").open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            tail = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [x.strip() for x in tail.splitlines() if x.strip()]
+    return truncate(lines[-1], 200) if lines else None
+
+
+def summary_lines(summary: dict[str, Any], failed_tail: str | None = None) -> list[str]:
+    """The closing lines (rich markup), from the one summary dict; ``failed_tail``: the
+    last line of the first failed run's output."""
     lines = []
     ev = summary["evidence_runs"]
     if ev:
@@ -236,6 +254,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             f"  the first crashed or timed-out run's log: {escape(str(summary['failed_log']))} "
             "(in the run directory)"
         )
+        if failed_tail:
+            lines.append(f"  its output ends: {escape(failed_tail)}")
     for msg in summary.get("tsan_failures") or []:
         lines.append(f"[red]TSAN failure:[/] {escape(msg)}")
     for outcome in INVALID:
@@ -255,7 +275,8 @@ def print_summary(
     console.print()
     console.print(summary_table(summary, inside))
     print_symptom_note(console, inside)
-    for line in summary_lines(summary):
+    tail = last_output_line(Path(run_dir), summary.get("failed_log"))
+    for line in summary_lines(summary, tail):
         console.print(line, highlight=False)
     console.print(f"run directory: {run_dir}", highlight=False, markup=False)
 
