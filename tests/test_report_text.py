@@ -559,3 +559,40 @@ def test_the_plain_script_finds_clang_as_repro_does(
     else:
         assert done.returncode == 0, done.stderr
         assert done.stdout.split() == [str(bindir / cc), str(bindir / cxx)]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "hit"),
+    [
+        ("Accumulator<long>::add", True),
+        ("Accumulator<long>::add(long)", True),
+        ("Accumulator::add", True),  # as a C++ user names the method
+        ("Accumulator::get", True),
+        ("Accumulator<double>::add", False),
+        ("Accumulator::reset", False),
+        ("operator<<", False),
+    ],
+)
+def test_a_cpp_method_of_a_template_is_named_with_or_without_its_arguments(
+    pattern: str, hit: bool
+) -> None:
+    """TSAN prints `Accumulator<long>::add(long)` (a real pybind11 race, clang TSAN); a
+    user writes `Accumulator::add`, which matched nothing in repro and the plain loop."""
+    from repro.recipe import parse_recipe
+    from repro.report.shell import target_function
+    from repro.tsan.signature import TargetRule, matches
+
+    log = ROOT / "tests" / "data" / "tsan" / "clang-pybind11-template.log"
+    (report,) = parse_log(log.read_text()).reports
+    rule = TargetRule(functions=(pattern,), accesses="any", depth=5)
+    assert matches(report, rule) == hit
+    recipe = parse_recipe(
+        "name: t\nreproducer: {command: x}\n"
+        f"target: {{functions: [{json.dumps(pattern)}], accesses: any}}\n",
+        Path("r.yaml"),
+    )
+    script = "\n".join(
+        [*target_function(recipe), f"if is_target {shq(str(log))}; then echo yes; fi"]
+    )
+    said = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert (said.stdout.strip() == "yes") == hit

@@ -100,7 +100,8 @@ def _glob_to_ere(pattern: str) -> str:
 # once found a pattern in a mutex's creation stack, and the pasted loop said "race
 # reproduced" where repro had counted another race. The frames' depth and the dropped
 # runtime frames are not modelled. A Rust frame `<crate::Type>::method` is also tried as
-# `crate::Type::method` (repro.tsan.signature.rust_path).
+# `crate::Type::method` (repro.tsan.signature.rust_path), and a frame of a generic type
+# without its arguments, `Accumulator::add` (signature.without_template_args).
 TARGET_AWK = r"""
 function judge(  i, ok) {
   if (!inrep) return
@@ -135,8 +136,12 @@ BEGIN {
     alt = substr($0, 1, RSTART - 1) substr(m, 1, sp) substr(m, sp + 2, RLENGTH - sp - 4)
     alt = alt "::" substr($0, RSTART + RLENGTH)
   }
+  bare = $0
+  if (!index($0, "operator<") && !index($0, "operator>") && !index($0, "operator-"))
+    while (match(bare, /<[^<>]*>/))
+      bare = substr(bare, 1, RSTART - 1) substr(bare, RSTART + RLENGTH)
   for (i = 1; i <= nf; i++)
-    if ($0 ~ F[i] || alt ~ F[i]) { af0[i] = 1; if (s) { uf[i] = 1; hitf = 1 } }
+    if ($0 ~ F[i] || alt ~ F[i] || bare ~ F[i]) { af0[i] = 1; if (s) { uf[i] = 1; hitf = 1 } }
   for (i = 1; i <= nl; i++) if ($0 ~ L[i]) { al0[i] = 1; if (s) { ul[i] = 1; hitl = 1 } }
 }
 END { endacc(); judge(); exit !found }

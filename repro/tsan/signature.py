@@ -418,9 +418,27 @@ def rust_path(function: str) -> str:
     return _RUST_INHERENT.sub(r"\1::", function)
 
 
+_TEMPLATE_ARGS = re.compile(r"<[^<>]*>")
+
+
+def without_template_args(function: str) -> str:
+    """``Accumulator<long>::add(long)`` as ``Accumulator::add(long)``: a C++ (or Rust)
+    user names a method of a generic type without its arguments, and a new user's
+    ``Accumulator::add`` matched nothing. An operator whose name holds ``<`` or ``>``
+    (``operator<<``, ``operator->``) is left whole: its brackets do not pair."""
+    if "operator<" in function or "operator>" in function or "operator-" in function:
+        return function
+    while True:
+        erased = _TEMPLATE_ARGS.sub("", function)
+        if erased == function:
+            return function
+        function = erased
+
+
 def _function_matches(pattern: str, functions: Sequence[str]) -> bool:
     pattern = normalise_function(pattern)
-    functions = [*functions, *(p for f in functions if (p := rust_path(f)) != f)]
+    alternates = {a for f in functions for a in (rust_path(f), without_template_args(f))}
+    functions = [*functions, *sorted(alternates - set(functions))]
     if not _has_glob(pattern):
         return any(pattern in f for f in functions)
     regex = _single(pattern)
