@@ -201,6 +201,35 @@ def test_a_bare_version_line_does_not_make_the_build_a_gil_one(tmp_path: Path) -
     assert yaml.safe_load(out.read_text())["python"]["free_threading"] is False
 
 
+def test_the_banner_after_pytest_s_header_says_which_build_and_compiler(tmp_path: Path) -> None:
+    """A CI log has pytest's `platform ... -- Python 3.13.5, pytest-...` line before the
+    interpreter's banner: init took the version from it, called free-threading "assumed",
+    and wrote no `compiler: clang` for a CPython built with clang, whose lambda names
+    (`$_`) its target then used (sweep 12, a pybind11 package)."""
+    root = checkout(tmp_path)
+    log = tmp_path / "ci.log"
+    log.write_text(
+        "platform linux -- Python 3.13.5, pytest-8.3.4, pluggy-1.5.0 -- /venv/bin/python\n"
+        "Python 3.13.5 experimental free-threading build (main, Jun 12 2025, 12:00:00) "
+        "[Clang 19.1.7 ]\n"
+        "tests/test_x.py::test_y \n" + (DATA / "clang-pybind11-template.log").read_text()
+    )
+    out = root / "r.yaml"
+    res = repro("init", "--from-log", str(log), "-o", str(out), cwd=root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = out.read_text()
+    data = yaml.safe_load(text)
+    assert data["python"]["compiler"] == "clang", text
+    assert "built with Clang 19.1.7" in text
+    assert "from the log: Python 3.13.5 experimental free-threading build" in text, text
+    assert "# from the log (free-threading)" in text, text
+    # A gcc-built CPython's banner adds nothing: gcc is the default.
+    log.write_text(log.read_text().replace("[Clang 19.1.7 ]", "[GCC 12.2.0]"))
+    out.unlink()
+    assert repro("init", "--from-log", str(log), "-o", str(out), cwd=root).returncode == 0
+    assert "compiler" not in yaml.safe_load(out.read_text())["python"]
+
+
 def test_init_passes_over_races_inside_code_the_build_does_not_instrument(
     tmp_path: Path,
 ) -> None:

@@ -27,6 +27,8 @@ from repro.tsan.signature import Signature, signature_of
 
 _PY_VERSION = re.compile(r"\bPython (3\.\d+\.\d+)(\S*)([^\n]*)")
 _CP_TAG = re.compile(r"\bcp3(\d+)(t?)\b")
+# sys.version's compiler: `Python 3.13.5 experimental free-threading build (...) [Clang 19.1.7]`
+_PY_COMPILER = re.compile(r"\bPython 3\.\d+\.\d+[^\n\[]*\[(Clang|GCC) ([\w.+-]+)")
 _NODE = re.compile(r"(\S+\.py::[^\s]+)")
 
 
@@ -54,6 +56,7 @@ class Facts:
     python_seen: bool = False  # the log names a CPython
     rust_test: str | None = None  # the libtest name of the race's test, from its frames
     backend: str | None = None  # the package's build backend, as repro names it
+    clang_from: str | None = None  # why the recipe's CPython is built with clang
 
 
 # A Rust test's closures and the crate's own name around the test's path, as TSAN
@@ -71,8 +74,29 @@ def rust_test_of(functions: Sequence[str]) -> str | None:
     return None
 
 
+def _the_build_line(text: str) -> re.Match[str] | None:
+    """The line that says which CPython ran: the one that says free-threading, else one
+    with sys.version's compiler, else the first (pytest's `platform linux -- Python
+    3.13.5, pytest-8.3.4` comes before the banner, and says neither)."""
+    found = list(_PY_VERSION.finditer(text))
+    for says in (
+        lambda x: "free-threading" in (x.group(2) + x.group(3)).lower() or x.group(2) == "t",
+        lambda x: "[" in x.group(3),
+        lambda x: True,
+    ):
+        chosen = next((x for x in found if says(x)), None)
+        if chosen is not None:
+            return chosen
+    return None
+
+
 def python_from_log(text: str, facts: Facts) -> None:
-    m = _PY_VERSION.search(text)
+    cc = _PY_COMPILER.search(text)
+    if cc and cc.group(1) == "Clang":
+        # Its targets name what clang prints (a lambda is `$_`, g++ writes
+        # `{lambda(...)#1}`), and a C++ or Rust module must meet LLVM's TSAN runtime.
+        facts.clang_from = f"the log's CPython was built with Clang {cc.group(2)}"
+    m = _the_build_line(text)
     facts.python_seen = m is not None
     if m:
         facts.version, facts.version_from = m.group(1), f"from the log: {m.group(0).strip()[:70]}"
@@ -231,7 +255,9 @@ def render(facts: Facts, name: str, source: str) -> str:
             f"  free_threading: {str(facts.free_threading).lower()}    # {facts.ft_from}",
             "  tsan: true",
         ]
-        if facts.backend == "maturin":
+        if facts.clang_from:
+            lines.append(f"  compiler: clang    # {facts.clang_from}")
+        elif facts.backend == "maturin":
             lines.append("  compiler: clang    # a maturin package: Rust links LLVM's TSAN runtime")
     lines += ["", "# The project under test, at each commit.", "extension:"]
     if facts.crate:
