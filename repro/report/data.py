@@ -752,6 +752,7 @@ def _nearest(files: RunFiles) -> dict[str, Any]:
     """What nearly matched a target that no run hit: the console's end says it, and a
     report pasted into an issue must say the same (one fold: ``report.near``)."""
     runs = files.record.counts.runs
+    seen_misses = near_misses_of(files)
     misses = [
         {
             "signature": seen.miss.signature.id,
@@ -764,9 +765,9 @@ def _nearest(files: RunFiles) -> dict[str, Any]:
             "lines": [line.strip() for line in seen.miss.lines()[1:]],
             "example_log": seen.log,
         }
-        for seen in near_misses_of(files)
+        for seen in seen_misses
     ]
-    unmatched = unmatched_race(files) if not misses else None
+    unmatched = unmatched_race(files, seen_misses)
     return {
         "near_misses": misses[:MAX_SHOWN],
         "near_misses_total": len(misses),

@@ -79,7 +79,9 @@ def suggested_target(run_dir: Path) -> tuple[str, SuggestedTarget, str | None] |
     return suggested_target_of(load_run(run_dir))
 
 
-def suggested_target_of(files: RunFiles) -> tuple[str, SuggestedTarget, str | None] | None:
+def suggested_target_of(
+    files: RunFiles, misses: list[SeenNearMiss] | None = None
+) -> tuple[str, SuggestedTarget, str | None] | None:
     """(signature id, target naming both accesses, the uninstrumented module the race is
     wholly inside or None) for the race a user most likely means.
 
@@ -103,7 +105,8 @@ def suggested_target_of(files: RunFiles) -> tuple[str, SuggestedTarget, str | No
 
     chosen = stats[0]
     if not chosen.entry.target:
-        misses = near_misses_of(files)
+        if misses is None:
+            misses = near_misses_of(files)
         if misses:
             sig_id = misses[0].miss.signature.id
             chosen = next(s for s in stats if s.entry.id == sig_id)
@@ -124,13 +127,16 @@ def suggested_target_of(files: RunFiles) -> tuple[str, SuggestedTarget, str | No
     return chosen.entry.id, suggest_target(report, drop), report_noise_module(report)
 
 
-def unmatched_race(files: RunFiles) -> tuple[str, tuple[str, ...]] | None:
+def unmatched_race(
+    files: RunFiles, misses: list[SeenNearMiss]
+) -> tuple[str, tuple[str, ...]] | None:
     """(signature id, its names) of the race a user most likely means, when no run hit
-    and nothing of the target is in any race seen: a name written otherwise than TSAN
-    prints it, or the wrong race. Saying which race was there lets the user tell."""
-    if files.record.counts.hits or near_misses_of(files):
+    and nothing of the target is in any race seen (``misses``: the run's near misses,
+    which the caller has read already): a name written otherwise than TSAN prints it, or
+    the wrong race. Saying which race was there lets the user tell."""
+    if files.record.counts.hits or misses:
         return None
-    suggestion = suggested_target_of(files)
+    suggestion = suggested_target_of(files, misses)
     if suggestion is None or suggestion[2] is not None:
         return None
     sig_id, target, _ = suggestion
@@ -155,7 +161,7 @@ def near_miss_lines(run_dir: Path, runs: int, hint: bool = True) -> list[str]:
             "a target naming both accesses: repro stress RECIPE --suggest-target "
             "(or repro parse LOG --recipe-skeleton N)"
         )
-    unmatched = unmatched_race(files) if hint else None
+    unmatched = unmatched_race(files, misses) if hint else None
     if unmatched is not None:
         sig_id, names = unmatched
         lines.append(
