@@ -229,7 +229,9 @@ def pytest_command(spec: PytestSpec) -> str:
     `-P` keeps the checkout's own source tree (without its compiled modules) from
     shadowing the installed package, and so does `--import-mode=importlib`: pytest's
     default mode puts the test file's root on sys.path, which for tests inside the
-    package folder (bitarray/test_*.py) is the source tree again. No cache provider,
+    package folder (bitarray/test_*.py) is the source tree again (for such tests, pytest
+    still imports the package itself from beside the test file: the plugin
+    repro/standalone/repro_site_first.py imports it from the wheel first). No cache provider,
     so runs do not write into the worktree and stay independent of each other.
     """
     words = [

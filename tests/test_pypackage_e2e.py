@@ -316,3 +316,48 @@ def test_a_commit_whose_c_module_did_not_build_is_not_called_fixed(
     assert set(skipped) <= {c1, c2} and skipped, data["steps"]
     said = " ".join(text.split())
     assert "its wheel holds no extension module (the racy end's had tally._tally)" in said, said
+
+
+def test_tests_inside_the_package_run_the_built_wheel(
+    tmp_path: Path,
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+) -> None:
+    """Tests that live in the package (tally/tests/) made pytest import the package from
+    the checkout, which has no compiled module: with a pure-Python fallback every run
+    was clean (0 of 16 runs hit at a racy commit). The test path's packages now come from
+    the wheel; and a run that still imports the checkout is counted apart, not clean."""
+    repo = make_tally(tmp_path)
+    git = ["git", "-C", str(repo)]
+    subprocess.run([*git, "checkout", "-qb", "flat", "v0.2"], check=True)
+    subprocess.run([*git, "mv", "src/tally", "tally"], check=True)
+    (repo / "tally" / "tests").mkdir()
+    subprocess.run([*git, "mv", "tests/test_tally.py", "tally/tests/test_tally.py"], check=True)
+    (repo / "tally" / "tests" / "__init__.py").write_text("")
+    (repo / "tally" / "__init__.py").write_text(FALLBACK_INIT)
+    (repo / "setup.py").write_text(
+        "from setuptools import Extension, setup\n\n"
+        'setup(packages=["tally", "tally.tests"],\n'
+        '      ext_modules=[Extension("tally._tally", ["tally/_tally.c"])])\n'
+    )
+    _commit(repo, "Flat layout, tests inside the package, a pure-Python fallback")
+    where = ["--set", "extension.ref=flat"]
+    inside = "reproducer.pytest.tests=[tally/tests/test_tally.py::test_add_counts_every_call]"
+    code, data, text = run(
+        tmp_path, cpython_tsan_build, repo, "stress", "--until-first", "--runs", "16",
+        "-j", "2", *where, "--set", inside,
+    )  # fmt: skip
+    assert code == 0, text
+    assert data["hits"] >= 1, text
+    assert not data["outcomes"].get("source-tree"), data["outcomes"]
+
+    # `python -c` in the checkout puts the checkout first on sys.path.
+    command = "reproducer={command: '{python} -c \"import tally; tally.add(1)\"', timeout: 120}"
+    code, data, text = run(
+        tmp_path, cpython_tsan_build, repo, "stress", "--runs", "2", *where, "--set", command
+    )
+    said = " ".join(text.split())
+    assert code == 2, text
+    assert data["outcomes"].get("source-tree") == 1, data["outcomes"]
+    assert not data["outcomes"].get("clean"), data["outcomes"]
+    assert "a run was source-tree" in said, said
+    assert "tally/__init__.py" in said, said

@@ -39,7 +39,7 @@ from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import FILL_ME, LoadedRecipe, edited_since, load_recipe, load_run_recipe
 from repro.report.fmt import suppressed_text
 from repro.runlog import Record, RunDir, RunLog
-from repro.tsan.outcome import INVALID_HINTS, Outcome
+from repro.tsan.outcome import INVALID_HINTS, STOP_A_STRESS, Outcome
 
 if TYPE_CHECKING:
     from repro.app.cluster import Cluster
@@ -251,7 +251,7 @@ def _run_stress(
         seconds=None if seconds is None else max(0.0, float(seconds) - elapsed_before),
         until_first=first_now or (until_first and not record.counts.hits),
         jobs=jobs,
-        stop_on=frozenset() if opts.keep_going else frozenset({Outcome.UNSYMBOLIZED}),
+        stop_on=frozenset() if opts.keep_going else STOP_A_STRESS,
     )
     executor = None
     if cluster is None:

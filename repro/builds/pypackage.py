@@ -435,6 +435,18 @@ def ensure_build_deps(
 # --- one commit ------------------------------------------------------------------------
 
 
+def built_package_env(site: Path, modules: Sequence[str]) -> dict[str, str]:
+    """What the helpers in repro/standalone read to keep a run on the built wheel:
+    the sitecustomize that says at exit when a package holding an extension module
+    was imported from elsewhere (the checkout's source tree), and the pytest plugin
+    that imports a test path's packages from the site first."""
+    tops = sorted({m.split(".")[0] for m in modules})
+    env = {"REPRO_BUILT_SITE": str(site), "PYTEST_PLUGINS": "repro_site_first"}
+    if tops:
+        env["REPRO_BUILT_PACKAGES"] = ",".join(tops)
+    return env
+
+
 def unpack_wheel(wheel: Path, site: Path) -> None:
     """Install a wheel by unpacking it (no scripts: the reproducer runs `{python} -m`)."""
     with zipfile.ZipFile(wheel) as zf:
@@ -641,10 +653,12 @@ def ensure_python_package(
     if hit is None:
         _ensure(cache, key, meta, build, prog, what)
     record = json.loads((dest / "repro-build.json").read_text())
+    modules = tuple(str(m) for m in record.get("modules") or ())
     run_env = {
         "PATH": os.pathsep.join([str(env.python.parent), os.environ.get("PATH", "")]),
         "PYTHONPATH": os.pathsep.join([str(site), str(STANDALONE)]),
         "PYTHON": str(env.python),
+        **built_package_env(site, modules),
         **recipe_env,
     }
     return PackageBuild(
@@ -656,5 +670,5 @@ def ensure_python_package(
         python=env.python,
         backend=str(record.get("backend", "")),
         gil_module=record.get("gil_module"),
-        modules=tuple(str(m) for m in record.get("modules") or ()),
+        modules=modules,
     )

@@ -94,6 +94,7 @@ def outcomes(counts: Mapping[str, int]) -> str:
         "gil-enabled": "GIL switched back on",
         "incomplete": "incomplete reports",
         "no-test": "no test ran",
+        "source-tree": "package imported from its source tree",
     }
     parts = [f"{names.get(k, k)} {v}" for k, v in counts.items() if v]
     return ", ".join(parts) or "none"

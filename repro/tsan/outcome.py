@@ -40,6 +40,7 @@ class Outcome(StrEnum):
     GIL_ENABLED = "gil-enabled"
     INCOMPLETE = "incomplete"
     NO_TEST = "no-test"
+    SOURCE_TREE = "source-tree"
 
     @property
     def is_evidence(self) -> bool:
@@ -54,8 +55,18 @@ class Outcome(StrEnum):
 
 EVIDENCE = frozenset({Outcome.TARGET, Outcome.OTHER, Outcome.CLEAN})
 INVALID = frozenset(
-    {Outcome.UNSYMBOLIZED, Outcome.GIL_ENABLED, Outcome.INCOMPLETE, Outcome.NO_TEST}
+    {
+        Outcome.UNSYMBOLIZED,
+        Outcome.GIL_ENABLED,
+        Outcome.INCOMPLETE,
+        Outcome.NO_TEST,
+        Outcome.SOURCE_TREE,
+    }
 )
+# Invalid runs that every later run of the same build will repeat (no symbolizer, the
+# package imported from its source tree): a stress stops at the first, unless told to
+# keep going, rather than spend its runs on them.
+STOP_A_STRESS = frozenset({Outcome.UNSYMBOLIZED, Outcome.SOURCE_TREE})
 FAILED = frozenset({Outcome.CRASH, Outcome.TIMEOUT, Outcome.TSAN_FAILURE})
 # What to do about each kind of run that cannot count, said once.
 INVALID_HINTS: dict[Outcome, str] = {
@@ -68,6 +79,11 @@ INVALID_HINTS: dict[Outcome, str] = {
     Outcome.NO_TEST: "the test runner ran no test (renamed, moved or filtered out at this "
     "commit, or marked skip?): check the test the reproducer names (reproducer.command "
     "or reproducer.pytest.tests); the run's log is kept",
+    Outcome.SOURCE_TREE: "the run imported the package from somewhere other than the wheel "
+    "repro built (the checkout's source tree, which holds no compiled modules), so the code "
+    "under test did not run: run it where the checkout is not on sys.path (python -P, "
+    "pytest --import-mode=importlib, a reproducer.cwd outside the checkout, or pytest "
+    "--pyargs pkg.tests)",
     Outcome.TSAN_FAILURE: "TSAN failed to start; run `repro doctor` (on kernels with "
     "vm.mmap_rnd_bits > 28: sysctl vm.mmap_rnd_bits=28, or run under setarch -R)",
 }
@@ -219,6 +235,26 @@ def gil_enabled_modules(output: str) -> list[str]:
         if module not in seen:
             seen.append(module)
     return seen
+
+
+# --- the package came from its source tree ---------------------------------------------
+
+# What repro/standalone/sitecustomize.py writes at exit in a Python package's runs.
+_IMPORTED_ELSEWHERE = re.compile(
+    r"^repro: (\S+) was imported from (.+?), not from the package repro built \(.*\)\s*$",
+    re.MULTILINE,
+)
+
+
+def imported_elsewhere(output: str) -> str | None:
+    """Which built package a run imported from elsewhere, and from where, or None.
+
+    The checkout's source tree holds no compiled modules: a package with a pure-Python
+    fallback ran clean there because the code under test never ran, and a bisect read
+    it as fixed.
+    """
+    m = _IMPORTED_ELSEWHERE.search(output)
+    return f"imported {m.group(1)} from {m.group(2)}" if m else None
 
 
 # --- a test runner that ran nothing ---------------------------------------------------
@@ -377,7 +413,8 @@ def classify(
     """The outcome of one run from what it printed and how it ended.
 
     A complete, symbolized target report is conclusive and wins over everything
-    else. Then, in order: TSAN could not start; the test runner ran no test (a
+    else. Then, in order: TSAN could not start; the package under test came from its
+    source tree, not the built wheel; the test runner ran no test (a
     renamed or filtered-out test: not a clean run); a report nobody can read
     (unsymbolized); the GIL was switched on; a report that might have been the
     target but was cut short; a timeout; a death by a fatal signal (whatever else
@@ -411,6 +448,9 @@ def classify(
         return Verdict(Outcome.TARGET, target, sigs)
     if parsed.fatal:
         return Verdict(Outcome.TSAN_FAILURE, 0, sigs, parsed.fatal[0])
+    elsewhere = imported_elsewhere(output)
+    if elsewhere is not None:
+        return Verdict(Outcome.SOURCE_TREE, 0, sigs, elsewhere)
     nothing = ran_no_test(output, parallel_threads)
     if nothing is not None:
         return Verdict(Outcome.NO_TEST, 0, sigs, nothing)
