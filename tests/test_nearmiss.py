@@ -112,6 +112,27 @@ def test_suggested_target_names_both_accesses(lost_history_report: Report) -> No
     assert '    - "write_shared"' in target.yaml()
 
 
+def test_a_suggested_cpp_target_outlives_a_change_of_parameters() -> None:
+    """TSAN names a C++ method with its parameter list. A suggested target that kept it
+    matched nothing once a commit changed the parameters but not the race, and a bisect
+    named that commit the fix (pybind11, at 0.9902). The real log of a pybind11 race."""
+    text = stored_log("clang-pybind11-template.log")
+    report = parse_log(text).reports[0]
+    target = suggest_target(report)
+    assert target.functions == ("Accumulator<long>::add", "Accumulator<long>::get")
+    assert matches(report, target.rule())
+    # The next commit adds a parameter to each: the same race, another signature.
+    changed = text.replace("::add(long) ", "::add(long, int) ").replace(
+        "::get() const ", "::get(int) const "
+    )
+    assert changed.count("::add(long, int) ") and changed.count("::get(int) const ")
+    later = parse_log(changed).reports[0]
+    assert matches(later, target.rule())
+    assert not matches(
+        later, TargetRule(functions=("Accumulator<long>::add(long)", "Accumulator<long>::get()"))
+    )
+
+
 def test_stored_use_after_free_kind_and_depth() -> None:
     report = parse_log(stored_log("gcc-use_after_free.log")).reports[0]
     rule = TargetRule(kind="data race", functions=("releaser",), accesses="any", depth=1)

@@ -35,7 +35,8 @@ case $((n % 9)) in
   5) TSAN_OPTIONS="$TSAN_OPTIONS history_size=0" exec {lost} ;;
   6) TSAN_OPTIONS="$TSAN_OPTIONS symbolize=0" exec {lost} ;;
   7) printf 'running 0 tests\n\ntest result: ok. 0 passed; 0 failed; 2 filtered out\n' ;;
-  8) echo 'repro: pkg was imported from /w/src/pkg/__init__.py, not from the package repro built (/w/site)' >&2 ;;
+  8) echo 'repro: pkg was imported from /w/src/pkg/__init__.py,' \
+       'not from the package repro built (/w/site)' >&2 ;;
 esac
 """
 

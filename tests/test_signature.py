@@ -35,6 +35,7 @@ from repro.tsan.signature import (
     normalise_function,
     signature_of,
     significant_frames,
+    without_parameters,
 )
 
 PYO3_CLOSURE = "pyo3::pycell::impl_::tests::test_thread_safety_2::{closure}::{closure}"
@@ -553,3 +554,23 @@ def test_fixed_pyo3_log_has_no_target_race() -> None:
     )
     assert not any(matches(r, rule) for r in reports)
     assert any(matches(r, dataclasses.replace(rule, accesses="any")) for r in reports)
+
+
+@pytest.mark.parametrize(
+    ("function", "name"),
+    [
+        ("Counter::add(long)", "Counter::add"),
+        ("Accumulator<long>::get() const", "Accumulator<long>::get"),
+        ("Foo::operator()(int) const &", "Foo::operator()"),
+        ("init(module_&)::$_::operator()(Counter&, long) const", "init(module_&)::$_::operator()"),
+        ("main::{lambda(int)}::operator()(int) const", "main::{lambda(int)}::operator()"),
+        ("main::{lambda(int)}", "main::{lambda(int)}"),
+        ("Foo::operator()", "Foo::operator()"),
+        ("A::operator<<(std::ostream&)", "A::operator<<"),
+        ("(anonymous namespace)::worker(void*)", "(anonymous namespace)::worker"),
+        ("tally_add", "tally_add"),
+        ("pyo3::impl_::BorrowFlag::increment", "pyo3::impl_::BorrowFlag::increment"),
+    ],
+)  # fmt: skip
+def test_a_target_name_drops_only_the_last_parameter_list(function: str, name: str) -> None:
+    assert without_parameters(function) == name

@@ -132,7 +132,9 @@ def begun_text(race: Mapping[str, Any], find: str, unit: str = "commit") -> str:
         f"not: in {race['seen_in']} of {race['clean_side_runs']} runs at {clean} {unit}s, in "
         f"none of {race['racy_side_runs']} at racy ones. If the {culprit} {unit} renamed or "
         "moved the racing code, this is the target under another name and the answer is no "
-        f"{find}: add its functions to target.functions and bisect again"
+        f"{find}: make it the target instead (replace target.functions with its functions, "
+        "since every pattern must match; `repro parse LOG --recipe-skeleton N` writes one "
+        "from one of its logs) and bisect again"
     )
 
 

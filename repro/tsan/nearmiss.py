@@ -30,6 +30,7 @@ from repro.tsan.signature import (
     matches,
     normalise_function,
     significant_frames,
+    without_parameters,
 )
 
 __all__ = [
@@ -175,7 +176,8 @@ def near_miss(
         for t in tops:
             if not t:
                 continue
-            adds.append(f"add {json.dumps(normalise_function(t[0].function))} to target.functions")
+            name = without_parameters(normalise_function(t[0].function))
+            adds.append(f"add {json.dumps(name)} to target.functions")
             if rule.files and t[0].file:
                 adds.append(f"add {json.dumps(Path(t[0].file).name)} to target.files")
         alternatives = []
@@ -294,7 +296,7 @@ def suggest_target(report: Report, drop: Sequence[str] = DEFAULT_DROP) -> Sugges
         at = next((i for i, f in enumerate(frames) if not is_library_frame(f)), 0)
         depth = max(depth, at + 1)
         frame = frames[at]
-        name = normalise_function(frame.function)
+        name = without_parameters(normalise_function(frame.function))
         if name not in functions:
             functions.append(name)
         if frame.file:

@@ -435,6 +435,32 @@ def without_template_args(function: str) -> str:
         function = erased
 
 
+_QUALIFIERS = re.compile(r"(?:\s*(?:const|volatile|noexcept|&&|&))+\s*$")
+
+
+def without_parameters(function: str) -> str:
+    """``Counter::add(long) const`` as ``Counter::add``: the name a target should hold.
+
+    A pattern matches a frame that contains it, so the shorter name matches the same
+    frames and more: a commit that changed the parameter types (``Counter&`` to
+    ``BasicCounter<long>&``, a rename of the class) without fixing the race kept racing
+    under a target with parameters that no longer matched, and a bisect named that
+    commit the fix. Only the final parameter list goes: ``operator()``'s own
+    parentheses and a lambda's ``{lambda(int)}`` stay."""
+    text = _QUALIFIERS.sub("", function)
+    if not text.endswith(")"):
+        return function
+    depth = 0
+    for i in range(len(text) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(text[i], 0)
+        if depth == 0:
+            head = text[:i].rstrip()
+            if not head or head.endswith(("::", "operator")):
+                return function  # a bare `(...)` or `operator()` is a name, not a list
+            return head
+    return function
+
+
 def _function_matches(pattern: str, functions: Sequence[str]) -> bool:
     pattern = normalise_function(pattern)
     alternates = {a for f in functions for a in (rust_path(f), without_template_args(f))}
