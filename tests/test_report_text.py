@@ -592,3 +592,34 @@ def test_a_cpp_method_of_a_template_is_named_with_or_without_its_arguments(
     rule = TargetRule(functions=(pattern,), accesses="any", depth=5)
     assert matches(report, rule) == hit
     assert _plain_loop_finds(pattern, log) == hit
+
+
+@pytest.mark.parametrize(
+    ("log_name", "pattern", "hit"),
+    [
+        # clang names the lambda `$_0`; a suggested target holds `$_` (no number)
+        ("clang-pybind11-template.log", "pybind11_init__cnt(pybind11::module_&)::$_::operator()", True),
+        ("clang-pybind11-template.log", "pybind11_init__cnt(pybind11::module_&)::$_0::operator()", True),
+        ("clang-pybind11-template.log", "pybind11_init__cnt(pybind11::module_&)::$_1::operator()", True),
+        ("clang-pybind11-template.log", "pybind11_init__other(pybind11::module_&)::$_::operator()", False),
+        # Cython's numbers go: __pyx_pf_7cycount_6_count_2get is __pyx_pf_cycount__count_get
+        ("cython-counter-before.log", "__pyx_pf_cycount__count_get", True),
+        ("cython-counter-before.log", "__pyx_pf_7cycount_6_count_2get", True),
+        ("cython-counter-before.log", "__pyx_pf_cycount__count_set", False),
+        # Rust v0 closures: {closure#0} is {closure}
+        ("pyo3-borrowflag-fixed.log", "pyo3::pycell::impl_::tests::test_thread_safety_2::{closure}", True),
+        ("pyo3-borrowflag-fixed.log", "pyo3::pycell::impl_::tests::test_thread_safety_3::{closure}", False),
+    ],
+)  # fmt: skip
+def test_the_plain_loop_normalises_frames_as_repro_does(
+    log_name: str, pattern: str, hit: bool
+) -> None:
+    """A suggested target holds normalised names (`$_`, `{closure}`, Cython's names without
+    numbers): the pasted loop compared them with the log's raw `$_0`, and missed a race in
+    a lambda that repro had counted, in 3 of 3 logs."""
+    from repro.tsan.signature import TargetRule, matches
+
+    log = ROOT / "tests" / "data" / "tsan" / log_name
+    rule = TargetRule(functions=(pattern,), accesses="any", depth=30)
+    assert any(matches(r, rule) for r in parse_log(log.read_text()).reports) == hit
+    assert _plain_loop_finds(pattern, log) == hit

@@ -28,6 +28,7 @@ from repro.recipe import Recipe
 from repro.redact import home_dirs, looks_secret
 from repro.strategy.stats import clean_runs_needed
 from repro.tsan import options as tsan_options
+from repro.tsan.signature import normalise_function
 
 PLAIN_OK = "race reproduced in run"
 PLAIN_NOT = "race not reproduced in"
@@ -101,7 +102,11 @@ def _glob_to_ere(pattern: str) -> str:
 # reproduced" where repro had counted another race. The frames' depth and the dropped
 # runtime frames are not modelled. A Rust frame `<crate::Type>::method` is also tried as
 # `crate::Type::method` (repro.tsan.signature.rust_path), and a frame of a generic type
-# without its arguments, `Accumulator::add` (signature.without_template_args).
+# without its arguments, `Accumulator::add` (signature.without_template_args). Frames and
+# patterns are normalised as signature.normalise_function does (`norm`: lambdas' and
+# closures' numbers, Cython's numbers, Rust's crate disambiguators, `> >`), since a
+# suggested target holds the normalised names: the loop missed a race in a C++ lambda
+# (`$_0` in the log, `$_` in the target) that repro had counted.
 TARGET_AWK = r"""
 function judge(  i, ok) {
   if (!inrep) return
@@ -114,6 +119,28 @@ function judge(  i, ok) {
 function endacc() {
   if (s && ((nf && !hitf) || (nl && !hitl))) eachok = 0
   s = 0
+}
+function norm(t,  m, sp, name, pre) {
+  gsub(/[$]_[0-9]+/, "$_", t)
+  gsub(/[)]#[0-9]+[}]/, ")}", t)
+  while (match(t, /[{][A-Za-z_][A-Za-z0-9_:]*#[0-9]+[}]/)) {
+    m = substr(t, RSTART, RLENGTH); sub(/#[0-9]+[}]$/, "}", m)
+    t = substr(t, 1, RSTART - 1) m substr(t, RSTART + RLENGTH)
+  }
+  while (match(t, /[{][{][A-Za-z_][A-Za-z0-9_:]*[}][}]/))
+    t = substr(t, 1, RSTART - 1) substr(t, RSTART + 1, RLENGTH - 2) substr(t, RSTART + RLENGTH)
+  gsub(/[[][0-9a-f]+[]]::/, "::", t)
+  while (match(t, /> +>/)) t = substr(t, 1, RSTART) substr(t, RSTART + RLENGTH - 1)
+  if (match(t, /#[0-9]+ __pyx_[a-z]+_[^ ]*/)) {
+    m = substr(t, RSTART, RLENGTH); sp = index(m, " ")
+    name = substr(m, sp + 1); match(name, /^__pyx_[a-z]+_/)
+    pre = substr(name, 1, RLENGTH); name = substr(name, RLENGTH + 1)
+    if (match(name, /^[0-9]+[A-Za-z_]/)) name = substr(name, RLENGTH)
+    while (match(name, /_[0-9]+[A-Za-z_]/))
+      name = substr(name, 1, RSTART) substr(name, RSTART + RLENGTH - 1)
+    t = substr(t, 1, RSTART - 1) substr(m, 1, sp) pre name substr(t, RSTART + RLENGTH)
+  }
+  return t
 }
 BEGIN {
   nf = split(ENVIRON["REPRO_FUNCTIONS"], F, "	"); nl = split(ENVIRON["REPRO_FILES"], L, "	")
@@ -130,18 +157,18 @@ BEGIN {
 }
 /^[ 	]*$/ { endacc() }
 /#[0-9]+ / {
-  alt = $0
-  if (match($0, /#[0-9]+ <[^<> ]+>::/)) {
-    m = substr($0, RSTART, RLENGTH); sp = index(m, " ")
-    alt = substr($0, 1, RSTART - 1) substr(m, 1, sp) substr(m, sp + 2, RLENGTH - sp - 4)
-    alt = alt "::" substr($0, RSTART + RLENGTH)
+  line = norm($0); alt = line
+  if (match(line, /#[0-9]+ <[^<> ]+>::/)) {
+    m = substr(line, RSTART, RLENGTH); sp = index(m, " ")
+    alt = substr(line, 1, RSTART - 1) substr(m, 1, sp) substr(m, sp + 2, RLENGTH - sp - 4)
+    alt = alt "::" substr(line, RSTART + RLENGTH)
   }
-  bare = $0
-  if (!index($0, "operator<") && !index($0, "operator>") && !index($0, "operator-"))
+  bare = line
+  if (!index(line, "operator<") && !index(line, "operator>") && !index(line, "operator-"))
     while (match(bare, /<[^<>]*>/))
       bare = substr(bare, 1, RSTART - 1) substr(bare, RSTART + RLENGTH)
   for (i = 1; i <= nf; i++)
-    if ($0 ~ F[i] || alt ~ F[i] || bare ~ F[i]) { af0[i] = 1; if (s) { uf[i] = 1; hitf = 1 } }
+    if (line ~ F[i] || alt ~ F[i] || bare ~ F[i]) { af0[i] = 1; if (s) { uf[i] = 1; hitf = 1 } }
   for (i = 1; i <= nl; i++) if ($0 ~ L[i]) { al0[i] = 1; if (s) { ul[i] = 1; hitl = 1 } }
 }
 END { endacc(); judge(); exit !found }
@@ -155,7 +182,7 @@ def target_function(recipe: Recipe) -> list[str]:
     if any(_CONTROL.search(p) for p in (*t.functions, *t.files)):
         # No frame line holds a newline, so repro never matches such a pattern.
         return ["is_target() { false; }"]
-    fn_res = ["#[0-9]+ [^ ]*" + _glob_to_ere(fn) for fn in t.functions]
+    fn_res = ["#[0-9]+ [^ ]*" + _glob_to_ere(normalise_function(fn)) for fn in t.functions]
     file_res = ["#[0-9]+ .*" + _glob_to_ere(f.lstrip("/")) + ":[0-9]" for f in t.files]
     env = {
         "REPRO_FUNCTIONS": "\t".join(fn_res),
