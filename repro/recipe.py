@@ -667,8 +667,8 @@ def _set_value(raw: str, item: str) -> Any:
         raise RecipeError(f"--set {item!r}: {exc.message}") from None
     except yaml.YAMLError:
         return raw
-    if isinstance(value, dict) and ":" not in raw:
-        return raw
+    if isinstance(value, dict) and value and ":" not in raw:
+        return raw  # `{python}`: a placeholder, not a mapping; `{}` is the empty mapping
     return value
 
 

@@ -198,6 +198,11 @@ def test_set_overrides_fields(tmp_path: Path) -> None:
     assert loaded.sets == ("reproducer.timeout=9", "target.functions=[a, b]")
     cmd = load_recipe(p, ["reproducer.command={work}/prog --flag"]).recipe.reproducer.command
     assert cmd == "{work}/prog --flag"
+    # `{}` is the empty mapping (it was refused as text), `{python}` a placeholder
+    with_env = load_recipe(p, ["reproducer.env={A: '1'}", "reproducer.env={}"]).recipe
+    assert with_env.reproducer.env == {}
+    cmd = load_recipe(p, ["reproducer.command={python}"]).recipe.reproducer.command
+    assert cmd == "{python}"
     with pytest.raises(RecipeError, match=r"\(--set\): reproducer.timeout"):
         load_recipe(p, ["reproducer.timeout=soon"])
     with pytest.raises(RecipeError, match="did you mean `confidence`"):
