@@ -409,6 +409,13 @@ def test_a_run_that_ran_no_test_is_invalid_but_a_target_report_still_wins(lost: 
         # pytest-run-parallel ends the session with its own words (exit 1: read as a crash).
         "ERROR: GIL was dynamically re-enabled during test collection to load module "
         "'hitcount._hc'. When running under a free-threaded interpreter ...\n",
+        # pytest-run-parallel 0.10's, whole: it also says that no test ran (a run read
+        # as no-test, whose hint sent the user to the test's name)
+        "Collected 1 items to run in parallel\n\nno tests ran in 1.77s\n"
+        "! _pytest.outcomes.Exit: GIL was dynamically re-enabled during test collection to "
+        "load module 'hitcount._hc'. When running under a free-threaded interpreter with "
+        "the GIL initially disabled, the test suite must not cause the GIL to be re-enabled "
+        "at runtime. !\n",
     ],
 )
 def test_a_module_that_switched_the_gil_on_is_named(output: str) -> None:

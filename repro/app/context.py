@@ -356,6 +356,19 @@ def _python_package(
     )
 
 
+def gil_warning(extension: Any, python: Any, env: Mapping[str, str]) -> str | None:
+    """What to say when a module of the package turns the GIL back on in a free-threaded
+    Python, unless the reproducer's environment keeps it off (PYTHON_GIL=0): said at
+    every prepare, a build from the cache included, and not where it was heeded."""
+    module = getattr(extension, "gil_module", None)
+    if not module or python is None or not python.gil_disabled or env.get("PYTHON_GIL") == "0":
+        return None
+    return (
+        f"warning: importing {module} turns the GIL back on (it does not declare "
+        "Py_mod_gil): races in it cannot show; set PYTHON_GIL=0 in reproducer.env"
+    )
+
+
 def refuse_on_resume(
     run_dir: Path, given: Sequence[tuple[str, object]], kind: str, allowed: str = ""
 ) -> None:
@@ -505,6 +518,9 @@ def prepare(
         env["PYTEST_PLUGINS"] = ",".join([*plugins, "repro_tsan_attrib"])
     env.update(r.reproducer.env)
     set_here.update(r.reproducer.env)
+    warning = gil_warning(extension, python, env)
+    if warning is not None and progress is not None:
+        progress.waiting(warning)
     # What the reproducer starts from, as the run record states it: taken where it runs
     # (on a cluster, a worker, whose environment is its own), not where repro was started.
     info["env"] = relevant_env(env, also=set_here)

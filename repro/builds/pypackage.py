@@ -620,12 +620,9 @@ def ensure_python_package(
             modules = extension_modules(site)
             prog.phase("verify", f"{len(modules)} extension module(s)")
             check_instrumented(modules, site, backend)
+            # Said where the reproducer's environment is known (context.gil_warning):
+            # PYTHON_GIL=0 there keeps the GIL off.
             gil = gil_check(env, site, [n for n, _ in modules], recipe_env) if modules else None
-            if gil is not None and python.gil_disabled:
-                prog.waiting(
-                    f"warning: importing {gil} turns the GIL back on (it does not declare "
-                    "Py_mod_gil): races in it cannot show; set PYTHON_GIL=0 in reproducer.env"
-                )
         except BaseException:
             repo.remove_worktree(worktree)
             raise

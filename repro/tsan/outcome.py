@@ -75,7 +75,8 @@ INVALID_HINTS: dict[Outcome, str] = {
     Outcome.GIL_ENABLED: "an extension switched the GIL back on; set PYTHON_GIL=0 in "
     "reproducer.env, or declare Py_mod_gil (Py_MOD_GIL_NOT_USED) in the module",
     Outcome.INCOMPLETE: "reports lacked a stack or were cut off; raise tsan.options."
-    "history_size (e.g. 7; `repro amplify` can measure it)",
+    "history_size (the most is 7: --set 'tsan.options={history_size: 7}'; it costs memory "
+    "and time)",
     Outcome.NO_TEST: "the test runner ran no test (renamed, moved or filtered out at this "
     "commit, or marked skip?): check the test the reproducer names (reproducer.command "
     "or reproducer.pytest.tests); the run's log is kept",
@@ -452,7 +453,9 @@ def classify(
     if elsewhere is not None:
         return Verdict(Outcome.SOURCE_TREE, 0, sigs, elsewhere)
     nothing = ran_no_test(output, parallel_threads)
-    if nothing is not None:
+    if nothing is not None and not gil:
+        # pytest-run-parallel stops the session when a module turns the GIL back on:
+        # no test ran, but the GIL is the cause to name.
         return Verdict(Outcome.NO_TEST, 0, sigs, nothing)
     if unsymbolized:
         return Verdict(
