@@ -356,3 +356,31 @@ def test_a_target_with_nothing_of_any_race_says_which_race_there_was(
     assert "near miss: race" not in out
     assert "no race seen has all of the target's names; race" in out, out
     assert "read_shared" in out and "write_shared" in out and "--suggest-target" in out
+
+
+def test_the_near_miss_named_first_holds_every_name_of_the_target(tmp_path: Path) -> None:
+    """A target naming both functions of an add-vs-get race, too shallow to match. The
+    add-vs-add race through one of them shows in more runs, and it was named first;
+    the race the user named is the one that holds both names."""
+    binary = compile_c(PROGRAMS / "bump_peek.c", tmp_path / "bump_peek")
+    script = tmp_path / "cycle.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        'n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
+        f"if [ $((n % 2)) = 0 ]; then exec {binary} read; else exec {binary}; fi\n"
+    )
+    script.chmod(0o755)
+    r = _recipe(
+        tmp_path,
+        script,
+        ["do_bump", "do_peek"],
+        tsan="tsan:\n  options: {suppress_equal_addresses: 0}\n",
+        depth=1,
+    )
+    res = repro("stress", str(r), "--runs", "6", "-j", "1", "--runs-dir", str(tmp_path / "runs"))
+    out = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 1, out
+    first = out[out.index("near miss: race") :]
+    assert first.index("peek") < first.index("nearly matches"), first[:400]
+    assert "in 3 of 6 runs" in first[:200], first[:400]
+    assert "target.depth: 2" in first[: first.index("nearly matches") + 400], first[:600]

@@ -41,8 +41,9 @@ def near_misses(run_dir: Path) -> list[SeenNearMiss]:
 
 
 def near_misses_of(files: RunFiles) -> list[SeenNearMiss]:
-    """The run's other races that nearly match the target, most runs first: those seen
-    in more runs than the target was.
+    """The run's other races that nearly match the target, those holding more of the
+    target's names first, then most runs first: those seen in more runs than the target
+    was.
 
     A race that nearly matches a target that hits at least as often is not a target
     written wrong but another race through the same code: the reference-count races
@@ -65,7 +66,7 @@ def near_misses_of(files: RunFiles) -> list[SeenNearMiss]:
         miss = near_miss(report, rule, files.drop, depth)
         if miss is not None:
             found.append(SeenNearMiss(miss, st.runs, log))
-    found.sort(key=lambda s: (-s.runs, s.miss.signature.id))
+    found.sort(key=lambda s: (s.miss.absent, -s.runs, s.miss.signature.id))
     return found
 
 

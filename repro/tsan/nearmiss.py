@@ -55,6 +55,10 @@ class NearMiss:
     signature: Signature
     unmatched: tuple[str, ...]
     fixes: tuple[str, ...]
+    # How many of the target's patterns the race lacks altogether: of two near misses,
+    # the one holding every name the user wrote is the race they mean (an add-vs-add
+    # race came first, by id, before the add-vs-get race of a target naming both).
+    absent: int = 0
 
     def lines(self) -> list[str]:
         """Plain text for a console or a report."""
@@ -187,7 +191,8 @@ def near_miss(
         choices.append(alternatives)
     fixes = tuple(" and ".join(parts) for parts in product(*choices))
     sig = signature_of(report, depth=signature_depth, drop=drop)
-    return NearMiss(sig, tuple(unmatched), fixes)
+    lacked = len(absent[0]) + len(absent[1]) if _ABSENT in relaxed else 0
+    return NearMiss(sig, tuple(unmatched), fixes, lacked)
 
 
 def _absent_patterns(
