@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,3 +163,52 @@ def test_bisect_steps_agree_everywhere(bisect: dict[str, Any]) -> None:
     for st in j["steps"]:
         if st["built"]:
             assert re.search(rf"{st['label']}.*\b{st['runs']}\b.*\b{st['hits']}\b", res.stdout)
+
+
+def test_a_race_with_a_lost_stack_is_one_race_everywhere(tmp_path: Path) -> None:
+    """Another race seen whole and with one stack lost ("? | f") is one race: the
+    console said "4 distinct" beside a table of 7 rows and a report of "Other races
+    (7)", with nothing to tell the 3 rows with a lost stack apart."""
+    target = compile_c(PROGRAMS / "racy_counter.c", tmp_path / "target")
+    lost = compile_c(PROGRAMS / "lost_history.c", tmp_path / "lost")
+    script = tmp_path / "cycle.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        'n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
+        "case $((n % 3)) in\n"
+        f"  0) exec {target} ;;\n"
+        f'  1) TSAN_OPTIONS="$TSAN_OPTIONS history_size=7" exec {lost} ;;\n'
+        f'  2) TSAN_OPTIONS="$TSAN_OPTIONS history_size=0" exec {lost} ;;\n'
+        "esac\n"
+    )
+    script.chmod(0o755)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: lost\n"
+        f"reproducer: {{command: {json.dumps(str(script))}, timeout: 30}}\n"
+        "target: {functions: [increment_counter]}\n"
+    )
+    runs_dir = tmp_path / "runs"
+    res = repro("stress", str(recipe), "-n", "6", "-j", "1", "--runs-dir", str(runs_dir))
+    said = " ".join(res.stdout.split())
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "other races: 1 distinct race, in 4 runs" in said, said
+    summary = json.loads((next(runs_dir.iterdir()) / "summary.json").read_text())
+    others = [s for s in summary["signatures"] if not s["target"]]
+    assert len(others) == 2, others
+    whole = next(s for s in others if all(s["top_frames"]))
+    part = next(s for s in others if not all(s["top_frames"]))
+    assert part["same_race_as"] == whole["id"] and whole["same_race_as"] is None
+    note = f"one stack lost: race {whole['id']}"
+    assert note in said, said
+    run_dir = next(runs_dir.iterdir())
+    md = repro("report", str(run_dir), "--format", "markdown").stdout
+    assert "## Other races (1)" in md, md
+    assert "1 row of this table is another race of it with one stack" in " ".join(md.split())
+    # the lost side shows as "?", as on the console (it showed one side as the race)
+    assert note in md and ("| ? \\| read_shared" in md or "read_shared <- second \\| ? |" in md)
+    html = repro("report", str(run_dir), "--format", "html").stdout
+    assert "Other races (1)" in html and note in html
+    doc = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
+    assert doc["other_races_distinct"] == summary["other_races"]["distinct"] == 1
+    assert doc["other_races_total"] == 2

@@ -20,7 +20,8 @@ from rich.text import Text
 
 from repro.app.loop import StressState
 from repro.app.runner import LINGER
-from repro.report.fmt import plural, seconds
+from repro.report.fmt import plural, same_race_note, seconds
+from repro.report.fmt import top_frames as fmt_top_frames
 from repro.runlog import Counts
 from repro.text import truncate
 from repro.tsan.outcome import (
@@ -162,11 +163,15 @@ def summary_table(summary: dict[str, Any], inside: Collection[str] = ()) -> Rend
     sigs.add_column("top frames")
     sigs.add_column("reports", justify="right")
     sigs.add_column("runs", justify="right")
-    if inside:
+    noted = bool(inside) or any(s.get("same_race_as") for s in summary["signatures"])
+    if noted:
         sigs.add_column("note")
     for s in summary["signatures"]:
-        frames = " | ".join(" <- ".join(side) for side in s["top_frames"])
-        note = ["inside CPython" if s["id"] in inside else ""] if inside else []
+        frames = fmt_top_frames(s["top_frames"])
+        said = same_race_note(s.get("same_race_as")) or (
+            "inside CPython" if s["id"] in inside else ""
+        )
+        note = [said] if noted else []
         sigs.add_row(
             Text("TARGET", style="bold red") if s["target"] else "other",
             s["id"],

@@ -87,8 +87,10 @@ def _add_report(files: RunFiles, race: dict[str, Any]) -> None:
 
 
 def _races(files: RunFiles) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    rec = files.record
     entries = [
-        _race_entry(st.entry, st.reports, st.runs) for st in files.record.signatures.values()
+        {**_race_entry(st.entry, st.reports, st.runs), "same_race_as": rec.whole_race_of(sid)}
+        for sid, st in rec.signatures.items()
     ]
     entries.sort(key=lambda e: (not e["target"], -e["runs"], -e["reports"], e["signature"]))
     target = entries[0] if entries and entries[0]["target"] else None
@@ -821,6 +823,7 @@ def build_document(run_dir: Path) -> dict[str, Any]:
         **(_nearest(files) if target is None else {}),
         "other_races": others[:MAX_OTHER_RACES],
         "other_races_total": len(others),
+        "other_races_distinct": files.record.distinct_races(o["signature"] for o in others),
         "environment": _environment(files),
         "reproduce": _reproduce(files, title, summary, bisect),
         "suppressions": _suppressions(target, title),

@@ -201,7 +201,25 @@ def confidence(bisect: Mapping[str, Any]) -> str:
 
 
 def top_frames(frames: list[list[str]]) -> str:
-    return " | ".join(" <- ".join(side) for side in frames if side) or "?"
+    """Both accesses' frames; a side TSAN could not restore is "?", as the console
+    shows it (a report that dropped it showed one side as if it were the race)."""
+    if not any(frames):
+        return "?"
+    return " | ".join(" <- ".join(side) or "?" for side in frames)
+
+
+def lost_stack_note(rows: int) -> str:
+    """Why a table of other races has more rows than the count of distinct races."""
+    return (
+        f"{plural(rows, 'row')} of this table {'is' if rows == 1 else 'are'} another race "
+        "of it with one stack that TSAN could not restore (noted): counted once."
+    )
+
+
+def same_race_note(whole: str | None) -> str:
+    """The note of a signature that is another race with one stack lost (``Record.
+    whole_race_of``), alike on the console and in every report format."""
+    return f"one stack lost: race {whole}" if whole else ""
 
 
 def runs_made(runs: Any, reused: Any = None) -> str:

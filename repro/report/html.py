@@ -192,9 +192,12 @@ def _race(doc: Mapping[str, Any]) -> str:
 def _others(doc: Mapping[str, Any]) -> str:
     others = doc.get("other_races") or []
     total = doc.get("other_races_total", len(others))
-    out = [f"<h2>Other races ({total})</h2>"]
+    distinct = doc.get("other_races_distinct", total)
+    out = [f"<h2>Other races ({distinct})</h2>"]
     if not others:
         return out[0] + "<p>No other race was reported.</p>"
+    if total > distinct:
+        out.append(f"<p class=note>{_e(fmt.lost_stack_note(total - distinct))}</p>")
     head = (
         "<tr><th>signature</th><th>kind</th><th>top frames</th><th>reports</th><th>runs</th>"
         "<th>note</th></tr>"
@@ -202,12 +205,17 @@ def _others(doc: Mapping[str, Any]) -> str:
     py_tsan = python_tsan(doc)
     modules = [noise_module(str(o["report"]), py_tsan) if o.get("report") else None for o in others]
     symptoms = [bool(o.get("inside_cpython")) for o in others]
+    notes = [
+        fmt.same_race_note(o.get("same_race_as"))
+        or ("expected noise" if m else "inside CPython" if s else "")
+        for o, m, s in zip(others, modules, symptoms, strict=True)
+    ]
     rows = "".join(
         f"<tr><td>{_code(o['signature'])}</td><td>{_e(o.get('kind'))}</td>"
         f"<td>{_e(fmt.top_frames(o.get('top_frames') or []))}</td>"
         f"<td class=num>{_e(o.get('reports'))}</td><td class=num>{_e(o.get('runs'))}</td>"
-        f"<td>{'expected noise' if m else 'inside CPython' if s else ''}</td></tr>"
-        for o, m, s in zip(others, modules, symptoms, strict=True)
+        f"<td>{_e(note)}</td></tr>"
+        for o, note in zip(others, notes, strict=True)
     )
     out.append(f"<table>{head}{rows}</table>")
     for module in dict.fromkeys(m for m in modules if m):

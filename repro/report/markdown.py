@@ -245,12 +245,15 @@ def _others(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
     report) buried it. The full reports go to a file beside the report instead."""
     others = list(doc.get("other_races") or [])
     total = int(doc.get("other_races_total", len(others)))
-    out = [f"## Other races ({total})", ""]
+    distinct = int(doc.get("other_races_distinct", total))
+    out = [f"## Other races ({distinct})", ""]
     if not others:
         return [*out, "No other race was reported."]
     if "others" in opts.cut:
-        return [*out, f"{total} other races; {_where_full(doc, opts)}"]
+        return [*out, f"{distinct} other races; {_where_full(doc, opts)}"]
     out += [f"Most frequent first, one line each. {_where_full(doc, opts)}", ""]
+    if total > distinct:
+        out += [f"> {fmt.lost_stack_note(total - distinct)}", ""]
     py_tsan = python_tsan(doc)
     noise: dict[str, int] = {}
     shown = others[:OTHER_ROWS] if "other-rows" in opts.cut else others
@@ -262,7 +265,9 @@ def _others(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
             noise[module] = noise.get(module, 0) + 1
         if o not in shown:
             continue
-        note = f"noise ({_SHORT_MODULE.get(module, module)})" if module else ""
+        note = fmt.same_race_note(o.get("same_race_as")) or (
+            f"noise ({_SHORT_MODULE.get(module, module)})" if module else ""
+        )
         row = [
             inline(o["signature"]),
             text(o.get("kind")),
@@ -293,11 +298,10 @@ def _others(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
 
 def _frames_cell(frames: list[list[str]]) -> str:
     """Top frames in one cell; each access gets its share, so both stay visible."""
-    sides = [side for side in frames if side]
-    if not sides:
+    if not any(frames):
         return "?"
-    width = FRAMES_CELL // len(sides)
-    text = " | ".join(fmt.truncate(" <- ".join(side), width) for side in sides)
+    width = FRAMES_CELL // len(frames)
+    text = " | ".join(fmt.truncate(" <- ".join(side), width) or "?" for side in frames)
     # GitHub would take <alloc::alloc::Global> for an HTML tag and drop it; "<-" is safe.
     return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
 
