@@ -182,6 +182,9 @@ def test_plan_then_resume(demo: tuple[Path, Path], tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     text = plan_text = " ".join(res.stdout.split())
     assert "plan: about" in text and "Fano's bound" in text
+    # The racy end was built here: its build time is measured, not guessed (a plan took
+    # a 1.8 s build as 3 min 11 s, "30 runs' worth, until one is measured").
+    assert "building ticketq" in text and "until one is measured" not in text, text
     run_dir = next(runs.iterdir())
     # Calibrated one run at a time: probes two at a time would be weighed against a rate
     # that is not theirs. Without -j the resume keeps the bisect's own.

@@ -584,3 +584,25 @@ def test_a_bisect_killed_before_its_summary_states_where_it_stood(
     assert step["verdict"] == f"clean ({likely['confidence']:.1%})"
     md = repro("report", str(copy), env=demo.report_env).stdout
     assert f"most likely {label}" in md and f"({likely['confidence']:.1%}" in md
+
+
+def test_the_reports_recipe_names_the_repository_by_its_web_url(tmp_path: Path) -> None:
+    """Where the run knows the extension's web URL, the pasted recipe clones from it: it
+    named the reporter's mirror (/work/.mirror/...), which its reader does not have."""
+    work = tmp_path / "proj"
+    make_repo(work / "ticketq")
+    recipe = work / "recipes" / "demo.yaml"
+    recipe.parent.mkdir(parents=True)
+    text = (
+        (ROOT / "recipes" / "demo.yaml").read_text().replace("../demo-work/ticketq", "../ticketq")
+    )
+    text = re.sub(r"(  repo: \.\./ticketq.*\n)", r"\1  web_url: https://example.org/acme/t\n", text)
+    assert "web_url: https://example.org/acme/t\n" in text
+    recipe.write_text(text)
+    runs = tmp_path / "runs"
+    res = repro("stress", str(recipe), "--runs", "1", "-j", "1", "--runs-dir", str(runs))
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    doc = json.loads(repro("report", str(_only_dir(runs)), "--format", "json").stdout)
+    pasted = doc["reproduce"]["recipe"]
+    assert "  repo: https://example.org/acme/t " in pasted, pasted
+    assert str(work) not in pasted

@@ -243,15 +243,20 @@ class BisectRun:
         return bound(self.bisector, len(self.positions), float(self.meta["confidence"]))
 
     def costs(self) -> tuple[float, float]:
-        """What a build and a run cost, in seconds, as measured so far (a build at least 30
-        runs' worth: a cached racy end says nothing of what the other commits cost)."""
+        """What a build and a run cost, in seconds, as measured so far: the longest build
+        made here, or 30 runs' worth until one is made (a cached racy end says nothing of
+        what the other commits cost). The floor stayed after a build was measured, and a
+        plan took a 1.8 s build as 3 min 11 s."""
         mean_run = self.record.mean_run_seconds()
-        build_cost = max(self.measured_build_seconds(), 30.0 * max(mean_run, 0.01), 1.0)
-        return build_cost, max(mean_run, 0.001)
+        measured = self.measured_build_seconds()
+        guess = measured if measured > 0 else 30.0 * max(mean_run, 0.01)
+        return max(guess, 1.0), max(mean_run, 0.001)
 
     def measured_build_seconds(self) -> float:
-        """The longest build of the two ends so far (0 when neither was built here)."""
-        return max(s.build_seconds for s in (self.stats(0), self.stats(len(self.positions) - 1)))
+        """The longest build made by this bisect so far (0 when every one came from the
+        cache)."""
+        made = [s.build_seconds for s in self.record.positions.values() if s.built and not s.cached]
+        return max(made, default=0.0)
 
     def provisional(self) -> Bisector:
         """The strategy while the racy end still calibrates, for the lanes that build ahead."""

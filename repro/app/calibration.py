@@ -147,8 +147,8 @@ def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost:
     run.rundir.write_meta(run.meta)
     assumed = (
         f" (a build taken as {fmt_seconds(build_cost)}, 30 runs' worth, until one is "
-        "measured: the time is an upper guess)"
-        if build_cost > run.measured_build_seconds() * 1.5
+        "measured: the time is a guess)"
+        if run.measured_build_seconds() <= 0
         else ""
     )
     run.console.print(

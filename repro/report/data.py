@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__
+from repro.builds.cpython import DEFAULT_MIRROR
 from repro.errors import ReproError
 from repro.redact import redact
 from repro.report import fmt, shell
@@ -589,9 +590,34 @@ def _is_local_relative(value: str) -> bool:
     )
 
 
+def _is_release(source: str, version: str | None) -> bool:
+    """Whether a local tarball is CPython's release of ``version`` by its name."""
+    return bool(source and version) and Path(source).name.startswith(f"Python-{version}.tar")
+
+
+def _public_sources(files: RunFiles) -> dict[str, str]:
+    """Local places in the recipe that another machine can fetch from elsewhere: the
+    extension's repository at its web URL, and a release tarball of CPython at
+    python.org. A pasted recipe named the reporter's mirror and tarball, and `repro
+    bisect recipe.yaml` failed for its reader."""
+    r = files.recipe
+    out: dict[str, str] = {}
+    if r is None:
+        return out
+    public = extension_public_repo(files)
+    if r.extension is not None and public and not shell.public_repo(r.extension.repo):
+        out[r.extension.repo] = public
+    py = r.python
+    source = py.source if py is not None and py.version and py.source else ""
+    if py is not None and "://" not in source and _is_release(source, py.version):
+        out[source] = DEFAULT_MIRROR.format(v=py.version)
+    return out
+
+
 def _portable_recipe(files: RunFiles) -> str | None:
-    """The recipe as run, its relative local paths (the extension's repository, the
-    Python source, patch files) made absolute: saved anywhere else, a `repo: ../crate`
+    """The recipe as run, with what another machine can fetch named where it can fetch
+    it (``_public_sources``), and its other relative local paths (patch files, a local
+    repository with no web URL) made absolute: saved anywhere else, a `repo: ../crate`
     named a directory that is not there."""
     text = files.recipe_text
     recipe_path = files.meta.get("recipe_path")
@@ -602,8 +628,9 @@ def _portable_recipe(files: RunFiles) -> str | None:
     values = [r.extension.repo if r.extension is not None else None]
     if r.python is not None:
         values += [r.python.source, *r.python.patches]
-    for value in {v for v in values if v and _is_local_relative(v)}:
-        absolute = str((base / value.removeprefix("file:")).resolve())
+    public = _public_sources(files)
+    for value in {v for v in values if v and (v in public or _is_local_relative(v))}:
+        absolute = public.get(value) or str((base / value.removeprefix("file:")).resolve())
         # The value as a YAML scalar after a key or in a flow list, bare or quoted.
         pattern = re.compile(
             r"(?P<pre>(?:[:\[,-])[ \t]*)(?P<q>[\"']?)"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.builds.cpython import DEFAULT_MIRROR
 from repro.builds.pypackage import INSTALL_TSAN_OPTIONS
 from repro.host.compilers import cxx_for
 from repro.placeholders import expand_for_shell
@@ -326,7 +327,7 @@ def _cpython_lines(inp: PlainInputs, out: list[str]) -> str | None:
         version = inp.python_version or spec.version or "3.13.5"
         tarball = f"Python-{version}.tar.xz"
         what = f"CPython {version} from the release tarball"
-        url = f"https://www.python.org/ftp/python/{version}/{tarball}"
+        url = DEFAULT_MIRROR.format(v=version)
         fetch = [f"[ -f {shq(tarball)} ] || curl -fLO {shq(url)}"]
         if inp.tarball_sha256:
             fetch.append(f"echo {shq(f'{inp.tarball_sha256}  {tarball}')} | sha256sum -c -")
