@@ -606,3 +606,21 @@ def test_the_reports_recipe_names_the_repository_by_its_web_url(tmp_path: Path) 
     pasted = doc["reproduce"]["recipe"]
     assert "  repo: https://example.org/acme/t " in pasted, pasted
     assert str(work) not in pasted
+
+
+def test_the_report_says_which_files_go_beside_the_recipe(tmp_path: Path) -> None:
+    """A reproducer run from the recipe's folder ({recipe_dir}/x) needs that file beside
+    the pasted recipe; the report did not say so, and its reader's first run failed."""
+    (tmp_path / "go.sh").write_text("#!/bin/sh\nexit 0\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: beside\nreproducer: {command: 'sh {recipe_dir}/go.sh', timeout: 30}\n"
+        "target: {functions: [nothing_races]}\n"
+    )
+    runs = tmp_path / "runs"
+    res = repro("stress", str(recipe), "--runs", "1", "--runs-dir", str(runs))
+    assert res.returncode == 1, res.stdout + res.stderr
+    doc = json.loads(repro("report", str(_only_dir(runs)), "--format", "json").stdout)
+    assert doc["reproduce"]["beside_recipe"] == ["go.sh"]
+    md = repro("report", str(_only_dir(runs)), "--format", "markdown").stdout
+    assert "Save go.sh beside recipe.yaml" in md, md

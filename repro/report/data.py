@@ -581,7 +581,22 @@ def _reproduce(
         "shell_problem": problem,
         "loop_runs": n,
         "recipe": _portable_recipe(files),
+        "beside_recipe": _files_beside_recipe(files),
     }
+
+
+_RECIPE_FILE = re.compile(r"\{recipe_dir\}/([^\s'\"`;|&()<>${}]+)")
+
+
+def _files_beside_recipe(files: RunFiles) -> list[str]:
+    """The files the reproducer takes from the recipe's folder (``{recipe_dir}/x.py``):
+    a reader who saved only the pasted recipe ran a command that named a file they did
+    not have, and the report had not said so."""
+    r = files.recipe
+    if r is None:
+        return []
+    texts = [r.reproducer.command, *r.reproducer.setup, r.reproducer.cwd or ""]
+    return list(dict.fromkeys(name for t in texts for name in _RECIPE_FILE.findall(t)))
 
 
 def _is_local_relative(value: str) -> bool:

@@ -292,3 +292,12 @@ LOOP_RUNS_WHY = (
     "enough to see the race with 99.9% probability at a quarter of the low end of the "
     "measured rate's 95% interval, as another machine may show it"
 )
+
+
+def beside_recipe_text(names: list[str]) -> str:
+    """What to save beside the pasted recipe, alike in every report format."""
+    them = "it" if len(names) == 1 else "them"
+    return (
+        f"Save {', '.join(names)} beside recipe.yaml: the recipe runs {them} from its own "
+        "folder ({recipe_dir}); the plain script below carries a small one's text."
+    )

@@ -260,6 +260,8 @@ def _reproduce(doc: Mapping[str, Any]) -> str:
     if r.get("repro"):
         out.append("<p>With repro, and the recipe below saved as <code>recipe.yaml</code>:</p>")
         out.append(_pre("\n".join(f"{c['command']}    # {c['what']}" for c in r["repro"])))
+        if r.get("beside_recipe"):
+            out.append(f"<p>{_e(fmt.beside_recipe_text(list(r['beside_recipe'])))}</p>")
     if r.get("shell"):
         out.append(
             "<p>Without repro: build everything with TSAN and run the reproducer in a loop "

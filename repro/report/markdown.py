@@ -349,6 +349,8 @@ def _reproduce(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
         where = "below" if r.get("recipe") and "recipe" not in opts.cut else "of the run"
         out += [f"With repro, and the recipe {where} saved as `recipe.yaml`:", ""]
         out.append(code("\n".join(f"{c['command']}    # {c['what']}" for c in r["repro"]), "sh"))
+        if r.get("beside_recipe"):
+            out += ["", text(fmt.beside_recipe_text(list(r["beside_recipe"])))]
     if r.get("shell") and "shell" in opts.cut:
         out += ["", "_The plain shell commands are in the HTML report._"]
     elif r.get("shell"):
