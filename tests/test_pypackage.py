@@ -144,6 +144,12 @@ def test_missing_tsan_symbol_at_import_explained() -> None:
     err = "ImportError: /x/rtick.cpython-313t-x86_64-linux-gnu.so: undefined symbol: __tsan_memcpy"
     assert "compiler: clang" in runtime_hint(err)
     assert runtime_hint("ImportError: No module named 'numpy'") == ""
+    # The message seen here: CXX=g++ in extension.env beside the clang TSAN CPython 3.13.5.
+    err = (
+        "ImportError: /lib/x86_64-linux-gnu/libtsan.so.2: cannot allocate memory in static "
+        "TLS block"
+    )
+    assert "a second TSAN runtime" in runtime_hint(err) and "CC/CXX" in runtime_hint(err)
 
 
 def test_cached_scripts_outlive_the_venv_that_installed_them(tmp_path: Path) -> None:

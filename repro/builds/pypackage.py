@@ -487,13 +487,21 @@ def check_instrumented(modules: Sequence[tuple[str, Path]], site: Path, backend:
 
 
 def runtime_hint(error: str) -> str:
-    """Why a TSAN symbol can be missing at import: two TSAN runtimes, one process."""
-    if "undefined symbol: __tsan_" not in error:
-        return ""
-    return (
-        " (the module was built for LLVM's TSAN runtime and this Python has gcc's: with "
-        "Rust/maturin or clang, build the Python with `compiler: clang`)"
-    )
+    """Why a module built with TSAN can fail to load: two TSAN runtimes, one process."""
+    if "undefined symbol: __tsan_" in error:
+        return (
+            " (the module was built for LLVM's TSAN runtime and this Python has gcc's: with "
+            "Rust/maturin or clang, build the Python with `compiler: clang`)"
+        )
+    if "static TLS block" in error and "tsan" in error:
+        # g++ (a CXX=g++ in extension.env) beside a clang TSAN Python: the module
+        # pulls in gcc's libtsan, which cannot load into a process running LLVM's.
+        return (
+            " (the module links a second TSAN runtime: its C or C++ was compiled by another "
+            "compiler than the Python's; drop CC/CXX from extension.env, or build the "
+            "Python with that compiler's family (`compiler:`))"
+        )
+    return ""
 
 
 _GIL_CHECK = (
