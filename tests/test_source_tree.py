@@ -104,3 +104,28 @@ def test_a_run_that_imports_the_checkout_is_not_clean(tmp_path: Path) -> None:
     bare = {**built_package_env(site, []), "PYTHONPATH": env["PYTHONPATH"]}
     ran = _run(["-c", "import pkg"], checkout, bare)
     assert imported_elsewhere(ran.stdout + ran.stderr) is None
+
+
+def test_the_plain_script_imports_the_package_as_repro_does(tmp_path: Path) -> None:
+    """The report's script installs the package into a venv and runs the same pytest
+    command in the checkout: it needs the same plugin, or tests inside the package run
+    the checkout's copy and the loop says "not reproduced". Its lines, run in bash."""
+    from repro.report.shell import _site_first_lines, shq
+
+    site, checkout = _layout(tmp_path)
+    run = (
+        f'cd {shq(str(checkout))} && "$PYTHON" -P -m pytest --import-mode=importlib '
+        "-p no:cacheprovider -q pkg/tests/test_copy.py"
+    )
+    head = [
+        "set -e",
+        f"WORK={shq(str(tmp_path / 'work'))}",
+        f"PYTHON={shq(sys.executable)}",
+        f"export PYTHONPATH={shq(str(site))}",
+    ]
+    # The venv's site-packages hold the package there; here the site folder stands in.
+    with_plugin = [*head, *_site_first_lines(), f"export REPRO_BUILT_SITE={shq(str(site))}", run]
+    ran = subprocess.run(["bash", "-c", "\n".join(with_plugin)], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    ran = subprocess.run(["bash", "-c", "\n".join([*head, run])], capture_output=True, text=True)
+    assert ran.returncode == 1 and "checkout" in ran.stdout, ran.stdout + ran.stderr

@@ -468,6 +468,27 @@ def _package_lines(inp: PlainInputs, out: list[str]) -> None:
         + " ".join([*config, "."])
     )
     out += ['PYTHON="$WORK/venv/bin/python"', 'cd "$WORK"']
+    if inp.recipe.reproducer.pytest is not None:
+        out += _site_first_lines()
+
+
+def _site_first_lines() -> list[str]:
+    """The pytest plugin repro runs tests with (repro/standalone/repro_site_first.py),
+    for tests that live inside the package: pytest imported the package from the
+    checkout beside them, without its compiled modules, and the loop said "not
+    reproduced" of a race that repro reproduced."""
+    from repro.builds.pypackage import STANDALONE
+
+    plugin = (STANDALONE / "repro_site_first.py").read_text()
+    site = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    return [
+        comment("tests inside the package: import it from the environment, not the checkout"),
+        'mkdir -p "$WORK/plugins"',
+        *_heredoc('"$WORK/plugins/repro_site_first.py"', plugin),
+        'export PYTHONPATH="$WORK/plugins${PYTHONPATH:+:$PYTHONPATH}"',
+        "export PYTEST_PLUGINS=repro_site_first",
+        f'export REPRO_BUILT_SITE="$("$PYTHON" -c {shq(site)})"',
+    ]
 
 
 def plain_script(inp: PlainInputs) -> str:
