@@ -129,3 +129,28 @@ def test_the_plain_script_imports_the_package_as_repro_does(tmp_path: Path) -> N
     assert ran.returncode == 0, ran.stdout + ran.stderr
     ran = subprocess.run(["bash", "-c", "\n".join([*head, run])], capture_output=True, text=True)
     assert ran.returncode == 1 and "checkout" in ran.stdout, ran.stdout + ran.stderr
+
+
+def test_a_namespace_package_is_checked_where_its_extension_lives(tmp_path: Path) -> None:
+    """`ns` is a namespace package spread over the site and the checkout; the extension
+    lives in `ns.fast`. Importing `ns` from the checkout's folder is fine while `ns.fast`
+    comes from the site, and is said when `ns.fast` comes from the checkout."""
+    site, checkout = tmp_path / "site", tmp_path / "src"
+    (site / "ns" / "fast").mkdir(parents=True)
+    (site / "ns" / "fast" / "__init__.py").write_text('COPY = "built"\n')
+    (checkout / "ns" / "docs").mkdir(parents=True)
+    env = {
+        **built_package_env(site, ["ns.fast._native"]),
+        "PYTHONPATH": os.pathsep.join([str(site), str(STANDALONE)]),
+    }
+    assert env["REPRO_BUILT_PACKAGES"] == "ns.fast"
+    ran = _run(["-c", "import ns.fast; print(ns.fast.COPY, list(ns.__path__))"], checkout, env)
+    output = ran.stdout + ran.stderr
+    assert ran.returncode == 0 and "built" in ran.stdout, output
+    assert imported_elsewhere(output) is None, output
+    (checkout / "ns" / "fast").mkdir()
+    (checkout / "ns" / "fast" / "__init__.py").write_text('COPY = "checkout"\n')
+    ran = _run(["-c", "import ns.fast; print(ns.fast.COPY)"], checkout, env)
+    output = ran.stdout + ran.stderr
+    assert "checkout" in ran.stdout, output
+    assert imported_elsewhere(output) == f"imported ns.fast from {checkout / 'ns/fast/__init__.py'}"

@@ -438,12 +438,14 @@ def ensure_build_deps(
 def built_package_env(site: Path, modules: Sequence[str]) -> dict[str, str]:
     """What the helpers in repro/standalone read to keep a run on the built wheel:
     the sitecustomize that says at exit when a package holding an extension module
-    was imported from elsewhere (the checkout's source tree), and the pytest plugin
+    was imported from elsewhere (the checkout's source tree; a namespace package is
+    elsewhere only when none of its parts is in the site), and the pytest plugin
     that imports a test path's packages from the site first."""
-    tops = sorted({m.split(".")[0] for m in modules})
+    # The packages that hold an extension module: where a pure-Python fallback lives.
+    parents = sorted({m.rsplit(".", 1)[0] for m in modules if "." in m})
     env = {"REPRO_BUILT_SITE": str(site), "PYTEST_PLUGINS": "repro_site_first"}
-    if tops:
-        env["REPRO_BUILT_PACKAGES"] = ",".join(tops)
+    if parents:
+        env["REPRO_BUILT_PACKAGES"] = ",".join(parents)
     return env
 
 

@@ -19,21 +19,24 @@ import sys
 MARK = "repro: {name} was imported from {where}, not from the package repro built ({site})\n"
 
 
-def _origin(module: object) -> "str | None":
+def _origin(module: object, root: str) -> "str | None":
+    """Where ``module`` came from, when that is outside ``root``; None when inside. A
+    namespace package (no ``__file__``) is inside when any of its parts is."""
     where = getattr(module, "__file__", None)
     if where:
-        return str(where)
-    for entry in getattr(module, "__path__", None) or ():
-        return str(entry)
-    return None
+        return None if os.path.realpath(str(where)).startswith(root) else str(where)
+    parts = [str(p) for p in getattr(module, "__path__", None) or ()]
+    if not parts or any(os.path.realpath(p).startswith(root) for p in parts):
+        return None
+    return parts[0]
 
 
 def _check(site: str, names: "list[str]") -> None:
     root = os.path.realpath(site) + os.sep
     for name in names:
         module = sys.modules.get(name)
-        where = _origin(module) if module is not None else None
-        if where and not os.path.realpath(where).startswith(root):
+        where = _origin(module, root) if module is not None else None
+        if where:
             with contextlib.suppress(OSError):
                 os.write(2, MARK.format(name=name, where=where, site=site).encode())
 
