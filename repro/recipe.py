@@ -242,6 +242,7 @@ def pytest_command(spec: PytestSpec) -> str:
         "-p",
         "no:cacheprovider",
         "-q",
+        "-rs",  # why a test was skipped: a run of skips only is no-test, and says why
         "--parallel-threads={threads}",
         f"--iterations={spec.iterations}",
     ]

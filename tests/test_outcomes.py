@@ -323,6 +323,10 @@ def test_tsan_start_failure_hint_names_what_exists(lost: Path, tmp_path: Path) -
         ("============================== 3 skipped in 1.03s ==============================\n",
          "3 skipped (no test ran)"),
         ("sss   [100%]\n3 skipped in 0.88s\n", "3 skipped (no test ran)"),
+        # with -rs, as the pytest reproducer runs: the first reason (pytest 9.2's lines)
+        ("ss   [100%]\n=== short test summary info ===\nSKIPPED [1] t/test_s.py:3: C Extension "
+         "not available\nSKIPPED [1] t/test_s.py:8: no speedups\n2 skipped in 1.64s\n",
+         "2 skipped: C Extension not available (no test ran)"),
         ("\n3 deselected in 0.79s\n", "3 deselected (no test ran)"),
         ("======= 1 skipped, 2 deselected, 1 warning in 1.32s =======\n",
          "1 skipped, 2 deselected, 1 warning (no test ran)"),
@@ -374,7 +378,7 @@ def test_a_stress_whose_only_test_is_skipped_runs_no_test(tmp_path: Path) -> Non
         "import pytest\n@pytest.mark.skip(reason='flaky on CI')\ndef test_counter():\n    pass\n"
     )
     r = tmp_path / "r.yaml"
-    command = f"{sys.executable} -m pytest -q -p no:cacheprovider test_s.py"
+    command = f"{sys.executable} -m pytest -q -rs -p no:cacheprovider test_s.py"
     r.write_text(
         "name: skipped\n"
         f"reproducer: {{command: {json.dumps(command)}, cwd: {json.dumps(str(tmp_path))}}}\n"
@@ -386,6 +390,7 @@ def test_a_stress_whose_only_test_is_skipped_runs_no_test(tmp_path: Path) -> Non
     data = json.loads(out.read_text())
     assert data["outcomes"].get("no-test") == 2, res.stdout + res.stderr
     assert not data["outcomes"].get("clean")
+    assert "1 skipped: flaky on CI (no test ran)" in " ".join(res.stdout.split()), res.stdout
 
 
 def test_a_run_that_ran_no_test_is_invalid_but_a_target_report_still_wins(lost: Path) -> None:

@@ -93,7 +93,7 @@ def test_pytest_reproducer_becomes_a_command() -> None:
     r = parse_recipe(text, Path("r.yaml"))
     assert r.reproducer.threads == 4
     assert r.reproducer.command == (
-        "{python} -P -m pytest --import-mode=importlib -p no:cacheprovider -q "
+        "{python} -P -m pytest --import-mode=importlib -p no:cacheprovider -q -rs "
         "--parallel-threads={threads} "
         "--iterations=7 'tests/t.py::test_a[{{x}}]' tests/u.py"
     )

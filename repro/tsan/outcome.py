@@ -308,7 +308,15 @@ def _pytest_skipped(output: str) -> str | None:
     for t in counts:
         if any(t.get(w) for w in _PYTEST_RAN) or not any(t.get(w) for w in _PYTEST_NOT_RUN):
             return None
-    return tallies[-1].group("parts")
+    said = tallies[-1].group("parts")
+    reason = _PYTEST_SKIP_REASON.search(output)
+    # Why, where pytest says it (-rs, which the pytest reproducer passes): "4 skipped" sent
+    # a user to the kept output, which said no more ("C Extension not available").
+    return f"{said}: {reason.group(1).strip()}" if reason else said
+
+
+# pytest's short summary of a skip, with -rs: "SKIPPED [4] pkg/test_x.py:12: why".
+_PYTEST_SKIP_REASON = re.compile(r"^SKIPPED \[\d+\] [^\n]*?:\d+: ([^\n]+)$", re.MULTILINE)
 
 
 def _unittest_skipped(output: str) -> str | None:
