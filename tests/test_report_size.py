@@ -186,6 +186,21 @@ def test_a_title_fits_a_github_issue_whatever_the_function_is_called() -> None:
     unbalanced = race_name({"kind": "data race", "function": "f" * 300})
     assert len(unbalanced) < TITLE_LIMIT
     assert race_name({"kind": "data race", "function": "operator<"}).endswith("operator<")
+    # An operator's own brackets stay: `operator()` read `operator(...)` (a pybind11 lambda).
+    lam = "pybind11_init__core(pybind11::module_&)::$_::operator()(Counter&, long) const"
+    assert race_name({"kind": "data race", "function": lam}) == (
+        "data race in pybind11_init__core(...)::$_::operator()(...) const"
+    )
+    shift = race_name({"kind": "data race", "function": "A<int>::operator<<(std::ostream&)"})
+    assert shift == "data race in A<...>::operator<<(...)"
+
+
+def test_dollars_in_markdown_text_are_not_math() -> None:
+    """GitHub typesets `$...$` as math; clang names lambdas `$_0`, and a report's row of
+    two of them rendered as a formula."""
+    from repro.report.markdown import text
+
+    assert text("f()::$_0::operator() | g()::$_1") == "f()::\\$_0::operator() | g()::\\$_1"
 
 
 def test_the_other_races_file_fits_a_comment_too(run_dir: Path) -> None:

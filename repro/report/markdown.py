@@ -66,14 +66,15 @@ def text(value: Any) -> str:
 
     Raw HTML (``<script>``, ``<img onerror>``) and link or image syntax would be
     rendered by a Markdown viewer, so ``<`` before a tag becomes ``&lt;``, brackets
-    and backslashes are escaped, and control characters (a newline that would start
+    and backslashes and dollars are escaped, and control characters (a newline that would start
     a new block) become one space. ``std::vector<int>`` and ``a <- b`` still read the same.
     """
     if value is None:
         return ""
     s = _CONTROL.sub(" ", str(value)).replace("\\", "\\\\")
     s = _TAG_START.sub("&lt;", s)
-    return s.replace("[", "\\[").replace("]", "\\]")
+    # `$` too: GitHub typesets `$...$` as math (clang's lambdas are `$_0`).
+    return s.replace("[", "\\[").replace("]", "\\]").replace("$", "\\$")
 
 
 def url(value: Any) -> str | None:
