@@ -356,6 +356,24 @@ def test_a_target_with_nothing_of_any_race_says_which_race_there_was(
     assert "near miss: race" not in out
     assert "no race seen has all of the target's names; race" in out, out
     assert "read_shared" in out and "write_shared" in out and "--suggest-target" in out
+    assert '("read_and_write" matches no frame of it)' in out, out
+
+
+def test_a_template_written_as_in_the_source_is_told_how_tsan_names_it() -> None:
+    """`Accumulator<T>::add`, as the source spells it, matches nothing: the message said
+    which race there was, not which pattern failed or how to write it. The real log of
+    a pybind11 race."""
+    from repro.report.fmt import lacking_text
+    from repro.tsan.nearmiss import lacking_patterns
+
+    report = parse_log(stored_log("clang-pybind11-template.log")).reports[0]
+    rule = TargetRule(functions=("Accumulator<T>::add", "Accumulator::get"), files=("x.cpp",))
+    lacking = lacking_patterns(report, rule)
+    assert lacking == ("Accumulator<T>::add", "x.cpp")
+    said = lacking_text(lacking)
+    assert '"Accumulator<T>::add" and "x.cpp" match no frame of it' in said
+    assert "Accumulator<long>::add, or with none, Accumulator::add" in said
+    assert lacking_text(()) == ""
 
 
 def test_the_near_miss_named_first_holds_every_name_of_the_target(tmp_path: Path) -> None:

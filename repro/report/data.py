@@ -828,7 +828,9 @@ def _nearest(files: RunFiles) -> dict[str, Any]:
         "near_misses": misses[:MAX_SHOWN],
         "near_misses_total": len(misses),
         "unmatched_race": (
-            {"signature": unmatched[0], "names": list(unmatched[1])} if unmatched else None
+            {"signature": unmatched[0], "names": list(unmatched[1]), "lacking": list(unmatched[2])}
+            if unmatched
+            else None
         ),
     }
 

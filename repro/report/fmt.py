@@ -6,8 +6,9 @@ one place is what makes that true.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from repro.text import truncate as truncate
@@ -301,3 +302,19 @@ def beside_recipe_text(names: list[str]) -> str:
         f"Save {', '.join(names)} beside recipe.yaml: the recipe runs {them} from its own "
         "folder ({recipe_dir}); the plain script below carries a small one's text."
     )
+
+
+def lacking_text(lacking: Sequence[str]) -> str:
+    """Which of the target's names a race lacks, and how a template is written, alike on
+    the console and in every report format ("" when it lacks none)."""
+    if not lacking:
+        return ""
+    quoted = " and ".join(json.dumps(p) for p in lacking)
+    verb = "matches" if len(lacking) == 1 else "match"
+    out = f" ({quoted} {verb} no frame of it"
+    if any("<" in p and "operator<" not in p for p in lacking):
+        out += (
+            "; a template's method is named with the arguments TSAN prints, "
+            "Accumulator<long>::add, or with none, Accumulator::add"
+        )
+    return out + ")"

@@ -141,10 +141,11 @@ def _nearest(doc: Mapping[str, Any]) -> list[str]:
     u = doc.get("unmatched_race")
     if u:
         names = ", ".join(_code(n) for n in u.get("names") or [])
+        lacking = _e(fmt.lacking_text(u.get("lacking") or []))
         out.append(
             f"<p>No race seen has all of the target's names; race {_code(u.get('signature'))} "
-            f"has {names} (<code>repro stress RECIPE --suggest-target</code> prints a target "
-            "for it).</p>"
+            f"has {names}{lacking} (<code>repro stress RECIPE --suggest-target</code> prints "
+            "a target for it).</p>"
         )
     return out
 

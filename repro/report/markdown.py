@@ -232,10 +232,12 @@ def _nearest(doc: Mapping[str, Any]) -> list[str]:
     u = doc.get("unmatched_race")
     if u:
         names = ", ".join(inline(n) for n in u.get("names") or [])
+        lacking = text(fmt.lacking_text(u.get("lacking") or []))
         out += [
             "",
             f"No race seen has all of the target's names; race {inline(u.get('signature'))} "
-            f"has {names} (`repro stress RECIPE --suggest-target` prints a target for it).",
+            f"has {names}{lacking} (`repro stress RECIPE --suggest-target` prints a target "
+            "for it).",
         ]
     return out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from repro.report.fmt import lacking_text
 from repro.report.runfiles import RunFiles, example_report, load_run
 from repro.report.tsantext import first_not_noise, report_noise_module
 from repro.runlog import SignatureStats
@@ -20,6 +21,7 @@ from repro.tsan.nearmiss import (
     NearMiss,
     SuggestedTarget,
     extension_race_first,
+    lacking_patterns,
     near_miss,
     starts_outside_interpreter,
     suggest_target,
@@ -130,18 +132,23 @@ def suggested_target_of(
 
 def unmatched_race(
     files: RunFiles, misses: list[SeenNearMiss]
-) -> tuple[str, tuple[str, ...]] | None:
-    """(signature id, its names) of the race a user most likely means, when no run hit
-    and nothing of the target is in any race seen (``misses``: the run's near misses,
-    which the caller has read already): a name written otherwise than TSAN prints it, or
-    the wrong race. Saying which race was there lets the user tell."""
-    if files.record.counts.hits or misses:
+) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
+    """(signature id, its names, the target's patterns it lacks) of the race a user most
+    likely means, when no run hit and nothing of the target is in any race seen
+    (``misses``: the run's near misses, which the caller has read already): a name
+    written otherwise than TSAN prints it, or the wrong race. Saying which race was there,
+    and which of the target's names it lacks, lets the user tell."""
+    if files.record.counts.hits or misses or files.recipe is None:
         return None
     suggestion = suggested_target_of(files, misses)
     if suggestion is None or suggestion[2] is not None:
         return None
     sig_id, target, _ = suggestion
-    return sig_id, (*target.functions, *target.files)
+    st = files.record.signatures.get(sig_id)
+    report = _report_of(files, sig_id, st.entry.example if st else None)
+    rule = files.recipe.target.rule()
+    lacking = lacking_patterns(report, rule, files.drop) if report is not None else ()
+    return sig_id, (*target.functions, *target.files), lacking
 
 
 def near_miss_lines(run_dir: Path, runs: int, hint: bool = True) -> list[str]:
@@ -164,9 +171,10 @@ def near_miss_lines(run_dir: Path, runs: int, hint: bool = True) -> list[str]:
         )
     unmatched = unmatched_race(files, misses) if hint else None
     if unmatched is not None:
-        sig_id, names = unmatched
+        sig_id, names, lacking = unmatched
         lines.append(
             f"no race seen has all of the target's names; race {sig_id} has "
-            f"{', '.join(names)}: repro stress RECIPE --suggest-target prints a target for it"
+            f"{'; '.join(names)}{lacking_text(lacking)}: repro stress RECIPE "
+            "--suggest-target prints a target for it"
         )
     return lines

@@ -36,6 +36,7 @@ from repro.tsan.signature import (
 __all__ = [
     "NearMiss",
     "SuggestedTarget",
+    "lacking_patterns",
     "near_miss",
     "starts_outside_interpreter",
     "suggest_target",
@@ -193,6 +194,18 @@ def near_miss(
     sig = signature_of(report, depth=signature_depth, drop=drop)
     lacked = len(absent[0]) + len(absent[1]) if _ABSENT in relaxed else 0
     return NearMiss(sig, tuple(unmatched), fixes, lacked)
+
+
+def lacking_patterns(
+    report: Report, rule: TargetRule, drop: Sequence[str] = DEFAULT_DROP
+) -> tuple[str, ...]:
+    """The target's patterns, functions then files, that no frame of ``report`` holds at
+    any depth: what to write otherwise when no race has all of them."""
+    drop = tuple(drop)
+    stacks = _stacks(report) or [frames for _, frames in report.other_stacks]
+    deepest = max((len(significant_frames(s, drop)) for s in stacks), default=0)
+    functions, files = _absent_patterns(report, rule, drop, deepest)
+    return (*functions, *files)
 
 
 def _absent_patterns(
