@@ -175,3 +175,43 @@ def test_a_terminal_width_that_cannot_be_used_still_shows_everything(
     assert "no such recipe file" in res.stderr, res.stderr
     shown = repro("--help", env={"COLUMNS": columns}).stdout
     assert "Usage:" in shown and "stress" in shown, shown
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("pybind11_init__core(pybind11::module_&)::$_0::operator()(Counter&, long) const",
+         "pybind11_init__core(...)::$_0::operator()(...) const"),
+        ("std::vector<int>::push_back(int const&)", "std::vector<...>::push_back(...)"),
+        # a bracket at the start or after :: is part of the name
+        ("<pyo3::impl_::BorrowChecker as pyo3::impl_::Checker>::try_borrow",
+         "<pyo3::impl_::BorrowChecker as pyo3::impl_::Checker>::try_borrow"),
+        ("(anonymous namespace)::worker(void*)", "(anonymous namespace)::worker(...)"),
+        ("A<int>::operator<<(std::ostream&)", "A<...>::operator<<(...)"),
+        ("tally_add", "tally_add"),
+        ("f(a(b)", "f(a(b)"),
+    ],
+)  # fmt: skip
+def test_a_cpp_frame_is_shown_with_its_lists_elided(name: str, shown: str) -> None:
+    from repro.report.fmt import elide_lists
+
+    assert elide_lists(name) == shown
+
+
+def test_races_whose_cpp_frames_share_a_prefix_are_told_apart_in_the_table() -> None:
+    """Two lambdas of one pybind11 module: at 100 columns both rows read
+    `pybind11_init__core(py…`, and the table could not tell the races apart."""
+    from rich.console import Console
+
+    from repro.app.view import summary_table
+
+    init = "pybind11_init__core(pybind11::module_&)"
+    sigs = [
+        {"id": f"{i}" * 12, "kind": "data race", "target": False, "count": 1, "runs": 1,
+         "top_frames": [[f"{init}::$_{i}::operator()({arg}) const"]] * 2}
+        for i, arg in ((0, "Counter&, long"), (1, "Counter const&"))
+    ]  # fmt: skip
+    console = Console(width=100, record=True)
+    console.print(summary_table({"signatures": sigs}))
+    shown = " ".join(console.export_text().split())
+    assert "$_0::operator()" in shown and "$_1::operator()" in shown, shown

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from repro.app.loop import StressState
 from repro.app.runner import LINGER
-from repro.report.fmt import plural, same_race_note, seconds
+from repro.report.fmt import elide_lists, plural, same_race_note, seconds
 from repro.report.fmt import top_frames as fmt_top_frames
 from repro.runlog import Counts
 from repro.text import truncate
@@ -167,7 +167,9 @@ def summary_table(summary: dict[str, Any], inside: Collection[str] = ()) -> Rend
     if noted:
         sigs.add_column("note")
     for s in summary["signatures"]:
-        frames = fmt_top_frames(s["top_frames"])
+        # Lists elided: C++ frames that share a long prefix were cut alike, and the
+        # table could not tell their races apart (the reports keep the whole names).
+        frames = fmt_top_frames([[elide_lists(f) for f in side] for side in s["top_frames"]])
         said = same_race_note(s.get("same_race_as")) or (
             "inside CPython" if s["id"] in inside else ""
         )

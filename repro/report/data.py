@@ -129,35 +129,9 @@ TITLE_LIMIT = 256
 _FUNCTION_IN_TITLE = 100
 
 
-# Operators whose names hold brackets: kept whole, or `operator()` read `operator(...)`.
-_OPERATOR = re.compile(r"operator(?:\(\)|\[\]|<=>|<<=?|>>=?|<=|>=|->\*?|<|>)")
-
-
 def _short_function(name: str) -> str:
-    """A function's name for a title: template and argument lists elided ("<...>",
-    "(...)"), then cut."""
-    operators = _OPERATOR.findall(name)
-    marked = _OPERATOR.sub("\0", name)  # a character no demangled name holds
-    out: list[str] = []
-    depth = 0
-    for c in marked:
-        if c in "<(":
-            if depth == 0:
-                out.append(c + "...")
-            depth += 1
-        elif c in ">)" and depth:
-            depth -= 1
-            if depth == 0:
-                out.append(c)
-        elif depth == 0:
-            out.append(c)
-    if depth:
-        short = name
-    else:
-        pieces = "".join(out).split("\0")
-        short = pieces[0] + "".join(
-            op + rest for op, rest in zip(operators, pieces[1:], strict=True)
-        )
+    """A function's name for a title: template and argument lists elided, then cut."""
+    short = fmt.elide_lists(name)
     return short if len(short) <= _FUNCTION_IN_TITLE else short[: _FUNCTION_IN_TITLE - 3] + "..."
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -318,3 +319,44 @@ def lacking_text(lacking: Sequence[str]) -> str:
             "Accumulator<long>::add, or with none, Accumulator::add"
         )
     return out + ")"
+
+
+# Operators whose names hold brackets: kept whole, or `operator()` read `operator(...)`.
+_OPERATOR = re.compile(r"operator(?:\(\)|\[\]|<=>|<<=?|>>=?|<=|>=|->\*?|<|>)")
+
+
+def elide_lists(name: str) -> str:
+    """A C++ function's name with its template and argument lists elided ("<...>",
+    "(...)"): for a title, and for a console table where C++ frames that share a long
+    prefix (`pybind11_init__core(pybind11::module_&)::$_0::operator()(...)`) were all cut
+    to the same `pybind11_init__core(py…`.
+
+    A list follows a name; a bracket at the start or after `::` is part of the name and
+    stays: Rust's `<T as Trait>::f`, C++'s `(anonymous namespace)::f`. A name whose
+    brackets do not pair is kept whole."""
+    operators = _OPERATOR.findall(name)
+    marked = _OPERATOR.sub("\0", name)  # a character no demangled name holds
+    out: list[str] = []
+    depth = 0
+    keep = 0  # depth of a group that is part of the name, kept as written
+    for i, c in enumerate(marked):
+        if keep:
+            out.append(c)
+            keep += {"<": 1, "(": 1, ">": -1, ")": -1}.get(c, 0)
+        elif c in "<(" and depth == 0 and (i == 0 or marked[:i].endswith("::")):
+            out.append(c)
+            keep = 1
+        elif c in "<(":
+            if depth == 0:
+                out.append(c + "...")
+            depth += 1
+        elif c in ">)" and depth:
+            depth -= 1
+            if depth == 0:
+                out.append(c)
+        elif depth == 0:
+            out.append(c)
+    if depth or keep:
+        return name
+    pieces = "".join(out).split("\0")
+    return pieces[0] + "".join(op + rest for op, rest in zip(operators, pieces[1:], strict=True))
