@@ -160,7 +160,7 @@ def summary_table(summary: dict[str, Any], inside: Collection[str] = ()) -> Rend
     sigs.add_column("", width=6)
     sigs.add_column("signature")
     sigs.add_column("kind")
-    sigs.add_column("top frames")
+    sigs.add_column("top frames", overflow="fold")  # wrapped whole: a cut C++ name hid its lambda
     sigs.add_column("reports", justify="right")
     sigs.add_column("runs", justify="right")
     noted = bool(inside) or any(s.get("same_race_as") for s in summary["signatures"])
@@ -169,7 +169,11 @@ def summary_table(summary: dict[str, Any], inside: Collection[str] = ()) -> Rend
     for s in summary["signatures"]:
         # Lists elided: C++ frames that share a long prefix were cut alike, and the
         # table could not tell their races apart (the reports keep the whole names).
-        frames = fmt_top_frames([[elide_lists(f) for f in side] for side in s["top_frames"]])
+        # The top frame keeps its arguments: they tell two lambdas of a function apart.
+        sides = [
+            [elide_lists(f, params=i > 0) for i, f in enumerate(side)] for side in s["top_frames"]
+        ]
+        frames = fmt_top_frames(sides)
         said = same_race_note(s.get("same_race_as")) or (
             "inside CPython" if s["id"] in inside else ""
         )

@@ -325,7 +325,7 @@ def lacking_text(lacking: Sequence[str]) -> str:
 _OPERATOR = re.compile(r"operator(?:\(\)|\[\]|<=>|<<=?|>>=?|<=|>=|->\*?|<|>)")
 
 
-def elide_lists(name: str) -> str:
+def elide_lists(name: str, params: bool = True) -> str:
     """A C++ function's name with its template and argument lists elided ("<...>",
     "(...)"): for a title, and for a console table where C++ frames that share a long
     prefix (`pybind11_init__core(pybind11::module_&)::$_0::operator()(...)`) were all cut
@@ -333,7 +333,10 @@ def elide_lists(name: str) -> str:
 
     A list follows a name; a bracket at the start or after `::` is part of the name and
     stays: Rust's `<T as Trait>::f`, C++'s `(anonymous namespace)::f`. A name whose
-    brackets do not pair is kept whole."""
+    brackets do not pair is kept whole. ``params=False`` keeps argument lists (their
+    templates elided): what tells two lambdas of one function apart."""
+    opening = "<(" if params else "<"
+    closing = ">)" if params else ">"
     operators = _OPERATOR.findall(name)
     marked = _OPERATOR.sub("\0", name)  # a character no demangled name holds
     out: list[str] = []
@@ -346,11 +349,11 @@ def elide_lists(name: str) -> str:
         elif c in "<(" and depth == 0 and (i == 0 or marked[:i].endswith("::")):
             out.append(c)
             keep = 1
-        elif c in "<(":
+        elif c in opening:
             if depth == 0:
                 out.append(c + "...")
             depth += 1
-        elif c in ">)" and depth:
+        elif c in closing and depth:
             depth -= 1
             if depth == 0:
                 out.append(c)
