@@ -250,6 +250,18 @@ def pytest_command(spec: PytestSpec) -> str:
     return " ".join(["{python}", *words, *tail])
 
 
+# Words of the pytest reproducer's command that change what pytest prints, not what it
+# runs: a record made by a repro that did not pass one is the same experiment.
+PYTEST_REPORT_WORDS = frozenset({"-rs"})
+
+
+def experiment_command(command: str) -> str:
+    """``command`` as it bears on a race's rate (``PYTEST_REPORT_WORDS`` left out): a
+    resume compares it with its record's, and refused every pytest record of the repro
+    before `-rs`."""
+    return " ".join(w for w in command.split(" ") if w not in PYTEST_REPORT_WORDS)
+
+
 def _pytest_to_command(data: Any) -> Any:
     """`pytest:` is shorthand for a command; the rest of repro sees only the command."""
     if not isinstance(data, dict) or data.get("pytest") is None:

@@ -209,3 +209,35 @@ def test_differences_name_what_would_change_the_rate() -> None:
     assert differences(info, knob, host, host) == [
         "variable STRESS_ROUNDS: stress None, racy end '0'"
     ]
+
+
+def test_a_record_of_an_older_repro_is_the_same_experiment() -> None:
+    """This repro passes pytest `-rs` and sets its helpers' variables (REPRO_BUILT_SITE,
+    PYTEST_PLUGINS) in a package's environment: neither changes what a run does, and a
+    resume of a record made before them was refused as another experiment."""
+    pytest_cmd = "/e/python -P -m pytest --import-mode=importlib -p no:cacheprovider -q {}t.py"
+    before = {
+        "extension": {"sha": "a" * 40, "key": "k1"},
+        "python": {"key": "py1"},
+        "command": pytest_cmd.format(""),
+        "env": {"PYTEST_PLUGINS": "repro_tsan_attrib", "PYTHONPATH": "/c/k1/site"},
+    }
+    now = {
+        **before,
+        "command": pytest_cmd.format("-rs "),
+        "env": {
+            **before["env"],
+            "PYTEST_PLUGINS": "repro_site_first,repro_tsan_attrib",
+            "REPRO_BUILT_SITE": "/c/k1/site",
+            "REPRO_BUILT_PACKAGES": "tally",
+        },
+    }
+    host = {"cpu": {"count": 2}}
+    assert differences(before, now, host, host) == []
+    # What a run does still counts: another test, another path on the module search path.
+    other = {**now, "command": pytest_cmd.format("-rs -x ")}
+    assert [d.split(":")[0] for d in differences(before, other, host, host)] == ["command"]
+    moved = {**now, "env": {**now["env"], "PYTHONPATH": "/c/k2/site"}}
+    assert [d.split(":")[0] for d in differences(before, moved, host, host)] == [
+        "variable PYTHONPATH"
+    ]

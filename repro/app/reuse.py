@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 
 from repro.app.calibration import calibrated
+from repro.builds.pypackage import BUILT_PACKAGE_VARIABLES
 from repro.errors import ReproError
-from repro.recipe import LoadedRecipe, load_run_recipe
+from repro.recipe import LoadedRecipe, experiment_command, load_run_recipe
 from repro.runlog import RunDir
 from repro.runlog.events import RunEvent, SignatureEvent
 from repro.tsan.outcome import Outcome
@@ -87,6 +88,10 @@ def _dig(d: Mapping[str, Any] | None, *keys: str) -> Any:
     return d
 
 
+def _command(value: Any) -> Any:
+    return experiment_command(value) if isinstance(value, str) else value
+
+
 def differences(
     stress_info: Mapping[str, Any],
     racy_info: Mapping[str, Any],
@@ -111,12 +116,13 @@ def differences(
         ("CPython build", _dig(stress_info, "python", "key"), _dig(racy_info, "python", "key")),
     ]
     pairs += [(f, stress_info.get(f), racy_info.get(f)) for f in _CONTEXT_FIELDS]
+    pairs = [(f, _command(a), _command(b)) if f == "command" else (f, a, b) for f, a, b in pairs]
     env_a = stress_info.get("env") or {}
     env_b = racy_info.get("env") or {}
     pairs += [
         (f"variable {k}", env_a.get(k), env_b.get(k))
         for k in sorted(set(env_a) | set(env_b))
-        if k not in _FROM_FIELDS
+        if k not in _FROM_FIELDS and k not in BUILT_PACKAGE_VARIABLES
     ]
     pairs += [(".".join(k), _dig(stress_host, *k), _dig(racy_host, *k)) for k in _HOST_FIELDS]
     before, after = labels

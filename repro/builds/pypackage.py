@@ -435,6 +435,11 @@ def ensure_build_deps(
 # --- one commit ------------------------------------------------------------------------
 
 
+# What built_package_env sets: they follow from the build (whose key a resume compares)
+# and name repro's own helpers, so a record made before them is the same experiment.
+BUILT_PACKAGE_VARIABLES = frozenset({"REPRO_BUILT_SITE", "REPRO_BUILT_PACKAGES", "PYTEST_PLUGINS"})
+
+
 def built_package_env(site: Path, modules: Sequence[str]) -> dict[str, str]:
     """What the helpers in repro/standalone read to keep a run on the built wheel:
     the sitecustomize that says at exit when a package holding an extension module
