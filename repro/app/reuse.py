@@ -88,8 +88,11 @@ def _dig(d: Mapping[str, Any] | None, *keys: str) -> Any:
     return d
 
 
-def _command(value: Any) -> Any:
-    return experiment_command(value) if isinstance(value, str) else value
+def _context(info: Mapping[str, Any], field: str) -> Any:
+    """A field of the run context as it bears on the rate (the command without the words
+    that change only what pytest prints)."""
+    value = info.get(field)
+    return experiment_command(value) if field == "command" and isinstance(value, str) else value
 
 
 def differences(
@@ -115,8 +118,7 @@ def differences(
         ),
         ("CPython build", _dig(stress_info, "python", "key"), _dig(racy_info, "python", "key")),
     ]
-    pairs += [(f, stress_info.get(f), racy_info.get(f)) for f in _CONTEXT_FIELDS]
-    pairs = [(f, _command(a), _command(b)) if f == "command" else (f, a, b) for f, a, b in pairs]
+    pairs += [(f, _context(stress_info, f), _context(racy_info, f)) for f in _CONTEXT_FIELDS]
     env_a = stress_info.get("env") or {}
     env_b = racy_info.get("env") or {}
     pairs += [

@@ -89,8 +89,9 @@ def _add_report(files: RunFiles, race: dict[str, Any]) -> None:
 
 def _races(files: RunFiles) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     rec = files.record
+    same = rec.same_races()
     entries = [
-        {**_race_entry(st.entry, st.reports, st.runs), "same_race_as": rec.whole_race_of(sid)}
+        {**_race_entry(st.entry, st.reports, st.runs), "same_race_as": same.get(sid)}
         for sid, st in rec.signatures.items()
     ]
     entries.sort(key=lambda e: (not e["target"], -e["runs"], -e["reports"], e["signature"]))

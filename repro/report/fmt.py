@@ -220,7 +220,7 @@ def lost_stack_note(rows: int) -> str:
 
 def same_race_note(whole: str | None) -> str:
     """The note of a signature that is another race with one stack lost (``Record.
-    whole_race_of``), alike on the console and in every report format."""
+    same_races``), alike on the console and in every report format."""
     return f"one stack lost: race {whole}" if whole else ""
 
 

@@ -86,7 +86,16 @@ def suggested_target_of(
     files: RunFiles, misses: list[SeenNearMiss] | None = None
 ) -> tuple[str, SuggestedTarget, str | None] | None:
     """(signature id, target naming both accesses, the uninstrumented module the race is
-    wholly inside or None) for the race a user most likely means.
+    wholly inside or None) for the race a user most likely means (``_likely_race``)."""
+    found = _likely_race(files, misses)
+    if found is None:
+        return None
+    sig_id, report = found
+    return sig_id, suggest_target(report, files.drop), report_noise_module(report)
+
+
+def _likely_race(files: RunFiles, misses: list[SeenNearMiss] | None) -> tuple[str, Report] | None:
+    """(signature id, its example report) of the race a user most likely means.
 
     The target race when runs hit it (its target then names both sides exactly);
     else the near miss seen in most runs; else the other race seen in most runs,
@@ -125,9 +134,7 @@ def suggested_target_of(
             found = first_not_noise(report_of(st) for st in stats)
             chosen = stats[found] if found is not None else chosen
     report = report_of(chosen)
-    if report is None:
-        return None
-    return chosen.entry.id, suggest_target(report, drop), report_noise_module(report)
+    return None if report is None else (chosen.entry.id, report)
 
 
 def unmatched_race(
@@ -140,14 +147,12 @@ def unmatched_race(
     and which of the target's names it lacks, lets the user tell."""
     if files.record.counts.hits or misses or files.recipe is None:
         return None
-    suggestion = suggested_target_of(files, misses)
-    if suggestion is None or suggestion[2] is not None:
+    found = _likely_race(files, misses)
+    if found is None or report_noise_module(found[1]) is not None:
         return None
-    sig_id, target, _ = suggestion
-    st = files.record.signatures.get(sig_id)
-    report = _report_of(files, sig_id, st.entry.example if st else None)
-    rule = files.recipe.target.rule()
-    lacking = lacking_patterns(report, rule, files.drop) if report is not None else ()
+    sig_id, report = found
+    target = suggest_target(report, files.drop)
+    lacking = lacking_patterns(report, files.recipe.target.rule(), files.drop)
     return sig_id, (*target.functions, *target.files), lacking
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.builds.cpython import DEFAULT_MIRROR
-from repro.builds.pypackage import INSTALL_TSAN_OPTIONS
+from repro.builds.pypackage import INSTALL_TSAN_OPTIONS, STANDALONE
 from repro.host.compilers import cxx_for
 from repro.placeholders import expand_for_shell
 from repro.recipe import Recipe
@@ -477,8 +477,6 @@ def _site_first_lines() -> list[str]:
     for tests that live inside the package: pytest imported the package from the
     checkout beside them, without its compiled modules, and the loop said "not
     reproduced" of a race that repro reproduced."""
-    from repro.builds.pypackage import STANDALONE
-
     plugin = (STANDALONE / "repro_site_first.py").read_text()
     site = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     return [

@@ -264,43 +264,35 @@ class Record:
     def other_signature_ids(self) -> list[str]:
         return [sid for sid, s in self.signatures.items() if not s.entry.target]
 
-    def _complete(self) -> dict[str, SignatureEvent]:
-        return {
-            sid: s.entry
-            for sid, s in self.signatures.items()
-            if s.entry.top_frames and all(s.entry.top_frames)
-        }
-
-    def whole_race_of(self, sid: str) -> str | None:
-        """The complete signature that the partial signature ``sid`` is part of, or None.
+    def same_races(self) -> dict[str, str]:
+        """Each partial signature of the record that is a complete one's race once more:
+        partial id -> complete id.
 
         A report whose one side TSAN could not restore reads "? | f"; where a complete
         signature of the record has that side, it is that race once more. Every count
         of distinct races and every table of races asks here, so that "4 distinct" is
         not said beside a table of 7 rows with nothing to tell the 3 apart."""
-        return _whole_of(self.signatures.get(sid), self._complete())
+        full = {
+            sid: s.entry
+            for sid, s in self.signatures.items()
+            if s.entry.top_frames and all(s.entry.top_frames)
+        }
+        pairs = ((sid, _whole_of(s, full)) for sid, s in self.signatures.items())
+        return {sid: whole for sid, whole in pairs if whole is not None}
 
     def distinct_races(self, ids: Iterable[str]) -> int:
-        """How many races the signatures ``ids`` are (``whole_race_of``: "other races:
-        2" was said of one race)."""
-        full = self._complete()
-        races: set[str] = set()
-        for sid in ids:
-            races.add(_whole_of(self.signatures.get(sid), full) or sid)
-        return len(races)
+        """How many races the signatures ``ids`` are (``same_races``: "other races: 2"
+        was said of one race)."""
+        same = self.same_races()
+        return len({same.get(sid, sid) for sid in ids})
 
     def signatures_json(self) -> list[dict[str, Any]]:
         ranked = sorted(
             self.signatures.values(),
             key=lambda s: (not s.entry.target, -s.runs, -s.reports, s.entry.id),
         )
-        full = self._complete()
-        out = []
-        for s in ranked:
-            d = s.to_json()
-            d["same_race_as"] = _whole_of(s, full)
-            out.append(d)
-        return out
+        same = self.same_races()
+        return [{**s.to_json(), "same_race_as": same.get(s.entry.id)} for s in ranked]
 
     def mean_run_seconds(self) -> float:
         return self.run_seconds / self.counts.runs if self.counts.runs else 0.0
