@@ -73,6 +73,12 @@ def _stacks(report: Report) -> list[tuple[Frame, ...]]:
     return [a.stack for a in (report.current, report.previous) if a is not None]
 
 
+def _deepest(report: Report, drop: tuple[str, ...]) -> int:
+    """The most significant frames of any stack: how deep a relaxed target may look."""
+    stacks = _stacks(report) or [frames for _, frames in report.other_stacks]
+    return max((len(significant_frames(s, drop)) for s in stacks), default=0)
+
+
 def _where(frame: Frame) -> str:
     name = normalise_function(frame.function)
     if frame.file:
@@ -102,8 +108,7 @@ def near_miss(
     drop = tuple(drop)
     if matches(report, rule, drop):
         return None
-    stacks = _stacks(report) or [frames for _, frames in report.other_stacks]
-    deepest = max((len(significant_frames(s, drop)) for s in stacks), default=0)
+    deepest = _deepest(report, drop)
     available = []
     if rule.kind is not None and normalise_kind(rule.kind) != report.kind:
         available.append(_KIND)
@@ -202,8 +207,7 @@ def lacking_patterns(
     """The target's patterns, functions then files, that no frame of ``report`` holds at
     any depth: what to write otherwise when no race has all of them."""
     drop = tuple(drop)
-    stacks = _stacks(report) or [frames for _, frames in report.other_stacks]
-    deepest = max((len(significant_frames(s, drop)) for s in stacks), default=0)
+    deepest = _deepest(report, drop)
     functions, files = _absent_patterns(report, rule, drop, deepest)
     return (*functions, *files)
 
