@@ -91,6 +91,9 @@ def test_init_pytest_only(tmp_path: Path) -> None:
     assert f"next: repro stress {out} --runs 20 --suggest-target" in res.stdout
     data = yaml.safe_load(out.read_text())
     assert data["reproducer"]["pytest"]["tests"] == ["tests/test_a.py::test_b"]
+    assert data["name"] == "pkg-race"
+    # No log to read the version from: the comment does not send the user to one.
+    assert 'version: "3.13.5"    # assumed: no log to read it from' in out.read_text()
 
 
 def test_a_placeholder_left_in_a_command_is_refused_with_its_line(tmp_path: Path) -> None:
@@ -295,8 +298,9 @@ def test_the_recipe_builds_the_commit_checked_out_not_the_remotes_head(tmp_path:
             check=True, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
 
-    upstream = tmp_path / "upstream"
-    upstream.mkdir()
+    # The upstream is a fetched mirror (`.../Owner+pkg/repo`): its last part is no name.
+    upstream = tmp_path / "Owner+pkg" / "repo"
+    upstream.mkdir(parents=True)
     git(upstream, "init", "-q", "-b", "main")
     (upstream / "pyproject.toml").write_text('[project]\nname = "pkg"\nversion = "1"\n')
     (upstream / "tests").mkdir()
@@ -308,7 +312,7 @@ def test_the_recipe_builds_the_commit_checked_out_not_the_remotes_head(tmp_path:
     (upstream / "fix.txt").write_text("fixed")
     git(upstream, "add", "-A")
     git(upstream, "commit", "-q", "-m", "the fix")
-    clone = tmp_path / "clone"
+    clone = tmp_path / "pkg"
     subprocess.run(["git", "clone", "-q", str(upstream), str(clone)], check=True)
     git(clone, "checkout", "-q", "v1.0")
     out = clone / "r.yaml"
@@ -317,6 +321,7 @@ def test_the_recipe_builds_the_commit_checked_out_not_the_remotes_head(tmp_path:
     ext = yaml.safe_load(out.read_text())["extension"]
     assert ext["ref"] == racy and ext["repo"] == str(upstream)
     assert "the commit checked out here (v1.0)" in out.read_text()
+    assert yaml.safe_load(out.read_text())["name"] == "pkg-race"  # was "repo-race"
     # A commit of this checkout's only: the checkout is the source.
     git(clone, "checkout", "-q", "-b", "work")
     (clone / "local.txt").write_text("mine")

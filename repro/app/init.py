@@ -57,6 +57,7 @@ class Facts:
     rust_test: str | None = None  # the libtest name of the race's test, from its frames
     backend: str | None = None  # the package's build backend, as repro names it
     clang_from: str | None = None  # why the recipe's CPython is built with clang
+    project: str = "race"  # the recipe's name: the project's, not its remote's last part
 
 
 # A Rust test's closures and the crate's own name around the test's path, as TSAN
@@ -209,6 +210,7 @@ def repo_from_checkout(cwd: Path, facts: Facts) -> None:
         with contextlib.suppress(BuildError):
             facts.backend = find_backend(root, str(root)).name
     facts.repo, facts.repo_from = str(root), "this checkout (no git remote)"
+    facts.project = root.name
     # The commit checked out here, not "HEAD": in the remote, HEAD is its default
     # branch (a user who checked out the racy release got the fixed one built, and
     # "not reproduced").
@@ -231,6 +233,7 @@ def repo_from_checkout(cwd: Path, facts: Facts) -> None:
         m = re.match(r"(?:git@([^:]+):|https?://([^/]+)/)(.+?)(?:\.git)?/?$", remote)
         if m:
             facts.web_url = f"https://{m.group(1) or m.group(2)}/{m.group(3)}"
+            facts.project = m.group(3).rsplit("/", 1)[-1]
 
 
 def render(facts: Facts, name: str, source: str) -> str:
@@ -370,6 +373,8 @@ def run_init(
     for node in pytest_nodes:
         check_node(node, cwd)
     source = []
+    if from_log is None:
+        facts.version_from = "assumed: no log to read it from"
     if from_log is not None:
         if not from_log.is_file():
             raise ReproError(f"{from_log}: no such log file")
@@ -377,7 +382,9 @@ def run_init(
         source.append(from_log.name)
     if pytest_nodes:
         source.append(" ".join(pytest_nodes))
-    name = re.sub(r"[^\w.-]+", "-", Path(facts.repo.rstrip("/")).stem or "race").strip("-")
+    # The checkout's directory names the project; a remote's last part may not (a mirror's
+    # `.../repo`).
+    name = re.sub(r"[^\w.-]+", "-", facts.project).strip("-") or "race"
     text = render(facts, f"{name}-race", " and ".join(source))
     output.write_text(text, encoding="utf-8")
     loaded = load_recipe(output, unfilled_ok=True)  # validates: a problem names the line
