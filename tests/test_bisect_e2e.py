@@ -321,5 +321,5 @@ def test_a_resume_says_when_the_recipe_file_changed(
         f"{recipe} changed since this run began; the resume runs the recipe as it was run" in text
     )
     hits = json.loads((run_dir / "summary.json").read_text())["hits"]
-    assert hits > 0  # the demo's race shows in ~15% of runs: 40 runs hit
+    assert hits > 0  # the demo's race shows in 40-55% of runs: 40 runs hit
     assert "--calibration-from" not in text
