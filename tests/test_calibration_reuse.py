@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,28 @@ def test_bisect_takes_a_stress_record_as_its_calibration(
     else:
         assert len(calib) > prefix and hits == 5
     assert f"{prefix} of them from the stress record" in (tmp_path / "r.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_stress_of_another_commit_is_offered_to_the_bisect_from_that_commit(
+    demo: tuple[Path, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Sweep 13: a stress at `--ref` elsewhere than the recipe's racy end printed the
+    recipe's own bisect as the one to take its runs, which refuses them (another
+    commit). The command it prints now starts the bisect at the commit stressed."""
+    repo, recipe = demo
+    stress = _stress(recipe, tmp_path, "--ref", "v1.1~1", "--until-first", runs=600)
+    assert stress["hits"] > 0, stress
+    sha = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "v1.1~1"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert stress["hint"] == [
+        str(recipe), "-j", "1", "--racy", sha[:12], "--calibration-from", stress["run_dir"]
+    ]  # fmt: skip
+    res = repro("bisect", *stress["hint"], "--plan", "--runs-dir", str(tmp_path / "runs"))
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 0 and "reusing" in text and "cannot stand" not in text, text
 
 
 @pytest.mark.slow

@@ -43,6 +43,7 @@ from repro.tsan.outcome import INVALID_HINTS, STOP_A_STRESS, Outcome
 
 if TYPE_CHECKING:
     from repro.app.cluster import Cluster
+    from repro.gitrepo import GitRepo
 
 # Exit status of a stress run stopped because its runs could not show the race.
 EXIT_INVALID = 2
@@ -95,8 +96,49 @@ def build_summary(record: Record, meta: dict[str, Any], run_dir: Path) -> dict[s
     return summary
 
 
+def _tested_sha(loaded: LoadedRecipe, meta: dict[str, Any]) -> str | None:
+    """The extension commit the stress ran, where a bisect of the recipe searches the
+    extension's history (a bisect over CPython's has its racy end on CPython's side)."""
+    spec = loaded.recipe.bisect
+    if spec is None or spec.side != "extension":
+        return None
+    sha = ((meta.get("context") or {}).get("extension") or {}).get("sha")
+    return str(sha) if sha else None
+
+
+def _racy_end_sha(loaded: LoadedRecipe, overrides: Overrides) -> str | None:
+    """The commit the recipe's bisect starts from (None: it names none, or it does not
+    resolve here)."""
+    spec = loaded.recipe.bisect
+    racy = spec.racy if spec is not None else None
+    if racy is None:
+        return None
+    try:
+        repo = _extension_repo(loaded, overrides)
+        return None if repo is None else repo.resolve(racy)
+    except ReproError:
+        return None
+
+
+def _extension_repo(loaded: LoadedRecipe, overrides: Overrides) -> GitRepo | None:
+    """The extension's mirror, which prepare made (None: the recipe has no extension)."""
+    ext = loaded.recipe.extension
+    if ext is None:
+        return None
+    from repro.app.context import extension_location
+    from repro.builds.cache import BuildCache
+    from repro.gitrepo import GitRepo
+
+    location = extension_location(loaded, overrides)
+    return GitRepo.open_cached(location, BuildCache().base, web_url=ext.web_url)
+
+
 def _say_bisect_hint(
-    console: Console, loaded: LoadedRecipe, overrides: Overrides, jobs: int, run_dir: Path
+    console: Console,
+    loaded: LoadedRecipe,
+    overrides: Overrides,
+    meta: dict[str, Any],
+    run_dir: Path,
 ) -> None:
     """The bisect that can take this stress record as its calibration, spelled out with
     the options that make it run as the stress did (none when the bisect has no option
@@ -104,6 +146,11 @@ def _say_bisect_hint(
     if overrides.taskset or overrides.switch_interval is not None:
         return
     extra = [f"--set {shlex.quote(s)}" for s in loaded.sets]
+    tested = _tested_sha(loaded, meta)
+    if tested is not None and tested != _racy_end_sha(loaded, overrides):
+        # Stressed elsewhere than the recipe's racy end (`--ref`): the bisect from this
+        # commit is the one that can take its runs; the recipe's would refuse them.
+        extra.append(f"--racy {tested[:12]}")
     for option, value in (
         ("--repo", overrides.extension_repo),
         ("--threads", overrides.threads),
@@ -113,7 +160,7 @@ def _say_bisect_hint(
             extra.append(f"{option} {shlex.quote(str(value))}")
     console.print(
         "if this is the racy end of the recipe's range, a bisect can take these runs as its "
-        f"calibration:  repro bisect {shlex.quote(str(loaded.path))} -j {jobs} "
+        f"calibration:  repro bisect {shlex.quote(str(loaded.path))} -j {int(meta['jobs'])} "
         + "".join(f"{x} " for x in extra)
         + f"--calibration-from {shlex.quote(str(run_dir))}",
         highlight=False,
@@ -130,13 +177,9 @@ def _extension_web_url(loaded: LoadedRecipe, overrides: Overrides) -> str | None
     ext = loaded.recipe.extension
     if ext is None:
         return None
-    from repro.app.context import extension_location
-    from repro.builds.cache import BuildCache
-    from repro.gitrepo import GitRepo
-
     try:
-        location = extension_location(loaded, overrides)
-        return GitRepo.open_cached(location, BuildCache().base, web_url=ext.web_url).web_url
+        repo = _extension_repo(loaded, overrides)
+        return None if repo is None else repo.web_url
     except ReproError:
         return ext.web_url
 
@@ -397,7 +440,7 @@ def _run_stress(
         and executor is None
         and not edited_since(loaded)  # a bisect of the file now is not this record's
     ):
-        _say_bisect_hint(console, loaded, overrides, int(meta["jobs"]), rundir.path)
+        _say_bisect_hint(console, loaded, overrides, meta, rundir.path)
     from repro.app.outputs import write_outputs
 
     write_outputs(rundir.path, json.dumps(summary, indent=2) + "\n", opts.json_out, opts.report)
