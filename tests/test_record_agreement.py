@@ -212,3 +212,38 @@ def test_a_race_with_a_lost_stack_is_one_race_everywhere(tmp_path: Path) -> None
     doc = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
     assert doc["other_races_distinct"] == summary["other_races"]["distinct"] == 1
     assert doc["other_races_total"] == 2
+
+
+def test_a_near_miss_with_a_lost_stack_gives_way_to_its_whole_race(tmp_path: Path) -> None:
+    """Sweep 13: the near-miss advice named a race seen with one stack lost ("? | f"),
+    whose suggested target can name one side only, although the same race was seen
+    whole; the whole one is the race to advise on."""
+    lost = compile_c(PROGRAMS / "lost_history.c", tmp_path / "lost")
+    script = tmp_path / "cycle.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        'n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
+        "case $((n % 3)) in\n"
+        f'  0) TSAN_OPTIONS="$TSAN_OPTIONS history_size=7" exec {lost} ;;\n'
+        f'  *) TSAN_OPTIONS="$TSAN_OPTIONS history_size=0" exec {lost} ;;\n'
+        "esac\n"
+    )
+    script.chmod(0o755)
+    recipe = tmp_path / "r.yaml"
+    # The surviving side's function, in a file the race is not in: both rows miss the
+    # target by the file alone, and the one with a lost stack is seen in more runs.
+    recipe.write_text(
+        "name: lost\n"
+        f"reproducer: {{command: {json.dumps(str(script))}, timeout: 30}}\n"
+        "target: {functions: [read_shared], files: [elsewhere.c]}\n"
+    )
+    runs_dir = tmp_path / "runs"
+    res = repro("stress", str(recipe), "-n", "3", "-j", "1", "--runs-dir", str(runs_dir))
+    said = " ".join(res.stdout.split())
+    assert res.returncode == 1, res.stdout + res.stderr
+    summary = json.loads((next(runs_dir.iterdir()) / "summary.json").read_text())
+    whole = next(s for s in summary["signatures"] if all(s["top_frames"]))
+    part = next(s for s in summary["signatures"] if not all(s["top_frames"]))
+    assert part["runs"] == 2 and whole["runs"] == 1, summary["signatures"]
+    assert f"race {whole['id']} has read_shared; write_shared" in said, said
+    assert f"race {part['id']}" not in said, said

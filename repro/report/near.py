@@ -59,8 +59,11 @@ def near_misses_of(files: RunFiles) -> list[SeenNearMiss]:
     depth = files.recipe.signature.depth
     target_runs = files.record.counts.hits
     found = []
+    # A race seen with one stack lost, where the record saw it whole too: the whole one
+    # is the race to advise on (the other can name one side only).
+    partial = files.record.same_races()
     for st in files.record.signatures.values():
-        if st.entry.target or st.runs <= target_runs:
+        if st.entry.target or st.runs <= target_runs or st.entry.id in partial:
             continue
         report, log = example_report(files, st.entry.id, st.entry.example)
         if report is None:
@@ -102,8 +105,10 @@ def _likely_race(files: RunFiles, misses: list[SeenNearMiss] | None) -> tuple[st
     where the recipe runs an extension in CPython, one that starts in the extension
     before any that lies wholly inside CPython (see ``starts_outside_interpreter``).
     """
+    partial = files.record.same_races()  # seen whole too: advise on the whole one
     stats = sorted(
-        files.record.signatures.values(), key=lambda s: (not s.entry.target, -s.runs, s.entry.id)
+        (s for s in files.record.signatures.values() if s.entry.id not in partial),
+        key=lambda s: (not s.entry.target, -s.runs, s.entry.id),
     )
     if not stats:
         return None
