@@ -502,6 +502,8 @@ def plain_script(inp: PlainInputs) -> str:
         )
         + ". Save as reproduce.sh, run: bash reproduce.sh",
         "set -e",
+        # Every variable is exported: the reproducer runs in a shell of its own (below).
+        "set -a",
         'WORK="$PWD/repro-work"',
         'mkdir -p "$WORK" && cd "$WORK"',
     ]
@@ -559,7 +561,11 @@ def plain_script(inp: PlainInputs) -> str:
     n = inp.runs
     timeout = inp.timeout or r.reproducer.timeout
     prefix = " ".join(shq(p) for p in inp.prefix)
-    run = f"timeout {math.ceil(timeout)} {prefix + ' ' if prefix else ''}{command}"
+    # In a shell of its own, as repro runs it: `timeout` takes a leading `VAR=x` for the
+    # program's name, and a `;`, `&&` or pipe would leave the rest outside the timeout.
+    run = (
+        f"timeout {math.ceil(timeout)} {prefix + ' ' if prefix else ''}sh -c {shlex.quote(command)}"
+    )
     log = '"$WORK/run.log"'
     out += ["", "# Whether a run's output holds the target race (as repro matches it)"]
     out += target_function(r)
