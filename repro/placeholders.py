@@ -29,11 +29,12 @@ def _placeholder_at(template: str, i: int) -> int:
     return m.end()
 
 
-def known_names(*, extension: bool) -> frozenset[str]:
-    """The placeholders a recipe's reproducer (command, cwd, setup) may use: what
+def known_names(*, extension: bool, env: bool = False) -> frozenset[str]:
+    """The placeholders a recipe's reproducer (command, cwd, setup, env) may use: what
     `context.prepare` fills in. ``{worktree}`` is the extension's checkout, so there is
-    none without an extension."""
-    names = {"python", "recipe_dir", "threads", "work"}
+    none without an extension; ``{work}`` is made by the setup, which runs with the
+    reproducer's variables, so they cannot name it."""
+    names = {"python", "recipe_dir", "threads"} | (set() if env else {"work"})
     return frozenset(names | {"worktree"} if extension else names)
 
 
@@ -43,6 +44,8 @@ def _unknown_message(key: str, known: Collection[str]) -> str:
     hint = f"; did you mean {{{close[0]}}}?" if close else ""
     if key == "worktree" and key not in known:
         hint = " ({worktree} is the extension's checkout, and the recipe has no extension)"
+    if key == "work" and key not in known:
+        hint = " ({work} is made by reproducer.setup, which runs with these variables)"
     return f"unknown placeholder {{{key}}} (known: {names}){hint}"
 
 

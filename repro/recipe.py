@@ -920,6 +920,11 @@ def _check_files(
         problem = unknown_placeholder(template, known) if template else None
         if problem:
             fail(loc, problem)
+    known_env = known_names(extension=r.extension is not None, env=True)
+    for name, value in r.reproducer.env.items():
+        problem = unknown_placeholder(value, known_env) if value else None
+        if problem:
+            fail(("reproducer", "env", name), problem)
     if r.amplify.taskset:
         problem = unavailable_cpus(r.amplify.taskset)
         if problem:

@@ -126,6 +126,14 @@ def test_placeholders_are_checked_when_the_recipe_is_read(tmp_path: Path) -> Non
         tmp_path, GOOD.replace("./prog {threads}", "env {worktree}/prog")
     )
     assert load_recipe(write(tmp_path, GOOD.replace("./prog", "env {work}/prog"))).recipe
+    # The reproducer's variables take them too (sweep 14: `PYTHONPATH: "{worktree}"` was
+    # passed as written, and every run failed to import), but not {work}, which the
+    # setup makes with these variables.
+    env = GOOD.replace("  timeout: 5\n", "  timeout: 5\n  env:\n    A: '{recipe_dir}/x'\n")
+    assert load_recipe(write(tmp_path, env)).recipe
+    msg = error_of(tmp_path, env.replace("{recipe_dir}", "{work}"))
+    assert "r.yaml:6: reproducer.env.A: unknown placeholder {work}" in msg, msg
+    assert "made by reproducer.setup" in msg
 
 
 def test_a_misspelt_target_kind_is_named(tmp_path: Path) -> None:

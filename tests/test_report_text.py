@@ -653,3 +653,39 @@ def test_the_plain_loop_runs_a_shell_command_as_repro_does(tmp_path: Path, comma
     play.mkdir()
     done = subprocess.run(["bash", "-c", script], cwd=play, capture_output=True, text=True)
     assert done.returncode == 0 and PLAIN_OK in done.stdout, script + done.stdout + done.stderr
+
+
+def test_the_reproducer_s_variables_expand_their_placeholders(tmp_path: Path) -> None:
+    """`reproducer.env` values name `{recipe_dir}`, `{threads}` (and `{worktree}`, `{python}`)
+    as the command does: in repro's runs and in the report's plain loop alike."""
+    from conftest import repro
+    from tsan_helpers import PROGRAMS, compile_c
+
+    from repro.recipe import parse_recipe
+    from repro.report.shell import PLAIN_OK, PlainInputs, plain_script
+
+    binary = compile_c(PROGRAMS / "racy_counter.c", tmp_path / "racy")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "racy").symlink_to(binary)
+    text = (
+        "name: t\n"
+        "reproducer:\n"
+        '  command: \'test "$WHERE" = "$PWD/bin/t3" && exec "$PWD/bin/racy"\'\n'
+        "  threads: 3\n"
+        "  timeout: 30\n"
+        "  env: {WHERE: '{recipe_dir}/bin/t{threads}'}\n"
+        "target: {functions: [increment_counter]}\n"
+    )
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    res = repro("stress", str(recipe), "-n", "2", "-j", "1", "--runs-dir", str(tmp_path / "runs"))
+    assert res.returncode == 0 and "2 of 2 runs hit" in res.stdout, res.stdout + res.stderr
+    script = plain_script(
+        PlainInputs(recipe=parse_recipe(text, recipe), recipe_dir=tmp_path, title="t", runs=2)
+    )
+    assert 'export WHERE="$RECIPE_DIR"/bin/t3' in script.splitlines(), script
+    done = subprocess.run(
+        ["bash", "-c", script.replace('RECIPE_DIR="$WORK/recipe"', f"RECIPE_DIR={tmp_path}")],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert PLAIN_OK in done.stdout, script + done.stdout + done.stderr

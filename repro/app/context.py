@@ -516,8 +516,10 @@ def prepare(
         # Names the test during which TSAN wrote a report (repro/standalone/).
         plugins = [p for p in env.get("PYTEST_PLUGINS", "").split(",") if p]
         env["PYTEST_PLUGINS"] = ",".join([*plugins, "repro_tsan_attrib"])
-    env.update(r.reproducer.env)
-    set_here.update(r.reproducer.env)
+    # `{worktree}` and the others, as in the command (they are paths, not shell code).
+    own = {k: expand(v, values) for k, v in r.reproducer.env.items()}
+    env.update(own)
+    set_here.update(own)
     warning = gil_warning(extension, python, env)
     if warning is not None and progress is not None:
         progress.waiting(warning)

@@ -525,7 +525,6 @@ def plain_script(inp: PlainInputs) -> str:
 
     command = expand_for_shell(r.reproducer.command, values, quote=shq_var)
     setup = [expand_for_shell(c, values, quote=shq_var) for c in r.reproducer.setup]
-    embeds = _embedded_files(inp, [command, *setup])
     if r.reproducer.cwd:
         template = r.reproducer.cwd
         if not template.startswith(("/", "{")) or template.startswith("{{"):
@@ -534,7 +533,23 @@ def plain_script(inp: PlainInputs) -> str:
         cwd = expand_for_shell(template, values, quote=shq_var, literal=shq)
     else:
         cwd = shq_var(worktree or "$RECIPE_DIR")
-    uses_recipe_dir = any("$RECIPE_DIR" in c for c in [command, *setup, cwd])
+    run_env: dict[str, str] = {"REPRO_THREADS": values["threads"]}
+    if inp.switch_interval is not None:
+        run_env["REPRO_SWITCH_INTERVAL"] = repr(inp.switch_interval)
+    run_env.update(r.reproducer.env)
+    tsan = _merge_tsan_options(inp.user_tsan_options, inp.tsan_options)
+    if tsan:
+        run_env["TSAN_OPTIONS"] = tsan
+    env_lines = ["", "# The reproducer's environment"]
+    for k, v in run_env.items():
+        if k in r.reproducer.env and k != "TSAN_OPTIONS" and not looks_secret(k):
+            # Its `{worktree}` and the others are the script's own variables.
+            value = expand_for_shell(v, values, quote=shq_var, literal=shq) if v else "''"
+            env_lines.append(f"export {k}={value}" if _NAME.fullmatch(k) else _export(k, v))
+        else:
+            env_lines.append(_export(k, v))
+    embeds = _embedded_files(inp, [command, *setup, *env_lines])
+    uses_recipe_dir = any("$RECIPE_DIR" in c for c in [command, *setup, cwd, *env_lines])
     if embeds or uses_recipe_dir:
         out += ["", "# Files from the recipe's directory", 'RECIPE_DIR="$WORK/recipe"']
         dirs = sorted({str(Path(name).parent) for name, _ in embeds} - {"."})
@@ -546,15 +561,7 @@ def plain_script(inp: PlainInputs) -> str:
             out += _heredoc(shq_var(f"$RECIPE_DIR/{name}"), text)
             if inp.recipe_dir is not None and os.access(inp.recipe_dir / name, os.X_OK):
                 out.append(f"chmod +x {shq_var(f'$RECIPE_DIR/{name}')}")
-    run_env: dict[str, str] = {"REPRO_THREADS": values["threads"]}
-    if inp.switch_interval is not None:
-        run_env["REPRO_SWITCH_INTERVAL"] = repr(inp.switch_interval)
-    run_env.update(r.reproducer.env)
-    tsan = _merge_tsan_options(inp.user_tsan_options, inp.tsan_options)
-    if tsan:
-        run_env["TSAN_OPTIONS"] = tsan
-    out += ["", "# The reproducer's environment"]
-    out += [_export(k, v) for k, v in run_env.items()]
+    out += env_lines
     if setup:
         out += ["", "# Set up the reproducer (once)", 'mkdir -p "$WORK/setup" && cd "$WORK/setup"']
         out += setup
