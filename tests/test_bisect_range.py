@@ -579,3 +579,32 @@ def test_a_bad_ref_is_named_where_it_was_given(tmp_path: Path) -> None:
     res = repro("stress", str(r), "-n", "1", "--runs-dir", str(tmp_path / "runs"))
     said = " ".join(res.stderr.split())
     assert res.returncode == 2 and f"{r}:2: extension.ref: unknown ref 'v8.8'" in said, said
+
+
+def test_a_clean_end_whose_runs_turn_the_gil_on_says_what_to_set(tmp_path: Path) -> None:
+    """Sweep 14: every run at the fixed end turned the GIL back on; the advice was to
+    pick another fixed commit, which meets the same module. It names the setting."""
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "build.sh").write_text(BUILD)
+    (repo / "prog.c").write_text((PROGRAMS / "lost_history.c").read_text())
+    (repo / "run.sh").write_text("#!/bin/sh\nexec ./prog\n")
+    (repo / "run.sh").chmod(0o755)
+    racy = _commit(repo, "racy")
+    (repo / "prog.c").write_text((PROGRAMS / "race_free.c").read_text())
+    (repo / "run.sh").write_text(
+        '#!/bin/sh\necho "<frozen importlib._bootstrap>:488: RuntimeWarning: The global '
+        "interpreter lock (GIL) has been enabled to load module 'pkg._native', which has "
+        'not declared that it can run safely without the GIL." >&2\nexec ./prog\n'
+    )
+    fixed = _commit(repo, "the fix, and a module without Py_mod_gil")
+    recipe = _recipe(tmp_path, repo)
+    recipe.write_text(recipe.read_text().replace("command: ./prog", "command: ./run.sh"))
+    res = repro("bisect", str(recipe), "--racy", racy, "--fixed", fixed,
+                "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 1, text
+    assert "the fixed end built, but runs cannot show the race (gil-enabled" in text, text
+    assert "Its runs were gil-enabled" in text
+    assert "set PYTHON_GIL=0 in reproducer.env" in text and "a later one" not in text, text

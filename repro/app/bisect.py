@@ -616,10 +616,18 @@ def _what_the_merge_brought(
     return merged
 
 
+def _invalid_runs_kind(outcomes: Mapping[Outcome, int]) -> Outcome | None:
+    """The reason most of a commit's runs could not show the race, where it is the runs'
+    (a setting, a tool) rather than the commit's: None when none was."""
+    kinds = [o for o in INVALID_HINTS if o is not Outcome.NO_TEST and outcomes.get(o)]
+    return max(kinds, key=lambda o: outcomes[o]) if kinds else None
+
+
 def _clean_end_unusable(run: BisectRun, opts: BisectOptions) -> int:
     terms = run.terms
     st = run.stats(len(run.positions) - 1)
     why = f"{st.build_error or st.unusable}"
+    kind = None if st.build_error else _invalid_runs_kind(st.counts.outcomes)
     if st.counts.outcomes[Outcome.NO_TEST]:
         # Another end will not help where the test itself is missing.
         where = (
@@ -633,15 +641,24 @@ def _clean_end_unusable(run: BisectRun, opts: BisectOptions) -> int:
             f"The reproducer's test does not run at {run.positions[-1].label} (not there, "
             f"or not collected): {INVALID_HINTS[Outcome.NO_TEST]}. {where}"
         )
+    elif kind is not None:
+        # The commit built and ran; its runs could not show the race, for a reason that
+        # another end would meet too (sweep 14: every run turned the GIL back on, and the
+        # advice was to pick an earlier commit).
+        advice = (
+            f"Its runs were {kind.value}: {INVALID_HINTS[kind]}. That is the runs' "
+            f"setting, not the {terms.unit}: another end would meet it too."
+        )
     else:
         advice = (
             f"Pick another {terms.clean_word} {terms.unit} ({terms.clean_option}): for a "
             "fix, a later one that builds (it must still contain the fix); for a "
             "regression, an earlier one."
         )
+    what = "built, but" if kind is not None else "does not build or run:"
     fail(
         run,
-        f"the {terms.clean_word} end does not build or run: {why}. {advice}",
+        f"the {terms.clean_word} end {what} {why}. {advice}",
         f"The {terms.clean_word} end cannot be tested:",
     )
     return _finish(run, opts, None)
