@@ -180,7 +180,11 @@ class ExtensionSpec(_Strict):
     web_url: str | None = Field(
         default=None, description="where commits can be seen, for links in reports"
     )
-    build: tuple[str, ...] = Field(default=(), description="shell commands run in the worktree")
+    build: tuple[str, ...] = Field(
+        default=(),
+        description="shell commands run in the worktree (python-package: before its backend, "
+        "for files the checkout lacks, e.g. `cython pkg/_x.pyx`)",
+    )
     env: dict[str, str] = Field(default_factory=dict)
     env_ranges: tuple[EnvRange, ...] = ()
     sanitize: Literal["c", "rust", "none"] = Field(
@@ -199,12 +203,6 @@ class ExtensionSpec(_Strict):
     config_settings: dict[str, str | tuple[str, ...]] = Field(
         default_factory=dict, description="python-package: more PEP 517 config settings"
     )
-
-    @model_validator(mode="after")
-    def _kind_fits(self) -> ExtensionSpec:
-        if self.kind == "python-package" and self.build:
-            raise ValueError("kind: python-package builds with the package's backend: drop `build`")
-        return self
 
 
 # --- PYTHON PACKAGES: the pytest reproducer (with ExtensionSpec.kind above) ------------

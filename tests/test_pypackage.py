@@ -111,10 +111,14 @@ def test_pytest_needs_tests() -> None:
         parse_recipe(text, Path("r.yaml"))
 
 
-def test_python_package_refuses_build_commands() -> None:
-    text = BASE.replace("repo: /tmp}", "repo: /tmp, build: [make]}") + "reproducer: {command: x}\n"
-    with pytest.raises(RecipeError, match="drop `build`"):
-        parse_recipe(text, Path("r.yaml"))
+def test_python_package_takes_build_commands_to_run_first() -> None:
+    """They make what the checkout lacks (a Cython package's C file) before the backend
+    builds; tests/test_pypackage_e2e.py builds such a package."""
+    text = (
+        BASE.replace("repo: /tmp}", "repo: /tmp, build: [make cython]}")
+        + "reproducer: {command: x}\n"
+    )
+    assert parse_recipe(text, Path("r.yaml")).extension.build == ("make cython",)
 
 
 def test_attribution_lines_read_back() -> None:

@@ -329,6 +329,38 @@ def test_a_commit_whose_c_module_did_not_build_is_not_called_fixed(
     assert "its wheel holds no extension module (the racy end's had tally._tally)" in said, said
 
 
+def test_build_commands_make_what_the_checkout_lacks_before_the_backend(
+    tmp_path: Path,
+    cpython_tsan_build: PythonBuild,  # noqa: F811
+) -> None:
+    """Sweep 14: msgpack's C file is made by Cython (`make cython`) and kept out of git;
+    its setup.py only compiles it. With no way to run a command first, the package
+    could not be built at all. The recipe's `build` commands now run before the backend."""
+    repo = make_tally(tmp_path)
+    subprocess.run(["git", "-C", str(repo), "checkout", "-qb", "generated", "v0.2"], check=True)
+    source = repo / "src" / "tally" / "_tally.c"
+    source.rename(source.with_name("_tally.c.in"))
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    _commit(repo, "Generate _tally.c at build time")
+    make = "extension.build=[cp src/tally/_tally.c.in src/tally/_tally.c]"
+    code, data, text = run(
+        tmp_path, cpython_tsan_build, repo, "stress", "--ref", "generated", "--set", make,
+        "--until-first", "--runs", "10",
+    )  # fmt: skip
+    assert code == 0 and data["hits"] == 1, text
+    # Without it the backend finds no C file, and the build says what to do.
+    res = repro(
+        "stress", str(RECIPE), "--set", f"python={{executable: {cpython_tsan_build.python}}}",
+        "--set", f"extension.repo={repo}", "--ref", "generated", "--runs", "1",
+        "--runs-dir", str(tmp_path / "runs"),
+        env={"REPRO_CACHE_DIR": str(test_cache_base())}, timeout=3000,
+    )  # fmt: skip
+    said = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2 and "Traceback" not in said, said
+    assert "src/tally/_tally.c is not in the checkout" in said, said
+    assert "_tally.c.in is there" in said and "extension.build" in said, said
+
+
 def test_tests_inside_the_package_run_the_built_wheel(
     tmp_path: Path,
     cpython_tsan_build: PythonBuild,  # noqa: F811

@@ -560,6 +560,53 @@ class PackageBuild(ExtensionBuild):
     modules: tuple[str, ...] = ()
 
 
+_MISSING_SOURCE = re.compile(r"([\w./+-]+\.(?:c|cc|cpp|cxx|h|hpp|pyx)): No such file or directory")
+
+
+def missing_source_hint(tail: Sequence[str], worktree: Path) -> str | None:
+    """What to do when the backend wants a source file the checkout does not hold: one
+    that a package's own Makefile generates and keeps out of git (msgpack's C file, made
+    by Cython), which the recipe's `build` commands can make first."""
+    for line in tail:
+        m = _MISSING_SOURCE.search(line)
+        if m is None or (worktree / m.group(1)).exists():
+            continue
+        missing = Path(m.group(1))
+        made_from = [
+            p.name
+            for p in sorted(worktree.joinpath(missing.parent).glob(f"{missing.stem}.*"))
+            if p.name != missing.name
+        ]
+        source = f"; {', '.join(made_from)} is there" if made_from else ""
+        return (
+            f"{missing} is not in the checkout: a generated file{source}? Make it with "
+            "extension.build, whose commands run in the checkout before the backend "
+            "(e.g. cython, or the package's own make target)"
+        )
+    return None
+
+
+def _prebuild(
+    spec: ExtensionSpec,
+    ctx: BuildContext,
+    worktree: Path,
+    run_env: Mapping[str, str],
+    prog: BuildProgress,
+) -> None:
+    """The recipe's `build` commands, in the checkout before the backend runs: what a
+    package's own Makefile makes first and keeps out of git (msgpack's `_cmsgpack.c`,
+    from Cython), which its setup.py then only compiles."""
+    for i, cmd in enumerate(spec.build, 1):
+        prog.phase("prebuild", f"{i}/{len(spec.build)}: {cmd[:60]}")
+        ctx.run(
+            ["bash", "-o", "pipefail", "-c", cmd],
+            cwd=worktree,
+            env=run_env,
+            step=f"build command: {cmd}",
+            timeout=spec.build_timeout,
+        )
+
+
 def ensure_python_package(
     spec: ExtensionSpec,
     repo: GitRepo,
@@ -587,6 +634,9 @@ def ensure_python_package(
             # what repro asks of cargo (the backend is known only inside the worktree): a
             # maturin wheel cached before it kept debug info must not be reused
             "cargo": CARGO_DEBUG_ENV,
+            # the commands that make what the checkout lacks (only when there are some,
+            # so that the builds cached before them keep their keys)
+            **({"prebuild": list(spec.build)} if spec.build else {}),
         }
     )
     dest = cache.path(key)
@@ -605,6 +655,7 @@ def ensure_python_package(
             run_env = _clean_env()
             run_env.pop("TSAN_OPTIONS")
             run_env.update(with_recipe_env(flags, recipe_env))
+            _prebuild(spec, ctx, worktree, {**run_env, "PYTHON": str(env.python)}, prog)
             out = ctx.scratch / "wheel"
             if backend.runner == "host":
                 run_env["_PYTHON_SYSCONFIGDATA_NAME"] = str(env.info["sysconfigdata"])
@@ -618,13 +669,21 @@ def ensure_python_package(
                 )
                 argv = [*setarch_prefix(), str(env.python), str(FRONTEND)]
             prog.phase("compile", f"{backend.name} wheel ({backend.runner} python)")
-            ctx.run(
-                [*argv, str(out), json.dumps(settings)],
-                cwd=worktree,
-                env=run_env,
-                step=f"{backend.name} build_wheel",
-                timeout=spec.build_timeout,
-            )
+            try:
+                ctx.run(
+                    [*argv, str(out), json.dumps(settings)],
+                    cwd=worktree,
+                    env=run_env,
+                    step=f"{backend.name} build_wheel",
+                    timeout=spec.build_timeout,
+                )
+            except BuildError as exc:
+                hint = missing_source_hint(exc.tail, worktree)
+                if hint is None:
+                    raise
+                raise BuildError(
+                    f"{exc} ({hint})", key=exc.key, log=exc.log, tail=exc.tail, record=exc.record
+                ) from None
             wheels = sorted(out.glob("*.whl"))
             if not wheels:
                 raise BuildError(f"{backend.name} build_wheel made no wheel")
