@@ -608,3 +608,20 @@ def test_a_clean_end_whose_runs_turn_the_gil_on_says_what_to_set(tmp_path: Path)
     assert "the fixed end built, but runs cannot show the race (gil-enabled" in text, text
     assert "Its runs were gil-enabled" in text
     assert "set PYTHON_GIL=0 in reproducer.env" in text and "a later one" not in text, text
+
+
+def test_the_plan_takes_a_cached_build_s_recorded_time(tmp_path: Path) -> None:
+    """Sweep 14: with the racy end in the cache, the plan took a build as 30 runs' worth
+    (18.6 s) where the cache had recorded 80.5 s for it. The cache's figure is the
+    plan's now."""
+    repo, shas = _history(tmp_path, broken=0)
+    recipe = _recipe(tmp_path, repo)
+    recipe.write_text(recipe.read_text().replace("'sh build.sh'", "'sh build.sh && sleep 2'"))
+    res = repro("stress", str(recipe), "--ref", shas["racy"], "-n", "1", "-j", "1",
+                "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    res = repro("bisect", str(recipe), "--racy", shas["racy"], "--fixed", shas["after"],
+                "--plan", "-j", "1", "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
+    said = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 0 and "plan: about" in said, said
+    assert "30 runs' worth" not in said, said

@@ -21,7 +21,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from repro.app.context import NotRunnableHere, Overrides, Prepared, prepare
-from repro.app.environment import extension_backend, extension_modules, run_variables
+from repro.app.environment import (
+    extension_backend,
+    extension_build_seconds,
+    extension_modules,
+    run_variables,
+)
 from repro.app.executors import Runner, RunnerGone
 from repro.app.loop import Limits, StressState, Tags, stress_loop
 from repro.app.view import PlainTicker, StressView
@@ -190,6 +195,8 @@ class BisectRun:
         self.bisector: Bisector | None = None
         self.started = time.monotonic()
         self._prepared: dict[int, Prepared] = {}
+        # what the builds that came from the cache took when they were made
+        self._cached_build_seconds: dict[int, float] = {}
         self._tried: dict[int, set[str]] = {}  # position -> workers asked to build it
         self.cluster: Cluster | None = None  # builds and runs on Dask workers when set
         self.probes: int | None = None  # --probes
@@ -244,19 +251,20 @@ class BisectRun:
 
     def costs(self) -> tuple[float, float]:
         """What a build and a run cost, in seconds, as measured so far: the longest build
-        made here, or 30 runs' worth until one is made (a cached racy end says nothing of
-        what the other commits cost). The floor stayed after a build was measured, and a
-        plan took a 1.8 s build as 3 min 11 s."""
+        made here or recorded for a cached one, or 30 runs' worth until one is known. The
+        floor stayed after a build was measured, and a plan took a 1.8 s build as 3 min
+        11 s."""
         mean_run = self.record.mean_run_seconds()
         measured = self.measured_build_seconds()
         guess = measured if measured > 0 else 30.0 * max(mean_run, 0.01)
         return max(guess, 1.0), max(mean_run, 0.001)
 
     def measured_build_seconds(self) -> float:
-        """The longest build made by this bisect so far (0 when every one came from the
-        cache)."""
+        """The longest build made by this bisect so far, or made for a cached build it
+        took (as the cache recorded it: a plan took a cached 80 s build as 18.6 s, 30 runs'
+        worth); 0 when nothing says."""
         made = [s.build_seconds for s in self.record.positions.values() if s.built and not s.cached]
-        return max(made, default=0.0)
+        return max([*made, *self._cached_build_seconds.values()], default=0.0)
 
     def provisional(self) -> Bisector:
         """The strategy while the racy end still calibrates, for the lanes that build ahead."""
@@ -376,6 +384,8 @@ class BisectRun:
         backend = extension_backend(prepared.info)
         modules = extension_modules(prepared.info)
         cached = self.cluster is None and progress.begun == 0
+        if cached and (made := extension_build_seconds(prepared.info)) is not None:
+            self._cached_build_seconds[pos] = made
         self.runlog.log(
             BuildEvent(pos, p.id, True, seconds, backend=backend, cached=cached, modules=modules)
         )

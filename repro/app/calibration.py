@@ -151,9 +151,15 @@ def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost:
         if run.measured_build_seconds() <= 0
         else ""
     )
+    # One candidate left takes no search (a bound of 0 runs said nothing).
+    floor = (
+        f"; no bisect can need fewer than {floor_runs(bound)} runs on average at rate "
+        f"{rate:.1%} (Fano's bound)"
+        if bound >= 0.5
+        else ""
+    )
     run.console.print(
         f"[bold]plan[/]: about {pl.runs:.0f} runs (90% within {pl.runs_high:.0f}) and "
-        f"{pl.builds:.0f} builds, {fmt_seconds(pl.seconds)}{assumed}; no bisect can need "
-        f"fewer than {floor_runs(bound)} runs on average at rate {rate:.1%} (Fano's bound)",
+        f"{pl.builds:.0f} builds, {fmt_seconds(pl.seconds)}{assumed}{floor}",
         highlight=False,
     )

@@ -282,7 +282,19 @@ def _extension_build(key: str | None) -> dict[str, Any]:
     }
     if isinstance(meta.get("backend"), str):
         out["backend"] = meta["backend"]
+    if isinstance(meta.get("seconds"), (int, float)):
+        out["seconds"] = float(meta["seconds"])
     return out
+
+
+def extension_build_seconds(info: Mapping[str, Any]) -> float | None:
+    """How long the extension's build took when it was made (a cached one too), as the
+    build cache recorded it; None where it did not."""
+    ext = info.get("extension")
+    if not isinstance(ext, Mapping):
+        return None
+    seconds = _extension_build(ext.get("key")).get("seconds")
+    return seconds if isinstance(seconds, float) else None
 
 
 def extension_modules(info: Mapping[str, Any]) -> tuple[str, ...] | None:
