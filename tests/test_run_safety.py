@@ -330,3 +330,13 @@ def test_a_race_of_a_child_the_reproducer_did_not_wait_for_is_counted(tmp_path: 
     said = " ".join(res.stdout.split())
     assert "processes of its own still running" in said
     assert "1 run left processes running at exit" in said  # the live panel says it too
+    # A run killed at its timeout left nothing behind by exiting: no such note (sweep 14
+    # had it for 3 of 4 runs of a reproducer with no children).
+    # The shell dies at the timeout's SIGTERM; its child, slow to go, is SIGKILLed.
+    slow = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(5)"
+    r = _recipe(tmp_path, f"{sys.executable} -c '{slow}'; true", timeout=0.3)
+    res = repro("stress", str(r), "-n", "3", "-j", "1", "--runs-dir", str(tmp_path / "runs3"),
+                "--json-out", str(out))  # fmt: skip
+    data = json.loads(out.read_text())
+    assert data["outcomes"].get("timeout") == 3 and data["lingered"] == 0, res.stdout
+    assert "still running" not in " ".join(res.stdout.split())

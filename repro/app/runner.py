@@ -476,6 +476,9 @@ def run_once(
         # child it did not wait for was killed before TSAN could report it, and the run
         # counted clean), up to LINGER seconds; then they must not leak into the next run.
         lingered = _wait_for_group(proc.pid, min(time.monotonic() + LINGER, t0 + spec.timeout))
+        # A run killed at its timeout did not exit and leave them: its group was still
+        # dying (sweep 14 read "exited with processes of its own still running" of it).
+        lingered = lingered and not timed_out.is_set()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
