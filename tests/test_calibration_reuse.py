@@ -131,6 +131,10 @@ def test_a_stress_of_another_commit_is_offered_to_the_bisect_from_that_commit(
     res = repro("bisect", *stress["hint"], "--plan", "--runs-dir", str(tmp_path / "runs"))
     text = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 0 and "reusing" in text and "cannot stand" not in text, text
+    # The recipe's own bisect refuses the record, before it builds or runs anything.
+    text = _refused(recipe, Path(stress["run_dir"]), tmp_path / "runs2", "-j", "1")
+    assert f"extension commit: stress {sha}" in text and f"--racy {sha[:12]}" in text, text
+    assert not (tmp_path / "runs2").exists() or not list((tmp_path / "runs2").iterdir())
 
 
 @pytest.mark.slow

@@ -49,6 +49,7 @@ from repro.app.lanes import LanesDoNotPay, probe_lanes
 from repro.app.loop import Limits
 from repro.app.outputs import outputs_meta, outputs_of_the_run
 from repro.app.reuse import (
+    check_racy_commit,
     check_recipe,
     find_stress_record,
     refuse_another_experiment,
@@ -361,6 +362,8 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
         old, new = (racy, other) if find is Find.FIX else (other, racy)
         positions, anchors, extra = _commit_positions(loaded, overrides, terms, old, new)
         racy_ref, clean_ref = racy, other
+        if opts.calibration_from is not None and terms.side is Side.EXTENSION:
+            check_racy_commit(find_stress_record(opts.calibration_from), positions[0].id)
     jobs = opts.jobs or os.cpu_count() or 1
     # Probed before the directory exists: a Ctrl-C during the probe left a directory
     # without meta.json, which neither --resume nor report could open.

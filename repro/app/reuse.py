@@ -192,6 +192,21 @@ def check_recipe(source: StressSource, loaded: LoadedRecipe, timeout: float | No
         )
 
 
+def check_racy_commit(source: StressSource, racy_sha: str) -> None:
+    """Refuse a stress record of another extension commit than the racy end's before
+    anything is built (the comparison of the whole run waits for the racy end's build;
+    the commits need none, and a refusal came after an 81 s build)."""
+    stressed = ((source.meta.get("context") or {}).get("extension") or {}).get("sha")
+    if isinstance(stressed, str) and stressed != racy_sha:
+        _refuse(
+            source,
+            [
+                f"extension commit: stress {stressed}, racy end {racy_sha} (a bisect from "
+                f"the commit stressed: --racy {stressed[:12]})"
+            ],
+        )
+
+
 def _refuse(source: StressSource, problems: list[str]) -> None:
     if problems:
         raise ReproError(
