@@ -47,7 +47,7 @@ from repro.runlog import (
 from repro.runlog.bisect_answer import bound, options_of, strategy_from
 from repro.runlog.bisect_view import position_rows
 from repro.strategy.bisect import Bisector, Probe, clean_end_prior
-from repro.strategy.terms import Side, Terms
+from repro.strategy.terms import LIKELY_AT, Side, Terms
 from repro.text import truncate
 from repro.tsan.outcome import Outcome
 
@@ -541,18 +541,27 @@ class BisectRun:
         if self.bisector is None:
             return ""
         post = self.bisector.posterior_b()
-        best = max(range(len(post)), key=lambda b: post[b])
         # The span is of commits: "the clean end is racy too" (the last hypothesis) has
         # its own sentence, not a place in the range.
         inside = [b for b, w in enumerate(post) if w > 1e-4 and b < len(self.positions)]
-        lo, hi = (min(inside), max(inside)) if inside else (best, best)
+        lo, hi = (min(inside), max(inside)) if inside else (0, len(self.positions) - 1)
         span = f"plausible range {hi - lo + 1} {self.terms.units}"
-        if best >= len(self.positions):
-            return f"the race may show at the {self.terms.clean_word} end too; {span}"
-        c_lo, _ = self.terms.culprit_positions(best, best)
-        if post[best] < 0.25 or not 0 <= c_lo < len(self.positions):
+        # The answer the report would give of this bisect stopped here: the same one.
+        best = self.bisector.best_answer()
+        if best.confidence < LIKELY_AT:
             return span
-        return f"likely culprit {self.positions[c_lo].label} ({post[best]:.0%}); {span}"
+        if best.lo >= len(self.positions):
+            return (
+                f"the race may show at the {self.terms.clean_word} end too "
+                f"({best.confidence:.0%}); {span}"
+            )
+        c_lo, c_hi = self.terms.culprit_positions(best.lo, min(best.hi, len(self.positions) - 1))
+        if not 0 <= c_lo < len(self.positions):
+            return span
+        label = self.positions[c_lo].label
+        if c_hi != c_lo and 0 <= c_hi < len(self.positions):
+            label = f"one of {label} .. {self.positions[c_hi].label}"
+        return f"likely culprit {label} ({best.confidence:.0%}); {span}"
 
     def rows(self, culprit_ids: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
         post = self.bisector.posterior_b() if self.bisector else None

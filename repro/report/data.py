@@ -33,7 +33,7 @@ from repro.report.tsantext import (
 from repro.runlog import Counts, RunEvent, SignatureEvent
 from repro.runlog.bisect_answer import blame, information, replayed
 from repro.runlog.bisect_view import position_rows
-from repro.strategy.terms import Terms
+from repro.strategy.terms import LIKELY_AT, Terms
 from repro.tsan.outcome import INVALID, INVALID_HINTS, ORDER, Outcome
 
 SCHEMA_VERSION = 2
@@ -338,7 +338,10 @@ def _bisect(files: RunFiles) -> dict[str, Any]:
                 "subject": (named.culprit or {}).get("subject"),
                 "confidence": done.confidence,
             }
-            if not finished and named is not None and done is not None
+            if not finished
+            and named is not None
+            and done is not None
+            and done.confidence >= LIKELY_AT
             else None
         ),
         "failure": meta.get("failure") or (files.summary or {}).get("failure"),
