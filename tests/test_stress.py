@@ -527,3 +527,37 @@ def test_a_closed_terminal_keeps_what_was_measured(tmp_path: Path) -> None:
     assert json.loads((run_dir / "meta.json").read_text())["interrupted"] is True
     res = repro("stress", "--resume", str(run_dir), "--runs", str(data["runs"] + 1))
     assert res.returncode == 1, res.stdout + res.stderr
+
+
+def test_amplify_counts_a_setting_s_rate_over_the_runs_that_count(tmp_path: Path) -> None:
+    """Sweep 14: the table read "4/10 | 44.4%": the rate left out the runs that could not
+    count (incomplete reports) and the hits/runs column did not."""
+    lost = compile_c(PROGRAMS / "lost_history.c", tmp_path / "lost")
+    script = tmp_path / "cycle.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        'n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
+        "case $((n % 2)) in\n"
+        f'  0) TSAN_OPTIONS="$TSAN_OPTIONS history_size=7" exec {lost} ;;\n'
+        f'  *) TSAN_OPTIONS="$TSAN_OPTIONS history_size=0" exec {lost} ;;\n'
+        "esac\n"
+    )
+    script.chmod(0o755)
+    r = tmp_path / "r.yaml"
+    r.write_text(
+        "name: t\n"
+        f"reproducer: {{command: {json.dumps(str(script))}, timeout: 30}}\n"
+        "target: {functions: [read_shared, write_shared]}\n"
+    )
+    res = repro(
+        "amplify", str(r), "--runs", "4", "--jobs", "1", "--runs-dir", str(tmp_path / "runs")
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    rows = json.loads((run_dir / "summary.json").read_text())["settings"]
+    said = " ".join(res.stdout.split())
+    for x in rows:  # every other run incomplete, whatever run the setting starts at
+        assert x["hits"] == x["evidence_runs"] and 0 < x["evidence_runs"] < x["runs"] == 4, rows
+        shown = f"{x['hits']}/{x['evidence_runs']} (+{4 - x['evidence_runs']} not counted)"
+        assert shown in said, res.stdout
+    assert "100.0%" in said, res.stdout
