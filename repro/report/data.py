@@ -469,7 +469,11 @@ def _env_rows(env: Mapping[str, Any], files: RunFiles) -> list[list[str]]:
         if spec.executable:
             add("Python", f"{spec.executable} (an existing interpreter; not recorded)")
         else:
-            add("CPython", f"built per step from the recipe ({spec.version or spec.git})")
+            # Per step only where the search is over CPython; over the extension's
+            # history every step runs on the one CPython the recipe names.
+            per_step = files.kind == "bisect" and files.meta.get("side") != "extension"
+            how = "built per step" if per_step else "built"
+            add("CPython", f"{how} from the recipe ({spec.version or spec.git})")
             add("Patches", ", ".join(spec.patches))
     else:
         add("Python", "not recorded (the recipe has no python: section)")
@@ -480,7 +484,7 @@ def _env_rows(env: Mapping[str, Any], files: RunFiles) -> list[list[str]]:
     elif files.kind == "bisect" and files.meta.get("repo"):
         add("Extension", f"{public or files.meta.get('repo')} (bisected)")
     rust = env.get("rust") or {}
-    if rust:
+    if rust and _builds_rust(files, ext):
         add(
             "Rust toolchain",
             "; ".join(
@@ -510,6 +514,19 @@ def _env_rows(env: Mapping[str, Any], files: RunFiles) -> list[list[str]]:
         add("Run prefix", " ".join(run["prefix"]))
     add("git", env.get("git"))
     return rows
+
+
+def _builds_rust(files: RunFiles, ext: Mapping[str, Any]) -> bool:
+    """Whether the toolchain bears on the run: a Rust extension (or one whose recipe is not
+    at hand to tell). A C package's report listed rustc and its LLVM."""
+    recipe = files.recipe
+    if recipe is None or recipe.extension is None:
+        return recipe is None
+    spec = recipe.extension
+    if spec.kind == "python-package":
+        # by its backend, where the record says (unknown: kept)
+        return ext.get("backend") not in ("setuptools", "meson-python", "scikit-build-core")
+    return spec.sanitize == "rust" or any("cargo" in c or "maturin" in c for c in spec.build)
 
 
 def _interpreter_text(interp: Mapping[str, Any]) -> str:
