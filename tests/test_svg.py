@@ -169,3 +169,18 @@ def test_runs_axis_has_readable_ticks(bisect: dict[str, Any], top: int) -> None:
     ys = [y for y, _ in sorted(ticks, key=lambda t: t[1])]
     assert ys == sorted(ys, reverse=True)  # larger counts higher up
     assert all(a - b >= 10 for a, b in itertools.pairwise(ys))
+
+
+def test_every_run_of_the_stress_chart_has_its_bar() -> None:
+    """Sweep 14: "Outcomes of 19 runs" drew 18: an incomplete run had no colour."""
+    from repro.report.svg import stress_chart
+
+    buckets = [
+        {"first": 1, "last": 1, "outcomes": {"target": 1}, "rate_so_far": 1.0},
+        {"first": 2, "last": 2, "outcomes": {"incomplete": 1}, "rate_so_far": 1.0},
+        {"first": 3, "last": 3, "outcomes": {"clean": 1}, "rate_so_far": 0.5},
+    ]
+    svg = stress_chart(buckets)
+    assert "Outcomes of 3 runs" in svg
+    tips = re.findall(r"<title>(run \d+: [^<]*)</title>", svg)
+    assert tips == ["run 1: target 1", "run 2: not counted 1", "run 3: clean 1"], tips
