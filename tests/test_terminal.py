@@ -160,6 +160,8 @@ def test_the_panel_counts_runs_of_the_whole_record_as_it_counts_hits() -> None:
     # The loop's goal is 5 more hits than the 5 before it; "until 5 hits" stood beside
     # "hits 6" and read as a goal already met.
     assert runs_progress(capped) == "8 (until 10 hits, at most 405)"
+    one = StressState(Limits(runs=60, until_hits=1), started=0.0, total=session, session=session)
+    assert runs_progress(one) == "3 (until 1 hit, at most 60)"  # not "until 1 hits"
 
 
 @pytest.mark.parametrize("columns", ["0", "5", "wide"])

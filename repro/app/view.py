@@ -62,7 +62,7 @@ def runs_progress(state: StressState, sep: str = "/") -> str:
         # The goal is this loop's; the hits on screen are the record's ("until 3 hits"
         # stood beside "hits 4" in a calibration that stopped at 5).
         goal = state.total.hits - state.session.hits + limit.until_hits
-        return f"{runs} (until {goal} hits, at most {before + limit.runs})"
+        return f"{runs} (until {plural(goal, 'hit')}, at most {before + limit.runs})"
     return f"{runs}{sep}{before + limit.runs}"
 
 
