@@ -213,6 +213,33 @@ def extension_key(
     )
 
 
+def run_build_commands(
+    spec: ExtensionSpec,
+    ctx: BuildContext,
+    worktree: Path,
+    run_env: Mapping[str, str],
+    prog: BuildProgress,
+    phase: str = "build",
+) -> None:
+    """The recipe's `build` commands in the checkout, within `build_timeout` together
+    (a python-package's run before its backend: phase "prebuild")."""
+    deadline = time.monotonic() + spec.build_timeout
+    for i, cmd in enumerate(spec.build, 1):
+        prog.phase(phase, f"{i}/{len(spec.build)}: {cmd[:60]}")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BuildError(f"build timed out after {spec.build_timeout:.0f} s")
+        ctx.run(
+            # pipefail, as CI runners do: `cargo build | tee log` that fails
+            # fails here, not at the next step that looks for its output.
+            ["bash", "-o", "pipefail", "-c", cmd],
+            cwd=worktree,
+            env=run_env,
+            step=f"build command: {cmd}",
+            timeout=left,
+        )
+
+
 def ensure_extension(
     spec: ExtensionSpec,
     repo: GitRepo,
@@ -256,21 +283,7 @@ def ensure_extension(
             run_env = {**child_environ(), **env}
             if "CARGO_TARGET_DIR" in env:
                 Path(env["CARGO_TARGET_DIR"]).mkdir(parents=True, exist_ok=True)
-            deadline = time.monotonic() + spec.build_timeout
-            for i, cmd in enumerate(spec.build, 1):
-                prog.phase("build", f"{i}/{len(spec.build)}: {cmd[:60]}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BuildError(f"build timed out after {spec.build_timeout:.0f} s")
-                ctx.run(
-                    # pipefail, as CI runners do: `cargo build | tee log` that fails
-                    # fails here, not at the next step that looks for its output.
-                    ["bash", "-o", "pipefail", "-c", cmd],
-                    cwd=worktree,
-                    env=run_env,
-                    step=f"build command: {cmd}",
-                    timeout=left,
-                )
+            run_build_commands(spec, ctx, worktree, run_env, prog)
         except BaseException:
             repo.remove_worktree(worktree)
             raise

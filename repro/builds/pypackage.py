@@ -37,6 +37,7 @@ from repro.builds.extension import (
     TSAN_RUSTFLAGS,
     ExtensionBuild,
     range_env,
+    run_build_commands,
     rustc_info,
     with_recipe_env,
 )
@@ -586,27 +587,6 @@ def missing_source_hint(tail: Sequence[str], worktree: Path) -> str | None:
     return None
 
 
-def _prebuild(
-    spec: ExtensionSpec,
-    ctx: BuildContext,
-    worktree: Path,
-    run_env: Mapping[str, str],
-    prog: BuildProgress,
-) -> None:
-    """The recipe's `build` commands, in the checkout before the backend runs: what a
-    package's own Makefile makes first and keeps out of git (msgpack's `_cmsgpack.c`,
-    from Cython), which its setup.py then only compiles."""
-    for i, cmd in enumerate(spec.build, 1):
-        prog.phase("prebuild", f"{i}/{len(spec.build)}: {cmd[:60]}")
-        ctx.run(
-            ["bash", "-o", "pipefail", "-c", cmd],
-            cwd=worktree,
-            env=run_env,
-            step=f"build command: {cmd}",
-            timeout=spec.build_timeout,
-        )
-
-
 def ensure_python_package(
     spec: ExtensionSpec,
     repo: GitRepo,
@@ -655,7 +635,11 @@ def ensure_python_package(
             run_env = _clean_env()
             run_env.pop("TSAN_OPTIONS")
             run_env.update(with_recipe_env(flags, recipe_env))
-            _prebuild(spec, ctx, worktree, {**run_env, "PYTHON": str(env.python)}, prog)
+            # What the checkout lacks and the package's own Makefile makes first
+            # (msgpack's `_cmsgpack.c`, from Cython), which its setup.py only compiles.
+            run_build_commands(
+                spec, ctx, worktree, {**run_env, "PYTHON": str(env.python)}, prog, "prebuild"
+            )
             out = ctx.scratch / "wheel"
             if backend.runner == "host":
                 run_env["_PYTHON_SYSCONFIGDATA_NAME"] = str(env.info["sysconfigdata"])
