@@ -192,12 +192,18 @@ def check_recipe(source: StressSource, loaded: LoadedRecipe, timeout: float | No
         )
 
 
+def stressed_commit(meta: Mapping[str, Any]) -> str | None:
+    """The extension commit a stress record's runs ran (None: it had no extension)."""
+    sha = _dig(meta.get("context"), "extension", "sha")
+    return sha if isinstance(sha, str) and sha else None
+
+
 def check_racy_commit(source: StressSource, racy_sha: str) -> None:
     """Refuse a stress record of another extension commit than the racy end's before
     anything is built (the comparison of the whole run waits for the racy end's build;
     the commits need none, and a refusal came after an 81 s build)."""
-    stressed = ((source.meta.get("context") or {}).get("extension") or {}).get("sha")
-    if isinstance(stressed, str) and stressed != racy_sha:
+    stressed = stressed_commit(source.meta)
+    if stressed is not None and stressed != racy_sha:
         _refuse(
             source,
             [

@@ -24,7 +24,7 @@ from repro.app.context import (
 from repro.app.environment import InterpreterSoon, collect_environment
 from repro.app.loop import Limits, StressState, stress_loop
 from repro.app.outputs import outputs_meta, outputs_of_the_run
-from repro.app.reuse import refuse_another_experiment
+from repro.app.reuse import refuse_another_experiment, stressed_commit
 from repro.app.runner import LINGER, reap_orphans
 from repro.app.view import (
     PlainTicker,
@@ -102,8 +102,7 @@ def _tested_sha(loaded: LoadedRecipe, meta: dict[str, Any]) -> str | None:
     spec = loaded.recipe.bisect
     if spec is None or spec.side != "extension":
         return None
-    sha = ((meta.get("context") or {}).get("extension") or {}).get("sha")
-    return str(sha) if sha else None
+    return stressed_commit(meta)
 
 
 def _racy_end_sha(loaded: LoadedRecipe, overrides: Overrides) -> str | None:

@@ -228,16 +228,24 @@ class PlainInputs:
     ext_backend: str | None = None  # a Python package's build backend, as repro built it
 
 
-def _export(name: str, value: str, refs: frozenset[str] = frozenset()) -> str:
+def _export(
+    name: str,
+    value: str,
+    refs: frozenset[str] = frozenset(),
+    template: Mapping[str, str] | None = None,
+) -> str:
     """One export line; secrets are left for the reader to provide.
 
     Values are literal (the runner does not expand them) except for the names in
-    ``refs``, whose values are the script's own ``$VARIABLES``.
+    ``refs``, whose values are the script's own ``$VARIABLES``, and a ``template``'s
+    placeholders (a recipe's `reproducer.env`), which are those variables too.
     """
     if not _NAME.fullmatch(name):
         return comment(f"not exported: {name!r} is not a shell variable name")
     if looks_secret(name):
         return f'export {name}="${{{name}:-}}"  # redacted from the report: set it yourself'
+    if template is not None:
+        return f"export {name}={expand_for_shell(value, template, quote=shq_var, literal=shq)}"
     return f"export {name}={shq_var(value) if name in refs else shq(value)}"
 
 
@@ -541,13 +549,10 @@ def plain_script(inp: PlainInputs) -> str:
     if tsan:
         run_env["TSAN_OPTIONS"] = tsan
     env_lines = ["", "# The reproducer's environment"]
-    for k, v in run_env.items():
-        if k in r.reproducer.env and k != "TSAN_OPTIONS" and not looks_secret(k):
-            # Its `{worktree}` and the others are the script's own variables.
-            value = expand_for_shell(v, values, quote=shq_var, literal=shq) if v else "''"
-            env_lines.append(f"export {k}={value}" if _NAME.fullmatch(k) else _export(k, v))
-        else:
-            env_lines.append(_export(k, v))
+    # The recipe's own variables are templates, as repro expands them (not the TSAN
+    # options merged into them).
+    own = {k for k in r.reproducer.env if k != "TSAN_OPTIONS"}
+    env_lines += [_export(k, v, template=values if k in own else None) for k, v in run_env.items()]
     embeds = _embedded_files(inp, [command, *setup, *env_lines])
     uses_recipe_dir = any("$RECIPE_DIR" in c for c in [command, *setup, cwd, *env_lines])
     if embeds or uses_recipe_dir:

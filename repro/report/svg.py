@@ -20,7 +20,7 @@ COLORS = {
     "other": "#e36209",
     "clean": "#2da44e",
     "failed": "#8c959f",
-    "uncounted": "#bf8700",
+    "not counted": "#bf8700",
     "culprit": "#fff3b0",
     "axis": "#57606a",
     "rate": "#0969da",
@@ -421,7 +421,7 @@ def stress_chart(
             ("other races only", COLORS["other"]),
             ("clean", COLORS["clean"]),
             ("crash, timeout, TSAN failure", COLORS["failed"]),
-            ("not counted (incomplete, ...)", COLORS["uncounted"]),
+            ("not counted (incomplete, ...)", COLORS["not counted"]),
             *([("rate so far", COLORS["rate"])] if rate_line else []),
         ],
     )
@@ -438,11 +438,9 @@ def stress_chart(
         ]
         # The runs that cannot count (incomplete, unsymbolized, no test, GIL on, source
         # tree): every run has its bar, as the title's count says (19 said, 18 drawn).
-        parts.append(("uncounted", sum(int(v) for v in oc.values()) - sum(c for _, c in parts)))
+        parts.append(("not counted", sum(int(v) for v in oc.values()) - sum(c for _, c in parts)))
         span = f"runs {b['first']}-{b['last']}" if b["first"] != b["last"] else f"run {b['first']}"
-        tip = f"{span}: " + ", ".join(
-            f"{k.replace('uncounted', 'not counted')} {v}" for k, v in parts if v
-        )
+        tip = f"{span}: " + ", ".join(f"{k} {v}" for k, v in parts if v)
         y = float(axis_y)
         for name, count in parts:
             if count <= 0:
