@@ -36,12 +36,22 @@ def _commit(repo: Path, subject: str) -> str:
     return _git(repo, "rev-parse", "HEAD")
 
 
-def _history(tmp_path: Path, broken: int) -> tuple[Path, dict[str, str]]:
+def _project(tmp_path: Path, program: str, run_sh: str | None = None) -> Path:
+    """A new repository with the build script, ``program`` (of tests/tsan_programs) as
+    prog.c, and a ``run.sh`` when one is given; nothing committed yet."""
     repo = tmp_path / "proj"
     repo.mkdir()
     _git(repo, "init", "-q", "-b", "main")
     (repo / "build.sh").write_text(BUILD)
-    (repo / "prog.c").write_text((PROGRAMS / "lost_history.c").read_text())
+    (repo / "prog.c").write_text((PROGRAMS / program).read_text())
+    if run_sh is not None:
+        (repo / "run.sh").write_text(run_sh)
+        (repo / "run.sh").chmod(0o755)
+    return repo
+
+
+def _history(tmp_path: Path, broken: int) -> tuple[Path, dict[str, str]]:
+    repo = _project(tmp_path, "lost_history.c")
     shas = {"racy": _commit(repo, "racy")}
     (repo / "BROKEN").write_text("")
     for k in range(broken):
@@ -159,13 +169,7 @@ def test_commits_whose_runs_cannot_show_the_race_are_skipped_not_clean(
     """Runs with incomplete reports, or runs that ran no test, count like crashes: the
     commits are skipped with the reason, never called clean, and no culprit is named
     from them (issue 9)."""
-    repo = tmp_path / "proj"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    (repo / "build.sh").write_text(BUILD)
-    (repo / "prog.c").write_text((PROGRAMS / "lost_history.c").read_text())
-    (repo / "run.sh").write_text("#!/bin/sh\nexec ./prog\n")
-    (repo / "run.sh").chmod(0o755)
+    repo = _project(tmp_path, "lost_history.c", "#!/bin/sh\nexec ./prog\n")
     shas = {"racy": _commit(repo, "racy")}
     (repo / "run.sh").write_text(CANNOT_SHOW[why])
     for k in range(3):
@@ -356,13 +360,7 @@ def test_a_build_this_machine_cannot_start_stops_the_bisect_instead_of_skipping(
 def test_a_regression_whose_test_came_after_the_race_says_so(tmp_path: Path) -> None:
     """The clean end runs no test (it came later): "pick an earlier clean commit" was
     advice that could not help."""
-    repo = tmp_path / "proj"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    (repo / "build.sh").write_text(BUILD)
-    (repo / "prog.c").write_text((PROGRAMS / "race_free.c").read_text())
-    (repo / "run.sh").write_text(CANNOT_SHOW["no-test"])
-    (repo / "run.sh").chmod(0o755)
+    repo = _project(tmp_path, "race_free.c", CANNOT_SHOW["no-test"])
     clean = _commit(repo, "before the race and its test")
     (repo / "prog.c").write_text((PROGRAMS / "lost_history.c").read_text())
     _commit(repo, "the race")
@@ -393,11 +391,7 @@ def test_a_merge_named_as_the_fix_says_what_it_brought_and_how_to_name_one(
 ) -> None:
     """The search walks first parents, so a fix made on a branch enters as its merge;
     the answer says so, and the bisect it suggests names the fix on the branch."""
-    repo = tmp_path / "proj"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    (repo / "build.sh").write_text(BUILD)
-    (repo / "prog.c").write_text((PROGRAMS / "lost_history.c").read_text())
+    repo = _project(tmp_path, "lost_history.c")
     racy = _commit(repo, "racy")
     _git(repo, "checkout", "-q", "-b", "side")
     (repo / "prog.c").write_text((PROGRAMS / "race_free.c").read_text())
@@ -584,13 +578,7 @@ def test_a_bad_ref_is_named_where_it_was_given(tmp_path: Path) -> None:
 def test_a_clean_end_whose_runs_turn_the_gil_on_says_what_to_set(tmp_path: Path) -> None:
     """Sweep 14: every run at the fixed end turned the GIL back on; the advice was to
     pick another fixed commit, which meets the same module. It names the setting."""
-    repo = tmp_path / "proj"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    (repo / "build.sh").write_text(BUILD)
-    (repo / "prog.c").write_text((PROGRAMS / "lost_history.c").read_text())
-    (repo / "run.sh").write_text("#!/bin/sh\nexec ./prog\n")
-    (repo / "run.sh").chmod(0o755)
+    repo = _project(tmp_path, "lost_history.c", "#!/bin/sh\nexec ./prog\n")
     racy = _commit(repo, "racy")
     (repo / "prog.c").write_text((PROGRAMS / "race_free.c").read_text())
     (repo / "run.sh").write_text(

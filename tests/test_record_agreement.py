@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, repro
-from tsan_helpers import PROGRAMS, compile_c
+from tsan_helpers import PROGRAMS, compile_c, cycle_script, with_history
 
 from repro.report.fmt import pct
 
@@ -171,17 +171,9 @@ def test_a_race_with_a_lost_stack_is_one_race_everywhere(tmp_path: Path) -> None
     (7)", with nothing to tell the 3 rows with a lost stack apart."""
     target = compile_c(PROGRAMS / "racy_counter.c", tmp_path / "target")
     lost = compile_c(PROGRAMS / "lost_history.c", tmp_path / "lost")
-    script = tmp_path / "cycle.sh"
-    script.write_text(
-        "#!/bin/sh\n"
-        'n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
-        "case $((n % 3)) in\n"
-        f"  0) exec {target} ;;\n"
-        f'  1) TSAN_OPTIONS="$TSAN_OPTIONS history_size=7" exec {lost} ;;\n'
-        f'  2) TSAN_OPTIONS="$TSAN_OPTIONS history_size=0" exec {lost} ;;\n'
-        "esac\n"
+    script = cycle_script(
+        tmp_path / "cycle.sh", [f"exec {target}", with_history(7, lost), with_history(0, lost)]
     )
-    script.chmod(0o755)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         "name: lost\n"
@@ -219,16 +211,9 @@ def test_a_near_miss_with_a_lost_stack_gives_way_to_its_whole_race(tmp_path: Pat
     whose suggested target can name one side only, although the same race was seen
     whole; the whole one is the race to advise on."""
     lost = compile_c(PROGRAMS / "lost_history.c", tmp_path / "lost")
-    script = tmp_path / "cycle.sh"
-    script.write_text(
-        "#!/bin/sh\n"
-        'n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
-        "case $((n % 3)) in\n"
-        f'  0) TSAN_OPTIONS="$TSAN_OPTIONS history_size=7" exec {lost} ;;\n'
-        f'  *) TSAN_OPTIONS="$TSAN_OPTIONS history_size=0" exec {lost} ;;\n'
-        "esac\n"
+    script = cycle_script(
+        tmp_path / "cycle.sh", [with_history(7, lost), with_history(0, lost), with_history(0, lost)]
     )
-    script.chmod(0o755)
     recipe = tmp_path / "r.yaml"
     # The surviving side's function, in a file the race is not in: both rows miss the
     # target by the file alone, and the one with a lost stack is seen in more runs.

@@ -11,7 +11,7 @@ from pathlib import Path
 import pexpect
 import pytest
 from conftest import repro
-from tsan_helpers import PROGRAMS, compile_c
+from tsan_helpers import PROGRAMS, compile_c, cycle_script, with_history
 
 
 def recipe(tmp_path: Path, command: str, functions: list[str], timeout: float = 30) -> Path:
@@ -533,16 +533,7 @@ def test_amplify_counts_a_setting_s_rate_over_the_runs_that_count(tmp_path: Path
     """Sweep 14: the table read "4/10 | 44.4%": the rate left out the runs that could not
     count (incomplete reports) and the hits/runs column did not."""
     lost = compile_c(PROGRAMS / "lost_history.c", tmp_path / "lost")
-    script = tmp_path / "cycle.sh"
-    script.write_text(
-        "#!/bin/sh\n"
-        'n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
-        "case $((n % 2)) in\n"
-        f'  0) TSAN_OPTIONS="$TSAN_OPTIONS history_size=7" exec {lost} ;;\n'
-        f'  *) TSAN_OPTIONS="$TSAN_OPTIONS history_size=0" exec {lost} ;;\n'
-        "esac\n"
-    )
-    script.chmod(0o755)
+    script = cycle_script(tmp_path / "cycle.sh", [with_history(7, lost), with_history(0, lost)])
     r = tmp_path / "r.yaml"
     r.write_text(
         "name: t\n"

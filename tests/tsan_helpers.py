@@ -169,3 +169,22 @@ def tsan_builder(tmp_path_factory: pytest.TempPathFactory) -> TsanBuilder:
 def stored_log(name: str) -> str:
     """A log kept in tests/data/tsan (real output of the programs here)."""
     return (DATA / name).read_text(encoding="utf-8")
+
+
+def cycle_script(path: Path, cases: Sequence[str]) -> Path:
+    """A reproducer whose runs take the shell commands of ``cases`` in turn (one run at a
+    time: -j 1), counting its runs in a file beside it."""
+    arms = "".join(f"  {i}) {cmd} ;;\n" for i, cmd in enumerate(cases))
+    path.write_text(
+        "#!/bin/sh\n"
+        'n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
+        f"case $((n % {len(cases)})) in\n{arms}esac\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+def with_history(size: int, program: Path) -> str:
+    """The command that runs ``program`` with TSAN keeping ``size`` of its history (0: an
+    earlier access's stack is lost)."""
+    return f'TSAN_OPTIONS="$TSAN_OPTIONS history_size={size}" exec {program}'
