@@ -15,7 +15,16 @@ from typing import Any
 
 import pytest
 
-from repro.builds.cache import META_FILE, BuildCache, BuildContext, BuildError, cache_key
+from repro.builds.cache import (
+    META_FILE,
+    BuildCache,
+    BuildContext,
+    BuildError,
+    NotInCache,
+    cache_key,
+    lookup_only,
+    sha256_file,
+)
 from repro.builds.cpython import Compiler, cpython_key
 from repro.recipe import PythonSpec
 
@@ -132,6 +141,38 @@ def _child(tmp_path: Path, key: str, sleep: float) -> subprocess.Popen[str]:
         text=True,
         env=env,
     )
+
+
+def test_lookup_only_answers_from_the_cache_and_never_builds(tmp_path: Path) -> None:
+    cache = BuildCache(tmp_path)
+    calls: list[str] = []
+
+    def build(ctx: BuildContext) -> dict[str, Any]:
+        calls.append(ctx.key)
+        return _write(ctx)
+
+    with lookup_only(), pytest.raises(NotInCache):
+        cache.ensure("k1", {"what": "thing"}, build)
+    assert calls == [] and cache.list() == []
+    assert not [x for x in cache.root.iterdir() if x.name.startswith((".tmp-", ".scratch-"))]
+    made = cache.ensure("k1", {"what": "thing"}, build)
+    with lookup_only():
+        assert cache.ensure("k1", {"what": "thing"}, build) == made
+    assert calls == ["k1"]
+    # The sieve a bisect reads first: the commits some entry was built from.
+    cache.ensure("k2", {"what": "ext", "sha": "a" * 40}, build)
+    cache.ensure("k3", {"what": "py", "source_id": {"git_sha": "b" * 40}}, build)
+    assert cache.commits() == {"a" * 40, "b" * 40}
+
+
+def test_file_digest_follows_the_file(tmp_path: Path) -> None:
+    # Computed once per file in a process, so it must see a file rewritten in between.
+    f = tmp_path / "Python-3.13.5.tar.xz"
+    f.write_bytes(b"one")
+    first = sha256_file(f)
+    assert sha256_file(f) == first
+    f.write_bytes(b"two, longer")
+    assert sha256_file(f) != first
 
 
 def test_concurrent_processes_build_a_key_once(tmp_path: Path) -> None:

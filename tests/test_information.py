@@ -56,6 +56,19 @@ def test_plan_is_deterministic_and_sane() -> None:
     assert a.seconds == pytest.approx(a.builds * 60.0 + a.runs)
 
 
+def test_plan_counts_no_build_for_what_the_cache_holds() -> None:
+    # A second bisect of a range whose commits are all built: the plan prices runs only
+    # (it had priced every step as a build).
+    belief = RateBelief.from_calibration(5, 25)
+    fresh = plan(60, belief, 0.99, 60.0, 1.0)
+    assert fresh.builds >= 3 and fresh.reused == 0
+    everything = plan(60, belief, 0.99, 60.0, 1.0, built=range(1, 60))
+    assert everything.builds == 0 and everything.reused >= 3
+    assert everything.seconds == pytest.approx(everything.runs)
+    some = plan(60, belief, 0.99, 60.0, 1.0, built=[15, 30, 45])
+    assert some.builds < fresh.builds and some.reused > 0
+
+
 def test_plan_matches_the_simulated_bisect() -> None:
     # The plan's expected bisect runs against an independent simulation of the whole bisect
     # (its own calibration, clean-end check and rate): within 25% of its mean.

@@ -412,6 +412,36 @@ def jobs_on_resume(
     return given or before or os.cpu_count() or 1
 
 
+def in_cache(
+    loaded: LoadedRecipe,
+    overrides: Overrides = Overrides(),
+    *,
+    ext_ref: str | None = None,
+    python_ref: str | None = None,
+    python_version: str | None = None,
+) -> bool:
+    """Whether ``prepare`` with these refs would take everything from the cache.
+
+    Asked through ``prepare`` itself (under ``lookup_only``), so it reads the same keys
+    that a build would write. A ref or recipe that cannot be prepared says no here; the
+    real prepare reports it when the bisect gets there.
+    """
+    from repro.builds.cache import NotInCache, lookup_only
+
+    try:
+        with lookup_only():
+            prepare(
+                loaded,
+                overrides,
+                ext_ref=ext_ref,
+                python_ref=python_ref,
+                python_version=python_version,
+            )
+    except (NotInCache, ReproError):
+        return False
+    return True
+
+
 def prepare(
     loaded: LoadedRecipe,
     overrides: Overrides = Overrides(),

@@ -19,7 +19,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -73,6 +74,34 @@ class MachineBuildError(BuildError):
         super().__init__(message, **{**kwargs, "record": False})
 
 
+class NotInCache(Exception):
+    """Raised, within ``lookup_only()``, where a build would start: the entry is not there."""
+
+
+_LOOKUP_ONLY: ContextVar[bool] = ContextVar("repro_cache_lookup_only", default=False)
+
+
+@contextlib.contextmanager
+def lookup_only() -> Iterator[None]:
+    """Within it, a build the cache lacks raises ``NotInCache`` instead of starting.
+
+    "Is all that this commit needs built already?" is then asked through the same code
+    that builds it, so the answer cannot drift from the keys the builders compute.
+    """
+    token = _LOOKUP_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _LOOKUP_ONLY.reset(token)
+
+
+def would_build(key: str) -> None:
+    """Where a builder is about to build (or to remove a damaged entry of) ``key``: within
+    ``lookup_only()``, say it is not in the cache instead."""
+    if _LOOKUP_ONLY.get():
+        raise NotInCache(key)
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
@@ -84,12 +113,23 @@ def cache_key(parts: Mapping[str, Any]) -> str:
     ).hexdigest()
 
 
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def sha256_file(path: Path) -> str:
+    """The file's sha256, computed once per (path, size, mtime) in a process: a bisect
+    asks for the CPython tarball's at every commit, and it is 20 MB."""
+    st = path.stat()
+    ident = (str(path.absolute()), st.st_size, st.st_mtime_ns)
+    known = _FILE_DIGESTS.get(ident)
+    if known is not None:
+        return known
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+    _FILE_DIGESTS[ident] = digest = h.hexdigest()
+    return digest
 
 
 def tail_lines(path: Path | None, n: int = 30) -> list[str]:
@@ -328,6 +368,7 @@ class BuildCache:
         """
         if self.lookup(key) is not None and self.lost_file(key) is None:
             return self.path(key)
+        would_build(key)
         retry = self.retry_failed if retry_failed is None else retry_failed
         lock = self.lock(key)
         try:
@@ -437,6 +478,21 @@ class BuildCache:
             if entry is not None:
                 entries.append(entry)
         return entries
+
+    def commits(self) -> set[str]:
+        """Every commit some finished entry was built from (an extension's, a package's or
+        a CPython's git sha): a cheap first sieve before asking whether a commit's whole
+        build is here (``lookup_only``)."""
+        out: set[str] = set()
+        for entry in self.list():
+            source = entry.meta.get("source_id")
+            for sha in (
+                entry.meta.get("sha"),
+                source.get("git_sha") if isinstance(source, dict) else None,
+            ):
+                if isinstance(sha, str):
+                    out.add(sha)
+        return out
 
     def failures(self) -> builtins.list[FailureRecord]:
         out = []

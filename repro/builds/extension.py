@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.builds.cache import BuildCache, BuildContext, BuildError, cache_key
+from repro.builds.cache import BuildCache, BuildContext, BuildError, cache_key, would_build
 from repro.builds.cpython import PythonBuild
 from repro.builds.progress import BuildProgress, NullProgress, ensure_reported, lost_note
 from repro.gitrepo import GitRepo
@@ -301,6 +301,7 @@ def ensure_extension(
         "env": env,
     }
     if hit is not None:  # finished entry whose worktree was removed by hand: redo it
+        would_build(key)
         lost = cache.lost_file(key)
         if lost is not None:
             prog.waiting(lost_note(what, lost))

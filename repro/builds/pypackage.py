@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.builds.cache import BuildCache, BuildContext, BuildError, cache_key
+from repro.builds.cache import BuildCache, BuildContext, BuildError, cache_key, would_build
 from repro.builds.cpython import PythonBuild
 from repro.builds.extension import (
     CARGO_DEBUG_ENV,
@@ -703,6 +703,7 @@ def ensure_python_package(
     }
     hit = cache.lookup(key)
     if hit is not None and (not site.is_dir() or cache.lost_file(key) is not None):
+        would_build(key)
         shutil.rmtree(dest, ignore_errors=True)
         hit = None
     if hit is None:

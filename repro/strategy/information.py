@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from repro.strategy.bisect import Bisector, Done, clean_end_prior
@@ -92,7 +93,9 @@ def culprit_bound(n: int, p: float, delta: float) -> float:
 
 @dataclass(frozen=True)
 class Plan:
-    """Expected cost of the bisect after calibration (builds of the two ends not included)."""
+    """Expected cost of the bisect after calibration: ``builds`` are the builds it will
+    make (not the racy end's, made for the calibration, nor those the cache holds);
+    ``reused`` the commits it will take from the cache."""
 
     runs: float
     builds: float
@@ -100,6 +103,7 @@ class Plan:
     runs_high: float  # the 90th percentile of the simulated bisects' runs
     bound: float  # Fano's floor on runs at the belief's mean rate
     rate: float  # the belief's mean rate
+    reused: float = 0.0
 
 
 # Simulated bisects behind a plan: enough for a mean within about 10%, few enough to answer in
@@ -119,13 +123,15 @@ def plan(
     *,
     trials: int = _PLAN_TRIALS,
     seed: int = 0,
+    built: Collection[int] = (),
 ) -> Plan:
     """What a bisect of ``n`` positions (both ends included) with this strategy should cost.
 
     A closed form would have to model the strategy's trade of runs against builds; simulating
     the strategy itself is both simpler and right by construction.  Each trial draws the rate
     from ``belief`` (so a vague calibration plans for its own uncertainty), a uniform boundary,
-    and runs the real ``Bisector`` with the same calibration.
+    and runs the real ``Bisector`` with the same calibration.  ``built``: positions whose
+    builds exist already (the cache's), which the search prefers and which cost no build.
     """
     if n < 2:
         raise ValueError(f"need at least the two verified ends, got n={n}")
@@ -143,8 +149,10 @@ def plan(
     rates = [pool[int((i + 0.5) * _PLAN_RATE_POOL / trials)] for i in range(trials)]
     bounds = [1 + int((i + rng.random()) * (n - 1) / trials) for i in range(trials)]
     rng.shuffle(bounds)
+    have = {0, *built}
     all_runs: list[int] = []
     all_builds: list[int] = []
+    all_reused: list[int] = []
     for rate, b in zip(rates, bounds, strict=True):
         p = min(1.0, max(1e-6, rate))
         bis = Bisector(
@@ -156,13 +164,15 @@ def plan(
             run_cost=max(run_seconds, 1e-6),
             clean_end_racy=clean_end_prior(n),
         )
+        for i in have - {0}:
+            bis.mark_built(i)
         runs = 0
-        built: set[int] = set()
+        visited: set[int] = set()
         while runs < _PLAN_MAX_RUNS:
             step = bis.next_step()
             if isinstance(step, Done):
                 break
-            built.add(step.index)
+            visited.add(step.index)
             for _ in range(step.runs):
                 runs += 1
                 hit = step.index < b and rng.random() < p
@@ -170,7 +180,8 @@ def plan(
                 if hit:
                     break
         all_runs.append(runs)
-        all_builds.append(len(built))
+        all_builds.append(len(visited - have))
+        all_reused.append(len((visited & have) - {0}))
     mean_runs = math.fsum(all_runs) / trials
     mean_builds = math.fsum(all_builds) / trials
     ranked = sorted(all_runs)
@@ -183,4 +194,5 @@ def plan(
         runs_high=high,
         bound=fano_bound(n - 1, rate, 1.0 - confidence),
         rate=rate,
+        reused=math.fsum(all_reused) / trials,
     )
