@@ -77,6 +77,49 @@ def test_race_is_named_after_the_writer() -> None:
     assert race_site(report) == ("tq_publish", "queue.c")
 
 
+# Sweep 15's multidict race, its frames as TSAN printed them (gcc, CPython 3.13.5t): the
+# list's writer inside CPython, through the atomic wrapper; the reader in the extension.
+MULTIDICT = """\
+==================
+WARNING: ThreadSanitizer: data race (pid=1)
+  Atomic write of size 8 at 0x7b4c00010a10 by thread T5:
+    #0 _Py_atomic_store_ptr_release Include/cpython/pyatomic_gcc.h:501 (python3.13t+0x1f1e2a)
+    #1 list_ass_item_lock_held Objects/listobject.c:1102 (python3.13t+0x1f1e2a)
+    #2 list_ass_subscript Objects/listobject.c:3591 (python3.13t+0x1f5c0b)
+
+  Previous read of size 8 at 0x7b4c00010a10 by thread T3:
+    #0 pair_list_update_from_seq multidict/_multilib/pair_list.h:1110 \
+(_multidict.cpython-313t-x86_64-linux-gnu.so+0x1c2b7)
+    #1 _multidict_extend multidict/_multidict.c:298 \
+(_multidict.cpython-313t-x86_64-linux-gnu.so+0x1d0b1)
+
+SUMMARY: ThreadSanitizer: data race Include/cpython/pyatomic_gcc.h:501 in \
+_Py_atomic_store_ptr_release
+==================
+"""
+
+
+def test_an_extension_race_is_named_after_the_extension_not_cpython_s_wrapper() -> None:
+    """Sweep 15: the title named `_Py_atomic_store_ptr_release (pyatomic_gcc.h)` and the
+    suppression `race_top:_Py_atomic_store_ptr_release`, which hid every release store
+    in CPython; --suggest-target named the same wrapper."""
+    from repro.report.tsantext import suppression_sites
+    from repro.tsan.nearmiss import suggest_target
+    from repro.tsan.signature import DEFAULT_DROP
+
+    (report,) = parse_log(MULTIDICT).reports
+    assert race_site(report) == ("pair_list_update_from_seq", "pair_list.h")
+    assert suppression_sites(report, DEFAULT_DROP) == ["pair_list_update_from_seq"]
+    suggested = suggest_target(report)
+    assert "_Py_atomic_store_ptr_release" not in suggested.functions, suggested
+    assert "list_ass_item_lock_held" in suggested.functions and "listobject.c" in suggested.files
+    # A race wholly inside CPython still names CPython's code, but not the wrapper.
+    inside = MULTIDICT.replace("(_multidict.cpython-313t-x86_64-linux-gnu.so", "(python3.13t")
+    (report,) = parse_log(inside).reports
+    assert race_site(report) == ("list_ass_item_lock_held", "listobject.c")
+    assert suppression_sites(report, DEFAULT_DROP) == ["pair_list_update_from_seq"]
+
+
 def test_suppression_lines() -> None:
     lines = suppression_lines([["tq_poll", "consumer"], ["tq_publish", "producer"]], ["why"])
     assert lines == ["# why", "race_top:tq_poll", "race_top:tq_publish"]
@@ -475,6 +518,52 @@ def test_a_rust_method_is_named_by_its_path_or_as_tsan_prints_it(pattern: str) -
     said_by_repro = any(matches(r, rule) for r in parse_log(log.read_text()).reports)
     assert said_by_repro == ("fetch_sub" in pattern)
     assert _plain_loop_finds(pattern, log) == said_by_repro
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["gcc-half_locked.log", "clang-half_locked.log", "cpython-ext-lazy-init.log",
+     "pyo3-borrowflag-racy.log", "cython-counter-before.log"],
+)  # fmt: skip
+def test_the_plain_loop_reads_only_the_frames_repro_matches(tmp_path: Path, name: str) -> None:
+    """Only the top `depth` frames of each stack, after the runtime and plumbing frames
+    repro drops: the loop said "reproduced" for a match at frame #5 that repro, at depth
+    3, did not count (sweep 15). Every function of the log's stacks, at depths 1 to 4,
+    against repro's own matcher."""
+    from repro.recipe import parse_recipe
+    from repro.report.shell import target_function
+    from repro.tsan.signature import TargetRule, matches
+
+    log = ROOT / "tests" / "data" / "tsan" / name
+    reports = parse_log(log.read_text()).reports
+    names: list[str] = []
+    for report in reports:
+        for access in (report.current, report.previous):
+            for frame in access.stack[:7] if access is not None else ():
+                plain = frame.function.split("(")[0]
+                if plain and plain not in names and "<" not in plain and "'" not in plain:
+                    names.append(plain)
+    assert len(names) >= 4, names
+    lines, cases = [], []
+    for depth in (1, 2, 4):
+        for k, fn in enumerate(names[:12]):
+            recipe = parse_recipe(
+                "name: t\nreproducer: {command: x}\n"
+                f"target: {{functions: [{json.dumps(fn)}], accesses: any, depth: {depth}}}\n",
+                Path("r.yaml"),
+            )
+            rule = TargetRule(functions=(fn,), accesses="any", depth=depth)
+            cases.append((f"{depth}:{k}", fn, any(matches(r, rule) for r in reports)))
+            script = [*target_function(recipe)]
+            script[script.index("is_target() {")] = f"is_target_{depth}_{k}() {{"
+            lines += [*script, f"is_target_{depth}_{k} {shq(str(log))} && echo {depth}:{k}"]
+    script_file = tmp_path / "loop.sh"
+    script_file.write_text("\n".join(lines) + "\n")
+    said = subprocess.run(["bash", str(script_file)], capture_output=True, text=True)
+    found = set(said.stdout.split())
+    wrong = [(key, fn, want) for key, fn, want in cases if (key in found) != want]
+    assert not wrong, (wrong, said.stderr)
+    assert any(want for _, _, want in cases) and not all(want for _, _, want in cases)
 
 
 def test_a_floor_on_runs_is_never_rounded_up() -> None:

@@ -27,6 +27,7 @@ from repro.report.tsantext import (
     race_site,
     shorten_paths,
     suppression_lines,
+    suppression_sites,
     symptom_flags,
     trim_report,
 )
@@ -79,6 +80,8 @@ def _add_report(files: RunFiles, race: dict[str, Any]) -> None:
         tops = [f[0] for f in race["top_frames"] if f]
         function = tops[0] if tops else None
     race.update(function=function, file=file, example_log=log)
+    if report is not None:
+        race["suppression_frames"] = suppression_sites(report, files.drop)
     if report is not None:
         race["kind"] = race["kind"] if race["kind"] != "race" else report.kind
         race["location"] = (
@@ -789,7 +792,8 @@ def _suppressions(race: Mapping[str, Any] | None, title: str) -> dict[str, Any] 
         f"Stop-gap, not a fix: hides the {race_name(race)}",
         f"(repro signature {race.get('signature')}) until the code is fixed.",
     ]
-    lines = suppression_lines(race["top_frames"], comment)
+    sites = race.get("suppression_frames")
+    lines = suppression_lines([[s] for s in sites] if sites else race["top_frames"], comment)
     return {
         "lines": lines,
         "text": "\n".join(lines) + "\n",

@@ -29,7 +29,7 @@ from repro.recipe import Recipe
 from repro.redact import home_dirs, looks_secret
 from repro.strategy.stats import clean_runs_needed
 from repro.tsan import options as tsan_options
-from repro.tsan.signature import normalise_function
+from repro.tsan.signature import DEFAULT_DROP, normalise_function
 
 PLAIN_OK = "race reproduced in run"
 PLAIN_NOT = "race not reproduced in"
@@ -93,6 +93,22 @@ def _glob_to_ere(pattern: str) -> str:
     return "".join(out)
 
 
+def _glob_to_anchored_ere(pattern: str) -> str:
+    """A drop pattern (a glob over a whole name, ``[`` literal, as signature._glob_regex
+    reads it) as the body of an awk ERE."""
+    out = []
+    for c in pattern:
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            out.append("[[]")
+        else:
+            out.append(re.escape(c) if c in ".^$+()]{}|\\" else c)
+    return "".join(out)
+
+
 # Whether a log holds the target race, report by report, as repro's matcher decides it:
 # every function and file pattern in a frame of the report's accesses ("Write of size 8
 # at ... by thread T1:", "Previous atomic read ...", each stack up to its blank line; all
@@ -100,10 +116,13 @@ def _glob_to_ere(pattern: str) -> str:
 # some function (and file) pattern in each of two accesses. The patterns come in the
 # environment (tab-separated EREs), which awk does not unescape. Grepping the whole log
 # once found a pattern in a mutex's creation stack, and the pasted loop said "race
-# reproduced" where repro had counted another race. The frames' depth and the dropped
-# runtime frames are not modelled. A Rust frame `<crate::Type>::method` is also tried as
-# `crate::Type::method` (repro.tsan.signature.rust_path), and a frame of a generic type
-# without its arguments, `Accumulator::add` (signature.without_template_args). Frames and
+# reproduced" where repro had counted another race. Only the top `depth` frames of each
+# stack count, once the frames repro drops (the TSAN runtime, libc plumbing, the recipe's
+# signature.drop: `dropped`, by function, module or file) are left out: the loop counted
+# a match at frame #5 that repro, at depth 3, did not (sweep 15). A Rust frame
+# `<crate::Type>::method` is also tried as `crate::Type::method` (signature.rust_path),
+# and a frame of a generic type without its arguments, `Accumulator::add`
+# (signature.without_template_args). Frames and
 # patterns are normalised as signature.normalise_function does (`norm`: lambdas' and
 # closures' numbers, Cython's numbers, Rust's crate disambiguators, `> >`), since a
 # suggested target holds the normalised names: the loop missed a race in a C++ lambda
@@ -143,8 +162,27 @@ function norm(t,  m, sp, name, pre) {
   }
   return t
 }
+function dropped(r,  p, mod, fl, i) {
+  mod = ""; fl = ""; p = r
+  while (match(p, /[(][^()]+[+]0x[0-9a-fA-F]+[)]/)) {
+    mod = substr(p, RSTART + 1, RLENGTH - 2); p = substr(p, RSTART + RLENGTH)
+  }
+  sub(/[+]0x[0-9a-fA-F]+$/, "", mod)
+  i = index(r, " (BuildId:"); if (i) r = substr(r, 1, i - 1)
+  if (mod != "") { i = index(r, " (" mod "+"); if (i) r = substr(r, 1, i - 1) }
+  sub(/ +$/, "", r)
+  if (match(r, / [^ ]+:[0-9]+(:[0-9]+)?$/)) {
+    fl = substr(r, RSTART + 1, RLENGTH - 1); sub(/:[0-9]+(:[0-9]+)?$/, "", fl)
+    r = substr(r, 1, RSTART - 1)
+  }
+  if (r == "" || r ~ /^<null>/) return 1
+  for (i = 1; i <= nd; i++)
+    if (r ~ D[i] || (mod != "" && mod ~ D[i]) || (fl != "" && fl ~ D[i])) return 1
+  return 0
+}
 BEGIN {
   nf = split(ENVIRON["REPRO_FUNCTIONS"], F, "	"); nl = split(ENVIRON["REPRO_FILES"], L, "	")
+  nd = split(ENVIRON["REPRO_DROP"], D, "\n"); depth = ENVIRON["REPRO_DEPTH"] + 0
   kind = ENVIRON["REPRO_KIND"]; each = ENVIRON["REPRO_EACH"] == "1"
 }
 /WARNING: ThreadSanitizer: / {
@@ -158,7 +196,12 @@ BEGIN {
 }
 /^[ 	]*$/ { endacc() }
 /#[0-9]+ / {
-  line = norm($0); alt = line
+  line = norm($0)
+  match(line, /#[0-9]+ /)
+  if (substr(line, RSTART, RLENGTH) == "#0 ") shown = 0
+  if (dropped(substr(line, RSTART + RLENGTH))) next
+  if (depth && ++shown > depth) next
+  alt = line
   if (match(line, /#[0-9]+ <[^<> ]+>::/)) {
     m = substr(line, RSTART, RLENGTH); sp = index(m, " ")
     alt = substr(line, 1, RSTART - 1) substr(m, 1, sp) substr(m, sp + 2, RLENGTH - sp - 4)
@@ -190,12 +233,23 @@ def target_function(recipe: Recipe) -> list[str]:
         "REPRO_FILES": "\t".join(file_res),
         "REPRO_KIND": t.kind or "",
         "REPRO_EACH": "1" if t.accesses == "each" else "0",
+        "REPRO_DEPTH": str(t.depth),
     }
+    # One pattern a line, in a variable of its own: on the awk's line they made one
+    # line of 2,000 characters.
+    drop = "\n".join(
+        "^" + _glob_to_anchored_ere(p) + "$" for p in (*DEFAULT_DROP, *recipe.signature.drop_frames)
+    )
     program = TARGET_AWK.strip("\n").splitlines()
     assert not any("'" in line for line in program)
     return [
+        "# The frames repro leaves out of a stack before it reads the top `depth` of them:",
+        "# the TSAN runtime, thread start-up and libc plumbing (and the recipe's own).",
+        *f"REPRO_DROP_FRAMES={shq(drop)}".split("\n"),
         "is_target() {",
-        "  " + " ".join(f"{k}={shq(v)}" for k, v in env.items()) + " awk '",
+        "  "
+        + " ".join(f"{k}={shq(v)}" for k, v in env.items())
+        + ' REPRO_DROP="$REPRO_DROP_FRAMES" awk \'',
         *program,
         '\' "$1"',
         "}",

@@ -19,6 +19,7 @@ from repro.tsan.parse import parse_frame
 from repro.tsan.signature import (
     is_glibc_frame,
     is_interpreter_frame,
+    is_library_frame,
     is_rust_std_frame,
     normalise_function,
     significant_frames,
@@ -291,35 +292,56 @@ def symptom_note(count: int) -> str:
 
 
 def _top(stack: Sequence[Frame]) -> Frame | None:
+    """The frame that names an access: its first shown frame that is not a library's
+    (a wrapper such as ``_Py_atomic_store_ptr_release`` names its caller), else its first."""
     frames = significant_frames(stack, HIDDEN_FRAMES)
-    return frames[0] if frames else (stack[0] if stack else None)
+    own = next((f for f in frames if not is_library_frame(f)), None)
+    return own or (frames[0] if frames else (stack[0] if stack else None))
 
 
 def race_site(report: Report) -> tuple[str | None, str | None]:
     """(function, file name) that names a race in a title.
 
     Which access TSAN calls "current" changes from run to run, so naming the race
-    after it would give the same race different titles. The writer is stable (a
-    read/write race always has the same writer), so it wins; between equals, the
-    alphabetically first function does.
+    after it would give the same race different titles. An access in the extension's
+    code wins over one inside CPython (the title of a multidict race named CPython's
+    list store); then the writer, which is stable (a read/write race always has the
+    same writer); between equals, the alphabetically first function.
     """
     accesses = _accesses(report)
-    candidates: list[tuple[int, str, Frame]] = []
+    candidates: list[tuple[bool, int, str, Frame]] = []
     for a in accesses:
         top = _top(a.stack)
         if top is None:
             continue
         rank = 0 if a.op in ("write", "free") and not a.atomic else 1
-        candidates.append((rank, normalise_function(top.function), top))
+        inside = is_interpreter_frame(top)
+        candidates.append((inside, rank, normalise_function(top.function), top))
     if not candidates:
         stacks = [frames for _, frames in report.other_stacks if frames]
         top = _top(stacks[0]) if stacks else None
         if top is None:
             return None, None
-        candidates.append((0, normalise_function(top.function), top))
-    _, name, frame = min(candidates, key=lambda c: (c[0], c[1]))
+        candidates.append((False, 0, normalise_function(top.function), top))
+    *_, name, frame = min(candidates, key=lambda c: c[:3])
     file = frame.file.rsplit("/", 1)[-1] if frame.file else None
     return name, file
+
+
+def suppression_sites(report: Report, drop: Sequence[str]) -> list[str] | None:
+    """The top frames (normalised) that ``race_top:`` lines should name, or None to take
+    the signature's.
+
+    TSAN hides a report when the top frame of either access matches, so one access is
+    enough: the extension's, where it has one, and never a library's or a wrapper's
+    (``race_top:_Py_atomic_store_ptr_release`` hid every release store in CPython).
+    """
+    tops = [fs[0] for a in _accesses(report) if (fs := significant_frames(a.stack, drop))]
+    if not tops:
+        return None
+    own = [f for f in tops if not is_library_frame(f)]
+    outside = [f for f in own if not is_interpreter_frame(f)]
+    return [normalise_function(f.function) for f in (outside or own or tops)]
 
 
 def suppression_pattern(function: str) -> str:

@@ -559,14 +559,24 @@ def is_glibc_frame(frame: Frame) -> bool:
     return bool(_GLIBC_MODULE.match(frame.module or "") or _GLIBC_FILE.match(frame.file or ""))
 
 
+# CPython's atomic wrappers (Include/cpython/pyatomic_gcc.h and its siblings): one line
+# around a compiler builtin, inlined everywhere; "a race in _Py_atomic_store_ptr_release"
+# names no code (sweep 15: a report's title, its suppression and a suggested target).
+_PY_ATOMIC_FN = re.compile(r"^_Py_atomic_\w+$")
+_PY_ATOMIC_FILE = re.compile(r"(?:^|/)pyatomic(?:_\w+)?\.h$")
+
+
 def is_library_frame(frame: Frame) -> bool:
-    """A frame of the toolchain's libraries rather than of code someone wrote for the
-    project: a target named after it (``core::ptr::read_volatile``, ``std::vector::
-    push_back``) would match the same call in every program."""
+    """A frame of the toolchain's libraries, or a wrapper of CPython's that only forwards
+    to one, rather than of code someone wrote: a target named after it (``core::ptr::
+    read_volatile``, ``std::vector::push_back``, ``_Py_atomic_store_ptr_release``) would
+    match the same call in every program."""
     return (
         is_rust_std_frame(frame)
         or is_glibc_frame(frame)
         or _SYSTEM_HEADER.match(frame.file or "") is not None
+        or _PY_ATOMIC_FN.match(frame.function) is not None
+        or _PY_ATOMIC_FILE.search(frame.file or "") is not None
     )
 
 
