@@ -75,3 +75,30 @@ def test_the_advice_for_an_end_that_races_points_the_right_way() -> None:
     assert "earlier clean commit" in regression and "--clean" in regression
     assert "fixed" not in regression and "later" not in regression
     assert "earlier clean release" in Terms.parse("regression", "versions").other_end_advice
+
+
+def test_a_race_begun_at_the_answer_is_a_whole_race_not_seen_racy() -> None:
+    """Sweep 15 was warned that a race "shows only where the target does not" where the
+    report had a lost stack ("? | new_reference") and its whole race was seen at racy
+    commits. Lost-stack signatures are no names for anything; a whole race seen at a
+    racy commit only with a lost stack was seen there."""
+    from repro.runlog.bisect_answer import begun_at_answer
+    from repro.runlog.events import RunEvent, SignatureEvent
+    from repro.runlog.fold import fold
+    from repro.tsan.outcome import Outcome
+
+    sig = {
+        "T": (("bump",), ("peek",)),
+        "W": (("new_reference",), ("pair_list_update",)),  # whole
+        "Wp": (("new_reference",), ()),  # W with a lost stack
+        "N": (("fresh_race",), ("other_side",)),  # begins at the fix
+        "Q": (("only_partial",), ()),  # a lost stack with no whole race
+    }
+    events: list[object] = [
+        SignatureEvent(k, "data race", v, k, target=(k == "T")) for k, v in sig.items()
+    ]
+    runs = [*[(0, ("T", "Wp"), Outcome.TARGET)] * 8, *[(1, ("W", "N", "Q"), Outcome.OTHER)] * 8]
+    for index, (pos, sids, outcome) in enumerate(runs):
+        events.append(RunEvent(index, outcome, signatures=sids, pos=pos, phase="bisect"))
+    record = fold(events)  # type: ignore[arg-type]
+    assert [b["signature"] for b in begun_at_answer(record, 1)] == ["N"]

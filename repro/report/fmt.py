@@ -126,17 +126,26 @@ def build_cell(step: Mapping[str, Any]) -> str:
 
 def begun_text(race: Mapping[str, Any], find: str, unit: str = "commit") -> str:
     """An other race that begins where the target ends (``bisect_answer.begun_at_answer``),
-    alike on the console and in every report format."""
+    alike on the console and in every report format; ``begun_advice`` says once what
+    to do about them (it was said in full for each of four races, 20 lines)."""
     clean = "fixed" if find == "fix" else "clean"
-    culprit = "first fixed" if find == "fix" else "first bad"
     return (
         f"race {race['signature']} ({race['description']}) shows only where the target does "
         f"not: in {race['seen_in']} of {race['clean_side_runs']} runs at {clean} {unit}s, in "
-        f"none of {race['racy_side_runs']} at racy ones. If the {culprit} {unit} renamed or "
-        "moved the racing code, this is the target under another name and the answer is no "
-        f"{find}: make it the target instead (replace target.functions with its functions, "
-        "since every pattern must match; `repro parse LOG --recipe-skeleton N` writes one "
-        "from one of its logs) and bisect again"
+        f"none of {race['racy_side_runs']} at racy ones"
+    )
+
+
+def begun_advice(count: int, find: str, unit: str = "commit") -> str:
+    """What the races of ``begun_text`` may mean, and what to do."""
+    culprit = "first fixed" if find == "fix" else "first bad"
+    which = "this race is" if count == 1 else "one of these races may be"
+    return (
+        f"If the {culprit} {unit} renamed or moved the racing code, {which} the target "
+        f"under another name and the answer is no {find}: make it the target instead "
+        "(replace target.functions with its functions, since every pattern must match; "
+        "`repro parse LOG --recipe-skeleton N` writes one from one of its logs) and bisect "
+        "again. A race that the fix itself brings shows the same way."
     )
 
 

@@ -113,10 +113,13 @@ def _bisect_rows(b: Mapping[str, Any], s: Mapping[str, Any]) -> list[Row]:
             )
         if b.get("merged"):
             rows.append(Row("Merge", (Text(fmt.merge_text(b["merged"])),)))
-        for race in b.get("begun_at_answer") or ():
-            unit = "release" if b.get("side") == "versions" else "commit"
-            text = fmt.begun_text(race, str(b.get("direction") or "fix"), unit)
-            rows.append(Row("Warning", (Text(text),)))
+        begun = list(b.get("begun_at_answer") or ())
+        unit = "release" if b.get("side") == "versions" else "commit"
+        find = str(b.get("direction") or "fix")
+        for race in begun:
+            rows.append(Row("Warning", (Text(fmt.begun_text(race, find, unit)),)))
+        if begun:
+            rows.append(Row("Warning", (Text(fmt.begun_advice(len(begun), find, unit)),)))
         rows.append(Row("Author", (Text(str(c.get("author") or "")),)))
         rows.append(Row("Date", (Text(str(c.get("date") or "")),)))
         if c.get("url"):

@@ -106,15 +106,21 @@ def begun_at_answer(record: Record, first_clean: int) -> tuple[dict[str, Any], .
     clean = [p for pos, p in record.positions.items() if pos >= first_clean]
     racy_runs = sum(p.counts.evidence for p in racy)
     clean_runs = sum(p.counts.evidence for p in clean)
+    # A report with a lost stack ("? | f") is the whole race it is part of, seen or not on
+    # the racy side (sweep 15 was warned of one that its own stress saw at the racy end);
+    # one with no whole race to be is no name for anything, and is left out.
+    same = record.same_races()
+    seen_racy = {same.get(sid, sid) for p in racy for sid in p.other_runs}
     out = []
     for sid in sorted(at.other_runs):
-        if any(p.other_runs.get(sid) for p in racy) or clean_runs == 0:
+        stats = record.signatures.get(sid)
+        partial = stats is not None and not all(stats.entry.top_frames)
+        if same.get(sid, sid) in seen_racy or partial or clean_runs == 0:
             continue
         seen = sum(p.other_runs.get(sid, 0) for p in clean)
         rate = min(1.0, seen / clean_runs)
         if racy_runs == 0 or (1.0 - rate) ** racy_runs >= UNSEEN_CHANCE:
             continue
-        stats = record.signatures.get(sid)
         out.append(
             {
                 "signature": sid,
