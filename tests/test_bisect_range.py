@@ -147,6 +147,11 @@ def test_buildable_history_names_the_fix(tmp_path: Path) -> None:
     assert n >= 2 and second["builds_from_cache"] == n
     assert all(s["cached"] for s in second["steps"] if s["built"])
     assert f"{n} builds (all from the cache)" in " ".join(res.stdout.split())
+    # The plan knew it: the commits the first bisect built are priced as runs only.
+    assert data["plan"]["from_cache"] == 0
+    assert second["plan"]["from_cache"] >= 1, second["plan"]
+    held = data["builds"] - 1  # all that the first bisect built but the racy end
+    assert f"from the cache, which holds {held} of the range" in " ".join(res.stdout.split())
     report = repro("report", str(next((tmp_path / "runs2").iterdir())))
     assert f"{n} builds (all from the cache)" in report.stdout, report.stdout
     assert "| cached |" in report.stdout
@@ -593,9 +598,72 @@ def test_a_clean_end_whose_runs_turn_the_gil_on_says_what_to_set(tmp_path: Path)
                 "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
     text = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 1, text
-    assert "the fixed end built, but runs cannot show the race (gil-enabled" in text, text
-    assert "Its runs were gil-enabled" in text
+    assert "the fixed end built, but its runs turn the GIL back on" in text, text
     assert "set PYTHON_GIL=0 in reproducer.env" in text and "a later one" not in text, text
+    # Whether a module declares Py_mod_gil is the commit's (sweep 15: "another end would
+    # meet it too" was false where later commits declare it).
+    assert "another end would meet it too" not in text, text
+    steps = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
+    assert steps["outcomes"]["gil-enabled"] == 1, steps["outcomes"]  # one run told it
+
+
+_GIL_ON = (
+    '#!/bin/sh\necho "<frozen importlib._bootstrap>:488: RuntimeWarning: The global '
+    "interpreter lock (GIL) has been enabled to load module 'pkg._native', which has "
+    'not declared that it can run safely without the GIL." >&2\nexit 0\n'
+)  # and, with the GIL on, no race shows
+
+
+def test_commits_whose_module_turns_the_gil_on_are_skipped_after_one_run(
+    tmp_path: Path,
+) -> None:
+    """Sweep 15: a bisect spent 3-6 runs (and a regression bisect 16 builds) on each
+    commit whose module lacks Py_mod_gil, and 420 runs at such a racy end."""
+    repo = _project(tmp_path, "lost_history.c", _GIL_ON)
+    gil_racy = _commit(repo, "racy, and a module without Py_mod_gil")
+    (repo / "run.sh").write_text("#!/bin/sh\nexec ./prog\n")
+    racy = _commit(repo, "declare Py_mod_gil")
+    (repo / "run.sh").write_text(_GIL_ON)
+    for k in range(3):
+        (repo / "note.txt").write_text(str(k))
+        _commit(repo, f"a module without Py_mod_gil again {k}")
+    (repo / "run.sh").write_text("#!/bin/sh\nexec ./prog\n")
+    (repo / "prog.c").write_text((PROGRAMS / "race_free.c").read_text())
+    fix = _commit(repo, "the fix, with Py_mod_gil")
+    (repo / "note.txt").write_text("after")
+    after = _commit(repo, "after the fix")
+    recipe = _recipe(tmp_path, repo)
+    recipe.write_text(recipe.read_text().replace("command: ./prog", "command: ./run.sh"))
+
+    out = tmp_path / "b.json"
+    res = repro("bisect", str(recipe), "--racy", racy, "--fixed", after, "--json-out",
+                str(out), "-j", "1", "--runs-dir", str(tmp_path / "runs"))  # fmt: skip
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 1, text  # a range, not one commit: those between are skipped
+    data = json.loads(out.read_text())
+    skipped = [s for s in data["steps"] if s["verdict"] == "skipped"]
+    assert skipped, data["steps"]
+    for step in skipped:
+        assert step["outcomes"] == {"gil-enabled": 1}, step
+    assert "its runs turn the GIL back on" in text and "PYTHON_GIL=0" in text, text
+    assert data["culprit_range"][-1]["id"] == fix, data["culprit_range"]
+
+    # At the racy end: stopped at the first run, with what to set, as an invalid run.
+    res = repro("bisect", str(recipe), "--racy", gil_racy, "--fixed", after,
+                "--runs-dir", str(tmp_path / "runs2"))  # fmt: skip
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2, text
+    assert "a run was gil-enabled and cannot count" in text and "PYTHON_GIL=0" in text, text
+    summary = json.loads(next((tmp_path / "runs2").glob("*/summary.json")).read_text())
+    assert summary["runs"] == 1, summary
+
+    # A stress stops at the first such run too.
+    res = repro("stress", str(recipe), "--ref", gil_racy, "-n", "20", "-j", "1",
+                "--runs-dir", str(tmp_path / "runs3"))  # fmt: skip
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2, text
+    assert "stopped: a run was gil-enabled" in text and "PYTHON_GIL=0" in text, text
+    assert "1 of 1 runs are not in the rate" in text or "runs 1 / 20" in text, text
 
 
 def test_the_plan_takes_a_cached_build_s_recorded_time(tmp_path: Path) -> None:

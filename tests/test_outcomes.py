@@ -23,6 +23,7 @@ from repro.builds.cpython import PythonBuild
 from repro.tsan.outcome import (
     Matcher,
     Outcome,
+    caught_signal,
     classify,
     is_incomplete,
     parallel_threads_of,
@@ -252,11 +253,13 @@ def test_gil_enabled_run_is_flagged_with_the_module(
         "--json-out",
         str(out),
     )
-    assert res.returncode == 1, res.stdout + res.stderr
+    # Every run of this build would turn the GIL on: the stress stops at the first
+    # (sweep 15 ran 30 of 30 such runs, and exited 1).
+    assert res.returncode == 2, res.stdout + res.stderr
     data = json.loads(out.read_text())
-    assert data["outcomes"]["gil-enabled"] == 2 and data["evidence_runs"] == 0
+    assert data["outcomes"]["gil-enabled"] == 1 and data["evidence_runs"] == 0
     assert any("oldext" in k for k in data["invalid"]), data["invalid"]
-    assert "PYTHON_GIL=0" in res.stdout
+    assert "PYTHON_GIL=0" in res.stdout + res.stderr
     # With the GIL forced off, the same runs are evidence again (clean here).
     res = repro(
         "stress",
@@ -426,6 +429,28 @@ def test_a_run_that_ran_no_test_is_invalid_but_a_target_report_still_wins(lost: 
 def test_a_module_that_switched_the_gil_on_is_named(output: str) -> None:
     verdict = classify(parse_log(""), 1, False, MATCHER, output)
     assert verdict.outcome is Outcome.GIL_ENABLED and verdict.detail == "hitcount._hc"
+
+
+def test_a_signal_caught_by_tsan_is_a_crash_whatever_the_exit_status(tmp_path: Path) -> None:
+    """TSAN's handler prints the SEGV and exits 66 (or hangs until the timeout): a run
+    cut short, not a miss and not a slow run; a target reported before it still counts."""
+    prog = compile_c(PROGRAMS / "segv_after_race.c", tmp_path / "segv_after_race")
+    proc = run_tsan(prog)
+    assert proc.returncode == 66, proc.stderr
+    parsed = parse_log(proc.stderr)
+    assert parsed.reports and caught_signal(parsed) == "SEGV"
+    verdict = classify(parsed, 66, False, MATCHER, proc.stderr)
+    assert verdict.outcome is Outcome.CRASH and verdict.detail == "SEGV caught by TSAN"
+    hung = classify(parsed, -9, True, MATCHER, proc.stderr)
+    assert hung.outcome is Outcome.CRASH
+    assert hung.detail == "SEGV caught by TSAN, then hung until the timeout"
+    bump = Matcher(TargetRule(functions=("bump_counter",)))
+    assert classify(parsed, 66, False, bump, proc.stderr).outcome is Outcome.TARGET
+    # Only the DEADLYSIGNAL line, as when the handler hangs before it names the signal.
+    deadly = parse_log("ThreadSanitizer:DEADLYSIGNAL\n")
+    assert caught_signal(deadly) == "a fatal signal"
+    assert classify(deadly, -9, True, MATCHER).outcome is Outcome.CRASH
+    assert caught_signal(parse_log("")) is None
 
 
 @pytest.mark.parametrize(

@@ -186,6 +186,19 @@ def test_crash_is_its_own_outcome(tmp_path: Path) -> None:
     assert data["outcomes"]["crash"] == 3
 
 
+def test_a_segfault_caught_by_tsan_is_a_crash_not_a_miss(tmp_path: Path) -> None:
+    # TSAN's handler catches the SIGSEGV and exits 66, as a run that only reported other
+    # races does: sweep 15 counted such runs as misses, in the rate.
+    prog = compile_c(PROGRAMS / "segv_after_race.c", tmp_path / "segv_after_race")
+    r = recipe(tmp_path, str(prog), ["not_in_this_program"])
+    code, data, out = stress(tmp_path, r, "--runs", "2", "--jobs", "1")
+    assert code == 1
+    assert data["outcomes"].get("crash") == 2 and not data["outcomes"].get("other"), data
+    assert data["hits"] == 0 and data["rate"] in (None, 0.0), data
+    said = " ".join(out.split())
+    assert "SEGV caught by TSAN x2" in said and "2 of 2 runs are not in the rate" in said, out
+
+
 def test_tsan_startup_failure_is_not_a_race(tmp_path: Path) -> None:
     # What an old TSAN runtime prints on a kernel with too many mmap random bits; it
     # also exits 66, the "races found" code.

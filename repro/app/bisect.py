@@ -76,6 +76,7 @@ from repro.recipe import (
 from repro.report.fmt import (
     against_bound,
     at_answer,
+    begun_advice,
     begun_text,
     merge_text,
     runs_made,
@@ -86,7 +87,7 @@ from repro.runlog import RunDir, RunLog
 from repro.runlog.bisect_answer import blame, information
 from repro.strategy.bisect import Done, Probe
 from repro.strategy.terms import Find, Side, Terms
-from repro.tsan.outcome import INVALID_HINTS, Outcome
+from repro.tsan.outcome import INVALID_HINTS, Outcome, invalid_runs_kind
 
 if TYPE_CHECKING:
     from repro.app.cluster import Cluster
@@ -550,9 +551,13 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
     merged = _what_the_merge_brought(run, opts, c)
     if merged is not None:
         console.print(f"  [yellow]{escape(merge_text(merged))}[/]", highlight=False)
-    for race in result.get("begun_at_answer") or ():
+    begun = list(result.get("begun_at_answer") or ())
+    for race in begun:
         text = begun_text(race, terms.find.value, terms.unit)
         console.print(f"  [yellow]warning: {escape(text)}[/]", highlight=False)
+    if begun:
+        advice = begun_advice(len(begun), terms.find.value, terms.unit)
+        console.print(f"  [yellow]{escape(advice)}[/]", highlight=False)
     if conf < float(run.meta["confidence"]):
         console.print(
             "[yellow]The requested confidence was not reached: nothing more could be "
@@ -619,18 +624,11 @@ def _what_the_merge_brought(
     return merged
 
 
-def _invalid_runs_kind(outcomes: Mapping[Outcome, int]) -> Outcome | None:
-    """The reason most of a commit's runs could not show the race, where it is the runs'
-    (a setting, a tool) rather than the commit's: None when none was."""
-    kinds = [o for o in INVALID_HINTS if o is not Outcome.NO_TEST and outcomes.get(o)]
-    return max(kinds, key=lambda o: outcomes[o]) if kinds else None
-
-
 def _clean_end_unusable(run: BisectRun, opts: BisectOptions) -> int:
     terms = run.terms
     st = run.stats(len(run.positions) - 1)
     why = f"{st.build_error or st.unusable}"
-    kind = None if st.build_error else _invalid_runs_kind(st.counts.outcomes)
+    kind = None if st.build_error else invalid_runs_kind(st.counts.outcomes)
     if st.counts.outcomes[Outcome.NO_TEST]:
         # Another end will not help where the test itself is missing.
         where = (
@@ -643,6 +641,14 @@ def _clean_end_unusable(run: BisectRun, opts: BisectOptions) -> int:
         advice = (
             f"The reproducer's test does not run at {run.positions[-1].label} (not there, "
             f"or not collected): {INVALID_HINTS[Outcome.NO_TEST]}. {where}"
+        )
+    elif kind is Outcome.GIL_ENABLED:
+        # A property of the commit (its module does not declare Py_mod_gil), not of the
+        # runs: sweep 15's "another end would meet it too" was false where later
+        # commits declare it.
+        advice = (
+            f"Other {terms.units} may declare Py_mod_gil, but any that does not is skipped "
+            "so; with PYTHON_GIL=0 in reproducer.env every one of them can be tested."
         )
     elif kind is not None:
         # The commit built and ran; its runs could not show the race, for a reason that

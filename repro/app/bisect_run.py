@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from repro.app.context import NotRunnableHere, Overrides, Prepared, prepare
+from repro.app.context import NotRunnableHere, Overrides, Prepared, in_cache, prepare
 from repro.app.environment import (
     extension_backend,
     extension_build_seconds,
@@ -30,7 +30,7 @@ from repro.app.environment import (
 from repro.app.executors import Runner, RunnerGone
 from repro.app.loop import Limits, StressState, Tags, stress_loop
 from repro.app.view import PlainTicker, StressView
-from repro.builds.cache import BuildError, MachineBuildError
+from repro.builds.cache import BuildCache, BuildError, MachineBuildError
 from repro.builds.progress import RichBuildProgress
 from repro.errors import ReproError
 from repro.recipe import LoadedRecipe
@@ -59,6 +59,14 @@ if TYPE_CHECKING:
 # TSAN start-up failure, timeout, unreadable reports) tells nothing about the race:
 # skip it like git bisect's exit 125 once this many such runs outnumber the others.
 UNUSABLE_AFTER = 3
+# Runs that stop the probe at the first: unreadable reports stop the bisect (no run here
+# can count); a module that turns the GIL back on makes the commit unusable (its runs can
+# show no race), and stops the bisect at the racy end.
+STOP_A_BISECT = frozenset({Outcome.UNSYMBOLIZED, Outcome.GIL_ENABLED})
+GIL_UNUSABLE = (
+    "its runs turn the GIL back on (a module without Py_mod_gil at this commit): set "
+    "PYTHON_GIL=0 in reproducer.env to test it"
+)
 
 
 EXIT_INVALID = 2
@@ -197,6 +205,7 @@ class BisectRun:
         self._prepared: dict[int, Prepared] = {}
         # what the builds that came from the cache took when they were made
         self._cached_build_seconds: dict[int, float] = {}
+        self._cached_positions: frozenset[int] | None = None  # cached_positions()
         self._tried: dict[int, set[str]] = {}  # position -> workers asked to build it
         self.cluster: Cluster | None = None  # builds and runs on Dask workers when set
         self.probes: int | None = None  # --probes
@@ -239,8 +248,11 @@ class BisectRun:
 
     def _strategy(self, calib_hits: int, calib_runs: int, **options: Any) -> Bisector:
         """A strategy from everything measured so far (``bisect_answer.strategy_from``,
-        which a report replays too)."""
-        return strategy_from(self.record, len(self.positions), calib_hits, calib_runs, **options)
+        which a report replays too), told which commits the cache holds built."""
+        bis = strategy_from(self.record, len(self.positions), calib_hits, calib_runs, **options)
+        for pos in self.cached_positions():
+            bis.mark_built(pos)
+        return bis
 
     def bound(self) -> tuple[float, float, float]:
         """(rate, Fano's bound, the floor at the answer) for this bisect as its evidence
@@ -328,13 +340,9 @@ class BisectRun:
             missing = [w for w in wanted if w not in known.holders]
             if not missing:
                 return known
-        side = self.terms.side
         p = self.positions[pos]
         t0 = time.monotonic()
-        refs = {
-            Side.EXTENSION: {"ext_ref": p.id},
-            Side.PYTHON: {"python_ref": p.id},
-        }.get(side, {"python_version": p.id})
+        refs = self._refs(pos)
         try:
             if self.cluster is not None:
                 asked = missing or list(workers) or list(self.cluster.workers())
@@ -402,6 +410,34 @@ class BisectRun:
         self._prepared[pos] = prepared
         return prepared
 
+    def _refs(self, pos: int) -> dict[str, str]:
+        """What ``prepare`` is given for this position: the side's commit or release."""
+        ident = self.positions[pos].id
+        return {
+            Side.EXTENSION: {"ext_ref": ident},
+            Side.PYTHON: {"python_ref": ident},
+        }.get(self.terms.side, {"python_version": ident})
+
+    def cached_positions(self) -> frozenset[int]:
+        """The commits inside the range whose whole build is in the cache already (asked
+        once, when the search starts or resumes): probing them costs runs only, which the
+        strategy and the plan should know before they price a build there. A second bisect
+        of the same range, or one at another confidence, had its plan priced as if nothing
+        were built. On a cluster the workers' caches decide, so nothing is assumed."""
+        if self._cached_positions is None:
+            found: set[int] = set()
+            if self.cluster is None:
+                built = BuildCache().commits()
+                by_commit = self.terms.side in (Side.EXTENSION, Side.PYTHON)
+                for pos in range(1, len(self.positions)):
+                    sieved = not by_commit or self.positions[pos].id in built
+                    if pos in self._prepared or (
+                        sieved and in_cache(self.loaded, self.overrides, **self._refs(pos))
+                    ):
+                        found.add(pos)
+            self._cached_positions = frozenset(found)
+        return self._cached_positions
+
     def _modules_lost(self, pos: int, modules: tuple[str, ...] | None) -> str | None:
         """Why a commit whose wheel holds no extension module, where the racy end's held
         some, is no evidence: a package whose optional C extension failed to build runs
@@ -438,7 +474,7 @@ class BisectRun:
         if prepared is None:
             return None
         if not self.keep_going:
-            limits = dataclasses.replace(limits, stop_on=frozenset({Outcome.UNSYMBOLIZED}))
+            limits = dataclasses.replace(limits, stop_on=STOP_A_BISECT)
         holder: dict[str, StressState] = {}
         view = StressView(
             holder, f"{phase} at {truncate(self.describe(pos), 60)}", str(self.rundir.path)
@@ -477,6 +513,11 @@ class BisectRun:
             raise RunnerGone(state.gone)
         if interrupted:
             raise KeyboardInterrupt
+        if state.stopped_by is Outcome.GIL_ENABLED and pos != 0:
+            # The commit's module lacks Py_mod_gil (multidict before its free-threading
+            # commit): every run of it would be so, and 3-6 runs a commit went on them.
+            self.runlog.log(UnusableEvent(pos, self.positions[pos].id, GIL_UNUSABLE))
+            return state
         if state.stopped_by is not None:
             raise StopBisect(state.stopped_by, prepared.info.get("symbolizer"))
         c = st.counts

@@ -11,10 +11,11 @@ from rich.markup import escape
 from repro.app.bisect_run import BisectOptions, BisectRun, fail
 from repro.app.loop import Limits
 from repro.app.view import fmt_seconds
-from repro.report.fmt import floor_runs
+from repro.report.fmt import floor_runs, plural
 from repro.runlog import StrategyEvent
 from repro.strategy.bisect import clean_end_prior
 from repro.strategy.rate import RateBelief
+from repro.tsan.outcome import INVALID_HINTS, invalid_runs_kind
 
 
 def calibrate(run: BisectRun, opts: BisectOptions) -> bool:
@@ -28,6 +29,10 @@ def calibrate(run: BisectRun, opts: BisectOptions) -> bool:
     if limits is not None:
         run.console.print(f"[bold]calibrating[/] at the racy end {escape(run.describe(0))}")
         limits = _early_look(run, limits)
+    if limits is not None and run.stats(0).unusable:
+        # Its first runs could not show the race (crashes, timeouts, lost stacks): the
+        # budget counts only runs that can, and 420 runs went on them before this.
+        limits = None
     if limits is not None:
         run.run(0, limits, "calibrate")
     return calibrated(run, opts)
@@ -76,11 +81,13 @@ def calibrated(run: BisectRun, opts: BisectOptions) -> bool:
     st0 = run.stats(0)
     c0 = st0.counts
     if st0.built is False or st0.unusable:
-        return fail(
-            run,
-            f"the racy end does not build or run: {st0.build_error or st0.unusable}",
-            "The racy end cannot be tested:",
+        kind = None if st0.built is False else invalid_runs_kind(c0.outcomes)
+        said = (
+            f"built, but {st0.unusable}: {INVALID_HINTS[kind]}"
+            if kind is not None
+            else f"does not build or run: {st0.build_error or st0.unusable}"
         )
+        return fail(run, f"the racy end {said}", "The racy end cannot be tested:")
     console.print(f"  racy end: {format_rate(c0.hits, c0.evidence)}")
     if c0.hits == 0:
         return fail(
@@ -134,12 +141,14 @@ def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost:
     from repro.strategy.information import plan
 
     n = len(run.positions)
-    pl = plan(n, belief, float(run.meta["confidence"]), build_cost, run_cost)
+    cached = run.cached_positions()
+    pl = plan(n, belief, float(run.meta["confidence"]), build_cost, run_cost, built=cached)
     rate, bound, _ = run.bound()
     run.meta["plan"] = {
         "runs": round(pl.runs),
         "runs_p90": round(pl.runs_high),
         "builds": round(pl.builds),
+        "from_cache": round(pl.reused),
         "seconds": round(pl.seconds),
         "bound_runs": round(bound, 1),
         "rate": rate,
@@ -148,7 +157,15 @@ def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost:
     assumed = (
         f" (a build taken as {fmt_seconds(build_cost)}, 30 runs' worth, until one is "
         "measured: the time is a guess)"
-        if run.measured_build_seconds() <= 0
+        if run.measured_build_seconds() <= 0 and round(pl.builds) > 0
+        else ""
+    )
+    # Commits the cache holds cost runs only; a plan that priced them as builds said
+    # minutes for a bisect that took seconds.
+    reused = (
+        f" ({round(pl.reused)} more {'commit' if round(pl.reused) == 1 else 'commits'} "
+        f"from the cache, which holds {len(cached)} of the range)"
+        if cached and round(pl.reused) > 0
         else ""
     )
     # One candidate left takes no search (a bound of 0 runs said nothing).
@@ -160,6 +177,7 @@ def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost:
     )
     run.console.print(
         f"[bold]plan[/]: about {pl.runs:.0f} runs (90% within {pl.runs_high:.0f}) and "
-        f"{pl.builds:.0f} builds, {fmt_seconds(pl.seconds)}{assumed}{floor}",
+        f"{plural(round(pl.builds), 'build')}{reused}, {fmt_seconds(pl.seconds)}{assumed}"
+        f"{floor}",
         highlight=False,
     )

@@ -26,7 +26,7 @@ from repro.runlog.events import (
     UnusableEvent,
 )
 from repro.strategy.stats import rate, wilson_interval
-from repro.tsan.outcome import ORDER, Outcome
+from repro.tsan.outcome import CAUGHT_BY_TSAN, ORDER, Outcome
 
 
 @dataclass
@@ -380,6 +380,10 @@ def _how_it_ended(ev: RunEvent) -> str:
     """A crash's exit status (a signal by name when the status is one), or "timeout"."""
     if ev.outcome is Outcome.TIMEOUT:
         return "timeout"
+    if ev.detail and CAUGHT_BY_TSAN in ev.detail:
+        # TSAN's handler exits 66, the status of "races found", or hangs: the signal
+        # is what says how it ended.
+        return f"crash: {ev.detail}"
     code = ev.exit_code
     if code is None:
         return "crash"

@@ -11,7 +11,7 @@ apart, as invalid runs, and never decide anything.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -64,9 +64,9 @@ INVALID = frozenset(
     }
 )
 # Invalid runs that every later run of the same build will repeat (no symbolizer, the
-# package imported from its source tree): a stress stops at the first, unless told to
-# keep going, rather than spend its runs on them.
-STOP_A_STRESS = frozenset({Outcome.UNSYMBOLIZED, Outcome.SOURCE_TREE})
+# package imported from its source tree, a module that turns the GIL back on): a stress
+# stops at the first, unless told to keep going, rather than spend its runs on them.
+STOP_A_STRESS = frozenset({Outcome.UNSYMBOLIZED, Outcome.SOURCE_TREE, Outcome.GIL_ENABLED})
 FAILED = frozenset({Outcome.CRASH, Outcome.TIMEOUT, Outcome.TSAN_FAILURE})
 # What to do about each kind of run that cannot count, said once.
 INVALID_HINTS: dict[Outcome, str] = {
@@ -88,6 +88,13 @@ INVALID_HINTS: dict[Outcome, str] = {
     Outcome.TSAN_FAILURE: "TSAN failed to start; run `repro doctor` (on kernels with "
     "vm.mmap_rnd_bits > 28: sysctl vm.mmap_rnd_bits=28, or run under setarch -R)",
 }
+
+
+def invalid_runs_kind(outcomes: Mapping[Outcome, int]) -> Outcome | None:
+    """The reason most of a commit's invalid runs could not show the race, among those
+    with a hint (a setting or a tool, not a missing test): None when there was none."""
+    kinds = [o for o in INVALID_HINTS if o is not Outcome.NO_TEST and outcomes.get(o)]
+    return max(kinds, key=lambda o: outcomes[o]) if kinds else None
 
 
 def tsan_failure_hint(messages: Sequence[str]) -> str:
@@ -411,6 +418,28 @@ def died_of_a_signal(exit_code: int | None) -> bool:
     return exit_code - 128 in _FATAL_SIGNALS
 
 
+# TSAN's own handler of SIGSEGV and its kind names the signal so: "ERROR: ThreadSanitizer:
+# SEGV on unknown address ..." (then it exits 66, the status of "races found"), or only
+# "ThreadSanitizer:DEADLYSIGNAL" when it hangs on the way out.
+_CAUGHT = re.compile(r"ThreadSanitizer: (?P<sig>[A-Z]+|stack-overflow)\b")
+CAUGHT_BY_TSAN = "caught by TSAN"
+
+
+def caught_signal(parsed: ParsedLog) -> str | None:
+    """The fatal signal that TSAN's handler caught in this run (``"SEGV"``), or None.
+
+    Such a run is a crash although the process exited 66, as a run that only reported
+    races does, or was killed at the timeout while the handler hung: counted as a miss
+    (exit 66, other races) or dropped as a timeout, it pushed the rate up.
+    """
+    lines = parsed.extra.get("crashes") or ()
+    for line in lines:
+        m = _CAUGHT.search(line)
+        if m:
+            return m.group("sig")
+    return "a fatal signal" if lines else None
+
+
 def classify(
     parsed: ParsedLog,
     exit_code: int | None,
@@ -425,9 +454,10 @@ def classify(
     else. Then, in order: TSAN could not start; the package under test came from its
     source tree, not the built wheel; the test runner ran no test (a
     renamed or filtered-out test: not a clean run); a report nobody can read
-    (unsymbolized); the GIL was switched on; a report that might have been the
-    target but was cut short; a timeout; a death by a fatal signal (whatever else
-    it printed); other races; a crash; clean.
+    (unsymbolized); the GIL was switched on; a fatal signal that TSAN's handler caught
+    (whatever the exit status, a hang at the timeout included); a report that might
+    have been the target but was cut short; a timeout; a death by a fatal signal
+    (whatever else it printed); other races; a crash; clean.
     """
     drop = matcher.all_drop
     found: list[Found] = []
@@ -474,6 +504,12 @@ def classify(
         )
     if gil:
         return Verdict(Outcome.GIL_ENABLED, 0, sigs, ", ".join(gil))
+    caught = caught_signal(parsed)
+    if caught is not None:
+        # Cut short as any crash is; a report it cut off is the crash's doing, and the
+        # advice for a lost stack (history_size) would be wrong.
+        then = ", then hung until the timeout" if timed_out else ""
+        return Verdict(Outcome.CRASH, 0, sigs, f"{caught} {CAUGHT_BY_TSAN}{then}")
     if incomplete:
         return Verdict(
             Outcome.INCOMPLETE,
