@@ -697,7 +697,29 @@ def _read_yaml(text: str, path: Path) -> tuple[yaml.Node | None, Any]:
         else:
             where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+        opened = _unclosed(exc, mark)
+        if opened is not None:
+            # YAML notices an unclosed `[`, `{` or quote lines later, where the next key
+            # is; the line to mend is the one that opened it (sweep 15: line 35 was named
+            # for a `[` left open on line 32).
+            line, what = opened
+            raise RecipeError(
+                f"{path}:{line}: invalid YAML: the {what} opened on this line is not closed "
+                f"({problem}, at line {mark.line + 1 if mark is not None else '?'})"
+            ) from None
         raise RecipeError(f"{where}: invalid YAML: {problem}") from None
+
+
+def _unclosed(exc: yaml.YAMLError, problem: Any) -> tuple[int, str] | None:
+    """(line, what) of a flow collection or quoted scalar that a YAML error was found
+    inside, when it opened on an earlier line than the error; None otherwise."""
+    context = str(getattr(exc, "context", None) or "")
+    mark = getattr(exc, "context_mark", None)
+    m = re.search(r"(flow sequence|flow mapping|quoted scalar)", context)
+    if m is None or mark is None or problem is None or mark.line >= problem.line:
+        return None
+    what = {"flow sequence": "[ list", "flow mapping": "{ mapping", "quoted scalar": "quote"}
+    return mark.line + 1, what[m.group(1)]
 
 
 def parse_recipe(text: str, path: Path, sets: Sequence[str] = ()) -> Recipe:

@@ -65,6 +65,23 @@ def test_malformed_yaml_names_line(tmp_path: Path) -> None:
     assert "invalid YAML" in msg
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "what"),
+    [
+        ("name: t\nreproducer: {command: x}\ntarget:\n  functions: [oops\n  files: [a.c]\n\n",
+         4, "[ list"),
+        ('name: t\nreproducer:\n  command: "x\ntarget:\n  functions: [a]\n', 3, "quote"),
+    ],
+)  # fmt: skip
+def test_an_unclosed_bracket_or_quote_is_named_where_it_opened(
+    tmp_path: Path, text: str, line: int, what: str
+) -> None:
+    """YAML notices it lines later, at the next key; sweep 15 was sent to line 35 for a
+    `[` left open on line 32."""
+    msg = error_of(tmp_path, text)
+    assert f"r.yaml:{line}: invalid YAML: the {what} opened on this line is not closed" in msg
+
+
 def test_unknown_key_did_you_mean(tmp_path: Path) -> None:
     msg = error_of(tmp_path, GOOD + "bisect:\n  confidense: 0.9\n")
     assert "r.yaml:8" in msg
