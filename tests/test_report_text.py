@@ -778,3 +778,12 @@ def test_the_reproducer_s_variables_expand_their_placeholders(tmp_path: Path) ->
         cwd=tmp_path, capture_output=True, text=True,
     )  # fmt: skip
     assert PLAIN_OK in done.stdout, script + done.stdout + done.stderr
+
+
+def test_a_probability_short_of_one_never_reads_100_percent() -> None:
+    """Sweep 15: "likely culprit 888553ee (100%)" while the bisect was short of 0.9999."""
+    from repro.report.fmt import probability
+
+    assert probability(0.5) == "50%" and probability(1.0) == "100%"
+    assert probability(0.9996) == "99.96%" and probability(0.9999999) == "99.99%"
+    assert all(probability(1 - 10**-k) != "100%" for k in range(1, 12))

@@ -34,7 +34,7 @@ from repro.builds.cache import BuildCache, BuildError, MachineBuildError
 from repro.builds.progress import RichBuildProgress
 from repro.errors import ReproError
 from repro.recipe import LoadedRecipe
-from repro.report.fmt import build_cell
+from repro.report.fmt import build_cell, probability
 from repro.runlog import (
     BuildEvent,
     Event,
@@ -594,7 +594,7 @@ class BisectRun:
         if best.lo >= len(self.positions):
             return (
                 f"the race may show at the {self.terms.clean_word} end too "
-                f"({best.confidence:.0%}); {span}"
+                f"({probability(best.confidence)}); {span}"
             )
         c_lo, c_hi = self.terms.culprit_positions(best.lo, min(best.hi, len(self.positions) - 1))
         if not 0 <= c_lo < len(self.positions):
@@ -602,7 +602,7 @@ class BisectRun:
         label = self.positions[c_lo].label
         if c_hi != c_lo and 0 <= c_hi < len(self.positions):
             label = f"one of {label} .. {self.positions[c_hi].label}"
-        return f"likely culprit {label} ({best.confidence:.0%}); {span}"
+        return f"likely culprit {label} ({probability(best.confidence)}); {span}"
 
     def rows(self, culprit_ids: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
         post = self.bisector.posterior_b() if self.bisector else None

@@ -124,6 +124,14 @@ def build_cell(step: Mapping[str, Any]) -> str:
     return "-"
 
 
+def probability(x: float) -> str:
+    """A probability as a percentage that reads 100% only when it is 1: "likely culprit
+    888553ee (100%)" stood beside a bisect still short of the 0.9999 asked."""
+    if x < 0.995 or x >= 1.0:
+        return f"{x:.0%}"
+    return f"{math.floor(x * 10000) / 100:.2f}%"
+
+
 def begun_text(race: Mapping[str, Any], find: str, unit: str = "commit") -> str:
     """An other race that begins where the target ends (``bisect_answer.begun_at_answer``),
     alike on the console and in every report format; ``begun_advice`` says once what
