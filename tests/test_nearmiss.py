@@ -402,3 +402,32 @@ def test_the_near_miss_named_first_holds_every_name_of_the_target(tmp_path: Path
     assert first.index("peek") < first.index("nearly matches"), first[:400]
     assert "in 3 of 6 runs" in first[:200], first[:400]
     assert "target.depth: 2" in first[: first.index("nearly matches") + 400], first[:600]
+
+
+def test_a_misspelt_name_points_to_the_race_that_has_all_the_others(tmp_path: Path) -> None:
+    """Sweep 15: with one function misspelt, the race named was the most frequent one,
+    which lacked two of the target's names, not the one that lacked only the misspelt
+    name."""
+    binary = compile_c(PROGRAMS / "bump_peek.c", tmp_path / "bump_peek")
+    script = tmp_path / "cycle.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        'n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
+        f"if [ $((n % 2)) = 0 ]; then exec {binary} read; else exec {binary}; fi\n"
+    )
+    script.chmod(0o755)
+    # No near miss: the race meant lacks only "do_peekk", but without it "peek" is on one
+    # side only; the race seen most (bump against bump) lacks both functions.
+    r = _recipe(
+        tmp_path,
+        script,
+        ["peek", "do_peekk"],
+        tsan="tsan:\n  options: {suppress_equal_addresses: 0}\n",
+    )
+    r.write_text(r.read_text() + "  files: [bump_peek.c]\n")
+    res = repro("stress", str(r), "--runs", "4", "-j", "1", "--runs-dir", str(tmp_path / "runs"))
+    out = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 1, out
+    assert "no race seen has all" in out, out
+    said = out[out.index("no race seen has all of the target's names") :]
+    assert '("do_peekk" matches no frame of it)' in said[:400], said[:600]
