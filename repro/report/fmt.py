@@ -147,9 +147,9 @@ def begun_text(race: Mapping[str, Any], find: str, unit: str = "commit") -> str:
 def begun_advice(count: int, find: str, unit: str = "commit") -> str:
     """What the races of ``begun_text`` may mean, and what to do."""
     culprit = "first fixed" if find == "fix" else "first bad"
-    which = "this race is" if count == 1 else "one of these races may be"
+    which = "this race" if count == 1 else "one of these races"
     return (
-        f"If the {culprit} {unit} renamed or moved the racing code, {which} the target "
+        f"If the {culprit} {unit} renamed or moved the racing code, {which} may be the target "
         f"under another name and the answer is no {find}: make it the target instead "
         "(replace target.functions with its functions, since every pattern must match; "
         "`repro parse LOG --recipe-skeleton N` writes one from one of its logs) and bisect "
