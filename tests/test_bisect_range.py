@@ -648,6 +648,19 @@ def test_commits_whose_module_turns_the_gil_on_are_skipped_after_one_run(
     assert "its runs turn the GIL back on" in text and "PYTHON_GIL=0" in text, text
     assert data["culprit_range"][-1]["id"] == fix, data["culprit_range"]
 
+    # A clean end whose module lacks Py_mod_gil too: tried after the first such commit,
+    # not after every one of them (sweep 15 built and skipped 13 first).
+    (repo / "run.sh").write_text(_GIL_ON)
+    gil_end = _commit(repo, "a module without Py_mod_gil at the end")
+    res = repro("bisect", str(recipe), "--racy", racy, "--fixed", gil_end, "--json-out",
+                str(out), "-j", "1", "--runs-dir", str(tmp_path / "runs4"))  # fmt: skip
+    text = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 1 and "The fixed end cannot be tested" in text, text
+    steps = json.loads(out.read_text())["steps"]
+    inside = [s for s in steps[1:-1] if s["verdict"] == "skipped"]
+    assert len(inside) == 1 and steps[-1]["id"] == gil_end, steps
+    assert steps[-1]["outcomes"] == {"gil-enabled": 1}, steps[-1]
+
     # At the racy end: stopped at the first run, with what to set, as an invalid run.
     res = repro("bisect", str(recipe), "--racy", gil_racy, "--fixed", after,
                 "--runs-dir", str(tmp_path / "runs2"))  # fmt: skip

@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from repro.app.bisect_run import (
     EXIT_INVALID,
+    GIL_UNUSABLE,
     BisectOptions,
     BisectRun,
     Position,
@@ -457,9 +458,23 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
             console.print(f"[bold]step[/] {run.probe_line(step)}", highlight=False)
             state = run.run(pos, Limits(runs=step.runs, until_hits=1, jobs=run.jobs), "bisect")
             st = run.stats(pos)
-            if st.unusable and pos == len(run.positions) - 1:
+            last = len(run.positions) - 1
+            if st.unusable and pos == last:
                 return _clean_end_unusable(run, opts)
             say_step(run, pos, state)
+            if st.unusable == GIL_UNUSABLE and not run.stats(last).counts.runs:
+                # Whether a module declares Py_mod_gil is the commit's: one run at the
+                # clean end tells whether the search can end there at all (sweep 15 built
+                # and skipped 13 commits before it found that the clean end could not).
+                console.print(
+                    f"[bold]step[/] {escape(run.describe(last))}: 1 run, to see whether "
+                    "its runs keep the GIL off",
+                    highlight=False,
+                )
+                state = run.run(last, Limits(runs=1, until_hits=1, jobs=1), "bisect")
+                if run.stats(last).unusable:
+                    return _clean_end_unusable(run, opts)
+                say_step(run, last, state)
     except KeyboardInterrupt:
         run.rundir.update_meta(status="interrupted")
         console.print(
