@@ -20,9 +20,11 @@ DATA = Path(__file__).resolve().parent / "data" / "tsan"
 LOG = DATA / "cpython-ext-lazy-init.log"
 
 
-def _stress(root: Path, functions: list[str], drop: list[str] | None = None) -> tuple[Path, str]:
+def _stress(
+    root: Path, functions: list[str], drop: list[str] | None = None, log: Path = LOG
+) -> tuple[Path, str]:
     script = root / "replay.sh"
-    script.write_text(f"#!/bin/sh\ncat '{LOG}'\nexit 66\n")
+    script.write_text(f"#!/bin/sh\ncat '{log}'\nexit 66\n")
     script.chmod(0o755)
     recipe = root / "recipe.yaml"
     recipe.write_text(
@@ -91,3 +93,24 @@ def test_the_recipes_frames_to_drop_decide_where_a_race_starts(tmp_path: Path) -
     assert not any(o["inside_cpython"] for o in doc["other_races"]), doc["other_races"]
     assert "start inside CPython" not in md and "starts inside CPython" not in md
     assert "inside CPython" not in console, console
+
+
+def test_a_race_with_a_lost_stack_is_not_one_more_race_inside_cpython(tmp_path: Path) -> None:
+    """Sweep 15's note listed reports with one stack lost beside the whole races they
+    are (``same_race_as``), as more races inside CPython."""
+    text = LOG.read_text()
+    second = text.index("WARNING: ThreadSanitizer", text.index("SUMMARY:"))
+    start = text.rindex("==================", 0, second)
+    end = text.index("==================", text.index("SUMMARY:", second)) + 18
+    block = text[start:end]
+    head, _, rest = block.partition("  Previous write")
+    lost = head + "  Previous write" + rest.split("\n", 1)[0] + "\n"
+    lost += "    [failed to restore the stack]\n\n" + rest[rest.index("  Thread T4") :]
+    log = tmp_path / "with-lost.log"
+    log.write_text(text + "\n" + lost + "\n")
+    run_dir, _ = _stress(tmp_path, ["ring_tag"], log=log)
+    _, _, doc = _reports(run_dir, tmp_path)
+    partial = [o for o in doc["other_races"] if o.get("same_race_as")]
+    assert len(partial) == 1 and len(doc["other_races"]) == 3, doc["other_races"]
+    inside = [o["signature"] for o in doc["other_races"] if o["inside_cpython"]]
+    assert len(inside) == 2 and partial[0]["signature"] not in inside, doc["other_races"]

@@ -889,6 +889,8 @@ def build_document(run_dir: Path) -> dict[str, Any]:
     # the JSON so that every format (and a machine) reads the same verdict.
     flags = symptom_flags(doc, doc["other_races"], files.drop)
     for o, inside in zip(doc["other_races"], flags, strict=True):
-        o["inside_cpython"] = inside
+        # A report with a lost stack is its whole race once more (``same_race_as``): the
+        # note listed it beside that race, as one more of them.
+        o["inside_cpython"] = inside and not o.get("same_race_as")
     redacted: dict[str, Any] = redact(json.loads(json.dumps(doc)))
     return redacted
