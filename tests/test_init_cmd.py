@@ -45,6 +45,8 @@ def test_init_from_log_in_a_package(tmp_path: Path) -> None:
     assert data["extension"]["repo"] == "git@github.com:someone/pkg.git"
     assert data["extension"]["web_url"] == "https://github.com/someone/pkg"
     assert data["reproducer"]["pytest"]["tests"] == ["tests/test_x.py::test_y"]
+    # A commit whose module lacks Py_mod_gil would switch the GIL on in every run.
+    assert data["reproducer"]["env"] == {"PYTHON_GIL": "0"}, data["reproducer"]
     # Both accesses of the log's race: the target names each side's function.
     assert len(data["target"]["functions"]) == 2, data["target"]
     assert "from the log: Python 3.13.5 experimental free-threading build" in out.read_text()

@@ -255,6 +255,8 @@ def render(facts: Facts, name: str, source: str) -> str:
             "# TSAN, and cached (or `executable:` for one you have).",
             "python:",
             f"  version: {q(facts.version)}    # {facts.version_from}",
+            "  # source: Python-X.Y.Z.tar.xz   # a local tarball, without network (or set "
+            "REPRO_CPYTHON_MIRROR)",
             f"  free_threading: {str(facts.free_threading).lower()}    # {facts.ft_from}",
             "  tsan: true",
         ]
@@ -306,6 +308,14 @@ def render(facts: Facts, name: str, source: str) -> str:
             "reproducer:",
             f'  command: "{FILL_ME}: the command that shows the race"',
             "  timeout: 120",
+        ]
+    if facts.package:
+        # Sweep 15: multidict before its free-threading commit declares no Py_mod_gil, so
+        # importing it switched the GIL back on and every run of the written recipe was
+        # gil-enabled. Harmless where the module declares it.
+        lines += [
+            "  env:",
+            '    PYTHON_GIL: "0"   # the GIL stays off where a module does not declare Py_mod_gil',
         ]
     lines += [
         "",
