@@ -100,6 +100,14 @@ def test_download_failure_says_how_to_work_offline(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tar.xz"))
     local = tmp_path / "x.tar.xz"
     assert fetch_tarball(str(local), tmp_path, lambda _m: None) == local
+    # Asking the cache whether a commit is built never downloads (a bisect asks of
+    # every cached commit when it starts; without network each would wait 60 s).
+    from repro.builds.cache import NotInCache, lookup_only
+
+    said: list[str] = []
+    with lookup_only(), pytest.raises(NotInCache):
+        fetch_tarball("http://127.0.0.1:9/Python-3.13.5.tar.xz", tmp_path, said.append)
+    assert said == []
 
 
 # --- patches ----------------------------------------------------------------------

@@ -34,6 +34,7 @@ from repro.builds.cache import (
     canonical_json,
     sha256_file,
     tail_lines,
+    would_build,
 )
 from repro.builds.progress import BuildProgress, NullProgress, lost_note
 from repro.gitrepo import GitRepo, is_url
@@ -233,6 +234,7 @@ def fetch_tarball(origin: str, downloads: Path, notify: Callable[[str], None]) -
     with FileLock(str(dest) + ".lock"):
         if dest.exists():
             return dest
+        would_build(f"download of {origin}")  # a cache lookup never downloads
         notify(f"downloading {origin}")
         tmp = dest.with_name(f".{name}.{os.getpid()}.part")
         try:
