@@ -168,7 +168,7 @@ function dropped(r,  p, mod, fl, i) {
     mod = substr(p, RSTART + 1, RLENGTH - 2); p = substr(p, RSTART + RLENGTH)
   }
   sub(/[+]0x[0-9a-fA-F]+$/, "", mod)
-  i = index(r, " (BuildId:"); if (i) r = substr(r, 1, i - 1)
+  if (match(r, / [(]Build[I]d:/)) r = substr(r, 1, RSTART - 1)
   if (mod != "") { i = index(r, " (" mod "+"); if (i) r = substr(r, 1, i - 1) }
   sub(/ +$/, "", r)
   if (match(r, / [^ ]+:[0-9]+(:[0-9]+)?$/)) {
