@@ -662,7 +662,7 @@ def test_commits_whose_module_turns_the_gil_on_are_skipped_after_one_run(
     assert steps[-1]["outcomes"] == {"gil-enabled": 1}, steps[-1]
 
     # At the racy end: stopped at the first run, with what to set, as an invalid run.
-    res = repro("bisect", str(recipe), "--racy", gil_racy, "--fixed", after,
+    res = repro("bisect", str(recipe), "--racy", gil_racy, "--fixed", after, "-j", "1",
                 "--runs-dir", str(tmp_path / "runs2"))  # fmt: skip
     text = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 2, text
