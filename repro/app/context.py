@@ -439,6 +439,10 @@ def in_cache(
             )
     except (NotInCache, ReproError):
         return False
+    except Exception:
+        # Whatever else goes wrong only loses a hint to the plan and the search: the
+        # prepare of the commit itself, when the search gets there, says what it is.
+        return False
     return True
 
 
