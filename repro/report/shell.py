@@ -81,31 +81,18 @@ def loop_runs(hits: int, runs: int, rate_lo: float) -> int:
     return max(10, min(100_000, clean_runs_needed(min(rate_lo * ELSEWHERE, 1.0), 0.999)))
 
 
-def _glob_to_ere(pattern: str) -> str:
+def _glob_to_ere(pattern: str, star: str = "[^ ]*", one: str = "[^ ]") -> str:
+    """A glob as the body of an awk ERE, ``[`` literal; ``*`` and ``?`` stay within a
+    word by default (a pattern searched for in a frame line), or span anything
+    (``.*``, ``.``) for a drop pattern matched against a whole name."""
     out = []
     for c in pattern:
         if c == "*":
-            out.append("[^ ]*")
+            out.append(star)
         elif c == "?":
-            out.append("[^ ]")
+            out.append(one)
         else:
             out.append(re.escape(c) if c in ".^$+()[]{}|\\" else c)
-    return "".join(out)
-
-
-def _glob_to_anchored_ere(pattern: str) -> str:
-    """A drop pattern (a glob over a whole name, ``[`` literal, as signature._glob_regex
-    reads it) as the body of an awk ERE."""
-    out = []
-    for c in pattern:
-        if c == "*":
-            out.append(".*")
-        elif c == "?":
-            out.append(".")
-        elif c == "[":
-            out.append("[[]")
-        else:
-            out.append(re.escape(c) if c in ".^$+()]{}|\\" else c)
     return "".join(out)
 
 
@@ -238,7 +225,8 @@ def target_function(recipe: Recipe) -> list[str]:
     # One pattern a line, in a variable of its own: on the awk's line they made one
     # line of 2,000 characters.
     drop = "\n".join(
-        "^" + _glob_to_anchored_ere(p) + "$" for p in (*DEFAULT_DROP, *recipe.signature.drop_frames)
+        "^" + _glob_to_ere(p, ".*", ".") + "$"
+        for p in (*DEFAULT_DROP, *recipe.signature.drop_frames)
     )
     program = TARGET_AWK.strip("\n").splitlines()
     assert not any("'" in line for line in program)
