@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import repro
-from tsan_helpers import PROGRAMS, compile_c, run_and_parse, stored_log
+from tsan_helpers import PROGRAMS, compile_c, cycle_script, run_and_parse, stored_log
 
 from repro.tsan.model import Report
 from repro.tsan.nearmiss import near_miss, starts_outside_interpreter, suggest_target
@@ -381,13 +381,7 @@ def test_the_near_miss_named_first_holds_every_name_of_the_target(tmp_path: Path
     add-vs-add race through one of them shows in more runs, and it was named first;
     the race the user named is the one that holds both names."""
     binary = compile_c(PROGRAMS / "bump_peek.c", tmp_path / "bump_peek")
-    script = tmp_path / "cycle.sh"
-    script.write_text(
-        "#!/bin/sh\n"
-        'n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
-        f"if [ $((n % 2)) = 0 ]; then exec {binary} read; else exec {binary}; fi\n"
-    )
-    script.chmod(0o755)
+    script = cycle_script(tmp_path / "cycle.sh", [f"exec {binary} read", f"exec {binary}"])
     r = _recipe(
         tmp_path,
         script,
@@ -409,13 +403,7 @@ def test_a_misspelt_name_points_to_the_race_that_has_all_the_others(tmp_path: Pa
     which lacked two of the target's names, not the one that lacked only the misspelt
     name."""
     binary = compile_c(PROGRAMS / "bump_peek.c", tmp_path / "bump_peek")
-    script = tmp_path / "cycle.sh"
-    script.write_text(
-        "#!/bin/sh\n"
-        'n=$(cat "$0.count" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.count"\n'
-        f"if [ $((n % 2)) = 0 ]; then exec {binary} read; else exec {binary}; fi\n"
-    )
-    script.chmod(0o755)
+    script = cycle_script(tmp_path / "cycle.sh", [f"exec {binary} read", f"exec {binary}"])
     # No near miss: the race meant lacks only "do_peekk", but without it "peek" is on one
     # side only; the race seen most (bump against bump) lacks both functions.
     r = _recipe(

@@ -444,7 +444,7 @@ def test_a_signal_caught_by_tsan_is_a_crash_whatever_the_exit_status(tmp_path: P
     hung = classify(parsed, -9, True, MATCHER, proc.stderr)
     assert hung.outcome is Outcome.CRASH
     assert hung.detail == "SEGV caught by TSAN, then hung until the timeout"
-    bump = Matcher(TargetRule(functions=("bump_counter",)))
+    bump = Matcher(TargetRule(functions=("increment_counter",)))
     assert classify(parsed, 66, False, bump, proc.stderr).outcome is Outcome.TARGET
     # Only the DEADLYSIGNAL line, as when the handler hangs before it names the signal.
     deadly = parse_log("ThreadSanitizer:DEADLYSIGNAL\n")
