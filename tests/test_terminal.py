@@ -226,3 +226,50 @@ def test_races_whose_cpp_frames_share_a_prefix_are_told_apart_in_the_table() -> 
     shown = "".join(console.export_text().replace("│", "").split())
     assert "$_0::operator()(Counter&,long)const" in shown, shown
     assert "$_1::operator()(Counterconst&)const" in shown, shown
+
+
+def _races(n_other: int, frames: list[list[str]]) -> dict[str, object]:
+    target = {"id": "t" * 12, "kind": "data race", "target": True, "count": 3, "runs": 2,
+              "top_frames": frames}  # fmt: skip
+    others = [
+        {"id": f"{i:012d}", "kind": "data race", "target": False, "count": 1, "runs": 1,
+         "top_frames": [[f"other_{i}"], ["peer"]]}
+        for i in range(n_other)
+    ]  # fmt: skip
+    return {"signatures": [target, *others]}
+
+
+def test_at_80_columns_each_access_of_a_race_is_a_line_of_its_own() -> None:
+    """Sweep 15: at 80 columns the six-column table folded every frame into a column 12
+    characters wide ("_Py_atomic / _store_ptr / _release"), over 20 lines a race."""
+    from rich.console import Console
+
+    from repro.app.view import summary_table
+
+    write = ["_Py_atomic_store_ptr_release", "list_ass_item_lock_held"]
+    read = ["pair_list_update_from_seq", "_multidict_extend"]
+    console = Console(width=80, record=True)
+    console.print(summary_table(_races(1, [write, read])))
+    lines = console.export_text().splitlines()
+    assert any(" <- ".join(write) in line for line in lines), lines
+    assert any(" <- ".join(read) in line for line in lines), lines
+    assert any("tttttttttttt" in line and "3 reports in 2 runs" in line for line in lines), lines
+    # Wide enough, the columns come back, and the signature is never cut.
+    wide = Console(width=160, record=True)
+    wide.print(summary_table(_races(1, [write, read])))
+    text = wide.export_text()
+    assert "┃ signature" in text and "tttttttttttt" in text, text
+
+
+def test_the_console_lists_the_most_frequent_races_and_counts_the_rest() -> None:
+    from rich.console import Console
+
+    from repro.app.view import CONSOLE_OTHER_ROWS, summary_table
+
+    for width in (80, 160):
+        console = Console(width=width, record=True)
+        console.print(summary_table(_races(CONSOLE_OTHER_ROWS + 7, [["a"], ["b"]])))
+        text = console.export_text()
+        assert f"{CONSOLE_OTHER_ROWS - 1:012d}" in text and f"{CONSOLE_OTHER_ROWS:012d}" not in text
+        assert "... and 7 less frequent races" in text, text
+        assert "tttttttttttt" in text

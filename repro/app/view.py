@@ -12,7 +12,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
@@ -153,42 +153,103 @@ def render_state(state: StressState, title: str, log_dir: str) -> RenderableType
     return Panel(grid, title=title, expand=False)
 
 
-def summary_table(summary: dict[str, Any], inside: Collection[str] = ()) -> RenderableType:
-    """The races of a run; ``inside``: the other races that start inside CPython beside
-    a target in the extension (``other_race_verdicts``), marked as the report marks them."""
-    sigs = Table(title="Races seen", show_lines=False)
-    sigs.add_column("", width=6)
-    sigs.add_column("signature")
-    sigs.add_column("kind")
-    sigs.add_column("top frames", overflow="fold")  # wrapped whole: a cut C++ name hid its lambda
-    sigs.add_column("reports", justify="right")
-    sigs.add_column("runs", justify="right")
-    noted = bool(inside) or any(s.get("same_race_as") for s in summary["signatures"])
-    if noted:
-        sigs.add_column("note")
-    for s in summary["signatures"]:
+#: Other races listed on the console after the target's; the rest are counted in a
+#: closing line (the report and signatures.json hold them all). 51 rows buried the summary.
+CONSOLE_OTHER_ROWS = 15
+#: Below this width the table's six columns fold each frame into a column 12 characters
+#: wide; each race is then shown as a header line and one line per access.
+TABLE_MIN_WIDTH = 120
+
+
+class RacesSeen:
+    """The races of a run, laid out for the width the console has when it prints."""
+
+    def __init__(self, summary: dict[str, Any], inside: Collection[str] = ()) -> None:
+        self.inside = set(inside)
+        sigs = summary["signatures"]
+        target = [s for s in sigs if s["target"]]
+        others = [s for s in sigs if not s["target"]]
+        self.rows = target + others[:CONSOLE_OTHER_ROWS]
+        self.left_out = len(others) - len(others[:CONSOLE_OTHER_ROWS])
+        self.noted = bool(self.inside) or any(s.get("same_race_as") for s in self.rows)
+
+    def _note(self, s: dict[str, Any]) -> str:
+        return same_race_note(s.get("same_race_as")) or (
+            "inside CPython" if s["id"] in self.inside else ""
+        )
+
+    @staticmethod
+    def _sides(s: dict[str, Any]) -> list[list[str]]:
         # Lists elided: C++ frames that share a long prefix were cut alike, and the
         # table could not tell their races apart (the reports keep the whole names).
         # The top frame keeps its arguments: they tell two lambdas of a function apart.
-        sides = [
+        return [
             [elide_lists(f, params=i > 0) for i, f in enumerate(side)] for side in s["top_frames"]
         ]
-        frames = fmt_top_frames(sides)
-        said = same_race_note(s.get("same_race_as")) or (
-            "inside CPython" if s["id"] in inside else ""
-        )
-        note = [said] if noted else []
-        sigs.add_row(
-            Text("TARGET", style="bold red") if s["target"] else "other",
-            s["id"],
-            s["kind"],
-            escape(frames),
-            str(s["count"]),
-            str(s["runs"]),
-            *note,
-        )
+
+    @staticmethod
+    def _label(s: dict[str, Any]) -> Text:
+        return Text("TARGET", style="bold red") if s["target"] else Text("other")
+
+    def _wide(self) -> Table:
+        sigs = Table(title="Races seen", show_lines=False)
+        sigs.add_column("", width=6)
+        sigs.add_column("signature", no_wrap=True)
+        sigs.add_column("kind")
+        sigs.add_column(
+            "top frames", overflow="fold"
+        )  # wrapped whole: a cut C++ name hid its lambda
+        sigs.add_column("reports", justify="right")
+        sigs.add_column("runs", justify="right")
+        if self.noted:
+            sigs.add_column("note")
+        for s in self.rows:
+            note = [self._note(s)] if self.noted else []
+            sigs.add_row(
+                self._label(s),
+                s["id"],
+                s["kind"],
+                escape(fmt_top_frames(self._sides(s))),
+                str(s["count"]),
+                str(s["runs"]),
+                *note,
+            )
+        return sigs
+
+    def _narrow(self) -> Table:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=6, no_wrap=True)
+        grid.add_column(overflow="fold")
+        for s in self.rows:
+            head = Text(f"{s['id']}  {s['kind']}, ", style="bold" if s["target"] else "")
+            head.append(f"{plural(s['count'], 'report')} in {plural(s['runs'], 'run')}")
+            note = self._note(s)
+            if note:
+                head.append(f"  ({note})", style="yellow")
+            # One line per access: the six columns of the wide table folded each frame
+            # into a column 12 characters wide.
+            lines = [" <- ".join(side) or "?" for side in self._sides(s)] or ["?"]
+            grid.add_row(self._label(s), Text("\n").join([head, *(Text(x) for x in lines)]))
+        return grid
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if options.max_width >= TABLE_MIN_WIDTH:
+            yield self._wide()
+        else:
+            yield Text("Races seen", style="italic", justify="center")
+            yield self._narrow()
+        if self.left_out:
+            yield Text(
+                f"... and {plural(self.left_out, 'less frequent race')}: all are in the "
+                "report (repro report) and in the run directory's signatures.json"
+            )
+
+
+def summary_table(summary: dict[str, Any], inside: Collection[str] = ()) -> RenderableType:
+    """The races of a run; ``inside``: the other races that start inside CPython beside
+    a target in the extension (``other_race_verdicts``), marked as the report marks them."""
     if summary["signatures"]:
-        return Group(sigs)
+        return RacesSeen(summary, inside)
     outcomes = summary.get("outcomes") or {}
     unreadable = sum(
         int(outcomes.get(o.value) or 0) for o in (Outcome.UNSYMBOLIZED, Outcome.INCOMPLETE)
