@@ -210,6 +210,10 @@ def test_commits_whose_runs_cannot_show_the_race_are_skipped_not_clean(
             assert why in s["unusable"], s
             assert s["invalid_runs"] >= 3
     assert {c["id"] for c in data["culprit_range"]} <= invalid | {shas["fix"]}
+    # A probe whose runs all could not count says so, not "no hit: 0/0 runs" (sweep 15).
+    console = " ".join(res.stdout.split())
+    assert "0/0 runs" not in console, console
+    assert f"no run counted ({why}" in console, console
     # The report's step table says what the console's does: the runs not counted, and why
     # a commit was skipped.
     md = repro("report", str(next((tmp_path / "runs").iterdir()))).stdout

@@ -305,10 +305,10 @@ class BisectRun:
         """What a probe will do, for the console: where, how many runs, what is known, and
         why when it probes a commit already known racy."""
         c = self.stats(probe.index).counts
-        line = (
-            f"{escape(self.describe(probe.index))}: up to {probe.runs} runs "
-            f"(so far {c.evidence} runs, {c.hits} hits)"
-        )
+        so_far = f"so far {c.evidence} runs, {c.hits} hits"
+        if c.not_evidence:
+            so_far += f"; {c.not_evidence} more could not count"
+        line = f"{escape(self.describe(probe.index))}: up to {probe.runs} runs ({so_far})"
         if probe.for_rate:
             line += (
                 "; already racy: hits here sharpen the race's rate, so each miss at the "
@@ -671,6 +671,12 @@ def say_step(run: BisectRun, pos: int, state: StressState | None, prefix: str = 
     if st.unusable:
         if state is not None:  # a build failure has said so already
             run.console.print(f"  {prefix}[yellow]skip[/] {escape(st.unusable)}")
+    elif state is not None and state.session.runs and not state.session.evidence:
+        # Said as what happened, not "no hit: 0/0 runs": the same commit is tried again
+        # until its runs count or it is skipped (UNUSABLE_AFTER).
+        s = state.session
+        how = ", ".join(f"{o.value} {k}" for o, k in s.outcomes.items() if k)
+        run.console.print(f"  {prefix}[yellow]no run counted[/] ({escape(how)})")
     elif state is not None and state.session.runs:
         s = state.session
         verdict = "[red]racy[/]" if s.hits else "no hit"
