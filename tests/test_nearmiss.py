@@ -12,6 +12,7 @@ import pytest
 from conftest import repro
 from tsan_helpers import PROGRAMS, compile_c, cycle_script, run_and_parse, stored_log
 
+from repro.app.calibration import EARLY_LOOK_RUNS
 from repro.tsan.model import Report
 from repro.tsan.nearmiss import near_miss, starts_outside_interpreter, suggest_target
 from repro.tsan.parse import parse_log
@@ -314,6 +315,13 @@ def test_bisect_that_cannot_calibrate_names_the_near_miss(tmp_path: Path) -> Non
     assert "near miss: race" in out, out
     assert "did not match: the other access, tq_poll" in out, out
     assert 'to target it: add "tq_poll" to target.functions' in out
+    # The early look and the rest of the calibration are one phase: the time of each
+    # run goes on from the early look's, where it restarted at 0 (sweep 15).
+    events = next((tmp_path / "runs").iterdir()) / "events.jsonl"
+    runs = [json.loads(line) for line in events.read_text().splitlines()]
+    elapsed = [r["elapsed"] for r in runs if r.get("phase") == "calibrate"]
+    assert len(elapsed) > EARLY_LOOK_RUNS, len(elapsed)
+    assert elapsed == sorted(elapsed), elapsed
 
 
 def test_a_race_that_starts_in_the_extension_is_told_from_its_symptoms_in_cpython() -> None:

@@ -203,6 +203,9 @@ class BisectRun:
         self.bisector: Bisector | None = None
         self.started = time.monotonic()
         self._prepared: dict[int, Prepared] = {}
+        # Wall time of each (position, phase) in this process: a calibration's early
+        # look and its rest are one phase, and the console's elapsed restarted between them.
+        self._elapsed: dict[tuple[int, str], float] = {}
         # what the builds that came from the cache took when they were made
         self._cached_build_seconds: dict[int, float] = {}
         self._cached_positions: frozenset[int] | None = None  # cached_positions()
@@ -508,7 +511,9 @@ class BisectRun:
                 ),
                 executor=executor,
                 stop=lane.stop if lane is not None else None,
+                elapsed_before=self._elapsed.get((pos, phase), 0.0),
             )
+        self._elapsed[(pos, phase)] = state.elapsed_before + state.elapsed()
         if state.gone:
             raise RunnerGone(state.gone)
         if interrupted:
