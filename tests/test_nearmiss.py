@@ -14,9 +14,14 @@ from tsan_helpers import PROGRAMS, compile_c, cycle_script, run_and_parse, store
 
 from repro.app.calibration import EARLY_LOOK_RUNS
 from repro.tsan.model import Report
-from repro.tsan.nearmiss import near_miss, starts_outside_interpreter, suggest_target
+from repro.tsan.nearmiss import near_miss, suggest_target
 from repro.tsan.parse import parse_log
-from repro.tsan.signature import TargetRule, is_interpreter_frame, matches
+from repro.tsan.signature import (
+    TargetRule,
+    is_interpreter_frame,
+    matches,
+    starts_outside_interpreter,
+)
 from repro.tsan.signature import normalise_function as normalise
 
 

@@ -20,10 +20,16 @@ from rich.table import Table
 from repro.errors import ReproError
 from repro.recipe import FILL_ME
 from repro.tsan.model import ParsedLog, Report
-from repro.tsan.nearmiss import starts_outside_interpreter, suggest_target
+from repro.tsan.nearmiss import suggest_target
 from repro.tsan.outcome import unreadable
 from repro.tsan.parse import LogScanner, read_reports
-from repro.tsan.signature import Signature, TargetRule, matches, signature_of
+from repro.tsan.signature import (
+    Signature,
+    TargetRule,
+    matches,
+    signature_of,
+    starts_outside_interpreter,
+)
 
 
 def recipe_skeleton(

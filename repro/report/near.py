@@ -23,9 +23,9 @@ from repro.tsan.nearmiss import (
     extension_race_first,
     lacking_patterns,
     near_miss,
-    starts_outside_interpreter,
     suggest_target,
 )
+from repro.tsan.signature import starts_outside_interpreter
 
 MAX_SHOWN = 3
 

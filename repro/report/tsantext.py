@@ -248,8 +248,8 @@ def report_noise_module(report: Report, python_tsan: bool | None = None) -> str 
 def _starts_in_interpreter(text: str, drop: Sequence[str]) -> bool | None:
     """Whether every access of a (trimmed) report starts inside CPython; None when the
     text has no parsed accesses (a lock-order report, a thread leak)."""
-    from repro.tsan.nearmiss import starts_outside_interpreter
     from repro.tsan.parse import parse_log
+    from repro.tsan.signature import starts_outside_interpreter
 
     reports = parse_log(text).reports
     if not reports or not _accesses(reports[0]):

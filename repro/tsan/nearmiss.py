@@ -25,7 +25,6 @@ from repro.tsan.signature import (
     Signature,
     TargetRule,
     access_matches,
-    is_interpreter_frame,
     is_library_frame,
     matches,
     normalise_function,
@@ -38,7 +37,6 @@ __all__ = [
     "SuggestedTarget",
     "lacking_patterns",
     "near_miss",
-    "starts_outside_interpreter",
     "suggest_target",
 ]
 
@@ -269,22 +267,6 @@ class SuggestedTarget:
         return TargetRule(
             kind=self.kind, functions=self.functions, files=self.files, depth=self.depth
         )
-
-
-def starts_outside_interpreter(report: Report, drop: Sequence[str] = DEFAULT_DROP) -> bool:
-    """Whether an access of ``report`` has its top frame outside CPython.
-
-    A racy extension makes races inside CPython too: an object it publishes without
-    a barrier races later in the reference counts of whoever uses it (``Py_INCREF``
-    in ``PyTuple_Pack``). Those show in as many runs as the extension's own race, and
-    naming them would target the symptom; the race to name is the one whose top
-    frame is the extension's.
-    """
-    for stack in _stacks(report):
-        frames = significant_frames(stack, tuple(drop))
-        if frames and not is_interpreter_frame(frames[0]):
-            return True
-    return False
 
 
 def extension_race_first(starts_outside: Iterable[bool]) -> int:

@@ -43,6 +43,7 @@ __all__ = [
     "signature_of",
     "signature_stacks",
     "significant_frames",
+    "starts_outside_interpreter",
 ]
 
 _RUNTIME_DROP: tuple[str, ...] = (
@@ -535,6 +536,22 @@ def is_interpreter_frame(frame: Frame) -> bool:
     if frame.module:
         return _INTERPRETER_MODULE.match(frame.module) is not None
     return _INTERPRETER_FILE.match(frame.file or "") is not None
+
+
+def starts_outside_interpreter(report: Report, drop: Sequence[str] = DEFAULT_DROP) -> bool:
+    """Whether an access of ``report`` has its top frame outside CPython.
+
+    A racy extension makes races inside CPython too: an object it publishes without
+    a barrier races later in the reference counts of whoever uses it (``Py_INCREF``
+    in ``PyTuple_Pack``). Those show in as many runs as the extension's own race, and
+    naming them would target the symptom; the race to name is the one whose top
+    frame is the extension's.
+    """
+    for stack in (a.stack for a in (report.current, report.previous) if a is not None):
+        frames = significant_frames(stack, tuple(drop))
+        if frames and not is_interpreter_frame(frames[0]):
+            return True
+    return False
 
 
 # The toolchain's libraries: Rust's (their sources under /rustc/<hash>/library/, or by
