@@ -102,3 +102,30 @@ def test_a_race_begun_at_the_answer_is_a_whole_race_not_seen_racy() -> None:
         events.append(RunEvent(index, outcome, signatures=sids, pos=pos, phase="bisect"))
     record = fold(events)  # type: ignore[arg-type]
     assert [b["signature"] for b in begun_at_answer(record, 1)] == ["N"]
+
+
+@pytest.mark.parametrize("target_inside", [False, True])
+def test_a_race_of_cpythons_own_code_begun_at_the_answer_is_no_extension_target_renamed(
+    target_inside: bool,
+) -> None:
+    """Sweep 15: the fix moved multidict onto PyList_GetItemRef, which brought a race
+    wholly inside CPython (new_reference against Py_INCREF), and it was warned of as the
+    target under another name. A target that starts in the extension cannot become one;
+    a target inside CPython can, and is still warned of."""
+    from repro.runlog.bisect_answer import begun_at_answer
+    from repro.runlog.events import RunEvent, SignatureEvent
+    from repro.runlog.fold import fold
+    from repro.tsan.outcome import Outcome
+
+    events: list[object] = [
+        SignatureEvent("T", "data race", (("a",), ("b",)), "T", True, inside_cpython=target_inside),
+        SignatureEvent("C", "data race", (("new_reference",), ("Py_INCREF",)), "C", False,
+                       inside_cpython=True),
+        SignatureEvent("E", "data race", (("ext_f",), ("ext_g",)), "E", False),
+    ]  # fmt: skip
+    runs = [*[(0, ("T",), Outcome.TARGET)] * 8, *[(1, ("C", "E"), Outcome.OTHER)] * 8]
+    for index, (pos, sids, outcome) in enumerate(runs):
+        events.append(RunEvent(index, outcome, signatures=sids, pos=pos, phase="bisect"))
+    record = fold(events)  # type: ignore[arg-type]
+    begun = [b["signature"] for b in begun_at_answer(record, 1)]
+    assert begun == (["C", "E"] if target_inside else ["E"])

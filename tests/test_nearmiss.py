@@ -20,6 +20,7 @@ from repro.tsan.signature import (
     TargetRule,
     is_interpreter_frame,
     matches,
+    starts_inside_interpreter,
     starts_outside_interpreter,
 )
 from repro.tsan.signature import normalise_function as normalise
@@ -345,6 +346,10 @@ def test_a_race_that_starts_in_the_extension_is_told_from_its_symptoms_in_cpytho
         },
     ], tops
     assert [starts_outside_interpreter(r) for r in reports] == [True, False, False]
+    # What a run logs of each race (SignatureEvent.inside_cpython): the symptoms are
+    # CPython's own code; a report with no access stack is neither.
+    assert [starts_inside_interpreter(r) for r in reports] == [False, True, True]
+    assert not starts_inside_interpreter(replace(reports[1], current=None, previous=None))
     assert suggest_target(reports[0]).functions == ("ring_tag",)
     # CPython's inline functions compiled into the extension are the extension's code.
     incref = reports[1].current.stack[2] if reports[1].current else None

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from repro.app.executors import Finished, Runner, RunnerGone, ThreadRunner, write_remote_logs
@@ -109,6 +109,7 @@ def signature_events(found: tuple[Found, ...]) -> list[SignatureEvent]:
             top_frames=tuple(tuple(a) for a in f.signature.accesses),
             description=f.signature.describe(),
             target=f.target,
+            inside_cpython=f.inside_cpython,
         )
         for f in found
     ]
@@ -385,11 +386,7 @@ def _record(
     elif log_dir is not None:
         shutil.rmtree(log_dir, ignore_errors=True)
     for entry in new:
-        runlog.log(
-            SignatureEvent(
-                entry.id, entry.kind, entry.top_frames, entry.description, entry.target, rel
-            )
-        )
+        runlog.log(replace(entry, example=rel))
     runlog.log(
         RunEvent(
             index=result.index,

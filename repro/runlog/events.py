@@ -107,6 +107,9 @@ class SignatureEvent:
     description: str
     target: bool
     example: str | None = None  # the kept log of the run that showed it first
+    # Each access's top frame is CPython's (signature.starts_inside_interpreter): such a
+    # race that begins at a bisect's answer is no target in an extension renamed.
+    inside_cpython: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -117,6 +120,7 @@ class SignatureEvent:
             "description": self.description,
             "target": self.target,
             "example": self.example,
+            "inside_cpython": self.inside_cpython,
         }
 
     @classmethod
@@ -128,6 +132,7 @@ class SignatureEvent:
             description=str(d.get("description") or ""),
             target=bool(d.get("target")),
             example=d.get("example"),
+            inside_cpython=bool(d.get("inside_cpython")),
         )
 
 

@@ -26,6 +26,7 @@ from repro.tsan.signature import (
     matches,
     normalise_function,
     signature_of,
+    starts_inside_interpreter,
 )
 
 
@@ -139,6 +140,7 @@ class Found:
 
     signature: Signature
     target: bool
+    inside_cpython: bool = False  # starts_inside_interpreter: a race of CPython's own code
 
 
 @dataclass(frozen=True)
@@ -480,7 +482,13 @@ def classify(
         elif matches(report, matcher.rule, drop=drop):
             target += 1
             hit = True
-        found.append(Found(signature_of(report, depth=matcher.depth, drop=drop), hit))
+        found.append(
+            Found(
+                signature_of(report, depth=matcher.depth, drop=drop),
+                hit,
+                starts_inside_interpreter(report, drop),
+            )
+        )
     sigs = tuple(found)
     gil = gil_enabled_modules(output)
     if target:

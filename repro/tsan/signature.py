@@ -554,6 +554,16 @@ def starts_outside_interpreter(report: Report, drop: Sequence[str] = DEFAULT_DRO
     return False
 
 
+def starts_inside_interpreter(report: Report, drop: Sequence[str] = DEFAULT_DROP) -> bool:
+    """Whether each access of ``report`` has its top frame in CPython: a race of the
+    interpreter's own code, which a target in an extension's code cannot become by a
+    rename (a report with no access stack is neither)."""
+    stacks = [a.stack for a in (report.current, report.previous) if a is not None]
+    if not any(significant_frames(s, tuple(drop)) for s in stacks):
+        return False
+    return not starts_outside_interpreter(report, drop)
+
+
 # The toolchain's libraries: Rust's (their sources under /rustc/<hash>/library/, or by
 # path when a frame has no file), glibc (by module, or its source tree when inlined),
 # and the C and C++ system headers (libstdc++'s containers, inlined into the project).
