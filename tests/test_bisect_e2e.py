@@ -155,6 +155,10 @@ def test_resume_after_kill(demo: tuple[Path, Path], tmp_path: Path) -> None:
     said = " ".join((other.stdout + other.stderr).split())
     assert other.returncode == 2 and "variable TSAN_OPTIONS" in said, said
     assert (run_dir / "events.jsonl").read_text().splitlines() == before
+    # The folder of a run the kill caught in flight (one more, whatever the kill caught).
+    killed = run_dir / "logs" / "run-999999-inflight"
+    (killed / "tsan.1").parent.mkdir(parents=True)
+    (killed / "tsan.1").write_text("WARNING: ThreadSanitizer: data race (pid=1)\n")
     out = tmp_path / "bisect.json"
     res = repro("bisect", "--resume", str(run_dir), "--json-out", str(out))
     assert res.returncode == 0, res.stdout + res.stderr
@@ -163,6 +167,10 @@ def test_resume_after_kill(demo: tuple[Path, Path], tmp_path: Path) -> None:
     # Nothing measured before the kill is lost or measured again.
     assert after[: len(before)] == before
     runs = [json.loads(x) for x in after if json.loads(x).get("event") == "run"]
+    # What is left in logs/ is the runs' that count: the in-flight ones are gone.
+    logged = {Path(r["log_dir"]).name for r in runs if r.get("log_dir")}
+    folders = {d.name for d in (run_dir / "logs").glob("run-*")}
+    assert not killed.exists() and folders <= logged, sorted(folders - logged)
     indexes = [r["index"] for r in runs]
     assert len(indexes) == len(set(indexes))
     calib_before = sum(1 for x in before if json.loads(x).get("phase") == "calibrate")

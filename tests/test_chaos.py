@@ -129,6 +129,12 @@ def test_stress_survives_chaos(demo: Path, tmp_path: Path) -> None:
     )
     time.sleep(0.5)
     assert _left_running(run_dir) == []
+    # The logs of runs a kill caught in flight are gone with them: each folder left is a
+    # counted run's.
+    events = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+    logged = {Path(e["log_dir"]).name for e in events if e.get("log_dir")}
+    folders = {d.name for d in (run_dir / "logs").glob("run-*")}
+    assert folders <= logged, sorted(folders - logged)
 
 
 @pytest.mark.slow

@@ -56,7 +56,7 @@ from repro.app.reuse import (
     refuse_another_experiment,
     reuse_calibration,
 )
-from repro.app.runner import reap_orphans
+from repro.app.runner import discard_unlogged, reap_orphans
 from repro.app.view import (
     fmt_seconds,
     other_race_verdicts,
@@ -235,6 +235,7 @@ def _run_bisect(
         runlog = RunLog(RunDir.open(opts.resume))
         runlog.dir.lock()
         ended = reap_orphans(runlog.dir.logs)
+        discard_unlogged(runlog.dir)
         loaded, meta = load_run_recipe(runlog.dir.path, "bisect")
         opts = outputs_of_the_run(opts, meta)
         say_if_edited(console, loaded)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repro.errors import ReproError
 from repro.tsan import options as tsan_options
@@ -37,6 +37,9 @@ from repro.tsan.outcome import (
     parallel_threads_of,
 )
 from repro.tsan.parse import LogScanner, read_reports
+
+if TYPE_CHECKING:
+    from repro.runlog.store import RunDir
 
 OUTPUT_TAIL = 4000
 # A reproducer may print without bound; what is kept and parsed of one output or log
@@ -348,6 +351,23 @@ def reap_orphans(work_dir: Path) -> list[int]:
         with contextlib.suppress(OSError):
             marker.unlink()
     return ended
+
+
+def discard_unlogged(rundir: RunDir) -> int:
+    """Remove the log folders of the runs a killed repro had in flight (after
+    ``reap_orphans`` ended them): no event names them, so they count nowhere, and a
+    reader of logs/ took them for runs. Returns how many were removed."""
+    from repro.runlog.events import RunEvent
+
+    logged = {
+        Path(ev.log_dir).name for ev in rundir.events() if isinstance(ev, RunEvent) and ev.log_dir
+    }
+    gone = 0
+    for folder in rundir.logs.glob("run-*"):
+        if folder.is_dir() and folder.name not in logged:
+            shutil.rmtree(folder, ignore_errors=True)
+            gone += 1
+    return gone
 
 
 def _group_belongs(pgid: int, work_dir: Path) -> bool:

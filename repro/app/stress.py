@@ -25,7 +25,7 @@ from repro.app.environment import InterpreterSoon, collect_environment
 from repro.app.loop import Limits, StressState, stress_loop
 from repro.app.outputs import outputs_meta, outputs_of_the_run
 from repro.app.reuse import refuse_another_experiment, stressed_commit
-from repro.app.runner import LINGER, reap_orphans
+from repro.app.runner import LINGER, discard_unlogged, reap_orphans
 from repro.app.view import (
     PlainTicker,
     StressView,
@@ -235,6 +235,7 @@ def _run_stress(
         ended = reap_orphans(rundir.logs)
         if ended:
             console.print(f"ended {len(ended)} reproducer(s) left running by the killed repro")
+        discard_unlogged(rundir)
         loaded, meta = load_run_recipe(rundir.path, "stress")
         say_if_edited(console, loaded)
         interpreter = InterpreterSoon(loaded)
