@@ -5,6 +5,7 @@ The slow end-to-end test with the TSAN CPython is in test_pypackage_e2e.py.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import zipfile
@@ -220,3 +221,77 @@ def test_pip_killed_while_installing_is_no_failure_of_the_requirements(tmp_path:
     said = str(err.value)
     assert f"could not install {first} as wheels" in said and second not in said, said
     assert cache.failure("env2") is not None
+
+
+# --- a recipe's config settings beside repro's own ----------------------------------------
+
+
+def _maturin_args(config: dict[str, str | tuple[str, ...]]) -> list[str]:
+    import shlex
+
+    from repro.builds.pypackage import tsan_settings
+
+    _, settings = tsan_settings(
+        "maturin", compiler="clang", rust_target="x86_64-unknown-linux-gnu", config_settings=config
+    )
+    assert "maturin.build-args" not in settings
+    return shlex.split(settings["build-args"])
+
+
+def test_a_recipes_maturin_build_args_keep_the_explicit_target() -> None:
+    """Sweep 16 (cramjam): `build-args: "--no-default-features --features
+    extension-module"` replaced repro's `--target`, and RUSTFLAGS' sanitizer reached the
+    proc-macros: `undefined symbol: __tsan_func_entry`."""
+    features = "--no-default-features --features extension-module"
+    assert _maturin_args({"build-args": features}) == [
+        "--target", "x86_64-unknown-linux-gnu", *features.split()
+    ]  # fmt: skip
+    # maturin reads maturin.build-args first, and a list as its arguments.
+    assert _maturin_args({"maturin.build-args": ("--features", "a b"), "build-args": "-q"}) == [
+        "--target", "x86_64-unknown-linux-gnu", "--features", "a b"
+    ]  # fmt: skip
+    # A target the recipe names is its own.
+    assert _maturin_args({"build-args": "--target=aarch64-unknown-linux-gnu"}) == [
+        "--target=aarch64-unknown-linux-gnu"
+    ]
+    assert _maturin_args({}) == ["--target", "x86_64-unknown-linux-gnu"]
+
+
+def test_a_recipes_meson_setup_args_come_after_the_sanitizers() -> None:
+    from repro.builds.pypackage import tsan_settings
+
+    for given, extra in (("-Dfoo=1", ["-Dfoo=1"]), (("-Da=1", "-Db=2"), ["-Da=1", "-Db=2"])):
+        _, settings = tsan_settings(
+            "meson-python", compiler=None, rust_target=None, config_settings={"setup-args": given}
+        )
+        assert settings["setup-args"][:1] == ["-Db_sanitize=thread"]
+        assert settings["setup-args"][-len(extra) :] == extra
+
+
+def test_a_maturin_packages_strip_setting_leaves_the_symbols(tmp_path: Path) -> None:
+    """cramjam's `[tool.maturin] strip = true` makes maturin pass `-C strip=symbols` to
+    rustc; every frame of the module was then `<null>`, and repro said to install LLVM.
+    The RUSTFLAGS repro gives maturin come after it, as cargo orders them: built here the
+    way maturin builds (with TSAN), the library keeps its symbols."""
+    from repro.builds.pypackage import tsan_settings
+
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        pytest.skip("no cargo")
+    crate = tmp_path / "stripped"
+    (crate / "src").mkdir(parents=True)
+    (crate / "Cargo.toml").write_text(
+        '[package]\nname = "stripped"\nversion = "0.1.0"\nedition = "2021"\n\n'
+        '[lib]\ncrate-type = ["cdylib"]\n'
+    )
+    (crate / "src" / "lib.rs").write_text(
+        '#[no_mangle]\npub extern "C" fn repro_kept_symbol(x: i32) -> i32 { x + 1 }\n'
+    )
+    env, _ = tsan_settings("maturin", compiler=None, rust_target=None, config_settings={})
+    build = [cargo, "rustc", "--release", "--lib", "--", "-C", "strip=symbols"]
+    run_env = {**os.environ, **env, "CARGO_TARGET_DIR": str(tmp_path / "target")}
+    proc = subprocess.run(build, cwd=crate, env=run_env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lib = tmp_path / "target" / "release" / "libstripped.so"
+    symbols = subprocess.run(["nm", str(lib)], capture_output=True, text=True).stdout
+    assert "repro_kept_symbol" in symbols and "__tsan_" in symbols

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -129,21 +130,49 @@ def tsan_settings(
     """
     env: dict[str, str] = {}
     settings: dict[str, Any] = {}
+    theirs = dict(config_settings)
     if compiler:
         env.update(CC=compiler, CXX=cxx_for(compiler))
     if backend == "meson-python":
-        settings["setup-args"] = ["-Db_sanitize=thread", "-Db_lundef=false", "-Ddebug=true"]
+        # The recipe's setup-args come after repro's (meson-python reads a string as one
+        # argument): set alone, they replaced the sanitizer's.
+        own = theirs.pop("setup-args", ())
+        settings["setup-args"] = [
+            "-Db_sanitize=thread",
+            "-Db_lundef=false",
+            "-Ddebug=true",
+            *([own] if isinstance(own, str) else own),
+        ]
     elif backend == "maturin":
-        env.update(RUSTC_BOOTSTRAP="1", RUSTFLAGS=TSAN_RUSTFLAGS + " -g", **CARGO_DEBUG_ENV)
+        # -Cstrip=none last: RUSTFLAGS follow maturin's own rustc arguments, and a
+        # package's `[tool.maturin] strip = true` (cramjam's) left no symbol to name a frame.
+        env.update(
+            RUSTC_BOOTSTRAP="1", RUSTFLAGS=TSAN_RUSTFLAGS + " -g -Cstrip=none", **CARGO_DEBUG_ENV
+        )
         if rust_target:
-            settings["build-args"] = f"--target {rust_target}"
+            settings["build-args"] = _maturin_build_args(theirs, rust_target)
     else:
         env.update(CFLAGS=TSAN_CFLAGS, CXXFLAGS=TSAN_CFLAGS, LDFLAGS=TSAN_LDFLAGS)
         if backend == "scikit-build-core":
             settings["cmake.build-type"] = "RelWithDebInfo"
-    for k, v in config_settings.items():
+    for k, v in theirs.items():
         settings[k] = list(v) if isinstance(v, tuple) else v
     return env, settings
+
+
+def _maturin_build_args(theirs: dict[str, str | tuple[str, ...]], rust_target: str) -> str:
+    """maturin's build arguments: the recipe's (taken out of ``theirs``), after an
+    explicit ``--target`` unless they name one. Given alone they replaced it, and
+    RUSTFLAGS' sanitizer then reached the proc-macros (``undefined symbol:
+    __tsan_func_entry``). maturin reads ``maturin.build-args`` before ``build-args``, a
+    string split as a shell would and a list as its arguments."""
+    first = theirs.pop("maturin.build-args", None)
+    second = theirs.pop("build-args", None)
+    given = first if first is not None else second
+    args = shlex.split(given) if isinstance(given, str) else list(given or ())
+    if not any(a == "--target" or a.startswith("--target=") for a in args):
+        args = ["--target", rust_target, *args]
+    return shlex.join(args)
 
 
 def backend_flags(
