@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -468,3 +470,62 @@ def test_a_run_cut_short_by_a_signal_is_no_evidence_whatever_it_reported(
     parsed = parse_log(proc.stderr)
     assert parsed.reports
     assert classify(parsed, exit_code, False, MATCHER, proc.stderr).outcome is outcome
+
+
+# Like a Rust extension's: only the entry points are exported (.dynsym survives a
+# strip), and the racing code is in functions of the library's own.
+STRIPPED_LIB = """
+static long shared_count;
+__attribute__((noinline)) static void bump_inside(void) { shared_count++; }
+__attribute__((noinline)) static long peek_inside(void) { return shared_count; }
+void bump_shared(void) { bump_inside(); }
+long peek_shared(void) { return peek_inside(); }
+"""
+STRIPPED_MAIN = """
+#include <pthread.h>
+void bump_shared(void);
+long peek_shared(void);
+static void *bump(void *arg) { for (int i = 0; i < 1000; i++) bump_shared(); return arg; }
+int main(void) {
+    pthread_t t;
+    pthread_create(&t, 0, bump, 0);
+    long seen = 0;
+    for (int i = 0; i < 1000; i++) seen += peek_shared();
+    pthread_join(t, 0);
+    return seen < 0;
+}
+"""
+
+
+def test_a_stripped_library_is_named_and_no_symbolizer_is_blamed(tmp_path: Path) -> None:
+    """Sweep 16: cramjam's wheel, stripped by `[tool.maturin] strip = true`, gave frames
+    `<null>` in its module only, and repro said to install the LLVM tools, which were
+    there (CPython's frames in the same reports had names). A real library stripped
+    after its TSAN build, beside a program with symbols."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc")
+    (tmp_path / "lib.c").write_text(STRIPPED_LIB)
+    (tmp_path / "main.c").write_text(STRIPPED_MAIN)
+    lib = tmp_path / "libshared.so"
+    tsan = ["-fsanitize=thread", "-g", "-O1"]
+    subprocess.run([gcc, *tsan, "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "lib.c")],
+                   check=True)  # fmt: skip
+    subprocess.run(["strip", "--strip-all", str(lib)], check=True)
+    prog = tmp_path / "prog"
+    subprocess.run([gcc, *tsan, "-o", str(prog), str(tmp_path / "main.c"), f"-L{tmp_path}",
+                    "-lshared", f"-Wl,-rpath,{tmp_path}", "-pthread"], check=True)  # fmt: skip
+    r = tmp_path / "r.yaml"
+    r.write_text(
+        "name: stripped\n"
+        f"reproducer: {{command: {json.dumps(str(prog))}, timeout: 20}}\n"
+        "target: {functions: [bump_shared, peek_shared]}\n"
+    )
+    res = repro("stress", str(r), "-n", "3", "-j", "1", "--runs-dir", str(tmp_path / "runs"))
+    said = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2, said
+    assert "the frames of libshared.so have none, while those of prog have" in said, said
+    assert "a module was built without symbols" in said and "llvm" not in said.lower(), said
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    status = json.loads(repro("report", str(run_dir), "--format", "json").stdout)["status"]
+    assert "built without symbols" in status["message"], status

@@ -65,7 +65,6 @@ from repro.app.view import (
 )
 from repro.builds.cache import BuildError
 from repro.errors import ReproError
-from repro.host.symbolizer import stop_hint
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import (
     BisectSpec,
@@ -502,8 +501,8 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
     except StopBisect as stop:
         fail(
             run,
-            f"a run was {stop.outcome.value} and cannot count: {INVALID_HINTS[stop.outcome]}."
-            + (stop_hint(stop.symbolizer) if stop.outcome is Outcome.UNSYMBOLIZED else "")
+            f"a run was {stop.outcome.value} and cannot count: {stop.advice()}"
+            + (f" ({stop.detail})" if stop.detail else "")
             + " Pass --keep-going to count such runs apart and go on.",
             "Stopped:",
         )

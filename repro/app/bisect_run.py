@@ -28,7 +28,7 @@ from repro.app.environment import (
     run_variables,
 )
 from repro.app.executors import Runner, RunnerGone
-from repro.app.loop import Limits, StressState, Tags, stress_loop
+from repro.app.loop import Limits, StressState, Tags, stop_advice, stress_loop
 from repro.app.view import PlainTicker, StressView
 from repro.builds.cache import BuildCache, BuildError, MachineBuildError
 from repro.builds.progress import RichBuildProgress
@@ -79,10 +79,20 @@ ROUND_BUILD_RUNS = 10.0
 class StopBisect(Exception):
     """A run showed that no run here can count (e.g. unsymbolized reports)."""
 
-    def __init__(self, outcome: Outcome, symbolizer: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        outcome: Outcome,
+        symbolizer: Mapping[str, Any] | None = None,
+        detail: str | None = None,
+    ) -> None:
         super().__init__(outcome.value)
         self.outcome = outcome
         self.symbolizer = symbolizer  # the run's choice, for what to say of it
+        self.detail = detail  # the run's own (which module has no symbols)
+
+    def advice(self) -> str:
+        """What to do, as the stress loop says it (``stop_advice``)."""
+        return stop_advice(self.outcome, self.detail, self.symbolizer)
 
 
 @dataclass(frozen=True)
@@ -524,7 +534,9 @@ class BisectRun:
             self.runlog.log(UnusableEvent(pos, self.positions[pos].id, GIL_UNUSABLE))
             return state
         if state.stopped_by is not None:
-            raise StopBisect(state.stopped_by, prepared.info.get("symbolizer"))
+            raise StopBisect(
+                state.stopped_by, prepared.info.get("symbolizer"), state.stopped_detail
+            )
         c = st.counts
         if (
             c.not_evidence >= UNUSABLE_AFTER

@@ -14,14 +14,16 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from repro.app.executors import Finished, Runner, RunnerGone, ThreadRunner, write_remote_logs
 from repro.app.runner import Matcher, Outcome, RunResult, RunSpec
+from repro.host.symbolizer import stop_hint
 from repro.runlog import Counts, RunEvent, RunLog, SignatureEvent
-from repro.tsan.outcome import FAILED, INVALID, Found
+from repro.tsan.outcome import FAILED, INVALID, NO_SYMBOLS, Found, invalid_hint
 
 KEEP_TARGET_LOGS = 20
 KEEP_FAILURE_LOGS = 5
@@ -75,6 +77,7 @@ class StressState:
     in_flight: int = 0
     stopping: str | None = None
     stopped_by: Outcome | None = None  # one of Limits.stop_on, when it stopped the loop
+    stopped_detail: str | None = None  # that run's detail (which module has no symbols)
     last_event: str = ""
     lost: int = 0  # runs whose worker died and that no other worker could finish
     gone: str | None = None  # why the runner went away mid-loop (RunnerGone), if it did
@@ -98,6 +101,17 @@ class StressState:
             left = max(0, self.limits.runs - done)
             candidates.append(left * self.elapsed() / max(1, done))
         return min(candidates) if candidates else None
+
+
+def stop_advice(outcome: Outcome, detail: str | None, symbolizer: Mapping[str, Any] | None) -> str:
+    """What to do when a run of ``outcome`` (one of ``Limits.stop_on``) stopped the loop:
+    one sentence for stress and bisect alike. The symbolizer is named only when the run
+    does not show a module without symbols: cramjam's stripped wheel was sent to
+    install the LLVM it had."""
+    said = invalid_hint(outcome, detail) + "."
+    if outcome is Outcome.UNSYMBOLIZED and NO_SYMBOLS not in (detail or ""):
+        said += stop_hint(symbolizer)
+    return said
 
 
 def signature_events(found: tuple[Found, ...]) -> list[SignatureEvent]:
@@ -236,6 +250,7 @@ def stress_loop(
         result = done.result
         if result.outcome in limits.stop_on and state.stopped_by is None:
             state.stopped_by = result.outcome
+            state.stopped_detail = result.detail
             state.stopping = f"a run was {result.outcome.value}"
             cancel()
 

@@ -22,7 +22,7 @@ from repro.app.context import (
     say_if_edited,
 )
 from repro.app.environment import InterpreterSoon, collect_environment
-from repro.app.loop import Limits, StressState, stress_loop
+from repro.app.loop import Limits, StressState, stop_advice, stress_loop
 from repro.app.outputs import outputs_meta, outputs_of_the_run
 from repro.app.reuse import refuse_another_experiment, stressed_commit
 from repro.app.runner import LINGER, discard_unlogged, reap_orphans
@@ -34,12 +34,11 @@ from repro.app.view import (
     print_summary,
 )
 from repro.errors import ReproError
-from repro.host.symbolizer import stop_hint
 from repro.paths import runs_dir as default_runs_dir
 from repro.recipe import FILL_ME, LoadedRecipe, edited_since, load_recipe, load_run_recipe
 from repro.report.fmt import suppressed_text
 from repro.runlog import Record, RunDir, RunLog
-from repro.tsan.outcome import INVALID_HINTS, STOP_A_STRESS, Outcome
+from repro.tsan.outcome import STOP_A_STRESS
 
 if TYPE_CHECKING:
     from repro.app.cluster import Cluster
@@ -449,15 +448,12 @@ def _run_stress(
     if interrupted:
         return 130
     if state.stopped_by is not None:
-        said_of_symbolizer = (
-            stop_hint(prepared.info.get("symbolizer"))
-            if state.stopped_by is Outcome.UNSYMBOLIZED
-            else ""
+        advice = stop_advice(
+            state.stopped_by, state.stopped_detail, prepared.info.get("symbolizer")
         )
         err.print(
             f"[red]stopped: a run was {state.stopped_by.value}[/] and cannot count. "
-            f"{INVALID_HINTS[state.stopped_by]}.{said_of_symbolizer} "
-            "Pass --keep-going to count such runs apart and go on.",
+            f"{escape(advice)} Pass --keep-going to count such runs apart and go on.",
             highlight=False,
         )
         return EXIT_INVALID

@@ -27,9 +27,9 @@ from repro.text import truncate
 from repro.tsan.outcome import (
     FAILED,
     INVALID,
-    INVALID_HINTS,
     ORDER,
     Outcome,
+    invalid_hint,
     tsan_failure_hint,
 )
 
@@ -335,7 +335,8 @@ def summary_lines(summary: dict[str, Any], failed_tail: str | None = None) -> li
         lines.append(f"[red]TSAN failure:[/] {escape(msg)}")
     for outcome in INVALID:
         if o.get(outcome.value):
-            lines.append(f"[yellow]{outcome.value}:[/] {INVALID_HINTS[outcome]}")
+            details = " ".join(summary.get("invalid") or {})
+            lines.append(f"[yellow]{outcome.value}:[/] {escape(invalid_hint(outcome, details))}")
     if o.get(Outcome.TSAN_FAILURE.value):
         hint = tsan_failure_hint(summary.get("tsan_failures") or [])
         lines.append(f"[yellow]{Outcome.TSAN_FAILURE.value}:[/] {escape(hint)}")

@@ -35,7 +35,7 @@ from repro.runlog import Counts, RunEvent, SignatureEvent
 from repro.runlog.bisect_answer import blame, information, replayed
 from repro.runlog.bisect_view import position_rows
 from repro.strategy.terms import LIKELY_AT, Terms
-from repro.tsan.outcome import INVALID, INVALID_HINTS, ORDER, Outcome
+from repro.tsan.outcome import INVALID, ORDER, Outcome, invalid_hint
 
 SCHEMA_VERSION = 2
 OUTCOME_ORDER = tuple(o.value for o in ORDER)
@@ -153,6 +153,11 @@ def race_name(race: Mapping[str, Any] | None) -> str:
 # --- status ----------------------------------------------------------------------------
 
 
+def _details(summary: Mapping[str, Any] | None) -> str:
+    """The details of the runs that cannot count, as one text ``invalid_hint`` reads."""
+    return " ".join((summary or {}).get("invalid") or {})
+
+
 def _status(files: RunFiles) -> dict[str, Any]:
     meta = files.meta
     if files.kind == "stress":
@@ -172,7 +177,8 @@ def _status(files: RunFiles) -> dict[str, Any]:
                 "state": "stopped",
                 "partial": True,
                 "message": f"The run stopped at a run that cannot count ({stopped}): "
-                f"{INVALID_HINTS[Outcome(stopped)]}. These are the runs before it; "
+                f"{invalid_hint(Outcome(stopped), _details(files.summary))}. These are the "
+                "runs before it; "
                 "`--keep-going` counts such runs apart and goes on.",
             }
         return {

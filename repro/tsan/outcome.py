@@ -182,6 +182,58 @@ def is_unsymbolized(report: Report) -> bool:
     return False
 
 
+def unnamed_modules(reports: Sequence[Report]) -> tuple[list[str], list[str]]:
+    """The modules whose top frames have no name in unsymbolized ``reports``, and the
+    modules of any frame that has one: a module only in the first, beside names in
+    the second, has no symbols of its own (a stripped wheel), whatever the symbolizer."""
+    unnamed: dict[str, None] = {}
+    named: dict[str, None] = {}
+    for report in reports:
+        for stack in _stacks(report):
+            top = next((f for f in stack if not is_runtime_frame(f)), None)
+            if top is not None and normalise_function(top.function) in _UNKNOWN_FUNCTIONS:
+                unnamed[_module_name(top)] = None
+            for f in stack:
+                known = normalise_function(f.function) not in _UNKNOWN_FUNCTIONS
+                if f.module and known and not is_runtime_frame(f):
+                    named[_module_name(f)] = None
+    return list(unnamed), [m for m in named if m not in unnamed]
+
+
+def _module_name(frame: Frame) -> str:
+    return (frame.module or "?").rsplit("/", 1)[-1]
+
+
+# The words of an unsymbolized run's detail when one module lacks its symbols: the
+# advice is then to build it with them, not to install a symbolizer that works.
+NO_SYMBOLS = "has no symbols"
+NO_SYMBOLS_HINT = (
+    "a module was built without symbols (stripped: `[tool.maturin] strip = true`, `-s` in "
+    "LDFLAGS, or `strip` run on it); build it with them, since no symbolizer can name frames "
+    "a binary has no symbols for"
+)
+
+
+def unsymbolized_detail(reports: Sequence[Report], of: int) -> str:
+    """What an unsymbolized run's detail says: how many reports, and which module has
+    no names where others have them."""
+    said = f"{len(reports)} of {of} reports have no function names"
+    unnamed, named = unnamed_modules(reports)
+    if unnamed and named and "?" not in unnamed:
+        said += (
+            f": the frames of {', '.join(unnamed)} have none, while those of "
+            f"{', '.join(named[:2])} have: {', '.join(unnamed)} {NO_SYMBOLS}"
+        )
+    return said
+
+
+def invalid_hint(outcome: Outcome, detail: str | None) -> str:
+    """What to do about runs of ``outcome`` whose detail was ``detail`` (one of them)."""
+    if outcome is Outcome.UNSYMBOLIZED and detail and NO_SYMBOLS in detail:
+        return NO_SYMBOLS_HINT
+    return INVALID_HINTS[outcome]
+
+
 def is_incomplete(report: Report) -> bool:
     """A race report without both stacks, or cut before its SUMMARY line.
 
@@ -504,11 +556,9 @@ def classify(
         # no test ran, but the GIL is the cause to name.
         return Verdict(Outcome.NO_TEST, 0, sigs, nothing)
     if unsymbolized:
+        unnamed = [parsed.reports[i] for i in unsymbolized]
         return Verdict(
-            Outcome.UNSYMBOLIZED,
-            0,
-            sigs,
-            f"{len(unsymbolized)} of {len(parsed.reports)} reports have no function names",
+            Outcome.UNSYMBOLIZED, 0, sigs, unsymbolized_detail(unnamed, len(parsed.reports))
         )
     if gil:
         return Verdict(Outcome.GIL_ENABLED, 0, sigs, ", ".join(gil))
