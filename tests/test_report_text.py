@@ -787,3 +787,37 @@ def test_a_probability_short_of_one_never_reads_100_percent() -> None:
     assert probability(0.5) == "50%" and probability(1.0) == "100%"
     assert probability(0.9996) == "99.96%" and probability(0.9999999) == "99.99%"
     assert all(probability(1 - 10**-k) != "100%" for k in range(1, 12))
+
+
+@pytest.mark.parametrize(
+    ("backend", "var", "theirs", "ours"),
+    [
+        ("maturin", "RUSTFLAGS", "-Cstrip=none", "-Zsanitizer=thread"),
+        ("setuptools", "CFLAGS", "-O2 -DNDEBUG", "-fsanitize=thread"),
+    ],
+)
+def test_plain_script_joins_a_recipes_flags_to_the_sanitizers_as_the_build_does(
+    tmp_path: Path, backend: str, var: str, theirs: str, ours: str
+) -> None:
+    """Sweep 16 (cramjam): the recipe's `RUSTFLAGS: -Cstrip=none` replaced the sanitizer
+    in the script, whose build then had no `__tsan_` symbol, and the script said "race not
+    reproduced in 46 runs" of a race repro saw in 20 of 20. The build joins them."""
+    from repro.recipe import parse_recipe
+    from repro.report.shell import PlainInputs, plain_script
+
+    text = (ROOT / "recipes" / "demo-pkg.yaml").read_text()
+    text = re.sub(
+        r"python:\n(  .*\n)+", f"python:\n  executable: {sys.executable}\n", text, count=1
+    )
+    text = text.replace("extension:\n", f"extension:\n  env: {{{var}: {theirs!r}}}\n", 1)
+    recipe = parse_recipe(text, tmp_path / "r.yaml")
+    assert recipe.extension is not None and recipe.extension.env == {var: theirs}
+    script = plain_script(
+        PlainInputs(
+            recipe=recipe, recipe_dir=tmp_path, title="t", ext_repo="/x", ext_sha="a" * 40,
+            ext_backend=backend, runs=1,
+        )
+    )  # fmt: skip
+    (line,) = [x for x in script.splitlines() if x.startswith(f"export {var}=")]
+    assert ours in line and theirs in line, line
+    assert line.index(ours) < line.index(theirs), line

@@ -454,23 +454,38 @@ def _extension_lines(inp: PlainInputs, out: list[str], python: str | None, step:
         )
         if cc:
             env["CC"] = cc
-    env.update(ext.env)
-    conditional: list[str] = []
-    for rng in ext.env_ranges:
-        recorded = inp.build_env
-        if recorded is not None:
-            if all(recorded.get(k) == v for k, v in rng.env.items()):
-                env.update(rng.env)
-            continue
-        when = f"before {rng.before}" if rng.before else f"since {rng.since}"
-        assigns = " ".join(f"{k}={shq(v)}" for k, v in rng.env.items())
-        conditional.append(comment(f"for commits {when} also: export {assigns}"))
+    env, conditional = _with_recipe_env(inp, env)
     refs = frozenset({"PYO3_PYTHON", *_compiler_refs(cc)} - set(ext.env))
     out += [_export(k, env[k], refs) for k in sorted(env)]
     out += conditional
     out += list(ext.build)
     out.append('cd "$WORK"')
     return f"$WORK/{name}"
+
+
+def _with_recipe_env(inp: PlainInputs, ours: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """repro's build variables with the recipe's ``env`` (and its ``env_ranges`` that the
+    build had) over them, joined as the build joined them (``with_recipe_env``): set
+    over them, a recipe's `RUSTFLAGS: -Cstrip=none` left the script's build without TSAN,
+    and the script did not reproduce the race. Ranges the record cannot settle become
+    comments."""
+    from repro.builds.extension import with_recipe_env
+
+    ext = inp.recipe.extension
+    assert ext is not None
+    recipe_env = dict(ext.env)
+    conditional: list[str] = []
+    for rng in ext.env_ranges:
+        recorded = inp.build_env
+        merged = with_recipe_env(ours, {**recipe_env, **rng.env})
+        if recorded is not None:
+            if all(recorded.get(k) in (v, merged[k]) for k, v in rng.env.items()):
+                recipe_env.update(rng.env)
+            continue
+        when = f"before {rng.before}" if rng.before else f"since {rng.since}"
+        assigns = " ".join(f"{k}={shq(merged[k])}" for k in rng.env)
+        conditional.append(comment(f"for commits {when} also: export {assigns}"))
+    return with_recipe_env(ours, recipe_env), conditional
 
 
 def _package_lines(inp: PlainInputs, out: list[str]) -> None:
@@ -491,7 +506,7 @@ def _package_lines(inp: PlainInputs, out: list[str]) -> None:
     )
     if cxx:
         env["CXX"] = cxx
-    env.update(ext.env)
+    env, conditional = _with_recipe_env(inp, env)
     refs = _compiler_refs(cc) - set(ext.env)
     requirements = list(ext.requirements)
     if inp.recipe.reproducer.pytest is not None:
@@ -509,6 +524,7 @@ def _package_lines(inp: PlainInputs, out: list[str]) -> None:
             + " ".join(shq(r) for r in requirements)
         )
     out += [_export(k, env[k], refs) for k in sorted(env)]
+    out += conditional
     config: list[str] = []
     for key, value in settings.items():
         for v in value if isinstance(value, list) else [value]:
