@@ -303,8 +303,7 @@ def test_parse_skeleton_names_both_accesses(tmp_path: Path, lost_history_bin: Pa
     assert '- "read_shared"' in res.stdout and '- "write_shared"' in res.stdout
 
 
-def test_bisect_that_cannot_calibrate_names_the_near_miss(tmp_path: Path) -> None:
-    """The demo with a target naming only tq_publish: the racy end "does not reproduce"."""
+def _demo_with_target(tmp_path: Path, functions: str) -> Path:
     import sys
 
     from conftest import ROOT
@@ -314,19 +313,49 @@ def test_bisect_that_cannot_calibrate_names_the_near_miss(tmp_path: Path) -> Non
 
     recipe = make_demo_recipe(tmp_path)
     text = recipe.read_text()
-    recipe.write_text(text.replace("functions: [tq_publish, tq_poll]", "functions: [tq_publish]"))
-    res = repro("bisect", str(recipe), "--runs-dir", str(tmp_path / "runs"))
-    out = res.stdout + res.stderr
+    recipe.write_text(text.replace("functions: [tq_publish, tq_poll]", f"functions: {functions}"))
+    return recipe
+
+
+def _calibration_runs(runs_dir: Path) -> list[dict[str, object]]:
+    events = next(runs_dir.iterdir()) / "events.jsonl"
+    runs = [json.loads(line) for line in events.read_text().splitlines()]
+    return [r for r in runs if r.get("phase") == "calibrate"]
+
+
+def test_bisect_that_cannot_calibrate_names_the_near_miss(tmp_path: Path) -> None:
+    """The demo with a target naming only tq_publish: the racy end "does not reproduce".
+    The near miss shows in most of the first runs and the target in none: the bisect
+    stops there (sweep 16 went on to 400 runs of a target with one letter missing); a
+    resume calibrates on."""
+    recipe = _demo_with_target(tmp_path, "[tq_publish]")
+    runs = tmp_path / "runs"
+    res = repro("bisect", str(recipe), "--runs-dir", str(runs), "--calibration-runs", "40")
+    out = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 1, out
     assert "near miss: race" in out, out
     assert "did not match: the other access, tq_poll" in out, out
     assert 'to target it: add "tq_poll" to target.functions' in out
-    # The early look and the rest of the calibration are one phase: the time of each
-    # run goes on from the early look's, where it restarted at 0 (sweep 15).
-    events = next((tmp_path / "runs").iterdir()) / "events.jsonl"
-    runs = [json.loads(line) for line in events.read_text().splitlines()]
-    elapsed = [r["elapsed"] for r in runs if r.get("phase") == "calibrate"]
-    assert len(elapsed) > EARLY_LOOK_RUNS, len(elapsed)
+    assert "the target is likely wrong" in out and "repro bisect --resume" in out, out
+    assert len(_calibration_runs(runs)) == EARLY_LOOK_RUNS
+    res = repro("bisect", "--resume", str(next(runs.iterdir())))
+    out = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 1, out
+    assert "did not reproduce the target race in 40 runs" in out, out
+    assert len(_calibration_runs(runs)) == 40
+
+
+def test_a_calibration_goes_on_past_its_early_look_in_one_phase(tmp_path: Path) -> None:
+    """A target that nothing nearly matches calibrates to its budget, and the early look
+    and the rest are one phase: the time of each run goes on from the early look's,
+    where it restarted at 0 (sweep 15)."""
+    recipe = _demo_with_target(tmp_path, "[zz_not_in_any_frame]")
+    runs = tmp_path / "runs"
+    res = repro("bisect", str(recipe), "--runs-dir", str(runs), "--calibration-runs", "30")
+    out = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 1 and "did not reproduce the target race in 30 runs" in out, out
+    elapsed = [r["elapsed"] for r in _calibration_runs(runs)]
+    assert len(elapsed) == 30 > EARLY_LOOK_RUNS
     assert elapsed == sorted(elapsed), elapsed
 
 

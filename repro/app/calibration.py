@@ -11,6 +11,7 @@ from rich.markup import escape
 from repro.app.bisect_run import BisectOptions, BisectRun, fail
 from repro.app.loop import Limits
 from repro.app.view import fmt_seconds
+from repro.errors import ReproError
 from repro.report.fmt import floor_runs, plural
 from repro.runlog import StrategyEvent
 from repro.strategy.bisect import clean_end_prior
@@ -28,7 +29,10 @@ def calibrate(run: BisectRun, opts: BisectOptions) -> bool:
     limits = calibration_left(run, run.jobs)
     if limits is not None:
         run.console.print(f"[bold]calibrating[/] at the racy end {escape(run.describe(0))}")
-        limits = _early_look(run, limits)
+        try:
+            limits = _early_look(run, limits)
+        except TargetLooksWrong as why:
+            return fail(run, str(why), "Stopped:")
     if limits is not None and run.stats(0).unusable:
         # Its first runs could not show the race (crashes, timeouts, lost stacks): the
         # budget counts only runs that can, and 420 runs went on them before this.
@@ -45,18 +49,46 @@ def calibrate(run: BisectRun, opts: BisectOptions) -> bool:
 EARLY_LOOK_RUNS = 20
 
 
+# 5 of 20 runs: a target as frequent as its near miss misses all 20 with chance 0.3%.
+NEAR_MISS_CHANCE = 0.01
+
+
+class TargetLooksWrong(Exception):
+    """The early look saw a near miss in most runs and the target in none."""
+
+
 def _early_look(run: BisectRun, limits: Limits) -> Limits | None:
     """Run the calibration's first runs; with no hit in them, say the near misses seen.
-    The runs left to go (None: the calibration is over)."""
+    The runs left to go (None: the calibration is over).
+
+    A near miss seen so often that a target as frequent would have shown (all the runs
+    missing it has a chance under ``NEAR_MISS_CHANCE``), with the target in none, stops
+    the bisect (``TargetLooksWrong``): a target with one letter missing went on to 400
+    runs, all showing the race it meant (sweep 16: 3 minutes; hours with a package's
+    tests). A resume calibrates on, for a target that is right and only rarer.
+    """
     from repro.app.view import print_near_misses
+    from repro.report.near import strongest_near_miss
 
     c0 = run.stats(0).counts
     first = EARLY_LOOK_RUNS - c0.evidence
     if c0.hits or first <= 0 or limits.runs is None or limits.runs <= first:
         return limits
     run.run(0, replace(limits, runs=first), "calibrate")
-    if run.stats(0).counts.hits == 0:
+    c0 = run.stats(0).counts
+    if c0.hits == 0:
         print_near_misses(run.console, run.rundir.path, run.record.counts.runs)
+        try:
+            near = strongest_near_miss(run.rundir.path)
+        except (ReproError, OSError):
+            near = 0  # a damaged run directory only loses the hint
+        if c0.evidence and (1 - near / c0.evidence) ** c0.evidence < NEAR_MISS_CHANCE:
+            raise TargetLooksWrong(
+                f"the target never showed in the racy end's first {c0.evidence} runs, and "
+                f"the near miss above showed in {near} of them: the target is likely wrong. "
+                "Mend it as the lines above say and start again; if it is right and only "
+                f"rarer, calibrate on with  repro bisect --resume {run.rundir.path}"
+            )
     return calibration_left(run, run.jobs)
 
 

@@ -191,6 +191,11 @@ def _fewest_lacking(files: RunFiles, first: tuple[str, Report]) -> tuple[str, Re
     return best_id, best
 
 
+def strongest_near_miss(run_dir: Path) -> int:
+    """The runs that showed the most frequent near miss (0: none)."""
+    return max((seen.runs for seen in near_misses_of(load_run(run_dir))), default=0)
+
+
 def near_miss_lines(run_dir: Path, runs: int, hint: bool = True) -> list[str]:
     """What the console prints at the end: each near miss with its runs and fixes."""
     lines: list[str] = []
