@@ -109,7 +109,9 @@ def test_an_extension_race_is_named_after_the_extension_not_cpython_s_wrapper() 
 
     (report,) = parse_log(MULTIDICT).reports
     assert race_site(report) == ("pair_list_update_from_seq", "pair_list.h")
-    assert suppression_sites(report, DEFAULT_DROP) == ["pair_list_update_from_seq"]
+    sites = suppression_sites(report, DEFAULT_DROP)
+    assert sites is not None and sites.kind == "race_top"
+    assert sites.functions == ["pair_list_update_from_seq"]
     suggested = suggest_target(report)
     assert "_Py_atomic_store_ptr_release" not in suggested.functions, suggested
     assert "list_ass_item_lock_held" in suggested.functions and "listobject.c" in suggested.files
@@ -117,7 +119,51 @@ def test_an_extension_race_is_named_after_the_extension_not_cpython_s_wrapper() 
     inside = MULTIDICT.replace("(_multidict.cpython-313t-x86_64-linux-gnu.so", "(python3.13t")
     (report,) = parse_log(inside).reports
     assert race_site(report) == ("list_ass_item_lock_held", "listobject.c")
-    assert suppression_sites(report, DEFAULT_DROP) == ["pair_list_update_from_seq"]
+    sites = suppression_sites(report, DEFAULT_DROP)
+    assert sites is not None and sites.functions == ["pair_list_update_from_seq"]
+
+
+# Sweep 16's cramjam race (clang, PyO3 0.23): both accesses start in Rust's std, inlined
+# into the package's module; the package's own frames are below them.
+CURSOR = """\
+==================
+WARNING: ThreadSanitizer: data race (pid=1)
+  Write of size 8 at 0x7b0800001a20 by thread T2:
+    #0 <std::io::cursor::Cursor<alloc::vec::Vec<u8>> as std::io::Seek>::seek \
+/rustc/17067e9ac6d7e98f18d4f2f9d3a0f0d4e1a2b3c4/library/std/src/io/cursor.rs:280:17 \
+(cramjam.cpython-313t-x86_64-linux-gnu.so+0x24618)
+    #1 <cramjam::io::RustyBuffer as std::io::Seek>::seek src/io.rs:420:9 \
+(cramjam.cpython-313t-x86_64-linux-gnu.so+0x2471c)
+    #2 cramjam::io::RustyBuffer::__pymethod_seek__ src/io.rs:300:1 \
+(cramjam.cpython-313t-x86_64-linux-gnu.so+0x24800)
+
+  Previous read of size 8 at 0x7b0800001a20 by main thread:
+    #0 <std::io::cursor::Cursor<alloc::vec::Vec<u8>>>::position \
+/rustc/17067e9ac6d7e98f18d4f2f9d3a0f0d4e1a2b3c4/library/std/src/io/cursor.rs:158:9 \
+(cramjam.cpython-313t-x86_64-linux-gnu.so+0x25000)
+    #1 <cramjam::io::RustyBuffer>::tell src/io.rs:310:9 \
+(cramjam.cpython-313t-x86_64-linux-gnu.so+0x25100)
+
+SUMMARY: ThreadSanitizer: data race \
+/rustc/17067e9ac6d7e98f18d4f2f9d3a0f0d4e1a2b3c4/library/std/src/io/cursor.rs:280:17 in \
+<std::io::cursor::Cursor<alloc::vec::Vec<u8>> as std::io::Seek>::seek
+==================
+"""
+
+
+def test_a_race_that_starts_in_rusts_std_is_suppressed_by_the_packages_frame() -> None:
+    """Sweep 16: `race_top:<std::io::cursor::Cursor<...> as std::io::Seek>::seek` hides
+    every race on a Cursor<Vec<u8>> in any crate of the process. `race:` with the
+    package's first frame hid it as well (0 of 5 runs with a report)."""
+    from repro.report.tsantext import suppression_sites
+    from repro.tsan.signature import DEFAULT_DROP
+
+    (report,) = parse_log(CURSOR).reports
+    sites = suppression_sites(report, DEFAULT_DROP)
+    assert sites is not None and sites.kind == "race", sites
+    assert sites.functions == ["<cramjam::io::RustyBuffer as std::io::Seek>::seek"]
+    lines = suppression_lines([[f] for f in sites.functions], ["why"], sites.kind)
+    assert lines == ["# why", "race:<cramjam::io::RustyBuffer as std::io::Seek>::seek"]
 
 
 def test_suppression_lines() -> None:

@@ -81,7 +81,9 @@ def _add_report(files: RunFiles, race: dict[str, Any]) -> None:
         function = tops[0] if tops else None
     race.update(function=function, file=file, example_log=log)
     if report is not None:
-        race["suppression_frames"] = suppression_sites(report, files.drop)
+        sites = suppression_sites(report, files.drop)
+        race["suppression_frames"] = sites.functions if sites is not None else None
+        race["suppression_kind"] = sites.kind if sites is not None else "race_top"
     if report is not None:
         race["kind"] = race["kind"] if race["kind"] != "race" else report.kind
         race["location"] = (
@@ -799,7 +801,11 @@ def _suppressions(race: Mapping[str, Any] | None, title: str) -> dict[str, Any] 
         f"(repro signature {race.get('signature')}) until the code is fixed.",
     ]
     sites = race.get("suppression_frames")
-    lines = suppression_lines([[s] for s in sites] if sites else race["top_frames"], comment)
+    lines = suppression_lines(
+        [[s] for s in sites] if sites else race["top_frames"],
+        comment,
+        str(race.get("suppression_kind") or "race_top") if sites else "race_top",
+    )
     return {
         "lines": lines,
         "text": "\n".join(lines) + "\n",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from repro.tsan.model import Access, Frame, Report
@@ -328,20 +329,40 @@ def race_site(report: Report) -> tuple[str | None, str | None]:
     return name, file
 
 
-def suppression_sites(report: Report, drop: Sequence[str]) -> list[str] | None:
-    """The top frames (normalised) that ``race_top:`` lines should name, or None to take
-    the signature's.
+@dataclass(frozen=True)
+class Suppression:
+    """What a suppressions file should name: ``race_top`` (the top frame only) or ``race``
+    (any frame of either stack), and the functions."""
+
+    kind: str
+    functions: list[str]
+
+
+def suppression_sites(report: Report, drop: Sequence[str]) -> Suppression | None:
+    """The entries that should hide ``report``, or None to take the signature's tops.
 
     TSAN hides a report when the top frame of either access matches, so one access is
     enough: the extension's, where it has one, and never a library's or a wrapper's
     (``race_top:_Py_atomic_store_ptr_release`` hid every release store in CPython).
+    When every access starts in a library (Rust's ``Cursor::seek`` under cramjam's
+    buffer), ``race_top`` of it hid that race in every crate of the process: the first
+    frame of one's own code, anywhere in a stack, is named under ``race:`` instead.
     """
-    tops = [fs[0] for a in _accesses(report) if (fs := significant_frames(a.stack, drop))]
+    stacks = [fs for a in _accesses(report) if (fs := significant_frames(a.stack, drop))]
+    tops = [fs[0] for fs in stacks]
     if not tops:
         return None
     own = [f for f in tops if not is_library_frame(f)]
     outside = [f for f in own if not is_interpreter_frame(f)]
-    return [normalise_function(f.function) for f in (outside or own or tops)]
+    if own:
+        return Suppression("race_top", [normalise_function(f.function) for f in outside or own])
+    for frames in stacks:
+        mine = next(
+            (f for f in frames if not is_library_frame(f) and not is_interpreter_frame(f)), None
+        )
+        if mine is not None:
+            return Suppression("race", [normalise_function(mine.function)])
+    return Suppression("race_top", [normalise_function(f.function) for f in tops])
 
 
 def suppression_pattern(function: str) -> str:
@@ -356,12 +377,15 @@ def suppression_pattern(function: str) -> str:
     return re.sub(r"\*{2,}", "*", name)
 
 
-def suppression_lines(top_frames: Sequence[Sequence[str]], comment: Sequence[str]) -> list[str]:
+def suppression_lines(
+    top_frames: Sequence[Sequence[str]], comment: Sequence[str], kind: str = "race_top"
+) -> list[str]:
     """``race_top:`` lines for the top frame of each access, CPython's file format.
 
     ``race_top`` is the narrowest entry TSAN has: it only hides reports whose top
     frame is that function, so unrelated races deeper in the same code still show.
     Both accesses get a line because either may be the one TSAN reports first.
+    ``kind`` "race" names a frame below a library's (``suppression_sites``).
     """
     lines = [f"# {c}" if c else "#" for c in comment]
     seen: list[str] = []
@@ -370,5 +394,5 @@ def suppression_lines(top_frames: Sequence[Sequence[str]], comment: Sequence[str
             pat = suppression_pattern(frames[0])
             if pat and pat not in seen:
                 seen.append(pat)
-    lines += [f"race_top:{p}" for p in sorted(seen)]
+    lines += [f"{kind}:{p}" for p in sorted(seen)]
     return lines
