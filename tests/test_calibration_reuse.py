@@ -162,7 +162,7 @@ def test_a_stress_record_that_ran_otherwise_is_refused_by_name(
         recipe, tmp_path / "stress.json", tmp_path / "runs3", "--jobs", "1", "--threads",
         "4", "--set", 'reproducer.env={DEMO_KNOB: "0"}',
     )  # fmt: skip
-    assert "variable DEMO_KNOB: stress None, racy end '0'" in text
+    assert "variable DEMO_KNOB: stress not set, racy end '0'" in text
     assert "threads" not in text.split("cannot stand")[1]  # only what differs is named
 
 
@@ -234,7 +234,7 @@ def test_differences_name_what_would_change_the_rate() -> None:
     # A variable of the reproducer's own (a recipe's reproducer.env), set on one side only.
     knob = {**info, "env": {**info["env"], "STRESS_ROUNDS": "0"}}
     assert differences(info, knob, host, host) == [
-        "variable STRESS_ROUNDS: stress None, racy end '0'"
+        "variable STRESS_ROUNDS: stress not set, racy end '0'"
     ]
 
 

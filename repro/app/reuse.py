@@ -128,7 +128,13 @@ def differences(
     ]
     pairs += [(".".join(k), _dig(stress_host, *k), _dig(racy_host, *k)) for k in _HOST_FIELDS]
     before, after = labels
-    return [f"{name}: {before} {a!r}, {after} {b!r}" for name, a, b in pairs if a != b]
+    return [f"{name}: {before} {_said(a)}, {after} {_said(b)}" for name, a, b in pairs if a != b]
+
+
+def _said(value: Any) -> str:
+    """A value as the user would name it: a variable that is not set is "not set", not
+    Python's ``None``."""
+    return "not set" if value is None else repr(value)
 
 
 Snapshot = tuple[Mapping[str, Any], Mapping[str, Any]]  # (run context, environment)
