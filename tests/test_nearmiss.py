@@ -466,3 +466,23 @@ def test_a_misspelt_name_points_to_the_race_that_has_all_the_others(tmp_path: Pa
     assert "no race seen has all" in out, out
     said = out[out.index("no race seen has all of the target's names") :]
     assert '("do_peekk" matches no frame of it)' in said[:400], said[:600]
+
+
+def test_a_racy_end_whose_runs_crash_says_it_built_and_what_they_printed(
+    tmp_path: Path,
+) -> None:
+    """Sweep 16: a reproducer importing a module that is not there; the bisect said
+    "the racy end does not build or run: runs cannot show the race (crash 20)" of a
+    commit that built, without the output's last line that a stress quotes."""
+    recipe = _demo_with_target(tmp_path, "[tq_publish, tq_poll]")
+    text = recipe.read_text()
+    crash = "sh -c 'echo \"ModuleNotFoundError: No module named ticketqx\"; exit 1'"
+    recipe.write_text(
+        text.replace("command: ./stress_test 3 100 1000", f"command: {json.dumps(crash)}")
+    )
+    res = repro("bisect", str(recipe), "--runs-dir", str(tmp_path / "runs"), "-j", "1")
+    out = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 1, out
+    assert "the racy end built, but runs cannot show the race (crash" in out, out
+    assert "output ends: ModuleNotFoundError: No module named ticketqx" in out, out
+    assert "does not build" not in out, out

@@ -679,7 +679,7 @@ def _clean_end_unusable(run: BisectRun, opts: BisectOptions) -> int:
             "fix, a later one that builds (it must still contain the fix); for a "
             "regression, an earlier one."
         )
-    what = "built, but" if kind is not None else "does not build or run:"
+    what = "does not build:" if st.build_error else "built, but"
     fail(
         run,
         f"the {terms.clean_word} end {what} {why}. {advice}",

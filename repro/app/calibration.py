@@ -104,6 +104,7 @@ def calibration_left(run: BisectRun, jobs: int) -> Limits | None:
 
 def calibrated(run: BisectRun, opts: BisectOptions) -> bool:
     """After the calibration's runs: check them, start the strategy, say the plan."""
+    from repro.app.view import last_output_line
     from repro.strategy.stats import format_rate, upper_rate_if_clean
 
     console = run.console
@@ -114,11 +115,17 @@ def calibrated(run: BisectRun, opts: BisectOptions) -> bool:
     c0 = st0.counts
     if st0.built is False or st0.unusable:
         kind = None if st0.built is False else invalid_runs_kind(c0.outcomes)
-        said = (
-            f"built, but {st0.unusable}: {INVALID_HINTS[kind]}"
-            if kind is not None
-            else f"does not build or run: {st0.build_error or st0.unusable}"
-        )
+        if st0.built is False:
+            said = f"does not build: {st0.build_error or st0.unusable}"
+        elif kind is not None:
+            said = f"built, but {st0.unusable}: {INVALID_HINTS[kind]}"
+        else:
+            # Its runs crashed or hung: what the first of them printed last says why,
+            # as a stress says it (a reproducer importing a module that is not there).
+            said = f"built, but {st0.unusable}"
+            tail = last_output_line(run.rundir.path, run.record.failed_log)
+            if tail:
+                said += f"; the first one's output ends: {tail}"
         return fail(run, f"the racy end {said}", "The racy end cannot be tested:")
     console.print(f"  racy end: {format_rate(c0.hits, c0.evidence)}")
     if c0.hits == 0:
