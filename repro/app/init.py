@@ -145,7 +145,13 @@ def target_from_log(log: Path, race: int | None, facts: Facts) -> None:
     if not facts.functions:
         facts.functions = [f for side in sig.accesses for f in side[:1]]
     facts.kind = sig.kind
-    facts.summary = report.summary or sig.kind
+    # Named as the report's title names it: TSAN's SUMMARY names the top frame even
+    # in Rust's std (cramjam's said cursor.rs, not the package's RustyBuffer).
+    from repro.report.data import race_name
+    from repro.report.tsantext import race_site
+
+    function, file = race_site(report)
+    facts.summary = race_name({"kind": sig.kind, "function": function, "file": file})
     frames = [f.function for a in (report.current, report.previous) if a for f in a.stack]
     facts.rust_test = rust_test_of([*facts.functions, *frames])
     text = log.read_text(encoding="utf-8", errors="replace")
