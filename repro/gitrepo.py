@@ -434,6 +434,13 @@ class GitRepo:
             out.append(Merged(base, tip, tuple(self.info(s) for s in shas.split() if s)))
         return out
 
+    def read_file(self, sha: str, path: str) -> str | None:
+        """A file's text at a commit, or None where the commit has no such file."""
+        try:
+            return str(self._repo.git.show(f"{self.resolve(sha)}:{path}"))
+        except git.GitCommandError:
+            return None
+
     def changed_files(self, a: str, b: str) -> list[str]:
         out = str(self._repo.git.diff("--name-only", self.resolve(a), self.resolve(b)))
         return [line for line in out.splitlines() if line]

@@ -295,3 +295,41 @@ def test_a_maturin_packages_strip_setting_leaves_the_symbols(tmp_path: Path) -> 
     lib = tmp_path / "target" / "release" / "libstripped.so"
     symbols = subprocess.run(["nm", str(lib)], capture_output=True, text=True).stdout
     assert "repro_kept_symbol" in symbols and "__tsan_" in symbols
+
+
+def test_a_gcc_python_for_a_maturin_package_is_refused_before_any_build(
+    tmp_path: Path,
+) -> None:
+    """Sweep 16: `python.compiler: gcc` with cramjam started a CPython build of minutes,
+    after which the module could not load (`undefined symbol: __tsan_memcpy`). The
+    package's pyproject.toml at the commit says maturin before anything is built."""
+    from builds_fixtures import CPYTHON_VERSION, shared_dir
+    from conftest import repro
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["maturin>=1,<2"]\nbuild-backend = "maturin"\n'
+    )
+    git = ["git", "-C", str(pkg), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a maturin package"], check=True)
+    tarball = shared_dir() / "cpython" / f"Python-{CPYTHON_VERSION}.tar.xz"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: rusty\n"
+        f"python: {{version: '{CPYTHON_VERSION}', source: {tarball}, free_threading: true, "
+        "tsan: true}\n"
+        f"extension: {{kind: python-package, repo: {pkg}, ref: HEAD}}\n"
+        "reproducer: {command: '{python} -c pass'}\n"
+        "target: {functions: [f]}\n"
+    )
+    empty = tmp_path / "cache"
+    res = repro("stress", str(recipe), "-n", "1", env={"REPRO_CACHE_DIR": str(empty)})
+    said = " ".join((res.stdout + res.stderr).split())
+    assert res.returncode == 2, said
+    assert "built by maturin" in said and "Set python.compiler: clang" in said, said
+    assert "r.yaml" in said and "building CPython" not in said, said
+    builds = empty / "builds"
+    assert [p.name for p in builds.iterdir() if p.name not in ("failed", ".locks")] == []

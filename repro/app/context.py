@@ -446,6 +446,41 @@ def in_cache(
     return True
 
 
+def _refuse_gcc_for_maturin(
+    loaded: LoadedRecipe, overrides: Overrides, compiler: str, ext_ref: str | None
+) -> None:
+    """Refuse, before a CPython build of 5 to 15 minutes, a gcc Python for a maturin
+    package: Rust links LLVM's TSAN runtime, and the module would not load beside gcc's
+    (`undefined symbol: __tsan_memcpy`), found only after the build (sweep 16)."""
+    from repro.builds.cache import BuildCache
+    from repro.builds.pypackage import backend_name
+    from repro.gitrepo import GitRepo
+
+    r = loaded.recipe
+    if r.extension is None or r.extension.kind != "python-package" or r.python is None:
+        return
+    if r.python.executable or "clang" in Path(compiler).name:
+        return
+    try:
+        repo = GitRepo.open_cached(
+            extension_location(loaded, overrides), BuildCache().base, web_url=r.extension.web_url
+        )
+        sha = repo.resolve(ext_ref or r.extension.ref)
+        backend = backend_name(repo.read_file(sha, "pyproject.toml"))
+    except ReproError:
+        return  # said where the extension is prepared, with its own words
+    if backend == "maturin":
+        raise ReproError(
+            field_said(
+                loaded,
+                ("python", "compiler"),
+                f"the package is built by maturin (pyproject.toml at {sha[:12]}), which needs "
+                f"a CPython built with clang, not {compiler}: Rust links LLVM's TSAN runtime, "
+                "which cannot load beside gcc's. Set python.compiler: clang",
+            )
+        )
+
+
 def prepare(
     loaded: LoadedRecipe,
     overrides: Overrides = Overrides(),
@@ -474,6 +509,7 @@ def prepare(
         py_spec = r.python
         if python_version is not None:
             py_spec = py_spec.model_copy(update={"version": python_version})
+        _refuse_gcc_for_maturin(loaded, overrides, py_spec.compiler, ext_ref)
         python = ensure_cpython(
             py_spec,
             base_dir=loaded.base_dir,

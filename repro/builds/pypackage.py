@@ -104,6 +104,18 @@ def find_backend(worktree: Path, where: str) -> Backend:
     return Backend(module, known[0], known[1], requires + tools_needed(known[0], requires))
 
 
+def backend_name(pyproject: str | None) -> str | None:
+    """The backend a pyproject.toml's text names, as BACKENDS names it (None: none we
+    know, or not TOML): read before any build, where find_backend needs a worktree."""
+    try:
+        data = tomllib.loads(pyproject or "")
+    except tomllib.TOMLDecodeError:
+        return None
+    module = str((data.get("build-system") or {}).get("build-backend") or "")
+    known = BACKENDS.get(module)
+    return known[0] if known else None
+
+
 def tools_needed(backend: str, requires: Sequence[str]) -> tuple[str, ...]:
     """Build tools a backend asks for only through get_requires_for_build_wheel.
 
