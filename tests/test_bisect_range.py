@@ -698,3 +698,42 @@ def test_the_plan_takes_a_cached_build_s_recorded_time(tmp_path: Path) -> None:
     said = " ".join((res.stdout + res.stderr).split())
     assert res.returncode == 0 and "plan: about" in said, said
     assert "30 runs' worth" not in said, said
+
+
+def test_a_bisect_with_an_answer_gives_no_near_miss_advice(tmp_path: Path) -> None:
+    """Sweep 16: after a right answer, the end said "near miss: race ... to target it:
+    remove PyBuffer_ToContiguous from target.functions": another race, more frequent
+    than the target, which that advice would have folded into a target that worked.
+    Here bump against bump shows in every run, bump against peek (the target) in about
+    half, and the fix removes the reader."""
+    state = tmp_path / "runs-so-far"
+    racy = (
+        f"#!/bin/sh\nn=$(cat {state} 2>/dev/null || echo 0); echo $((n + 1)) > {state}\n"
+        "if [ $((n % 2)) = 0 ]; then exec ./prog read; fi\nexec ./prog\n"
+    )
+    repo = _project(tmp_path, "bump_peek.c", racy)
+    shas = {"racy": _commit(repo, "racy")}
+    (repo / "note.txt").write_text("1")
+    shas["middle"] = _commit(repo, "a change")
+    (repo / "run.sh").write_text("#!/bin/sh\nexec ./prog\n")
+    shas["fix"] = _commit(repo, "no more reader")
+    (repo / "note.txt").write_text("2")
+    shas["after"] = _commit(repo, "after the fix")
+    recipe = _recipe(tmp_path, repo)
+    text = recipe.read_text().replace("command: ./prog", "command: ./run.sh")
+    text = text.replace("{history_size: 7}", "{history_size: 7, suppress_equal_addresses: 0}")
+    recipe.write_text(text.replace("[read_shared, write_shared]", "[bump, peek]"))
+    out = tmp_path / "b.json"
+    res = repro(
+        "bisect", str(recipe), "--racy", shas["racy"], "--fixed", shas["after"],
+        "--runs-dir", str(tmp_path / "runs"), "--json-out", str(out),
+    )  # fmt: skip
+    said = " ".join(res.stdout.split())
+    assert res.returncode == 0, said
+    assert json.loads(out.read_text())["culprit"]["sha"] == shas["fix"]
+    assert "near miss" not in said, said
+    # The same races in a stress of the racy end: the near miss is a hint there.
+    stress = repro(
+        "stress", str(recipe), "--ref", shas["racy"], "-n", "8", "--runs-dir", str(tmp_path / "s")
+    )
+    assert "near miss: race" in " ".join(stress.stdout.split()), stress.stdout

@@ -517,7 +517,11 @@ def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
     console.print(run.steps_table())
     if run.record.other_signature_ids:
         print_symptom_note(console, other_race_verdicts(console, run.rundir.path))
-    print_near_misses(console, run.rundir.path, run.record.counts.runs)
+    if done is None:
+        # With an answer, a race that nearly matches the target is no hint: its advice
+        # (sweep 16: "remove PyBuffer_ToContiguous from target.functions") would fold
+        # another race into a target that worked.
+        print_near_misses(console, run.rundir.path, run.record.counts.runs)
     hidden = suppressed_text(result["suppressed"], run.record.counts.runs)
     if hidden:
         console.print(f"note: {hidden}", style="yellow", highlight=False, markup=False)
