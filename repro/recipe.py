@@ -749,7 +749,12 @@ def parse_recipe(text: str, path: Path, sets: Sequence[str] = ()) -> Recipe:
                 line = lines.get(probe)
                 probe = probe[:-1]
             where = f"{path}:{line}" if line else str(path)
-            if any(loc[: len(t)] == t for t in touched):
+            # A key the file lacks that --set brought in (`--set nosuch.key=1`: the
+            # error is on `nosuch`) is the command line's, not the file's.
+            exact = line is not None and lines.get(loc) is not None
+            if any(loc[: len(t)] == t for t in touched) or (
+                not exact and any(t[: len(loc)] == loc for t in touched)
+            ):
                 where = f"{path} (--set)"
             field = _field_name(loc) or "(top level)"
             problems.append(f"{where}: {field}: {_describe(err)}")
