@@ -464,6 +464,7 @@ class GitRepo:
                     except git.GitCommandError as exc:
                         raise GitError(
                             f"cannot move worktree {path} to {full}: {_stderr(exc)}"
+                            + _missing_objects_hint(exc, str(self.mirror))
                         ) from None
                 self._submodules(path, full)
                 return path
@@ -476,7 +477,10 @@ class GitRepo:
                 # killed during it survives prune, and one --force does not override a lock.
                 self._repo.git.worktree("add", "--detach", "--force", "--force", str(path), full)
             except git.GitCommandError as exc:
-                raise GitError(f"cannot create worktree {path}: {_stderr(exc)}") from None
+                raise GitError(
+                    f"cannot create worktree {path}: {_stderr(exc)}"
+                    + _missing_objects_hint(exc, str(self.mirror))
+                ) from None
             self._submodules(path, full)
         return path
 
@@ -525,6 +529,23 @@ def _upstream_url(source: str) -> str | None:
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         return None
     return None
+
+
+_MISSING_OBJECTS = re.compile(
+    r"unable to read sha1 file|missing (?:blob|tree|commit)|bad object|"
+    r"Could not reset index file|did not receive expected object|invalid object"
+)
+
+
+def _missing_objects_hint(exc: git.GitCommandError, repo: str) -> str:
+    """What to do when git cannot read the commit's files: a clone that lacks objects
+    (sweep 16's fetched mirror lacked four blobs, and only git's last line was said)."""
+    if not _MISSING_OBJECTS.search(str(exc.stderr or exc)):
+        return ""
+    return (
+        f" (the repository {repo} lacks objects of this commit: a partial or damaged "
+        f"clone; `git -C {repo} fsck` names them; fetch them or use a full clone)"
+    )
 
 
 def _stderr(exc: git.GitCommandError) -> str:

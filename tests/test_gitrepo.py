@@ -394,3 +394,24 @@ def test_a_short_sha_of_several_commits_is_called_ambiguous_not_unknown(tmp_path
     assert "give more of the sha" in said and "unknown" not in said, said
     assert all(s[:12] in said for s in by_prefix[prefix][:4])
     assert r.resolve(by_prefix[prefix][0][:12]) == by_prefix[prefix][0]
+
+
+def test_a_clone_that_lacks_a_commits_files_says_so(tmp_path: Path) -> None:
+    """Sweep 16: a fetched mirror lacked four of cramjam's blobs, and the worktree
+    failed with git's last line only ("Could not reset index file to revision 'HEAD'")."""
+    repo = tmp_path / "upstream"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    sha = commit(repo, "data.bin", "bytes that go missing\n")
+    cache = tmp_path / "cache"
+    r = GitRepo.open_cached(str(repo), cache)
+    blob = git(repo, "rev-parse", f"{sha}:data.bin")
+    loose = r.mirror / "objects" / blob[:2] / blob[2:]
+    if not loose.exists():
+        pytest.skip("the mirror packed its objects")
+    loose.chmod(0o644)
+    loose.unlink()
+    with pytest.raises(GitError) as err:
+        r.worktree(sha, tmp_path / "wt")
+    said = str(err.value)
+    assert "lacks objects of this commit" in said and "fsck" in said, said
