@@ -415,9 +415,11 @@ def test_an_interrupt_during_setup_says_so_and_leaves_no_run_directory(tmp_path:
     assert not list((tmp_path / "runs").glob("*")), "a run directory with no runs was left"
 
 
-def test_a_full_disk_stops_the_runs_instead_of_counting_crashes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_full_disk_stops_the_runs_instead_of_counting_crashes(tmp_path: Path, jobs: str) -> None:
     """A run whose output cannot be written fails ("crash"); on a full disk every run
-    would, and each was counted. The first such run stops the stress, uncounted."""
+    would, and each was counted. The first such run stops the stress, uncounted; so does
+    a run that was in flight beside it (CI counted one as a crash)."""
     import subprocess
 
     tiny = tmp_path / "tiny"
@@ -427,7 +429,7 @@ def test_a_full_disk_stops_the_runs_instead_of_counting_crashes(tmp_path: Path) 
     try:
         (tiny / "filler").write_bytes(b"\0" * (4 * 1024 * 1024 - 300 * 1024))
         r = recipe(tmp_path, "head -c 2000000 /dev/zero", ["x"])
-        res = repro("stress", str(r), "--runs", "20", "-j", "1", "--runs-dir", str(tiny / "runs"))
+        res = repro("stress", str(r), "--runs", "20", "-j", jobs, "--runs-dir", str(tiny / "runs"))
         text = " ".join((res.stdout + res.stderr).split())
         assert res.returncode == 2, text
         # Said either way: the stop, or the record's own write that the full disk refused.

@@ -81,6 +81,7 @@ class StressState:
     last_event: str = ""
     lost: int = 0  # runs whose worker died and that no other worker could finish
     gone: str | None = None  # why the runner went away mid-loop (RunnerGone), if it did
+    disk_full: bool = False  # the loop stopped for a full disk: later results count neither
     lingered: int = 0  # runs of this loop whose children outlived them (waited, killed)
 
     def elapsed(self) -> float:
@@ -232,17 +233,20 @@ def stress_loop(
             return
         if done.result is None:
             return  # cancelled: never counted
-        if done.result.outcome is not Outcome.TARGET and state.gone is None:
-            full = disk_full(runlog.dir.path)
+        if done.result.outcome is not Outcome.TARGET and (state.disk_full or state.gone is None):
+            full = disk_full(runlog.dir.path) if not state.disk_full else state.gone
             if full is not None:
                 # Its output or its TSAN log may not have been written: a crash, or
                 # (a reproducer that exits 0) a clean run whose report was lost. A
                 # fault of the disk, not a run's outcome: not counted, and no more
-                # runs to fail the same way. A hit stands: its report was read.
+                # runs to fail the same way. A hit stands: its report was read. So
+                # for a run started before the stop and ended after it (CI counted
+                # one such as a crash: it failed in 1 ms on the full disk).
                 launched -= 1
-                state.gone = full
-                state.stopping = "the disk is full"
-                cancel()
+                if not state.disk_full:
+                    state.gone, state.disk_full = full, True
+                    state.stopping = "the disk is full"
+                    cancel()
                 return
         with runlog.lock:  # the check for new signatures and their logging, as one step
             _record(done, matcher, runlog, state, tags)
