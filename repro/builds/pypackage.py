@@ -127,6 +127,11 @@ def tools_needed(backend: str, requires: Sequence[str]) -> tuple[str, ...]:
     return tuple(t for t in wanted.get(backend, ()) if shutil.which(t) is None and t not in named)
 
 
+# -Cstrip=none last: RUSTFLAGS follow maturin's own rustc arguments, and a package's
+# `[tool.maturin] strip = true` (cramjam's) left no symbol to name a frame.
+MATURIN_RUSTFLAGS = TSAN_RUSTFLAGS + " -g -Cstrip=none"
+
+
 def tsan_settings(
     backend: str,
     *,
@@ -156,11 +161,7 @@ def tsan_settings(
             *([own] if isinstance(own, str) else own),
         ]
     elif backend == "maturin":
-        # -Cstrip=none last: RUSTFLAGS follow maturin's own rustc arguments, and a
-        # package's `[tool.maturin] strip = true` (cramjam's) left no symbol to name a frame.
-        env.update(
-            RUSTC_BOOTSTRAP="1", RUSTFLAGS=TSAN_RUSTFLAGS + " -g -Cstrip=none", **CARGO_DEBUG_ENV
-        )
+        env.update(RUSTC_BOOTSTRAP="1", RUSTFLAGS=MATURIN_RUSTFLAGS, **CARGO_DEBUG_ENV)
         if rust_target:
             settings["build-args"] = _maturin_build_args(theirs, rust_target)
     else:
@@ -655,6 +656,9 @@ def ensure_python_package(
             # what repro asks of cargo (the backend is known only inside the worktree): a
             # maturin wheel cached before it kept debug info must not be reused
             "cargo": CARGO_DEBUG_ENV,
+            # nor one stripped by `[tool.maturin] strip`, or built (or failed) with the
+            # recipe's build-args in place of the --target
+            "maturin": [MATURIN_RUSTFLAGS, "--target before the recipe's build-args"],
             # the commands that make what the checkout lacks (only when there are some,
             # so that the builds cached before them keep their keys)
             **({"prebuild": list(spec.build)} if spec.build else {}),
