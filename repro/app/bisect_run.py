@@ -34,7 +34,7 @@ from repro.builds.cache import BuildCache, BuildError, MachineBuildError
 from repro.builds.progress import RichBuildProgress
 from repro.errors import ReproError
 from repro.recipe import LoadedRecipe
-from repro.report.fmt import build_cell, probability
+from repro.report.fmt import build_cell, plural, probability
 from repro.runlog import (
     BuildEvent,
     Event,
@@ -603,7 +603,7 @@ class BisectRun:
         # its own sentence, not a place in the range.
         inside = [b for b, w in enumerate(post) if w > 1e-4 and b < len(self.positions)]
         lo, hi = (min(inside), max(inside)) if inside else (0, len(self.positions) - 1)
-        span = f"plausible range {hi - lo + 1} {self.terms.units}"
+        span = f"plausible range {plural(hi - lo + 1, self.terms.unit)}"
         # The answer the report would give of this bisect stopped here: the same one.
         best = self.bisector.best_answer()
         if best.confidence < LIKELY_AT:
