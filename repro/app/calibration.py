@@ -54,7 +54,7 @@ NEAR_MISS_CHANCE = 0.01
 
 
 class TargetLooksWrong(Exception):
-    """The early look saw a near miss in most runs and the target in none."""
+    """The early look saw a near miss too often for a target that never showed."""
 
 
 def _early_look(run: BisectRun, limits: Limits) -> Limits | None:
