@@ -189,7 +189,9 @@ def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost:
         "builds": round(pl.builds),
         "from_cache": round(pl.reused),
         "seconds": round(pl.seconds),
-        "bound_runs": round(bound, 1),
+        # Not rounded up: every output floors it (floor_runs), and the console said
+        # "fewer than 8.6" of a bound the record held as 8.7.
+        "bound_runs": round(bound, 4),
         "rate": rate,
     }
     run.rundir.write_meta(run.meta)
@@ -209,7 +211,8 @@ def _print_plan(run: BisectRun, belief: RateBelief, build_cost: float, run_cost:
     )
     # One candidate left takes no search (a bound of 0 runs said nothing).
     floor = (
-        f"; no bisect can need fewer than {floor_runs(bound)} runs on average at rate "
+        f"; no bisect can need fewer than {floor_runs(run.meta['plan']['bound_runs'])} "
+        f"runs on average at rate "
         f"{rate:.1%} (Fano's bound)"
         if bound >= 0.5
         else ""

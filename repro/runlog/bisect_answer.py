@@ -187,7 +187,7 @@ def information(
     rate, fano, floor = bound(bisector, n, confidence)
     out: dict[str, Any] = {
         "bisect_runs": bisect_runs,
-        "bound_runs": round(fano, 1),
+        "bound_runs": round(fano, 4),  # floored where it is said (floor_runs)
         "ratio": round(bisect_runs / fano, 2) if fano > 0 else None,
         "rate_estimate": rate,
     }
@@ -197,6 +197,6 @@ def information(
             "commit": positions[done.lo].get("label"),
             "role": f"{terms.answer_clean_word} {terms.unit}",
             "runs": len(at.bisect_runs) if at is not None else 0,
-            "floor_runs": round(floor, 1),
+            "floor_runs": round(floor, 4),
         }
     return out
