@@ -872,10 +872,7 @@ def test_plain_script_joins_a_recipes_flags_to_the_sanitizers_as_the_build_does(
 # Sweep 16's second cramjam race (bug #213): two threads' Buffer.readinto() copy into one
 # immutable bytes object. Both stacks start at TSAN's memcpy interceptor; Rust's core
 # generics are inlined into cramjam's own function (one address, 0x30e7d).
-READINTO = """\
-==================
-WARNING: ThreadSanitizer: data race (pid=1)
-  Write of size 8 at 0x7b2400001010 by thread T2:
+_READINTO_STACK = """\
     #0 __tsan_memcpy ??:0 (python3.13t+0xdb71e)
     #1 core::ptr::copy_nonoverlapping::<u8> \
 /rustc/17067e9ac6d7e98f18d4f2f9d3a0f0d4e1a2b3c4/library/core/src/ptr/mod.rs:547:9 \
@@ -890,26 +887,17 @@ WARNING: ThreadSanitizer: data race (pid=1)
 (cramjam.cpython-313t-x86_64-linux-gnu.so+0x30e7d)
     #5 cramjam::io::RustyBuffer::readinto src/io.rs:200:9 \
 (cramjam.cpython-313t-x86_64-linux-gnu.so+0x31000)
-
-  Previous write of size 8 at 0x7b2400001010 by thread T3:
-    #0 __tsan_memcpy ??:0 (python3.13t+0xdb71e)
-    #1 core::ptr::copy_nonoverlapping::<u8> \
-/rustc/17067e9ac6d7e98f18d4f2f9d3a0f0d4e1a2b3c4/library/core/src/ptr/mod.rs:547:9 \
-(cramjam.cpython-313t-x86_64-linux-gnu.so+0x30e7d)
-    #2 core::slice::copy_from_slice_impl::<u8> \
-/rustc/17067e9ac6d7e98f18d4f2f9d3a0f0d4e1a2b3c4/library/core/src/slice/mod.rs:3830:9 \
-(cramjam.cpython-313t-x86_64-linux-gnu.so+0x30e7d)
-    #3 <[u8]>::copy_from_slice \
-/rustc/17067e9ac6d7e98f18d4f2f9d3a0f0d4e1a2b3c4/library/core/src/slice/mod.rs:3806:9 \
-(cramjam.cpython-313t-x86_64-linux-gnu.so+0x30e7d)
-    #4 <cramjam::io::PythonBuffer as std::io::Write>::write src/io.rs:314:9 \
-(cramjam.cpython-313t-x86_64-linux-gnu.so+0x30e7d)
-    #5 cramjam::io::RustyBuffer::readinto src/io.rs:200:9 \
-(cramjam.cpython-313t-x86_64-linux-gnu.so+0x31000)
-
-SUMMARY: ThreadSanitizer: data race (python3.13t+0xdb71e) in __tsan_memcpy
-==================
 """
+READINTO = (
+    "==================\n"
+    "WARNING: ThreadSanitizer: data race (pid=1)\n"
+    "  Write of size 8 at 0x7b2400001010 by thread T2:\n"
+    + _READINTO_STACK
+    + "\n  Previous write of size 8 at 0x7b2400001010 by thread T3:\n"
+    + _READINTO_STACK
+    + "\nSUMMARY: ThreadSanitizer: data race (python3.13t+0xdb71e) in __tsan_memcpy\n"
+    "==================\n"
+)
 
 
 def test_a_race_under_an_interceptor_is_suppressed_by_the_packages_frame() -> None:
