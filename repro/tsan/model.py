@@ -55,6 +55,10 @@ class Report:
     other_stacks: tuple[tuple[str, tuple[Frame, ...]], ...] = ()  # ("Mutex M1 created at", ...)
     raw: str = ""
 
+    def access_stacks(self) -> list[tuple[Frame, ...]]:
+        """The stacks of the accesses TSAN printed (current, then previous)."""
+        return [a.stack for a in (self.current, self.previous) if a is not None]
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

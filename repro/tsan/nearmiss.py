@@ -67,13 +67,9 @@ class NearMiss:
         return out
 
 
-def _stacks(report: Report) -> list[tuple[Frame, ...]]:
-    return [a.stack for a in (report.current, report.previous) if a is not None]
-
-
 def _deepest(report: Report, drop: tuple[str, ...]) -> int:
     """The most significant frames of any stack: how deep a relaxed target may look."""
-    stacks = _stacks(report) or [frames for _, frames in report.other_stacks]
+    stacks = report.access_stacks() or [frames for _, frames in report.other_stacks]
     return max((len(significant_frames(s, drop)) for s in stacks), default=0)
 
 
@@ -168,8 +164,8 @@ def near_miss(
     if _ACCESSES in relaxed:
         others = tuple(r for r in relaxed if r != _ACCESSES)
         base = _relax(rule, others, deepest, absent)
-        missing = [s for s in _stacks(report) if not access_matches(s, base, drop)]
-        hit = [significant_frames(s, drop)[:1] for s in _stacks(report) if s not in missing]
+        missing = [s for s in report.access_stacks() if not access_matches(s, base, drop)]
+        hit = [significant_frames(s, drop)[:1] for s in report.access_stacks() if s not in missing]
         tops = [significant_frames(s, drop)[:1] for s in missing]
         names = [_where(t[0]) for t in tops if t]
         matched = [_where(t[0]) for t in hit if t]
@@ -291,7 +287,7 @@ def suggest_target(report: Report, drop: Sequence[str] = DEFAULT_DROP) -> Sugges
     files: list[str] = []
     depth = 3
     every_access_has_a_file = True
-    for stack in _stacks(report) or [frames for _, frames in report.other_stacks[:1]]:
+    for stack in report.access_stacks() or [frames for _, frames in report.other_stacks[:1]]:
         frames = significant_frames(stack, drop)
         if not frames:
             frames = tuple(f for f in stack if normalise_function(f.function) not in ("", "<null>"))

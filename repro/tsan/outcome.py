@@ -162,10 +162,6 @@ class Verdict:
 _UNKNOWN_FUNCTIONS = frozenset({"<null>", "??", ""})
 
 
-def _stacks(report: Report) -> list[tuple[Frame, ...]]:
-    return [a.stack for a in (report.current, report.previous) if a is not None]
-
-
 def is_unsymbolized(report: Report) -> bool:
     """The top frame of some stack, once the TSAN runtime is left out, has no name.
 
@@ -174,7 +170,7 @@ def is_unsymbolized(report: Report) -> bool:
     symbolizer could not read the binary (a clang N binary with LLVM < N's
     llvm-symbolizer prints ``#0 <null> <null> (prog+0x…)`` for every frame).
     """
-    stacks = _stacks(report) or [f for _, f in report.other_stacks[:1]]
+    stacks = report.access_stacks() or [f for _, f in report.other_stacks[:1]]
     for stack in stacks:
         top = next((f for f in stack if not is_runtime_frame(f)), None)
         if top is not None and normalise_function(top.function) in _UNKNOWN_FUNCTIONS:
@@ -189,7 +185,7 @@ def unnamed_modules(reports: Sequence[Report]) -> tuple[list[str], list[str]]:
     unnamed: dict[str, None] = {}
     named: dict[str, None] = {}
     for report in reports:
-        for stack in _stacks(report):
+        for stack in report.access_stacks():
             top = next((f for f in stack if not is_runtime_frame(f)), None)
             if top is not None and normalise_function(top.function) in _UNKNOWN_FUNCTIONS:
                 unnamed[_module_name(top)] = None
@@ -269,7 +265,7 @@ def could_be_target(report: Report, matcher: Matcher) -> bool:
     rule = matcher.rule
     if rule.kind is not None and normalise_kind(report.kind) != normalise_kind(rule.kind):
         return False
-    present = [s for s in _stacks(report) if s]
+    present = [s for s in report.access_stacks() if s]
     if not present or rule.accesses != "each":
         return True
     return all(access_matches(stack, rule, matcher.all_drop) for stack in present)

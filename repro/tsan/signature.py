@@ -264,7 +264,7 @@ def signature_stacks(report: Report) -> list[tuple[Frame, ...]]:
     signal-unsafe call and mutex misuse, the unnamed stack(s) printed right after
     the WARNING line (and the signal handler stack for errno spoiling).
     """
-    accesses = [a.stack for a in (report.current, report.previous) if a is not None]
+    accesses = report.access_stacks()
     if accesses:
         return accesses
     return _primary_other_stacks(report)
@@ -490,7 +490,7 @@ def matches(report: Report, rule: TargetRule, drop: Sequence[str] = DEFAULT_DROP
     """
     if rule.kind is not None and report.kind != normalise_kind(rule.kind):
         return False
-    stacks = [a.stack for a in (report.current, report.previous) if a is not None]
+    stacks = report.access_stacks()
     if not stacks:
         stacks = [frames for _, frames in report.other_stacks]
     drop = tuple(drop)
@@ -547,7 +547,7 @@ def starts_outside_interpreter(report: Report, drop: Sequence[str] = DEFAULT_DRO
     naming them would target the symptom; the race to name is the one whose top
     frame is the extension's.
     """
-    for stack in (a.stack for a in (report.current, report.previous) if a is not None):
+    for stack in report.access_stacks():
         frames = significant_frames(stack, tuple(drop))
         if frames and not is_interpreter_frame(frames[0]):
             return True
@@ -558,7 +558,7 @@ def starts_inside_interpreter(report: Report, drop: Sequence[str] = DEFAULT_DROP
     """Whether each access of ``report`` has its top frame in CPython: a race of the
     interpreter's own code, which a target in an extension's code cannot become by a
     rename (a report with no access stack is neither)."""
-    stacks = [a.stack for a in (report.current, report.previous) if a is not None]
+    stacks = report.access_stacks()
     if not any(significant_frames(s, tuple(drop)) for s in stacks):
         return False
     return not starts_outside_interpreter(report, drop)
