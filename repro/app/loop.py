@@ -23,7 +23,7 @@ from repro.app.executors import Finished, Runner, RunnerGone, ThreadRunner, writ
 from repro.app.runner import Matcher, Outcome, RunResult, RunSpec
 from repro.host.symbolizer import stop_hint
 from repro.runlog import Counts, RunEvent, RunLog, SignatureEvent
-from repro.tsan.outcome import FAILED, INVALID, NO_SYMBOLS, Found, invalid_hint
+from repro.tsan.outcome import FAILED, INVALID, NO_SYMBOLS_HINT, Found, invalid_hint
 
 KEEP_TARGET_LOGS = 20
 KEEP_FAILURE_LOGS = 5
@@ -109,10 +109,10 @@ def stop_advice(outcome: Outcome, detail: str | None, symbolizer: Mapping[str, A
     one sentence for stress and bisect alike. The symbolizer is named only when the run
     does not show a module without symbols: cramjam's stripped wheel was sent to
     install the LLVM it had."""
-    said = invalid_hint(outcome, detail) + "."
-    if outcome is Outcome.UNSYMBOLIZED and NO_SYMBOLS not in (detail or ""):
-        said += stop_hint(symbolizer)
-    return said
+    hint = invalid_hint(outcome, detail)
+    if outcome is Outcome.UNSYMBOLIZED and hint != NO_SYMBOLS_HINT:
+        return hint + "." + stop_hint(symbolizer)
+    return hint + "."
 
 
 def signature_events(found: tuple[Found, ...]) -> list[SignatureEvent]:

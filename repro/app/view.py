@@ -335,8 +335,8 @@ def summary_lines(summary: dict[str, Any], failed_tail: str | None = None) -> li
         lines.append(f"[red]TSAN failure:[/] {escape(msg)}")
     for outcome in INVALID:
         if o.get(outcome.value):
-            details = " ".join(summary.get("invalid") or {})
-            lines.append(f"[yellow]{outcome.value}:[/] {escape(invalid_hint(outcome, details))}")
+            hint = invalid_hint(outcome, summary.get("invalid"))
+            lines.append(f"[yellow]{outcome.value}:[/] {escape(hint)}")
     if o.get(Outcome.TSAN_FAILURE.value):
         hint = tsan_failure_hint(summary.get("tsan_failures") or [])
         lines.append(f"[yellow]{Outcome.TSAN_FAILURE.value}:[/] {escape(hint)}")

@@ -155,11 +155,6 @@ def race_name(race: Mapping[str, Any] | None) -> str:
 # --- status ----------------------------------------------------------------------------
 
 
-def _details(summary: Mapping[str, Any] | None) -> str:
-    """The details of the runs that cannot count, as one text ``invalid_hint`` reads."""
-    return " ".join((summary or {}).get("invalid") or {})
-
-
 def _status(files: RunFiles) -> dict[str, Any]:
     meta = files.meta
     if files.kind == "stress":
@@ -173,14 +168,15 @@ def _status(files: RunFiles) -> dict[str, Any]:
                 "(everything measured before the interruption). Resume with "
                 "`repro stress --resume RUN_DIR`.",
             }
-        stopped = (files.summary or {}).get("stopped_by")
+        summary = files.summary or {}
+        stopped = summary.get("stopped_by")
         if stopped in {o.value for o in INVALID}:
+            hint = invalid_hint(Outcome(stopped), summary.get("invalid"))
             return {
                 "state": "stopped",
                 "partial": True,
                 "message": f"The run stopped at a run that cannot count ({stopped}): "
-                f"{invalid_hint(Outcome(stopped), _details(files.summary))}. These are the "
-                "runs before it; "
+                f"{hint}. These are the runs before it; "
                 "`--keep-going` counts such runs apart and goes on.",
             }
         return {

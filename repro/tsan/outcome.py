@@ -11,7 +11,7 @@ apart, as invalid runs, and never decide anything.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -223,9 +223,11 @@ def unsymbolized_detail(reports: Sequence[Report], of: int) -> str:
     return said
 
 
-def invalid_hint(outcome: Outcome, detail: str | None) -> str:
-    """What to do about runs of ``outcome`` whose detail was ``detail`` (one of them)."""
-    if outcome is Outcome.UNSYMBOLIZED and detail and NO_SYMBOLS in detail:
+def invalid_hint(outcome: Outcome, details: str | Iterable[str] | None) -> str:
+    """What to do about runs of ``outcome``, given their detail (one run's) or details
+    (a summary's ``invalid``)."""
+    said = [details] if isinstance(details, str) else list(details or ())
+    if outcome is Outcome.UNSYMBOLIZED and any(NO_SYMBOLS in d for d in said):
         return NO_SYMBOLS_HINT
     return INVALID_HINTS[outcome]
 
