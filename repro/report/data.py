@@ -800,7 +800,7 @@ def _suppressions(race: Mapping[str, Any] | None, title: str) -> dict[str, Any] 
     lines = suppression_lines(
         [[s] for s in sites] if sites else race["top_frames"],
         comment,
-        str(race.get("suppression_kind") or "race_top") if sites else "race_top",
+        str(race.get("suppression_kind") or "race_top"),
     )
     return {
         "lines": lines,
