@@ -269,6 +269,8 @@ def test_a_calibration_with_no_hit_names_the_near_miss_early(
     # with no hit stops the calibration at its early look
     stop = out.find("the target never showed in the racy end's first 20 runs")
     assert early < stop and "the target is likely wrong" in out, out
+    # said once: the end of the bisect printed the same near miss again below the stop
+    assert out.count("target.files names 'ticketq.h'") == 1, out
     # ... and the report of that bisect says it too: a reader of the issue sees which
     # race nearly matched and the change to make, as the console said.
     (run_dir,) = (tmp_path / "runs").iterdir()

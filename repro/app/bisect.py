@@ -32,7 +32,7 @@ from repro.app.bisect_run import (
     fail,
     say_step,
 )
-from repro.app.calibration import calibrate
+from repro.app.calibration import TargetLooksWrong, calibrate
 from repro.app.context import (
     Overrides,
     extension_location,
@@ -431,8 +431,11 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
             except LanesDoNotPay as why:
                 console.print(f"  {escape(str(why))}", highlight=False)
         if run.bisector is None:
-            if not calibrate(run, opts):
-                return _finish(run, opts, None)
+            try:
+                if not calibrate(run, opts):
+                    return _finish(run, opts, None)
+            except TargetLooksWrong:
+                return _finish(run, opts, None, near_misses_said=True)
             k = run.parallel_probes()  # measured now
         if k > 1 and not laned:
             probe_lanes(run, k)
@@ -510,14 +513,16 @@ def _drive(run: BisectRun, opts: BisectOptions) -> int:
         return EXIT_INVALID
 
 
-def _finish(run: BisectRun, opts: BisectOptions, done: Done | None) -> int:
+def _finish(
+    run: BisectRun, opts: BisectOptions, done: Done | None, near_misses_said: bool = False
+) -> int:
     console = run.console
     terms = run.terms
     result = _write_outputs(run, opts, done, interrupted=False)
     console.print(run.steps_table())
     if run.record.other_signature_ids:
         print_symptom_note(console, other_race_verdicts(console, run.rundir.path))
-    if done is None:
+    if done is None and not near_misses_said:
         # With an answer, a race that nearly matches the target is no hint: its advice
         # (sweep 16: "remove PyBuffer_ToContiguous from target.functions") would fold
         # another race into a target that worked.

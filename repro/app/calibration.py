@@ -20,7 +20,8 @@ from repro.tsan.outcome import INVALID_HINTS, invalid_runs_kind
 
 
 def calibrate(run: BisectRun, opts: BisectOptions) -> bool:
-    """Measure the rate at the racy end; False stops the bisect.
+    """Measure the rate at the racy end; False stops the bisect, and so does
+    ``TargetLooksWrong`` (recorded and said here), after which the near misses are said.
 
     The clean end is not run apart any more: the strategy holds "racy there too" as one
     more hypothesis (``clean_end_prior``), so the misses that confirm the answer rule it
@@ -32,7 +33,8 @@ def calibrate(run: BisectRun, opts: BisectOptions) -> bool:
         try:
             limits = _early_look(run, limits)
         except TargetLooksWrong as why:
-            return fail(run, str(why), "Stopped:")
+            fail(run, str(why), "Stopped:")
+            raise
     if limits is not None and run.stats(0).unusable:
         # Its first runs could not show the race (crashes, timeouts, lost stacks): the
         # budget counts only runs that can, and 420 runs went on them before this.
