@@ -5,6 +5,7 @@ The slow end-to-end test with the TSAN CPython is in test_pypackage_e2e.py.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -58,12 +59,27 @@ def test_backends_found(tmp_path: Path, backend: str, name: str, runner: str) ->
     assert list(b.requires[1:]) == [t for t in tools if shutil.which(t) is None]
 
 
-def test_unsupported_backend_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("requires", "backend", "runner"),
+    [
+        # frozenlist's: an in-tree backend (backend-path) that wraps setuptools, which the
+        # host cross-builds as it does setuptools itself
+        ('["expandvars", "setuptools >= 47"]', "pep517_backend.hooks", "host"),
+        ('["hatchling"]', "hatchling.build", "target"),
+    ],
+)
+def test_other_backends_build_where_their_requirements_say(
+    tmp_path: Path, requires: str, backend: str, runner: str
+) -> None:
+    """They were refused ("not supported"), and a package with an in-tree backend could
+    only be built by hand-written commands."""
     (tmp_path / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+        f'[build-system]\nrequires = {requires}\nbackend-path = ["packaging"]\n'
+        f'build-backend = "{backend}"\n'
     )
-    with pytest.raises(BuildError, match=r"`hatchling.build` is not supported \(supported: "):
-        find_backend(tmp_path, "pkg 1234567")
+    b = find_backend(tmp_path, "pkg 1234567")
+    assert (b.name, b.module, b.runner) == (backend, backend, runner)
+    assert list(b.requires) == json.loads(requires)
 
 
 def test_bad_toml_is_an_error(tmp_path: Path) -> None:

@@ -204,11 +204,65 @@ SKBUILD_PKG = {
 }
 
 
+# An in-tree backend (pyproject's backend-path) that wraps setuptools and asks for one
+# more requirement through get_requires_for_build_wheel, as aio-libs' do for Cython.
+IN_TREE_PKG = {
+    "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\nbackend-path = ["_build"]\n'
+    'build-backend = "intree"\n[project]\nname = "mtick"\nversion = "0.1"\n',
+    "setup.py": "from setuptools import Extension, setup\n"
+    'setup(ext_modules=[Extension("_mtick", ["mtick.c"])])\n',
+    "_build/intree.py": "from setuptools import build_meta as _st\n"
+    "from setuptools.build_meta import *  # noqa: F403\n\n"
+    "def get_requires_for_build_wheel(config_settings=None):\n"
+    "    return _st.get_requires_for_build_wheel(config_settings) + [\n"
+    "        'tomli-w; python_version >= \"3\"',\n"
+    "        'repro-no-such-package; python_version < \"3\"']\n\n"
+    "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+    "    import tomli_w\n"
+    "    print('intree: built with', tomli_w.__name__, flush=True)\n"
+    "    return _st.build_wheel(wheel_directory, config_settings, metadata_directory)\n",
+    "mtick.c": MESON_PKG["mtick.c"],
+}
+
+# A backend of its own that compiles with $CC $CFLAGS, runs under the Python under test,
+# and wants a requirement only for Pythons from 3.12 on: pip on the 3.11 host would read
+# that marker for itself and drop it (and install the one for older Pythons, which does
+# not exist).
+OWN_BACKEND_PKG = {
+    "pyproject.toml": '[build-system]\nrequires = []\nbackend-path = ["_build"]\n'
+    'build-backend = "ccback"\n',
+    "_build/ccback.py": """\
+import os, shlex, subprocess, sysconfig, zipfile
+
+def get_requires_for_build_wheel(config_settings=None):
+    return ['tomli-w; python_version >= "3.12"',
+            'repro-no-such-package; python_version < "3.12"']
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    import tomli_w
+    so = "_mtick" + sysconfig.get_config_var("EXT_SUFFIX")
+    cmd = [*shlex.split(os.environ.get("CC", "cc")), *shlex.split(os.environ.get("CFLAGS", "")),
+           *shlex.split(os.environ.get("LDFLAGS", "")), "-shared", "-fPIC",
+           "-I", sysconfig.get_paths()["include"], "mtick.c", "-o", so]
+    subprocess.run(cmd, check=True)
+    name = "mtick-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as z:
+        z.write(so, so)
+        z.writestr("mtick-0.1.dist-info/METADATA", "Metadata-Version: 2.1\\nName: mtick\\n")
+    print("ccback: built with", tomli_w.__name__, flush=True)
+    return name
+""",
+    "mtick.c": MESON_PKG["mtick.c"],
+}
+
+
 @pytest.mark.parametrize(
     ("files", "backend", "in_log"),
     [
         (MESON_PKG, "meson-python", "b_sanitize  : thread"),
         (SKBUILD_PKG, "scikit-build-core", 'Install configuration: "RelWithDebInfo"'),
+        (IN_TREE_PKG, "intree", "intree: built with tomli_w"),
+        (OWN_BACKEND_PKG, "ccback", "ccback: built with tomli_w"),
     ],
 )
 def test_other_backends_build_with_tsan(
@@ -218,8 +272,10 @@ def test_other_backends_build_with_tsan(
     backend: str,
     in_log: str,
 ) -> None:
-    """meson-python gets -Db_sanitize=thread, scikit-build-core CFLAGS; their requirements
-    (and ninja, cmake) come from PyPI; the module must carry TSAN's symbols."""
+    """meson-python gets -Db_sanitize=thread, scikit-build-core CFLAGS, any other backend
+    CFLAGS too; their requirements (and ninja, cmake, and what a backend asks for through
+    get_requires_for_build_wheel, its markers read for the Python that runs it) come
+    from PyPI; the module must carry TSAN's symbols."""
     from repro.builds.cache import BuildCache
     from repro.builds.pypackage import ensure_python_package
     from repro.gitrepo import GitRepo
@@ -228,6 +284,7 @@ def test_other_backends_build_with_tsan(
     root = tmp_path / "mtick"
     root.mkdir()
     for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)

@@ -211,8 +211,8 @@ def repo_from_checkout(cwd: Path, facts: Facts) -> None:
     facts.package = (root / "pyproject.toml").is_file() or (root / "setup.py").is_file()
     facts.crate = (root / "Cargo.toml").is_file() and not facts.package
     if facts.package:
-        # An unknown backend: the build says so, with the commit; the recipe is still
-        # worth writing.
+        # A pyproject.toml that is not TOML: the build says so, with the commit; the
+        # recipe is still worth writing.
         with contextlib.suppress(BuildError):
             facts.backend = find_backend(root, str(root)).name
     facts.repo, facts.repo_from = str(root), "this checkout (no git remote)"

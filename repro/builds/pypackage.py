@@ -25,7 +25,7 @@ import sys
 import tomllib
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from repro.builds.extension import (
     with_recipe_env,
 )
 from repro.builds.progress import BuildProgress, NullProgress, ensure_reported
+from repro.builds.requirements import MARKER_PROBE, applicable, host_environment, names
 from repro.gitrepo import GitRepo
 from repro.host.compilers import cxx_for
 from repro.host.environ import child_environ
@@ -55,7 +56,10 @@ STANDALONE = Path(__file__).resolve().parent.parent / "standalone"
 FRONTEND = STANDALONE / "repro_pep517_wheel.py"
 PYTEST_TOOLS = ("pytest", "pytest-run-parallel")
 
-# build-backend -> (name shown, who runs the backend)
+# build-backend -> (name shown, who runs the backend). Any other backend (an in-tree
+# one that wraps setuptools, hatchling with a build hook) gets the C flags in the
+# environment, and its modules must then show TSAN's symbols (check_instrumented) as
+# every build's must.
 BACKENDS: dict[str, tuple[str, str]] = {
     "setuptools.build_meta": ("setuptools", "host"),
     "setuptools.build_meta:__legacy__": ("setuptools", "host"),
@@ -77,7 +81,7 @@ class Backend:
 
 
 def find_backend(worktree: Path, where: str) -> Backend:
-    """The package's build backend; BuildError naming the commit if there is none we know."""
+    """The package's build backend; BuildError naming the commit if it has none."""
     pyproject = worktree / "pyproject.toml"
     data: dict[str, Any] = {}
     if pyproject.is_file():
@@ -93,15 +97,12 @@ def find_backend(worktree: Path, where: str) -> Backend:
     system = data.get("build-system") or {}
     module = str(system.get("build-backend") or "setuptools.build_meta:__legacy__")
     requires = tuple(str(r) for r in system.get("requires", LEGACY_REQUIRES))
-    known = BACKENDS.get(module)
-    if known is None:
-        names = ", ".join(sorted({n for n, _ in BACKENDS.values()}))
-        raise BuildError(
-            f"{where}: pyproject.toml: build-system.build-backend `{module}` is not supported "
-            f"(supported: {names}); build it with commands instead: `kind: commands` and "
-            "`build: [...]` in the recipe's extension"
-        )
-    return Backend(module, known[0], known[1], requires + tools_needed(known[0], requires))
+    # An unknown backend that needs setuptools wraps it, as aio-libs' in-tree ones do,
+    # and is cross-built by the host as setuptools is: under the TSAN interpreter,
+    # importing setuptools alone took over 30 s, twice a commit.
+    other = (module, "host" if "setuptools" in names(requires) else "target")
+    name, runner = BACKENDS.get(module) or other
+    return Backend(module, name, runner, requires + tools_needed(name, requires))
 
 
 def backend_name(pyproject: str | None) -> str | None:
@@ -275,11 +276,10 @@ def target_tags(info: Mapping[str, Any]) -> list[str]:
 # --- the environment, once per Python build -------------------------------------------
 
 _PROBE = (
-    "import json, sys, sysconfig\n"
-    "name = sysconfig._get_sysconfigdata_name()\n"
+    "import json, sys, sysconfig\n" + MARKER_PROBE + "name = sysconfig._get_sysconfigdata_name()\n"
     "mod = __import__(name)\n"
     "print(json.dumps({'version': '%d.%d' % sys.version_info[:2], 'abiflags': sys.abiflags,\n"
-    "  'sysconfigdata': name, 'sysconfigdata_file': mod.__file__,\n"
+    "  'sysconfigdata': name, 'sysconfigdata_file': mod.__file__, 'markers': markers,\n"
     "  'purelib': sysconfig.get_paths()['purelib'], 'platform': sysconfig.get_platform()}))\n"
 )
 
@@ -293,6 +293,18 @@ class PyEnv:
     host_sysconfig: Path  # holds the target's _sysconfigdata module, for the host
     info: dict[str, Any]
     key: str
+
+    def markers(self) -> dict[str, str]:
+        """Its marker environment (asked again of an environment made before the probe
+        said it)."""
+        known = self.info.get("markers")
+        return dict(known) if known else dict(_probe(self.python)["markers"])
+
+
+def runner_markers(backend: Backend, env: PyEnv) -> dict[str, str]:
+    """The marker environment of the interpreter that runs ``backend``, which imports its
+    build requirements."""
+    return host_environment() if backend.runner == "host" else env.markers()
 
 
 def ensure_env(
@@ -326,7 +338,8 @@ def ensure_env(
         (dest / "sysconfig").mkdir()
         shutil.copy2(info["sysconfigdata_file"], dest / "sysconfig")
         progress.phase("install", ", ".join(requirements)[:60])
-        host_pip(ctx, Path(info["purelib"]), requirements, target_tags(info), "requirements")
+        wanted = applicable(requirements, info["markers"])
+        host_pip(ctx, Path(info["purelib"]), wanted, target_tags(info), "requirements")
         progress.phase("compile", "bytecode, once")
         ctx.run(
             [
@@ -468,7 +481,8 @@ def ensure_build_deps(
         progress.begin(what, key)
         progress.phase("install", "pip (host)")
         tags = [] if host else target_tags(env.info)
-        host_pip(ctx, ctx.dest / "site", backend.requires, tags, "build requirements")
+        wanted = applicable(backend.requires, runner_markers(backend, env))
+        host_pip(ctx, ctx.dest / "site", wanted, tags, "build requirements")
 
     meta = {"kind": "build-deps", "what": what, "requires": list(backend.requires)}
     _ensure(cache, key, meta, build, progress, what)
@@ -629,6 +643,51 @@ def missing_source_hint(tail: Sequence[str], worktree: Path) -> str | None:
     return None
 
 
+def _runner(
+    backend: Backend, env: PyEnv, deps: Path, run_env: Mapping[str, str], scratch: Path
+) -> tuple[list[str], dict[str, str]]:
+    """(the frontend's command, its environment) for whoever runs ``backend``, with the
+    build requirements in ``deps``."""
+    out = dict(run_env)
+    if backend.runner == "host":
+        out["_PYTHON_SYSCONFIGDATA_NAME"] = str(env.info["sysconfigdata"])
+        out["PYTHONPATH"] = os.pathsep.join([str(env.host_sysconfig), str(deps)])
+        return [sys.executable, "-S", str(FRONTEND)], out
+    out["PYTHONPATH"] = str(deps)
+    scripts = host_scripts(deps / "bin", scratch / "bin")
+    out["PATH"] = os.pathsep.join([scripts, str(deps / "bin"), out.get("PATH", "")])
+    return [*setarch_prefix(), str(env.python), str(FRONTEND)], out
+
+
+def dynamic_requires(
+    ctx: BuildContext,
+    argv: Sequence[str],
+    run_env: Mapping[str, str],
+    worktree: Path,
+    settings: Mapping[str, Any],
+    backend: Backend,
+    env: PyEnv,
+) -> list[str]:
+    """What the backend asks for beyond pyproject.toml's ``requires`` and does not have.
+
+    PEP 517's ``get_requires_for_build_wheel``: aio-libs' in-tree backends (frozenlist,
+    yarl) add Cython there, and without it their build fell back to pure Python.
+    """
+    said: list[str] = []
+    ctx.run(
+        [*argv, "--requires", json.dumps(dict(settings))],
+        cwd=worktree,
+        env=run_env,
+        step=f"{backend.name} get_requires_for_build_wheel",
+        on_line=said.append,
+        timeout=600,
+    )
+    found = [ln for ln in said if ln.startswith("REPRO-REQUIRES:")]
+    wanted = json.loads(found[-1].split(":", 1)[1]) if found else []
+    have = names(backend.requires)
+    return [r for r in applicable(wanted, runner_markers(backend, env)) if not names([r]) & have]
+
+
 def ensure_python_package(
     spec: ExtensionSpec,
     repo: GitRepo,
@@ -686,17 +745,14 @@ def ensure_python_package(
                 spec, ctx, worktree, {**run_env, "PYTHON": str(env.python)}, prog, "prebuild"
             )
             out = ctx.scratch / "wheel"
-            if backend.runner == "host":
-                run_env["_PYTHON_SYSCONFIGDATA_NAME"] = str(env.info["sysconfigdata"])
-                run_env["PYTHONPATH"] = os.pathsep.join([str(env.host_sysconfig), str(deps)])
-                argv = [sys.executable, "-S", str(FRONTEND)]
-            else:
-                run_env["PYTHONPATH"] = str(deps)
-                scripts = host_scripts(deps / "bin", ctx.scratch / "bin")
-                run_env["PATH"] = os.pathsep.join(
-                    [scripts, str(deps / "bin"), run_env.get("PATH", "")]
-                )
-                argv = [*setarch_prefix(), str(env.python), str(FRONTEND)]
+            argv, runner_env = _runner(backend, env, deps, run_env, ctx.scratch)
+            prog.phase("configure", f"{backend.name}: its build requirements")
+            extra = dynamic_requires(ctx, argv, runner_env, worktree, settings, backend, env)
+            if extra:
+                backend = replace(backend, requires=(*backend.requires, *extra))
+                deps = ensure_build_deps(env, backend, cache, NullProgress())
+                argv, runner_env = _runner(backend, env, deps, run_env, ctx.scratch)
+            run_env = runner_env
             prog.phase("compile", f"{backend.name} wheel ({backend.runner} python)")
             try:
                 ctx.run(

@@ -4,6 +4,10 @@ Usage: ``python repro_pep517_wheel.py OUTDIR CONFIG_JSON``. No isolation and no
 installer: repro provides the build requirements on PYTHONPATH, so the only
 Python code that runs is the backend's own (the interpreter running it may be a
 TSAN build, where every imported module costs seconds).
+
+``python repro_pep517_wheel.py --requires CONFIG_JSON`` prints what the backend asks
+for beyond pyproject.toml's ``requires`` (``get_requires_for_build_wheel``: an in-tree
+backend adds Cython there), for repro to install before the build.
 """
 
 from __future__ import annotations
@@ -19,8 +23,20 @@ DEFAULT_BACKEND = "setuptools.build_meta:__legacy__"
 
 
 def main(argv: list[str]) -> int:
+    if argv[1] == "--requires":
+        hook = getattr(load_backend(), "get_requires_for_build_wheel", None)
+        wanted = list(hook(json.loads(argv[2]) or None)) if hook is not None else []
+        print("REPRO-REQUIRES:" + json.dumps(wanted), flush=True)
+        return 0
     out, settings = argv[1], json.loads(argv[2])
     os.makedirs(out, exist_ok=True)  # PEP 517: the frontend makes it
+    wheel = load_backend().build_wheel(out, settings or None)
+    print(f"REPRO-WHEEL:{wheel}", flush=True)
+    return 0
+
+
+def load_backend() -> Any:
+    """The backend pyproject.toml names, imported as a PEP 517 frontend would."""
     try:
         with open("pyproject.toml", "rb") as f:
             data: dict[str, Any] = tomllib.load(f)
@@ -36,9 +52,7 @@ def main(argv: list[str]) -> int:
     backend: Any = importlib.import_module(module)
     for part in filter(None, attr.split(".")):
         backend = getattr(backend, part)
-    wheel = backend.build_wheel(out, settings or None)
-    print(f"REPRO-WHEEL:{wheel}", flush=True)
-    return 0
+    return backend
 
 
 if __name__ == "__main__":
