@@ -313,3 +313,31 @@ def test_reports_a_suppression_hid_are_counted_and_said(tmp_path: Path, tsan_bin
                 "--json-out", str(out))  # fmt: skip
     assert json.loads(out.read_text())["suppressed"]["reports"] == 0
     assert "suppressions hid" not in res.stdout
+
+
+def test_a_suggested_suppression_hides_a_race_between_cython_functions(
+    tmp_path: Path, tsan_bin: Path
+) -> None:
+    """Sweep 18: the report suggested `race_top:` of repro's normalised names
+    (`__pyx_f_frozenlist__frozenlist_FrozenList__check_frozen`), which are no substring
+    of the names TSAN matches (`__pyx_f_10frozenlist_11_...`): pasted into a suppressions
+    file they hid nothing."""
+    from repro.report.tsantext import suppression_lines, suppression_sites
+    from repro.tsan.signature import DEFAULT_DROP, normalise_function
+
+    program = tsan_bin / "cython_names"
+    none = tmp_path / "none.txt"
+    none.write_text("")
+    shown = [r for _ in range(5) for r in parse_log(_run_with_suppressions(program, none)).reports]
+    assert shown, "the program's race did not show"
+    sites = suppression_sites(shown[0], DEFAULT_DROP)
+    assert sites is not None
+    lines = suppression_lines([[f] for f in sites.functions], ["why"], sites.kind)
+    sup = tmp_path / "sup.txt"
+    sup.write_text("\n".join(lines) + "\n")
+    for _ in range(5):
+        assert not parse_log(_run_with_suppressions(program, sup)).reports, lines
+    # The normalised names, as suggested before, hide nothing.
+    old = tmp_path / "old.txt"
+    old.write_text("".join(f"{sites.kind}:{normalise_function(f)}\n" for f in sites.functions))
+    assert parse_log(_run_with_suppressions(program, old)).reports, old.read_text()

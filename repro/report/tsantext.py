@@ -18,6 +18,7 @@ from typing import Any
 from repro.tsan.model import Access, Frame, Report
 from repro.tsan.parse import parse_frame
 from repro.tsan.signature import (
+    function_template,
     is_glibc_frame,
     is_interpreter_frame,
     is_library_frame,
@@ -348,7 +349,8 @@ def race_site(report: Report) -> tuple[str | None, str | None]:
 @dataclass(frozen=True)
 class Suppression:
     """What a suppressions file should name: ``race_top`` (the top frame only) or ``race``
-    (any frame of either stack), and the functions."""
+    (any frame of either stack), and the functions as TSAN printed them (TSAN matches
+    the printed names, not repro's normalised ones)."""
 
     kind: str
     functions: list[str]
@@ -378,26 +380,20 @@ def suppression_sites(report: Report, drop: Sequence[str]) -> Suppression | None
     own = [f for f in named if not is_library_frame(f)]
     outside = [f for f in own if not is_interpreter_frame(f)]
     if outside:
-        return Suppression("race_top", [normalise_function(f.function) for f in outside])
+        return Suppression("race_top", [f.function for f in outside])
     for frames in stacks:
         mine = next(
             (f for f in frames if not is_library_frame(f) and not is_interpreter_frame(f)), None
         )
         if mine is not None:
-            return Suppression("race", [normalise_function(mine.function)])
-    return Suppression("race_top", [normalise_function(f.function) for f in own or tops])
+            return Suppression("race", [mine.function])
+    return Suppression("race_top", [f.function for f in own or tops])
 
 
 def suppression_pattern(function: str) -> str:
-    """A function name as a TSAN suppression template matches it on any build.
-
-    TSAN matches templates as substrings, with ``*`` as a wildcard; Rust closures
-    print as ``{{closure}}`` or ``{closure#N}`` depending on the mangling, so they
-    become ``*``.
-    """
-    name = normalise_function(function)
-    name = re.sub(r"\{closure\}|\{[A-Za-z_:]+#\d+\}", "*", name)
-    return re.sub(r"\*{2,}", "*", name)
+    """A function name (as TSAN printed it, or normalised) as a TSAN suppression
+    template that matches it on any build (``function_template``)."""
+    return function_template(function)
 
 
 def suppression_lines(

@@ -194,6 +194,43 @@ def normalise_function(name: str) -> str:
     return name.strip()
 
 
+def function_template(name: str) -> str:
+    """A TSAN suppression template (``*`` for any text, a substring match) that matches
+    the function as TSAN names it in this build and in the others that
+    :func:`normalise_function` makes it equal to.
+
+    Where normalising removes a part that is not at the end (a Cython function's
+    numbers, a closure's index, a crate disambiguator), the template has ``*``:
+    repro's normalised names are no substring of the real ones, and a suggested
+    ``race_top:__pyx_f_frozenlist__frozenlist_FrozenList__check_frozen`` hid nothing of
+    ``__pyx_f_10frozenlist_11_frozenlist_10FrozenList__check_frozen`` (sweep 18). A
+    ``$`` (clang's lambdas) would end TSAN's template there, so it is a ``*`` too. A
+    name already normalised gets a ``*`` wherever Cython's numbers may have been.
+    """
+    name = _BUILD_ID.sub("", name)
+    name = _SPACE.sub(" ", name).strip()
+    name = _GCC_CLONE.sub("", name)
+    name = _RUST_HASH.sub("*", name)
+    name = _RUST_CRATE_DISAMBIGUATOR.sub("*", name)
+    name = _LEGACY_BRACES.sub("*", name)
+    name = _V0_BRACES.sub("*", name)
+    name = re.sub(r"\{[A-Za-z_][\w:]*\}", "*", name)  # a normalised closure, {closure}
+    name = re.sub(r"(\{lambda\([^{}]*\))(?:#\d+)?\}", r"\1*", name)
+    name = re.sub(r"\$_\d*", "*", name)  # clang's lambdas, $_1 (normalised: $_)
+    name = _DOT_SUFFIX.sub("", name)
+    cython = _CYTHON_NAME.match(name)
+    if cython is not None:
+        tail = cython.group(2)
+        if _CYTHON_NUMBER.match(tail):
+            tail = _CYTHON_NUMBER.sub("*", tail)
+        else:  # normalised: a number may have stood first and after any "_"
+            tail = "*" + tail.replace("_", "_*")
+        name = cython.group(1) + tail
+    name = _TEMPLATE_CLOSE.sub(">*>", name).replace(">>", ">*>")
+    name = name.replace("$", "*").replace("^", "*")
+    return re.sub(r"\*{2,}", "*", name).rstrip("*") or "*"
+
+
 # --- pattern matching ---------------------------------------------------------------------------
 
 
