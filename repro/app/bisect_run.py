@@ -48,6 +48,7 @@ from repro.runlog.bisect_answer import bound, options_of, strategy_from
 from repro.runlog.bisect_view import position_rows
 from repro.strategy.bisect import Bisector, Probe, clean_end_prior
 from repro.strategy.terms import LIKELY_AT, Side, Terms
+from repro.strategy.usability import cannot_count, usable_fraction
 from repro.text import truncate
 from repro.tsan.outcome import Outcome
 
@@ -55,10 +56,6 @@ if TYPE_CHECKING:
     from repro.app.cluster import Cluster
 
 
-# A commit whose runs keep failing or being invalid (crash before the reproducer,
-# TSAN start-up failure, timeout, unreadable reports) tells nothing about the race:
-# skip it like git bisect's exit 125 once this many such runs outnumber the others.
-UNUSABLE_AFTER = 3
 # Runs that stop the probe at the first: unreadable reports stop the bisect (no run here
 # can count); a module that turns the GIL back on makes the commit unusable (its runs can
 # show no race), and stops the bisect at the racy end.
@@ -538,11 +535,8 @@ class BisectRun:
                 state.stopped_by, prepared.info.get("symbolizer"), state.stopped_detail
             )
         c = st.counts
-        if (
-            c.not_evidence >= UNUSABLE_AFTER
-            and c.not_evidence > c.evidence
-            and not c.hits
-            and not st.unusable
+        if not st.unusable and cannot_count(
+            c.evidence, c.not_evidence, c.hits, self._usable_elsewhere(pos)
         ):
             reasons = ", ".join(
                 f"{o.value} {k}" for o, k in c.outcomes.items() if k and not o.is_evidence
@@ -551,6 +545,11 @@ class BisectRun:
                 UnusableEvent(pos, self.positions[pos].id, f"runs cannot show the race ({reasons})")
             )
         return state
+
+    def _usable_elsewhere(self, pos: int) -> float:
+        """The share of runs that counted at the other commits run so far."""
+        others = [r.counts for p, r in self.record.positions.items() if p != pos]
+        return usable_fraction(sum(c.evidence for c in others), sum(c.runs for c in others))
 
     def _executor(self, prepared: Prepared, lane: Lane | None = None) -> Runner | None:
         """Dask tasks on the workers that hold this build (a lane's own), or None:
@@ -690,7 +689,7 @@ def say_step(run: BisectRun, pos: int, state: StressState | None, prefix: str = 
             run.console.print(f"  {prefix}[yellow]skip[/] {escape(st.unusable)}")
     elif state is not None and state.session.runs and not state.session.evidence:
         # Said as what happened, not "no hit: 0/0 runs": the same commit is tried again
-        # until its runs count or it is skipped (UNUSABLE_AFTER).
+        # until its runs count or it is skipped (strategy.usability).
         s = state.session
         how = ", ".join(f"{o.value} {k}" for o, k in s.outcomes.items() if k)
         run.console.print(f"  {prefix}[yellow]no run counted[/] ({escape(how)})")
