@@ -773,3 +773,38 @@ def test_a_bisect_goes_on_where_half_of_all_runs_crash(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert doc["culprit"]["sha"] == shas["fix"], said
     assert "cannot be tested" not in said and "skip" not in said, said
+
+
+def test_a_target_seen_as_several_signatures_is_one_race_in_the_report(tmp_path: Path) -> None:
+    """Sweep 17: greenlet's race on a vector showed as 10 signatures (push_back against
+    empty(), against swap, ...), all the target on the console; the report listed 9 of
+    them among "17 other races" and its "Seen" counted the first signature's runs only.
+    Here the target names the file: bump against bump in every run, and bump against
+    peek in every other run."""
+    state = tmp_path / "runs-so-far"
+    racy = (
+        f"#!/bin/sh\nn=$(cat {state} 2>/dev/null || echo 0); echo $((n + 1)) > {state}\n"
+        "if [ $((n % 2)) = 0 ]; then exec ./prog read; fi\nexec ./prog\n"
+    )
+    repo = _project(tmp_path, "bump_peek.c", racy)
+    sha = _commit(repo, "racy")
+    recipe = _recipe(tmp_path, repo)
+    text = recipe.read_text().replace("command: ./prog", "command: ./run.sh")
+    text = text.replace("{history_size: 7}", "{history_size: 7, suppress_equal_addresses: 0}")
+    recipe.write_text(text.replace("functions: [read_shared, write_shared]", "files: [prog.c]"))
+    out = tmp_path / "s.json"
+    res = repro(
+        "stress", str(recipe), "--ref", sha, "-n", "6", "-j", "1",
+        "--runs-dir", str(tmp_path / "runs"), "--json-out", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    doc = json.loads(repro("report", str(run_dir), "--format", "json").stdout)
+    target = doc["target"]
+    assert [v["signature"] for v in target["variants"]], target
+    assert not [o for o in doc["other_races"] if o.get("target")], doc["other_races"]
+    assert target["runs"] == json.loads(out.read_text())["hits"] == 6, target
+    every = [target["signature"], *(v["signature"] for v in target["variants"])]
+    md = repro("report", str(run_dir)).stdout
+    assert "Also seen as" in md and all(sig in md for sig in every), md
+    assert "6 runs" in md.split("Also seen as", 1)[0].rsplit("Seen", 1)[1], md

@@ -100,8 +100,18 @@ def _races(files: RunFiles) -> tuple[dict[str, Any] | None, list[dict[str, Any]]
         for sid, st in rec.signatures.items()
     ]
     entries.sort(key=lambda e: (not e["target"], -e["runs"], -e["reports"], e["signature"]))
-    target = entries[0] if entries and entries[0]["target"] else None
-    others = [e for e in entries if e is not target]
+    targets = [e for e in entries if e["target"]]
+    target = targets[0] if targets else None
+    others = [e for e in entries if not e["target"]]
+    if target is not None and len(targets) > 1:
+        # The target seen at other places (greenlet's vector: push_back against empty(),
+        # against swap, ...): they were listed as other races, 9 of "17 other races",
+        # and "Seen" counted the first signature's runs alone.
+        target["variants"] = [
+            {k: e[k] for k in ("signature", "top_frames", "reports", "runs")} for e in targets[1:]
+        ]
+        target["reports"] = sum(e["reports"] for e in targets)
+        target["runs"] = max(rec.counts.hits, max(e["runs"] for e in targets))
     # Logs are parsed only for the races the report shows in full.
     for race in ([target] if target else []) + others[:MAX_OTHER_RACES]:
         _add_report(files, race)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from repro.text import truncate as truncate
@@ -52,6 +52,24 @@ def step_verdict(step: Mapping[str, Any]) -> str:
 def seen(reports: Any, runs: Any) -> str:
     """How often a race showed: "3 reports in 2 runs", "1 report in 1 run"."""
     return f"{plural(reports, 'report')} in {plural(runs, 'run')}"
+
+
+# Of the target's other signatures, those named in a report's summary.
+VARIANTS_SHOWN = 5
+
+
+def variants(
+    entries: Sequence[Mapping[str, Any]], code: Callable[[Any], str], words: Callable[[Any], str]
+) -> str:
+    """The target's other signatures (the same race where the top frames differ), each
+    with where it showed and how often; ``code`` and ``words`` escape for the format."""
+    shown = [
+        f"{code(e.get('signature'))} ({words(top_frames(list(e.get('top_frames') or [])))}; "
+        f"{seen(e.get('reports'), e.get('runs'))})"
+        for e in entries[:VARIANTS_SHOWN]
+    ]
+    more = len(entries) - VARIANTS_SHOWN
+    return "; ".join(shown) + (f"; and {more} more (in the JSON report)" if more > 0 else "")
 
 
 def seconds(s: float | None) -> str:

@@ -176,6 +176,11 @@ def _race(doc: Mapping[str, Any]) -> str:
                     "Seen",
                     _e(fmt.seen(t.get("reports"), t.get("runs"))),
                 ),
+                *(
+                    [("Also seen as", fmt.variants(t["variants"], _code, _e))]
+                    if t.get("variants")
+                    else []
+                ),
             ]
         )
     )

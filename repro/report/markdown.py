@@ -193,6 +193,11 @@ def _race(doc: Mapping[str, Any], opts: _Opts) -> list[str]:
         ],
         *([["Location", text(t["location"])]] if t.get("location") else []),
         ["Seen", fmt.seen(t.get("reports"), t.get("runs"))],
+        *(
+            [["Also seen as", fmt.variants(t["variants"], inline, text)]]
+            if t.get("variants")
+            else []
+        ),
     ]
     out.append(table(["", ""], rows))
     if t.get("report"):
