@@ -96,7 +96,11 @@ def _races(files: RunFiles) -> tuple[dict[str, Any] | None, list[dict[str, Any]]
     rec = files.record
     same = rec.same_races()
     entries = [
-        {**_race_entry(st.entry, st.reports, st.runs), "same_race_as": same.get(sid)}
+        {
+            **_race_entry(st.entry, st.reports, st.runs),
+            "same_race_as": same.get(sid),
+            "runs_without_target": st.runs_without_target,
+        }
         for sid, st in rec.signatures.items()
     ]
     entries.sort(key=lambda e: (not e["target"], -e["runs"], -e["reports"], e["signature"]))

@@ -284,8 +284,11 @@ def symptom_flags(
     A ringlite run showed six such races beside its one bug (an object published half
     made races later in the reference counts of the threads that use it): listed bare,
     they read as CPython bugs to report. Only with a CPython that has TSAN; without,
-    its races are uninstrumented noise (``noise_note``) whatever the target. ``drop``:
-    the run's frames to skip (``RunFiles.drop``), as the target's suggestion reads them.
+    its races are uninstrumented noise (``noise_note``) whatever the target. Nor one
+    that showed in a run without the target: at frozenlist's fixed commits, CPython's
+    string interning raced as it did beside the target (sweep 18), and the note told
+    the user to fix the target first. ``drop``: the run's frames to skip
+    (``RunFiles.drop``), as the target's suggestion reads them.
     """
     t = doc.get("target") or {}
     if python_tsan(doc) is False or not t.get("report"):
@@ -293,7 +296,9 @@ def symptom_flags(
     if _starts_in_interpreter(str(t["report"]), drop) is not False:
         return [False] * len(others)
     return [
-        bool(o.get("report")) and _starts_in_interpreter(str(o["report"]), drop) is True
+        bool(o.get("report"))
+        and not o.get("runs_without_target")
+        and _starts_in_interpreter(str(o["report"]), drop) is True
         for o in others
     ]
 

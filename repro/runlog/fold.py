@@ -99,6 +99,10 @@ class SignatureStats:
     entry: SignatureEvent
     reports: int = 0
     runs: int = 0
+    # Runs in which it showed and the target did not: such a race is no symptom of the
+    # target's (CPython's string interning at frozenlist's fixed commits, the fatal-error
+    # handler's walk of other threads in greenlet's crashed runs).
+    runs_without_target: int = 0
 
     def to_json(self) -> dict[str, Any]:
         d = self.entry.to_json()
@@ -241,6 +245,7 @@ class Record:
                 others.add(sid)
         for sid in set(ev.signatures):
             self.signatures[sid].runs += 1
+            self.signatures[sid].runs_without_target += ev.outcome is not Outcome.TARGET
         self.runs_with_other += bool(others)
         if ev.setting is not None:
             self.settings.setdefault(ev.setting, Counts()).add(ev.outcome)
