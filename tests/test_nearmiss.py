@@ -486,3 +486,22 @@ def test_a_racy_end_whose_runs_crash_says_it_built_and_what_they_printed(
     assert "the racy end built, but runs cannot show the race (crash" in out, out
     assert "output ends: ModuleNotFoundError: No module named ticketqx" in out, out
     assert "does not build" not in out, out
+
+
+def test_a_race_of_cpythons_own_with_the_target_far_down_is_no_near_miss() -> None:
+    """Sweep 18: at frozenlist's fixed commit, a race in CPython's string interning with
+    `_check_frozen` at frame 14 of a stack was offered as "nearly matches the target
+    ... to target it: remove "freeze" from target.functions and target.depth: 15",
+    which would make the target a race of CPython's that shows at both ends. The
+    ringlite log's CPython races have the extension's `ring_tag` at frames 4-8."""
+    log = parse_log(stored_log("cpython-ext-lazy-init.log"))
+    extension_race, *cpython_races = log.reports
+    assert cpython_races and all(starts_inside_interpreter(r) for r in cpython_races)
+    rule = TargetRule(functions=("ring_tag",), depth=1)
+    assert matches(extension_race, rule)
+    assert all(near_miss(r, rule) is None for r in cpython_races)
+    # A target of CPython's own code that is too shallow is still a near miss.
+    shallow = TargetRule(functions=("PyTuple_Pack",), depth=1)
+    assert not matches(cpython_races[0], shallow)
+    miss = near_miss(cpython_races[0], shallow)
+    assert miss is not None and any("target.depth" in f for f in miss.fixes), miss

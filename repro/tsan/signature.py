@@ -591,6 +591,22 @@ def starts_outside_interpreter(report: Report, drop: Sequence[str] = DEFAULT_DRO
     return False
 
 
+def names_interpreter_code(report: Report, rule: TargetRule, drop: Sequence[str]) -> bool:
+    """Whether a pattern of ``rule`` names a frame of CPython in ``report``'s accesses:
+    a target of CPython's code, not of an extension's."""
+    frames = [
+        f
+        for stack in report.access_stacks()
+        for f in significant_frames(stack, tuple(drop))
+        if is_interpreter_frame(f)
+    ]
+    fns = [normalise_function(f.function) for f in frames]
+    fls = [f.file for f in frames if f.file]
+    return any(_function_matches(p, fns) for p in rule.functions) or any(
+        _file_matches(p, fls) for p in rule.files
+    )
+
+
 def starts_inside_interpreter(report: Report, drop: Sequence[str] = DEFAULT_DROP) -> bool:
     """Whether each access of ``report`` has its top frame in CPython: a race of the
     interpreter's own code, which a target in an extension's code cannot become by a
