@@ -437,6 +437,9 @@ class BisectSpec(_Strict):
         return self
 
 
+_RECIPE_FILE = re.compile(r"\{recipe_dir\}/([^\s'\"`;|&()<>${}]+)")
+
+
 class Recipe(_Strict):
     name: str
     description: str = ""
@@ -448,6 +451,17 @@ class Recipe(_Strict):
     target: TargetSpec
     signature: SignatureSpec = SignatureSpec()
     bisect: BisectSpec | None = None
+
+    def recipe_dir_files(self) -> list[str]:
+        """The files its commands take from the recipe's folder (``{recipe_dir}/x.py``),
+        relative to it: a run keeps a copy (``RunDir.keep_recipe``) and its report
+        carries those, not the folder's files as they are by then."""
+        texts = [self.reproducer.command, *self.reproducer.setup, self.reproducer.cwd or ""]
+        texts += list(self.reproducer.env.values())
+        if self.extension is not None:
+            texts += [*self.extension.build, *self.extension.env.values()]
+        names = (name for t in texts for name in _RECIPE_FILE.findall(t))
+        return [n for n in dict.fromkeys(names) if ".." not in n.split("/")]
 
     def variables(self) -> frozenset[str]:
         """Every environment variable the recipe sets for a build or a run (the

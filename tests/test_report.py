@@ -634,3 +634,26 @@ def test_the_report_says_which_files_go_beside_the_recipe(tmp_path: Path) -> Non
     assert doc["reproduce"]["beside_recipe"] == ["go.sh"]
     md = repro("report", str(_only_dir(runs)), "--format", "markdown").stdout
     assert "Save go.sh beside recipe.yaml" in md, md
+
+
+def test_a_report_carries_the_reproducer_as_it_ran_not_as_it_is_now(tmp_path: Path) -> None:
+    """Sweep 18: a report written after the reproducer beside the recipe was edited
+    carried the edited text in its plain script, as if it had run."""
+    log = Path(__file__).resolve().parent / "data" / "tsan" / "cpython-ext-lazy-init.log"
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    script = folder / "replay.sh"
+    script.write_text(f"#!/bin/sh\n# replay, version 1\ncat '{log}'\nexit 66\n")
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(
+        "name: replay\nreproducer:\n  command: sh {recipe_dir}/replay.sh\n  timeout: 30\n"
+        "target:\n  functions: [ring_tag]\n  depth: 1\n"
+    )
+    runs = tmp_path / "runs"
+    res = repro("stress", str(recipe), "--runs", "1", "--runs-dir", str(runs))
+    assert res.returncode == 0, res.stdout + res.stderr
+    (run_dir,) = runs.iterdir()
+    script.write_text("#!/bin/sh\n# replay, version 2 (edited after the run)\nexit 0\n")
+    md = repro("report", str(run_dir)).stdout
+    assert "replay, version 1" in md and "edited after the run" not in md, md
+    assert "Save replay.sh beside recipe.yaml" in " ".join(md.split()), md

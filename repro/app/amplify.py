@@ -10,7 +10,6 @@ the table shows both rates.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,7 +87,9 @@ def run_amplify(
     """Each setting in turn; with a cluster, built and run on its workers (the
     `jobs` knob then has no meaning: every worker thread runs)."""
     rundir = RunDir.create(runs_dir or default_runs_dir(), loaded.recipe.name, "amplify")
-    shutil.copyfile(loaded.path, rundir.path / "recipe.yaml")
+    rundir.keep_recipe(
+        loaded.path, loaded.recipe.recipe_dir_files(), loaded.recipe.reproducer.command
+    )
     rundir.write_meta(
         {"kind": "amplify", "recipe": loaded.recipe.name, "recipe_path": str(loaded.path)}
     )

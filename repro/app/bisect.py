@@ -401,7 +401,9 @@ def _new_run(loaded: LoadedRecipe, opts: BisectOptions, console: Console) -> Bis
     }
     rundir = RunDir.create(opts.runs_dir or default_runs_dir(), r.name, "bisect")
     try:
-        shutil.copyfile(loaded.path, rundir.path / "recipe.yaml")
+        rundir.keep_recipe(
+            loaded.path, loaded.recipe.recipe_dir_files(), loaded.recipe.reproducer.command
+        )
         rundir.write_meta(meta)
     except BaseException:
         shutil.rmtree(rundir.path, ignore_errors=True)

@@ -267,7 +267,9 @@ def _run_stress(
         )
         rundir = RunDir.create(opts.runs_dir or default_runs_dir(), loaded.recipe.name, "stress")
         runlog = RunLog(rundir)
-        shutil.copyfile(loaded.path, rundir.path / "recipe.yaml")
+        rundir.keep_recipe(
+            loaded.path, loaded.recipe.recipe_dir_files(), loaded.recipe.reproducer.command
+        )
         meta = {}
 
     record = runlog.record

@@ -34,6 +34,7 @@ from repro.report.tsantext import (
 from repro.runlog import Counts, RunEvent, SignatureEvent
 from repro.runlog.bisect_answer import blame, information, replayed
 from repro.runlog.bisect_view import position_rows
+from repro.runlog.store import RECIPE_FILES
 from repro.strategy.terms import LIKELY_AT, Terms
 from repro.tsan.outcome import INVALID, ORDER, Outcome, invalid_hint
 
@@ -613,18 +614,11 @@ def _reproduce(
     }
 
 
-_RECIPE_FILE = re.compile(r"\{recipe_dir\}/([^\s'\"`;|&()<>${}]+)")
-
-
 def _files_beside_recipe(files: RunFiles) -> list[str]:
     """The files the reproducer takes from the recipe's folder (``{recipe_dir}/x.py``):
     a reader who saved only the pasted recipe ran a command that named a file they did
     not have, and the report had not said so."""
-    r = files.recipe
-    if r is None:
-        return []
-    texts = [r.reproducer.command, *r.reproducer.setup, r.reproducer.cwd or ""]
-    return list(dict.fromkeys(name for t in texts for name in _RECIPE_FILE.findall(t)))
+    return files.recipe.recipe_dir_files() if files.recipe is not None else []
 
 
 def _is_local_relative(value: str) -> bool:
@@ -701,7 +695,9 @@ def _plain_inputs(
     env = meta.get("environment") or {}
     ctx = meta.get("context") or {}
     recipe_path = meta.get("recipe_path")
-    recipe_dir = Path(recipe_path).parent if recipe_path else None
+    kept = files.path / RECIPE_FILES
+    # The files as they ran (a run keeps them), not as the recipe's folder holds them now
+    recipe_dir = kept if kept.is_dir() else Path(recipe_path).parent if recipe_path else None
     inp = shell.PlainInputs(
         recipe=files.recipe,
         recipe_dir=recipe_dir,

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,9 @@ from repro.runlog.events import BadEvent, Event, RunEvent, SignatureEvent, event
 from repro.runlog.fold import Record, fold
 
 LOCK_NAME = ".lock"
+# The files a run's commands take from the recipe's folder, as they were when it began.
+RECIPE_FILES = "recipe-files"
+KEPT_FILE_LIMIT = 1_000_000
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -81,6 +86,29 @@ class RunDir:
             rd.lock()
             return rd
         raise ReproError(f"cannot create a run directory under {base}")
+
+    def keep_recipe(self, recipe: Path, names: Iterable[str], command: str = "") -> None:
+        """The recipe as run, and the files its commands take from its folder (``names``,
+        and the command's words that are files there): a report written after one was
+        edited carried the edited text as the reproducer that ran (sweep 18)."""
+        shutil.copyfile(recipe, self.path / "recipe.yaml")
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            words = []
+        base = recipe.parent
+        for name in dict.fromkeys([*names, *words]):
+            if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+                continue
+            src = base / name
+            try:
+                if not src.is_file() or src.stat().st_size > KEPT_FILE_LIMIT:
+                    continue
+                dest = self.path / RECIPE_FILES / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest)
+            except OSError:
+                continue  # the run goes on; its report reads the folder as before
 
     @classmethod
     def open(cls, path: Path) -> RunDir:
