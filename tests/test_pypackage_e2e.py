@@ -453,8 +453,9 @@ def test_tests_inside_the_package_run_the_built_wheel(
     # `python -c` in the checkout puts the checkout first on sys.path.
     command = "reproducer={command: '{python} -c \"import tally; tally.add(1)\"', timeout: 120}"
     code, data, text = run(
-        tmp_path, cpython_tsan_build, repo, "stress", "--runs", "2", *where, "--set", command
-    )
+        tmp_path, cpython_tsan_build, repo, "stress", "--runs", "2", "-j", "1", *where,
+        "--set", command,
+    )  # fmt: skip
     said = " ".join(text.split())
     assert code == 2, text
     assert data["outcomes"].get("source-tree") == 1, data["outcomes"]
