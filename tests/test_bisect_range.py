@@ -77,6 +77,25 @@ def _recipe(tmp_path: Path, repo: Path) -> Path:
     return r
 
 
+def _reader_in_every_other_run(state: Path) -> str:
+    """run.sh for bump_peek.c: bump against bump in every run, bump against peek in every
+    other one (a counter in ``state``)."""
+    return (
+        f"#!/bin/sh\nn=$(cat {state} 2>/dev/null || echo 0); echo $((n + 1)) > {state}\n"
+        "if [ $((n % 2)) = 0 ]; then exec ./prog read; fi\nexec ./prog\n"
+    )
+
+
+def _bump_peek_recipe(tmp_path: Path, repo: Path, target: str) -> Path:
+    """The recipe for bump_peek.c through run.sh, with ``target`` in place of the
+    functions of lost_history.c."""
+    recipe = _recipe(tmp_path, repo)
+    text = recipe.read_text().replace("command: ./prog", "command: ./run.sh")
+    text = text.replace("{history_size: 7}", "{history_size: 7, suppress_equal_addresses: 0}")
+    recipe.write_text(text.replace("functions: [read_shared, write_shared]", target))
+    return recipe
+
+
 def test_untestable_commits_before_the_fix_give_a_range_not_a_culprit(tmp_path: Path) -> None:
     repo, shas = _history(tmp_path, broken=2)
     out = tmp_path / "b.json"
@@ -707,10 +726,7 @@ def test_a_bisect_with_an_answer_gives_no_near_miss_advice(tmp_path: Path) -> No
     Here bump against bump shows in every run, bump against peek (the target) in about
     half, and the fix removes the reader."""
     state = tmp_path / "runs-so-far"
-    racy = (
-        f"#!/bin/sh\nn=$(cat {state} 2>/dev/null || echo 0); echo $((n + 1)) > {state}\n"
-        "if [ $((n % 2)) = 0 ]; then exec ./prog read; fi\nexec ./prog\n"
-    )
+    racy = _reader_in_every_other_run(state)
     repo = _project(tmp_path, "bump_peek.c", racy)
     shas = {"racy": _commit(repo, "racy")}
     (repo / "note.txt").write_text("1")
@@ -719,10 +735,7 @@ def test_a_bisect_with_an_answer_gives_no_near_miss_advice(tmp_path: Path) -> No
     shas["fix"] = _commit(repo, "no more reader")
     (repo / "note.txt").write_text("2")
     shas["after"] = _commit(repo, "after the fix")
-    recipe = _recipe(tmp_path, repo)
-    text = recipe.read_text().replace("command: ./prog", "command: ./run.sh")
-    text = text.replace("{history_size: 7}", "{history_size: 7, suppress_equal_addresses: 0}")
-    recipe.write_text(text.replace("[read_shared, write_shared]", "[bump, peek]"))
+    recipe = _bump_peek_recipe(tmp_path, repo, "functions: [bump, peek]")
     out = tmp_path / "b.json"
     res = repro(
         "bisect", str(recipe), "--racy", shas["racy"], "--fixed", shas["after"],
@@ -782,16 +795,10 @@ def test_a_target_seen_as_several_signatures_is_one_race_in_the_report(tmp_path:
     Here the target names the file: bump against bump in every run, and bump against
     peek in every other run."""
     state = tmp_path / "runs-so-far"
-    racy = (
-        f"#!/bin/sh\nn=$(cat {state} 2>/dev/null || echo 0); echo $((n + 1)) > {state}\n"
-        "if [ $((n % 2)) = 0 ]; then exec ./prog read; fi\nexec ./prog\n"
-    )
+    racy = _reader_in_every_other_run(state)
     repo = _project(tmp_path, "bump_peek.c", racy)
     sha = _commit(repo, "racy")
-    recipe = _recipe(tmp_path, repo)
-    text = recipe.read_text().replace("command: ./prog", "command: ./run.sh")
-    text = text.replace("{history_size: 7}", "{history_size: 7, suppress_equal_addresses: 0}")
-    recipe.write_text(text.replace("functions: [read_shared, write_shared]", "files: [prog.c]"))
+    recipe = _bump_peek_recipe(tmp_path, repo, "files: [prog.c]")
     out = tmp_path / "s.json"
     res = repro(
         "stress", str(recipe), "--ref", sha, "-n", "6", "-j", "1",
